@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what SQ needs to build and test on Debian 12, and only what is
+# missing: a second run installs nothing. Uses apt-get (as root, or via sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # build tools
+  cmake ninja-build ccache python3
+  # LLVM/MLIR 22: libraries, TableGen, lit/FileCheck, clang and lld
+  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
+  # unit tests
+  libgtest-dev
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "setup: missing packages (${missing[*]}) and not root; install them or run as root" >&2
+    exit 1
+  fi
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+if ! $SUDO apt-get install -y -qq "${missing[@]}"; then
+  echo "setup: apt-get could not install: ${missing[*]}" >&2
+  echo "setup: LLVM/MLIR 22 comes from Debian 12 (bookworm, incl. bookworm-security); check /etc/apt/sources.list" >&2
+  exit 1
+fi
+echo "setup: done"

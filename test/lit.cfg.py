@@ -1,0 +1,26 @@
+# -*- Python -*-
+# lit configuration of the sq test suite.
+
+import os
+import sys
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "SQ"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+config.excludes = ["Inputs", "CMakeLists.txt", "README.md", "lit.cfg.py", "lit.site.cfg.py"]
+
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.sq_obj_root, "test")
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+config.substitutions.append(("%python", sys.executable))
+config.substitutions.append(("%sq_src_root", config.sq_src_root))
+config.substitutions.append(("%sq_obj_root", config.sq_obj_root))
+
+tool_dirs = [os.path.join(config.sq_obj_root, "bin"), config.llvm_tools_dir]
+llvm_config.add_tool_substitutions(["sq-opt", "mlir-opt"], tool_dirs)

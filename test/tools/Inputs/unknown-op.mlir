@@ -1,0 +1,4 @@
+func.func @f() {
+  %y = sq.nonexistent
+  return
+}

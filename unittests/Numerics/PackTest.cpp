@@ -1,0 +1,157 @@
+//===- PackTest.cpp - exhaustive tests of int4 packing --------------------===//
+
+#include "sq/Numerics/Pack.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+using namespace sq::numerics;
+
+namespace {
+
+TEST(Pack, PackedBytesRoundsUp) {
+  EXPECT_EQ(packedBytes(0, 4), 0u);
+  EXPECT_EQ(packedBytes(1, 4), 1u);
+  EXPECT_EQ(packedBytes(2, 4), 1u);
+  EXPECT_EQ(packedBytes(3, 4), 2u);
+  EXPECT_EQ(packedBytes(11008, 4), 5504u);
+  EXPECT_EQ(packedBytes(7, 8), 7u);
+}
+
+// Every byte value unpacks to two nibbles that pack back to the same byte.
+TEST(Pack, EveryByteRoundTripsSigned) {
+  for (int b = 0; b < 256; ++b) {
+    uint8_t byte = static_cast<uint8_t>(b);
+    int8_t values[2];
+    unpackInt4(&byte, 2, values);
+    int lo = b & 0xF, hi = b >> 4;
+    EXPECT_EQ(values[0], lo >= 8 ? lo - 16 : lo) << "byte " << b;
+    EXPECT_EQ(values[1], hi >= 8 ? hi - 16 : hi) << "byte " << b;
+    uint8_t repacked = 0;
+    ASSERT_TRUE(packInt4(values, 2, &repacked));
+    EXPECT_EQ(repacked, byte) << "byte " << b;
+  }
+}
+
+TEST(Pack, EveryByteRoundTripsUnsigned) {
+  for (int b = 0; b < 256; ++b) {
+    uint8_t byte = static_cast<uint8_t>(b);
+    uint8_t values[2];
+    unpackUInt4(&byte, 2, values);
+    EXPECT_EQ(values[0], b & 0xF);
+    EXPECT_EQ(values[1], b >> 4);
+    uint8_t repacked = 0;
+    ASSERT_TRUE(packUInt4(values, 2, &repacked));
+    EXPECT_EQ(repacked, byte);
+  }
+}
+
+// Every pair of signed values in [-8, 7] survives pack -> unpack, and the
+// low nibble holds the first element.
+TEST(Pack, EveryPairRoundTripsSigned) {
+  for (int a = -8; a <= 7; ++a)
+    for (int b = -8; b <= 7; ++b) {
+      int8_t in[2] = {static_cast<int8_t>(a), static_cast<int8_t>(b)};
+      uint8_t byte;
+      ASSERT_TRUE(packInt4(in, 2, &byte));
+      EXPECT_EQ(byte & 0xF, a & 0xF);
+      EXPECT_EQ(byte >> 4, b & 0xF);
+      int8_t out[2];
+      unpackInt4(&byte, 2, out);
+      EXPECT_EQ(out[0], a);
+      EXPECT_EQ(out[1], b);
+    }
+}
+
+// Odd lengths: the last byte's high nibble is zero and nothing past
+// packedBytes() is written.
+TEST(Pack, OddLengths) {
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> dist(-8, 7);
+  for (size_t n : {1u, 3u, 5u, 17u, 63u, 127u, 1001u}) {
+    std::vector<int8_t> in(n);
+    for (int8_t &v : in)
+      v = static_cast<int8_t>(dist(rng));
+    std::vector<uint8_t> packed(packedBytes(n, 4) + 1, 0xAB);
+    ASSERT_TRUE(packInt4(in.data(), n, packed.data()));
+    EXPECT_EQ(packed[packedBytes(n, 4) - 1] >> 4, 0) << "n=" << n;
+    EXPECT_EQ(packed.back(), 0xAB) << "wrote past the end, n=" << n;
+    std::vector<int8_t> out(n);
+    unpackInt4(packed.data(), n, out.data());
+    EXPECT_EQ(out, in) << "n=" << n;
+  }
+}
+
+TEST(Pack, OddLengthsUnsigned) {
+  for (size_t n : {1u, 3u, 15u, 33u}) {
+    std::vector<uint8_t> in(n);
+    for (size_t i = 0; i < n; ++i)
+      in[i] = static_cast<uint8_t>((i * 7 + 3) % 16);
+    std::vector<uint8_t> packed(packedBytes(n, 4) + 1, 0xCD);
+    ASSERT_TRUE(packUInt4(in.data(), n, packed.data()));
+    EXPECT_EQ(packed[packedBytes(n, 4) - 1] >> 4, 0);
+    EXPECT_EQ(packed.back(), 0xCD);
+    std::vector<uint8_t> out(n);
+    unpackUInt4(packed.data(), n, out.data());
+    EXPECT_EQ(out, in);
+  }
+}
+
+TEST(Pack, RejectsOutOfRangeWithoutWriting) {
+  for (int bad : {-9, 8, 100, -128, 127}) {
+    int8_t in[3] = {1, static_cast<int8_t>(bad), 2};
+    uint8_t out[2] = {0x5A, 0x5A};
+    EXPECT_FALSE(packInt4(in, 3, out)) << bad;
+    EXPECT_EQ(out[0], 0x5A);
+    EXPECT_EQ(out[1], 0x5A);
+  }
+  uint8_t in[2] = {3, 16};
+  uint8_t out = 0x5A;
+  EXPECT_FALSE(packUInt4(in, 2, &out));
+  EXPECT_EQ(out, 0x5A);
+}
+
+// Rows are padded independently: with an odd column count each row starts
+// on a fresh byte.
+TEST(Pack, RowsArePaddedIndependently) {
+  const size_t rows = 3, cols = 5;
+  std::vector<int8_t> in(rows * cols);
+  for (size_t i = 0; i < in.size(); ++i)
+    in[i] = static_cast<int8_t>(static_cast<int>(i % 16) - 8);
+  std::vector<uint8_t> packed(rows * packedBytes(cols, 4));
+  ASSERT_EQ(packed.size(), 9u);
+  ASSERT_TRUE(packInt4Rows(in.data(), rows, cols, packed.data()));
+  for (size_t r = 0; r < rows; ++r) {
+    uint8_t expected[3];
+    ASSERT_TRUE(packInt4(in.data() + r * cols, cols, expected));
+    for (size_t j = 0; j < 3; ++j)
+      EXPECT_EQ(packed[r * 3 + j], expected[j]) << "row " << r;
+  }
+  std::vector<int8_t> out(rows * cols);
+  unpackInt4Rows(packed.data(), rows, cols, out.data());
+  EXPECT_EQ(out, in);
+
+  in[7] = 9;
+  std::vector<uint8_t> untouched(packed.size(), 0x11);
+  EXPECT_FALSE(packInt4Rows(in.data(), rows, cols, untouched.data()));
+  EXPECT_EQ(untouched, std::vector<uint8_t>(packed.size(), 0x11));
+}
+
+// A LLaMA-2-7B down_proj row (11008 values) packs into 5504 bytes.
+TEST(Pack, LargeRow) {
+  const size_t n = 11008;
+  std::vector<int8_t> in(n);
+  for (size_t i = 0; i < n; ++i)
+    in[i] = static_cast<int8_t>(
+        static_cast<int>(static_cast<uint32_t>(i * 2654435761u) >> 28) - 8);
+  std::vector<uint8_t> packed(packedBytes(n, 4));
+  ASSERT_TRUE(packInt4(in.data(), n, packed.data()));
+  std::vector<int8_t> out(n);
+  unpackInt4(packed.data(), n, out.data());
+  EXPECT_EQ(out, in);
+}
+
+} // namespace

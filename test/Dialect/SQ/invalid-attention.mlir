@@ -63,3 +63,51 @@ func.func @attention_causal(%q: tensor<1x8x64xf32>, %k: tensor<1x4x32xf32>) {
   %o = sq.attention %q, %k, %k heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x4x32xf32>, tensor<1x4x32xf32>
   return
 }
+
+// -----
+
+func.func @attention_cache_shape(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>, %p: tensor<1x4x64xf32>) {
+  // expected-error@+1 {{past_key and past_value must both be [batch, past_seq, num_kv_heads * head_dim] like the key 'tensor<1x8x32xf32>', got 'tensor<1x4x64xf32>' and 'tensor<1x4x64xf32>'}}
+  %o, %pk, %pv = sq.attention %q, %k, %k cache %p, %p heads 8 kv_heads 4
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x4x64xf32>, tensor<1x4x64xf32>
+      -> tensor<1x12x64xf32>, tensor<1x12x64xf32>
+  return
+}
+
+// -----
+
+func.func @attention_cache_results(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>, %p: tensor<1x4x32xf32>) {
+  // expected-error@+1 {{with a KV cache the op returns present_key and present_value after the output, got 0 extra results}}
+  %o = sq.attention %q, %k, %k cache %p, %p heads 8 kv_heads 4
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x4x32xf32>, tensor<1x4x32xf32>
+  return
+}
+
+// -----
+
+func.func @attention_present_shape(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>, %p: tensor<1x4x32xf32>) {
+  // expected-error@+1 {{present key/value must be [batch, past_seq + kv_seq, num_kv_heads * head_dim] = [1, 12, 32], got 'tensor<1x8x32xf32>'}}
+  %o, %pk, %pv = sq.attention %q, %k, %k cache %p, %p heads 8 kv_heads 4
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x4x32xf32>, tensor<1x4x32xf32>
+      -> tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  return
+}
+
+// -----
+
+func.func @attention_present_without_cache(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>) {
+  // expected-error@+1 {{present key/value results need a KV cache ('cache %past_key, %past_value')}}
+  %o, %pk, %pv = "sq.attention"(%q, %k, %k) <{num_heads = 8 : i64, num_kv_heads = 4 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0>}>
+      : (tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>) -> (tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_causal_cache(%q: tensor<1x8x64xf32>, %k: tensor<1x2x32xf32>, %p: tensor<1x3x32xf32>) {
+  // expected-error@+1 {{causal attention needs at least as many keys (5) as queries (8)}}
+  %o, %pk, %pv = sq.attention %q, %k, %k cache %p, %p heads 8 kv_heads 4 causal
+      : tensor<1x8x64xf32>, tensor<1x2x32xf32>, tensor<1x2x32xf32>, tensor<1x3x32xf32>, tensor<1x3x32xf32>
+      -> tensor<1x5x32xf32>, tensor<1x5x32xf32>
+  return
+}

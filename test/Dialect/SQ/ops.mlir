@@ -18,7 +18,7 @@ func.func @weights() -> (tensor<2x2xf32>, !sq.packed<2x3xi4>, tensor<2x1xf16>) {
 // CHECK-LABEL: func.func @blocks
 func.func @blocks(%ids: tensor<1x8xi64>, %pos: tensor<1x8xi64>, %table: tensor<512x64xf16>,
                   %gamma: tensor<64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>,
-                  %b: tensor<32xf32>) -> tensor<1x8x64xf32> {
+                  %b: tensor<32xf32>, %past: tensor<1x?x32xf32>) -> tensor<1x8x64xf32> {
   // CHECK: %[[H:.*]] = sq.embedding %{{.*}}[%{{.*}}] : tensor<512x64xf16>[tensor<1x8xi64>] -> tensor<1x8x64xf32>
   %h = sq.embedding %table[%ids] : tensor<512x64xf16>[tensor<1x8xi64>] -> tensor<1x8x64xf32>
   // CHECK: %[[N:.*]] = sq.rms_norm %[[H]] scale %{{.*}} {epsilon = 9.9999999999999995E-7 : f64} : tensor<1x8x64xf32>, tensor<64xf32>
@@ -37,6 +37,10 @@ func.func @blocks(%ids: tensor<1x8xi64>, %pos: tensor<1x8xi64>, %table: tensor<5
   %a = sq.attention %qr, %kr, %k heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 scale 2.500000e-01 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   %a2 = sq.attention %qr, %kr, %k heads 8 kv_heads 4 scale 0.25 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] cache %{{.*}}, %{{.*}} heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32> -> tensor<1x?x32xf32>, tensor<1x?x32xf32>
+  %a3, %pk, %pv = sq.attention %qr, %kr, %k cache %past, %past heads 8 kv_heads 4 causal
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32>
+      -> tensor<1x?x32xf32>, tensor<1x?x32xf32>
   // CHECK: %[[S:.*]] = sq.silu %[[A]] : tensor<1x8x64xf32>
   %s = sq.silu %a : tensor<1x8x64xf32>
   // CHECK: %[[M:.*]] = sq.mul %[[S]], %[[Q]] : tensor<1x8x64xf32>

@@ -362,16 +362,46 @@ LogicalResult AttentionOp::verify() {
                            << kvHeads << " x " << headDim << " = "
                            << kvHeads * headDim << ", got " << k.getDimSize(2);
   }
+  Value pastKey = getPastKey(), pastValue = getPastValue();
+  if (static_cast<bool>(pastKey) != static_cast<bool>(pastValue))
+    return emitOpError() << "a KV cache needs both past_key and past_value";
+  int64_t totalKv = k.getDimSize(1);
+  if (pastKey) {
+    RankedTensorType pk = rankedType(pastKey), pv = rankedType(pastValue);
+    if (pk.getRank() != 3 || !shapesMatch(pk.getShape(), pv.getShape()) ||
+        !dimsMatch(pk.getDimSize(0), k.getDimSize(0)) ||
+        !dimsMatch(pk.getDimSize(2), k.getDimSize(2)))
+      return emitOpError()
+             << "past_key and past_value must both be [batch, past_seq, "
+                "num_kv_heads * head_dim] like the key "
+             << k << ", got " << pk << " and " << pv;
+    totalKv = ShapedType::isDynamic(pk.getDimSize(1)) ||
+                      ShapedType::isDynamic(totalKv)
+                  ? ShapedType::kDynamic
+                  : pk.getDimSize(1) + totalKv;
+    if (getPresent().size() != 2)
+      return emitOpError() << "with a KV cache the op returns present_key "
+                              "and present_value after the output, got "
+                           << getPresent().size() << " extra results";
+    SmallVector<int64_t> expected = {k.getDimSize(0), totalKv, k.getDimSize(2)};
+    for (Value present : getPresent())
+      if (!shapesMatch(rankedType(present).getShape(), expected))
+        return emitOpError()
+               << "present key/value must be [batch, past_seq + kv_seq, "
+                  "num_kv_heads * head_dim] = "
+               << shapeStr(expected) << ", got " << present.getType();
+  } else if (!getPresent().empty()) {
+    return emitOpError() << "present key/value results need a KV cache "
+                            "('cache %past_key, %past_value')";
+  }
   if (std::optional<APFloat> scale = getScale())
     if (!(scale->convertToDouble() > 0.0))
       return emitOpError() << "scale must be positive, got "
                            << formatFloat(scale->convertToDouble());
   if (getCausal() && !ShapedType::isDynamic(q.getDimSize(1)) &&
-      !ShapedType::isDynamic(k.getDimSize(1)) &&
-      k.getDimSize(1) < q.getDimSize(1))
+      !ShapedType::isDynamic(totalKv) && totalKv < q.getDimSize(1))
     return emitOpError() << "causal attention needs at least as many keys ("
-                         << k.getDimSize(1) << ") as queries ("
-                         << q.getDimSize(1)
+                         << totalKv << ") as queries (" << q.getDimSize(1)
                          << "): the queries are the last positions of the "
                             "key/value sequence";
   return success();

@@ -153,38 +153,56 @@ def SQ_RopeOp : SQ_Op<"rope", [Pure, AllTypesMatch<["input", "output"]>]> {
   }];
 }
 
-def SQ_AttentionOp : SQ_Op<"attention", [Pure, AllTypesMatch<["query", "output"]>]> {
-  let summary = "multi-head attention with grouped-query heads and a causal mask";
+def SQ_AttentionOp : SQ_Op<"attention", [Pure, AttrSizedOperandSegments,
+    AllTypesMatch<["query", "output"]>]> {
+  let summary = "multi-head attention with grouped-query heads, causal mask and KV cache";
   let description = [{
     Scaled dot-product attention over heads flattened in the last dimension:
     `query` is `[batch, seq, num_heads * head_dim]`, `key` and `value` are
     `[batch, kv_seq, num_kv_heads * head_dim]`. Query head `h` reads
     key/value head `h / (num_heads / num_kv_heads)` (grouped-query attention;
     `num_kv_heads == num_heads` is plain multi-head attention). `scale`
-    defaults to `1/sqrt(head_dim)`. With `causal`, query `i` sees the keys
-    `j <= i + (kv_seq - seq)`: the last `seq` positions of a key/value cache
-    of length `kv_seq`. The softmax subtracts the row maximum.
+    defaults to `1/sqrt(head_dim)`. The softmax subtracts the row maximum.
+
+    With `cache %past_key, %past_value` (each `[batch, past_seq,
+    num_kv_heads * head_dim]`), the keys and values attended to are the
+    concatenations `past ++ new` along the sequence, and the op also returns
+    them as `present_key` and `present_value` (`[batch, past_seq + kv_seq,
+    ...]`): the KV cache of the next step.
+
+    With `causal`, query `i` sees the keys `j <= i + (total_kv - seq)`,
+    where `total_kv` counts the cached keys too: the queries are the last
+    `seq` positions of the key sequence.
 
     ```mlir
     %o = sq.attention %q, %k, %v heads 8 kv_heads 4 causal
            : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+    %o2, %pk, %pv = sq.attention %q, %k, %v cache %past_k, %past_v heads 8 kv_heads 4 causal
+           : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>,
+             tensor<1x?x32xf32>, tensor<1x?x32xf32> -> tensor<1x?x32xf32>, tensor<1x?x32xf32>
     ```
   }];
   let arguments = (ins SQ_FloatTensor:$query, SQ_FloatTensor:$key,
                        SQ_FloatTensor:$value,
+                       Optional<SQ_FloatTensor>:$past_key,
+                       Optional<SQ_FloatTensor>:$past_value,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
                        OptionalAttr<F64Attr>:$scale, UnitAttr:$causal);
-  let results = (outs SQ_FloatTensor:$output);
+  let results = (outs SQ_FloatTensor:$output, Variadic<SQ_FloatTensor>:$present);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `heads` $num_heads `kv_heads` $num_kv_heads
+    $query `,` $key `,` $value (`cache` $past_key^ `,` $past_value)?
+    `heads` $num_heads `kv_heads` $num_kv_heads
     (`scale` $scale^)? (`causal` $causal^)? attr-dict
     `:` type($query) `,` type($key) `,` type($value)
+    (`,` type($past_key)^ `,` type($past_value))? (`->` type($present)^)?
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// head_dim, or ShapedType::kDynamic when the last dimension is dynamic.
     int64_t getHeadDim();
+    /// True when the op reads and extends a KV cache.
+    bool hasCache() { return static_cast<bool>(getPastKey()); }
   }];
 }
 

@@ -8,6 +8,8 @@ PACKAGES=(
   cmake ninja-build ccache python3
   # LLVM/MLIR 22: libraries, TableGen, lit/FileCheck, clang and lld
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
+  # ONNX import: protobuf reader and the ONNX protobuf definitions
+  libonnx-dev libprotobuf-dev protobuf-compiler
   # unit tests
   libgtest-dev
 )

@@ -1,0 +1,328 @@
+#!/usr/bin/python3
+"""Generates the ONNX fixtures of test/Import/Inputs/ (checked in).
+
+Run with Debian's python3 (python3-torch, python3-onnx, python3-numpy):
+
+    /usr/bin/python3 test/Import/gen_fixtures.py [OUTDIR]
+
+A small Hugging Face-style PyTorch LLaMA (RMSNorm computed in float32,
+rotate-half RoPE, grouped-query attention with repeat_kv, causal mask,
+SwiGLU) is exported with the TorchScript exporter of torch.onnx.export in
+several styles, then broken copies are derived from one of them with the
+onnx package. Every fixture is small (a few hundred kB at most); the weights
+are seeded random numbers.
+
+Valid fixtures (name: what varies)
+  gqa-opset14.onnx        GQA 4/2 heads, opset 14
+  gqa-opset16.onnx        same, opset 16
+  gqa-opset17.onnx        same, opset 17
+  mha-opset17.onnx        plain multi-head attention (4/4)
+  tied-opset17.onnx       tied embedding / lm_head
+  kvcache-opset17.onnx    past_key_values.* inputs, present.* outputs
+  posids-opset17.onnx     position_ids input, cos/sin gathered from a cache
+  where-mask-opset17.onnx causal mask applied with Where (masked_fill)
+  external/model.onnx     weights in external data (external/model.onnx.data)
+Broken fixtures: see BROKEN below.
+"""
+
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+import torch
+from torch import nn
+
+VOCAB, HIDDEN, LAYERS, FFN = 32, 16, 2, 24
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(1.0 + 0.1 * torch.randn(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        x32 = x.to(torch.float32)
+        var = x32.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x32 * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
+class LayerNormVariant(nn.Module):
+    """A LayerNorm where a LLaMA has RMSNorm (must be rejected)."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.ln = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x):
+        x = x - x.mean(-1, keepdim=True)
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.ln.weight * x * torch.rsqrt(var + 1e-5)
+
+
+def rotate_half(x):
+    d = x.shape[-1] // 2
+    return torch.cat((-x[..., d:], x[..., :d]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, heads, kv_heads, theta, where_mask):
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv_heads, HIDDEN // heads
+        self.theta, self.where_mask = theta, where_mask
+        self.q_proj = nn.Linear(HIDDEN, heads * self.hd, bias=False)
+        self.k_proj = nn.Linear(HIDDEN, kv_heads * self.hd, bias=False)
+        self.v_proj = nn.Linear(HIDDEN, kv_heads * self.hd, bias=False)
+        self.o_proj = nn.Linear(heads * self.hd, HIDDEN, bias=False)
+
+    def forward(self, x, cos, sin, past):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.h, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        present = None
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+            present = (k, v)
+        t = k.shape[2]
+        rep = self.h // self.kv
+        if rep > 1:
+            k = k[:, :, None, :, :].expand(b, self.kv, rep, t, self.hd).reshape(b, self.h, t, self.hd)
+            v = v[:, :, None, :, :].expand(b, self.kv, rep, t, self.hd).reshape(b, self.h, t, self.hd)
+        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
+        if self.where_mask:
+            visible = torch.ones(s, t, dtype=torch.bool).tril(diagonal=t - s)
+            scores = scores.masked_fill(~visible, float("-inf"))
+        else:
+            mask = torch.full((s, t), torch.finfo(torch.float32).min).triu(diagonal=t - s + 1)
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, self.h * self.hd)
+        return self.o_proj(out), present
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate_proj = nn.Linear(HIDDEN, FFN, bias=False)
+        self.up_proj = nn.Linear(HIDDEN, FFN, bias=False)
+        self.down_proj = nn.Linear(FFN, HIDDEN, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, heads, kv_heads, theta, where_mask, norm):
+        super().__init__()
+        self.input_layernorm = norm(HIDDEN)
+        self.self_attn = Attention(heads, kv_heads, theta, where_mask)
+        self.post_attention_layernorm = RMSNorm(HIDDEN)
+        self.mlp = MLP()
+
+    def forward(self, h, cos, sin, past):
+        a, present = self.self_attn(self.input_layernorm(h), cos, sin, past)
+        h = h + a
+        return h + self.mlp(self.post_attention_layernorm(h)), present
+
+
+class Llama(nn.Module):
+    def __init__(self, heads=4, kv_heads=2, theta=10000.0, tied=False, cache=False,
+                 posids=False, where_mask=False, layernorm_layer=None):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(VOCAB, HIDDEN)
+        self.layers = nn.ModuleList([
+            Layer(heads, kv_heads, theta, where_mask,
+                  LayerNormVariant if i == layernorm_layer else RMSNorm)
+            for i in range(LAYERS)])
+        self.norm = RMSNorm(HIDDEN)
+        self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+        if tied:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.hd, self.theta, self.cache, self.posids = HIDDEN // heads, theta, cache, posids
+        self.kv_heads = kv_heads
+        inv = 1.0 / (theta ** (torch.arange(0, self.hd, 2).float() / self.hd))
+        self.register_buffer("inv_freq", inv, persistent=False)
+        t = torch.arange(64).float()
+        freqs = torch.outer(t, inv)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def rope_tables(self, s, past_len, position_ids):
+        if position_ids is not None:
+            return self.cos_cached[position_ids][:, None], self.sin_cached[position_ids][:, None]
+        t = torch.arange(past_len, past_len + s, dtype=torch.float32)
+        freqs = t[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, input_ids, *rest):
+        position_ids = rest[0] if self.posids else None
+        pasts = rest if self.cache else None
+        h = self.embed_tokens(input_ids)
+        past_len = pasts[0].shape[2] if pasts else 0
+        cos, sin = self.rope_tables(input_ids.shape[1], past_len, position_ids)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            past = (pasts[2 * i], pasts[2 * i + 1]) if pasts else None
+            h, present = layer(h, cos, sin, past)
+            if present is not None:
+                presents += list(present)
+        logits = self.lm_head(self.norm(h))
+        return (logits, *presents) if presents else logits
+
+
+def export(model, path, opset, external=False):
+    torch.manual_seed(0)
+    b, s, p = 2, 5, 3
+    ids = torch.randint(0, VOCAB, (b, s))
+    args, names, dynamic = [ids], ["input_ids"], {"input_ids": {0: "batch", 1: "seq"}}
+    outputs, out_dynamic = ["logits"], {"logits": {0: "batch", 1: "seq"}}
+    if model.posids:
+        args.append(torch.arange(s).expand(b, s).contiguous())
+        names.append("position_ids")
+        dynamic["position_ids"] = {0: "batch", 1: "seq"}
+    if model.cache:
+        for i in range(LAYERS):
+            for kind in ("key", "value"):
+                n = "past_key_values.%d.%s" % (i, kind)
+                args.append(torch.randn(b, model.kv_heads, p, model.hd))
+                names.append(n)
+                dynamic[n] = {0: "batch", 2: "past_seq"}
+                o = "present.%d.%s" % (i, kind)
+                outputs.append(o)
+                out_dynamic[o] = {0: "batch", 2: "total_seq"}
+    dynamic.update(out_dynamic)
+    tmp = path + ".tmp.onnx"
+    torch.onnx.export(model, tuple(args), tmp, input_names=names, output_names=outputs,
+                      dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+    m = onnx.load(tmp)
+    os.remove(tmp)
+    if external:
+        onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=0)
+    else:
+        onnx.save_model(m, path)
+    return m
+
+
+def build(**kw):
+    torch.manual_seed(kw.pop("seed", 1))
+    model = Llama(**kw)
+    model.eval()
+    return model
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "Inputs")
+    os.makedirs(out, exist_ok=True)
+    j = lambda *p: os.path.join(out, *p)
+
+    for opset in (14, 16, 17):
+        export(build(), j("gqa-opset%d.onnx" % opset), opset)
+    export(build(heads=4, kv_heads=4), j("mha-opset17.onnx"), 17)
+    export(build(tied=True), j("tied-opset17.onnx"), 17)
+    export(build(cache=True), j("kvcache-opset17.onnx"), 17)
+    export(build(posids=True, theta=500000.0), j("posids-opset17.onnx"), 17)
+    export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
+    os.makedirs(j("external"), exist_ok=True)
+    export(build(), j("external", "model.onnx"), 17, external=True)
+
+    # --- broken fixtures -------------------------------------------------
+    b = j("broken")
+    if os.path.isdir(b):
+        shutil.rmtree(b)
+    os.makedirs(b)
+    good = onnx.load(j("gqa-opset17.onnx"))
+    raw = open(j("gqa-opset17.onnx"), "rb").read()
+    open(os.path.join(b, "truncated.onnx"), "wb").write(raw[: len(raw) // 3])
+    open(os.path.join(b, "not-onnx.onnx"), "wb").write(b"this is a text file, not a model\n" * 4)
+    open(os.path.join(b, "empty.onnx"), "wb").write(b"")
+    export(build(layernorm_layer=1), os.path.join(b, "layernorm.onnx"), 17)
+
+    def ext_variant(name, location=None, truncate=None, offset=None, missing=False):
+        d = os.path.join(b, name)
+        os.makedirs(d)
+        m = onnx.load(j("external", "model.onnx"), load_external_data=False)
+        shutil.copy(j("external", "model.onnx.data"), os.path.join(d, "model.onnx.data"))
+        if missing:
+            os.remove(os.path.join(d, "model.onnx.data"))
+        if truncate:
+            with open(os.path.join(d, "model.onnx.data"), "r+b") as f:
+                f.truncate(truncate)
+        big = max(m.graph.initializer, key=lambda t: np.prod(t.dims))
+        for e in big.external_data:
+            if location and e.key == "location":
+                e.value = location
+            if offset is not None and e.key == "offset":
+                e.value = str(offset)
+        onnx.save_model(m, os.path.join(d, "model.onnx"))
+
+    ext_variant("ext-missing", missing=True)
+    ext_variant("ext-short", truncate=1000)
+    ext_variant("ext-offset", offset=10 ** 9)
+    ext_variant("ext-absolute", location="/etc/passwd")
+    ext_variant("ext-dotdot", location="../../gqa-opset17.onnx")
+
+    def graph_variant(name, edit):
+        m = onnx.ModelProto()
+        m.CopyFrom(good)
+        edit(m)
+        onnx.save_model(m, os.path.join(b, name))
+
+    def bad_dtype(m):
+        t = m.graph.initializer[0]
+        t.data_type = onnx.TensorProto.COMPLEX64
+
+    def cyclic(m):
+        nodes = list(m.graph.node)
+        # Swap a consumer before its producer: the graph is no longer ordered.
+        i = next(k for k, n in enumerate(nodes) if n.op_type == "Softmax")
+        nodes[i - 1], nodes[i] = nodes[i], nodes[i - 1]
+        del m.graph.node[:]
+        m.graph.node.extend(nodes)
+
+    def negative_dim(m):
+        t = next(t for t in m.graph.initializer if len(t.dims) == 2)
+        t.dims[0] = -t.dims[0]
+
+    def zero_dim(m):
+        t = next(t for t in m.graph.initializer if len(t.dims) == 2 and "MatMul" in t.name)
+        t.dims[0] = 0
+        t.raw_data = b""
+
+    def mismatched(m):
+        # A q_proj weight with one input feature too few (consistent bytes).
+        t = next(t for t in m.graph.initializer if len(t.dims) == 2 and "MatMul" in t.name)
+        a = numpy_helper.to_array(t)[:-1]
+        t.CopyFrom(numpy_helper.from_array(a, t.name))
+
+    def unknown_op(m):
+        n = next(n for n in m.graph.node if n.op_type == "Sigmoid")
+        n.op_type = "HardSigmoid"
+
+    def short_raw(m):
+        t = next(t for t in m.graph.initializer if len(t.dims) == 2)
+        t.raw_data = t.raw_data[:-4]
+
+    graph_variant("bad-dtype.onnx", bad_dtype)
+    graph_variant("cyclic.onnx", cyclic)
+    graph_variant("negative-dim.onnx", negative_dim)
+    graph_variant("zero-dim.onnx", zero_dim)
+    graph_variant("mismatched-shapes.onnx", mismatched)
+    graph_variant("unknown-op.onnx", unknown_op)
+    graph_variant("short-raw-data.onnx", short_raw)
+    print("fixtures written to", out)
+
+
+if __name__ == "__main__":
+    main()

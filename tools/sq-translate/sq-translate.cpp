@@ -1,0 +1,133 @@
+//===- sq-translate.cpp - import models into the sq dialect ---------------===//
+//
+//   sq-translate --import-onnx model.onnx -o model.mlir [--emit-bytecode]
+//
+// The output is written to a temporary file and renamed at the end, so a
+// failed import leaves no output behind.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/ONNX.h"
+
+#include "mlir/Bytecode/BytecodeWriter.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace llvm;
+
+static cl::OptionCategory category("sq-translate options");
+static cl::opt<bool> importOnnx(
+    "import-onnx",
+    cl::desc("Import an ONNX LLaMA model (with its external data) into the sq "
+             "dialect"),
+    cl::cat(category));
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.onnx>"),
+                                      cl::Required, cl::cat(category));
+static cl::opt<std::string> outputFile("o",
+                                       cl::desc("Output file ('-' for "
+                                                "stdout)"),
+                                       cl::value_desc("file"), cl::init("-"),
+                                       cl::cat(category));
+static cl::opt<bool>
+    emitBytecode("emit-bytecode",
+                 cl::desc("Write MLIR bytecode instead of text"),
+                 cl::cat(category));
+static cl::opt<unsigned> elideLarger(
+    "elide-weights-larger-than",
+    cl::desc("In text output, replace weight blobs larger than N bytes by a "
+             "placeholder (the output can then not be re-read)"),
+    cl::init(0), cl::cat(category));
+
+static int error(const Twine &message) {
+  WithColor::error(errs(), "sq-translate") << message << "\n";
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "sq-translate: import models into the sq dialect\n\n"
+      "  sq-translate --import-onnx model.onnx -o model.mlir\n"
+      "  sq-translate --import-onnx model.onnx --emit-bytecode -o "
+      "model.mlirbc\n\n"
+      "The importer recognizes LLaMA-family graphs as exporters write them\n"
+      "(RMSNorm, rotate-half RoPE, grouped-query attention with a causal\n"
+      "mask and optional KV cache, SwiGLU) and writes one sq.attention, two\n"
+      "sq.rms_norm and seven sq.linear per layer, weights as named\n"
+      "resources, and the model configuration as the module attribute\n"
+      "sq.config.\n");
+  if (!importOnnx)
+    return error("nothing to do: pass --import-onnx (the only import "
+                 "supported so far)");
+  if (emitBytecode && outputFile == "-" &&
+      sys::Process::StandardOutIsDisplayed())
+    return error("refusing to write bytecode to a terminal; use -o FILE");
+
+  mlir::MLIRContext context;
+  std::string message;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      sq::importOnnxModel(inputFile, &context, message);
+  if (!module)
+    return error(message);
+
+  if (outputFile == "-") {
+    if (emitBytecode) {
+      if (failed(mlir::writeBytecodeToFile(*module, outs())))
+        return error("could not write bytecode");
+    } else {
+      mlir::OpPrintingFlags flags;
+      if (elideLarger)
+        flags.elideLargeResourceString(elideLarger);
+      module->print(outs(), flags);
+    }
+    return 0;
+  }
+
+  // Write next to the destination, then rename: no partial output files.
+  SmallString<256> temp;
+  int fd;
+  SmallString<256> model(outputFile);
+  sys::path::remove_filename(model);
+  SmallString<256> pattern(model.empty() ? StringRef(".") : StringRef(model));
+  sys::path::append(pattern, sys::path::filename(outputFile) + ".tmp-%%%%%%");
+  if (std::error_code ec = sys::fs::createUniqueFile(pattern, fd, temp))
+    return error("cannot write '" + outputFile + "': " + ec.message());
+  {
+    raw_fd_ostream os(fd, /*shouldClose=*/true);
+    if (emitBytecode) {
+      if (failed(mlir::writeBytecodeToFile(*module, os))) {
+        sys::fs::remove(temp);
+        return error("could not write bytecode");
+      }
+    } else {
+      mlir::OpPrintingFlags flags;
+      if (elideLarger)
+        flags.elideLargeResourceString(elideLarger);
+      module->print(os, flags);
+    }
+    os.flush();
+    if (os.has_error()) {
+      std::string msg = os.error().message();
+      os.clear_error();
+      sys::fs::remove(temp);
+      return error("cannot write '" + outputFile + "': " + msg);
+    }
+  }
+  if (std::error_code ec = sys::fs::rename(temp, outputFile)) {
+    sys::fs::remove(temp);
+    return error("cannot write '" + outputFile + "': " + ec.message());
+  }
+  return 0;
+}

@@ -1,0 +1,297 @@
+//===- ImportTest.cpp - ONNX import: external data and real weights -------===//
+
+#include "ONNXModel.h"
+
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/ONNX.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+
+using namespace sq;
+using namespace sq::onnx_import;
+
+namespace {
+
+/// A temporary directory with a minimal model file and a data file.
+class ExternalDataTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("sq-extdata", dir));
+    // 16 floats 0..15 in model.data.
+    std::ofstream data(path("model.data"), std::ios::binary);
+    for (int i = 0; i < 16; ++i) {
+      float f = static_cast<float>(i);
+      data.write(reinterpret_cast<const char *>(&f), 4);
+    }
+    data.close();
+    onnx::ModelProto m;
+    m.set_ir_version(8);
+    m.mutable_graph()->add_node()->set_op_type("Identity");
+    std::ofstream model(path("model.onnx"), std::ios::binary);
+    ASSERT_TRUE(m.SerializeToOstream(&model));
+  }
+  void TearDown() override { llvm::sys::fs::remove_directories(dir); }
+
+  std::string path(llvm::StringRef name) {
+    llvm::SmallString<256> p(dir);
+    llvm::sys::path::append(p, name);
+    return std::string(p);
+  }
+
+  /// A float tensor of `dims` in external data.
+  onnx::TensorProto tensor(std::vector<int64_t> dims, std::string location,
+                           std::string offset = "", std::string length = "") {
+    onnx::TensorProto t;
+    t.set_name("w");
+    t.set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims)
+      t.add_dims(d);
+    t.set_data_location(onnx::TensorProto::EXTERNAL);
+    auto add = [&](const char *k, const std::string &v) {
+      if (v.empty())
+        return;
+      auto *e = t.add_external_data();
+      e->set_key(k);
+      e->set_value(v);
+    };
+    add("location", location);
+    add("offset", offset);
+    add("length", length);
+    return t;
+  }
+
+  bool read(const onnx::TensorProto &t, TensorBytes &out, std::string &err) {
+    std::string loadErr;
+    auto model = OnnxModel::load(path("model.onnx"), loadErr);
+    EXPECT_TRUE(model) << loadErr;
+    return model && model->readTensor(t, out, err);
+  }
+
+  llvm::SmallString<256> dir;
+};
+
+TEST_F(ExternalDataTest, ReadsWholeFileAndSlices) {
+  TensorBytes all, slice;
+  std::string err;
+  ASSERT_TRUE(read(tensor({4, 4}, "model.data"), all, err)) << err;
+  ASSERT_EQ(all.bytes.size(), 64u);
+  float f;
+  std::memcpy(&f, all.bytes.data() + 4 * 7, 4);
+  EXPECT_EQ(f, 7.0f);
+  ASSERT_TRUE(read(tensor({2}, "model.data", "40", "8"), slice, err)) << err;
+  std::memcpy(&f, slice.bytes.data(), 4);
+  EXPECT_EQ(f, 10.0f);
+  std::memcpy(&f, slice.bytes.data() + 4, 4);
+  EXPECT_EQ(f, 11.0f);
+  // The mapping outlives the model object.
+  EXPECT_TRUE(slice.keepAlive);
+}
+
+TEST_F(ExternalDataTest, RejectsOutOfBounds) {
+  TensorBytes out;
+  std::string err;
+  EXPECT_FALSE(read(tensor({4}, "model.data", "60"), out, err));
+  EXPECT_NE(err.find("lies beyond the end of 'model.data' (64 bytes)"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(read(tensor({4}, "model.data", "9999999999999"), out, err));
+  EXPECT_NE(err.find("lies beyond the end"), std::string::npos) << err;
+  EXPECT_FALSE(read(tensor({32}, "model.data"), out, err));
+  EXPECT_NE(err.find("lies beyond the end"), std::string::npos) << err;
+}
+
+TEST_F(ExternalDataTest, RejectsLengthMismatchAndBadNumbers) {
+  TensorBytes out;
+  std::string err;
+  EXPECT_FALSE(read(tensor({4}, "model.data", "0", "12"), out, err));
+  EXPECT_NE(err.find("length 12 does not match its shape (16 bytes)"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(read(tensor({4}, "model.data", "-4"), out, err));
+  EXPECT_NE(err.find("offset '-4' is not a non-negative integer"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(read(tensor({4}, "model.data", "12abc"), out, err));
+  EXPECT_NE(err.find("is not a non-negative integer"), std::string::npos);
+}
+
+TEST_F(ExternalDataTest, RefusesPathsOutsideTheModelDirectory) {
+  TensorBytes out;
+  std::string err;
+  EXPECT_FALSE(read(tensor({4}, "/etc/passwd"), out, err));
+  EXPECT_NE(err.find("must be a path relative to the model's directory"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(read(tensor({4}, "../model.data"), out, err));
+  EXPECT_NE(err.find("'..' is not allowed"), std::string::npos) << err;
+  EXPECT_FALSE(read(tensor({4}, "sub/../../x"), out, err));
+  EXPECT_NE(err.find("'..' is not allowed"), std::string::npos) << err;
+  EXPECT_FALSE(read(tensor({4}, ""), out, err));
+  // A symbolic link that leads outside is refused too.
+  ASSERT_FALSE(llvm::sys::fs::create_link("/etc/hostname", path("escape")));
+  EXPECT_FALSE(read(tensor({1}, "escape"), out, err));
+  EXPECT_NE(err.find("resolves outside the model's directory"),
+            std::string::npos)
+      << err;
+}
+
+TEST_F(ExternalDataTest, MissingFileAndHugeShapes) {
+  TensorBytes out;
+  std::string err;
+  EXPECT_FALSE(read(tensor({4}, "nope.data"), out, err));
+  EXPECT_NE(err.find("cannot open external data file"), std::string::npos);
+  // A declared size far beyond any file is rejected before allocating.
+  EXPECT_FALSE(read(tensor({1 << 30, 1 << 30}, "model.data"), out, err));
+  EXPECT_NE(err.find("absurdly large"), std::string::npos) << err;
+  EXPECT_FALSE(read(tensor({-1, 4}, "model.data"), out, err));
+  EXPECT_NE(err.find("negative dimension -1"), std::string::npos) << err;
+}
+
+TEST_F(ExternalDataTest, TypedFieldsAndRawData) {
+  std::string loadErr, err;
+  auto model = OnnxModel::load(path("model.onnx"), loadErr);
+  ASSERT_TRUE(model);
+  onnx::TensorProto t;
+  t.set_data_type(onnx::TensorProto::INT64);
+  t.add_dims(3);
+  for (int64_t v : {5, -6, 7})
+    t.add_int64_data(v);
+  TensorBytes out;
+  ASSERT_TRUE(model->readTensor(t, out, err)) << err;
+  int64_t v;
+  std::memcpy(&v, out.bytes.data() + 8, 8);
+  EXPECT_EQ(v, -6);
+  // fp16 values travel in int32_data.
+  onnx::TensorProto h;
+  h.set_data_type(onnx::TensorProto::FLOAT16);
+  h.add_dims(2);
+  h.add_int32_data(0x3C00); // 1.0
+  h.add_int32_data(0xC000); // -2.0
+  ASSERT_TRUE(model->readTensor(h, out, err)) << err;
+  uint16_t bits;
+  std::memcpy(&bits, out.bytes.data() + 2, 2);
+  EXPECT_EQ(bits, 0xC000);
+  // Raw data of the wrong size.
+  onnx::TensorProto r;
+  r.set_data_type(onnx::TensorProto::FLOAT);
+  r.add_dims(2);
+  r.set_raw_data(std::string(7, '\0'));
+  EXPECT_FALSE(model->readTensor(r, out, err));
+  EXPECT_NE(err.find("holds 7 bytes but its shape needs 8"), std::string::npos);
+  // Too few typed values.
+  onnx::TensorProto f;
+  f.set_data_type(onnx::TensorProto::FLOAT);
+  f.add_dims(3);
+  f.add_float_data(1.0f);
+  EXPECT_FALSE(model->readTensor(f, out, err));
+  onnx::TensorProto s;
+  s.set_data_type(onnx::TensorProto::STRING);
+  EXPECT_FALSE(model->readTensor(s, out, err));
+  EXPECT_NE(err.find("unsupported data type STRING"), std::string::npos);
+}
+
+//===----------------------------------------------------------------------===//
+// The imported weights of the real byte-level LLaMA equal, bit for bit, the
+// tensors of its independent llama2.c checkpoint (model.bin).
+//===----------------------------------------------------------------------===//
+
+std::string sharedData() {
+  if (const char *env = std::getenv("SQ_SHARED_DATA"))
+    return env;
+  return SQ_SOURCE_DIR "/../shared/data";
+}
+
+std::map<std::string, std::vector<float>> importedWeights(mlir::ModuleOp m) {
+  std::map<std::string, std::vector<float>> weights;
+  m.walk([&](WeightOp op) {
+    auto res = mlir::cast<mlir::DenseResourceElementsAttr>(op.getValue());
+    llvm::ArrayRef<char> data = res.getRawHandle().getBlob()->getData();
+    std::vector<float> v(data.size() / 4);
+    std::memcpy(v.data(), data.data(), data.size());
+    weights[op.getName().str()] = std::move(v);
+  });
+  return weights;
+}
+
+TEST(ImportRealModel, WeightsMatchTheLlama2cCheckpoint) {
+  std::string dir = sharedData() + "/wiki2-byte-llama";
+  if (!llvm::sys::fs::exists(dir + "/model.bin"))
+    GTEST_SKIP() << "shared data not present: " << dir;
+  mlir::MLIRContext context;
+  std::string err;
+  auto module = importOnnxModel(dir + "/model.onnx", &context, err);
+  ASSERT_TRUE(module) << err;
+  auto weights = importedWeights(*module);
+
+  std::ifstream bin(dir + "/model.bin", std::ios::binary);
+  int32_t header[7];
+  bin.read(reinterpret_cast<char *>(header), sizeof(header));
+  int64_t dim = header[0], hidden = header[1], layers = header[2],
+          heads = header[3], kvHeads = header[4], vocab = -header[5],
+          seqLen = header[6];
+  ASSERT_EQ(dim, 128);
+  int64_t hd = dim / heads, kvDim = kvHeads * hd;
+  auto next = [&](int64_t n) {
+    std::vector<float> v(n);
+    bin.read(reinterpret_cast<char *>(v.data()), n * 4);
+    return v;
+  };
+  std::vector<float> emb = next(vocab * dim), rmsAtt = next(layers * dim),
+                     wq = next(layers * dim * dim),
+                     wk = next(layers * kvDim * dim),
+                     wv = next(layers * kvDim * dim),
+                     wo = next(layers * dim * dim), rmsFfn = next(layers * dim),
+                     w1 = next(layers * hidden * dim),
+                     w2 = next(layers * dim * hidden),
+                     w3 = next(layers * hidden * dim), rmsFinal = next(dim);
+  next(seqLen * hd / 2);
+  next(seqLen * hd / 2);
+  std::vector<float> wcls = next(vocab * dim);
+  ASSERT_TRUE(bin.good());
+
+  auto slice = [](const std::vector<float> &all, int64_t l, int64_t n) {
+    return std::vector<float>(all.begin() + l * n, all.begin() + (l + 1) * n);
+  };
+  // llama2.c rows are in interleaved-pair RoPE order; the ONNX graph (and
+  // SQ) use rotate-half: hf row h*hd + j*hd/2 + i is llama2.c row
+  // h*hd + 2i + j.
+  auto toRotateHalf = [&](const std::vector<float> &w, int64_t nHeads) {
+    std::vector<float> out(w.size());
+    for (int64_t h = 0; h < nHeads; ++h)
+      for (int64_t j = 0; j < 2; ++j)
+        for (int64_t i = 0; i < hd / 2; ++i)
+          std::memcpy(&out[(h * hd + j * hd / 2 + i) * dim],
+                      &w[(h * hd + 2 * i + j) * dim], dim * 4);
+    return out;
+  };
+  EXPECT_EQ(weights["model.embed_tokens.weight"], emb);
+  EXPECT_EQ(weights["model.norm.weight"], rmsFinal);
+  EXPECT_EQ(weights["lm_head.weight"], wcls);
+  for (int64_t l = 0; l < layers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    EXPECT_EQ(weights[p + "input_layernorm.weight"], slice(rmsAtt, l, dim));
+    EXPECT_EQ(weights[p + "post_attention_layernorm.weight"],
+              slice(rmsFfn, l, dim));
+    EXPECT_EQ(weights[p + "self_attn.q_proj.weight"],
+              toRotateHalf(slice(wq, l, dim * dim), heads));
+    EXPECT_EQ(weights[p + "self_attn.k_proj.weight"],
+              toRotateHalf(slice(wk, l, kvDim * dim), kvHeads));
+    EXPECT_EQ(weights[p + "self_attn.v_proj.weight"],
+              slice(wv, l, kvDim * dim));
+    EXPECT_EQ(weights[p + "self_attn.o_proj.weight"], slice(wo, l, dim * dim));
+    EXPECT_EQ(weights[p + "mlp.gate_proj.weight"], slice(w1, l, hidden * dim));
+    EXPECT_EQ(weights[p + "mlp.down_proj.weight"], slice(w2, l, dim * hidden));
+    EXPECT_EQ(weights[p + "mlp.up_proj.weight"], slice(w3, l, hidden * dim));
+  }
+  EXPECT_EQ(weights.size(), 3u + 9u * layers);
+}
+
+} // namespace

@@ -21,6 +21,7 @@ Valid fixtures (name: what varies)
   kvcache-opset17.onnx    past_key_values.* inputs, present.* outputs
   posids-opset17.onnx     position_ids input, cos/sin gathered from a cache
   where-mask-opset17.onnx causal mask applied with Where (masked_fill)
+  interleaved-opset17.onnx  llama2.c/Meta RoPE: (real, imaginary) pairs
   external/model.onnx     weights in external data (external/model.onnx.data)
 Broken fixtures: see BROKEN below.
 """
@@ -69,9 +70,20 @@ def rotate_half(x):
     return torch.cat((-x[..., d:], x[..., :d]), dim=-1)
 
 
+def apply_rotary_emb_interleaved(x, cos, sin):
+    """llama2.c's apply_rotary_emb, on x [b, s, h, d] with cos/sin [s, d/2]."""
+    xr, xi = x.float().reshape(x.shape[:-1] + (-1, 2)).unbind(-1)
+    cos = cos.view(1, cos.shape[0], 1, cos.shape[1])
+    sin = sin.view(1, sin.shape[0], 1, sin.shape[1])
+    out_r = xr * cos - xi * sin
+    out_i = xr * sin + xi * cos
+    return torch.stack([out_r, out_i], dim=-1).flatten(3)
+
+
 class Attention(nn.Module):
-    def __init__(self, heads, kv_heads, theta, where_mask):
+    def __init__(self, heads, kv_heads, theta, where_mask, interleaved=False):
         super().__init__()
+        self.interleaved = interleaved
         self.h, self.kv, self.hd = heads, kv_heads, HIDDEN // heads
         self.theta, self.where_mask = theta, where_mask
         self.q_proj = nn.Linear(HIDDEN, heads * self.hd, bias=False)
@@ -81,11 +93,16 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, past):
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.h, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.kv, self.hd).transpose(1, 2)
+        if self.interleaved:
+            q = apply_rotary_emb_interleaved(self.q_proj(x).view(b, s, self.h, self.hd), cos, sin)
+            k = apply_rotary_emb_interleaved(self.k_proj(x).view(b, s, self.kv, self.hd), cos, sin)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+        else:
+            q = self.q_proj(x).view(b, s, self.h, self.hd).transpose(1, 2)
+            k = self.k_proj(x).view(b, s, self.kv, self.hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         v = self.v_proj(x).view(b, s, self.kv, self.hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
         present = None
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
@@ -120,10 +137,10 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, heads, kv_heads, theta, where_mask, norm):
+    def __init__(self, heads, kv_heads, theta, where_mask, norm, interleaved=False):
         super().__init__()
         self.input_layernorm = norm(HIDDEN)
-        self.self_attn = Attention(heads, kv_heads, theta, where_mask)
+        self.self_attn = Attention(heads, kv_heads, theta, where_mask, interleaved)
         self.post_attention_layernorm = RMSNorm(HIDDEN)
         self.mlp = MLP()
 
@@ -135,12 +152,12 @@ class Layer(nn.Module):
 
 class Llama(nn.Module):
     def __init__(self, heads=4, kv_heads=2, theta=10000.0, tied=False, cache=False,
-                 posids=False, where_mask=False, layernorm_layer=None):
+                 posids=False, where_mask=False, layernorm_layer=None, interleaved=False):
         super().__init__()
         self.embed_tokens = nn.Embedding(VOCAB, HIDDEN)
         self.layers = nn.ModuleList([
             Layer(heads, kv_heads, theta, where_mask,
-                  LayerNormVariant if i == layernorm_layer else RMSNorm)
+                  LayerNormVariant if i == layernorm_layer else RMSNorm, interleaved)
             for i in range(LAYERS)])
         self.norm = RMSNorm(HIDDEN)
         self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
@@ -148,6 +165,7 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.hd, self.theta, self.cache, self.posids = HIDDEN // heads, theta, cache, posids
         self.kv_heads = kv_heads
+        self.interleaved = interleaved
         inv = 1.0 / (theta ** (torch.arange(0, self.hd, 2).float() / self.hd))
         self.register_buffer("inv_freq", inv, persistent=False)
         t = torch.arange(64).float()
@@ -157,6 +175,11 @@ class Llama(nn.Module):
         self.register_buffer("sin_cached", emb.sin(), persistent=False)
 
     def rope_tables(self, s, past_len, position_ids):
+        if self.interleaved:
+            # llama2.c: precomputed freqs_cos/freqs_sin [max_seq, d/2], sliced.
+            t = torch.arange(64).float()
+            freqs = torch.outer(t, self.inv_freq)
+            return freqs.cos()[past_len:past_len + s], freqs.sin()[past_len:past_len + s]
         if position_ids is not None:
             return self.cos_cached[position_ids][:, None], self.sin_cached[position_ids][:, None]
         t = torch.arange(past_len, past_len + s, dtype=torch.float32)
@@ -234,6 +257,7 @@ def main():
     export(build(cache=True), j("kvcache-opset17.onnx"), 17)
     export(build(posids=True, theta=500000.0), j("posids-opset17.onnx"), 17)
     export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
+    export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
     os.makedirs(j("external"), exist_ok=True)
     export(build(), j("external", "model.onnx"), 17, external=True)
 

@@ -39,7 +39,7 @@ namespace {
 // are arranged in the axes of the ONNX tensor.
 //===----------------------------------------------------------------------===//
 
-enum class AK { B, S, P, T, N, R, D, F, One };
+enum class AK { B, S, P, T, N, R, D, F, One, DP, Two };
 
 struct Atom {
   AK kind;
@@ -50,6 +50,12 @@ using View = std::vector<Axis>;
 
 bool isSeq(AK k) { return k == AK::S || k == AK::P || k == AK::T; }
 bool isFeature(AK k) { return k == AK::N || k == AK::D || k == AK::F; }
+
+/// Interleaved RoPE splits head_dim into (head_dim/2 pairs, 2).
+bool isPairSplit(const Axis &a, const Axis &b) {
+  return a.size() == 1 && a[0].kind == AK::DP && b.size() == 1 &&
+         b[0].kind == AK::Two;
+}
 
 int64_t axisSize(const Axis &axis) {
   int64_t n = 1;
@@ -144,10 +150,17 @@ bool reshapeView(const View &view, const std::vector<int64_t> &target,
         axis.push_back({AK::N, t});
         atoms[i] = {AK::D, a.size / t};
         prod = t;
+      } else if (a.kind == AK::D && prod == 1 && t * 2 == a.size) {
+        axis.push_back({AK::DP, t});
+        atoms[i] = {AK::Two, 2};
+        prod = t;
       } else {
         break;
       }
     }
+    // (pairs, 2) flattened back into one axis is head_dim again.
+    if (axis.size() == 2 && axis[0].kind == AK::DP && axis[1].kind == AK::Two)
+      axis = {{AK::D, axis[0].size * 2}};
     if (prod != t) {
       error = "reshape of an activation " + viewStr(view) + " to [" +
               [&] {
@@ -205,6 +218,11 @@ struct AVal {
     NegHalf,
     RotHalf,
     RotTableMul,
+    // interleaved RoPE pieces: x = (r, i) pairs
+    PairPart,
+    PairMul,
+    PairRot,
+    PairRope,
     // attention pieces
     Scores,
     Probs
@@ -219,6 +237,10 @@ struct AVal {
   AValRef x, y;              // the activations a pattern is about
   double eps = 0, scale = 1;
   bool hi = false, causal = false;
+  int part =
+      0; // PairPart/PairMul: 0 real, 1 imaginary; PairRot: 0 r*c-i*s, 1 r*s+i*c
+  bool unsq = false; // PairRot: unsqueezed for the stack
+  CTensor c2;        // PairRot/PairRope: the second table
 
   static AValRef make(Kind kind) {
     auto a = std::make_shared<AVal>();
@@ -262,6 +284,14 @@ const char *kindName(AVal::Kind k) {
     return "rotate_half(x) of RoPE";
   case AVal::RotTableMul:
     return "rotate_half(x)*sin of RoPE";
+  case AVal::PairPart:
+    return "one element of RoPE's (real, imaginary) pairs";
+  case AVal::PairMul:
+    return "a pair element times a cos/sin table";
+  case AVal::PairRot:
+    return "a rotated pair element of interleaved RoPE";
+  case AVal::PairRope:
+    return "the stacked pairs of interleaved RoPE";
   case AVal::Scores:
     return "attention scores";
   case AVal::Probs:
@@ -372,6 +402,8 @@ bool toConcrete(const TensorBytes &t, CTensor &c, std::string &error) {
 // The raiser
 //===----------------------------------------------------------------------===//
 
+bool isScalar(const AValRef &a, double &v);
+
 class Raiser {
 public:
   Raiser(OnnxModel &model, ModuleOp module, const OnnxImportOptions &options)
@@ -423,8 +455,15 @@ private:
   bool opAdd(const AValRef &a, const AValRef &b, AValRef &out);
   bool opDiv(const AValRef &a, const AValRef &b, AValRef &out);
   bool makeRope(const AValRef &cosTerm, const AValRef &sinTerm, AValRef &out);
-  bool extractTable(const AValRef &x, const CTensor &table,
+  bool extractTable(const View &view, const CTensor &table,
                     std::vector<double> &t2, int64_t &rows, int64_t &cols);
+  bool finishRope(const AValRef &x, const View &resultView,
+                  const std::vector<double> &cosT,
+                  const std::vector<double> &sinT, int64_t rows, int64_t cols,
+                  RopeLayout layout, AValRef &out);
+  bool opPair(const std::string &op, const std::vector<AValRef> &in,
+              const onnx::NodeProto &node, std::vector<AValRef> &outs,
+              bool &handled);
   bool isCausalMask(const CTensor &mask, const AValRef &scores);
 
   OnnxModel &model;
@@ -722,13 +761,12 @@ bool Raiser::opMatMul(const AValRef &a, const AValRef &b, AValRef &out) {
 /// Extracts the [seq, head_dim] table that `table` broadcasts onto `x`. Other
 /// dimensions must be 1, or match the activation's and hold the same table
 /// everywhere (tables gathered by position_ids are [batch, 1, seq, dim]).
-bool Raiser::extractTable(const AValRef &x, const CTensor &table,
+bool Raiser::extractTable(const View &view, const CTensor &table,
                           std::vector<double> &t2, int64_t &rows,
                           int64_t &cols) {
-  const View &view = x->view;
   int64_t rank = static_cast<int64_t>(view.size());
   if (table.rank() > rank || table.rank() < 2 || view.back().size() != 1 ||
-      view.back()[0].kind != AK::D)
+      (view.back()[0].kind != AK::D && view.back()[0].kind != AK::DP))
     return false;
   int64_t seqAxis = -1;
   for (int64_t i = 0; i < rank; ++i)
@@ -740,7 +778,7 @@ bool Raiser::extractTable(const AValRef &x, const CTensor &table,
   rows = axisSize(view[seqAxis]);
   cols = axisSize(view.back());
   int64_t tRowAxis = seqAxis - shift, tColAxis = table.rank() - 1;
-  if (tRowAxis < 0 || tRowAxis != tColAxis - 1)
+  if (tRowAxis < 0)
     return false;
   for (int64_t j = 0; j < table.rank(); ++j) {
     int64_t d = table.shape[j];
@@ -750,13 +788,27 @@ bool Raiser::extractTable(const AValRef &x, const CTensor &table,
                              : d != 1 && d != axisSize(view[j + shift])))
       return false;
   }
-  // The leading dimensions must all hold the same [rows, cols] plane.
-  int64_t plane = rows * cols;
-  t2.assign(table.data.begin(), table.data.begin() + plane);
-  for (int64_t p = 1; p < table.numel() / plane; ++p)
-    for (int64_t i = 0; i < plane; ++i)
-      if (std::fabs(table.data[p * plane + i] - t2[i]) > 1e-6)
-        return false;
+  // Read the [rows, cols] plane at index 0 of the other dimensions, then
+  // check that every other index holds the same plane.
+  std::vector<int64_t> strides(table.rank(), 1);
+  for (int64_t j = table.rank() - 2; j >= 0; --j)
+    strides[j] = strides[j + 1] * table.shape[j + 1];
+  t2.assign(rows * cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      t2[r * cols + c] =
+          table.data[r * strides[tRowAxis] + c * strides[tColAxis]];
+  std::vector<int64_t> idx(table.rank(), 0);
+  for (int64_t i = 0; i < table.numel(); ++i) {
+    if (std::fabs(table.data[i] - t2[idx[tRowAxis] * cols + idx[tColAxis]]) >
+        1e-6)
+      return false;
+    for (int64_t j = table.rank() - 1; j >= 0; --j) {
+      if (++idx[j] < table.shape[j])
+        break;
+      idx[j] = 0;
+    }
+  }
   return true;
 }
 
@@ -768,14 +820,28 @@ bool Raiser::makeRope(const AValRef &cosTerm, const AValRef &sinTerm,
                 "activations");
   std::vector<double> cosT, sinT;
   int64_t rows, cols, rows2, cols2;
-  if (!extractTable(x, cosTerm->c, cosT, rows, cols) ||
-      !extractTable(x, sinTerm->c, sinT, rows2, cols2))
+  if (!extractTable(x->view, cosTerm->c, cosT, rows, cols) ||
+      !extractTable(x->view, sinTerm->c, sinT, rows2, cols2))
     return fail("RoPE tables do not broadcast as [seq, head_dim] onto the "
                 "heads " +
                 viewStr(x->view));
-  int64_t half = cols / 2;
-  if (rows < 2 || cols % 2)
-    return fail("RoPE needs an even head_dim");
+  return finishRope(x, x->view, cosT, sinT, rows, cols, RopeLayout::RotateHalf,
+                    out);
+}
+
+/// Checks that the tables are cos/sin(position * theta^(-2i/head_dim)) at
+/// positions positionStart + row, recovers theta and builds sq.rope. For
+/// rotate_half the tables have head_dim columns (frequency i at columns i
+/// and i + head_dim/2); for interleaved, head_dim/2 (one per pair).
+bool Raiser::finishRope(const AValRef &x, const View &resultView,
+                        const std::vector<double> &cosT,
+                        const std::vector<double> &sinT, int64_t rows,
+                        int64_t cols, RopeLayout layout, AValRef &out) {
+  bool halves = layout == RopeLayout::RotateHalf;
+  int64_t headDim = halves ? cols : 2 * cols;
+  auto freqIndex = [&](int64_t d) { return halves ? d % (cols / 2) : d; };
+  if (rows < 2 || (halves && cols % 2))
+    return fail("RoPE needs an even head_dim and at least two positions");
   // Frequencies from consecutive rows: f = angle(row1) - angle(row0).
   std::vector<double> freq(cols);
   for (int64_t d = 0; d < cols; ++d) {
@@ -784,28 +850,26 @@ bool Raiser::makeRope(const AValRef &cosTerm, const AValRef &sinTerm,
   }
   if (!(freq[1] > 0 && freq[1] < 1))
     return fail("cannot read a RoPE frequency from the cos/sin tables");
-  double theta = std::pow(freq[1], -static_cast<double>(cols) / 2.0);
+  double theta = std::pow(freq[1], -static_cast<double>(headDim) / 2.0);
   for (int64_t d = 0; d < cols; ++d) {
-    int64_t i = d % half;
-    double expect = std::pow(theta, -2.0 * i / cols);
+    double expect = std::pow(theta, -2.0 * freqIndex(d) / headDim);
     if (std::fabs(freq[d] - expect) > 1e-3 * expect + 1e-6)
-      return fail("the cos/sin tables are not rotate-half RoPE tables "
-                  "(frequency of column " +
-                  std::to_string(d) + " is " + std::to_string(freq[d]) +
-                  ", expected " + std::to_string(expect) + ")");
+      return fail(std::string("the cos/sin tables are not ") +
+                  (halves ? "rotate-half" : "interleaved") +
+                  " RoPE tables (frequency of column " + std::to_string(d) +
+                  " is " + std::to_string(freq[d]) + ", expected " +
+                  std::to_string(expect) + ")");
   }
-  // Positions: the rows are positionStart, positionStart + 1, ...
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t d = 0; d < cols; ++d) {
       double angle =
-          (positionStart + r) * std::pow(theta, -2.0 * (d % half) / cols);
+          (positionStart + r) * std::pow(theta, -2.0 * freqIndex(d) / headDim);
       if (std::fabs(cosT[r * cols + d] - std::cos(angle)) > 2e-3 ||
           std::fabs(sinT[r * cols + d] - std::sin(angle)) > 2e-3)
         return fail("the cos/sin tables do not match RoPE at positions "
                     "past_length + i (row " +
                     std::to_string(r) + ", column " + std::to_string(d) + ")");
     }
-  // Round theta (exported tables are float32).
   double rounded = std::round(theta);
   if (std::fabs(rounded - theta) < 1e-3 * theta)
     theta = rounded;
@@ -817,9 +881,153 @@ bool Raiser::makeRope(const AValRef &cosTerm, const AValRef &sinTerm,
   if (!heads)
     return fail("RoPE on an activation without heads " + viewStr(x->view));
   auto op = RopeOp::create(builder, loc, x->v, positions, heads,
-                           builder.getF64FloatAttr(theta).getValue(),
-                           RopeLayout::RotateHalf);
-  out = act(op, x->view);
+                           builder.getF64FloatAttr(theta).getValue(), layout);
+  out = act(op, resultView);
+  return true;
+}
+
+/// Interleaved RoPE (llama2.c / Meta): x viewed as (r, i) pairs,
+/// out = stack(r*cos - i*sin, r*sin + i*cos).
+bool Raiser::opPair(const std::string &op, const std::vector<AValRef> &in,
+                    const onnx::NodeProto &node, std::vector<AValRef> &outs,
+                    bool &handled) {
+  handled = true;
+  AValRef a = in.empty() ? nullptr : in[0];
+  AValRef b = in.size() > 1 ? in[1] : nullptr;
+  auto pairView = [](const View &v) {
+    return v.size() >= 2 && isPairSplit(v[v.size() - 2], v.back());
+  };
+  auto partOf = [&](const AValRef &x, int part, bool keepAxis) {
+    AValRef p = AVal::make(AVal::PairPart);
+    p->x = x;
+    p->part = part;
+    p->view = x->view;
+    if (keepAxis)
+      p->view.back() = Axis{{AK::One, 1}};
+    else
+      p->view.pop_back();
+    return p;
+  };
+  // Unbind the pair axis: Split, Gather or Slice over the last axis.
+  if (a && a->kind == AVal::Act && pairView(a->view)) {
+    int64_t rank = static_cast<int64_t>(a->view.size());
+    int64_t axis = -1;
+    for (const auto &at : node.attribute())
+      if (at.name() == "axis")
+        axis = at.i();
+    if (axis < 0)
+      axis += rank;
+    if (op == "Split" && axis == rank - 1 && node.output_size() == 2) {
+      outs = {partOf(a, 0, true), partOf(a, 1, true)};
+      return true;
+    }
+    CTensor c;
+    if (op == "Gather" && axis == rank - 1 && b && concreteOf(b, c) &&
+        c.numel() == 1) {
+      outs = {partOf(a, static_cast<int>(c.data[0]) & 1, false)};
+      return true;
+    }
+    if (op == "Slice" && in.size() >= 3) {
+      CTensor st, en, ax;
+      if (concreteOf(in[1], st) && concreteOf(in[2], en) &&
+          (in.size() < 4 || !in[3] ||
+           (concreteOf(in[3], ax) &&
+            (ax.data[0] == -1 || ax.data[0] == rank - 1)))) {
+        int64_t start = static_cast<int64_t>(st.data[0]);
+        outs = {partOf(a, start == 1 ? 1 : 0, true)};
+        return true;
+      }
+    }
+  }
+  if (a && a->kind == AVal::PairPart && (op == "Squeeze")) {
+    outs = {std::make_shared<AVal>(*a)};
+    if (outs[0]->view.back().size() == 1 &&
+        outs[0]->view.back()[0].kind == AK::One)
+      outs[0]->view.pop_back();
+    return true;
+  }
+  if (a && a->kind == AVal::PairRot && op == "Unsqueeze") {
+    outs = {std::make_shared<AVal>(*a)};
+    outs[0]->unsq = true;
+    return true;
+  }
+  if (op == "Mul" && a && b) {
+    for (int swap = 0; swap < 2; ++swap) {
+      const AValRef &p = swap ? b : a, &t = swap ? a : b;
+      double sc;
+      if (p->kind == AVal::PairPart && t->kind == AVal::Concrete &&
+          !isScalar(t, sc)) {
+        AValRef m = AVal::make(AVal::PairMul);
+        m->x = p->x;
+        m->part = p->part;
+        m->view = p->view;
+        m->c = t->c;
+        outs = {m};
+        return true;
+      }
+    }
+  }
+  if ((op == "Sub" || op == "Add") && a && b && a->kind == AVal::PairMul &&
+      b->kind == AVal::PairMul && a->x == b->x) {
+    AValRef r = AVal::make(AVal::PairRot);
+    r->x = a->x;
+    r->view = a->view;
+    if (op == "Sub" && a->part == 0 && b->part == 1) {
+      r->part = 0; // r*cos - i*sin
+      r->c = a->c;
+      r->c2 = b->c;
+    } else if (op == "Add" && a->part != b->part) {
+      r->part = 1; // r*sin + i*cos
+      const AValRef &re = a->part == 0 ? a : b, &im = a->part == 0 ? b : a;
+      r->c = re->c;  // sin
+      r->c2 = im->c; // cos
+    } else {
+      return fail("RoPE pair arithmetic that is not a rotation");
+    }
+    outs = {r};
+    return true;
+  }
+  if (op == "Concat" && in.size() == 2 && a && b && a->kind == AVal::PairRot &&
+      b->kind == AVal::PairRot && a->part == 0 && b->part == 1 &&
+      a->x == b->x && a->unsq && b->unsq) {
+    // Tables: a = (cos, sin), b = (sin, cos).
+    AValRef x = a->x;
+    std::vector<double> cosT, sinT, sin2, cos2;
+    int64_t rows, cols, r2, c2;
+    if (!extractTable(a->view, a->c, cosT, rows, cols) ||
+        !extractTable(a->view, a->c2, sinT, r2, c2) ||
+        !extractTable(a->view, b->c, sin2, r2, c2) ||
+        !extractTable(a->view, b->c2, cos2, r2, c2) || cosT != cos2 ||
+        sinT != sin2)
+      return fail("interleaved RoPE with tables that do not broadcast as "
+                  "[seq, head_dim/2] or differ between the two halves");
+    AValRef r = AVal::make(AVal::PairRope);
+    r->x = x;
+    r->c.data = cosT;
+    r->c2.data = sinT;
+    r->c.shape = {rows, cols};
+    outs = {r};
+    return true;
+  }
+  if (op == "Reshape" && a && a->kind == AVal::PairRope && b) {
+    CTensor target;
+    if (!concreteOf(b, target))
+      return fail("Reshape of interleaved RoPE with a non-constant shape");
+    std::vector<int64_t> resolved;
+    if (!resolveReshape(viewShape(a->x->view), target.asInts(), false, resolved,
+                        err))
+      return false;
+    View view;
+    if (!reshapeView(a->x->view, resolved, view, err))
+      return false;
+    AValRef out;
+    if (!finishRope(a->x, view, a->c.data, a->c2.data, a->c.shape[0],
+                    a->c.shape[1], RopeLayout::Interleaved, out))
+      return false;
+    outs = {out};
+    return true;
+  }
+  handled = false;
   return true;
 }
 
@@ -1045,7 +1253,24 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
     std::vector<int64_t> shape;
     if (a->kind == AVal::Act)
       shape = viewShape(a->view);
-    else if (a->kind == AVal::Ids)
+    else if (a->kind == AVal::PairPart || a->kind == AVal::PairMul ||
+             a->kind == AVal::PairRot) {
+      shape = viewShape(a->view);
+      if (a->unsq)
+        shape.push_back(1);
+    } else if (a->kind == AVal::PairRope || a->kind == AVal::Normed ||
+               a->kind == AVal::Sq || a->kind == AVal::Sig ||
+               a->kind == AVal::TableMul || a->kind == AVal::RotTableMul ||
+               a->kind == AVal::RotHalf)
+      shape = viewShape(a->x->view);
+    else if (a->kind == AVal::MeanSq || a->kind == AVal::MeanSqEps ||
+             a->kind == AVal::Rms || a->kind == AVal::InvRms) {
+      shape = viewShape(a->x->view);
+      shape.back() = 1;
+    } else if (a->kind == AVal::Half || a->kind == AVal::NegHalf) {
+      shape = viewShape(a->x->view);
+      shape.back() /= 2;
+    } else if (a->kind == AVal::Ids)
       shape = {options.probeBatch, options.probeSeq};
     else if (a->kind == AVal::Concrete)
       shape = a->c.shape;
@@ -1111,6 +1336,11 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
   AValRef a = input(0), b = input(1);
   if (!a)
     return fail("missing first input");
+  bool handled = false;
+  if (!opPair(op, in, node, outs, handled))
+    return false;
+  if (handled)
+    return true;
   if (op == "Identity" || op == "Cast") {
     int64_t to = 1;
     attrInt(node, "to", to);

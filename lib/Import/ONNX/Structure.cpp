@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 using namespace mlir;
 
@@ -98,6 +99,7 @@ bool checkStructureAndName(ModuleOp module, std::string &error) {
   Value h = embedding.getOutput();
   int64_t layer = 0, heads = -1, kvHeads = -1, headDim = -1, ffn = -1;
   double theta = -1, eps = -1;
+  std::optional<RopeLayout> ropeLayout;
   bool cache = false;
   auto layerName = [&](StringRef what) {
     return ("model.layers." + std::to_string(layer) + "." + what).str();
@@ -162,7 +164,9 @@ bool checkStructureAndName(ModuleOp module, std::string &error) {
           b.getNamedAttr("head_dim", b.getI64IntegerAttr(headDim)),
           b.getNamedAttr("intermediate_size", b.getI64IntegerAttr(ffn)),
           b.getNamedAttr("rope_theta", b.getF64FloatAttr(theta)),
-          b.getNamedAttr("rope_layout", b.getStringAttr("rotate_half")),
+          b.getNamedAttr("rope_layout",
+                         b.getStringAttr(stringifyRopeLayout(
+                             ropeLayout.value_or(RopeLayout::RotateHalf)))),
           b.getNamedAttr("rms_norm_eps", b.getF64FloatAttr(eps)),
           b.getNamedAttr("tie_word_embeddings", b.getBoolAttr(tied)),
           b.getNamedAttr("kv_cache", b.getBoolAttr(cache)),
@@ -197,6 +201,10 @@ bool checkStructureAndName(ModuleOp module, std::string &error) {
     if (kRope.getTheta().convertToDouble() != t || (theta >= 0 && t != theta))
       return fail(where("RoPE theta differs between q, k or layers"));
     theta = t;
+    if (qRope.getLayout() != kRope.getLayout() ||
+        (ropeLayout && *ropeLayout != qRope.getLayout()))
+      return fail(where("RoPE layout differs between q, k or layers"));
+    ropeLayout = qRope.getLayout();
     int64_t hd = attn.getHeadDim();
     if ((heads >= 0 && (heads != attn.getNumHeads() ||
                         kvHeads != attn.getNumKvHeads() || headDim != hd)))

@@ -23,6 +23,13 @@ Valid fixtures (name: what varies)
   where-mask-opset17.onnx causal mask applied with Where (masked_fill)
   interleaved-opset17.onnx  llama2.c/Meta RoPE: (real, imaginary) pairs
   external/model.onnx     weights in external data (external/model.onnx.data)
+  genai-gqa-fp16.onnx     ONNX Runtime GenAI model-builder form (built with
+                          onnx.helper, no exporter here): fp16 weights as
+                          MatMul [in, out], SimplifiedLayerNormalization,
+                          SkipSimplifiedLayerNormalization, GroupQueryAttention
+                          with do_rotary and a KV cache, attention_mask input
+  genai-mha-rotary.onnx   RotaryEmbedding + MultiHeadAttention (unidirectional),
+                          position_ids input, float32
 Broken fixtures: see BROKEN below.
 """
 
@@ -244,6 +251,110 @@ def build(**kw):
     return model
 
 
+def genai_model(path, kind):
+    """A 2-layer LLaMA in the ONNX Runtime GenAI model-builder form."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(7)
+    heads, kv = (4, 2) if kind == "gqa" else (4, 4)
+    hd = HIDDEN // heads
+    fp16 = kind == "gqa"
+    wdt = np.float16 if fp16 else np.float32
+    ttype = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    inits, nodes = [], []
+
+    def weight(name, shape, scale=None, ones=False):
+        a = (1.0 + 0.1 * rng.standard_normal(shape)) if ones else \
+            rng.standard_normal(shape) * (scale or 1.0 / math.sqrt(shape[0]))
+        inits.append(numpy_helper.from_array(a.astype(wdt), name))
+        return name
+
+    def const(name, array):
+        inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(op, ins, outs, domain="", **attrs):
+        nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
+        return outs[0]
+
+    inv = 1.0 / (10000.0 ** (np.arange(0, hd, 2) / hd))
+    freqs = np.outer(np.arange(64), inv)
+    cos_cache = const("cos_cache", np.cos(freqs).astype(wdt))
+    sin_cache = const("sin_cache", np.sin(freqs).astype(wdt))
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    outputs = [helper.make_tensor_value_info("logits", ttype, ["batch", "seq", VOCAB])]
+    if kind == "gqa":
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]))
+        one = const("one", np.array(1, dtype=np.int64))
+        axis1 = const("axis1", np.array([1], dtype=np.int64))
+        s = node("ReduceSum", ["attention_mask", axis1], ["mask_sum"], keepdims=0)
+        s = node("Sub", [s, one], ["seqlens_minus_one"])
+        seqlens = node("Cast", [s], ["seqlens_k"], to=TensorProto.INT32)
+        shape = node("Shape", ["attention_mask"], ["mask_shape"])
+        total = node("Gather", [shape, one], ["total_len64"], axis=0)
+        total = node("Cast", [total], ["total_sequence_length"], to=TensorProto.INT32)
+    else:
+        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
+
+    h = node("Gather", [weight("model.embed_tokens.weight", [VOCAB, HIDDEN], 0.5), "input_ids"], ["embeds"])
+    pending = None  # (x, skip) to add before the next norm
+    for l in range(LAYERS):
+        p = "model.layers.%d." % l
+        ln1 = weight(p + "input_layernorm.weight", [HIDDEN], ones=True)
+        if pending is None:
+            n = node("SimplifiedLayerNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
+        else:
+            outs = ["l%d_n1" % l, "", "", "l%d_h" % l]
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
+                                          name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
+            n, h = outs[0], outs[3]
+        q = node("MatMul", [n, weight(p + "q_proj", [HIDDEN, heads * hd])], ["l%d_q" % l])
+        k = node("MatMul", [n, weight(p + "k_proj", [HIDDEN, kv * hd])], ["l%d_k" % l])
+        v = node("MatMul", [n, weight(p + "v_proj", [HIDDEN, kv * hd])], ["l%d_v" % l])
+        if kind == "gqa":
+            pk, pv = "past_key_values.%d.key" % l, "past_key_values.%d.value" % l
+            for name in (pk, pv):
+                inputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "past_seq", hd]))
+            ok, ov = "present.%d.key" % l, "present.%d.value" % l
+            for name in (ok, ov):
+                outputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "total_seq", hd]))
+            nodes.append(helper.make_node(
+                "GroupQueryAttention", [q, k, v, pk, pv, seqlens, total, cos_cache, sin_cache],
+                ["l%d_attn" % l, ok, ov], name="/l%d_gqa" % l, domain="com.microsoft",
+                num_heads=heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
+                scale=1.0 / math.sqrt(hd)))
+            a = "l%d_attn" % l
+        else:
+            qr = node("RotaryEmbedding", [q, "position_ids", cos_cache, sin_cache], ["l%d_qr" % l],
+                      domain="com.microsoft", interleaved=0, num_heads=heads)
+            kr = node("RotaryEmbedding", [k, "position_ids", cos_cache, sin_cache], ["l%d_kr" % l],
+                      domain="com.microsoft", interleaved=0, num_heads=kv)
+            a = node("MultiHeadAttention", [qr, kr, v], ["l%d_attn" % l], domain="com.microsoft",
+                     num_heads=heads, unidirectional=1)
+        o = node("MatMul", [a, weight(p + "o_proj", [heads * hd, HIDDEN])], ["l%d_o" % l])
+        ln2 = weight(p + "post_attention_layernorm.weight", [HIDDEN], ones=True)
+        outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
+        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
+                                      name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
+        n2, h = outs[0], outs[3]
+        g = node("MatMul", [n2, weight(p + "gate_proj", [HIDDEN, FFN])], ["l%d_gate" % l])
+        u = node("MatMul", [n2, weight(p + "up_proj", [HIDDEN, FFN])], ["l%d_up" % l])
+        sg = node("Sigmoid", [g], ["l%d_sig" % l])
+        silu = node("Mul", [g, sg], ["l%d_silu" % l])
+        m = node("Mul", [silu, u], ["l%d_mlp" % l])
+        pending = node("MatMul", [m, weight(p + "down_proj", [FFN, HIDDEN])], ["l%d_down" % l])
+    outs = ["final_norm", "", "", "final_h"]
+    nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                  [pending, h, weight("model.norm.weight", [HIDDEN], ones=True)], outs,
+                                  name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
+    node("MatMul", ["final_norm", weight("lm_head", [HIDDEN, VOCAB])], ["logits"])
+    graph = helper.make_graph(nodes, "genai-llama", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    onnx.save_model(model, path)
+    return model
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "Inputs")
@@ -258,6 +369,8 @@ def main():
     export(build(posids=True, theta=500000.0), j("posids-opset17.onnx"), 17)
     export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
     export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
+    genai_model(j("genai-gqa-fp16.onnx"), "gqa")
+    genai_model(j("genai-mha-rotary.onnx"), "mha")
     os.makedirs(j("external"), exist_ok=True)
     export(build(), j("external", "model.onnx"), 17, external=True)
 
@@ -345,6 +458,12 @@ def main():
     graph_variant("mismatched-shapes.onnx", mismatched)
     graph_variant("unknown-op.onnx", unknown_op)
     graph_variant("short-raw-data.onnx", short_raw)
+
+    packed = onnx.load(j("genai-gqa-fp16.onnx"))
+    gqa = next(n for n in packed.graph.node if n.op_type == "GroupQueryAttention")
+    gqa.input[1] = ""
+    gqa.input[2] = ""
+    onnx.save_model(packed, os.path.join(b, "genai-packed-qkv.onnx"))
     print("fixtures written to", out)
 
 

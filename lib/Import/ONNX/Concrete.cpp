@@ -590,6 +590,56 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
           r.data[i * n + j] += a.data[i * k + l] * b.data[l * n + j];
     return true;
   }
+  if (op == "ReduceSum" || op == "ReduceMax" || op == "ReduceMin") {
+    if (!need(1))
+      return false;
+    const CTensor &d = in[0];
+    std::vector<int64_t> axes =
+        in.size() > 1 && !in[1].data.empty() ? in[1].asInts() : attrs.axes;
+    if (axes.empty())
+      for (int64_t i = 0; i < d.rank(); ++i)
+        axes.push_back(i);
+    std::vector<bool> reduce(d.rank(), false);
+    for (int64_t a : axes) {
+      if (!normAxis(a, d.rank(), error))
+        return false;
+      reduce[a] = true;
+    }
+    r.kind = d.kind == CTensor::Bool ? CTensor::Int : d.kind;
+    std::vector<int64_t> outShape;
+    for (int64_t i = 0; i < d.rank(); ++i)
+      if (!reduce[i])
+        outShape.push_back(d.shape[i]);
+      else if (attrs.keepdims)
+        outShape.push_back(1);
+    r.shape = outShape;
+    int64_t n = r.numel();
+    double init = op == "ReduceSum"   ? 0.0
+                  : op == "ReduceMax" ? -std::numeric_limits<double>::infinity()
+                                      : std::numeric_limits<double>::infinity();
+    r.data.assign(n, init);
+    std::vector<int64_t> idx(d.rank(), 0);
+    for (int64_t i = 0; i < d.numel(); ++i) {
+      int64_t off = 0, stride = 1;
+      for (int64_t k = d.rank() - 1; k >= 0; --k) {
+        if (reduce[k])
+          continue;
+        off += idx[k] * stride;
+        stride *= d.shape[k];
+      }
+      double v = d.data[i];
+      double &acc = r.data[off];
+      acc = op == "ReduceSum"   ? acc + v
+            : op == "ReduceMax" ? std::max(acc, v)
+                                : std::min(acc, v);
+      for (int64_t k = d.rank() - 1; k >= 0; --k) {
+        if (++idx[k] < d.shape[k])
+          break;
+        idx[k] = 0;
+      }
+    }
+    return true;
+  }
   error = "op '" + op + "' is not evaluated on constants";
   return false;
 }

@@ -403,6 +403,7 @@ bool toConcrete(const TensorBytes &t, CTensor &c, std::string &error) {
 //===----------------------------------------------------------------------===//
 
 bool isScalar(const AValRef &a, double &v);
+double roundAsFloat32(double v);
 
 class Raiser {
 public:
@@ -460,7 +461,14 @@ private:
   bool finishRope(const AValRef &x, const View &resultView,
                   const std::vector<double> &cosT,
                   const std::vector<double> &sinT, int64_t rows, int64_t cols,
-                  RopeLayout layout, AValRef &out);
+                  RopeLayout layout, AValRef &out, int64_t heads = 0,
+                  int64_t firstPosition = -1);
+  bool opContrib(const std::string &op, const std::vector<AValRef> &in,
+                 const onnx::NodeProto &node, std::vector<AValRef> &outs,
+                 bool &handled);
+  bool ropeFromCaches(const AValRef &x, const AValRef &cosCache,
+                      const AValRef &sinCache, bool interleaved, int64_t heads,
+                      AValRef &out);
   bool opPair(const std::string &op, const std::vector<AValRef> &in,
               const onnx::NodeProto &node, std::vector<AValRef> &outs,
               bool &handled);
@@ -830,59 +838,247 @@ bool Raiser::makeRope(const AValRef &cosTerm, const AValRef &sinTerm,
 }
 
 /// Checks that the tables are cos/sin(position * theta^(-2i/head_dim)) at
-/// positions positionStart + row, recovers theta and builds sq.rope. For
+/// positions firstPosition + row, recovers theta and builds sq.rope. For
 /// rotate_half the tables have head_dim columns (frequency i at columns i
 /// and i + head_dim/2); for interleaved, head_dim/2 (one per pair).
+/// firstPosition < 0 means positionStart (the probe's past length).
 bool Raiser::finishRope(const AValRef &x, const View &resultView,
                         const std::vector<double> &cosT,
                         const std::vector<double> &sinT, int64_t rows,
-                        int64_t cols, RopeLayout layout, AValRef &out) {
+                        int64_t cols, RopeLayout layout, AValRef &out,
+                        int64_t heads, int64_t firstPosition) {
+  if (firstPosition < 0)
+    firstPosition = positionStart;
   bool halves = layout == RopeLayout::RotateHalf;
   int64_t headDim = halves ? cols : 2 * cols;
   auto freqIndex = [&](int64_t d) { return halves ? d % (cols / 2) : d; };
-  if (rows < 2 || (halves && cols % 2))
+  if (rows < 2 || (halves && cols % 2) || cols < 2)
     return fail("RoPE needs an even head_dim and at least two positions");
-  // Frequencies from consecutive rows: f = angle(row1) - angle(row0).
-  std::vector<double> freq(cols);
-  for (int64_t d = 0; d < cols; ++d) {
-    double c0 = cosT[d], s0 = sinT[d], c1 = cosT[cols + d], s1 = sinT[cols + d];
-    freq[d] = std::atan2(s1 * c0 - c1 * s0, c1 * c0 + s1 * s0);
+  // The frequency of column 1 from its phase, unwrapped over all rows
+  // (fp16 tables are too coarse for a two-row difference).
+  double phase = 0;
+  for (int64_t r = 1; r < rows; ++r) {
+    double c0 = cosT[(r - 1) * cols + 1], s0 = sinT[(r - 1) * cols + 1],
+           c1 = cosT[r * cols + 1], s1 = sinT[r * cols + 1];
+    phase += std::atan2(s1 * c0 - c1 * s0, c1 * c0 + s1 * s0);
   }
-  if (!(freq[1] > 0 && freq[1] < 1))
+  double f1 = phase / static_cast<double>(rows - 1);
+  if (!(f1 > 0 && f1 < 1))
     return fail("cannot read a RoPE frequency from the cos/sin tables");
-  double theta = std::pow(freq[1], -static_cast<double>(headDim) / 2.0);
-  for (int64_t d = 0; d < cols; ++d) {
-    double expect = std::pow(theta, -2.0 * freqIndex(d) / headDim);
-    if (std::fabs(freq[d] - expect) > 1e-3 * expect + 1e-6)
-      return fail(std::string("the cos/sin tables are not ") +
-                  (halves ? "rotate-half" : "interleaved") +
-                  " RoPE tables (frequency of column " + std::to_string(d) +
-                  " is " + std::to_string(freq[d]) + ", expected " +
-                  std::to_string(expect) + ")");
-  }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t d = 0; d < cols; ++d) {
-      double angle =
-          (positionStart + r) * std::pow(theta, -2.0 * freqIndex(d) / headDim);
-      if (std::fabs(cosT[r * cols + d] - std::cos(angle)) > 2e-3 ||
-          std::fabs(sinT[r * cols + d] - std::sin(angle)) > 2e-3)
-        return fail("the cos/sin tables do not match RoPE at positions "
-                    "past_length + i (row " +
-                    std::to_string(r) + ", column " + std::to_string(d) + ")");
+  double estimate = std::pow(f1, -static_cast<double>(headDim) / 2.0);
+  // Prefer the estimate rounded to two significant digits (10000, 500000,
+  // 1e6, ...) when it reproduces the tables.
+  double magnitude = std::pow(10.0, std::floor(std::log10(estimate)) - 1);
+  double candidates[] = {std::round(estimate / magnitude) * magnitude,
+                         estimate};
+  std::string mismatch;
+  for (double theta : candidates) {
+    mismatch.clear();
+    for (int64_t r = 0; r < rows && mismatch.empty(); ++r)
+      for (int64_t d = 0; d < cols; ++d) {
+        double angle = (firstPosition + r) *
+                       std::pow(theta, -2.0 * freqIndex(d) / headDim);
+        if (std::fabs(cosT[r * cols + d] - std::cos(angle)) > 2e-3 ||
+            std::fabs(sinT[r * cols + d] - std::sin(angle)) > 2e-3) {
+          mismatch = "row " + std::to_string(r) + ", column " +
+                     std::to_string(d) + ": cos " +
+                     std::to_string(cosT[r * cols + d]) + ", expected " +
+                     std::to_string(std::cos(angle));
+          break;
+        }
+      }
+    if (mismatch.empty()) {
+      estimate = theta;
+      break;
     }
-  double rounded = std::round(theta);
-  if (std::fabs(rounded - theta) < 1e-3 * theta)
-    theta = rounded;
-  int64_t heads = 0;
+  }
+  if (!mismatch.empty())
+    return fail(std::string("the cos/sin tables are not ") +
+                (halves ? "rotate-half" : "interleaved") +
+                " RoPE tables at positions past_length + i for any theta "
+                "(best estimate " +
+                std::to_string(estimate) + "; " + mismatch + ")");
+  double theta = estimate;
   for (const Axis &axis : x->view)
     for (const Atom &a : axis)
-      if (a.kind == AK::N)
+      if (a.kind == AK::N && !heads)
         heads = a.size;
   if (!heads)
     return fail("RoPE on an activation without heads " + viewStr(x->view));
   auto op = RopeOp::create(builder, loc, x->v, positions, heads,
                            builder.getF64FloatAttr(theta).getValue(), layout);
   out = act(op, resultView);
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// ONNX Runtime contrib ops (the GenAI model builder's form)
+//===----------------------------------------------------------------------===//
+
+/// RoPE from cos/sin caches [max_positions, rotary_dim/2] (RotaryEmbedding,
+/// GroupQueryAttention with do_rotary): rows at the probe positions.
+bool Raiser::ropeFromCaches(const AValRef &x, const AValRef &cosCache,
+                            const AValRef &sinCache, bool interleaved,
+                            int64_t heads, AValRef &out) {
+  CTensor c, s;
+  if (!cosCache || !sinCache || !concreteOf(cosCache, c) ||
+      !concreteOf(sinCache, s) || c.rank() != 2 || c.shape != s.shape)
+    return fail("RoPE needs constant cos/sin caches [max_positions, "
+                "rotary_dim/2]");
+  // The whole cache, positions 0..max_positions-1.
+  int64_t rows = c.shape[0], half = c.shape[1];
+  if (positionStart + options.probeSeq > rows)
+    return fail("the cos/sin caches are shorter than the probe positions");
+  int64_t cols = interleaved ? half : 2 * half;
+  std::vector<double> cosT(rows * cols), sinT(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < cols; ++d) {
+      int64_t src = r * half + (d % half);
+      cosT[r * cols + d] = c.data[src];
+      sinT[r * cols + d] = s.data[src];
+    }
+  if (heads * cols != featureSize(x->view))
+    return fail("RoPE over " + std::to_string(heads) + " heads of " +
+                std::to_string(cols) + " does not cover the " +
+                std::to_string(featureSize(x->view)) +
+                " features (partial rotary is not supported)");
+  return finishRope(x, x->view, cosT, sinT, rows, cols,
+                    interleaved ? RopeLayout::Interleaved
+                                : RopeLayout::RotateHalf,
+                    out, heads, /*firstPosition=*/0);
+}
+
+bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
+                       const onnx::NodeProto &node, std::vector<AValRef> &outs,
+                       bool &handled) {
+  handled = true;
+  auto input = [&](size_t i) -> AValRef {
+    return i < in.size() ? in[i] : nullptr;
+  };
+  auto attr = [&](const char *name, int64_t def) {
+    int64_t v = def;
+    attrInt(node, name, v);
+    return v;
+  };
+  auto attrF = [&](const char *name, double def) {
+    for (const auto &at : node.attribute())
+      if (at.name() == name)
+        return static_cast<double>(at.f());
+    return def;
+  };
+  if (op == "SkipSimplifiedLayerNormalization") {
+    AValRef x, skip;
+    if (!canonicalAct(input(0), x, "the input of SkipSimplifiedLayerNorm") ||
+        !canonicalAct(input(1), skip, "the skip of SkipSimplifiedLayerNorm"))
+      return false;
+    if (!input(2) || input(2)->kind != AVal::Weight)
+      return fail("SkipSimplifiedLayerNormalization without a scale weight");
+    if (input(3))
+      return fail("SkipSimplifiedLayerNormalization with a bias: LLaMA "
+                  "layers have none");
+    auto sum = AddOp::create(builder, loc, x->v, skip->v);
+    Value gamma;
+    if (!weightValue(input(2)->tensor, false, gamma))
+      return false;
+    auto norm = RMSNormOp::create(
+        builder, loc, sum, gamma,
+        builder.getF64FloatAttr(roundAsFloat32(attrF("epsilon", 1e-5))));
+    outs.assign(std::max(4, node.output_size()), nullptr);
+    outs[0] = act(norm, x->view);
+    outs[3] = act(sum, x->view);
+    return true;
+  }
+  if (op == "RotaryEmbedding") {
+    AValRef x;
+    if (!asAct(input(0), x, "the input of RotaryEmbedding"))
+      return false;
+    if (attr("rotary_embedding_dim", 0) != 0)
+      return fail("partial rotary (rotary_embedding_dim) is not supported");
+    CTensor c;
+    if (!input(2) || !concreteOf(input(2), c) || c.rank() != 2)
+      return fail("RotaryEmbedding needs a constant cos_cache");
+    int64_t headDim = 2 * c.shape[1];
+    int64_t heads = attr("num_heads", 0);
+    if (!heads)
+      heads = featureSize(x->view) / headDim;
+    AValRef out;
+    if (!isCanonical(x->view))
+      return fail("RotaryEmbedding on 4-D [batch, heads, seq, head_dim] "
+                  "input is not supported; expected [batch, seq, hidden]");
+    if (!ropeFromCaches(x, input(2), input(3), attr("interleaved", 0) != 0,
+                        heads, out))
+      return false;
+    outs = {out};
+    return true;
+  }
+  if (op == "GroupQueryAttention" || op == "MultiHeadAttention") {
+    bool gqa = op == "GroupQueryAttention";
+    AValRef q, k, v;
+    if (!input(1) || !input(2))
+      return fail(op + " with packed QKV (empty key/value inputs) is not "
+                       "supported; export q, k and v separately");
+    if (!canonicalAct(input(0), q, "the query of attention") ||
+        !canonicalAct(input(1), k, "the key of attention") ||
+        !canonicalAct(input(2), v, "the value of attention"))
+      return false;
+    int64_t heads = attr("num_heads", 0);
+    int64_t kvHeads = gqa ? attr("kv_num_heads", 0) : heads;
+    if (heads <= 0 || kvHeads <= 0)
+      return fail(op + " needs num_heads" +
+                  (gqa ? std::string(" and kv_num_heads") : ""));
+    int64_t headDim = featureSize(q->view) / heads;
+    size_t pastIdx = gqa ? 3 : 6;
+    if (!gqa) {
+      if (attr("unidirectional", 0) != 1)
+        return fail("MultiHeadAttention without unidirectional=1 is not "
+                    "causal: expected a decoder's causal self-attention");
+      for (size_t i = 3; i < 6; ++i)
+        if (input(i))
+          return fail("MultiHeadAttention with bias or masks is not "
+                      "supported");
+    }
+    if (gqa && attr("do_rotary", 0)) {
+      AValRef qr, kr;
+      bool inter = attr("rotary_interleaved", 0) != 0;
+      if (!ropeFromCaches(q, input(7), input(8), inter, heads, qr) ||
+          !ropeFromCaches(k, input(7), input(8), inter, kvHeads, kr))
+        return false;
+      q = qr;
+      k = kr;
+    }
+    AValRef pastK = input(pastIdx), pastV = input(pastIdx + 1);
+    if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
+        (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
+      return fail(op + " past_key/past_value must both be graph inputs");
+    double scale = attrF("scale", 0.0);
+    FloatAttr scaleAttr;
+    if (scale != 0.0 &&
+        std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
+      scaleAttr = builder.getF64FloatAttr(scale);
+    SmallVector<Type> presentTypes;
+    Value pk, pv;
+    if (pastK) {
+      pk = pastK->v;
+      pv = pastV->v;
+      presentTypes = {pk.getType(), pv.getType()};
+    }
+    auto attn = AttentionOp::create(
+        builder, loc, cast<RankedTensorType>(q->v.getType()), presentTypes,
+        q->v, k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
+    outs.assign(std::max(3, node.output_size()), nullptr);
+    outs[0] = act(attn.getOutput(), q->view);
+    if (pastK) {
+      for (int i = 0; i < 2; ++i) {
+        AValRef present = act(Value(), pastK->view);
+        present->kv = std::make_shared<KVCat>();
+        present->kv->past = i ? pv : pk;
+        present->kv->presentOut = attn.getPresent()[i];
+        outs[1 + i] = present;
+      }
+    }
+    return true;
+  }
+  handled = false;
   return true;
 }
 
@@ -1239,13 +1435,26 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
   if (op == "Constant")
     return constantAttr(node, out);
 
-  // Fully concrete operands: evaluate.
-  bool allConcrete = !in.empty();
-  for (const AValRef &a : in)
-    if (a && a->kind != AVal::Concrete &&
-        !(a->kind == AVal::Weight && op != "MatMul" && op != "Gather" &&
-          op != "Mul" && op != "Transpose"))
+  // Fully concrete operands: evaluate. Small weights count as constants
+  // when they meet a constant (an index, a cos cache gathered at positions);
+  // weights alone stay weights (a transposed lm_head, a cast table).
+  bool allConcrete = !in.empty(), anyConcrete = false;
+  for (const AValRef &a : in) {
+    if (!a)
+      continue;
+    if (a->kind == AVal::Concrete) {
+      anyConcrete = true;
+      continue;
+    }
+    int64_t numel = 1;
+    if (a->kind == AVal::Weight)
+      for (int64_t d : a->tensor->dims())
+        numel *= d;
+    if (a->kind != AVal::Weight || numel > (int64_t(1) << 20))
       allConcrete = false;
+  }
+  if (!anyConcrete)
+    allConcrete = false;
   if (op == "Shape") {
     AValRef a = input(0);
     if (!a)
@@ -1338,6 +1547,10 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
     return fail("missing first input");
   bool handled = false;
   if (!opPair(op, in, node, outs, handled))
+    return false;
+  if (handled)
+    return true;
+  if (!opContrib(op, in, node, outs, handled))
     return false;
   if (handled)
     return true;

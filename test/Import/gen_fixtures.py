@@ -30,6 +30,8 @@ Valid fixtures (name: what varies)
                           with do_rotary and a KV cache, attention_mask input
   genai-mha-rotary.onnx   RotaryEmbedding + MultiHeadAttention (unidirectional),
                           position_ids input, float32
+  onnx23-attention.onnx   ONNX opset 23: RMSNormalization, RotaryEmbedding and
+                          Attention (is_causal, GQA, KV cache), onnx.helper
 Broken fixtures: see BROKEN below.
 """
 
@@ -256,7 +258,7 @@ def genai_model(path, kind):
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(7)
-    heads, kv = (4, 2) if kind == "gqa" else (4, 4)
+    heads, kv = (4, 4) if kind == "mha" else (4, 2)
     hd = HIDDEN // heads
     fp16 = kind == "gqa"
     wdt = np.float16 if fp16 else np.float32
@@ -283,7 +285,9 @@ def genai_model(path, kind):
     sin_cache = const("sin_cache", np.sin(freqs).astype(wdt))
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
     outputs = [helper.make_tensor_value_info("logits", ttype, ["batch", "seq", VOCAB])]
-    if kind == "gqa":
+    if kind == "onnx23":
+        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
+    elif kind == "gqa":
         inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]))
         one = const("one", np.array(1, dtype=np.int64))
         axis1 = const("axis1", np.array([1], dtype=np.int64))
@@ -301,7 +305,11 @@ def genai_model(path, kind):
     for l in range(LAYERS):
         p = "model.layers.%d." % l
         ln1 = weight(p + "input_layernorm.weight", [HIDDEN], ones=True)
-        if pending is None:
+        if kind == "onnx23":
+            if pending is not None:
+                h = node("Add", [h, pending], ["l%d_h" % l])
+            n = node("RMSNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
+        elif pending is None:
             n = node("SimplifiedLayerNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
         else:
             outs = ["l%d_n1" % l, "", "", "l%d_h" % l]
@@ -311,13 +319,23 @@ def genai_model(path, kind):
         q = node("MatMul", [n, weight(p + "q_proj", [HIDDEN, heads * hd])], ["l%d_q" % l])
         k = node("MatMul", [n, weight(p + "k_proj", [HIDDEN, kv * hd])], ["l%d_k" % l])
         v = node("MatMul", [n, weight(p + "v_proj", [HIDDEN, kv * hd])], ["l%d_v" % l])
-        if kind == "gqa":
+        if kind in ("gqa", "onnx23"):
             pk, pv = "past_key_values.%d.key" % l, "past_key_values.%d.value" % l
             for name in (pk, pv):
                 inputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "past_seq", hd]))
             ok, ov = "present.%d.key" % l, "present.%d.value" % l
             for name in (ok, ov):
                 outputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "total_seq", hd]))
+        if kind == "onnx23":
+            qr = node("RotaryEmbedding", [q, cos_cache, sin_cache, "position_ids"], ["l%d_qr" % l],
+                      interleaved=0, num_heads=heads)
+            kr = node("RotaryEmbedding", [k, cos_cache, sin_cache, "position_ids"], ["l%d_kr" % l],
+                      interleaved=0, num_heads=kv)
+            nodes.append(helper.make_node(
+                "Attention", [qr, kr, v, "", pk, pv], ["l%d_attn" % l, ok, ov], name="/l%d_attn" % l,
+                is_causal=1, q_num_heads=heads, kv_num_heads=kv))
+            a = "l%d_attn" % l
+        elif kind == "gqa":
             nodes.append(helper.make_node(
                 "GroupQueryAttention", [q, k, v, pk, pv, seqlens, total, cos_cache, sin_cache],
                 ["l%d_attn" % l, ok, ov], name="/l%d_gqa" % l, domain="com.microsoft",
@@ -333,9 +351,15 @@ def genai_model(path, kind):
                      num_heads=heads, unidirectional=1)
         o = node("MatMul", [a, weight(p + "o_proj", [heads * hd, HIDDEN])], ["l%d_o" % l])
         ln2 = weight(p + "post_attention_layernorm.weight", [HIDDEN], ones=True)
-        outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
-        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
-                                      name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
+        if kind == "onnx23":
+            h = node("Add", [h, o], ["l%d_h1" % l])
+            n2 = node("RMSNormalization", [h, ln2], ["l%d_n2" % l], axis=-1, epsilon=1e-5)
+            outs = [n2, "", "", h]
+        else:
+            outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
+        if kind != "onnx23":
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
+                                          name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
         n2, h = outs[0], outs[3]
         g = node("MatMul", [n2, weight(p + "gate_proj", [HIDDEN, FFN])], ["l%d_gate" % l])
         u = node("MatMul", [n2, weight(p + "up_proj", [HIDDEN, FFN])], ["l%d_up" % l])
@@ -343,13 +367,19 @@ def genai_model(path, kind):
         silu = node("Mul", [g, sg], ["l%d_silu" % l])
         m = node("Mul", [silu, u], ["l%d_mlp" % l])
         pending = node("MatMul", [m, weight(p + "down_proj", [FFN, HIDDEN])], ["l%d_down" % l])
-    outs = ["final_norm", "", "", "final_h"]
-    nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
-                                  [pending, h, weight("model.norm.weight", [HIDDEN], ones=True)], outs,
-                                  name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
+    if kind == "onnx23":
+        h = node("Add", [h, pending], ["final_h"])
+        node("RMSNormalization", [h, weight("model.norm.weight", [HIDDEN], ones=True)], ["final_norm"],
+             axis=-1, epsilon=1e-5)
+    else:
+        outs = ["final_norm", "", "", "final_h"]
+        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                      [pending, h, weight("model.norm.weight", [HIDDEN], ones=True)], outs,
+                                      name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
     node("MatMul", ["final_norm", weight("lm_head", [HIDDEN, VOCAB])], ["logits"])
     graph = helper.make_graph(nodes, "genai-llama", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+    opset = 23 if kind == "onnx23" else 17
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
                                                     helper.make_opsetid("com.microsoft", 1)])
     onnx.save_model(model, path)
     return model
@@ -371,6 +401,7 @@ def main():
     export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
     genai_model(j("genai-gqa-fp16.onnx"), "gqa")
     genai_model(j("genai-mha-rotary.onnx"), "mha")
+    genai_model(j("onnx23-attention.onnx"), "onnx23")
     os.makedirs(j("external"), exist_ok=True)
     export(build(), j("external", "model.onnx"), 17, external=True)
 

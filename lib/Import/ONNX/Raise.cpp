@@ -992,10 +992,20 @@ bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
     AValRef x;
     if (!asAct(input(0), x, "the input of RotaryEmbedding"))
       return false;
+    // com.microsoft: (input, position_ids, cos_cache, sin_cache); ONNX
+    // opset 23: (X, cos_cache, sin_cache, position_ids).
+    AValRef cosIn = input(2), sinIn = input(3);
+    if (node.domain().empty() || node.domain() == "ai.onnx") {
+      if (!input(3))
+        return fail("RotaryEmbedding without position_ids (pre-gathered "
+                    "caches) is not supported");
+      cosIn = input(1);
+      sinIn = input(2);
+    }
     if (attr("rotary_embedding_dim", 0) != 0)
       return fail("partial rotary (rotary_embedding_dim) is not supported");
     CTensor c;
-    if (!input(2) || !concreteOf(input(2), c) || c.rank() != 2)
+    if (!cosIn || !concreteOf(cosIn, c) || c.rank() != 2)
       return fail("RotaryEmbedding needs a constant cos_cache");
     int64_t headDim = 2 * c.shape[1];
     int64_t heads = attr("num_heads", 0);
@@ -1005,8 +1015,8 @@ bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
     if (!isCanonical(x->view))
       return fail("RotaryEmbedding on 4-D [batch, heads, seq, head_dim] "
                   "input is not supported; expected [batch, seq, hidden]");
-    if (!ropeFromCaches(x, input(2), input(3), attr("interleaved", 0) != 0,
-                        heads, out))
+    if (!ropeFromCaches(x, cosIn, sinIn, attr("interleaved", 0) != 0, heads,
+                        out))
       return false;
     outs = {out};
     return true;
@@ -1076,6 +1086,78 @@ bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
         outs[1 + i] = present;
       }
     }
+    return true;
+  }
+  if (op == "Attention" && node.domain().empty()) {
+    // ONNX Attention (opset 23): Q/K/V as [batch, seq, heads*head_dim] with
+    // q_num_heads/kv_num_heads, or [batch, heads, seq, head_dim].
+    AValRef q, k, v;
+    if (!asAct(input(0), q, "the query of Attention") ||
+        !asAct(input(1), k, "the key of Attention") ||
+        !asAct(input(2), v, "the value of Attention"))
+      return false;
+    if (input(3))
+      return fail("Attention with an explicit attn_mask: expected is_causal=1 "
+                  "(a decoder's causal self-attention)");
+    if (attr("is_causal", 0) != 1)
+      return fail("Attention without is_causal=1: expected a decoder's causal "
+                  "self-attention");
+    if (attr("softcap", 0) != 0 || attr("qk_matmul_output_mode", 0) != 0)
+      return fail("Attention with softcap or qk_matmul_output_mode is not "
+                  "supported");
+    auto headsOf = [](const View &view) -> int64_t {
+      if (view.size() == 4 && view[1].size() == 1 && view[1][0].kind == AK::N)
+        return view[1][0].size;
+      return 0;
+    };
+    bool fourD = q->view.size() == 4;
+    int64_t heads = fourD ? headsOf(q->view) : attr("q_num_heads", 0);
+    int64_t kvHeads = fourD ? headsOf(k->view) : attr("kv_num_heads", 0);
+    auto bnsh = [](const View &view) {
+      return view.size() == 4 && view[0].size() == 1 &&
+             view[0][0].kind == AK::B && view[1].size() == 1 &&
+             view[1][0].kind == AK::N && view[2].size() == 1 &&
+             isSeq(view[2][0].kind) && view[3].size() == 1 &&
+             view[3][0].kind == AK::D;
+    };
+    bool layoutOk = fourD ? bnsh(q->view) && bnsh(k->view) && bnsh(v->view)
+                          : isCanonical(q->view) && isCanonical(k->view) &&
+                                isCanonical(v->view);
+    if (!layoutOk || heads <= 0 || kvHeads <= 0 || k->kv || v->kv)
+      return fail("Attention inputs laid out as " + viewStr(q->view) + ", " +
+                  viewStr(k->view) +
+                  ": expected [batch, seq, heads*head_dim] with "
+                  "q_num_heads/kv_num_heads, or [batch, heads, seq, head_dim]");
+    int64_t headDim = featureSize(q->view) / (fourD ? 1 : heads);
+    AValRef pastK = input(4), pastV = input(5);
+    if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
+        (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
+      return fail("Attention past_key/past_value must both be graph inputs");
+    double scale = attrF("scale", 0.0);
+    FloatAttr scaleAttr;
+    if (scale != 0.0 &&
+        std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
+      scaleAttr = builder.getF64FloatAttr(scale);
+    SmallVector<Type> presentTypes;
+    Value pk, pv;
+    if (pastK) {
+      pk = pastK->v;
+      pv = pastV->v;
+      presentTypes = {pk.getType(), pv.getType()};
+    }
+    auto attn = AttentionOp::create(
+        builder, loc, cast<RankedTensorType>(q->v.getType()), presentTypes,
+        q->v, k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
+    outs.assign(std::max(3, node.output_size()), nullptr);
+    outs[0] = act(attn.getOutput(), q->view);
+    if (pastK)
+      for (int i = 0; i < 2; ++i) {
+        AValRef present = act(Value(), pastK->view);
+        present->kv = std::make_shared<KVCat>();
+        present->kv->past = i ? pv : pk;
+        present->kv->presentOut = attn.getPresent()[i];
+        outs[1 + i] = present;
+      }
     return true;
   }
   handled = false;

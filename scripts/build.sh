@@ -9,6 +9,7 @@ BUILD_DIR=${SQ_BUILD_DIR:-build}
 MLIR_DIR=${MLIR_DIR:-/usr/lib/llvm-22/lib/cmake/mlir}
 
 if [ ! -f "$BUILD_DIR/build.ninja" ] || [ $# -gt 0 ]; then
+  [ $# -gt 0 ] && echo "build: configuring $BUILD_DIR with $*"
   cmake -G Ninja -S . -B "$BUILD_DIR" -DMLIR_DIR="$MLIR_DIR" "$@"
 fi
 cmake --build "$BUILD_DIR"

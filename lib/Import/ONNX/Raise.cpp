@@ -20,6 +20,7 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/Parallel.h"
 
 #include <cmath>
 #include <cstdio>
@@ -27,6 +28,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <sys/mman.h>
+#include <unistd.h>
 
 using namespace mlir;
 
@@ -398,6 +401,54 @@ bool toConcrete(const TensorBytes &t, CTensor &c, std::string &error) {
   return true;
 }
 
+/// dst[c][r] = src[r][c] for a rows x cols matrix of `elem`-byte elements,
+/// in 64x64 tiles so that both sides stream through the cache.
+void transposeTiled(const char *src, char *dst, int64_t rows, int64_t cols,
+                    size_t elem) {
+  constexpr int64_t tile = 64;
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const T *s = reinterpret_cast<const T *>(src);
+    T *d = reinterpret_cast<T *>(dst);
+    // Column tiles are independent: spread them over the cores (this also
+    // overlaps the page faults that read the mapped file).
+    int64_t colTiles = (cols + tile - 1) / tile;
+    llvm::parallelFor(0, colTiles, [&](size_t tileIndex) {
+      int64_t c0 = static_cast<int64_t>(tileIndex) * tile;
+      for (int64_t r0 = 0; r0 < rows; r0 += tile)
+        for (int64_t c = c0; c < std::min(cols, c0 + tile); ++c)
+          for (int64_t r = r0; r < std::min(rows, r0 + tile); ++r) {
+            T v;
+            std::memcpy(&v, s + r * cols + c, sizeof(T));
+            std::memcpy(d + c * rows + r, &v, sizeof(T));
+          }
+    });
+  };
+  switch (elem) {
+  case 2:
+    run(uint16_t());
+    break;
+  case 4:
+    run(uint32_t());
+    break;
+  default:
+    run(uint64_t());
+    break;
+  }
+}
+
+/// Drops the pages of a read-only file mapping from this process (they are
+/// read again from the file if touched).
+void releaseMapped(ArrayRef<char> bytes) {
+  uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t begin = reinterpret_cast<uintptr_t>(bytes.data());
+  uintptr_t end = begin + bytes.size();
+  begin = (begin + page - 1) & ~(page - 1); // only whole pages of this range
+  end &= ~(page - 1);
+  if (end > begin)
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
 //===----------------------------------------------------------------------===//
 // The raiser
 //===----------------------------------------------------------------------===//
@@ -614,21 +665,20 @@ bool Raiser::weightValue(const onnx::TensorProto *tensor, bool transpose,
   if (transpose) {
     if (dims.size() != 2)
       return fail("weight '" + tensor->name() + "' is not 2-D");
-    int64_t rows = dims[0], cols = dims[1];
     auto heap = HeapAsmResourceBlob::allocate(bytes.bytes.size(), elem,
                                               /*dataIsMutable=*/true);
-    char *dst = heap.getMutableData().data();
-    const char *src = bytes.bytes.data();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        std::memcpy(dst + (c * rows + r) * elem, src + (r * cols + c) * elem,
-                    elem);
+    transposeTiled(bytes.bytes.data(), heap.getMutableData().data(), dims[0],
+                   dims[1], elem);
     blob = std::make_unique<AsmResourceBlob>(std::move(heap));
     std::swap(dims[0], dims[1]);
   } else {
     blob = std::make_unique<AsmResourceBlob>(
         HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes.bytes, elem));
   }
+  // The bytes are copied: give the mapped pages of external data back, so
+  // that a large import holds about one copy of the weights.
+  if (bytes.keepAlive)
+    releaseMapped(bytes.bytes);
   auto type = RankedTensorType::get(dims, elementType);
   std::string name = tensor->name().empty() ? "weight" : tensor->name();
   auto attr = DenseResourceElementsAttr::get(type, name, std::move(*blob));

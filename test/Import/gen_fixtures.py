@@ -23,6 +23,8 @@ Valid fixtures (name: what varies)
   where-mask-opset17.onnx causal mask applied with Where (masked_fill)
   interleaved-opset17.onnx  llama2.c/Meta RoPE: (real, imaginary) pairs
   external/model.onnx     weights in external data (external/model.onnx.data)
+  external-many/model.onnx  external data in one file per tensor
+  bf16-opset17.onnx       gqa-opset17 with every float initializer stored as bfloat16
   genai-gqa-fp16.onnx     ONNX Runtime GenAI model-builder form (built with
                           onnx.helper, no exporter here): fp16 weights as
                           MatMul [in, out], SimplifiedLayerNormalization,
@@ -399,6 +401,32 @@ def main():
     export(build(posids=True, theta=500000.0), j("posids-opset17.onnx"), 17)
     export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
     export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
+    os.makedirs(j("external-many"), exist_ok=True)
+    m = export(build(), j("external-many", "tmp.onnx"), 17)
+    os.remove(j("external-many", "tmp.onnx"))
+    for i, t in enumerate(m.graph.initializer):
+        name = "tensor%02d.bin" % i
+        with open(j("external-many", name), "wb") as f:
+            f.write(numpy_helper.to_array(t).tobytes())
+        t.ClearField("raw_data")
+        t.ClearField("float_data")
+        t.ClearField("int64_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        e = t.external_data.add()
+        e.key, e.value = "location", name
+    onnx.save_model(m, j("external-many", "model.onnx"))
+
+    # bfloat16 weights: the top 16 bits of each float32 (round to nearest even).
+    m = onnx.load(j("gqa-opset17.onnx"))
+    for t in m.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            a = numpy_helper.to_array(t).astype(np.float32).view(np.uint32).astype(np.uint64)
+            bf = ((a + 0x7FFF + ((a >> 16) & 1)) >> 16).astype(np.uint16)
+            t.ClearField("float_data")
+            t.data_type = onnx.TensorProto.BFLOAT16
+            t.raw_data = bf.tobytes()
+    onnx.save_model(m, j("bf16-opset17.onnx"))
+
     genai_model(j("genai-gqa-fp16.onnx"), "gqa")
     genai_model(j("genai-mha-rotary.onnx"), "mha")
     genai_model(j("onnx23-attention.onnx"), "onnx23")

@@ -294,4 +294,41 @@ TEST(ImportRealModel, WeightsMatchTheLlama2cCheckpoint) {
   EXPECT_EQ(weights.size(), 3u + 9u * layers);
 }
 
+// Every ONNX model in ../shared/data imports, and its op counts match the
+// layer count recovered from the graph: per layer one attention, two norms,
+// seven linears (plus the final norm and lm_head).
+TEST(ImportRealModel, EveryOnnxModelInSharedData) {
+  std::string root = sharedData();
+  if (!llvm::sys::fs::is_directory(root))
+    GTEST_SKIP() << "shared data not present: " << root;
+  std::error_code ec;
+  int models = 0;
+  for (llvm::sys::fs::recursive_directory_iterator it(root, ec), end;
+       it != end && !ec; it.increment(ec)) {
+    if (!llvm::StringRef(it->path()).ends_with(".onnx"))
+      continue;
+    ++models;
+    SCOPED_TRACE(it->path());
+    mlir::MLIRContext context;
+    std::string err;
+    auto module = importOnnxModel(it->path(), &context, err);
+    ASSERT_TRUE(module) << err;
+    auto config = (*module)->getAttrOfType<mlir::DictionaryAttr>("sq.config");
+    ASSERT_TRUE(config);
+    int64_t layers =
+        mlir::cast<mlir::IntegerAttr>(config.get("num_hidden_layers")).getInt();
+    int64_t attention = 0, norms = 0, linears = 0;
+    module->walk([&](mlir::Operation *op) {
+      attention += mlir::isa<AttentionOp>(op);
+      norms += mlir::isa<RMSNormOp>(op);
+      linears += mlir::isa<LinearOp>(op);
+    });
+    EXPECT_GT(layers, 0);
+    EXPECT_EQ(attention, layers);
+    EXPECT_EQ(norms, 2 * layers + 1);
+    EXPECT_EQ(linears, 7 * layers + 1);
+  }
+  EXPECT_GE(models, 1);
+}
+
 } // namespace

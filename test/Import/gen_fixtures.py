@@ -22,6 +22,7 @@ Valid fixtures (name: what varies)
   posids-opset17.onnx     position_ids input, cos/sin gathered from a cache
   where-mask-opset17.onnx causal mask applied with Where (masked_fill)
   interleaved-opset17.onnx  llama2.c/Meta RoPE: (real, imaginary) pairs
+  tile-repeat-opset17.onnx  repeat_kv written with .repeat() (ONNX Tile)
   external/model.onnx     weights in external data (external/model.onnx.data)
   external-many/model.onnx  external data in one file per tensor
   bf16-opset17.onnx       gqa-opset17 with every float initializer stored as bfloat16
@@ -92,9 +93,10 @@ def apply_rotary_emb_interleaved(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, heads, kv_heads, theta, where_mask, interleaved=False):
+    def __init__(self, heads, kv_heads, theta, where_mask, interleaved=False, tile=False):
         super().__init__()
         self.interleaved = interleaved
+        self.tile = tile
         self.h, self.kv, self.hd = heads, kv_heads, HIDDEN // heads
         self.theta, self.where_mask = theta, where_mask
         self.q_proj = nn.Linear(HIDDEN, heads * self.hd, bias=False)
@@ -121,7 +123,15 @@ class Attention(nn.Module):
             present = (k, v)
         t = k.shape[2]
         rep = self.h // self.kv
-        if rep > 1:
+        if rep > 1 and self.tile == "heads":
+            # torch.repeat over the heads axis: query head h reads kv head
+            # h mod kv, not LLaMA's h / rep.
+            k = k.repeat(1, rep, 1, 1)
+            v = v.repeat(1, rep, 1, 1)
+        elif rep > 1 and self.tile:
+            k = k[:, :, None, :, :].repeat(1, 1, rep, 1, 1).reshape(b, self.h, t, self.hd)
+            v = v[:, :, None, :, :].repeat(1, 1, rep, 1, 1).reshape(b, self.h, t, self.hd)
+        elif rep > 1:
             k = k[:, :, None, :, :].expand(b, self.kv, rep, t, self.hd).reshape(b, self.h, t, self.hd)
             v = v[:, :, None, :, :].expand(b, self.kv, rep, t, self.hd).reshape(b, self.h, t, self.hd)
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
@@ -148,10 +158,10 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, heads, kv_heads, theta, where_mask, norm, interleaved=False):
+    def __init__(self, heads, kv_heads, theta, where_mask, norm, interleaved=False, tile=False):
         super().__init__()
         self.input_layernorm = norm(HIDDEN)
-        self.self_attn = Attention(heads, kv_heads, theta, where_mask, interleaved)
+        self.self_attn = Attention(heads, kv_heads, theta, where_mask, interleaved, tile)
         self.post_attention_layernorm = RMSNorm(HIDDEN)
         self.mlp = MLP()
 
@@ -163,12 +173,13 @@ class Layer(nn.Module):
 
 class Llama(nn.Module):
     def __init__(self, heads=4, kv_heads=2, theta=10000.0, tied=False, cache=False,
-                 posids=False, where_mask=False, layernorm_layer=None, interleaved=False):
+                 posids=False, where_mask=False, layernorm_layer=None, interleaved=False,
+                 tile=False):
         super().__init__()
         self.embed_tokens = nn.Embedding(VOCAB, HIDDEN)
         self.layers = nn.ModuleList([
             Layer(heads, kv_heads, theta, where_mask,
-                  LayerNormVariant if i == layernorm_layer else RMSNorm, interleaved)
+                  LayerNormVariant if i == layernorm_layer else RMSNorm, interleaved, tile)
             for i in range(LAYERS)])
         self.norm = RMSNorm(HIDDEN)
         self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
@@ -401,6 +412,7 @@ def main():
     export(build(posids=True, theta=500000.0), j("posids-opset17.onnx"), 17)
     export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
     export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
+    export(build(tile=True), j("tile-repeat-opset17.onnx"), 17)
     os.makedirs(j("external-many"), exist_ok=True)
     m = export(build(), j("external-many", "tmp.onnx"), 17)
     os.remove(j("external-many", "tmp.onnx"))
@@ -444,6 +456,7 @@ def main():
     open(os.path.join(b, "not-onnx.onnx"), "wb").write(b"this is a text file, not a model\n" * 4)
     open(os.path.join(b, "empty.onnx"), "wb").write(b"")
     export(build(layernorm_layer=1), os.path.join(b, "layernorm.onnx"), 17)
+    export(build(tile="heads"), os.path.join(b, "tile-heads.onnx"), 17)
 
     def ext_variant(name, location=None, truncate=None, offset=None, missing=False):
         d = os.path.join(b, name)

@@ -1910,7 +1910,7 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
     return true;
   }
   if (op == "Reshape" || op == "Unsqueeze" || op == "Squeeze" ||
-      op == "Expand") {
+      op == "Expand" || op == "Tile") {
     AValRef x;
     if (!asAct(a, x, "an activation to reshape"))
       return false;
@@ -1957,6 +1957,23 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
             view.push_back(x->view[i]);
         }
         out->view = view;
+      }
+      return true;
+    }
+    if (op == "Tile") {
+      // Tiling a size-1 axis is Expand; tiling the heads axis itself would
+      // pair query head h with key/value head h mod kv_heads.
+      std::vector<int64_t> repeats = arg.asInts();
+      if (repeats.size() != shape.size())
+        return fail("Tile repeats do not match the rank");
+      for (size_t i = 0; i < repeats.size(); ++i) {
+        if (repeats[i] == 1)
+          continue;
+        if (shape[i] != 1)
+          return fail("Tile repeats a non-unit axis " + viewStr(x->view) +
+                      ": that pairs query head h with key/value head h mod "
+                      "kv_heads, not LLaMA's repeat_kv (h / group)");
+        out->view[i] = Axis{{AK::R, repeats[i]}};
       }
       return true;
     }

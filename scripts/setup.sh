@@ -10,6 +10,8 @@ PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
   # ONNX import: protobuf reader and the ONNX protobuf definitions
   libonnx-dev libprotobuf-dev protobuf-compiler
+  # reference executor: BLAS and the SentencePiece tokenizer
+  libopenblas-dev libsentencepiece-dev
   # unit tests
   libgtest-dev
 )

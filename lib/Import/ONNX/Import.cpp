@@ -9,6 +9,9 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 
 using namespace mlir;
 
@@ -31,6 +34,38 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
     return nullptr;
   }
   (*module)->setAttr("sq.source", builder.getStringAttr(path));
+
+  // The context length is not in the graph; take it from a config.json
+  // (Hugging Face: max_position_embeddings) or info.json (seq_len) next to
+  // the model when there is one.
+  for (const char *name : {"config.json", "info.json"}) {
+    llvm::SmallString<256> sibling(path);
+    llvm::sys::path::remove_filename(sibling);
+    llvm::sys::path::append(sibling, name);
+    auto buffer = llvm::MemoryBuffer::getFile(sibling);
+    if (!buffer)
+      continue;
+    auto json = llvm::json::parse((*buffer)->getBuffer());
+    if (!json) {
+      llvm::consumeError(json.takeError());
+      continue;
+    }
+    const llvm::json::Object *obj = json->getAsObject();
+    std::optional<int64_t> context;
+    if (obj) {
+      context = obj->getInteger("max_position_embeddings");
+      if (!context)
+        context = obj->getInteger("seq_len");
+    }
+    if (context && *context > 0) {
+      auto config = (*module)->getAttrOfType<DictionaryAttr>("sq.config");
+      NamedAttrList attrs(config);
+      attrs.set("max_position_embeddings", builder.getI64IntegerAttr(*context));
+      (*module)->setAttr("sq.config",
+                         attrs.getDictionary(builder.getContext()));
+      break;
+    }
+  }
 
   // The importer builds valid IR by construction; verify to be sure, with
   // the diagnostics captured into the one-line error.

@@ -1,0 +1,68 @@
+//===- Executor.h - reference executor for sq modules ------------*- C++
+//-*-===//
+//
+// Runs the @forward function of an sq module on the CPU in fp32: the oracle
+// of every later step (rotation invariance, quantization, compiled code).
+// Weights are widened to fp32 once; linear layers and the per-head products
+// of attention go through OpenBLAS sgemm; heads run in parallel.
+//
+// The executor owns a KV cache per attention op: forward() continues after
+// the tokens already cached (positions cached + i), so a prompt can be
+// prefilled and then decoded one token at a time. This works for every
+// imported model, whether its IR carries cache operands or not.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_EXEC_EXECUTOR_H
+#define SQ_EXEC_EXECUTOR_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/ArrayRef.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sq {
+
+/// What the executor needs to know about a model (from sq.config when
+/// present, otherwise from the IR).
+struct ModelInfo {
+  int64_t vocabSize = 0;
+  int64_t numLayers = 0;
+  /// 0 when unknown.
+  int64_t maxPositions = 0;
+};
+
+class Executor {
+public:
+  ~Executor();
+
+  /// Prepares `module` (its @forward) for execution: loads and widens the
+  /// weights. Returns null with a one-line `error` for IR it cannot run.
+  static std::unique_ptr<Executor> create(mlir::ModuleOp module,
+                                          std::string &error);
+
+  const ModelInfo &info() const;
+
+  /// Runs `tokens` ([batch, seq], row-major) after the cached tokens and
+  /// returns the logits [batch, seq, vocab]. The batch size must stay the
+  /// same until reset(). Returns false with `error` on bad input.
+  bool forward(llvm::ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+               std::vector<float> &logits, std::string &error);
+
+  /// Forgets the KV cache.
+  void reset();
+  /// Tokens per sequence in the KV cache.
+  int64_t cachedTokens() const;
+
+private:
+  Executor();
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace sq
+
+#endif // SQ_EXEC_EXECUTOR_H

@@ -1,0 +1,266 @@
+//===- Executor.cpp - reference executor for sq modules -------------------===//
+//
+// An interpreter over the ops of @forward. Values are dense fp32 (or int64
+// for ids/positions) tensors; intermediates are freed after their last use.
+// The kernels live in Kernels.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Exec/Executor.h"
+#include "Kernels.h"
+
+#include "sq/Dialect/SQ/IR/SQ.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "llvm/ADT/DenseMap.h"
+
+#include <cmath>
+#include <cstring>
+
+using namespace mlir;
+
+namespace sq {
+
+struct Executor::Impl {
+  func::FuncOp func;
+  ModelInfo info;
+  llvm::DenseMap<Operation *, exec::Tensor> weights;
+  /// Per attention op (in program order): keys and values so far,
+  /// [batch, cached, kv_features].
+  struct Cache {
+    std::shared_ptr<exec::FloatBuffer> keys, values;
+  };
+  llvm::DenseMap<Operation *, Cache> caches;
+  int64_t cached = 0, cachedBatch = 0;
+  /// For each op, the values whose last use it is.
+  llvm::DenseMap<Operation *, SmallVector<Value>> lastUses;
+};
+
+Executor::Executor() : impl(std::make_unique<Impl>()) {}
+Executor::~Executor() = default;
+
+const ModelInfo &Executor::info() const { return impl->info; }
+int64_t Executor::cachedTokens() const { return impl->cached; }
+void Executor::reset() {
+  impl->caches.clear();
+  impl->cached = 0;
+  impl->cachedBatch = 0;
+}
+
+/// Widens a weight's resource blob to fp32.
+static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
+  auto resource = cast<DenseResourceElementsAttr>(op.getValue());
+  AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+  if (!blob) {
+    error = "weight '" + op.getName().str() +
+            "' has no data (was the IR printed with elided resources?)";
+    return false;
+  }
+  if (isa<PackedType>(op.getType())) {
+    error = "weight '" + op.getName().str() +
+            "' is packed; the executor runs float and fake-quantized models "
+            "(quantized sq.qlinear comes with the quantization issue)";
+    return false;
+  }
+  auto type = cast<RankedTensorType>(op.getType());
+  out.shape.assign(type.getShape().begin(), type.getShape().end());
+  ArrayRef<char> data = blob->getData();
+  int64_t n = type.getNumElements();
+  out.data = std::make_shared<exec::FloatBuffer>(n);
+  float *dst = out.data->data();
+  Type et = type.getElementType();
+  if (et.isF32()) {
+    std::memcpy(dst, data.data(), n * 4);
+  } else if (et.isF16() || et.isBF16()) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, data.data() + 2 * i, 2);
+      dst[i] = et.isF16() ? exec::halfToFloat(h) : exec::bf16ToFloat(h);
+    }
+  } else {
+    error = "weight '" + op.getName().str() +
+            "' has element type that is "
+            "not f32, f16 or bf16";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Executor> Executor::create(ModuleOp module,
+                                           std::string &error) {
+  std::unique_ptr<Executor> ex(new Executor());
+  Impl &impl = *ex->impl;
+  impl.func = module.lookupSymbol<func::FuncOp>("forward");
+  if (!impl.func) {
+    error = "the module has no @forward function";
+    return nullptr;
+  }
+  func::FuncOp func = impl.func;
+  if (func.getNumArguments() < 2 || func.getNumResults() < 1) {
+    error = "@forward must take (input_ids, positions, ...) and return the "
+            "logits first";
+    return nullptr;
+  }
+  auto logitsType = dyn_cast<RankedTensorType>(func.getResultTypes()[0]);
+  if (!logitsType || logitsType.getRank() != 3 || logitsType.isDynamicDim(2)) {
+    error = "@forward's first result must be logits [batch, seq, vocab]";
+    return nullptr;
+  }
+  impl.info.vocabSize = logitsType.getDimSize(2);
+  if (auto config = module->getAttrOfType<DictionaryAttr>("sq.config")) {
+    if (auto layers = config.getAs<IntegerAttr>("num_hidden_layers"))
+      impl.info.numLayers = layers.getInt();
+    if (auto maxPos = config.getAs<IntegerAttr>("max_position_embeddings"))
+      impl.info.maxPositions = maxPos.getInt();
+  }
+
+  // Which ops can run, and the weights.
+  Block &body = func.getBody().front();
+  for (Operation &op : body) {
+    if (auto w = dyn_cast<WeightOp>(op)) {
+      exec::Tensor t;
+      if (!loadWeight(w, t, error))
+        return nullptr;
+      impl.weights[&op] = std::move(t);
+      continue;
+    }
+    if (isa<EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp, SiluOp,
+            MulOp, AddOp, RotateOp, HadamardOp, FakeQuantOp, func::ReturnOp>(
+            op))
+      continue;
+    error = "the executor cannot run '" + op.getName().getStringRef().str() +
+            "' yet";
+    return nullptr;
+  }
+  // Last uses, to free intermediates early.
+  llvm::DenseMap<Value, Operation *> last;
+  for (Operation &op : body)
+    for (Value v : op.getOperands())
+      last[v] = &op;
+  for (auto &[v, op] : last)
+    if (v.getDefiningOp() && !isa<WeightOp>(v.getDefiningOp()))
+      impl.lastUses[op].push_back(v);
+  return ex;
+}
+
+bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+                       std::vector<float> &logits, std::string &error) {
+  Impl &impl = *this->impl;
+  if (batch <= 0 || seq <= 0 ||
+      static_cast<int64_t>(tokens.size()) != batch * seq) {
+    error = "forward needs batch * seq tokens";
+    return false;
+  }
+  if (impl.cached && batch != impl.cachedBatch) {
+    error = "the batch size changed while the KV cache holds tokens";
+    return false;
+  }
+  if (impl.info.maxPositions && impl.cached + seq > impl.info.maxPositions) {
+    error = "position " + std::to_string(impl.cached + seq) +
+            " exceeds the model's context of " +
+            std::to_string(impl.info.maxPositions) + " tokens";
+    return false;
+  }
+  for (int64_t t : tokens)
+    if (t < 0 || t >= impl.info.vocabSize) {
+      error = "token id " + std::to_string(t) +
+              " is outside the vocabulary [0, " +
+              std::to_string(impl.info.vocabSize) + ")";
+      return false;
+    }
+
+  llvm::DenseMap<Value, exec::Tensor> values;
+  Block &body = impl.func.getBody().front();
+  exec::Tensor ids, positions;
+  ids.shape = {batch, seq};
+  ids.ints =
+      std::make_shared<std::vector<int64_t>>(tokens.begin(), tokens.end());
+  positions.shape = {batch, seq};
+  positions.ints = std::make_shared<std::vector<int64_t>>(batch * seq);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t s = 0; s < seq; ++s)
+      (*positions.ints)[b * seq + s] = impl.cached + s;
+  values[body.getArgument(0)] = ids;
+  values[body.getArgument(1)] = positions;
+
+  for (Operation &op : body) {
+    auto get = [&](Value v) -> const exec::Tensor & {
+      if (auto w = v.getDefiningOp<WeightOp>())
+        return impl.weights[w];
+      return values[v];
+    };
+    exec::Tensor out;
+    bool ok = true;
+    if (isa<WeightOp>(op)) {
+      continue;
+    } else if (auto e = dyn_cast<EmbeddingOp>(op)) {
+      ok = exec::embedding(get(e.getTable()), get(e.getIds()), out, error);
+    } else if (auto n = dyn_cast<RMSNormOp>(op)) {
+      const exec::Tensor *scale = n.getScale() ? &get(n.getScale()) : nullptr;
+      exec::rmsNorm(get(n.getInput()), scale, n.getEpsilon().convertToDouble(),
+                    out);
+    } else if (auto l = dyn_cast<LinearOp>(op)) {
+      const exec::Tensor *bias = l.getBias() ? &get(l.getBias()) : nullptr;
+      exec::linear(get(l.getInput()), get(l.getWeight()), bias, out);
+    } else if (auto r = dyn_cast<RopeOp>(op)) {
+      exec::rope(get(r.getInput()), get(r.getPositions()), r.getNumHeads(),
+                 r.getTheta().convertToDouble(),
+                 r.getLayout() == RopeLayout::Interleaved, out);
+    } else if (auto a = dyn_cast<AttentionOp>(op)) {
+      Impl::Cache &cache = impl.caches[&op];
+      const exec::Tensor &q = get(a.getQuery()), &k = get(a.getKey()),
+                         &v = get(a.getValue());
+      exec::Tensor present[2];
+      int64_t headDim = q.shape[2] / a.getNumHeads();
+      double scale = a.getScale() ? a.getScale()->convertToDouble()
+                                  : 1.0 / std::sqrt(double(headDim));
+      static const exec::FloatBuffer empty;
+      exec::attention(q, k, v, cache.keys ? *cache.keys : empty,
+                      cache.values ? *cache.values : empty, impl.cached,
+                      a.getNumHeads(), a.getNumKvHeads(), scale, a.getCausal(),
+                      out, present[0], present[1]);
+      // The cache shares the present buffers (no copy).
+      cache.keys = present[0].data;
+      cache.values = present[1].data;
+      for (auto [i, result] : llvm::enumerate(a.getPresent()))
+        values[result] = present[i];
+      values[a.getOutput()] = std::move(out);
+      goto freeDead;
+    } else if (auto s = dyn_cast<SiluOp>(op)) {
+      exec::silu(get(s.getInput()), out);
+    } else if (auto m = dyn_cast<MulOp>(op)) {
+      exec::binary(get(m.getLhs()), get(m.getRhs()), /*add=*/false, out);
+    } else if (auto ad = dyn_cast<AddOp>(op)) {
+      exec::binary(get(ad.getLhs()), get(ad.getRhs()), /*add=*/true, out);
+    } else if (auto ro = dyn_cast<RotateOp>(op)) {
+      exec::rotate(get(ro.getInput()), get(ro.getRotation()),
+                   ro.getTransposed(), out);
+    } else if (auto h = dyn_cast<HadamardOp>(op)) {
+      ok = exec::hadamard(get(h.getInput()), h.getBlockSize(), out, error);
+    } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
+      QuantAttr qa = f.getQuant();
+      exec::fakeQuant(get(f.getInput()), qa.getBits(), qa.getSymmetric(),
+                      static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
+                      qa.getClipRatio(), out);
+    } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      const exec::Tensor &l = get(ret.getOperand(0));
+      logits.assign(l.data->begin(), l.data->end());
+      break;
+    }
+    if (!ok)
+      return false;
+    values[op.getResult(0)] = std::move(out);
+  freeDead:
+    auto dead = impl.lastUses.find(&op);
+    if (dead != impl.lastUses.end())
+      for (Value v : dead->second)
+        values.erase(v);
+  }
+  impl.cached += seq;
+  impl.cachedBatch = batch;
+  return true;
+}
+
+} // namespace sq

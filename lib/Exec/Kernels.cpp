@@ -1,0 +1,288 @@
+//===- Kernels.cpp - fp32 kernels of the reference executor ---------------===//
+
+#include "Kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace sq {
+namespace exec {
+
+static Tensor like(const std::vector<int64_t> &shape) {
+  Tensor t;
+  t.shape = shape;
+  t.data = std::make_shared<FloatBuffer>(t.numel());
+  return t;
+}
+
+float halfToFloat(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF,
+           bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float bf16ToFloat(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
+               std::string &error) {
+  int64_t vocab = table.shape[0], dim = table.shape[1];
+  std::vector<int64_t> shape = ids.shape;
+  shape.push_back(dim);
+  out = like(shape);
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    int64_t id = (*ids.ints)[i];
+    if (id < 0 || id >= vocab) {
+      error = "token id " + std::to_string(id) + " is outside [0, " +
+              std::to_string(vocab) + ")";
+      return false;
+    }
+    std::memcpy(out.data->data() + i * dim, table.data->data() + id * dim,
+                dim * sizeof(float));
+  }
+  return true;
+}
+
+void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out) {
+  int64_t f = x.lastDim(), rows = x.numel() / f;
+  out = like(x.shape);
+  const float *in = x.data->data();
+  float *o = out.data->data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = in + r * f;
+    double sum = 0;
+    for (int64_t i = 0; i < f; ++i)
+      sum += double(row[i]) * row[i];
+    float inv =
+        1.0f / std::sqrt(static_cast<float>(sum / f) + static_cast<float>(eps));
+    for (int64_t i = 0; i < f; ++i)
+      o[r * f + i] = row[i] * inv * (scale ? (*scale->data)[i] : 1.0f);
+  }
+}
+
+void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
+  int64_t k = x.lastDim(), m = x.numel() / k, n = w.shape[0];
+  std::vector<int64_t> shape = x.shape;
+  shape.back() = n;
+  out = like(shape);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
+              x.data->data(), k, w.data->data(), k, 0.0f, out.data->data(), n);
+  if (bias)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        (*out.data)[i * n + j] += (*bias->data)[j];
+}
+
+void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
+          bool interleaved, Tensor &out) {
+  int64_t f = x.lastDim(), tokens = x.numel() / f, d = f / heads, half = d / 2;
+  out = like(x.shape);
+  // As PyTorch computes it: inv_freq and the angles in float32.
+  std::vector<float> inv(half);
+  for (int64_t i = 0; i < half; ++i)
+    inv[i] = 1.0f / static_cast<float>(std::pow(
+                        theta, static_cast<double>(2 * i) / double(d)));
+  std::vector<float> c(half), s(half);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float pos = static_cast<float>((*positions.ints)[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      float angle = pos * inv[i];
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    const float *in = x.data->data() + t * f;
+    float *o = out.data->data() + t * f;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float *xi = in + h * d;
+      float *oi = o + h * d;
+      for (int64_t i = 0; i < half; ++i) {
+        if (interleaved) {
+          float a = xi[2 * i], b = xi[2 * i + 1];
+          oi[2 * i] = a * c[i] - b * s[i];
+          oi[2 * i + 1] = a * s[i] + b * c[i];
+        } else {
+          float a = xi[i], b = xi[i + half];
+          oi[i] = a * c[i] - b * s[i];
+          oi[i + half] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  }
+}
+
+void attention(const Tensor &q, const Tensor &k, const Tensor &v,
+               const FloatBuffer &cacheK, const FloatBuffer &cacheV,
+               int64_t cached, int64_t heads, int64_t kvHeads, double scale,
+               bool causal, Tensor &out, Tensor &presentK, Tensor &presentV) {
+  int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
+  int64_t newKv = k.shape[1], kvf = k.shape[2], d = qf / heads;
+  int64_t total = cached + newKv, group = heads / kvHeads;
+  // present = cache ++ new, per sequence.
+  presentK = like({batch, total, kvf});
+  presentV = like({batch, total, kvf});
+  for (int64_t b = 0; b < batch; ++b) {
+    auto append = [&](const FloatBuffer &cache, const Tensor &fresh,
+                      Tensor &dst) {
+      float *o = dst.data->data() + b * total * kvf;
+      if (cached)
+        std::memcpy(o, cache.data() + b * cached * kvf,
+                    cached * kvf * sizeof(float));
+      std::memcpy(o + cached * kvf, fresh.data->data() + b * newKv * kvf,
+                  newKv * kvf * sizeof(float));
+    };
+    append(cacheK, k, presentK);
+    append(cacheV, v, presentV);
+  }
+  out = like(q.shape);
+  FloatBuffer scores(seq * total);
+  int64_t offset = total - seq; // query i is at key position i + offset
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t g = h / group;
+      const float *qb = q.data->data() + b * seq * qf + h * d;
+      const float *kb = presentK.data->data() + b * total * kvf + g * d;
+      const float *vb = presentV.data->data() + b * total * kvf + g * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
+                  static_cast<float>(scale), qb, qf, kb, kvf, 0.0f,
+                  scores.data(), total);
+      for (int64_t i = 0; i < seq; ++i) {
+        float *row = scores.data() + i * total;
+        int64_t visible = causal ? std::min(total, i + offset + 1) : total;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < visible; ++j)
+          mx = std::max(mx, row[j]);
+        float sum = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < visible; ++j)
+          row[j] *= inv;
+        for (int64_t j = visible; j < total; ++j)
+          row[j] = 0.0f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
+                  1.0f, scores.data(), total, vb, kvf, 0.0f,
+                  out.data->data() + b * seq * qf + h * d, qf);
+    }
+}
+
+void silu(const Tensor &x, Tensor &out) {
+  out = like(x.shape);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    float v = (*x.data)[i];
+    (*out.data)[i] = v / (1.0f + std::exp(-v));
+  }
+}
+
+void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out) {
+  out = like(a.shape);
+  const float *x = a.data->data(), *y = b.data->data();
+  float *o = out.data->data();
+  for (int64_t i = 0; i < a.numel(); ++i)
+    o[i] = add ? x[i] + y[i] : x[i] * y[i];
+}
+
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
+  int64_t n = r.shape[0], rows = x.numel() / n;
+  out = like(x.shape);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans,
+              transposed ? CblasTrans : CblasNoTrans, rows, n, n, 1.0f,
+              x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);
+}
+
+bool hadamard(const Tensor &x, int64_t block, Tensor &out, std::string &error) {
+  if (block <= 0 || (block & (block - 1))) {
+    error = "the executor's Hadamard transform supports power-of-two sizes "
+            "so far, got " +
+            std::to_string(block) +
+            " (m*2^k sizes come with the rotation issue)";
+    return false;
+  }
+  out = like(x.shape);
+  *out.data = *x.data;
+  float norm = 1.0f / std::sqrt(static_cast<float>(block));
+  for (int64_t base = 0; base < x.numel(); base += block) {
+    float *v = out.data->data() + base;
+    for (int64_t len = 1; len < block; len <<= 1)
+      for (int64_t i = 0; i < block; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float a = v[j], b = v[j + len];
+          v[j] = a + b;
+          v[j + len] = a - b;
+        }
+    for (int64_t i = 0; i < block; ++i)
+      v[i] *= norm;
+  }
+  return true;
+}
+
+void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
+               int64_t groupSize, double clip, Tensor &out) {
+  out = like(x.shape);
+  int64_t n = x.numel(), last = x.lastDim();
+  int64_t group = granularity == 0 ? n : granularity == 3 ? groupSize : last;
+  const float *in = x.data->data();
+  float *o = out.data->data();
+  for (int64_t base = 0; base < n; base += group) {
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < group; ++i) {
+      lo = std::min(lo, in[base + i]);
+      hi = std::max(hi, in[base + i]);
+    }
+    lo *= static_cast<float>(clip);
+    hi *= static_cast<float>(clip);
+    if (symmetric) {
+      float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+      float scale = std::max(std::fabs(lo), std::fabs(hi)) / qmax;
+      if (scale == 0)
+        scale = 1;
+      for (int64_t i = 0; i < group; ++i) {
+        float q = std::nearbyint(in[base + i] / scale);
+        q = std::min(std::max(q, -qmax - 1), qmax);
+        o[base + i] = q * scale;
+      }
+    } else {
+      float qmax = static_cast<float>((1 << bits) - 1);
+      float scale = (hi - lo) / qmax;
+      if (scale == 0)
+        scale = 1;
+      float zero = std::nearbyint(-lo / scale);
+      for (int64_t i = 0; i < group; ++i) {
+        float q = std::nearbyint(in[base + i] / scale) + zero;
+        q = std::min(std::max(q, 0.0f), qmax);
+        o[base + i] = (q - zero) * scale;
+      }
+    }
+  }
+}
+
+} // namespace exec
+} // namespace sq

@@ -1,0 +1,76 @@
+//===- Kernels.h - fp32 kernels of the reference executor --------*- C++
+//-*-===//
+//
+// Internal to lib/Exec. Plain C++ over dense row-major tensors; matrix
+// products through OpenBLAS sgemm.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_LIB_EXEC_KERNELS_H
+#define SQ_LIB_EXEC_KERNELS_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sq {
+namespace exec {
+
+/// An allocator that leaves new elements uninitialized: every kernel writes
+/// all of its output, so zero-filling fresh buffers is wasted work.
+template <typename T> struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U> struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <typename U> void construct(U *p) {
+    ::new (static_cast<void *>(p)) U;
+  }
+  template <typename U, typename... Args> void construct(U *p, Args &&...args) {
+    ::new (static_cast<void *>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FloatBuffer = std::vector<float, DefaultInitAllocator<float>>;
+
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::shared_ptr<FloatBuffer> data;          // float tensors
+  std::shared_ptr<std::vector<int64_t>> ints; // ids, positions
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    return n;
+  }
+  int64_t lastDim() const { return shape.back(); }
+};
+
+float halfToFloat(uint16_t h);
+float bf16ToFloat(uint16_t h);
+
+bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
+               std::string &error);
+void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out);
+void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out);
+void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
+          bool interleaved, Tensor &out);
+/// Causal grouped-query attention. `cacheK`/`cacheV` hold `cached` tokens
+/// per sequence ([batch, cached, kv_features]); `presentK/V` return
+/// cache ++ new.
+void attention(const Tensor &q, const Tensor &k, const Tensor &v,
+               const FloatBuffer &cacheK, const FloatBuffer &cacheV,
+               int64_t cached, int64_t heads, int64_t kvHeads, double scale,
+               bool causal, Tensor &out, Tensor &presentK, Tensor &presentV);
+void silu(const Tensor &x, Tensor &out);
+void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);
+bool hadamard(const Tensor &x, int64_t block, Tensor &out, std::string &error);
+/// granularity: 0 per_tensor, 1 per_token, 2 per_channel, 3 group.
+void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
+               int64_t groupSize, double clip, Tensor &out);
+
+} // namespace exec
+} // namespace sq
+
+#endif // SQ_LIB_EXEC_KERNELS_H

@@ -1,0 +1,362 @@
+//===- sq-run.cpp - perplexity and generation with the reference executor ===//
+//
+//   sq-run MODEL --ppl FILE --seqlen N [--max-windows K] [--stride S] [--json]
+//   sq-run MODEL --generate "PROMPT" -n N [--temperature T --top-p P --seed S]
+//
+// MODEL is .onnx (imported on the fly), .mlir or .mlirbc.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Exec/Executor.h"
+#include "sq/Exec/Tokenizer.h"
+#include "sq/Import/ONNX.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+using namespace llvm;
+
+static cl::OptionCategory category("sq-run options");
+static cl::opt<std::string> modelPath(cl::Positional,
+                                      cl::desc("<model.onnx|.mlir|.mlirbc>"),
+                                      cl::Required, cl::cat(category));
+static cl::opt<std::string> tokenizerSpec(
+    "tokenizer",
+    cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes) or "
+             "'sp:PATH' (a SentencePiece .model)"),
+    cl::cat(category));
+static cl::opt<std::string>
+    pplFile("ppl",
+            cl::desc("Perplexity of the text in FILE: the whole file is "
+                     "tokenized, cut into windows of --seqlen tokens, and "
+                     "the next-token NLL is averaged over every prediction"),
+            cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<std::string>
+    tokensFile("tokens",
+               cl::desc("Perplexity of pre-tokenized input: FILE of int32 ids "
+                        "(instead of --ppl text)"),
+               cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<int64_t> seqlen("seqlen", cl::desc("Window length in tokens"),
+                               cl::init(0), cl::cat(category));
+static cl::opt<int64_t>
+    maxWindows("max-windows", cl::desc("Evaluate at most K windows (0: all)"),
+               cl::init(0), cl::cat(category));
+static cl::opt<int64_t> stride(
+    "stride",
+    cl::desc("Start a window every S tokens (default: --seqlen, i.e. "
+             "non-overlapping); with S < seqlen only the last S predictions "
+             "of each later window are scored"),
+    cl::init(0), cl::cat(category));
+static cl::opt<int64_t> batchSize("batch",
+                                  cl::desc("Windows evaluated together"),
+                                  cl::init(1), cl::cat(category));
+static cl::opt<bool> json("json",
+                          cl::desc("Print the perplexity result as one JSON "
+                                   "object"),
+                          cl::cat(category));
+static cl::opt<std::string>
+    prompt("generate",
+           cl::desc("Generate text after PROMPT (BOS is prepended when "
+                    "the tokenizer has one)"),
+           cl::value_desc("PROMPT"), cl::cat(category));
+static cl::opt<int64_t> numTokens("n", cl::desc("Tokens to generate"),
+                                  cl::init(64), cl::cat(category));
+static cl::opt<double>
+    temperature("temperature",
+                cl::desc("Sampling temperature (0: greedy, the default)"),
+                cl::init(0.0), cl::cat(category));
+static cl::opt<double> topP("top-p",
+                            cl::desc("Nucleus sampling: keep the smallest "
+                                     "set of tokens with this much "
+                                     "probability"),
+                            cl::init(1.0), cl::cat(category));
+static cl::opt<unsigned> seed("seed", cl::desc("Sampling seed"), cl::init(0),
+                              cl::cat(category));
+static cl::opt<int64_t>
+    context("context",
+            cl::desc("The model's context length in tokens (default: from the "
+                     "model's configuration when it has one)"),
+            cl::init(0), cl::cat(category));
+
+static int fail(const Twine &message) {
+  WithColor::error(errs(), "sq-run") << message << "\n";
+  return 1;
+}
+
+static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
+                                                   std::string &error) {
+  StringRef path = modelPath;
+  ctx.loadDialect<sq::SQDialect, mlir::func::FuncDialect>();
+  if (path.ends_with(".onnx"))
+    return sq::importOnnxModel(path, &ctx, error);
+  if (!path.ends_with(".mlir") && !path.ends_with(".mlirbc")) {
+    error = "unknown model type '" + path.str() +
+            "': expected .onnx, .mlir or .mlirbc";
+    return nullptr;
+  }
+  std::string diag;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    if (diag.empty()) {
+      llvm::raw_string_ostream os(diag);
+      if (auto loc = dyn_cast<mlir::FileLineColLoc>(d.getLocation()))
+        os << loc.getFilename().getValue() << ":" << loc.getLine() << ":"
+           << loc.getColumn() << ": ";
+      os << d.str();
+    }
+    return mlir::success();
+  });
+  auto module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
+  if (!module)
+    error = diag.empty() ? "cannot read '" + path.str() + "'" : diag;
+  return module;
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+struct Progress {
+  bool enabled = sys::Process::StandardErrIsDisplayed();
+  std::chrono::steady_clock::time_point start =
+      std::chrono::steady_clock::now();
+  void update(int64_t done, int64_t total, int64_t tokens) {
+    if (!enabled)
+      return;
+    double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    double eta = done ? s / done * (total - done) : 0;
+    errs() << format("\r[%lld/%lld windows] %.0f tok/s, ETA %dm%02ds   ",
+                     (long long)done, (long long)total,
+                     s > 0 ? tokens / s : 0.0, int(eta) / 60, int(eta) % 60);
+  }
+  void finish() {
+    if (enabled)
+      errs() << "\n";
+  }
+};
+
+static double logSoftmaxAt(const float *logits, int64_t vocab, int64_t target) {
+  float mx = *std::max_element(logits, logits + vocab);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i)
+    sum += std::exp(double(logits[i]) - mx);
+  return double(logits[target]) - mx - std::log(sum);
+}
+
+static int runPerplexity(sq::Executor &ex, const sq::Tokenizer *tok) {
+  std::vector<int64_t> ids;
+  std::string source;
+  if (!tokensFile.empty()) {
+    auto buffer = MemoryBuffer::getFile(tokensFile);
+    if (!buffer)
+      return fail(tokensFile + ": " + buffer.getError().message());
+    size_t n = (*buffer)->getBufferSize();
+    if (n % 4)
+      return fail(tokensFile + ": size " + Twine(n) +
+                  " is not a multiple of 4 (expected int32 token ids)");
+    ids.resize(n / 4);
+    for (size_t i = 0; i < n / 4; ++i) {
+      int32_t v;
+      std::memcpy(&v, (*buffer)->getBufferStart() + 4 * i, 4);
+      ids[i] = v;
+    }
+    source = tokensFile;
+  } else {
+    if (!tok)
+      return fail("--ppl needs --tokenizer (byte or sp:PATH) to turn '" +
+                  pplFile + "' into tokens");
+    auto buffer = MemoryBuffer::getFile(pplFile, /*IsText=*/false);
+    if (!buffer)
+      return fail(pplFile + ": " + buffer.getError().message());
+    ids = tok->encode((*buffer)->getBuffer());
+    source = pplFile;
+  }
+  if (ids.empty())
+    return fail(source + ": no tokens (empty text)");
+  if (seqlen < 2)
+    return fail("--seqlen must be at least 2 (got " + Twine(seqlen) + ")");
+  int64_t ctx = context ? context : ex.info().maxPositions;
+  if (ctx && seqlen > ctx)
+    return fail("--seqlen " + Twine(seqlen) + " is larger than the model's " +
+                "context of " + Twine(ctx) + " tokens");
+  int64_t step = stride ? stride : seqlen;
+  if (step <= 0 || step > seqlen)
+    return fail("--stride must be in [1, seqlen]");
+  if (static_cast<int64_t>(ids.size()) < seqlen)
+    return fail(source + " has " + Twine(ids.size()) +
+                " tokens, fewer than one window of --seqlen " + Twine(seqlen));
+  int64_t windows = (static_cast<int64_t>(ids.size()) - seqlen) / step + 1;
+  if (maxWindows > 0)
+    windows = std::min<int64_t>(windows, maxWindows);
+  int64_t vocab = ex.info().vocabSize;
+
+  Progress progress;
+  auto start = std::chrono::steady_clock::now();
+  double nll = 0;
+  int64_t predicted = 0;
+  std::vector<float> logits;
+  std::string error;
+  int64_t batch = std::max<int64_t>(1, batchSize);
+  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+    int64_t nb = std::min(batch, windows - w0);
+    std::vector<int64_t> tokens;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t *begin = ids.data() + (w0 + b) * step;
+      tokens.insert(tokens.end(), begin, begin + seqlen);
+    }
+    ex.reset();
+    if (!ex.forward(tokens, nb, seqlen, logits, error))
+      return fail(error);
+    for (int64_t b = 0; b < nb; ++b) {
+      // Later overlapping windows only score their last `step` tokens.
+      int64_t first = (w0 + b == 0) ? 0 : seqlen - 1 - step;
+      for (int64_t i = std::max<int64_t>(first, 0); i + 1 < seqlen; ++i) {
+        nll -= logSoftmaxAt(logits.data() + (b * seqlen + i) * vocab, vocab,
+                            tokens[b * seqlen + i + 1]);
+        ++predicted;
+      }
+    }
+    progress.update(w0 + nb, windows, (w0 + nb) * seqlen);
+  }
+  progress.finish();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  double mean = nll / predicted, ppl = std::exp(mean);
+  if (json)
+    outs() << format(
+        "{\"ppl\": %.6f, \"nll\": %.6f, \"tokens\": %lld, "
+        "\"windows\": %lld, \"seqlen\": %lld, \"seconds\": %.3f}\n",
+        ppl, mean, (long long)predicted, (long long)windows,
+        (long long)seqlen.getValue(), seconds);
+  else
+    outs() << format("perplexity %.4f (mean NLL %.6f over %lld predicted "
+                     "tokens, %lld windows of %lld, %.1f s)\n",
+                     ppl, mean, (long long)predicted, (long long)windows,
+                     (long long)seqlen.getValue(), seconds);
+  return 0;
+}
+
+static int64_t pick(const float *logits, int64_t vocab, std::mt19937 &rng) {
+  if (temperature <= 0)
+    return std::max_element(logits, logits + vocab) - logits;
+  std::vector<std::pair<double, int64_t>> probs(vocab);
+  float mx = *std::max_element(logits, logits + vocab);
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    double p = std::exp((logits[i] - mx) / temperature);
+    probs[i] = {p, i};
+    sum += p;
+  }
+  std::sort(probs.begin(), probs.end(),
+            [](auto &a, auto &b) { return a.first > b.first; });
+  double keep = 0;
+  size_t n = 0;
+  while (n < probs.size() && keep < topP * sum)
+    keep += probs[n++].first;
+  std::uniform_real_distribution<double> u(0.0, keep);
+  double r = u(rng);
+  for (size_t i = 0; i < n; ++i) {
+    r -= probs[i].first;
+    if (r <= 0)
+      return probs[i].second;
+  }
+  return probs[n - 1].second;
+}
+
+static int runGenerate(sq::Executor &ex, const sq::Tokenizer *tok) {
+  if (!tok)
+    return fail("--generate needs --tokenizer (byte or sp:PATH)");
+  if (numTokens < 0)
+    return fail("-n must not be negative");
+  std::vector<int64_t> ids;
+  if (tok->bos() >= 0)
+    ids.push_back(tok->bos());
+  std::vector<int64_t> promptIds = tok->encode(prompt);
+  ids.insert(ids.end(), promptIds.begin(), promptIds.end());
+  if (ids.empty())
+    return fail("the prompt is empty and the tokenizer has no BOS token");
+  int64_t ctx = context ? context : ex.info().maxPositions;
+  if (ctx && static_cast<int64_t>(ids.size()) + numTokens > ctx)
+    return fail("prompt and -n need " + Twine(ids.size() + numTokens) +
+                " positions, more than the model's context of " + Twine(ctx));
+  int64_t vocab = ex.info().vocabSize;
+  std::mt19937 rng(seed);
+  std::vector<float> logits;
+  std::string error;
+  ex.reset();
+  if (!ex.forward(ids, 1, ids.size(), logits, error))
+    return fail(error);
+  size_t textStart = tok->bos() >= 0 ? 1 : 0;
+  std::string shown = tok->decode(ArrayRef<int64_t>(ids).drop_front(textStart));
+  outs() << shown;
+  outs().flush();
+  const float *last = logits.data() + (ids.size() - 1) * vocab;
+  for (int64_t i = 0; i < numTokens; ++i) {
+    int64_t next = pick(last, vocab, rng);
+    if (next == tok->eos())
+      break;
+    ids.push_back(next);
+    std::string text =
+        tok->decode(ArrayRef<int64_t>(ids).drop_front(textStart));
+    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0)
+      outs() << text.substr(shown.size());
+    shown = text;
+    outs().flush();
+    if (i + 1 == numTokens)
+      break;
+    if (!ex.forward({next}, 1, 1, logits, error))
+      return fail(error);
+    last = logits.data();
+  }
+  outs() << "\n";
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "sq-run: run a model with SQ's reference executor\n\n"
+      "  sq-run model.onnx --ppl test.txt --tokenizer byte --seqlen 256 "
+      "--json\n"
+      "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
+      "time\" -n 40\n");
+  bool ppl = !pplFile.empty() || !tokensFile.empty();
+  bool gen = prompt.getNumOccurrences() > 0;
+  if (ppl == gen)
+    return fail("choose one of --ppl FILE (or --tokens FILE) and --generate "
+                "PROMPT");
+  std::unique_ptr<sq::Tokenizer> tok;
+  std::string error;
+  if (!tokenizerSpec.empty() &&
+      !(tok = sq::Tokenizer::create(tokenizerSpec, error)))
+    return fail(error);
+
+  mlir::MLIRContext ctx;
+  auto module = loadModel(ctx, error);
+  if (!module)
+    return fail(error);
+  auto ex = sq::Executor::create(*module, error);
+  if (!ex)
+    return fail(modelPath + ": " + error);
+  if (tok && tok->vocabSize() > ex->info().vocabSize)
+    return fail("the tokenizer has " + Twine(tok->vocabSize()) +
+                " tokens but the model only " + Twine(ex->info().vocabSize));
+  return ppl ? runPerplexity(*ex, tok.get()) : runGenerate(*ex, tok.get());
+}

@@ -1,0 +1,253 @@
+//===- ExecutorTest.cpp - the reference executor against PyTorch ----------===//
+
+#include "sq/Exec/Executor.h"
+#include "sq/Import/ONNX.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+using namespace sq;
+
+namespace {
+
+std::string sharedData() {
+  if (const char *env = std::getenv("SQ_SHARED_DATA"))
+    return env;
+  return SQ_SOURCE_DIR "/../shared/data";
+}
+
+/// A minimal reader for numpy's .npz written by np.savez (stored, not
+/// compressed): name -> (shape, float64 values).
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<double> values;
+};
+bool readNpz(const std::string &path, std::map<std::string, Array> &out) {
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  if (!buffer)
+    return false;
+  llvm::StringRef data = (*buffer)->getBuffer();
+  size_t pos = 0;
+  while (pos + 30 <= data.size() &&
+         data.substr(pos, 4) == llvm::StringRef("PK\x03\x04", 4)) {
+    auto u16 = [&](size_t at) {
+      return uint16_t(uint8_t(data[at])) | uint16_t(uint8_t(data[at + 1])) << 8;
+    };
+    auto u32 = [&](size_t at) {
+      return uint32_t(u16(at)) | uint32_t(u16(at + 2)) << 16;
+    };
+    if (u16(pos + 8) != 0)
+      return false; // compressed: not written by np.savez
+    uint32_t size = u32(pos + 18);
+    uint16_t nameLen = u16(pos + 26), extraLen = u16(pos + 28);
+    std::string name = data.substr(pos + 30, nameLen).str();
+    llvm::StringRef npy = data.substr(pos + 30 + nameLen + extraLen, size);
+    if (size == 0xFFFFFFFFu)
+      return false;
+    // .npy: magic, version, header length, a dict header, then the data.
+    uint16_t headerLen = uint16_t(uint8_t(npy[8])) | uint16_t(uint8_t(npy[9]))
+                                                         << 8;
+    llvm::StringRef header = npy.substr(10, headerLen);
+    llvm::StringRef body = npy.substr(10 + headerLen);
+    Array a;
+    size_t s = header.find("'shape': (") + 10;
+    llvm::StringRef dims = header.substr(s, header.find(')', s) - s);
+    llvm::SmallVector<llvm::StringRef> parts;
+    dims.split(parts, ',', -1, false);
+    int64_t count = 1;
+    for (llvm::StringRef p : parts) {
+      int64_t d;
+      if (!p.trim().getAsInteger(10, d)) {
+        a.shape.push_back(d);
+        count *= d;
+      }
+    }
+    bool f4 = header.contains("<f4"), i8 = header.contains("<i8"),
+         f8 = header.contains("<f8");
+    for (int64_t i = 0; i < count; ++i) {
+      if (f4) {
+        float v;
+        std::memcpy(&v, body.data() + 4 * i, 4);
+        a.values.push_back(v);
+      } else if (i8) {
+        int64_t v;
+        std::memcpy(&v, body.data() + 8 * i, 8);
+        a.values.push_back(static_cast<double>(v));
+      } else if (f8) {
+        double v;
+        std::memcpy(&v, body.data() + 8 * i, 8);
+        a.values.push_back(v);
+      } else {
+        return false;
+      }
+    }
+    name.resize(name.size() - 4); // ".npy"
+    out[name] = std::move(a);
+    pos += 30 + nameLen + extraLen + size;
+  }
+  return !out.empty();
+}
+
+std::unique_ptr<Executor> load(const std::string &path,
+                               mlir::MLIRContext &ctx) {
+  std::string err;
+  auto module = importOnnxModel(path, &ctx, err);
+  EXPECT_TRUE(module) << err;
+  if (!module)
+    return nullptr;
+  auto ex = Executor::create(*module, err);
+  EXPECT_TRUE(ex) << err;
+  module.release(); // the executor refers to the module's ops
+  return ex;
+}
+
+/// max|a-b| / max|b|
+double relMaxError(const std::vector<float> &a, const std::vector<double> &b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  return diff / scale;
+}
+
+void checkReference(const std::string &model, const std::string &npz) {
+  if (!llvm::sys::fs::exists(npz))
+    GTEST_SKIP() << "shared data not present: " << npz;
+  std::map<std::string, Array> ref;
+  ASSERT_TRUE(readNpz(npz, ref));
+  const Array &ids = ref["input_ids"], &logits = ref["logits"];
+  ASSERT_EQ(ids.shape.size(), 2u);
+  mlir::MLIRContext ctx;
+  auto ex = load(model, ctx);
+  ASSERT_TRUE(ex);
+  std::vector<int64_t> tokens(ids.values.begin(), ids.values.end());
+  std::vector<float> out;
+  std::string err;
+  ASSERT_TRUE(ex->forward(tokens, ids.shape[0], ids.shape[1], out, err)) << err;
+  ASSERT_EQ(out.size(), logits.values.size());
+  double rel = relMaxError(out, logits.values);
+  EXPECT_LE(rel, 1e-4) << "relative max error " << rel;
+  ::testing::Test::RecordProperty("relative_max_error", std::to_string(rel));
+}
+
+TEST(ExecutorReference, ByteLlamaMatchesPyTorch) {
+  std::string d = sharedData() + "/wiki2-byte-llama";
+  checkReference(d + "/model.onnx", d + "/reference.npz");
+}
+
+TEST(ExecutorReference, Stories260KMatchesPyTorch) {
+  std::string d = sharedData() + "/stories260K-onnx";
+  checkReference(d + "/nocache/model.onnx", d + "/nocache/reference.npz");
+}
+
+TEST(ExecutorReference, Stories260KCacheExportMatchesPyTorch) {
+  std::string d = sharedData() + "/stories260K-onnx";
+  checkReference(d + "/kvcache/model.onnx", d + "/kvcache/reference.npz");
+}
+
+// Prefill then one token at a time gives the logits of a full recompute,
+// for every export style of the fixtures.
+class DecodeMatchesRecompute : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(DecodeMatchesRecompute, Logits) {
+  std::string path =
+      std::string(SQ_SOURCE_DIR "/test/Import/Inputs/") + GetParam();
+  mlir::MLIRContext ctx;
+  auto ex = load(path, ctx);
+  ASSERT_TRUE(ex);
+  const int64_t batch = 2, seq = 9, prefill = 4;
+  int64_t vocab = ex->info().vocabSize;
+  std::vector<int64_t> tokens(batch * seq);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = (i * 7 + 3) % vocab;
+  std::vector<float> full, step;
+  std::string err;
+  ASSERT_TRUE(ex->forward(tokens, batch, seq, full, err)) << err;
+  ex->reset();
+  std::vector<int64_t> first;
+  for (int64_t b = 0; b < batch; ++b)
+    first.insert(first.end(), tokens.begin() + b * seq,
+                 tokens.begin() + b * seq + prefill);
+  ASSERT_TRUE(ex->forward(first, batch, prefill, step, err)) << err;
+  double maxDiff = 0, maxRef = 0;
+  auto compare = [&](int64_t b, int64_t pos, const float *got) {
+    const float *want = full.data() + (b * seq + pos) * vocab;
+    for (int64_t v = 0; v < vocab; ++v) {
+      maxDiff = std::max(maxDiff, double(std::fabs(got[v] - want[v])));
+      maxRef = std::max(maxRef, double(std::fabs(want[v])));
+    }
+  };
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 0; p < prefill; ++p)
+      compare(b, p, step.data() + (b * prefill + p) * vocab);
+  for (int64_t p = prefill; p < seq; ++p) {
+    std::vector<int64_t> next = {tokens[p], tokens[seq + p]};
+    ASSERT_TRUE(ex->forward(next, batch, 1, step, err)) << err;
+    EXPECT_EQ(ex->cachedTokens(), p + 1);
+    for (int64_t b = 0; b < batch; ++b)
+      compare(b, p, step.data() + b * vocab);
+  }
+  EXPECT_LE(maxDiff / maxRef, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, DecodeMatchesRecompute,
+    ::testing::Values("gqa-opset17.onnx", "mha-opset17.onnx",
+                      "kvcache-opset17.onnx", "interleaved-opset17.onnx",
+                      "posids-opset17.onnx", "tile-repeat-opset17.onnx",
+                      "genai-gqa-fp16.onnx", "genai-mha-rotary.onnx",
+                      "onnx23-attention.onnx", "bf16-opset17.onnx"),
+    [](const auto &info) {
+      std::string name = info.param;
+      for (char &c : name)
+        if (!isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
+
+// A batch gives each sequence the logits it gets alone.
+TEST(Executor, BatchMatchesSingleSequences) {
+  mlir::MLIRContext ctx;
+  auto ex = load(SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", ctx);
+  ASSERT_TRUE(ex);
+  std::vector<int64_t> a = {1, 5, 9, 2, 7, 3}, b = {4, 4, 8, 0, 31, 6};
+  std::vector<int64_t> both = a;
+  both.insert(both.end(), b.begin(), b.end());
+  std::vector<float> la, lb, lboth;
+  std::string err;
+  ASSERT_TRUE(ex->forward(a, 1, 6, la, err)) << err;
+  ex->reset();
+  ASSERT_TRUE(ex->forward(b, 1, 6, lb, err)) << err;
+  ex->reset();
+  ASSERT_TRUE(ex->forward(both, 2, 6, lboth, err)) << err;
+  la.insert(la.end(), lb.begin(), lb.end());
+  ASSERT_EQ(la.size(), lboth.size());
+  for (size_t i = 0; i < la.size(); ++i)
+    EXPECT_NEAR(la[i], lboth[i], 1e-5f * (1 + std::fabs(la[i])));
+}
+
+TEST(Executor, RejectsBadInput) {
+  mlir::MLIRContext ctx;
+  auto ex = load(SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", ctx);
+  ASSERT_TRUE(ex);
+  std::vector<float> logits;
+  std::string err;
+  EXPECT_FALSE(ex->forward({1, 2, 99}, 1, 3, logits, err));
+  EXPECT_NE(err.find("token id 99 is outside the vocabulary [0, 32)"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(ex->forward({1, 2, 3}, 1, 2, logits, err));
+  ASSERT_TRUE(ex->forward({1, 2}, 2, 1, logits, err)) << err;
+  EXPECT_FALSE(ex->forward({1}, 1, 1, logits, err));
+  EXPECT_NE(err.find("batch size changed"), std::string::npos) << err;
+}
+
+} // namespace

@@ -88,6 +88,25 @@ static cl::opt<double> topP("top-p",
                             cl::init(1.0), cl::cat(category));
 static cl::opt<unsigned> seed("seed", cl::desc("Sampling seed"), cl::init(0),
                               cl::cat(category));
+static cl::opt<std::string> logitsOut(
+    "logits-out",
+    cl::desc("With --ppl/--tokens: also write the logits of the first "
+             "window to FILE (float32, [seqlen, vocab]), e.g. to compare "
+             "with another runtime"),
+    cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<bool>
+    bench("bench",
+          cl::desc("Measure speed: prefill --prompt-len seeded random "
+                   "tokens, then decode -n tokens one at a time; prints "
+                   "JSON with tokens/s"),
+          cl::cat(category));
+static cl::opt<int64_t> promptLen("prompt-len",
+                                  cl::desc("Prompt length for --bench"),
+                                  cl::init(128), cl::cat(category));
+static cl::opt<int64_t> repeats("repeats",
+                                cl::desc("Repetitions for --bench (the "
+                                         "median is reported)"),
+                                cl::init(3), cl::cat(category));
 static cl::opt<int64_t>
     context("context",
             cl::desc("The model's context length in tokens (default: from the "
@@ -221,6 +240,14 @@ static int runPerplexity(sq::Executor &ex, const sq::Tokenizer *tok) {
     ex.reset();
     if (!ex.forward(tokens, nb, seqlen, logits, error))
       return fail(error);
+    if (w0 == 0 && !logitsOut.empty()) {
+      std::error_code ec;
+      raw_fd_ostream os(logitsOut, ec);
+      if (ec)
+        return fail("cannot write '" + logitsOut + "': " + ec.message());
+      os.write(reinterpret_cast<const char *>(logits.data()),
+               seqlen * vocab * sizeof(float));
+    }
     for (int64_t b = 0; b < nb; ++b) {
       // Later overlapping windows only score their last `step` tokens.
       int64_t first = (w0 + b == 0) ? 0 : seqlen - 1 - step;
@@ -327,6 +354,51 @@ static int runGenerate(sq::Executor &ex, const sq::Tokenizer *tok) {
   return 0;
 }
 
+static int runBench(sq::Executor &ex) {
+  int64_t vocab = ex.info().vocabSize;
+  if (promptLen < 1 || numTokens < 1 || repeats < 1)
+    return fail("--bench needs --prompt-len, -n and --repeats >= 1");
+  int64_t ctx = context ? context : ex.info().maxPositions;
+  if (ctx && promptLen + numTokens > ctx)
+    return fail("--prompt-len + -n exceed the model's context of " +
+                Twine(ctx));
+  std::mt19937 rng(seed);
+  std::vector<int64_t> prompt(promptLen);
+  for (int64_t &t : prompt)
+    t = std::uniform_int_distribution<int64_t>(0, vocab - 1)(rng);
+  std::vector<double> prefillTimes, decodeTimes;
+  std::vector<float> logits;
+  std::string error;
+  for (int64_t r = 0; r < repeats; ++r) {
+    ex.reset();
+    auto t0 = std::chrono::steady_clock::now();
+    if (!ex.forward(prompt, 1, promptLen, logits, error))
+      return fail(error);
+    auto t1 = std::chrono::steady_clock::now();
+    int64_t next = std::max_element(logits.end() - vocab, logits.end()) -
+                   logits.end() + vocab;
+    for (int64_t i = 0; i < numTokens; ++i) {
+      if (!ex.forward({next}, 1, 1, logits, error))
+        return fail(error);
+      next = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    prefillTimes.push_back(std::chrono::duration<double>(t1 - t0).count());
+    decodeTimes.push_back(std::chrono::duration<double>(t2 - t1).count());
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  double p = median(prefillTimes), d = median(decodeTimes);
+  outs() << format("{\"prefill_tokens\": %lld, \"prefill_seconds\": %.6f, "
+                   "\"prefill_tokens_per_s\": %.1f, \"decode_tokens\": %lld, "
+                   "\"decode_seconds\": %.6f, \"decode_tokens_per_s\": %.2f}\n",
+                   (long long)promptLen.getValue(), p, promptLen / p,
+                   (long long)numTokens.getValue(), d, numTokens / d);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   cl::HideUnrelatedOptions(category);
@@ -339,9 +411,9 @@ int main(int argc, char **argv) {
       "time\" -n 40\n");
   bool ppl = !pplFile.empty() || !tokensFile.empty();
   bool gen = prompt.getNumOccurrences() > 0;
-  if (ppl == gen)
-    return fail("choose one of --ppl FILE (or --tokens FILE) and --generate "
-                "PROMPT");
+  if (int(ppl) + int(gen) + int(bench) != 1)
+    return fail("choose one of --ppl FILE (or --tokens FILE), --generate "
+                "PROMPT and --bench");
   std::unique_ptr<sq::Tokenizer> tok;
   std::string error;
   if (!tokenizerSpec.empty() &&
@@ -358,5 +430,7 @@ int main(int argc, char **argv) {
   if (tok && tok->vocabSize() > ex->info().vocabSize)
     return fail("the tokenizer has " + Twine(tok->vocabSize()) +
                 " tokens but the model only " + Twine(ex->info().vocabSize));
+  if (bench)
+    return runBench(*ex);
   return ppl ? runPerplexity(*ex, tok.get()) : runGenerate(*ex, tok.get());
 }

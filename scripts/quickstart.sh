@@ -1,37 +1,40 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds SQ, then shows it at work on the example
-# model checked into examples/ (a tiny LLaMA-shaped model in the sq dialect):
-# verify it, list its weights, round-trip it through MLIR bytecode and print
-# its IR with the weight blobs elided.
-#
-# (The import of the bundled ONNX model, SpinQuant W4A4KV4 compilation,
-# perplexity and generation join this script as those features land.)
+# Installs what is missing, builds SQ, then runs the small LLaMA bundled in
+# models/stories260K (TinyStories, 260K parameters):
+#   1. import its ONNX export into the sq dialect and list its weights;
+#   2. generate text from "Once upon a time" with the reference executor;
+#   3. measure its perplexity on a TinyStories excerpt.
+# (SpinQuant rotation, W4A4KV4 quantization and the compiled model.so join
+# this script as those features land.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 scripts/build.sh
 
-SQ_OPT=build/bin/sq-opt
-MODEL=examples/tiny-llama.mlir
+BIN=build/bin
+MODEL=models/stories260K
 OUT=build/quickstart
 mkdir -p "$OUT"
 
 echo
-echo "== 1. Weights of $MODEL (sq-opt --sq-weight-summary)"
-"$SQ_OPT" "$MODEL" --sq-weight-summary -o /dev/null
+echo "== 1. Import $MODEL/model.onnx into the sq dialect"
+"$BIN/sq-translate" --import-onnx "$MODEL/model.onnx" --emit-bytecode -o "$OUT/model.mlirbc"
+"$BIN/sq-opt" "$OUT/model.mlirbc" --mlir-elide-resource-strings-if-larger=64 | sed -n 1p | cut -c1-400
+"$BIN/sq-opt" "$OUT/model.mlirbc" --sq-weight-summary -o /dev/null 2>&1 | tail -1
+echo "ops in the model (5 layers): $("$BIN/sq-opt" "$OUT/model.mlirbc" --mlir-elide-resource-strings-if-larger=64 |
+  grep -oE 'sq\.(attention|rms_norm|linear|rope)' | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
 
 echo
-echo "== 2. Round trip through MLIR bytecode"
-"$SQ_OPT" "$MODEL" --emit-bytecode -o "$OUT/tiny-llama.mlirbc"
-"$SQ_OPT" "$OUT/tiny-llama.mlirbc" -o "$OUT/from-bytecode.mlir"
-"$SQ_OPT" "$MODEL" -o "$OUT/from-text.mlir"
-cmp -s "$OUT/from-bytecode.mlir" "$OUT/from-text.mlir"
-echo "text $(stat -c %s "$MODEL") bytes -> bytecode $(stat -c %s "$OUT/tiny-llama.mlirbc") bytes -> identical IR back"
+echo "== 2. Generate 40 tokens after \"Once upon a time\" (greedy)"
+"$BIN/sq-run" "$OUT/model.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+  --generate "Once upon a time" -n 40
 
 echo
-echo "== 3. The model's first layer, weights elided (--mlir-elide-resource-strings-if-larger=64)"
-"$SQ_OPT" "$MODEL" --mlir-elide-resource-strings-if-larger=64 | sed -n '1,32p'
-echo "    ..."
+echo "== 3. Perplexity on $MODEL/tinystories_valid_head.txt (windows of 512 tokens, fp32)"
+"$BIN/sq-run" "$MODEL/model.onnx" --tokenizer "sp:$MODEL/tok512.model" \
+  --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+
 echo
-echo "Done. Try: $SQ_OPT --help | grep -A3 'sq-'   and   docs/reference/SQDialect.md"
+echo "Done. The IR is in $OUT/model.mlirbc; try:"
+echo "  $BIN/sq-opt $OUT/model.mlirbc --mlir-elide-resource-strings-if-larger=64 | less"

@@ -10,6 +10,7 @@
 #include "Kernels.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Float16.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinDialect.h"
@@ -77,7 +78,7 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
     for (int64_t i = 0; i < n; ++i) {
       uint16_t h;
       std::memcpy(&h, data.data() + 2 * i, 2);
-      dst[i] = et.isF16() ? exec::halfToFloat(h) : exec::bf16ToFloat(h);
+      dst[i] = et.isF16() ? numerics::halfToFloat(h) : numerics::bf16ToFloat(h);
     }
   } else {
     error = "weight '" + op.getName().str() +

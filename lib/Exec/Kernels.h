@@ -46,9 +46,6 @@ struct Tensor {
   int64_t lastDim() const { return shape.back(); }
 };
 
-float halfToFloat(uint16_t h);
-float bf16ToFloat(uint16_t h);
-
 bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
                std::string &error);
 void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out);

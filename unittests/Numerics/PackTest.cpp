@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -152,6 +154,35 @@ TEST(Pack, LargeRow) {
   std::vector<int8_t> out(n);
   unpackInt4(packed.data(), n, out.data());
   EXPECT_EQ(out, in);
+}
+
+} // namespace
+
+#include "sq/Numerics/Float16.h"
+
+namespace {
+
+// Every fp16 and bf16 bit pattern converts exactly (checked against the
+// compiler's own _Float16 / bit shift for bf16).
+TEST(Float16, EveryHalfConvertsExactly) {
+  for (uint32_t b = 0; b < 65536; ++b) {
+    uint16_t bits = static_cast<uint16_t>(b);
+    _Float16 h;
+    std::memcpy(&h, &bits, 2);
+    float want = static_cast<float>(h), got = sq::numerics::halfToFloat(bits);
+    if (std::isnan(want))
+      EXPECT_TRUE(std::isnan(got)) << b;
+    else
+      EXPECT_EQ(std::memcmp(&want, &got, 4), 0) << b;
+  }
+}
+
+TEST(Float16, EveryBf16ConvertsExactly) {
+  for (uint32_t b = 0; b < 65536; ++b) {
+    uint32_t wantBits = b << 16;
+    float got = sq::numerics::bf16ToFloat(static_cast<uint16_t>(b));
+    EXPECT_EQ(std::memcmp(&wantBits, &got, 4), 0) << b;
+  }
 }
 
 } // namespace

@@ -13,6 +13,7 @@
 #include "Concrete.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Float16.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -307,30 +308,6 @@ const char *kindName(AVal::Kind k) {
 // Element decoding
 //===----------------------------------------------------------------------===//
 
-float halfToFloat(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF,
-           bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 double elementAt(const TensorBytes &t, int64_t i) {
   const char *p = t.bytes.data() + i * dtypeSize(t.dtype);
   switch (t.dtype) {
@@ -347,15 +324,12 @@ double elementAt(const TensorBytes &t, int64_t i) {
   case DType::F16: {
     uint16_t h;
     std::memcpy(&h, p, 2);
-    return halfToFloat(h);
+    return numerics::halfToFloat(h);
   }
   case DType::BF16: {
     uint16_t h;
     std::memcpy(&h, p, 2);
-    uint32_t bits = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
+    return numerics::bf16ToFloat(h);
   }
   case DType::I64: {
     int64_t v;
@@ -514,6 +488,11 @@ private:
                   const std::vector<double> &sinT, int64_t rows, int64_t cols,
                   RopeLayout layout, AValRef &out, int64_t heads = 0,
                   int64_t firstPosition = -1);
+  bool buildAttention(const std::string &op, const AValRef &q, const AValRef &k,
+                      const AValRef &v, const AValRef &pastK,
+                      const AValRef &pastV, int64_t heads, int64_t kvHeads,
+                      int64_t headDim, double scale,
+                      const onnx::NodeProto &node, std::vector<AValRef> &outs);
   bool opContrib(const std::string &op, const std::vector<AValRef> &in,
                  const onnx::NodeProto &node, std::vector<AValRef> &outs,
                  bool &handled);
@@ -998,6 +977,45 @@ bool Raiser::ropeFromCaches(const AValRef &x, const AValRef &cosCache,
                     out, heads, /*firstPosition=*/0);
 }
 
+/// The sq.attention of a fused attention op (GroupQueryAttention,
+/// MultiHeadAttention, ONNX Attention): outputs are (output, present_key,
+/// present_value); caches must be graph inputs. `scale` 0 means default.
+bool Raiser::buildAttention(const std::string &op, const AValRef &q,
+                            const AValRef &k, const AValRef &v,
+                            const AValRef &pastK, const AValRef &pastV,
+                            int64_t heads, int64_t kvHeads, int64_t headDim,
+                            double scale, const onnx::NodeProto &node,
+                            std::vector<AValRef> &outs) {
+  if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
+      (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
+    return fail(op + " past_key/past_value must both be graph inputs");
+  FloatAttr scaleAttr;
+  if (scale != 0.0 &&
+      std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
+    scaleAttr = builder.getF64FloatAttr(scale);
+  SmallVector<Type> presentTypes;
+  Value pk, pv;
+  if (pastK) {
+    pk = pastK->v;
+    pv = pastV->v;
+    presentTypes = {pk.getType(), pv.getType()};
+  }
+  auto attn = AttentionOp::create(
+      builder, loc, cast<RankedTensorType>(q->v.getType()), presentTypes, q->v,
+      k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
+  outs.assign(std::max(3, node.output_size()), nullptr);
+  outs[0] = act(attn.getOutput(), q->view);
+  if (pastK)
+    for (int i = 0; i < 2; ++i) {
+      AValRef present = act(Value(), pastK->view);
+      present->kv = std::make_shared<KVCat>();
+      present->kv->past = i ? pv : pk;
+      present->kv->presentOut = attn.getPresent()[i];
+      outs[1 + i] = present;
+    }
+  return true;
+}
+
 bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
                        const onnx::NodeProto &node, std::vector<AValRef> &outs,
                        bool &handled) {
@@ -1106,37 +1124,9 @@ bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
       q = qr;
       k = kr;
     }
-    AValRef pastK = input(pastIdx), pastV = input(pastIdx + 1);
-    if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
-        (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
-      return fail(op + " past_key/past_value must both be graph inputs");
-    double scale = attrF("scale", 0.0);
-    FloatAttr scaleAttr;
-    if (scale != 0.0 &&
-        std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
-      scaleAttr = builder.getF64FloatAttr(scale);
-    SmallVector<Type> presentTypes;
-    Value pk, pv;
-    if (pastK) {
-      pk = pastK->v;
-      pv = pastV->v;
-      presentTypes = {pk.getType(), pv.getType()};
-    }
-    auto attn = AttentionOp::create(
-        builder, loc, cast<RankedTensorType>(q->v.getType()), presentTypes,
-        q->v, k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
-    outs.assign(std::max(3, node.output_size()), nullptr);
-    outs[0] = act(attn.getOutput(), q->view);
-    if (pastK) {
-      for (int i = 0; i < 2; ++i) {
-        AValRef present = act(Value(), pastK->view);
-        present->kv = std::make_shared<KVCat>();
-        present->kv->past = i ? pv : pk;
-        present->kv->presentOut = attn.getPresent()[i];
-        outs[1 + i] = present;
-      }
-    }
-    return true;
+    return buildAttention(op, q, k, v, input(pastIdx), input(pastIdx + 1),
+                          heads, kvHeads, headDim, attrF("scale", 0.0), node,
+                          outs);
   }
   if (op == "Attention" && node.domain().empty()) {
     // ONNX Attention (opset 23): Q/K/V as [batch, seq, heads*head_dim] with
@@ -1179,36 +1169,8 @@ bool Raiser::opContrib(const std::string &op, const std::vector<AValRef> &in,
                   ": expected [batch, seq, heads*head_dim] with "
                   "q_num_heads/kv_num_heads, or [batch, heads, seq, head_dim]");
     int64_t headDim = featureSize(q->view) / (fourD ? 1 : heads);
-    AValRef pastK = input(4), pastV = input(5);
-    if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
-        (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
-      return fail("Attention past_key/past_value must both be graph inputs");
-    double scale = attrF("scale", 0.0);
-    FloatAttr scaleAttr;
-    if (scale != 0.0 &&
-        std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
-      scaleAttr = builder.getF64FloatAttr(scale);
-    SmallVector<Type> presentTypes;
-    Value pk, pv;
-    if (pastK) {
-      pk = pastK->v;
-      pv = pastV->v;
-      presentTypes = {pk.getType(), pv.getType()};
-    }
-    auto attn = AttentionOp::create(
-        builder, loc, cast<RankedTensorType>(q->v.getType()), presentTypes,
-        q->v, k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
-    outs.assign(std::max(3, node.output_size()), nullptr);
-    outs[0] = act(attn.getOutput(), q->view);
-    if (pastK)
-      for (int i = 0; i < 2; ++i) {
-        AValRef present = act(Value(), pastK->view);
-        present->kv = std::make_shared<KVCat>();
-        present->kv->past = i ? pv : pk;
-        present->kv->presentOut = attn.getPresent()[i];
-        outs[1 + i] = present;
-      }
-    return true;
+    return buildAttention(op, q, k, v, input(4), input(5), heads, kvHeads,
+                          headDim, attrF("scale", 0.0), node, outs);
   }
   handled = false;
   return true;

@@ -33,3 +33,8 @@ shared_data = os.environ.get(
 if os.path.isdir(os.path.join(shared_data, "wiki2-byte-llama")):
     config.available_features.add("shared-data")
 config.substitutions.append(("%shared_data", os.path.abspath(shared_data)))
+
+# Sanitizer builds (scripts/test.sh --asan) cannot load the SentencePiece
+# shim (RTLD_DEEPBIND): tests that need it declare "UNSUPPORTED: sanitizers".
+if getattr(config, "sq_sanitizers", ""):
+    config.available_features.add("sanitizers")

@@ -8,6 +8,12 @@
 
 #include <dlfcn.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SQ_HAS_ASAN 1
+#endif
+#endif
+
 using namespace sq;
 
 Tokenizer::~Tokenizer() = default;
@@ -45,6 +51,13 @@ struct SpmApi {
   int (*info)(void *, int);
 
   static const SpmApi *get(std::string &error) {
+#if defined(__SANITIZE_ADDRESS__) || defined(SQ_HAS_ASAN)
+    // The sanitizer runtimes refuse RTLD_DEEPBIND
+    // (github.com/google/sanitizers/issues/611).
+    error = "SentencePiece tokenizers are not available in sanitizer builds "
+            "(the shim needs RTLD_DEEPBIND, which AddressSanitizer refuses)";
+    return nullptr;
+#endif
     static SpmApi api;
     static std::string loadError;
     static bool loaded = [] {

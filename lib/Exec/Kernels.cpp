@@ -2,6 +2,8 @@
 
 #include "Kernels.h"
 
+#include "sq/Numerics/Hadamard.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -188,28 +190,18 @@ void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
 }
 
 bool hadamard(const Tensor &x, int64_t block, Tensor &out, std::string &error) {
-  if (block <= 0 || (block & (block - 1))) {
-    error = "the executor's Hadamard transform supports power-of-two sizes "
-            "so far, got " +
-            std::to_string(block) +
-            " (m*2^k sizes come with the rotation issue)";
+  int m;
+  int64_t p;
+  if (block <= 0 || !numerics::splitHadamardSize(block, m, p)) {
+    error = "no Hadamard matrix of size " + std::to_string(block) +
+            " is implemented (m * 2^k with m in 1, 12, 20, 28, 36, 40, 44, "
+            "52, 60, 108, 140)";
     return false;
   }
   out = like(x.shape);
   *out.data = *x.data;
-  float norm = 1.0f / std::sqrt(static_cast<float>(block));
-  for (int64_t base = 0; base < x.numel(); base += block) {
-    float *v = out.data->data() + base;
-    for (int64_t len = 1; len < block; len <<= 1)
-      for (int64_t i = 0; i < block; i += 2 * len)
-        for (int64_t j = i; j < i + len; ++j) {
-          float a = v[j], b = v[j + len];
-          v[j] = a + b;
-          v[j + len] = a - b;
-        }
-    for (int64_t i = 0; i < block; ++i)
-      v[i] *= norm;
-  }
+  for (int64_t base = 0; base < x.numel(); base += block)
+    numerics::hadamardTransformInPlace(out.data->data() + base, block);
   return true;
 }
 

@@ -1,9 +1,13 @@
 //===- ExecutorTest.cpp - the reference executor against PyTorch ----------===//
 
 #include "sq/Exec/Executor.h"
+#include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Numerics/Hadamard.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -14,6 +18,7 @@
 #include <map>
 
 using namespace sq;
+namespace numerics = sq::numerics;
 
 namespace {
 
@@ -248,6 +253,63 @@ TEST(Executor, RejectsBadInput) {
   ASSERT_TRUE(ex->forward({1, 2}, 2, 1, logits, err)) << err;
   EXPECT_FALSE(ex->forward({1}, 1, 1, logits, err));
   EXPECT_NE(err.find("batch size changed"), std::string::npos) << err;
+}
+
+// sq.hadamard runs the orthonormal m*2^k transform of lib/Numerics.
+static const char *kHadamardModule = R"mlir(
+  func.func @forward(%ids: tensor<?x?xi64>, %pos: tensor<?x?xi64>) -> tensor<?x?x2xf32> {
+    %e = sq.weight dense_resource<emb> : tensor<2x12xf32>
+    %h = sq.embedding %e[%ids] : tensor<2x12xf32>[tensor<?x?xi64>] -> tensor<?x?x12xf32>
+    %r = sq.hadamard %h size SIZE : tensor<?x?x12xf32>
+    %w = sq.weight dense_resource<head> : tensor<2x12xf32>
+    %l = sq.linear %r, %w : (tensor<?x?x12xf32>, tensor<2x12xf32>) -> tensor<?x?x2xf32>
+    return %l : tensor<?x?x2xf32>
+  }
+  {-# dialect_resources: { builtin: { emb: "EMB", head: "HEAD" } } #-}
+)mlir";
+
+TEST(Executor, HadamardUsesTheNumericsTransform) {
+  std::string text = kHadamardModule;
+  text.replace(text.find("SIZE"), 4, "12");
+  text.replace(
+      text.find("EMB"), 3,
+      "0x040000000000A0BF0000003F000000BF0000A03F0000803E000040BF0000803F000000"
+      "00000080BF0000403F000080BE0000A0BF0000003F000000BF0000A03F0000803E000040"
+      "BF0000803F00000000000080BF0000403F000080BE0000A0BF0000003F");
+  text.replace(
+      text.find("HEAD"), 4,
+      "0x04000000000040BF000000BE0000003F000000BF0000003E0000403F000080BE0000C0"
+      "3E000020BF000000000000203F0000C0BE0000803E000040BF000000BE0000003F000000"
+      "BF0000003E0000403F000080BE0000C03E000020BF000000000000203F");
+  mlir::MLIRContext ctx;
+  ctx.loadDialect<SQDialect, mlir::func::FuncDialect>();
+  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, &ctx);
+  ASSERT_TRUE(module);
+  std::string err;
+  auto ex = Executor::create(*module, err);
+  ASSERT_TRUE(ex) << err;
+  std::vector<float> logits;
+  ASSERT_TRUE(ex->forward({1}, 1, 1, logits, err)) << err;
+  const float emb[] = {-1.250000f, 0.500000f,  -0.500000f, 1.250000f,
+                       0.250000f,  -0.750000f, 1.000000f,  0.000000f,
+                       -1.000000f, 0.750000f,  -0.250000f, -1.250000f,
+                       0.500000f,  -0.500000f, 1.250000f,  0.250000f,
+                       -0.750000f, 1.000000f,  0.000000f,  -1.000000f,
+                       0.750000f,  -0.250000f, -1.250000f, 0.500000f},
+              head[] = {-0.750000f, -0.125000f, 0.500000f,  -0.500000f,
+                        0.125000f,  0.750000f,  -0.250000f, 0.375000f,
+                        -0.625000f, 0.000000f,  0.625000f,  -0.375000f,
+                        0.250000f,  -0.750000f, -0.125000f, 0.500000f,
+                        -0.500000f, 0.125000f,  0.750000f,  -0.250000f,
+                        0.375000f,  -0.625000f, 0.000000f,  0.625000f};
+  std::vector<float> x(emb + 12, emb + 24);
+  ASSERT_TRUE(numerics::hadamardTransformInPlace(x.data(), 12));
+  for (int o = 0; o < 2; ++o) {
+    float want = 0;
+    for (int i = 0; i < 12; ++i)
+      want += x[i] * head[o * 12 + i];
+    EXPECT_NEAR(logits[o], want, 1e-5f);
+  }
 }
 
 } // namespace

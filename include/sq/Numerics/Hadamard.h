@@ -1,0 +1,41 @@
+//===- Hadamard.h - Hadamard matrices and the fast transform -----*- C++
+//-*-===//
+//
+// Hadamard matrices of order n = m * 2^k (H * H^T = n * I, entries +-1) and
+// the orthonormal transform x -> x * (H / sqrt(n)) in O(n log n + n m).
+// Base orders m come from published constructions:
+//   Sylvester (m = 1, and doubling), Paley I (q + 1 for a prime q = 3 mod 4),
+//   Paley II (2 (q + 1) for q = 1 mod 4, over GF(q), q prime or 25).
+// Plain C++: no MLIR or LLVM header.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_NUMERICS_HADAMARD_H
+#define SQ_NUMERICS_HADAMARD_H
+
+#include <cstdint>
+#include <vector>
+
+namespace sq {
+namespace numerics {
+
+/// The base orders with a construction here.
+const std::vector<int> &hadamardBaseOrders();
+
+/// A Hadamard matrix of order `m` (row-major, +-1), or an empty vector when
+/// no construction for `m` is implemented.
+std::vector<int8_t> hadamardMatrix(int m);
+
+/// Splits n = m * 2^k with m the largest base order dividing n such that
+/// n / m is a power of two. Returns false when there is none.
+bool splitHadamardSize(int64_t n, int &m, int64_t &pow2);
+
+/// x <- x * (H_n / sqrt(n)) in place for one vector of length n = m * 2^k,
+/// with H_n = H_m (kron) H_{2^k} (Sylvester). Returns false when n has no
+/// supported split.
+bool hadamardTransformInPlace(float *x, int64_t n);
+
+} // namespace numerics
+} // namespace sq
+
+#endif // SQ_NUMERICS_HADAMARD_H

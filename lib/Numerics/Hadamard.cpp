@@ -1,0 +1,230 @@
+//===- Hadamard.cpp - Hadamard matrices and the fast transform ------------===//
+
+#include "sq/Numerics/Hadamard.h"
+
+#include <cmath>
+#include <functional>
+#include <map>
+
+namespace sq {
+namespace numerics {
+
+namespace {
+
+/// A finite field GF(q), q = p or p^2, with elements numbered 0..q-1 (for
+/// p^2: a + b*alpha with alpha^2 = r, r a non-residue mod p).
+struct Field {
+  int p, q, r = 0;
+  int add(int x, int y) const {
+    if (q == p)
+      return (x + y) % p;
+    return ((x % p + y % p) % p) + p * ((x / p + y / p) % p);
+  }
+  int neg(int x) const {
+    if (q == p)
+      return (p - x) % p;
+    return ((p - x % p) % p) + p * ((p - x / p) % p);
+  }
+  int mul(int x, int y) const {
+    if (q == p)
+      return x * y % p;
+    int a = x % p, b = x / p, c = y % p, d = y / p;
+    return ((a * c + b * d * r) % p) + p * ((a * d + b * c) % p);
+  }
+  /// Quadratic character: 0 for 0, 1 for non-zero squares, -1 otherwise.
+  std::vector<int> character() const {
+    std::vector<int> chi(q, -1);
+    chi[0] = 0;
+    for (int x = 1; x < q; ++x)
+      chi[mul(x, x)] = 1;
+    return chi;
+  }
+};
+
+bool isPrime(int n) {
+  if (n < 2)
+    return false;
+  for (int d = 2; d * d <= n; ++d)
+    if (n % d == 0)
+      return false;
+  return true;
+}
+
+/// GF(q) for a prime q, or q = p^2 with a non-residue r mod p.
+bool makeField(int q, Field &f) {
+  if (isPrime(q)) {
+    f = {q, q, 0};
+    return true;
+  }
+  int p = static_cast<int>(std::lround(std::sqrt(double(q))));
+  if (p * p != q || !isPrime(p) || p == 2)
+    return false;
+  f = {p, q, 0};
+  for (int r = 2; r < p; ++r) {
+    bool square = false;
+    for (int x = 1; x < p; ++x)
+      square |= x * x % p == r;
+    if (!square) {
+      f.r = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The Jacobsthal matrix Q[i][j] = chi(x_j - x_i) of GF(q).
+std::vector<int> jacobsthal(const Field &f) {
+  std::vector<int> chi = f.character(), Q(f.q * f.q);
+  for (int i = 0; i < f.q; ++i)
+    for (int j = 0; j < f.q; ++j)
+      Q[i * f.q + j] = chi[f.add(j, f.neg(i))];
+  return Q;
+}
+
+/// Paley I: q = 3 mod 4, order q + 1: H = I + S, S = [[0, 1^T], [-1, Q]].
+std::vector<int8_t> paleyI(int q) {
+  Field f;
+  if (q % 4 != 3 || !makeField(q, f))
+    return {};
+  std::vector<int> Q = jacobsthal(f);
+  int n = q + 1;
+  std::vector<int8_t> H(n * n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      int s =
+          i == 0 ? (j == 0 ? 0 : 1) : (j == 0 ? -1 : Q[(i - 1) * q + (j - 1)]);
+      H[i * n + j] = static_cast<int8_t>(s + (i == j ? 1 : 0));
+    }
+  return H;
+}
+
+/// Paley II: q = 1 mod 4, order 2 (q + 1): in C = [[0, 1^T], [1, Q]],
+/// replace 0 by [[1, -1], [-1, -1]] and +-1 by +-[[1, 1], [1, -1]].
+std::vector<int8_t> paleyII(int q) {
+  Field f;
+  if (q % 4 != 1 || !makeField(q, f))
+    return {};
+  std::vector<int> Q = jacobsthal(f);
+  int c = q + 1, n = 2 * c;
+  std::vector<int8_t> H(n * n);
+  for (int i = 0; i < c; ++i)
+    for (int j = 0; j < c; ++j) {
+      int e = (i == 0 || j == 0) ? (i == j ? 0 : 1) : Q[(i - 1) * q + (j - 1)];
+      static const int zero[2][2] = {{1, -1}, {-1, -1}},
+                       one[2][2] = {{1, 1}, {1, -1}};
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b)
+          H[(2 * i + a) * n + 2 * j + b] =
+              static_cast<int8_t>(e == 0 ? zero[a][b] : e * one[a][b]);
+    }
+  return H;
+}
+
+/// H (kron) [[1, 1], [1, -1]].
+std::vector<int8_t> doubled(const std::vector<int8_t> &H, int m) {
+  int n = 2 * m;
+  std::vector<int8_t> D(n * n);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j)
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b)
+          D[(2 * i + a) * n + 2 * j + b] =
+              static_cast<int8_t>(H[i * m + j] * (a && b ? -1 : 1));
+  return D;
+}
+
+} // namespace
+
+const std::vector<int> &hadamardBaseOrders() {
+  static const std::vector<int> orders = {1,  12, 20, 28,  36, 40,
+                                          44, 52, 60, 108, 140};
+  return orders;
+}
+
+std::vector<int8_t> hadamardMatrix(int m) {
+  switch (m) {
+  case 1:
+    return {1};
+  case 12:
+    return paleyI(11);
+  case 20:
+    return paleyI(19);
+  case 28:
+    return paleyII(13);
+  case 36:
+    return paleyII(17);
+  case 40:
+    return doubled(paleyI(19), 20);
+  case 44:
+    return paleyI(43);
+  case 52:
+    return paleyII(25); // over GF(25)
+  case 60:
+    return paleyI(59);
+  case 108:
+    return paleyI(107);
+  case 140:
+    return paleyI(139);
+  default:
+    return {}; // 156 and 172 need Williamson-type constructions
+  }
+}
+
+bool splitHadamardSize(int64_t n, int &m, int64_t &pow2) {
+  const std::vector<int> &orders = hadamardBaseOrders();
+  for (auto it = orders.rbegin(); it != orders.rend(); ++it) {
+    if (n % *it)
+      continue;
+    int64_t rest = n / *it;
+    if (rest > 0 && (rest & (rest - 1)) == 0) {
+      m = *it;
+      pow2 = rest;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool hadamardTransformInPlace(float *x, int64_t n) {
+  int m;
+  int64_t p;
+  if (!splitHadamardSize(n, m, p))
+    return false;
+  // Index i = a * p + b (a < m, b < p); H_n = H_m (kron) H_p.
+  // 1. Sylvester butterflies over b for every a.
+  for (int64_t a = 0; a < m; ++a) {
+    float *v = x + a * p;
+    for (int64_t len = 1; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float u = v[j], w = v[j + len];
+          v[j] = u + w;
+          v[j + len] = u - w;
+        }
+  }
+  // 2. The dense m x m factor across a, for every b: y_a = sum_c x_c H[c][a].
+  if (m > 1) {
+    static thread_local std::map<int, std::vector<int8_t>> cache;
+    std::vector<int8_t> &H = cache[m];
+    if (H.empty())
+      H = hadamardMatrix(m);
+    std::vector<float> column(m);
+    for (int64_t b = 0; b < p; ++b) {
+      for (int c = 0; c < m; ++c)
+        column[c] = x[c * p + b];
+      for (int a = 0; a < m; ++a) {
+        float s = 0;
+        for (int c = 0; c < m; ++c)
+          s += column[c] * H[c * m + a];
+        x[a * p + b] = s;
+      }
+    }
+  }
+  float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int64_t i = 0; i < n; ++i)
+    x[i] *= scale;
+  return true;
+}
+
+} // namespace numerics
+} // namespace sq

@@ -4,10 +4,12 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -311,5 +313,74 @@ TEST(Executor, HadamardUsesTheNumericsTransform) {
     EXPECT_NEAR(logits[o], want, 1e-5f);
   }
 }
+
+// --sq-fuse-norms leaves the model's function unchanged (the invariance the
+// rotations rely on); center-embeddings does not, on an RMSNorm model.
+class FuseNormsInvariance : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(FuseNormsInvariance, Logits) {
+  std::string path =
+      std::string(SQ_SOURCE_DIR "/test/Import/Inputs/") + GetParam();
+  mlir::MLIRContext ctx;
+  std::string err;
+  auto module = importOnnxModel(path, &ctx, err);
+  ASSERT_TRUE(module) << err;
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 7; ++i)
+    tokens.push_back((i * 5 + 1) % 32);
+  auto run = [&](mlir::ModuleOp m, std::vector<float> &logits) {
+    auto ex = Executor::create(m, err);
+    ASSERT_TRUE(ex) << err;
+    ASSERT_TRUE(ex->forward(tokens, 2, 7, logits, err)) << err;
+  };
+  std::vector<float> before, after, centered;
+  run(*module, before);
+  auto fused = module->clone();
+  {
+    mlir::PassManager pm(&ctx);
+    pm.addPass(createSQFuseNorms());
+    ASSERT_TRUE(mlir::succeeded(pm.run(fused)));
+  }
+  int scaled = 0;
+  fused.walk([&](RMSNormOp op) { scaled += op.getScale() != nullptr; });
+  EXPECT_EQ(scaled, 0);
+  run(fused, after);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(before[i] - after[i])));
+    scale = std::max(scale, double(std::fabs(before[i])));
+  }
+  EXPECT_LE(diff / scale, 1e-5);
+
+  auto withCentering = module->clone();
+  {
+    mlir::PassManager pm(&ctx);
+    SQFuseNormsOptions options;
+    options.centerEmbeddings = true;
+    pm.addPass(createSQFuseNorms(options));
+    ASSERT_TRUE(mlir::succeeded(pm.run(withCentering)));
+  }
+  run(withCentering, centered);
+  double changed = 0;
+  for (size_t i = 0; i < before.size(); ++i)
+    changed = std::max(changed, double(std::fabs(before[i] - centered[i])));
+  EXPECT_GT(changed / scale, 1e-4)
+      << "centering should change an RMSNorm model";
+  fused->erase();
+  withCentering->erase();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FuseNormsInvariance,
+                         ::testing::Values("gqa-opset17.onnx",
+                                           "tied-opset17.onnx",
+                                           "genai-gqa-fp16.onnx",
+                                           "interleaved-opset17.onnx"),
+                         [](const auto &info) {
+                           std::string name = info.param;
+                           for (char &c : name)
+                             if (!isalnum(static_cast<unsigned char>(c)))
+                               c = '_';
+                           return name;
+                         });
 
 } // namespace

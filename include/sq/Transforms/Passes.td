@@ -29,4 +29,32 @@ def SQWeightSummary : Pass<"sq-weight-summary", "::mlir::ModuleOp"> {
   ];
 }
 
+def SQFuseNorms : Pass<"sq-fuse-norms", "::mlir::ModuleOp"> {
+  let summary = "fold RMSNorm scales into the following linear layers";
+  let description = [{
+    `RMSNorm(x) * gamma` followed by `linear(W)` is `RMSNorm(x)` (weightless)
+    followed by `linear(W * diag(gamma))`: every linear that reads a scaled
+    `sq.rms_norm` (q/k/v, gate/up, lm_head) gets its columns multiplied by
+    gamma and the norm loses its scale. The model computes the same
+    function (up to float rounding), and a weightless RMSNorm commutes with
+    an orthogonal rotation of the residual stream, which is what SpinQuant's
+    R1 needs. Folded weights are stored in fp32. A norm whose output feeds
+    anything but linear layers is an error.
+
+    `center-embeddings` also subtracts each embedding row's mean, as the
+    official SpinQuant code does. That is exact only for LayerNorm models:
+    on an RMSNorm model it changes the function, so it is off by default
+    (use it to reproduce the official numbers).
+
+    ```
+    sq-opt --sq-fuse-norms model.mlir
+    ```
+  }];
+  let options = [
+    Option<"centerEmbeddings", "center-embeddings", "bool", /*default=*/"false",
+           "subtract each embedding row's mean (official SpinQuant; not exact "
+           "for RMSNorm models)">
+  ];
+}
+
 #endif // SQ_TRANSFORMS_PASSES_TD

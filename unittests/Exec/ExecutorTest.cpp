@@ -314,6 +314,9 @@ TEST(Executor, HadamardUsesTheNumericsTransform) {
   }
 }
 
+static std::vector<float>
+logitsOf(mlir::ModuleOp m, const std::vector<int64_t> &tokens, int64_t batch);
+
 // --sq-fuse-norms leaves the model's function unchanged (the invariance the
 // rotations rely on); center-embeddings does not, on an RMSNorm model.
 class FuseNormsInvariance : public ::testing::TestWithParam<const char *> {};
@@ -321,53 +324,41 @@ class FuseNormsInvariance : public ::testing::TestWithParam<const char *> {};
 TEST_P(FuseNormsInvariance, Logits) {
   std::string path =
       std::string(SQ_SOURCE_DIR "/test/Import/Inputs/") + GetParam();
-  mlir::MLIRContext ctx;
-  std::string err;
-  auto module = importOnnxModel(path, &ctx, err);
-  ASSERT_TRUE(module) << err;
   std::vector<int64_t> tokens;
   for (int i = 0; i < 2 * 7; ++i)
     tokens.push_back((i * 5 + 1) % 32);
-  auto run = [&](mlir::ModuleOp m, std::vector<float> &logits) {
-    auto ex = Executor::create(m, err);
-    ASSERT_TRUE(ex) << err;
-    ASSERT_TRUE(ex->forward(tokens, 2, 7, logits, err)) << err;
+  // Each variant in its own context: passes rewrite weights in place, and a
+  // clone in the same context would share them.
+  auto logitsAfter = [&](bool fuse, bool center) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(path, &ctx, err);
+    EXPECT_TRUE(module) << err;
+    if (fuse) {
+      mlir::PassManager pm(&ctx);
+      SQFuseNormsOptions options;
+      options.centerEmbeddings = center;
+      pm.addPass(createSQFuseNorms(options));
+      EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
+      int scaled = 0;
+      module->walk([&](RMSNormOp op) { scaled += op.getScale() != nullptr; });
+      EXPECT_EQ(scaled, 0);
+    }
+    return logitsOf(*module, tokens, 2);
   };
-  std::vector<float> before, after, centered;
-  run(*module, before);
-  auto fused = module->clone();
-  {
-    mlir::PassManager pm(&ctx);
-    pm.addPass(createSQFuseNorms());
-    ASSERT_TRUE(mlir::succeeded(pm.run(fused)));
-  }
-  int scaled = 0;
-  fused.walk([&](RMSNormOp op) { scaled += op.getScale() != nullptr; });
-  EXPECT_EQ(scaled, 0);
-  run(fused, after);
-  double diff = 0, scale = 0;
+  std::vector<float> before = logitsAfter(false, false),
+                     after = logitsAfter(true, false),
+                     centered = logitsAfter(true, true);
+  ASSERT_EQ(before.size(), after.size());
+  double diff = 0, scale = 0, changed = 0;
   for (size_t i = 0; i < before.size(); ++i) {
     diff = std::max(diff, double(std::fabs(before[i] - after[i])));
+    changed = std::max(changed, double(std::fabs(before[i] - centered[i])));
     scale = std::max(scale, double(std::fabs(before[i])));
   }
   EXPECT_LE(diff / scale, 1e-5);
-
-  auto withCentering = module->clone();
-  {
-    mlir::PassManager pm(&ctx);
-    SQFuseNormsOptions options;
-    options.centerEmbeddings = true;
-    pm.addPass(createSQFuseNorms(options));
-    ASSERT_TRUE(mlir::succeeded(pm.run(withCentering)));
-  }
-  run(withCentering, centered);
-  double changed = 0;
-  for (size_t i = 0; i < before.size(); ++i)
-    changed = std::max(changed, double(std::fabs(before[i] - centered[i])));
   EXPECT_GT(changed / scale, 1e-4)
       << "centering should change an RMSNorm model";
-  fused->erase();
-  withCentering->erase();
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FuseNormsInvariance,
@@ -382,5 +373,94 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FuseNormsInvariance,
                                c = '_';
                            return name;
                          });
+
+// --sq-fuse-norms then --spinquant-rotate (random and Hadamard R1/R2)
+// leaves the float model's logits unchanged, while changing the weights.
+struct RotateCase {
+  const char *model;
+  const char *mode;
+};
+class RotateInvariance : public ::testing::TestWithParam<RotateCase> {};
+
+static std::vector<float>
+logitsOf(mlir::ModuleOp m, const std::vector<int64_t> &tokens, int64_t batch) {
+  std::string err;
+  auto ex = Executor::create(m, err);
+  EXPECT_TRUE(ex) << err;
+  std::vector<float> logits;
+  if (ex)
+    EXPECT_TRUE(ex->forward(tokens, batch, tokens.size() / batch, logits, err))
+        << err;
+  return logits;
+}
+
+TEST_P(RotateInvariance, Logits) {
+  std::string path = GetParam().model;
+  if (path.find('/') == std::string::npos)
+    path = SQ_SOURCE_DIR "/test/Import/Inputs/" + path;
+  else
+    path = sharedData() + "/" + path;
+  if (!llvm::sys::fs::exists(path))
+    GTEST_SKIP() << "not present: " << path;
+  mlir::MLIRContext ctx;
+  std::string err;
+  auto module = importOnnxModel(path, &ctx, err);
+  ASSERT_TRUE(module) << err;
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 9; ++i)
+    tokens.push_back((i * 5 + 1) % 32);
+  std::vector<float> before = logitsOf(*module, tokens, 2);
+  std::vector<char> qBefore;
+  module->walk([&](WeightOp w) {
+    if (w.getName() == "model.layers.0.self_attn.v_proj.weight") {
+      auto r = mlir::cast<mlir::DenseResourceElementsAttr>(w.getValue());
+      auto d = r.getRawHandle().getBlob()->getData();
+      qBefore.assign(d.begin(), d.end());
+    }
+  });
+  mlir::PassManager pm(&ctx);
+  pm.addPass(createSQFuseNorms());
+  SQSpinQuantRotateOptions options;
+  options.mode = GetParam().mode;
+  options.seed = 7;
+  pm.addPass(createSQSpinQuantRotate(options));
+  ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
+  std::vector<float> after = logitsOf(*module, tokens, 2);
+  ASSERT_EQ(before.size(), after.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(before[i] - after[i])));
+    scale = std::max(scale, double(std::fabs(before[i])));
+  }
+  EXPECT_LE(diff / scale, 1e-4) << "relative max error " << diff / scale;
+  bool changed = false;
+  module->walk([&](WeightOp w) {
+    if (w.getName() == "model.layers.0.self_attn.v_proj.weight") {
+      auto r = mlir::cast<mlir::DenseResourceElementsAttr>(w.getValue());
+      auto d = r.getRawHandle().getBlob()->getData();
+      changed = std::vector<char>(d.begin(), d.end()) != qBefore;
+    }
+  });
+  EXPECT_TRUE(changed) << "the rotation left v_proj unchanged";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, RotateInvariance,
+    ::testing::Values(RotateCase{"gqa-opset17.onnx", "random"},
+                      RotateCase{"gqa-opset17.onnx", "hadamard"},
+                      RotateCase{"mha-opset17.onnx", "hadamard"},
+                      RotateCase{"tied-opset17.onnx", "random"},
+                      RotateCase{"kvcache-opset17.onnx", "hadamard"},
+                      RotateCase{"interleaved-opset17.onnx", "random"},
+                      RotateCase{"genai-gqa-fp16.onnx", "hadamard"},
+                      RotateCase{"wiki2-byte-llama/model.onnx", "hadamard"},
+                      RotateCase{"wiki2-byte-llama/model.onnx", "random"}),
+    [](const auto &info) {
+      std::string name = std::string(info.param.model) + "_" + info.param.mode;
+      for (char &c : name)
+        if (!isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
 
 } // namespace

@@ -57,4 +57,37 @@ def SQFuseNorms : Pass<"sq-fuse-norms", "::mlir::ModuleOp"> {
   ];
 }
 
+def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
+  let summary = "insert SpinQuant's rotations R1 and R2 and fold them into the weights";
+  let description = [{
+    R1 (hidden x hidden, one for the model) rotates the residual stream:
+    the embedding and every linear that reads the stream (after a
+    weightless RMSNorm: q, k, v, gate, up, lm_head) get `W <- W R1`, the
+    linears that write it (o_proj, down_proj) get `W <- R1^T W`. R2
+    (head_dim x head_dim, one per layer) rotates the values: every KV head's
+    rows of v_proj get `R2^T`, every head's columns of o_proj get `R2`. The
+    float model computes the same function; the rotated weights and
+    activations have fewer outliers, which is what makes 4-bit quantization
+    work.
+
+    Modes: `random` (seeded random orthogonal matrices), `hadamard`
+    (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k).
+    `learned` (Cayley SGD) and `file` (a rotation file) come with the
+    calibration issue and report so. Run `--sq-fuse-norms` first: a scaled
+    RMSNorm does not commute with R1.
+
+    ```
+    sq-opt --sq-fuse-norms --spinquant-rotate="mode=hadamard seed=0" model.mlir
+    ```
+  }];
+  let options = [
+    Option<"mode", "mode", "std::string", /*default=*/"\"hadamard\"",
+           "random | hadamard | learned | file">,
+    Option<"seed", "seed", "uint64_t", /*default=*/"0",
+           "seed of the random rotations and Hadamard signs">,
+    Option<"path", "path", "std::string", /*default=*/"\"\"",
+           "rotation file for mode=file">
+  ];
+}
+
 #endif // SQ_TRANSFORMS_PASSES_TD

@@ -463,4 +463,75 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// The whole rotation pipeline (fuse norms, R1/R2 Hadamard, online R3/R4)
+// leaves the float model unchanged, for a full forward and for KV-cache
+// decoding (R3 puts rotated keys in the cache).
+class FullRotationInvariance : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(FullRotationInvariance, LogitsAndDecode) {
+  std::string path =
+      std::string(SQ_SOURCE_DIR "/test/Import/Inputs/") + GetParam();
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 8; ++i)
+    tokens.push_back((i * 3 + 2) % 32);
+  auto load = [&](mlir::MLIRContext &ctx, bool rotate) {
+    std::string err;
+    auto module = importOnnxModel(path, &ctx, err);
+    EXPECT_TRUE(module) << err;
+    if (rotate) {
+      mlir::PassManager pm(&ctx);
+      pm.addPass(createSQFuseNorms());
+      pm.addPass(createSQSpinQuantRotate());
+      pm.addPass(createSQOnlineHadamard());
+      EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
+      int hadamards = 0;
+      module->walk([&](HadamardOp) { ++hadamards; });
+      EXPECT_EQ(hadamards, 3 * 2); // R4, R3 on q and k, in 2 layers
+    }
+    return module;
+  };
+  mlir::MLIRContext ctxA, ctxB;
+  auto plain = load(ctxA, false), rotated = load(ctxB, true);
+  std::vector<float> a = logitsOf(*plain, tokens, 2),
+                     b = logitsOf(*rotated, tokens, 2);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    scale = std::max(scale, double(std::fabs(a[i])));
+  }
+  EXPECT_LE(diff / scale, 1e-4);
+  // Decode the rotated model: prefill 5, then 3 single tokens.
+  std::string err;
+  auto ex = Executor::create(*rotated, err);
+  ASSERT_TRUE(ex) << err;
+  std::vector<float> step;
+  std::vector<int64_t> first = {tokens[0],  tokens[1], tokens[2], tokens[3],
+                                tokens[4],  tokens[8], tokens[9], tokens[10],
+                                tokens[11], tokens[12]};
+  ASSERT_TRUE(ex->forward(first, 2, 5, step, err)) << err;
+  int64_t vocab = ex->info().vocabSize;
+  for (int64_t p = 5; p < 8; ++p) {
+    ASSERT_TRUE(ex->forward({tokens[p], tokens[8 + p]}, 2, 1, step, err))
+        << err;
+    for (int64_t bIdx = 0; bIdx < 2; ++bIdx)
+      for (int64_t v = 0; v < vocab; ++v)
+        EXPECT_NEAR(step[bIdx * vocab + v], a[(bIdx * 8 + p) * vocab + v],
+                    1e-4 * scale);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FullRotationInvariance,
+                         ::testing::Values("gqa-opset17.onnx",
+                                           "kvcache-opset17.onnx",
+                                           "mha-opset17.onnx",
+                                           "interleaved-opset17.onnx",
+                                           "genai-gqa-fp16.onnx"),
+                         [](const auto &info) {
+                           std::string name = info.param;
+                           for (char &c : name)
+                             if (!isalnum(static_cast<unsigned char>(c)))
+                               c = '_';
+                           return name;
+                         });
+
 } // namespace

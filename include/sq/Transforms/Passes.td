@@ -90,4 +90,27 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
   ];
 }
 
+def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
+  let summary = "SpinQuant's online Hadamards: R4 before down_proj, R3 on Q/K after RoPE";
+  let description = [{
+    R4: an `sq.hadamard` over the whole intermediate dimension is inserted
+    on down_proj's input and folded into down_proj's columns
+    (`W <- W H`, H orthonormal), so `(x H)(W H)^T = x W^T`. R3: an
+    `sq.hadamard` of size head_dim is inserted on the queries and keys
+    after RoPE; it cancels in `Q K^T` and matters once K is quantized.
+    The float model computes the same function. Sizes must be m * 2^k with
+    a Hadamard matrix in lib/Numerics (not 156 * 2^k or 172 * 2^k yet).
+
+    ```
+    sq-opt --sq-fuse-norms --spinquant-rotate --sq-online-hadamard model.mlir
+    ```
+  }];
+  let options = [
+    Option<"r3", "r3", "bool", /*default=*/"true",
+           "rotate queries and keys after RoPE (for a quantized KV cache)">,
+    Option<"r4", "r4", "bool", /*default=*/"true",
+           "rotate down_proj's input and fold the rotation into down_proj">
+  ];
+}
+
 #endif // SQ_TRANSFORMS_PASSES_TD

@@ -1,0 +1,25 @@
+// --sq-online-hadamard: R4 before down_proj (folded into its columns), R3 on
+// the queries and keys after RoPE; an unsupported size is an error.
+// RUN: sq-translate --import-onnx %S/../Import/Inputs/gqa-opset17.onnx -o %t.mlir
+// RUN: sq-opt %t.mlir --sq-fuse-norms --spinquant-rotate --sq-online-hadamard | FileCheck %s
+// RUN: sq-opt %t.mlir --sq-fuse-norms --sq-online-hadamard=r3=false | FileCheck %s --check-prefix=NOR3
+// RUN: not sq-opt %s --sq-online-hadamard 2>&1 | FileCheck %s --check-prefix=SIZE
+
+// CHECK:      %[[QR:.*]] = sq.rope
+// CHECK:      %[[KR:.*]] = sq.rope
+// CHECK:      %[[HQ:.*]] = sq.hadamard %[[QR]] size 4 : tensor<?x?x16xf32>
+// CHECK-NEXT: %[[HK:.*]] = sq.hadamard %[[KR]] size 4 : tensor<?x?x8xf32>
+// CHECK-NEXT: sq.attention %[[HQ]], %[[HK]], %{{.*}} heads 4 kv_heads 2 causal
+// CHECK:      %[[M:.*]] = sq.mul
+// CHECK:      %[[W:.*]] = sq.weight dense_resource<model.layers.0.mlp.down_proj.weight> : tensor<16x24xf32>
+// CHECK-NEXT: %[[H4:.*]] = sq.hadamard %[[M]] size 24 : tensor<?x?x24xf32>
+// CHECK-NEXT: sq.linear %[[H4]], %[[W]]
+// NOR3-NOT:   sq.hadamard {{.*}} size 4
+// NOR3:       sq.hadamard {{.*}} size 24
+
+// SIZE: error: 'sq.linear' op no Hadamard matrix of size 172 for R4 (down_proj's input) (sizes m * 2^k with m in 1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140)
+func.func @mlp(%g: tensor<1x2x172xf32>, %u: tensor<1x2x172xf32>, %w: tensor<4x172xf32>) -> tensor<1x2x4xf32> {
+  %m = sq.mul %g, %u : tensor<1x2x172xf32>
+  %d = sq.linear %m, %w : (tensor<1x2x172xf32>, tensor<4x172xf32>) -> tensor<1x2x4xf32>
+  return %d : tensor<1x2x4xf32>
+}

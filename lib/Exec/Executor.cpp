@@ -239,7 +239,8 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
       exec::rotate(get(ro.getInput()), get(ro.getRotation()),
                    ro.getTransposed(), out);
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
-      ok = exec::hadamard(get(h.getInput()), h.getBlockSize(), out, error);
+      ok = exec::hadamard(get(h.getInput()), h.getBlockSize(),
+                          h.getSeed() ? *h.getSeed() : 0, out, error);
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
       QuantAttr qa = f.getQuant();
       exec::fakeQuant(get(f.getInput()), qa.getBits(), qa.getSymmetric(),

@@ -189,19 +189,16 @@ void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
               x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);
 }
 
-bool hadamard(const Tensor &x, int64_t block, Tensor &out, std::string &error) {
-  int m;
-  int64_t p;
-  if (block <= 0 || !numerics::splitHadamardSize(block, m, p)) {
-    error = "no Hadamard matrix of size " + std::to_string(block) +
-            " is implemented (m * 2^k with m in 1, 12, 20, 28, 36, 40, 44, "
-            "52, 60, 108, 140)";
+bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
+              std::string &error) {
+  if (block <= 0) {
+    error = "invalid Hadamard size " + std::to_string(block);
     return false;
   }
   out = like(x.shape);
   *out.data = *x.data;
   for (int64_t base = 0; base < x.numel(); base += block)
-    numerics::hadamardTransformInPlace(out.data->data() + base, block);
+    numerics::orthogonalTransformInPlace(out.data->data() + base, block, seed);
   return true;
 }
 

@@ -62,7 +62,9 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
 void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);
-bool hadamard(const Tensor &x, int64_t block, Tensor &out, std::string &error);
+/// sq.hadamard: numerics::orthogonalTransformInPlace on every block.
+bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
+              std::string &error);
 /// granularity: 0 per_tensor, 1 per_token, 2 per_channel, 3 group.
 void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
                int64_t groupSize, double clip, Tensor &out);

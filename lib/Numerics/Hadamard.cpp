@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <random>
 
 namespace sq {
 namespace numerics {
@@ -224,6 +225,68 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     x[i] *= scale;
   return true;
+}
+
+std::vector<double> randomOrthogonalMatrix(int64_t m, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> dist;
+  std::vector<double> q(m * m);
+  for (double &v : q)
+    v = dist(rng);
+  for (int64_t i = 0; i < m; ++i)
+    for (int pass = 0; pass < 2; ++pass) { // Gram-Schmidt, twice
+      for (int64_t j = 0; j < i; ++j) {
+        double dot = 0;
+        for (int64_t k = 0; k < m; ++k)
+          dot += q[i * m + k] * q[j * m + k];
+        for (int64_t k = 0; k < m; ++k)
+          q[i * m + k] -= dot * q[j * m + k];
+      }
+      double norm = 0;
+      for (int64_t k = 0; k < m; ++k)
+        norm += q[i * m + k] * q[i * m + k];
+      norm = std::sqrt(norm);
+      for (int64_t k = 0; k < m; ++k)
+        q[i * m + k] /= norm;
+    }
+  return q;
+}
+
+bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
+  if (hadamardTransformInPlace(x, n))
+    return true;
+  int64_t p = n & -n; // the largest power of two dividing n
+  int64_t m = n / p;
+  static thread_local std::map<std::pair<int64_t, uint64_t>,
+                               std::vector<double>>
+      cache;
+  std::vector<double> &q = cache[{m, seed}];
+  if (q.empty())
+    q = randomOrthogonalMatrix(m, seed);
+  // Butterflies over the 2^k factor, then the m x m factor: index a*p + b.
+  for (int64_t a = 0; a < m; ++a) {
+    float *v = x + a * p;
+    for (int64_t len = 1; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float u = v[j], w = v[j + len];
+          v[j] = u + w;
+          v[j + len] = u - w;
+        }
+  }
+  std::vector<double> column(m);
+  float scale = 1.0f / std::sqrt(static_cast<float>(p));
+  for (int64_t b = 0; b < p; ++b) {
+    for (int64_t c = 0; c < m; ++c)
+      column[c] = x[c * p + b];
+    for (int64_t a = 0; a < m; ++a) {
+      double s = 0;
+      for (int64_t c = 0; c < m; ++c)
+        s += column[c] * q[c * m + a];
+      x[a * p + b] = static_cast<float>(s) * scale;
+    }
+  }
+  return false;
 }
 
 } // namespace numerics

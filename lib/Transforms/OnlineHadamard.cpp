@@ -7,6 +7,7 @@
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace sq {
 #define GEN_PASS_DEF_SQONLINEHADAMARD
@@ -21,21 +22,25 @@ namespace {
 struct OnlineHadamardPass
     : public sq::impl::SQOnlineHadamardBase<OnlineHadamardPass> {
   using Base::Base;
+  llvm::DenseSet<int64_t> remarked; // one remark per size
 
-  bool supported(int64_t n, Operation *where, StringRef what) {
+  /// True when n has a Hadamard matrix; otherwise remarks that a seeded
+  /// random orthogonal block stands in (never a failure).
+  void noteFallback(int64_t n, Operation *where, StringRef what) {
     int m;
     int64_t p;
-    if (!ShapedType::isDynamic(n) && numerics::splitHadamardSize(n, m, p))
-      return true;
-    where->emitOpError() << "no Hadamard matrix of size " << n << " for "
-                         << what
-                         << " (sizes m * 2^k with m in 1, 12, 20, 28, 36, 40, "
-                            "44, 52, 60, 108, 140)";
-    return false;
+    if (!numerics::splitHadamardSize(n, m, p) && remarked.insert(n).second)
+      where->emitRemark() << "no Hadamard matrix of size " << n << " for "
+                          << what << ": using a seeded random orthogonal "
+                          << n / (n & -n) << "x" << n / (n & -n)
+                          << " block (seed " << static_cast<uint64_t>(seed)
+                          << ") with the 2^k "
+                          << "butterflies";
   }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    remarked.clear();
     OpBuilder builder(&getContext());
     bool ok = true;
     if (r4) {
@@ -47,12 +52,15 @@ struct OnlineHadamardPass
       for (LinearOp down : downs) {
         Value input = down.getInput();
         int64_t n = down.getWeight().getType().getDimSize(1);
-        if (!supported(n, down, "R4 (down_proj's input)"))
+        if (ShapedType::isDynamic(n)) {
+          down.emitOpError() << "R4 needs a static input size";
           return signalPassFailure();
+        }
+        noteFallback(n, down, "R4 (down_proj's input)");
         builder.setInsertionPoint(down);
-        auto h =
-            HadamardOp::create(builder, down.getLoc(), input,
-                               builder.getI64IntegerAttr(n), IntegerAttr());
+        auto h = HadamardOp::create(
+            builder, down.getLoc(), input, builder.getI64IntegerAttr(n),
+            seed ? builder.getI64IntegerAttr(seed) : IntegerAttr());
         down.getInputMutable().assign(h);
         auto weight = down.getWeight().getDefiningOp<WeightOp>();
         std::vector<float> w;
@@ -62,7 +70,7 @@ struct OnlineHadamardPass
         }
         weight = unshareWeight(weight, down);
         for (size_t row = 0; row < w.size(); row += n)
-          numerics::hadamardTransformInPlace(w.data() + row, n);
+          numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
         writeWeightValues(weight, w);
       }
     }
@@ -71,16 +79,19 @@ struct OnlineHadamardPass
         if (!ok)
           return;
         int64_t headDim = attn.getHeadDim();
-        if (!supported(headDim, attn, "R3 (head_dim)")) {
+        if (ShapedType::isDynamic(headDim)) {
+          attn.emitOpError() << "R3 needs a static head_dim";
           ok = false;
           return;
         }
+        noteFallback(headDim, attn, "R3 (head_dim)");
         for (OpOperand *operand :
              {&attn.getQueryMutable(), &attn.getKeyMutable()}) {
           builder.setInsertionPoint(attn);
           auto h = HadamardOp::create(builder, attn.getLoc(), operand->get(),
                                       builder.getI64IntegerAttr(headDim),
-                                      IntegerAttr());
+                                      seed ? builder.getI64IntegerAttr(seed)
+                                           : IntegerAttr());
           operand->set(h);
         }
       });

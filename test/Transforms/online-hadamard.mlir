@@ -1,9 +1,10 @@
 // --sq-online-hadamard: R4 before down_proj (folded into its columns), R3 on
-// the queries and keys after RoPE; an unsupported size is an error.
+// the queries and keys after RoPE; a size without a Hadamard matrix gets
+// the seeded random orthogonal fallback, with one remark.
 // RUN: sq-translate --import-onnx %S/../Import/Inputs/gqa-opset17.onnx -o %t.mlir
 // RUN: sq-opt %t.mlir --sq-fuse-norms --spinquant-rotate --sq-online-hadamard | FileCheck %s
 // RUN: sq-opt %t.mlir --sq-fuse-norms --sq-online-hadamard=r3=false | FileCheck %s --check-prefix=NOR3
-// RUN: not sq-opt %s --sq-online-hadamard 2>&1 | FileCheck %s --check-prefix=SIZE
+// RUN: sq-opt %s --sq-online-hadamard=seed=5 2>&1 | FileCheck %s --check-prefix=SIZE
 
 // CHECK:      %[[QR:.*]] = sq.rope
 // CHECK:      %[[KR:.*]] = sq.rope
@@ -17,9 +18,18 @@
 // NOR3-NOT:   sq.hadamard {{.*}} size 4
 // NOR3:       sq.hadamard {{.*}} size 24
 
-// SIZE: error: 'sq.linear' op no Hadamard matrix of size 172 for R4 (down_proj's input) (sizes m * 2^k with m in 1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140)
-func.func @mlp(%g: tensor<1x2x172xf32>, %u: tensor<1x2x172xf32>, %w: tensor<4x172xf32>) -> tensor<1x2x4xf32> {
+// SIZE: remark: no Hadamard matrix of size 172 for R4 (down_proj's input): using a seeded random orthogonal 43x43 block (seed 5) with the 2^k butterflies
+// SIZE: sq.hadamard %{{.*}} size 172 seed 5 : tensor<1x2x172xf32>
+func.func @mlp(%g: tensor<1x2x172xf32>, %u: tensor<1x2x172xf32>) -> tensor<1x2x1xf32> {
+  %w = sq.weight dense_resource<down> : tensor<1x172xf32>
   %m = sq.mul %g, %u : tensor<1x2x172xf32>
-  %d = sq.linear %m, %w : (tensor<1x2x172xf32>, tensor<4x172xf32>) -> tensor<1x2x4xf32>
-  return %d : tensor<1x2x4xf32>
+  %d = sq.linear %m, %w : (tensor<1x2x172xf32>, tensor<1x172xf32>) -> tensor<1x2x1xf32>
+  return %d : tensor<1x2x1xf32>
 }
+{-#
+  dialect_resources: {
+    builtin: {
+      down: "0x040000000000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F"
+    }
+  }
+#-}

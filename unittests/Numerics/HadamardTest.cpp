@@ -87,6 +87,53 @@ TEST(Hadamard, FastTransformMatchesDenseKronecker) {
   }
 }
 
+// Sizes without a Hadamard matrix get a seeded random orthogonal block
+// times the Sylvester butterflies: still orthonormal, reproducible.
+TEST(Hadamard, FallbackIsOrthonormalAndSeeded) {
+  for (int64_t n : {172 * 64, 344, 43, 6}) {
+    std::vector<float> x(n), y, z;
+    std::mt19937 rng(n);
+    std::normal_distribution<float> dist;
+    for (float &v : x)
+      v = dist(rng);
+    y = x;
+    z = x;
+    EXPECT_FALSE(orthogonalTransformInPlace(y.data(), n, 3)) << n;
+    EXPECT_FALSE(orthogonalTransformInPlace(z.data(), n, 3)) << n;
+    EXPECT_EQ(y, z) << "not reproducible, n = " << n;
+    double nx = 0, ny = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      nx += double(x[i]) * x[i];
+      ny += double(y[i]) * y[i];
+    }
+    EXPECT_NEAR(ny, nx, 1e-4 * nx) << n;
+    std::vector<float> w = x;
+    orthogonalTransformInPlace(w.data(), n, 4);
+    EXPECT_NE(w, y) << "the seed does not matter, n = " << n;
+  }
+  // Inner products are kept: the map is orthogonal, not just norm-keeping.
+  const int64_t n = 344;
+  std::vector<float> a(n), b(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = std::sin(0.1f * i);
+    b[i] = std::cos(0.07f * i);
+  }
+  double dot = 0;
+  for (int64_t i = 0; i < n; ++i)
+    dot += double(a[i]) * b[i];
+  orthogonalTransformInPlace(a.data(), n, 1);
+  orthogonalTransformInPlace(b.data(), n, 1);
+  double dot2 = 0;
+  for (int64_t i = 0; i < n; ++i)
+    dot2 += double(a[i]) * b[i];
+  EXPECT_NEAR(dot2, dot, 1e-4);
+  // With a Hadamard matrix the result is the Hadamard transform.
+  std::vector<float> h(24, 1.0f), g(24, 1.0f);
+  EXPECT_TRUE(orthogonalTransformInPlace(h.data(), 24, 9));
+  hadamardTransformInPlace(g.data(), 24);
+  EXPECT_EQ(h, g);
+}
+
 TEST(Hadamard, RejectsUnsupportedSizes) {
   std::vector<float> x(172 * 64, 1.0f);
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 172 * 64));

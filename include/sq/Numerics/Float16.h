@@ -1,4 +1,5 @@
-//===- Float16.h - fp16 / bf16 to fp32 ---------------------------*- C++ -*-===//
+//===- Float16.h - fp16 / bf16 to fp32 ---------------------------*- C++
+//-*-===//
 //
 // The one conversion used by the importer (constants) and the executor
 // (weights). Plain C++.

@@ -35,6 +35,17 @@ bool splitHadamardSize(int64_t n, int &m, int64_t &pow2);
 /// supported split.
 bool hadamardTransformInPlace(float *x, int64_t n);
 
+/// The transform of sq.hadamard for any size: x <- x * (Q (kron) H_{2^k}) /
+/// sqrt(2^k) where n = m * 2^k with 2^k the largest power of two dividing
+/// n. it is the Hadamard transform when n has a supported split
+/// (hadamardTransformInPlace), otherwise a random orthogonal m x m matrix
+/// drawn from `seed` (Gram-Schmidt on seeded Gaussians). Returns true when
+/// the transform is a true Hadamard transform, false for the fallback.
+bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed);
+
+/// The seeded random orthogonal m x m matrix of the fallback (row-major).
+std::vector<double> randomOrthogonalMatrix(int64_t m, uint64_t seed);
+
 } // namespace numerics
 } // namespace sq
 

@@ -98,8 +98,10 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
     (`W <- W H`, H orthonormal), so `(x H)(W H)^T = x W^T`. R3: an
     `sq.hadamard` of size head_dim is inserted on the queries and keys
     after RoPE; it cancels in `Q K^T` and matters once K is quantized.
-    The float model computes the same function. Sizes must be m * 2^k with
-    a Hadamard matrix in lib/Numerics (not 156 * 2^k or 172 * 2^k yet).
+    The float model computes the same function. A size without a Hadamard
+    matrix (e.g. LLaMA-2-7B's 11008 = 43 * 256 until 172 is constructed)
+    gets a seeded random orthogonal block times the 2^k butterflies instead,
+    with a remark; the `seed` is recorded on the sq.hadamard ops.
 
     ```
     sq-opt --sq-fuse-norms --spinquant-rotate --sq-online-hadamard model.mlir
@@ -109,7 +111,10 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
     Option<"r3", "r3", "bool", /*default=*/"true",
            "rotate queries and keys after RoPE (for a quantized KV cache)">,
     Option<"r4", "r4", "bool", /*default=*/"true",
-           "rotate down_proj's input and fold the rotation into down_proj">
+           "rotate down_proj's input and fold the rotation into down_proj">,
+    Option<"seed", "seed", "uint64_t", /*default=*/"0",
+           "seed of the random orthogonal fallback for sizes without a "
+           "Hadamard matrix">
   ];
 }
 

@@ -71,9 +71,16 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     work.
 
     Modes: `random` (seeded random orthogonal matrices), `hadamard`
-    (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k).
-    `learned` (Cayley SGD) and `file` (a rotation file) come with the
-    calibration issue and report so. Run `--sq-fuse-norms` first: a scaled
+    (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k), `file`
+    (read from `path`). `learned` (Cayley SGD) comes with the calibration
+    issue and reports so. `save=FILE` writes the rotations used.
+
+    Rotation files are safetensors: tensors `R1` [hidden, hidden] and
+    `layers.N.R2` [head_dim, head_dim] (float64 or float32), metadata
+    `format = sq-rotations`, `version = 1`. Files with the official
+    SpinQuant names `model.R1.weight` and
+    `model.layers.N.self_attn.R2.weight` are read too. Every matrix must be
+    orthogonal (to 1e-4). Run `--sq-fuse-norms` first: a scaled
     RMSNorm does not commute with R1.
 
     ```
@@ -86,7 +93,9 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     Option<"seed", "seed", "uint64_t", /*default=*/"0",
            "seed of the random rotations and Hadamard signs">,
     Option<"path", "path", "std::string", /*default=*/"\"\"",
-           "rotation file for mode=file">
+           "rotation file for mode=file (safetensors)">,
+    Option<"save", "save", "std::string", /*default=*/"\"\"",
+           "write the rotations used to this safetensors file">
   ];
 }
 

@@ -1,0 +1,40 @@
+"""Writes the rotation files of rotation-file.test (standard library only).
+
+official.safetensors uses SpinQuant's key names with signed permutations
+(orthogonal); the others are broken on purpose.
+"""
+import json
+import struct
+import sys
+
+
+def write(path, tensors, dtype="F32"):
+    fmt, size = ("<%dd", 8) if dtype == "F64" else ("<%df", 4)
+    header, data, offset = {}, b"", 0
+    for name, (n, values) in tensors.items():
+        raw = struct.pack(fmt % len(values), *values)
+        header[name] = {"dtype": dtype, "shape": [n, n], "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+
+def signed_permutation(n, shift):
+    m = [0.0] * (n * n)
+    for i in range(n):
+        m[i * n + (i + shift) % n] = -1.0 if i % 3 == 0 else 1.0
+    return (n, m)
+
+
+out = sys.argv[1]
+official = {"model.R1.weight": signed_permutation(16, 5)}
+for layer in range(2):
+    official["model.layers.%d.self_attn.R2.weight" % layer] = signed_permutation(4, layer + 1)
+write(out + "/official.safetensors", official)
+write(out + "/no-r2.safetensors", {"R1": signed_permutation(16, 1)})
+skewed = signed_permutation(16, 0)
+skewed[1][1] = 0.5
+write(out + "/skewed.safetensors", {"R1": skewed})
+write(out + "/small.safetensors", {"R1": signed_permutation(8, 0)})

@@ -12,6 +12,8 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <cblas.h>
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -214,9 +216,16 @@ double orthogonalityError(const Matrix &r, int64_t n) {
 }
 
 /// W [rows, cols]: each `block`-wide column block c of W becomes W_c * R
-/// (R is block x block).
+/// (R is block x block). A full-width R (R1) goes through sgemm.
 void multiplyColumnBlocks(std::vector<float> &w, int64_t rows, int64_t cols,
                           const Matrix &r, int64_t block) {
+  if (block == cols && block >= 64) {
+    std::vector<float> rf(r.begin(), r.end()), out(w.size());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols,
+                1.0f, w.data(), cols, rf.data(), cols, 0.0f, out.data(), cols);
+    w.swap(out);
+    return;
+  }
   std::vector<double> tmp(block);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t c0 = 0; c0 < cols; c0 += block) {
@@ -232,9 +241,17 @@ void multiplyColumnBlocks(std::vector<float> &w, int64_t rows, int64_t cols,
     }
 }
 
-/// W [rows, cols]: each `block`-high row block B of W becomes R^T * B.
+/// W [rows, cols]: each `block`-high row block B of W becomes R^T * B. A
+/// full-height R (R1) goes through sgemm.
 void multiplyRowBlocksByRT(std::vector<float> &w, int64_t rows, int64_t cols,
                            const Matrix &r, int64_t block) {
+  if (block == rows && block >= 64) {
+    std::vector<float> rf(r.begin(), r.end()), out(w.size());
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, rows, 1.0f,
+                rf.data(), rows, w.data(), cols, 0.0f, out.data(), cols);
+    w.swap(out);
+    return;
+  }
   std::vector<double> tmp(block);
   for (int64_t r0 = 0; r0 < rows; r0 += block)
     for (int64_t c = 0; c < cols; ++c) {

@@ -386,9 +386,40 @@ struct SpinQuantRotatePass
     if (!ok)
       return signalPassFailure();
 
-    // R1: embedding and readers W <- W R1, writers W <- R1^T W.
+    // R1: embedding and readers W <- W R1, writers W <- R1^T W. A signed
+    // Hadamard R1 = diag(s) H / sqrt(n) is applied with the fast transform
+    // per row (w R1 = transform(w * s)) instead of a dense product.
+    std::vector<float> signs;
+    if (mode == "hadamard") {
+      std::mt19937_64 rng(seed); // the draws of randomHadamard
+      for (int64_t i = 0; i < hidden; ++i)
+        signs.push_back((rng() & 1) ? -1.0f : 1.0f);
+    }
+    auto fastRows = [&](std::vector<float> &w, int64_t rows) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float *row = w.data() + r * hidden;
+        for (int64_t j = 0; j < hidden; ++j)
+          row[j] *= signs[j];
+        numerics::hadamardTransformInPlace(row, hidden);
+      }
+    };
     auto colR1 = [&](std::vector<float> &w, int64_t rows, int64_t cols) {
-      multiplyColumnBlocks(w, rows, cols, r1, hidden);
+      if (signs.empty())
+        return multiplyColumnBlocks(w, rows, cols, r1, hidden);
+      fastRows(w, rows);
+    };
+    auto rowR1T = [&](std::vector<float> &w, int64_t rows, int64_t cols) {
+      if (signs.empty())
+        return multiplyRowBlocksByRT(w, rows, cols, r1, hidden);
+      // R1^T W = (W^T R1)^T.
+      std::vector<float> t(w.size());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          t[c * rows + r] = w[r * cols + c];
+      fastRows(t, cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          w[r * cols + c] = t[c * rows + r];
     };
     if (!rewrite(embedding.getTable(), embedding, colR1))
       return signalPassFailure();
@@ -404,10 +435,7 @@ struct SpinQuantRotatePass
       } else if (reads) {
         ok = rewrite(linear.getWeight(), linear, colR1);
       } else if (writes) {
-        ok = rewrite(linear.getWeight(), linear,
-                     [&](std::vector<float> &w, int64_t rows, int64_t cols) {
-                       multiplyRowBlocksByRT(w, rows, cols, r1, hidden);
-                     });
+        ok = rewrite(linear.getWeight(), linear, rowR1T);
       }
     });
     if (!ok)

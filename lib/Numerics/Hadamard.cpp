@@ -136,6 +136,21 @@ std::vector<int8_t> doubled(const std::vector<int8_t> &H, int m) {
 
 } // namespace
 
+/// Unnormalized Sylvester butterflies over the 2^k factor: each of the m
+/// blocks x[a*p .. a*p+p) becomes itself times H_p.
+static void sylvesterButterflies(float *x, int64_t m, int64_t p) {
+  for (int64_t a = 0; a < m; ++a) {
+    float *v = x + a * p;
+    for (int64_t len = 1; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float u = v[j], w = v[j + len];
+          v[j] = u + w;
+          v[j + len] = u - w;
+        }
+  }
+}
+
 const std::vector<int> &hadamardBaseOrders() {
   static const std::vector<int> orders = {1,  12, 20, 28,  36, 40,
                                           44, 52, 60, 108, 140};
@@ -193,16 +208,7 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
     return false;
   // Index i = a * p + b (a < m, b < p); H_n = H_m (kron) H_p.
   // 1. Sylvester butterflies over b for every a.
-  for (int64_t a = 0; a < m; ++a) {
-    float *v = x + a * p;
-    for (int64_t len = 1; len < p; len <<= 1)
-      for (int64_t i = 0; i < p; i += 2 * len)
-        for (int64_t j = i; j < i + len; ++j) {
-          float u = v[j], w = v[j + len];
-          v[j] = u + w;
-          v[j + len] = u - w;
-        }
-  }
+  sylvesterButterflies(x, m, p);
   // 2. The dense m x m factor across a, for every b: y_a = sum_c x_c H[c][a].
   if (m > 1) {
     static thread_local std::map<int, std::vector<int8_t>> cache;
@@ -264,16 +270,7 @@ bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
   if (q.empty())
     q = randomOrthogonalMatrix(m, seed);
   // Butterflies over the 2^k factor, then the m x m factor: index a*p + b.
-  for (int64_t a = 0; a < m; ++a) {
-    float *v = x + a * p;
-    for (int64_t len = 1; len < p; len <<= 1)
-      for (int64_t i = 0; i < p; i += 2 * len)
-        for (int64_t j = i; j < i + len; ++j) {
-          float u = v[j], w = v[j + len];
-          v[j] = u + w;
-          v[j + len] = u - w;
-        }
-  }
+  sylvesterButterflies(x, m, p);
   std::vector<double> column(m);
   float scale = 1.0f / std::sqrt(static_cast<float>(p));
   for (int64_t b = 0; b < p; ++b) {

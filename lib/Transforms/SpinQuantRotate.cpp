@@ -32,33 +32,6 @@ namespace {
 
 using Matrix = std::vector<double>; // row-major n x n
 
-/// A seeded random orthogonal matrix: Gram-Schmidt (twice) on a Gaussian
-/// matrix, rows orthonormal.
-Matrix randomOrthogonal(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> dist;
-  Matrix q(n * n);
-  for (double &v : q)
-    v = dist(rng);
-  for (int64_t i = 0; i < n; ++i)
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int64_t j = 0; j < i; ++j) {
-        double dot = 0;
-        for (int64_t k = 0; k < n; ++k)
-          dot += q[i * n + k] * q[j * n + k];
-        for (int64_t k = 0; k < n; ++k)
-          q[i * n + k] -= dot * q[j * n + k];
-      }
-      double norm = 0;
-      for (int64_t k = 0; k < n; ++k)
-        norm += q[i * n + k] * q[i * n + k];
-      norm = std::sqrt(norm);
-      for (int64_t k = 0; k < n; ++k)
-        q[i * n + k] /= norm;
-    }
-  return q;
-}
-
 /// diag(+-1) * H_n / sqrt(n) with seeded signs, or empty without a
 /// Hadamard matrix of that size.
 Matrix randomHadamard(int64_t n, uint64_t seed) {
@@ -316,7 +289,7 @@ struct SpinQuantRotatePass
       return it->second;
     }
     if (mode == "random")
-      return randomOrthogonal(n, s);
+      return numerics::randomOrthogonalMatrix(n, s);
     Matrix r = randomHadamard(n, s);
     if (r.empty()) {
       where->emitError() << "no Hadamard matrix of size " << n

@@ -125,6 +125,17 @@ double relMaxError(const std::vector<float> &a, const std::vector<double> &b) {
   return diff / scale;
 }
 
+/// max|a-b| / max|a| for two logit vectors of the same size.
+double relMaxDiff(const std::vector<float> &a, const std::vector<float> &b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    scale = std::max(scale, double(std::fabs(a[i])));
+  }
+  return diff / scale;
+}
+
 void checkReference(const std::string &model, const std::string &npz) {
   if (!llvm::sys::fs::exists(npz))
     GTEST_SKIP() << "shared data not present: " << npz;
@@ -350,14 +361,8 @@ TEST_P(FuseNormsInvariance, Logits) {
                      after = logitsAfter(true, false),
                      centered = logitsAfter(true, true);
   ASSERT_EQ(before.size(), after.size());
-  double diff = 0, scale = 0, changed = 0;
-  for (size_t i = 0; i < before.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(before[i] - after[i])));
-    changed = std::max(changed, double(std::fabs(before[i] - centered[i])));
-    scale = std::max(scale, double(std::fabs(before[i])));
-  }
-  EXPECT_LE(diff / scale, 1e-5);
-  EXPECT_GT(changed / scale, 1e-4)
+  EXPECT_LE(relMaxDiff(before, after), 1e-5);
+  EXPECT_GT(relMaxDiff(before, centered), 1e-4)
       << "centering should change an RMSNorm model";
 }
 
@@ -427,12 +432,8 @@ TEST_P(RotateInvariance, Logits) {
   ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
   std::vector<float> after = logitsOf(*module, tokens, 2);
   ASSERT_EQ(before.size(), after.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < before.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(before[i] - after[i])));
-    scale = std::max(scale, double(std::fabs(before[i])));
-  }
-  EXPECT_LE(diff / scale, 1e-4) << "relative max error " << diff / scale;
+  double rel = relMaxDiff(before, after);
+  EXPECT_LE(rel, 1e-4) << "relative max error " << rel;
   bool changed = false;
   module->walk([&](WeightOp w) {
     if (w.getName() == "model.layers.0.self_attn.v_proj.weight") {
@@ -579,12 +580,8 @@ TEST_P(SharedModelRotation, ReferenceLogits) {
   };
   std::vector<float> before = run(false), after = run(true);
   ASSERT_EQ(before.size(), after.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < before.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(before[i] - after[i])));
-    scale = std::max(scale, double(std::fabs(before[i])));
-  }
-  EXPECT_LE(diff / scale, 1e-4) << "relative max error " << diff / scale;
+  double rel = relMaxDiff(before, after);
+  EXPECT_LE(rel, 1e-4) << "relative max error " << rel;
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -72,14 +72,12 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
   out.data = std::make_shared<exec::FloatBuffer>(n);
   float *dst = out.data->data();
   Type et = type.getElementType();
-  if (et.isF32()) {
-    std::memcpy(dst, data.data(), n * 4);
-  } else if (et.isF16() || et.isBF16()) {
-    for (int64_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, data.data() + 2 * i, 2);
-      dst[i] = et.isF16() ? numerics::halfToFloat(h) : numerics::bf16ToFloat(h);
-    }
+  if (et.isF32() || et.isF16() || et.isBF16()) {
+    numerics::widenToFloat(data.data(), n,
+                           et.isF32()   ? numerics::FloatFormat::F32
+                           : et.isF16() ? numerics::FloatFormat::F16
+                                        : numerics::FloatFormat::BF16,
+                           dst);
   } else {
     error = "weight '" + op.getName().str() +
             "' has element type that is "

@@ -38,5 +38,19 @@ float bf16ToFloat(uint16_t h) {
   return f;
 }
 
+void widenToFloat(const void *data, int64_t count, FloatFormat format,
+                  float *out) {
+  const char *bytes = static_cast<const char *>(data);
+  if (format == FloatFormat::F32) {
+    std::memcpy(out, bytes, count * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t h;
+    std::memcpy(&h, bytes + 2 * i, 2);
+    out[i] = format == FloatFormat::F16 ? halfToFloat(h) : bf16ToFloat(h);
+  }
+}
+
 } // namespace numerics
 } // namespace sq

@@ -22,19 +22,14 @@ bool readWeightValues(WeightOp op, std::vector<float> &values) {
   ArrayRef<char> data = blob->getData();
   Type et = resource.getType().getElementType();
   int64_t n = resource.getType().getNumElements();
+  if (!et.isF32() && !et.isF16() && !et.isBF16())
+    return false;
   values.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if (et.isF32()) {
-      std::memcpy(&values[i], data.data() + 4 * i, 4);
-    } else if (et.isF16() || et.isBF16()) {
-      uint16_t h;
-      std::memcpy(&h, data.data() + 2 * i, 2);
-      values[i] =
-          et.isF16() ? numerics::halfToFloat(h) : numerics::bf16ToFloat(h);
-    } else {
-      return false;
-    }
-  }
+  numerics::widenToFloat(data.data(), n,
+                         et.isF32()   ? numerics::FloatFormat::F32
+                         : et.isF16() ? numerics::FloatFormat::F16
+                                      : numerics::FloatFormat::BF16,
+                         values.data());
   return true;
 }
 

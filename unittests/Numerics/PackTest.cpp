@@ -177,6 +177,23 @@ TEST(Float16, EveryHalfConvertsExactly) {
   }
 }
 
+TEST(Float16, WidenToFloatMatchesElementwise) {
+  std::vector<uint16_t> bits = {0x3C00, 0xC000, 0x7C00, 0x0001, 0x3F80};
+  std::vector<float> out(bits.size());
+  sq::numerics::widenToFloat(bits.data(), bits.size(),
+                             sq::numerics::FloatFormat::F16, out.data());
+  for (size_t i = 0; i < bits.size(); ++i)
+    EXPECT_EQ(out[i], sq::numerics::halfToFloat(bits[i]));
+  sq::numerics::widenToFloat(bits.data(), bits.size(),
+                             sq::numerics::FloatFormat::BF16, out.data());
+  for (size_t i = 0; i < bits.size(); ++i)
+    EXPECT_EQ(out[i], sq::numerics::bf16ToFloat(bits[i]));
+  std::vector<float> f = {1.5f, -2.0f}, g(2);
+  sq::numerics::widenToFloat(f.data(), 2, sq::numerics::FloatFormat::F32,
+                             g.data());
+  EXPECT_EQ(g, f);
+}
+
 TEST(Float16, EveryBf16ConvertsExactly) {
   for (uint32_t b = 0; b < 65536; ++b) {
     uint32_t wantBits = b << 16;

@@ -19,6 +19,13 @@ float halfToFloat(uint16_t bits);
 /// bfloat16 bits to float (exact).
 float bf16ToFloat(uint16_t bits);
 
+/// Storage formats of float weights.
+enum class FloatFormat { F32, F16, BF16 };
+
+/// Widens `count` little-endian values of `format` at `data` to fp32.
+void widenToFloat(const void *data, int64_t count, FloatFormat format,
+                  float *out);
+
 } // namespace numerics
 } // namespace sq
 

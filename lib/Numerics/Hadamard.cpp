@@ -134,6 +134,52 @@ std::vector<int8_t> doubled(const std::vector<int8_t> &H, int m) {
   return D;
 }
 
+/// Williamson quadruples: first rows of four symmetric circulant +-1
+/// matrices A, B, C, D of order w with A^2 + B^2 + C^2 + D^2 = 4w I.
+/// w = 43: M. Hall Jr., Combinatorial Theory, 2nd ed. (1986), table of
+/// Williamson matrices (order 172). w = 39: S. London, Constructing new Turyn
+/// type sequences, T-sequences and Hadamard matrices, PhD thesis, University
+/// of Illinois at Chicago (2013) (order 156). The unit tests check the
+/// periodic autocorrelation condition and H H^T = n I.
+const char *williamsonRows(int w, int which) {
+  static const char *w39[4] = {"+++--+-+-----+--++----++--+-----+-+--++",
+                               "+++--++-+---+-+--+----+--+-+---+-++--++",
+                               "++++---+--++----+-+--+-+----++--+---+++",
+                               "+---++-+-+-----+++-++-+++-----+-+-++---"};
+  static const char *w43[4] = {"++---++++-+--+--++--------++--+--+-++++---+",
+                               "+++-+-++--+-+-++++-+----+-++++-+-+--++-+-++",
+                               "++-++++++----+-+--++-++-++--+-+----++++++-+",
+                               "+---++--++++-+-+++-++--++-+++-+-++++--++---"};
+  if (w == 39)
+    return w39[which];
+  if (w == 43)
+    return w43[which];
+  return nullptr;
+}
+
+/// The Williamson array [[A, B, C, D], [-B, A, -D, C], [-C, D, A, -B],
+/// [-D, -C, B, A]] over the circulants of williamsonRows(w): a Hadamard
+/// matrix of order 4w (Williamson 1944).
+std::vector<int8_t> williamson(int w) {
+  static const int sign[4][4] = {
+      {1, 1, 1, 1}, {-1, 1, -1, 1}, {-1, 1, 1, -1}, {-1, -1, 1, 1}};
+  static const int block[4][4] = {
+      {0, 1, 2, 3}, {1, 0, 3, 2}, {2, 3, 0, 1}, {3, 2, 1, 0}};
+  int n = 4 * w;
+  std::vector<int8_t> H(static_cast<size_t>(n) * n);
+  for (int bi = 0; bi < 4; ++bi)
+    for (int bj = 0; bj < 4; ++bj) {
+      const char *row = williamsonRows(w, block[bi][bj]);
+      for (int i = 0; i < w; ++i)
+        for (int j = 0; j < w; ++j) {
+          int v = row[((j - i) % w + w) % w] == '+' ? 1 : -1;
+          H[(bi * w + i) * n + bj * w + j] =
+              static_cast<int8_t>(v * sign[bi][bj]);
+        }
+    }
+  return H;
+}
+
 } // namespace
 
 /// Unnormalized Sylvester butterflies over the 2^k factor: each of the m
@@ -152,8 +198,8 @@ static void sylvesterButterflies(float *x, int64_t m, int64_t p) {
 }
 
 const std::vector<int> &hadamardBaseOrders() {
-  static const std::vector<int> orders = {1,  12, 20, 28,  36, 40,
-                                          44, 52, 60, 108, 140};
+  static const std::vector<int> orders = {1,  12, 20,  28,  36,  40, 44,
+                                          52, 60, 108, 140, 156, 172};
   return orders;
 }
 
@@ -181,8 +227,12 @@ std::vector<int8_t> hadamardMatrix(int m) {
     return paleyI(107);
   case 140:
     return paleyI(139);
+  case 156:
+    return williamson(39);
+  case 172:
+    return williamson(43);
   default:
-    return {}; // 156 and 172 need Williamson-type constructions
+    return {};
   }
 }
 
@@ -209,21 +259,28 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
   // Index i = a * p + b (a < m, b < p); H_n = H_m (kron) H_p.
   // 1. Sylvester butterflies over b for every a.
   sylvesterButterflies(x, m, p);
-  // 2. The dense m x m factor across a, for every b: y_a = sum_c x_c H[c][a].
+  // 2. The dense m x m factor across a: row a of the result (length p) is
+  // sum_c H[c][a] * row c, contiguous over b so the inner loop vectorizes.
   if (m > 1) {
     static thread_local std::map<int, std::vector<int8_t>> cache;
+    static thread_local std::vector<float> scratch;
     std::vector<int8_t> &H = cache[m];
     if (H.empty())
       H = hadamardMatrix(m);
-    std::vector<float> column(m);
-    for (int64_t b = 0; b < p; ++b) {
-      for (int c = 0; c < m; ++c)
-        column[c] = x[c * p + b];
-      for (int a = 0; a < m; ++a) {
-        float s = 0;
-        for (int c = 0; c < m; ++c)
-          s += column[c] * H[c * m + a];
-        x[a * p + b] = s;
+    scratch.assign(x, x + n);
+    const float *src = scratch.data();
+    for (int a = 0; a < m; ++a) {
+      float *out = x + a * p;
+      for (int64_t b = 0; b < p; ++b)
+        out[b] = 0.0f;
+      for (int c = 0; c < m; ++c) {
+        const float *row = src + c * p;
+        if (H[c * m + a] > 0)
+          for (int64_t b = 0; b < p; ++b)
+            out[b] += row[b];
+        else
+          for (int64_t b = 0; b < p; ++b)
+            out[b] -= row[b];
       }
     }
   }

@@ -47,16 +47,23 @@ TEST(Hadamard, SplitsLlamaSizes) {
   EXPECT_EQ(m, 108);
   ASSERT_TRUE(splitHadamardSize(3072, m, p)); // 12 * 256
   EXPECT_EQ(m, 12);
-  // 11008 = 172 * 64 and 29568 = 2^7 * 231: not (yet) constructible.
-  EXPECT_FALSE(splitHadamardSize(11008, m, p));
+  ASSERT_TRUE(splitHadamardSize(11008, m, p)); // LLaMA-2-7B = 172 * 64
+  EXPECT_EQ(m, 172);
+  EXPECT_EQ(p, 64);
+  ASSERT_TRUE(splitHadamardSize(9984, m, p)); // 156 * 64
+  EXPECT_EQ(m, 156);
+  // Qwen2.5's 29568 = 2^7 * 231, 13696 = 2^7 * 107 and 25600 = 2^10 * 25
+  // have no Hadamard matrix here.
   EXPECT_FALSE(splitHadamardSize(29568, m, p));
+  EXPECT_FALSE(splitHadamardSize(13696, m, p));
+  EXPECT_FALSE(splitHadamardSize(25600, m, p));
 }
 
 // The fast transform is an orthonormal map equal to the dense product
 // x * (H_m kron H_2^k) / sqrt(n).
 TEST(Hadamard, FastTransformMatchesDenseKronecker) {
   for (int64_t n : {1, 2, 16, 12, 24, 96, 20 * 8, 28 * 4, 40 * 2, 52 * 4,
-                    108 * 2, 140 * 4}) {
+                    108 * 2, 140 * 4, 156, 156 * 2, 172 * 2, 172 * 8}) {
     int m;
     int64_t p;
     ASSERT_TRUE(splitHadamardSize(n, m, p)) << n;
@@ -90,7 +97,7 @@ TEST(Hadamard, FastTransformMatchesDenseKronecker) {
 // Sizes without a Hadamard matrix get a seeded random orthogonal block
 // times the Sylvester butterflies: still orthonormal, reproducible.
 TEST(Hadamard, FallbackIsOrthonormalAndSeeded) {
-  for (int64_t n : {172 * 64, 344, 43, 6}) {
+  for (int64_t n : {231 * 128, 25 * 8, 43, 6}) {
     std::vector<float> x(n), y, z;
     std::mt19937 rng(n);
     std::normal_distribution<float> dist;
@@ -112,7 +119,7 @@ TEST(Hadamard, FallbackIsOrthonormalAndSeeded) {
     EXPECT_NE(w, y) << "the seed does not matter, n = " << n;
   }
   // Inner products are kept: the map is orthogonal, not just norm-keeping.
-  const int64_t n = 344;
+  const int64_t n = 100;
   std::vector<float> a(n), b(n);
   for (int64_t i = 0; i < n; ++i) {
     a[i] = std::sin(0.1f * i);
@@ -135,8 +142,8 @@ TEST(Hadamard, FallbackIsOrthonormalAndSeeded) {
 }
 
 TEST(Hadamard, RejectsUnsupportedSizes) {
-  std::vector<float> x(172 * 64, 1.0f);
-  EXPECT_FALSE(hadamardTransformInPlace(x.data(), 172 * 64));
+  std::vector<float> x(231 * 128, 1.0f);
+  EXPECT_FALSE(hadamardTransformInPlace(x.data(), 231 * 128));
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 6));
 }
 

@@ -147,23 +147,24 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self):
+    def __init__(self, ffn=FFN):
         super().__init__()
-        self.gate_proj = nn.Linear(HIDDEN, FFN, bias=False)
-        self.up_proj = nn.Linear(HIDDEN, FFN, bias=False)
-        self.down_proj = nn.Linear(FFN, HIDDEN, bias=False)
+        self.gate_proj = nn.Linear(HIDDEN, ffn, bias=False)
+        self.up_proj = nn.Linear(HIDDEN, ffn, bias=False)
+        self.down_proj = nn.Linear(ffn, HIDDEN, bias=False)
 
     def forward(self, x):
         return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Layer(nn.Module):
-    def __init__(self, heads, kv_heads, theta, where_mask, norm, interleaved=False, tile=False):
+    def __init__(self, heads, kv_heads, theta, where_mask, norm, interleaved=False, tile=False,
+                 ffn=FFN):
         super().__init__()
         self.input_layernorm = norm(HIDDEN)
         self.self_attn = Attention(heads, kv_heads, theta, where_mask, interleaved, tile)
         self.post_attention_layernorm = RMSNorm(HIDDEN)
-        self.mlp = MLP()
+        self.mlp = MLP(ffn)
 
     def forward(self, h, cos, sin, past):
         a, present = self.self_attn(self.input_layernorm(h), cos, sin, past)
@@ -174,12 +175,12 @@ class Layer(nn.Module):
 class Llama(nn.Module):
     def __init__(self, heads=4, kv_heads=2, theta=10000.0, tied=False, cache=False,
                  posids=False, where_mask=False, layernorm_layer=None, interleaved=False,
-                 tile=False):
+                 tile=False, ffn=FFN):
         super().__init__()
         self.embed_tokens = nn.Embedding(VOCAB, HIDDEN)
         self.layers = nn.ModuleList([
             Layer(heads, kv_heads, theta, where_mask,
-                  LayerNormVariant if i == layernorm_layer else RMSNorm, interleaved, tile)
+                  LayerNormVariant if i == layernorm_layer else RMSNorm, interleaved, tile, ffn)
             for i in range(LAYERS)])
         self.norm = RMSNorm(HIDDEN)
         self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
@@ -416,6 +417,10 @@ def main():
     export(build(where_mask=True), j("where-mask-opset17.onnx"), 17)
     export(build(interleaved=True), j("interleaved-opset17.onnx"), 17)
     export(build(tile=True), j("tile-repeat-opset17.onnx"), 17)
+    # MLP widths whose online Hadamard (R4) needs the Paley bases 28 and 12:
+    # 224 = 28 * 8 (GQA), 192 = 12 * 16 (GQA with tied embeddings).
+    export(build(ffn=224), j("ffn224-opset17.onnx"), 17)
+    export(build(ffn=192, tied=True), j("ffn192-tied-opset17.onnx"), 17)
     os.makedirs(j("external-many"), exist_ok=True)
     m = export(build(), j("external-many", "tmp.onnx"), 17)
     os.remove(j("external-many", "tmp.onnx"))

@@ -5,6 +5,16 @@
 // RUN: sq-opt %t.mlir --sq-fuse-norms --spinquant-rotate --sq-online-hadamard | FileCheck %s
 // RUN: sq-opt %t.mlir --sq-fuse-norms --sq-online-hadamard=r3=false | FileCheck %s --check-prefix=NOR3
 // RUN: sq-opt %s --sq-online-hadamard=seed=5 2>&1 | FileCheck %s --check-prefix=SIZE
+// MLP widths 224 = 28 * 8 and 192 = 12 * 16 get true Hadamard matrices (no
+// seed, no remark):
+// RUN: sq-translate --import-onnx %S/../Import/Inputs/ffn224-opset17.onnx | sq-opt --sq-online-hadamard 2>&1 | FileCheck %s --check-prefix=P28
+// RUN: sq-translate --import-onnx %S/../Import/Inputs/ffn192-tied-opset17.onnx | sq-opt --sq-online-hadamard 2>&1 | FileCheck %s --check-prefix=P12
+// P28-NOT: remark
+// P28:     sq.hadamard %{{.*}} size 224 : tensor<?x?x224xf32>
+// P28-NOT: remark
+// P12-NOT: remark
+// P12:     sq.hadamard %{{.*}} size 192 : tensor<?x?x192xf32>
+// P12-NOT: remark
 
 // CHECK:      %[[QR:.*]] = sq.rope
 // CHECK:      %[[KR:.*]] = sq.rope

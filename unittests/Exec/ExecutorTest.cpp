@@ -486,7 +486,11 @@ TEST_P(FullRotationInvariance, LogitsAndDecode) {
       pm.addPass(createSQOnlineHadamard());
       EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
       int hadamards = 0;
-      module->walk([&](HadamardOp) { ++hadamards; });
+      module->walk([&](HadamardOp op) {
+        ++hadamards;
+        // Every size here has a true Hadamard matrix (no seeded fallback).
+        EXPECT_FALSE(op.getSeed().has_value());
+      });
       EXPECT_EQ(hadamards, 3 * 2); // R4, R3 on q and k, in 2 layers
     }
     return module;
@@ -521,24 +525,24 @@ TEST_P(FullRotationInvariance, LogitsAndDecode) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, FullRotationInvariance,
-                         ::testing::Values("gqa-opset17.onnx",
-                                           "kvcache-opset17.onnx",
-                                           "mha-opset17.onnx",
-                                           "interleaved-opset17.onnx",
-                                           "genai-gqa-fp16.onnx"),
-                         [](const auto &info) {
-                           std::string name = info.param;
-                           for (char &c : name)
-                             if (!isalnum(static_cast<unsigned char>(c)))
-                               c = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, FullRotationInvariance,
+    ::testing::Values("gqa-opset17.onnx", "kvcache-opset17.onnx",
+                      "mha-opset17.onnx", "interleaved-opset17.onnx",
+                      "genai-gqa-fp16.onnx", "ffn224-opset17.onnx",
+                      "ffn192-tied-opset17.onnx"),
+    [](const auto &info) {
+      std::string name = info.param;
+      for (char &c : name)
+        if (!isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
 
 // Acceptance of the rotation issue on the shared models: fuse norms, R1/R2
-// (Hadamard and random, several seeds), online R3/R4 (the random-orthogonal
-// fallback for their 172/344-wide MLPs): logits on the reference inputs
-// equal the original's to 1e-4 relative.
+// (Hadamard and random, several seeds), online R3/R4 (the Williamson
+// Hadamard of order 172 for their 172/344-wide MLPs): logits on the reference
+// inputs equal the original's to 1e-4 relative.
 struct SharedRotation {
   const char *dir;
   const char *mode;

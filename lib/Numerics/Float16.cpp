@@ -4,6 +4,11 @@
 
 #include <cstring>
 
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define SQ_HAVE_F16C_PATH 1
+#endif
+
 namespace sq {
 namespace numerics {
 
@@ -38,6 +43,40 @@ float bf16ToFloat(uint16_t h) {
   return f;
 }
 
+#ifdef SQ_HAVE_F16C_PATH
+namespace {
+bool hasF16C() {
+  static const bool has =
+      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return has;
+}
+
+/// fp16 <-> fp32 eight at a time with the F16C instructions (round to
+/// nearest even, like the scalar code); the tail goes through the scalar
+/// path. Chosen at run time: the build does not assume the CPU.
+__attribute__((target("avx,f16c"))) int64_t
+widenHalfF16C(const char *in, int64_t count, float *out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(in + 2 * i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  return i;
+}
+
+__attribute__((target("avx,f16c"))) int64_t
+narrowHalfF16C(const float *in, int64_t count, char *out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + 2 * i), h);
+  }
+  return i;
+}
+} // namespace
+#endif
+
 void widenToFloat(const void *data, int64_t count, FloatFormat format,
                   float *out) {
   const char *bytes = static_cast<const char *>(data);
@@ -45,10 +84,80 @@ void widenToFloat(const void *data, int64_t count, FloatFormat format,
     std::memcpy(out, bytes, count * sizeof(float));
     return;
   }
-  for (int64_t i = 0; i < count; ++i) {
+  int64_t start = 0;
+  if (format == FloatFormat::BF16) {
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t h;
+      std::memcpy(&h, bytes + 2 * i, 2);
+      uint32_t bits = uint32_t(h) << 16;
+      std::memcpy(out + i, &bits, 4);
+    }
+    return;
+  }
+#ifdef SQ_HAVE_F16C_PATH
+  if (hasF16C())
+    start = widenHalfF16C(bytes, count, out);
+#endif
+  for (int64_t i = start; i < count; ++i) {
     uint16_t h;
     std::memcpy(&h, bytes + 2 * i, 2);
     out[i] = format == FloatFormat::F16 ? halfToFloat(h) : bf16ToFloat(h);
+  }
+}
+
+uint16_t floatToHalf(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  uint32_t sign = (bits >> 16) & 0x8000u;
+  uint32_t exp = (bits >> 23) & 0xFF, mant = bits & 0x7FFFFF;
+  if (exp == 0xFF) // Inf or NaN (keep a quiet NaN bit)
+    return static_cast<uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
+  int e = static_cast<int>(exp) - 127 + 15;
+  if (e >= 31)
+    return static_cast<uint16_t>(sign | 0x7C00u);
+  if (e <= 0) { // subnormal half (or zero)
+    if (e < -10)
+      return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    int shift = 14 - e; // 24-bit mantissa to a (10 + e)-bit one
+    uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1),
+             halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1)))
+      ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t half = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
+  uint32_t rest = mant & 0x1FFF;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1)))
+    ++half; // may carry into the exponent, up to Inf: correct
+  return static_cast<uint16_t>(sign | half);
+}
+
+uint16_t floatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x7FFFFF))
+    return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+void narrowFromFloat(const float *in, int64_t count, FloatFormat format,
+                     void *out) {
+  char *bytes = static_cast<char *>(out);
+  if (format == FloatFormat::F32) {
+    std::memcpy(bytes, in, count * sizeof(float));
+    return;
+  }
+  int64_t start = 0;
+#ifdef SQ_HAVE_F16C_PATH
+  if (format == FloatFormat::F16 && hasF16C())
+    start = narrowHalfF16C(in, count, bytes);
+#endif
+  for (int64_t i = start; i < count; ++i) {
+    uint16_t h =
+        format == FloatFormat::F16 ? floatToHalf(in[i]) : floatToBf16(in[i]);
+    std::memcpy(bytes + 2 * i, &h, 2);
   }
 }
 

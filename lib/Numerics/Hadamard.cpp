@@ -2,6 +2,7 @@
 
 #include "sq/Numerics/Hadamard.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -286,6 +287,52 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
   }
   float scale = 1.0f / std::sqrt(static_cast<float>(n));
   for (int64_t i = 0; i < n; ++i)
+    x[i] *= scale;
+  return true;
+}
+
+bool hadamardTransformColumns(float *x, int64_t n, int64_t width) {
+  int m;
+  int64_t p;
+  if (!splitHadamardSize(n, m, p))
+    return false;
+  // Row i = a * p + b. 1. Butterflies over b, on whole rows.
+  for (int64_t a = 0; a < m; ++a)
+    for (int64_t len = 1; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float *u = x + (a * p + j) * width, *v = u + len * width;
+          for (int64_t c = 0; c < width; ++c) {
+            float s = u[c], d = v[c];
+            u[c] = s + d;
+            v[c] = s - d;
+          }
+        }
+  // 2. The dense m x m factor across a, for every b.
+  if (m > 1) {
+    std::vector<int8_t> H = hadamardMatrix(m);
+    std::vector<float> rows(static_cast<size_t>(m) * width);
+    for (int64_t b = 0; b < p; ++b) {
+      for (int c = 0; c < m; ++c)
+        std::copy(x + (c * p + b) * width, x + (c * p + b + 1) * width,
+                  rows.begin() + c * width);
+      for (int a = 0; a < m; ++a) {
+        float *out = x + (a * p + b) * width;
+        std::fill(out, out + width, 0.0f);
+        for (int c = 0; c < m; ++c) {
+          const float *row = rows.data() + c * width;
+          if (H[c * m + a] > 0)
+            for (int64_t k = 0; k < width; ++k)
+              out[k] += row[k];
+          else
+            for (int64_t k = 0; k < width; ++k)
+              out[k] -= row[k];
+        }
+      }
+    }
+  }
+  float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int64_t i = 0; i < n * width; ++i)
     x[i] *= scale;
   return true;
 }

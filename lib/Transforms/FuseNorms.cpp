@@ -24,6 +24,12 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
   using Base::Base;
 
   void runOnOperation() override {
+    WeightStorage storage;
+    if (!parseWeightStorage(weightType, storage)) {
+      getOperation().emitError() << "sq-fuse-norms: unknown weight-type '"
+                                 << weightType << "': expected f32 or keep";
+      return signalPassFailure();
+    }
     OpBuilder builder(&getContext());
     SmallVector<RMSNormOp> norms;
     getOperation().walk([&](RMSNormOp op) {
@@ -32,7 +38,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
     });
     for (RMSNormOp norm : norms) {
       auto gammaOp = norm.getScale().getDefiningOp<WeightOp>();
-      std::vector<float> gamma;
+      numerics::FloatBuffer gamma;
       if (!gammaOp || !readWeightValues(gammaOp, gamma)) {
         norm.emitOpError() << "scale must be a float sq.weight with data to "
                               "be folded";
@@ -50,16 +56,17 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
       }
       for (LinearOp linear : readers) {
         auto weight = linear.getWeight().getDefiningOp<WeightOp>();
-        std::vector<float> w;
+        numerics::FloatBuffer w;
         if (!weight || !readWeightValues(weight, w)) {
           linear.emitOpError() << "weight must be a float sq.weight with data";
           return signalPassFailure();
         }
         weight = unshareWeight(weight, linear);
-        int64_t k = static_cast<int64_t>(gamma.size());
-        for (size_t i = 0; i < w.size(); ++i)
-          w[i] *= gamma[i % k];
-        writeWeightValues(weight, w);
+        int64_t k = gamma.size();
+        for (int64_t row = 0; row < w.size(); row += k)
+          for (int64_t i = 0; i < k; ++i)
+            w[row + i] *= gamma[i];
+        writeWeightValues(weight, std::move(w), storage);
       }
       norm.getScaleMutable().clear();
       if (gammaOp->use_empty())
@@ -68,11 +75,11 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
     if (centerEmbeddings)
       getOperation().walk([&](EmbeddingOp op) {
         auto table = op.getTable().getDefiningOp<WeightOp>();
-        std::vector<float> e;
+        numerics::FloatBuffer e;
         if (!table || !readWeightValues(table, e))
           return;
         int64_t dim = op.getTable().getType().getDimSize(1);
-        for (size_t row = 0; row < e.size(); row += dim) {
+        for (int64_t row = 0; row < e.size(); row += dim) {
           double mean = 0;
           for (int64_t i = 0; i < dim; ++i)
             mean += e[row + i];
@@ -80,7 +87,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
           for (int64_t i = 0; i < dim; ++i)
             e[row + i] -= static_cast<float>(mean);
         }
-        writeWeightValues(table, e);
+        writeWeightValues(table, std::move(e), storage);
       });
   }
 };

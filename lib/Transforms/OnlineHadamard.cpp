@@ -41,6 +41,12 @@ struct OnlineHadamardPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     remarked.clear();
+    WeightStorage storage;
+    if (!parseWeightStorage(weightType, storage)) {
+      module.emitError() << "sq-online-hadamard: unknown weight-type '"
+                         << weightType << "': expected f32 or keep";
+      return signalPassFailure();
+    }
     OpBuilder builder(&getContext());
     bool ok = true;
     if (r4) {
@@ -63,15 +69,15 @@ struct OnlineHadamardPass
             seed ? builder.getI64IntegerAttr(seed) : IntegerAttr());
         down.getInputMutable().assign(h);
         auto weight = down.getWeight().getDefiningOp<WeightOp>();
-        std::vector<float> w;
+        numerics::FloatBuffer w;
         if (!weight || !readWeightValues(weight, w)) {
           down.emitOpError() << "weight must be a float sq.weight with data";
           return signalPassFailure();
         }
         weight = unshareWeight(weight, down);
-        for (size_t row = 0; row < w.size(); row += n)
+        for (int64_t row = 0; row < w.size(); row += n)
           numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
-        writeWeightValues(weight, w);
+        writeWeightValues(weight, std::move(w), storage);
       }
     }
     if (r3)

@@ -188,55 +188,30 @@ double orthogonalityError(const Matrix &r, int64_t n) {
   return worst;
 }
 
-/// W [rows, cols]: each `block`-wide column block c of W becomes W_c * R
-/// (R is block x block). A full-width R (R1) goes through sgemm.
-void multiplyColumnBlocks(std::vector<float> &w, int64_t rows, int64_t cols,
+/// W [rows, cols]: each `block`-wide column block of W becomes W_c * R
+/// (R is block x block): W seen as [rows * cols / block, block] times R, one
+/// sgemm.
+void multiplyColumnBlocks(numerics::FloatBuffer &w, int64_t rows, int64_t cols,
                           const Matrix &r, int64_t block) {
-  if (block == cols && block >= 64) {
-    std::vector<float> rf(r.begin(), r.end()), out(w.size());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols,
-                1.0f, w.data(), cols, rf.data(), cols, 0.0f, out.data(), cols);
-    w.swap(out);
-    return;
-  }
-  std::vector<double> tmp(block);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c0 = 0; c0 < cols; c0 += block) {
-      float *x = w.data() + i * cols + c0;
-      for (int64_t j = 0; j < block; ++j) {
-        double s = 0;
-        for (int64_t k = 0; k < block; ++k)
-          s += x[k] * r[k * block + j];
-        tmp[j] = s;
-      }
-      for (int64_t j = 0; j < block; ++j)
-        x[j] = static_cast<float>(tmp[j]);
-    }
+  std::vector<float> rf(r.begin(), r.end());
+  numerics::FloatBuffer out(w.size());
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows * cols / block,
+              block, block, 1.0f, w.data(), block, rf.data(), block, 0.0f,
+              out.data(), block);
+  w.swap(out);
 }
 
-/// W [rows, cols]: each `block`-high row block B of W becomes R^T * B. A
-/// full-height R (R1) goes through sgemm.
-void multiplyRowBlocksByRT(std::vector<float> &w, int64_t rows, int64_t cols,
+/// W [rows, cols]: each `block`-high row block B of W becomes R^T * B, one
+/// sgemm per block.
+void multiplyRowBlocksByRT(numerics::FloatBuffer &w, int64_t rows, int64_t cols,
                            const Matrix &r, int64_t block) {
-  if (block == rows && block >= 64) {
-    std::vector<float> rf(r.begin(), r.end()), out(w.size());
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, rows, 1.0f,
-                rf.data(), rows, w.data(), cols, 0.0f, out.data(), cols);
-    w.swap(out);
-    return;
-  }
-  std::vector<double> tmp(block);
+  std::vector<float> rf(r.begin(), r.end());
+  numerics::FloatBuffer out(w.size());
   for (int64_t r0 = 0; r0 < rows; r0 += block)
-    for (int64_t c = 0; c < cols; ++c) {
-      for (int64_t i = 0; i < block; ++i) {
-        double s = 0; // (R^T B)[i][c] = sum_k R[k][i] B[k][c]
-        for (int64_t k = 0; k < block; ++k)
-          s += r[k * block + i] * w[(r0 + k) * cols + c];
-        tmp[i] = s;
-      }
-      for (int64_t i = 0; i < block; ++i)
-        w[(r0 + i) * cols + c] = static_cast<float>(tmp[i]);
-    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, block, cols, block,
+                1.0f, rf.data(), block, w.data() + r0 * cols, cols, 0.0f,
+                out.data() + r0 * cols, cols);
+  w.swap(out);
 }
 
 struct SpinQuantRotatePass
@@ -299,12 +274,15 @@ struct SpinQuantRotatePass
     return r;
   }
 
+  WeightStorage storage = WeightStorage::F32;
+
   /// Applies `fn` to the fp32 values of `weight` ([rows, cols]) and writes
   /// them back; a weight shared with other ops is copied first.
-  bool rewrite(Value weightValue, Operation *user,
-               function_ref<void(std::vector<float> &, int64_t, int64_t)> fn) {
+  bool
+  rewrite(Value weightValue, Operation *user,
+          function_ref<void(numerics::FloatBuffer &, int64_t, int64_t)> fn) {
     auto weight = weightValue.getDefiningOp<WeightOp>();
-    std::vector<float> w;
+    numerics::FloatBuffer w;
     if (!weight || !readWeightValues(weight, w)) {
       user->emitOpError() << "weight must be a float sq.weight with data";
       return false;
@@ -312,7 +290,7 @@ struct SpinQuantRotatePass
     weight = unshareWeight(weight, user);
     auto shape = cast<RankedTensorType>(weightValue.getType()).getShape();
     fn(w, shape[0], shape[1]);
-    writeWeightValues(weight, w);
+    writeWeightValues(weight, std::move(w), storage);
     return true;
   }
 
@@ -325,9 +303,19 @@ struct SpinQuantRotatePass
                             "mode=random or mode=file";
       return signalPassFailure();
     }
+    if (!parseWeightStorage(weightType, storage)) {
+      module.emitError() << "spinquant-rotate: unknown weight-type '"
+                         << weightType << "': expected f32 or keep";
+      return signalPassFailure();
+    }
     if (mode != "random" && mode != "hadamard" && mode != "file") {
-      module.emitError() << "unknown spinquant-rotate mode '" << mode
-                         << "': expected random, hadamard, learned or file";
+      InFlightDiagnostic diag = module.emitError()
+                                << "unknown spinquant-rotate mode '" << mode
+                                << "': expected random, hadamard, learned or "
+                                   "file";
+      if (StringRef(mode).contains(','))
+        diag << " (pass options are separated by spaces: "
+                "--spinquant-rotate=\"mode=hadamard seed=1\")";
       return signalPassFailure();
     }
     bool ok = true;
@@ -368,31 +356,24 @@ struct SpinQuantRotatePass
       for (int64_t i = 0; i < hidden; ++i)
         signs.push_back((rng() & 1) ? -1.0f : 1.0f);
     }
-    auto fastRows = [&](std::vector<float> &w, int64_t rows) {
-      for (int64_t r = 0; r < rows; ++r) {
+    auto colR1 = [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
+      if (signs.empty())
+        return multiplyColumnBlocks(w, rows, cols, r1, hidden);
+      for (int64_t r = 0; r < rows; ++r) { // (w R1) = transform(w * s)
         float *row = w.data() + r * hidden;
         for (int64_t j = 0; j < hidden; ++j)
           row[j] *= signs[j];
         numerics::hadamardTransformInPlace(row, hidden);
       }
     };
-    auto colR1 = [&](std::vector<float> &w, int64_t rows, int64_t cols) {
-      if (signs.empty())
-        return multiplyColumnBlocks(w, rows, cols, r1, hidden);
-      fastRows(w, rows);
-    };
-    auto rowR1T = [&](std::vector<float> &w, int64_t rows, int64_t cols) {
+    auto rowR1T = [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
       if (signs.empty())
         return multiplyRowBlocksByRT(w, rows, cols, r1, hidden);
-      // R1^T W = (W^T R1)^T.
-      std::vector<float> t(w.size());
+      // R1^T W = (H / sqrt(n))^T (diag(s) W): scale rows, transform columns.
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c)
-          t[c * rows + r] = w[r * cols + c];
-      fastRows(t, cols);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c)
-          w[r * cols + c] = t[c * rows + r];
+          w[r * cols + c] *= signs[r];
+      numerics::hadamardTransformColumns(w.data(), rows, cols);
     };
     if (!rewrite(embedding.getTable(), embedding, colR1))
       return signalPassFailure();
@@ -437,11 +418,11 @@ struct SpinQuantRotatePass
       if (!ok)
         return;
       ok = rewrite(v.getWeight(), v,
-                   [&](std::vector<float> &w, int64_t rows, int64_t cols) {
+                   [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
                      multiplyRowBlocksByRT(w, rows, cols, r2, headDim);
                    }) &&
            rewrite(o.getWeight(), o,
-                   [&](std::vector<float> &w, int64_t rows, int64_t cols) {
+                   [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
                      multiplyColumnBlocks(w, rows, cols, r2, headDim);
                    });
     });

@@ -8,13 +8,68 @@
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 
+#include <cstdio>
 #include <cstring>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 using namespace mlir;
 
 namespace sq {
 
-bool readWeightValues(WeightOp op, std::vector<float> &values) {
+namespace {
+
+numerics::FloatFormat formatOf(Type et) {
+  return et.isF32()   ? numerics::FloatFormat::F32
+         : et.isF16() ? numerics::FloatFormat::F16
+                      : numerics::FloatFormat::BF16;
+}
+
+/// Drops the resident pages of [data, data + size) when the range lies in a
+/// read-only file mapping (the bytecode reader's zero-copy view of the input
+/// file): they would be re-read from the file if touched again, and they are
+/// not: the weight has new bytes. Keeps the peak memory of a rewrite near
+/// one copy of the model. Anything else (heap blobs) is left alone.
+void releaseFilePages(const char *data, size_t size) {
+#if defined(__linux__)
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t begin =
+      (reinterpret_cast<uintptr_t>(data) + page - 1) & ~uintptr_t(page - 1);
+  uintptr_t end =
+      (reinterpret_cast<uintptr_t>(data) + size) & ~uintptr_t(page - 1);
+  if (end <= begin)
+    return;
+  FILE *maps = std::fopen("/proc/self/maps", "r");
+  if (!maps)
+    return;
+  char line[4096];
+  bool fileBacked = false;
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi, offset, inode;
+    char perms[8], dev[32];
+    if (std::sscanf(line, "%lx-%lx %7s %lx %31s %lu", &lo, &hi, perms, &offset,
+                    dev, &inode) != 6)
+      continue;
+    if (begin >= lo && end <= hi) {
+      fileBacked = inode != 0 && perms[1] != 'w';
+      break;
+    }
+  }
+  std::fclose(maps);
+  if (fileBacked)
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
+} // namespace
+
+bool readWeightValues(WeightOp op, numerics::FloatBuffer &values) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());
   AsmResourceBlob *blob = resource.getRawHandle().getBlob();
   if (!blob || isa<PackedType>(op.getType()))
@@ -24,23 +79,55 @@ bool readWeightValues(WeightOp op, std::vector<float> &values) {
   int64_t n = resource.getType().getNumElements();
   if (!et.isF32() && !et.isF16() && !et.isBF16())
     return false;
-  values.resize(n);
-  numerics::widenToFloat(data.data(), n,
-                         et.isF32()   ? numerics::FloatFormat::F32
-                         : et.isF16() ? numerics::FloatFormat::F16
-                                      : numerics::FloatFormat::BF16,
-                         values.data());
+  values = numerics::FloatBuffer(n);
+  if (values.size() != n)
+    return false;
+  numerics::widenToFloat(data.data(), n, formatOf(et), values.data());
   return true;
 }
 
-void writeWeightValues(WeightOp op, const std::vector<float> &values) {
+bool parseWeightStorage(llvm::StringRef text, WeightStorage &storage) {
+  if (text == "f32")
+    storage = WeightStorage::F32;
+  else if (text == "keep")
+    storage = WeightStorage::Keep;
+  else
+    return false;
+  return true;
+}
+
+void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
+                       WeightStorage storage) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());
-  auto type = RankedTensorType::get(resource.getType().getShape(),
-                                    Float32Type::get(op.getContext()));
-  // Same handle (same name), new bytes, and the fp32 type.
+  Type oldType = resource.getType().getElementType();
+  Type newType = storage == WeightStorage::Keep
+                     ? oldType
+                     : Type(Float32Type::get(op.getContext()));
+  numerics::FloatFormat format = formatOf(newType);
+  auto type = RankedTensorType::get(resource.getType().getShape(), newType);
+  size_t count = static_cast<size_t>(values.size());
+  size_t bytes = count * numerics::bytesPerValue(format);
+  char *data;
+  if (format == numerics::FloatFormat::F32) {
+    data = reinterpret_cast<char *>(values.release());
+  } else if ((data = static_cast<char *>(numerics::allocateLarge(bytes)))) {
+    numerics::narrowFromFloat(values.data(), count, format, data);
+    values = numerics::FloatBuffer();
+  } else { // no memory for the narrow copy: keep the fp32 buffer
+    newType = Float32Type::get(op.getContext());
+    type = RankedTensorType::get(resource.getType().getShape(), newType);
+    bytes = count * sizeof(float);
+    data = reinterpret_cast<char *>(values.release());
+  }
   DenseResourceElementsHandle handle = resource.getRawHandle();
-  handle.getResource()->setBlob(
-      HeapAsmResourceBlob::allocateAndCopyInferAlign(ArrayRef<float>(values)));
+  ArrayRef<char> old =
+      handle.getBlob() ? handle.getBlob()->getData() : ArrayRef<char>();
+  // Same handle (same name), new bytes.
+  handle.getResource()->setBlob(AsmResourceBlob(
+      ArrayRef<char>(data, bytes), /*dataAlignment=*/alignof(float),
+      [](void *p, size_t size, size_t) { numerics::freeLarge(p, size); },
+      /*dataIsMutable=*/true));
+  releaseFilePages(old.data(), old.size());
   if (resource.getType() != type) {
     op.setValueAttr(
         cast<ElementsAttr>(DenseResourceElementsAttr::get(type, handle)));

@@ -2,7 +2,7 @@
 //-*-===//
 //
 // Internal to lib/Transforms: the float values of an sq.weight, and writing
-// new fp32 values back under the same resource name.
+// new values back under the same resource name.
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,21 +10,34 @@
 #define SQ_LIB_TRANSFORMS_WEIGHTACCESS_H
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Buffer.h"
 
-#include <vector>
+#include "llvm/ADT/StringRef.h"
 
 namespace sq {
 
-/// The weight's values widened to fp32; false for packed weights, weights
-/// without data or non-float element types.
-bool readWeightValues(WeightOp op, std::vector<float> &values);
+/// The weight's values widened to fp32 (in a huge-page buffer); false for
+/// packed weights, weights without data, non-float element types, or when
+/// the buffer cannot be allocated.
+bool readWeightValues(WeightOp op, numerics::FloatBuffer &values);
 
-/// Stores fp32 `values` (same shape) as the weight's value, in place: the
-/// resource keeps its name (a weight whose dtype was f16/bf16 becomes f32)
-/// and no second copy of the weights is kept. Resources belong to the
+/// How rewritten weights are stored: fp32 (exact: the rotated model computes
+/// the same function as the original up to fp32 rounding) or in the
+/// weight's own type (f16/bf16 models stay their size: one rounding to that
+/// type per rewrite, as the official implementation does).
+enum class WeightStorage { F32, Keep };
+
+/// Parses the `weight-type` pass option ("f32" or "keep").
+bool parseWeightStorage(llvm::StringRef text, WeightStorage &storage);
+
+/// Stores `values` (same shape) as the weight's value, in place: the
+/// resource keeps its name, the buffer becomes the blob (no copy for fp32),
+/// and the replaced bytes are released (their pages dropped when they were
+/// a view of a memory-mapped input file). Resources belong to the
 /// MLIRContext: a clone of the module shares them and sees the new values
 /// too (clone into another context, or re-import, to keep both).
-void writeWeightValues(WeightOp op, const std::vector<float> &values);
+void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
+                       WeightStorage storage);
 
 /// Gives `user`'s use of a weight shared with other ops its own copy (a new
 /// resource, same name plus MLIR's uniquifying suffix) and returns it; the

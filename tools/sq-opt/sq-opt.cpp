@@ -14,6 +14,7 @@
 #include "mlir/InitAllPasses.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "llvm/Support/CommandLine.h"
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
@@ -25,9 +26,19 @@ int main(int argc, char **argv) {
   mlir::registerAllToLLVMIRTranslations(registry);
   registry.insert<sq::SQDialect>();
 
-  return mlir::asMainReturnCode(mlir::MlirOptMain(
+  auto [input, output] = mlir::registerAndParseCLIOptions(
       argc, argv,
       "sq optimizer driver: SpinQuant rotation and quantization passes over "
       "the sq dialect\n",
-      registry));
+      registry);
+  // An error on the module would otherwise print the whole model (every
+  // weight name and op of a 7B model) as a note. Opt back in with
+  // --mlir-print-op-on-diagnostic.
+  auto &options = llvm::cl::getRegisteredOptions();
+  auto it = options.find("mlir-print-op-on-diagnostic");
+  if (it != options.end() && !it->second->getNumOccurrences())
+    if (auto *flag = static_cast<llvm::cl::opt<bool> *>(it->second))
+      *flag = false;
+  return mlir::asMainReturnCode(
+      mlir::MlirOptMain(argc, argv, input, output, registry));
 }

@@ -349,6 +349,7 @@ TEST_P(FuseNormsInvariance, Logits) {
       mlir::PassManager pm(&ctx);
       SQFuseNormsOptions options;
       options.centerEmbeddings = center;
+      options.weightType = "f32"; // exact for the fp16 fixture too
       pm.addPass(createSQFuseNorms(options));
       EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
       int scaled = 0;
@@ -424,10 +425,13 @@ TEST_P(RotateInvariance, Logits) {
     }
   });
   mlir::PassManager pm(&ctx);
-  pm.addPass(createSQFuseNorms());
+  SQFuseNormsOptions fuse;
+  fuse.weightType = "f32"; // exact for the fp16 fixture too
+  pm.addPass(createSQFuseNorms(fuse));
   SQSpinQuantRotateOptions options;
   options.mode = GetParam().mode;
   options.seed = 7;
+  options.weightType = "f32";
   pm.addPass(createSQSpinQuantRotate(options));
   ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
   std::vector<float> after = logitsOf(*module, tokens, 2);
@@ -481,9 +485,14 @@ TEST_P(FullRotationInvariance, LogitsAndDecode) {
     EXPECT_TRUE(module) << err;
     if (rotate) {
       mlir::PassManager pm(&ctx);
-      pm.addPass(createSQFuseNorms());
-      pm.addPass(createSQSpinQuantRotate());
-      pm.addPass(createSQOnlineHadamard());
+      SQFuseNormsOptions fuse;
+      SQSpinQuantRotateOptions rotate;
+      SQOnlineHadamardOptions online;
+      // Exact for the fp16 fixture too.
+      fuse.weightType = rotate.weightType = online.weightType = "f32";
+      pm.addPass(createSQFuseNorms(fuse));
+      pm.addPass(createSQSpinQuantRotate(rotate));
+      pm.addPass(createSQOnlineHadamard(online));
       EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
       int hadamards = 0;
       module->walk([&](HadamardOp op) {
@@ -538,6 +547,54 @@ INSTANTIATE_TEST_SUITE_P(
           c = '_';
       return name;
     });
+
+// weight-type=keep: an fp16 model stays fp16 through the whole pipeline
+// (one rounding per rewrite), within fp16 accuracy of the original; the
+// default (f32) stores rewritten weights in fp32 and is exact.
+TEST(RotationWeightType, KeepStaysF16) {
+  std::string path = SQ_SOURCE_DIR "/test/Import/Inputs/genai-gqa-fp16.onnx";
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 8; ++i)
+    tokens.push_back((i * 3 + 2) % 32);
+  auto run = [&](const char *weightType, int &f16, int &f32) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(path, &ctx, err);
+    EXPECT_TRUE(module) << err;
+    if (weightType) {
+      mlir::PassManager pm(&ctx);
+      SQFuseNormsOptions fuse;
+      fuse.weightType = weightType;
+      SQSpinQuantRotateOptions rotate;
+      rotate.weightType = weightType;
+      SQOnlineHadamardOptions online;
+      online.weightType = weightType;
+      pm.addPass(createSQFuseNorms(fuse));
+      pm.addPass(createSQSpinQuantRotate(rotate));
+      pm.addPass(createSQOnlineHadamard(online));
+      EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
+    }
+    f16 = f32 = 0;
+    module->walk([&](WeightOp w) {
+      auto et = mlir::cast<mlir::ShapedType>(w.getType()).getElementType();
+      f16 += et.isF16();
+      f32 += et.isF32();
+    });
+    return logitsOf(*module, tokens, 2);
+  };
+  int f16, f32;
+  std::vector<float> plain = run(nullptr, f16, f32);
+  ASSERT_GT(f16, 0);
+  std::vector<float> kept = run("keep", f16, f32);
+  EXPECT_EQ(f32, 0) << "keep must not widen weights";
+  double relKept = relMaxDiff(plain, kept);
+  EXPECT_LE(relKept, 2e-2);
+  std::vector<float> wide = run("f32", f16, f32);
+  EXPECT_GT(f32, 0);
+  double relWide = relMaxDiff(plain, wide);
+  EXPECT_LE(relWide, 1e-4);
+  EXPECT_LT(relWide, relKept);
+}
 
 // Acceptance of the rotation issue on the shared models: fuse norms, R1/R2
 // (Hadamard and random, several seeds), online R3/R4 (the Williamson

@@ -141,6 +141,30 @@ TEST(Hadamard, FallbackIsOrthonormalAndSeeded) {
   EXPECT_EQ(h, g);
 }
 
+// The column transform equals the per-vector transform on every column.
+TEST(Hadamard, ColumnTransformMatchesPerVector) {
+  for (int64_t n : {16, 12 * 4, 172 * 2, 156}) {
+    const int64_t width = 7;
+    std::vector<float> x(n * width);
+    std::mt19937 rng(n);
+    std::normal_distribution<float> dist;
+    for (float &v : x)
+      v = dist(rng);
+    std::vector<float> y = x;
+    ASSERT_TRUE(hadamardTransformColumns(y.data(), n, width));
+    for (int64_t c = 0; c < width; ++c) {
+      std::vector<float> col(n);
+      for (int64_t i = 0; i < n; ++i)
+        col[i] = x[i * width + c];
+      ASSERT_TRUE(hadamardTransformInPlace(col.data(), n));
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_NEAR(y[i * width + c], col[i], 1e-5) << n << " " << i;
+    }
+  }
+  std::vector<float> z(231 * 2);
+  EXPECT_FALSE(hadamardTransformColumns(z.data(), 231, 2));
+}
+
 TEST(Hadamard, RejectsUnsupportedSizes) {
   std::vector<float> x(231 * 128, 1.0f);
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 231 * 128));

@@ -202,4 +202,141 @@ TEST(Float16, EveryBf16ConvertsExactly) {
   }
 }
 
+// float -> fp16 rounds to nearest even like the compiler's own conversion
+// (overflow to Inf, subnormals, ties), over a stride of all float bit
+// patterns plus the tie cases; every half round-trips.
+TEST(Float16, NarrowingMatchesCompiler) {
+  auto check = [](uint32_t fbits) {
+    float f;
+    std::memcpy(&f, &fbits, 4);
+    _Float16 h = static_cast<_Float16>(f);
+    uint16_t want;
+    std::memcpy(&want, &h, 2);
+    uint16_t got = sq::numerics::floatToHalf(f);
+    if (std::isnan(f))
+      EXPECT_TRUE(std::isnan(sq::numerics::halfToFloat(got))) << fbits;
+    else
+      ASSERT_EQ(got, want) << "float bits " << fbits;
+  };
+  for (uint64_t b = 0; b < (1ull << 32); b += 997)
+    check(static_cast<uint32_t>(b));
+  for (uint32_t b = 0; b < 65536; ++b) {
+    float f = sq::numerics::halfToFloat(static_cast<uint16_t>(b));
+    if (!std::isnan(f))
+      EXPECT_EQ(sq::numerics::floatToHalf(f), b);
+    // The float halfway above this half: a tie.
+    uint32_t fb;
+    std::memcpy(&fb, &f, 4);
+    if (!std::isnan(f) && !std::isinf(f))
+      check(fb + (1u << 12));
+  }
+}
+
+TEST(Float16, Bf16NarrowingRoundsToNearestEven) {
+  for (uint64_t b = 0; b < (1ull << 32); b += 991) {
+    uint32_t fbits = static_cast<uint32_t>(b);
+    float f;
+    std::memcpy(&f, &fbits, 4);
+    uint16_t got = sq::numerics::floatToBf16(f);
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(sq::numerics::bf16ToFloat(got)));
+      continue;
+    }
+    // The two neighbours; the nearer wins, ties to the even one.
+    uint16_t lo = static_cast<uint16_t>(fbits >> 16);
+    double x = f, a = sq::numerics::bf16ToFloat(lo),
+           c = sq::numerics::bf16ToFloat(static_cast<uint16_t>(lo + 1));
+    if (std::isinf(c)) // rounding up past the largest finite: 2^128
+      c = std::copysign(std::ldexp(1.0, 128), x);
+    uint16_t want = std::fabs(x - a) < std::fabs(c - x)   ? lo
+                    : std::fabs(x - a) > std::fabs(c - x) ? uint16_t(lo + 1)
+                    : (lo & 1)                            ? uint16_t(lo + 1)
+                                                          : lo;
+    if ((fbits & 0xFFFF) == 0)
+      want = lo;
+    ASSERT_EQ(got, want) << "float bits " << fbits;
+  }
+}
+
+} // namespace
+
+#include "sq/Numerics/Buffer.h"
+
+namespace {
+
+// Small (heap) and large (huge-page mapping) buffers hold their values and
+// move without copying.
+TEST(FloatBuffer, SmallAndLargeMoveAndSwap) {
+  for (int64_t n : {int64_t(0), int64_t(3), int64_t(3) << 20}) {
+    sq::numerics::FloatBuffer a(n);
+    ASSERT_EQ(a.size(), n);
+    for (int64_t i = 0; i < n; ++i)
+      a[i] = float(i % 1000);
+    float *p = a.data();
+    sq::numerics::FloatBuffer b(std::move(a));
+    EXPECT_EQ(b.data(), p);
+    EXPECT_EQ(a.size(), 0);
+    for (int64_t i = 0; i < n; i += 4097)
+      ASSERT_EQ(b[i], float(i % 1000));
+    sq::numerics::FloatBuffer c(5);
+    c = std::move(b);
+    EXPECT_EQ(c.size(), n);
+    float *q = c.release();
+    EXPECT_EQ(q, p);
+    sq::numerics::freeLarge(q, size_t(n) * sizeof(float));
+  }
+}
+
+} // namespace
+
+namespace {
+
+// The bulk conversions (F16C-vectorized where the CPU has it) equal the
+// scalar ones, element by element, tails included.
+TEST(Float16, BulkConversionsEqualScalar) {
+  std::vector<uint16_t> halves(65536 + 5);
+  for (size_t i = 0; i < halves.size(); ++i)
+    halves[i] = static_cast<uint16_t>(i);
+  std::vector<float> wide(halves.size());
+  sq::numerics::widenToFloat(halves.data(), halves.size(),
+                             sq::numerics::FloatFormat::F16, wide.data());
+  for (size_t i = 0; i < halves.size(); ++i) {
+    float want = sq::numerics::halfToFloat(halves[i]);
+    if (std::isnan(want))
+      ASSERT_TRUE(std::isnan(wide[i])) << i;
+    else
+      ASSERT_EQ(std::memcmp(&want, &wide[i], 4), 0) << i;
+  }
+  std::vector<float> floats;
+  std::mt19937 rng(1);
+  for (int i = 0; i < 100003; ++i) {
+    uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (!std::isnan(f))
+      floats.push_back(f);
+  }
+  for (uint32_t b = 0; b < 65536; b += 3) { // ties between halves
+    float f = sq::numerics::halfToFloat(static_cast<uint16_t>(b));
+    uint32_t fb;
+    std::memcpy(&fb, &f, 4);
+    if (!std::isnan(f) && !std::isinf(f)) {
+      fb += 1u << 12;
+      std::memcpy(&f, &fb, 4);
+      floats.push_back(f);
+    }
+  }
+  for (auto format :
+       {sq::numerics::FloatFormat::F16, sq::numerics::FloatFormat::BF16}) {
+    std::vector<uint16_t> narrow(floats.size());
+    sq::numerics::narrowFromFloat(floats.data(), floats.size(), format,
+                                  narrow.data());
+    for (size_t i = 0; i < floats.size(); ++i)
+      ASSERT_EQ(narrow[i], format == sq::numerics::FloatFormat::F16
+                               ? sq::numerics::floatToHalf(floats[i])
+                               : sq::numerics::floatToBf16(floats[i]))
+          << i;
+  }
+}
+
 } // namespace

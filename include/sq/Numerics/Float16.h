@@ -26,6 +26,21 @@ enum class FloatFormat { F32, F16, BF16 };
 void widenToFloat(const void *data, int64_t count, FloatFormat format,
                   float *out);
 
+/// float to IEEE binary16 bits, rounding to nearest even (overflow to Inf,
+/// subnormals kept, NaN stays NaN).
+uint16_t floatToHalf(float f);
+/// float to bfloat16 bits, rounding to nearest even (NaN stays NaN).
+uint16_t floatToBf16(float f);
+
+/// Narrows `count` fp32 values to `format` at `out` (little-endian).
+void narrowFromFloat(const float *in, int64_t count, FloatFormat format,
+                     void *out);
+
+/// Bytes per value of `format`.
+inline int bytesPerValue(FloatFormat format) {
+  return format == FloatFormat::F32 ? 4 : 2;
+}
+
 } // namespace numerics
 } // namespace sq
 

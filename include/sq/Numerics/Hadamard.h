@@ -35,6 +35,11 @@ bool splitHadamardSize(int64_t n, int &m, int64_t &pow2);
 /// supported split.
 bool hadamardTransformInPlace(float *x, int64_t n);
 
+/// hadamardTransformInPlace on each of the `width` columns of the row-major
+/// n x width matrix x (x <- (H_n / sqrt(n))^T x), with whole rows as the
+/// butterflies' operands (contiguous, vectorized). Same sizes as above.
+bool hadamardTransformColumns(float *x, int64_t n, int64_t width);
+
 /// The transform of sq.hadamard for any size: x <- x * (Q (kron) H_{2^k}) /
 /// sqrt(2^k) where n = m * 2^k with 2^k the largest power of two dividing
 /// n. it is the Hadamard transform when n has a supported split

@@ -38,8 +38,12 @@ def SQFuseNorms : Pass<"sq-fuse-norms", "::mlir::ModuleOp"> {
     gamma and the norm loses its scale. The model computes the same
     function (up to float rounding), and a weightless RMSNorm commutes with
     an orthogonal rotation of the residual stream, which is what SpinQuant's
-    R1 needs. Folded weights are stored in fp32. A norm whose output feeds
-    anything but linear layers is an error.
+    R1 needs. Rewritten weights keep their type by default
+    (`weight-type=keep`: an fp16/bf16 model keeps its size, one rounding to
+    that type per rewrite, as the official implementation does);
+    `weight-type=f32` stores them in fp32, exact at twice the size of an
+    fp16 model (this and the next two passes take the option). A norm whose
+    output feeds anything but linear layers is an error.
 
     `center-embeddings` also subtracts each embedding row's mean, as the
     official SpinQuant code does. That is exact only for LayerNorm models:
@@ -53,7 +57,11 @@ def SQFuseNorms : Pass<"sq-fuse-norms", "::mlir::ModuleOp"> {
   let options = [
     Option<"centerEmbeddings", "center-embeddings", "bool", /*default=*/"false",
            "subtract each embedding row's mean (official SpinQuant; not exact "
-           "for RMSNorm models)">
+           "for RMSNorm models)">,
+    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+           "storage of rewritten weights: keep (the weight's own type: "
+           "f16/bf16 models keep their size) or f32 (exact invariance for "
+           "f16/bf16 models, twice their size)">
   ];
 }
 
@@ -95,7 +103,11 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     Option<"path", "path", "std::string", /*default=*/"\"\"",
            "rotation file for mode=file (safetensors)">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",
-           "write the rotations used to this safetensors file">
+           "write the rotations used to this safetensors file">,
+    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+           "storage of rewritten weights: keep (the weight's own type: "
+           "f16/bf16 models keep their size) or f32 (exact invariance for "
+           "f16/bf16 models, twice their size)">
   ];
 }
 
@@ -107,9 +119,10 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
     (`W <- W H`, H orthonormal), so `(x H)(W H)^T = x W^T`. R3: an
     `sq.hadamard` of size head_dim is inserted on the queries and keys
     after RoPE; it cancels in `Q K^T` and matters once K is quantized.
-    The float model computes the same function. A size without a Hadamard
-    matrix (e.g. LLaMA-2-7B's 11008 = 43 * 256 until 172 is constructed)
-    gets a seeded random orthogonal block times the 2^k butterflies instead,
+    The float model computes the same function. Hadamard matrices exist here for
+    n = m * 2^k, m in 1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 156, 172
+    (LLaMA-2-7B's 11008 = 172 * 64). A size without one (Qwen2.5's
+    29568 = 231 * 2^7) gets a seeded random orthogonal block times the 2^k butterflies instead,
     with a remark; the `seed` is recorded on the sq.hadamard ops.
 
     ```
@@ -123,7 +136,11 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
            "rotate down_proj's input and fold the rotation into down_proj">,
     Option<"seed", "seed", "uint64_t", /*default=*/"0",
            "seed of the random orthogonal fallback for sizes without a "
-           "Hadamard matrix">
+           "Hadamard matrix">,
+    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+           "storage of rewritten weights: keep (the weight's own type: "
+           "f16/bf16 models keep their size) or f32 (exact invariance for "
+           "f16/bf16 models, twice their size)">
   ];
 }
 

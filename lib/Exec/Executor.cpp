@@ -28,6 +28,9 @@ struct Executor::Impl {
   func::FuncOp func;
   ModelInfo info;
   llvm::DenseMap<Operation *, exec::Tensor> weights;
+  /// sq.qlinear's weights, dequantized to fp32 once at load.
+  llvm::DenseMap<Operation *, exec::Tensor> qweights;
+  LinearObserver observer;
   /// Per attention op (in program order): keys and values so far,
   /// [batch, cached, kv_features].
   struct Cache {
@@ -44,6 +47,10 @@ Executor::~Executor() = default;
 
 const ModelInfo &Executor::info() const { return impl->info; }
 int64_t Executor::cachedTokens() const { return impl->cached; }
+void Executor::setLinearObserver(LinearObserver observer) {
+  impl->observer = std::move(observer);
+}
+
 void Executor::reset() {
   impl->caches.clear();
   impl->cached = 0;
@@ -87,6 +94,67 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
   return true;
 }
 
+/// Unpacks and dequantizes an sq.qlinear's weight: (q - zero) * scale in
+/// fp32, the same arithmetic as numerics::QuantizedWeight::dequantize (so
+/// mode=real runs exactly like mode=fake).
+static bool
+loadQLinearWeight(QLinearOp op,
+                  const llvm::DenseMap<Operation *, exec::Tensor> &weights,
+                  exec::Tensor &out, std::string &error) {
+  auto packedOp = op.getWeight().getDefiningOp<WeightOp>();
+  auto scalesOp = op.getScales().getDefiningOp<WeightOp>();
+  WeightOp zerosOp = op.getZeroPoints()
+                         ? op.getZeroPoints().getDefiningOp<WeightOp>()
+                         : WeightOp();
+  if (!packedOp || !scalesOp || (op.getZeroPoints() && !zerosOp)) {
+    error = "sq.qlinear's weight, scales and zero points must be sq.weight";
+    return false;
+  }
+  auto resource = cast<DenseResourceElementsAttr>(packedOp.getValue());
+  AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+  if (!blob) {
+    error = "weight '" + packedOp.getName().str() + "' has no data";
+    return false;
+  }
+  PackedType type = op.getWeight().getType();
+  int64_t rows = type.getShape()[0], cols = type.getShape()[1];
+  int64_t rowBytes = type.getRowBytes();
+  ArrayRef<char> bytes = blob->getData();
+  if (int64_t(bytes.size()) != rows * rowBytes) {
+    error = "weight '" + packedOp.getName().str() + "' has " +
+            std::to_string(bytes.size()) + " bytes, expected " +
+            std::to_string(rows * rowBytes);
+    return false;
+  }
+  const exec::Tensor &scales = weights.lookup(scalesOp);
+  const exec::Tensor *zeros =
+      zerosOp ? &weights.find(zerosOp)->second : nullptr;
+  QuantAttr wq = op.getWeightQuant();
+  int64_t groups = wq.getNumGroups(cols), group = cols / groups;
+  bool sym = wq.getSymmetric();
+  out.shape = {rows, cols};
+  out.data = std::make_shared<exec::FloatBuffer>(rows * cols);
+  float *dst = out.data->data();
+  std::vector<int8_t> s(cols);
+  std::vector<uint8_t> u(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    auto *row = reinterpret_cast<const uint8_t *>(bytes.data() + r * rowBytes);
+    for (int64_t c = 0; c < cols; ++c) {
+      int v;
+      if (type.getBits() == 4) {
+        uint8_t nib = (row[c / 2] >> (4 * (c % 2))) & 0xF;
+        v = sym ? (nib >= 8 ? int(nib) - 16 : int(nib)) : int(nib);
+      } else {
+        v = sym ? int(static_cast<int8_t>(row[c])) : int(row[c]);
+      }
+      int64_t g = r * groups + c / group;
+      float zero = zeros ? (*zeros->data)[g] : 0.0f;
+      dst[r * cols + c] = (float(v) - zero) * (*scales.data)[g];
+    }
+  }
+  return true;
+}
+
 std::unique_ptr<Executor> Executor::create(ModuleOp module,
                                            std::string &error) {
   std::unique_ptr<Executor> ex(new Executor());
@@ -119,10 +187,19 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
   Block &body = func.getBody().front();
   for (Operation &op : body) {
     if (auto w = dyn_cast<WeightOp>(op)) {
+      if (isa<PackedType>(w.getType()))
+        continue; // read by its sq.qlinear
       exec::Tensor t;
       if (!loadWeight(w, t, error))
         return nullptr;
       impl.weights[&op] = std::move(t);
+      continue;
+    }
+    if (auto q = dyn_cast<QLinearOp>(op)) {
+      exec::Tensor t;
+      if (!loadQLinearWeight(q, impl.weights, t, error))
+        return nullptr;
+      impl.qweights[&op] = std::move(t);
       continue;
     }
     if (isa<EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp, SiluOp,
@@ -202,7 +279,26 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     out);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       const exec::Tensor *bias = l.getBias() ? &get(l.getBias()) : nullptr;
-      exec::linear(get(l.getInput()), get(l.getWeight()), bias, out);
+      const exec::Tensor &x = get(l.getInput());
+      if (impl.observer)
+        impl.observer(&op, x.data->data(), x.numel() / x.lastDim(),
+                      x.lastDim());
+      exec::linear(x, get(l.getWeight()), bias, out);
+    } else if (auto ql = dyn_cast<QLinearOp>(op)) {
+      const exec::Tensor *bias = ql.getBias() ? &get(ql.getBias()) : nullptr;
+      const exec::Tensor &x = get(ql.getInput());
+      if (impl.observer)
+        impl.observer(&op, x.data->data(), x.numel() / x.lastDim(),
+                      x.lastDim());
+      if (std::optional<QuantAttr> aq = ql.getActQuant()) {
+        exec::Tensor xq;
+        exec::fakeQuant(x, aq->getBits(), aq->getSymmetric(),
+                        static_cast<int>(aq->getGranularity()),
+                        aq->getGroupSize(), aq->getClipRatio(), xq);
+        exec::linear(xq, impl.qweights[&op], bias, out);
+      } else {
+        exec::linear(x, impl.qweights[&op], bias, out);
+      }
     } else if (auto r = dyn_cast<RopeOp>(op)) {
       exec::rope(get(r.getInput()), get(r.getPositions()), r.getNumHeads(),
                  r.getTheta().convertToDouble(),

@@ -3,6 +3,7 @@
 #include "Kernels.h"
 
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Quantize.h"
 
 #include <cblas.h>
 
@@ -206,40 +207,15 @@ void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
                int64_t groupSize, double clip, Tensor &out) {
   out = like(x.shape);
   int64_t n = x.numel(), last = x.lastDim();
-  int64_t group = granularity == 0 ? n : granularity == 3 ? groupSize : last;
-  const float *in = x.data->data();
-  float *o = out.data->data();
-  for (int64_t base = 0; base < n; base += group) {
-    float lo = 0, hi = 0;
-    for (int64_t i = 0; i < group; ++i) {
-      lo = std::min(lo, in[base + i]);
-      hi = std::max(hi, in[base + i]);
-    }
-    lo *= static_cast<float>(clip);
-    hi *= static_cast<float>(clip);
-    if (symmetric) {
-      float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-      float scale = std::max(std::fabs(lo), std::fabs(hi)) / qmax;
-      if (scale == 0)
-        scale = 1;
-      for (int64_t i = 0; i < group; ++i) {
-        float q = std::nearbyint(in[base + i] / scale);
-        q = std::min(std::max(q, -qmax - 1), qmax);
-        o[base + i] = q * scale;
-      }
-    } else {
-      float qmax = static_cast<float>((1 << bits) - 1);
-      float scale = (hi - lo) / qmax;
-      if (scale == 0)
-        scale = 1;
-      float zero = std::nearbyint(-lo / scale);
-      for (int64_t i = 0; i < group; ++i) {
-        float q = std::nearbyint(in[base + i] / scale) + zero;
-        q = std::min(std::max(q, 0.0f), qmax);
-        o[base + i] = (q - zero) * scale;
-      }
-    }
-  }
+  numerics::QuantGrid grid;
+  grid.bits = bits;
+  grid.symmetric = symmetric;
+  grid.clip = clip;
+  grid.group = granularity == 3 ? groupSize : 0;
+  // per_tensor: one row of everything; otherwise rows of the last dim.
+  int64_t cols = granularity == 0 ? n : last;
+  numerics::fakeQuantRows(x.data->data(), n / cols, cols, grid,
+                          out.data->data());
 }
 
 } // namespace exec

@@ -18,21 +18,10 @@ namespace sq {
 using namespace mlir;
 using namespace sq;
 
-namespace {
-
-struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
-  using Base::Base;
-
-  void runOnOperation() override {
-    WeightStorage storage;
-    if (!parseWeightStorage(weightType, storage)) {
-      getOperation().emitError() << "sq-fuse-norms: unknown weight-type '"
-                                 << weightType << "': expected f32 or keep";
-      return signalPassFailure();
-    }
-    OpBuilder builder(&getContext());
+LogicalResult sq::foldNormScales(ModuleOp module, bool center,
+                                 WeightStorage storage) {
     SmallVector<RMSNormOp> norms;
-    getOperation().walk([&](RMSNormOp op) {
+    module.walk([&](RMSNormOp op) {
       if (op.getScale())
         norms.push_back(op);
     });
@@ -42,7 +31,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
       if (!gammaOp || !readWeightValues(gammaOp, gamma)) {
         norm.emitOpError() << "scale must be a float sq.weight with data to "
                               "be folded";
-        return signalPassFailure();
+        return failure();
       }
       SmallVector<LinearOp> readers;
       for (Operation *user : norm.getOutput().getUsers()) {
@@ -50,7 +39,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
         if (!linear || linear.getInput() != norm.getOutput()) {
           user->emitOpError() << "reads a scaled RMSNorm; only linear layers "
                                  "can absorb its scale (--sq-fuse-norms)";
-          return signalPassFailure();
+          return failure();
         }
         readers.push_back(linear);
       }
@@ -59,7 +48,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
         numerics::FloatBuffer w;
         if (!weight || !readWeightValues(weight, w)) {
           linear.emitOpError() << "weight must be a float sq.weight with data";
-          return signalPassFailure();
+          return failure();
         }
         weight = unshareWeight(weight, linear);
         int64_t k = gamma.size();
@@ -72,8 +61,8 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
       if (gammaOp->use_empty())
         gammaOp->erase();
     }
-    if (centerEmbeddings)
-      getOperation().walk([&](EmbeddingOp op) {
+    if (center)
+      module.walk([&](EmbeddingOp op) {
         auto table = op.getTable().getDefiningOp<WeightOp>();
         numerics::FloatBuffer e;
         if (!table || !readWeightValues(table, e))
@@ -89,6 +78,24 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
         }
         writeWeightValues(table, std::move(e), storage);
       });
+    return success();
+}
+
+namespace {
+
+struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    WeightStorage storage;
+    if (!parseWeightStorage(weightType, storage)) {
+      getOperation().emitError()
+          << "sq-fuse-norms: unknown weight-type '" << weightType
+          << "': expected f32 or keep";
+      return signalPassFailure();
+    }
+    if (failed(foldNormScales(getOperation(), centerEmbeddings, storage)))
+      signalPassFailure();
   }
 };
 

@@ -17,91 +17,98 @@ namespace sq {
 using namespace mlir;
 using namespace sq;
 
-namespace {
-
-struct OnlineHadamardPass
-    : public sq::impl::SQOnlineHadamardBase<OnlineHadamardPass> {
-  using Base::Base;
+LogicalResult sq::insertOnlineHadamards(ModuleOp module, bool r3, bool r4,
+                                        uint64_t seed, WeightStorage storage) {
   llvm::DenseSet<int64_t> remarked; // one remark per size
-
-  /// True when n has a Hadamard matrix; otherwise remarks that a seeded
-  /// random orthogonal block stands in (never a failure).
-  void noteFallback(int64_t n, Operation *where, StringRef what) {
+  // A size without a Hadamard matrix gets a seeded random orthogonal block
+  // (never a failure), with one remark per size.
+  auto noteFallback = [&](int64_t n, Operation *where, StringRef what) {
     int m;
     int64_t p;
     if (!numerics::splitHadamardSize(n, m, p) && remarked.insert(n).second)
       where->emitRemark() << "no Hadamard matrix of size " << n << " for "
                           << what << ": using a seeded random orthogonal "
                           << n / (n & -n) << "x" << n / (n & -n)
-                          << " block (seed " << static_cast<uint64_t>(seed)
-                          << ") with the 2^k "
-                          << "butterflies";
+                          << " block (seed " << seed
+                          << ") with the 2^k butterflies";
+  };
+  OpBuilder builder(module.getContext());
+  if (r4) {
+    SmallVector<LinearOp> downs;
+    module.walk([&](LinearOp linear) {
+      // down_proj reads silu(gate) * up; a down_proj already behind an
+      // sq.hadamard has its R4 (the pass is idempotent).
+      if (linear.getInput().getDefiningOp<MulOp>())
+        downs.push_back(linear);
+    });
+    for (LinearOp down : downs) {
+      Value input = down.getInput();
+      int64_t n = down.getWeight().getType().getDimSize(1);
+      if (ShapedType::isDynamic(n))
+        return down.emitOpError() << "R4 needs a static input size";
+      auto weight = down.getWeight().getDefiningOp<WeightOp>();
+      numerics::FloatBuffer w;
+      if (!weight || !readWeightValues(weight, w))
+        return down.emitOpError()
+               << "weight must be a float sq.weight with data";
+      noteFallback(n, down, "R4 (down_proj's input)");
+      builder.setInsertionPoint(down);
+      auto h = HadamardOp::create(
+          builder, down.getLoc(), input, builder.getI64IntegerAttr(n),
+          seed ? builder.getI64IntegerAttr(seed) : IntegerAttr());
+      down.getInputMutable().assign(h);
+      weight = unshareWeight(weight, down);
+      for (int64_t row = 0; row < w.size(); row += n)
+        numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
+      writeWeightValues(weight, std::move(w), storage);
+    }
   }
+  if (r3) {
+    bool ok = true;
+    module.walk([&](AttentionOp attn) {
+      if (!ok)
+        return;
+      int64_t headDim = attn.getHeadDim();
+      if (ShapedType::isDynamic(headDim)) {
+        attn.emitOpError() << "R3 needs a static head_dim";
+        ok = false;
+        return;
+      }
+      if (attn.getQuery().getDefiningOp<HadamardOp>() &&
+          attn.getKey().getDefiningOp<HadamardOp>())
+        return; // already rotated
+      noteFallback(headDim, attn, "R3 (head_dim)");
+      for (OpOperand *operand :
+           {&attn.getQueryMutable(), &attn.getKeyMutable()}) {
+        builder.setInsertionPoint(attn);
+        auto h = HadamardOp::create(builder, attn.getLoc(), operand->get(),
+                                    builder.getI64IntegerAttr(headDim),
+                                    seed ? builder.getI64IntegerAttr(seed)
+                                         : IntegerAttr());
+        operand->set(h);
+      }
+    });
+    if (!ok)
+      return failure();
+  }
+  return success();
+}
+
+namespace {
+
+struct OnlineHadamardPass
+    : public sq::impl::SQOnlineHadamardBase<OnlineHadamardPass> {
+  using Base::Base;
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    remarked.clear();
     WeightStorage storage;
     if (!parseWeightStorage(weightType, storage)) {
       module.emitError() << "sq-online-hadamard: unknown weight-type '"
                          << weightType << "': expected f32 or keep";
       return signalPassFailure();
     }
-    OpBuilder builder(&getContext());
-    bool ok = true;
-    if (r4) {
-      SmallVector<LinearOp> downs;
-      module.walk([&](LinearOp linear) {
-        if (linear.getInput().getDefiningOp<MulOp>())
-          downs.push_back(linear);
-      });
-      for (LinearOp down : downs) {
-        Value input = down.getInput();
-        int64_t n = down.getWeight().getType().getDimSize(1);
-        if (ShapedType::isDynamic(n)) {
-          down.emitOpError() << "R4 needs a static input size";
-          return signalPassFailure();
-        }
-        noteFallback(n, down, "R4 (down_proj's input)");
-        builder.setInsertionPoint(down);
-        auto h = HadamardOp::create(
-            builder, down.getLoc(), input, builder.getI64IntegerAttr(n),
-            seed ? builder.getI64IntegerAttr(seed) : IntegerAttr());
-        down.getInputMutable().assign(h);
-        auto weight = down.getWeight().getDefiningOp<WeightOp>();
-        numerics::FloatBuffer w;
-        if (!weight || !readWeightValues(weight, w)) {
-          down.emitOpError() << "weight must be a float sq.weight with data";
-          return signalPassFailure();
-        }
-        weight = unshareWeight(weight, down);
-        for (int64_t row = 0; row < w.size(); row += n)
-          numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
-        writeWeightValues(weight, std::move(w), storage);
-      }
-    }
-    if (r3)
-      module.walk([&](AttentionOp attn) {
-        if (!ok)
-          return;
-        int64_t headDim = attn.getHeadDim();
-        if (ShapedType::isDynamic(headDim)) {
-          attn.emitOpError() << "R3 needs a static head_dim";
-          ok = false;
-          return;
-        }
-        noteFallback(headDim, attn, "R3 (head_dim)");
-        for (OpOperand *operand :
-             {&attn.getQueryMutable(), &attn.getKeyMutable()}) {
-          builder.setInsertionPoint(attn);
-          auto h = HadamardOp::create(builder, attn.getLoc(), operand->get(),
-                                      builder.getI64IntegerAttr(headDim),
-                                      seed ? builder.getI64IntegerAttr(seed)
-                                           : IntegerAttr());
-          operand->set(h);
-        }
-      });
-    if (!ok)
+    if (failed(insertOnlineHadamards(module, r3, r4, seed, storage)))
       signalPassFailure();
   }
 };

@@ -318,11 +318,14 @@ struct SpinQuantRotatePass
                 "--spinquant-rotate=\"mode=hadamard seed=1\")";
       return signalPassFailure();
     }
+    if (fuseNorms && failed(foldNormScales(module, false, storage)))
+      return signalPassFailure();
     bool ok = true;
     module.walk([&](RMSNormOp op) {
       if (op.getScale() && ok) {
         op.emitOpError() << "has a scale, which does not commute with R1: "
-                            "run --sq-fuse-norms first";
+                            "run --sq-fuse-norms first (or drop "
+                            "fuse-norms=false)";
         ok = false;
       }
     });
@@ -427,6 +430,9 @@ struct SpinQuantRotatePass
                    });
     });
     if (!ok)
+      return signalPassFailure();
+    if (onlineHadamard &&
+        failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
       return signalPassFailure();
     std::string error;
     if (!save.empty() && !writeRotationFile(save, used, error)) {

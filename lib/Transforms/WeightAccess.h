@@ -12,6 +12,8 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Buffer.h"
 
+#include "mlir/IR/BuiltinOps.h"
+
 #include "llvm/ADT/StringRef.h"
 
 namespace sq {
@@ -43,6 +45,17 @@ void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
 /// resource, same name plus MLIR's uniquifying suffix) and returns it; the
 /// weight itself when `user` is its only user.
 WeightOp unshareWeight(WeightOp weight, mlir::Operation *user);
+
+/// --sq-fuse-norms as a function (also run by --spinquant-rotate).
+mlir::LogicalResult foldNormScales(mlir::ModuleOp module, bool center,
+                                   WeightStorage storage);
+
+/// --sq-online-hadamard as a function (also run by --spinquant-rotate);
+/// idempotent: an attention whose Q and K already pass through
+/// sq.hadamard, or a down_proj behind one, is left alone.
+mlir::LogicalResult insertOnlineHadamards(mlir::ModuleOp module, bool r3,
+                                          bool r4, uint64_t seed,
+                                          WeightStorage storage);
 
 } // namespace sq
 

@@ -20,6 +20,7 @@
 #include "llvm/ADT/ArrayRef.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,13 @@ public:
   /// same until reset(). Returns false with `error` on bad input.
   bool forward(llvm::ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                std::vector<float> &logits, std::string &error);
+
+  /// Called with each sq.linear / sq.qlinear's float input
+  /// [rows = batch * seq, cols = in_features] before the op runs (GPTQ
+  /// collects its Hessians this way). Empty to remove.
+  using LinearObserver = std::function<void(
+      mlir::Operation *linear, const float *input, int64_t rows, int64_t cols)>;
+  void setLinearObserver(LinearObserver observer);
 
   /// Forgets the KV cache.
   void reset();

@@ -88,11 +88,18 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     `format = sq-rotations`, `version = 1`. Files with the official
     SpinQuant names `model.R1.weight` and
     `model.layers.N.self_attn.R2.weight` are read too. Every matrix must be
-    orthogonal (to 1e-4). Run `--sq-fuse-norms` first: a scaled
-    RMSNorm does not commute with R1.
+    orthogonal (to 1e-4).
+
+    By default the pass runs SpinQuant's whole rotation recipe: it folds
+    RMSNorm scales first (a scaled RMSNorm does not commute with R1; as
+    `--sq-fuse-norms`), and inserts the online Hadamards R3/R4 after R1/R2
+    (as `--sq-online-hadamard`, which is idempotent). `fuse-norms=false`
+    and `online-hadamard=false` turn the two steps off, e.g. to run
+    `--sq-online-hadamard=r3=false` yourself.
 
     ```
-    sq-opt --sq-fuse-norms --spinquant-rotate="mode=hadamard seed=0" model.mlir
+    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir
+    sq-opt --spinquant-rotate="mode=random seed=3 online-hadamard=false" model.mlir
     ```
   }];
   let options = [
@@ -104,6 +111,12 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "rotation file for mode=file (safetensors)">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",
            "write the rotations used to this safetensors file">,
+    Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
+           "fold RMSNorm scales into the following linears first "
+           "(--sq-fuse-norms with its defaults)">,
+    Option<"onlineHadamard", "online-hadamard", "bool", /*default=*/"true",
+           "then insert the online Hadamards R3 and R4 "
+           "(--sq-online-hadamard; use it separately for r3/r4 options)">,
     Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
@@ -142,6 +155,42 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
            "f16/bf16 models keep their size) or f32 (exact invariance for "
            "f16/bf16 models, twice their size)">
   ];
+}
+
+def SQQuantize : Pass<"quantize", "::mlir::ModuleOp"> {
+  let summary = "quantize weights, activations and the KV cache (--quantize=SPEC)";
+  let description = [{
+    `--quantize=SPEC` turns a (rotated) float model into a quantized one.
+    SPEC is `wXaYkvZ` or `wXaYkZvW` (bits of weights, activations, keys and
+    values, 2-8 or 16 for "not quantized"; the KV part may be left out),
+    then comma-separated options mirroring the official SpinQuant flags:
+
+    | option | meaning (default) |
+    |---|---|
+    | `wgroup=N` | weight group size; 0 = per output channel (0) |
+    | `wsym` / `wasym` | symmetric or asymmetric weights (wsym) |
+    | `wclip` | MSE clip search for weight scales: shrink 1.00, 0.99, ... 80 steps, error norm 2.4 (off) |
+    | `gptq`, `nsamples=N`, `damp=F`, `block=N`, `actorder` | GPTQ instead of round-to-nearest (128, 0.01, 128, off) |
+    | `calib=FILE`, `tokenizer=byte\|sp:PATH`, `seqlen=N` | GPTQ calibration text (required with gptq; byte; the model's context, at most 2048) |
+    | `asym` / `sym`, `aclip=R` | activations, per token, dynamic (asym, 1.0) |
+    | `kgroup=N`, `vgroup=N`, `kclip=R`, `vclip=R` | KV cache, asymmetric (groups of head_dim, 1.0) |
+    | `mode=fake` / `mode=real` | fake: float weights through quantize-dequantize; real: `sq.qlinear` with packed int4/int8 weights (fake) |
+
+    What is quantized: the weights of every linear layer but lm_head; the
+    input of every such linear (per token; o_proj's input in groups of
+    head_dim), with an `sq.fake_quant` (or `sq.qlinear`'s `act_quant`);
+    the keys (after R3) and values entering each attention. lm_head and
+    its input stay in float. GPTQ runs layer by layer: layer N's Hessians
+    come from the calibration text run through the model whose earlier
+    layers are already quantized (activations in float). Weight scales are
+    fp32. The executor runs both modes, and they give the same logits.
+
+    ```
+    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir
+    sq-opt --quantize=w4a16,wgroup=128,mode=real model.mlir
+    sq-opt --quantize=w4a4kv4,gptq,calib=wiki.valid.txt model.mlir
+    ```
+  }];
 }
 
 #endif // SQ_TRANSFORMS_PASSES_TD

@@ -1,0 +1,83 @@
+//===- Quantize.h - SpinQuant's quantizers (RTN, clip search) ----*- C++
+//-*-===//
+//
+// The integer grids of the official SpinQuant/QuaRot quantizers, in plain
+// C++ (shared by the quantization pass, the executor and the runtime):
+//
+//  * symmetric b-bit: q = clamp(round(x / s), -2^(b-1), 2^(b-1) - 1),
+//    s = clip * max|x| / (2^(b-1) - 1), x ~ s q;
+//  * asymmetric b-bit: xmin = clip * min(min x, 0), xmax = clip *
+//    max(max x, 0), s = (xmax - xmin) / (2^b - 1), z = round(-xmin / s),
+//    q = clamp(round(x / s) + z, 0, 2^b - 1), x ~ s (q - z).
+//
+// A group of all zeros gets s = 1 (it quantizes to zeros exactly). Values
+// are rounded half to even (torch.round). Scales are computed per group of
+// `group` consecutive values along a row (group 0: the whole row).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_NUMERICS_QUANTIZE_H
+#define SQ_NUMERICS_QUANTIZE_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sq {
+namespace numerics {
+
+struct QuantGrid {
+  unsigned bits = 4;
+  bool symmetric = true;
+  /// Values per scale along a row; 0 = the whole row (per channel/token).
+  int64_t group = 0;
+  /// Range shrink factor in (0, 1] applied before the scale is computed.
+  double clip = 1.0;
+
+  int64_t qmin() const { return symmetric ? -(int64_t(1) << (bits - 1)) : 0; }
+  int64_t qmax() const {
+    return symmetric ? (int64_t(1) << (bits - 1)) - 1
+                     : (int64_t(1) << bits) - 1;
+  }
+};
+
+/// Scale and zero point of one group of values (zero is 0 when symmetric).
+void groupScale(const float *x, int64_t n, const QuantGrid &grid, double shrink,
+                float &scale, float &zero);
+
+/// Quantize-dequantize `rows` x `cols` values (row-major) in float, with
+/// dynamic scales per group: what sq.fake_quant computes. `cols` must be a
+/// multiple of the group.
+void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
+                   const QuantGrid &grid, float *out);
+
+/// A weight [rows, cols] quantized per row or in groups: integer values
+/// (within [qmin, qmax] of its grid), scales and zero points [rows, groups].
+struct QuantizedWeight {
+  int64_t rows = 0, cols = 0, groups = 0;
+  QuantGrid grid;
+  std::vector<int16_t> values;
+  std::vector<float> scales, zeros;
+
+  /// (values - zeros) * scales, [rows, cols]. (int16: 8-bit asymmetric
+  /// values reach 255.)
+  void dequantize(float *out) const;
+};
+
+/// Round-to-nearest quantization of `w` [rows, cols]. With `clipSearch`, the
+/// official MSE search: for each group, shrink factors p = 1, 0.99, ...
+/// (80 steps down to 0.21) of the range, keeping the one with the smallest
+/// sum |q(x) - x|^2.4 (p = 1 first, so the error never exceeds plain RTN).
+/// Fails (with `error`) on NaN or Inf, or when `cols` is not a multiple of
+/// the group.
+bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
+                 const QuantGrid &grid, bool clipSearch, QuantizedWeight &out,
+                 std::string &error);
+
+/// The integer value of `x` on a group's grid.
+int64_t quantizeValue(float x, float scale, float zero, const QuantGrid &grid);
+
+} // namespace numerics
+} // namespace sq
+
+#endif // SQ_NUMERICS_QUANTIZE_H

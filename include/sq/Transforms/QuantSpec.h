@@ -1,0 +1,60 @@
+//===- QuantSpec.h - the --quantize=SPEC language ------------------*- C++
+//-*-===//
+//
+// `wXaYkvZ` or `wXaYkZvW` (bits of weights, activations, keys, values; 16
+// means "not quantized"; the KV part may be left out: 16), then
+// comma-separated options mirroring the official SpinQuant flags:
+//
+//   wgroup=N (0: per channel)  wsym | wasym  wclip (MSE clip search)
+//   gptq  nsamples=N  damp=F  block=N  actorder  (GPTQ instead of RTN)
+//   asym | sym  aclip=R        (activations, per token)
+//   kgroup=N vgroup=N kclip=R vclip=R   (KV cache, asymmetric; groups of
+//                                        head_dim unless given)
+//   mode=fake | real           (fake: float weights through quantize-
+//                               dequantize; real: sq.qlinear, packed)
+//   calib=FILE tokenizer=byte|sp:PATH seqlen=N   (GPTQ calibration text)
+//
+// Plain C++ (the fuzz target and the tools parse it too).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_TRANSFORMS_QUANTSPEC_H
+#define SQ_TRANSFORMS_QUANTSPEC_H
+
+#include <cstdint>
+#include <string>
+
+namespace sq {
+
+struct QuantSpec {
+  unsigned wBits = 16, aBits = 16, kBits = 16, vBits = 16;
+  int64_t wGroup = 0;
+  bool wSym = true, wClip = false;
+  bool gptq = false, actOrder = false;
+  int64_t nsamples = 128, block = 128;
+  double damp = 0.01;
+  bool aSym = false;
+  double aClip = 1.0;
+  int64_t kGroup = 0, vGroup = 0; ///< 0: head_dim
+  double kClip = 1.0, vClip = 1.0;
+  bool real = false;
+  std::string calib, tokenizer = "byte";
+  int64_t seqlen = 0; ///< 0: the model's context, at most 2048
+
+  bool quantizesWeights() const { return wBits < 16; }
+  bool quantizesActivations() const { return aBits < 16; }
+  /// The canonical spelling (round-trips through parseQuantSpec).
+  std::string str() const;
+};
+
+/// Parses `text`; on failure `error` names the bad part and lists the
+/// accepted forms.
+bool parseQuantSpec(const std::string &text, QuantSpec &spec,
+                    std::string &error);
+
+/// The accepted forms, for messages and --help.
+const char *quantSpecHelp();
+
+} // namespace sq
+
+#endif // SQ_TRANSFORMS_QUANTSPEC_H

@@ -1,0 +1,119 @@
+//===- Quantize.cpp - SpinQuant's quantizers (RTN, clip search) -----------===//
+
+#include "sq/Numerics/Quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sq {
+namespace numerics {
+
+void groupScale(const float *x, int64_t n, const QuantGrid &grid, double shrink,
+                float &scale, float &zero) {
+  float lo = 0, hi = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  double f = grid.clip * shrink;
+  double l = lo * f, h = hi * f;
+  if (grid.symmetric) {
+    double m = std::max(-l, h);
+    scale = static_cast<float>(m / double(grid.qmax()));
+    zero = 0;
+  } else {
+    scale = static_cast<float>((h - l) / double(grid.qmax()));
+    zero = scale > 0 ? std::nearbyint(static_cast<float>(-l) / scale) : 0;
+  }
+  if (!(scale > 0)) { // all zeros (or a range below float resolution)
+    scale = 1;
+    zero = 0;
+  }
+}
+
+int64_t quantizeValue(float x, float scale, float zero, const QuantGrid &grid) {
+  float q = std::nearbyint(x / scale) + zero;
+  q = std::min(std::max(q, float(grid.qmin())), float(grid.qmax()));
+  return static_cast<int64_t>(q);
+}
+
+void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
+                   const QuantGrid &grid, float *out) {
+  int64_t group = grid.group > 0 ? grid.group : cols;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < cols; g += group) {
+      const float *x = in + r * cols + g;
+      float *y = out + r * cols + g;
+      float scale, zero;
+      groupScale(x, group, grid, 1.0, scale, zero);
+      for (int64_t i = 0; i < group; ++i)
+        y[i] = (float(quantizeValue(x[i], scale, zero, grid)) - zero) * scale;
+    }
+}
+
+void QuantizedWeight::dequantize(float *out) const {
+  int64_t group = cols / groups;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      int64_t g = r * groups + c / group;
+      out[r * cols + c] = (float(values[r * cols + c]) - zeros[g]) * scales[g];
+    }
+}
+
+bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
+                 const QuantGrid &grid, bool clipSearch, QuantizedWeight &out,
+                 std::string &error) {
+  int64_t group = grid.group > 0 ? grid.group : cols;
+  if (cols % group) {
+    error = "group size " + std::to_string(group) + " does not divide " +
+            std::to_string(cols) + " columns";
+    return false;
+  }
+  for (int64_t i = 0; i < rows * cols; ++i)
+    if (!std::isfinite(w[i])) {
+      error = "non-finite value at row " + std::to_string(i / cols) +
+              ", column " + std::to_string(i % cols);
+      return false;
+    }
+  out.rows = rows;
+  out.cols = cols;
+  out.groups = cols / group;
+  out.grid = grid;
+  out.values.assign(rows * cols, 0);
+  out.scales.assign(rows * out.groups, 1.0f);
+  out.zeros.assign(rows * out.groups, 0.0f);
+  // Official search: grid 100, maxshrink 0.8, error norm 2.4.
+  const int steps = clipSearch ? 80 : 1;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < out.groups; ++g) {
+      const float *x = w + r * cols + g * group;
+      float bestScale = 1, bestZero = 0;
+      double bestErr = INFINITY;
+      for (int i = 0; i < steps; ++i) {
+        float scale, zero;
+        groupScale(x, group, grid, 1.0 - i / 100.0, scale, zero);
+        if (steps > 1) {
+          double err = 0;
+          for (int64_t k = 0; k < group; ++k) {
+            float q =
+                (float(quantizeValue(x[k], scale, zero, grid)) - zero) * scale;
+            err += std::pow(std::fabs(double(q) - x[k]), 2.4);
+          }
+          if (!(err < bestErr))
+            continue;
+          bestErr = err;
+        }
+        bestScale = scale;
+        bestZero = zero;
+      }
+      out.scales[r * out.groups + g] = bestScale;
+      out.zeros[r * out.groups + g] = bestZero;
+      for (int64_t k = 0; k < group; ++k)
+        out.values[r * cols + g * group + k] = static_cast<int16_t>(
+            quantizeValue(x[k], bestScale, bestZero, grid));
+    }
+  return true;
+}
+
+} // namespace numerics
+} // namespace sq

@@ -1,0 +1,327 @@
+//===- Quantize.cpp - --quantize=SPEC: weights, activations, KV cache -----===//
+//
+// Turns a (rotated) float model into a quantized one:
+//  * weights of every linear layer but lm_head: RTN (optionally with the
+//    MSE clip search) or GPTQ, per channel or in groups;
+//  * activations: an sq.fake_quant before every linear but lm_head, per
+//    token (o_proj's input in groups of head_dim);
+//  * KV cache: sq.fake_quant on the keys (after R3) and values entering
+//    each attention, asymmetric, in groups of head_dim.
+// mode=fake keeps float weights that went through quantize-dequantize;
+// mode=real emits sq.qlinear over packed integer weights.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Numerics/Quantize.h"
+#include "WeightAccess.h"
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Pack.h"
+#include "sq/Transforms/GPTQ.h"
+#include "sq/Transforms/Passes.h"
+#include "sq/Transforms/QuantSpec.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/MapVector.h"
+
+#include <map>
+
+namespace sq {
+#define GEN_PASS_DEF_SQQUANTIZE
+#include "sq/Transforms/Passes.h.inc"
+} // namespace sq
+
+using namespace mlir;
+using namespace sq;
+
+namespace sq {
+// QuantizeCalibration.cpp
+LogicalResult loadCalibrationSamples(ModuleOp module, const QuantSpec &spec,
+                                     int64_t maxPositions,
+                                     std::vector<std::vector<int64_t>> &out);
+LogicalResult collectHessians(ModuleOp module,
+                              const std::vector<std::vector<int64_t>> &samples,
+                              ArrayRef<Operation *> ops,
+                              std::map<Operation *, HessianAccumulator> &out);
+} // namespace sq
+
+namespace {
+
+QuantAttr makeQuant(MLIRContext *ctx, unsigned bits, bool sym, int64_t group,
+                    bool perChannel, double clip) {
+  Granularity g = group > 0    ? Granularity::Group
+                  : perChannel ? Granularity::PerChannel
+                               : Granularity::PerToken;
+  return QuantAttr::get(ctx, bits, sym, g, group > 0 ? group : 0,
+                        APFloat(clip));
+}
+
+/// Packs integer values [rows, cols] row by row (each row padded to whole
+/// bytes): signed for symmetric grids, unsigned for asymmetric ones.
+std::vector<char> packRows(const numerics::QuantizedWeight &q) {
+  unsigned bits = q.grid.bits <= 4 ? 4 : 8;
+  int64_t rowBytes = bits == 4 ? (q.cols + 1) / 2 : q.cols;
+  std::vector<char> out(q.rows * rowBytes);
+  std::vector<int8_t> s(q.cols);
+  std::vector<uint8_t> u(q.cols);
+  for (int64_t r = 0; r < q.rows; ++r) {
+    const int16_t *v = q.values.data() + r * q.cols;
+    auto *dst = reinterpret_cast<uint8_t *>(out.data() + r * rowBytes);
+    for (int64_t c = 0; c < q.cols; ++c) {
+      s[c] = static_cast<int8_t>(v[c]);
+      u[c] = static_cast<uint8_t>(v[c]);
+    }
+    if (bits == 4 && q.grid.symmetric)
+      numerics::packInt4(s.data(), q.cols, dst);
+    else if (bits == 4)
+      numerics::packUInt4(u.data(), q.cols, dst);
+    else if (q.grid.symmetric)
+      std::memcpy(dst, s.data(), q.cols);
+    else
+      std::memcpy(dst, u.data(), q.cols);
+  }
+  return out;
+}
+
+WeightOp makeWeight(OpBuilder &b, Location loc, StringRef name, Type type,
+                    ShapedType storage, ArrayRef<char> bytes) {
+  auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, 4);
+  auto attr = DenseResourceElementsAttr::get(storage, name, std::move(blob));
+  return WeightOp::create(b, loc, type, cast<ElementsAttr>(attr));
+}
+
+struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
+  using Base::Base;
+
+  std::string specText = "w4a4kv4";
+  QuantSpec spec;
+  bool parsed = false;
+  std::string parseError;
+
+  /// `--quantize=SPEC`: the whole option string is the spec (its commas
+  /// are the spec's, not MLIR's option separators).
+  LogicalResult initializeOptions(
+      StringRef options,
+      function_ref<LogicalResult(const Twine &)> errorHandler) override {
+    std::string text = options.trim().str();
+    if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
+        text.back() == text.front())
+      text = text.substr(1, text.size() - 2);
+    if (text.rfind("spec=", 0) == 0)
+      text = text.substr(5);
+    if (text.empty())
+      text = "w4a4kv4";
+    specText = text;
+    if (!parseQuantSpec(text, spec, parseError))
+      return errorHandler(parseError);
+    parsed = true;
+    return success();
+  }
+
+  /// The decoder layer of a linear, from its weight's name
+  /// (model.layers.N.*), or -1.
+  static int64_t layerOf(LinearOp l) {
+    auto w = l.getWeight().getDefiningOp<WeightOp>();
+    if (!w)
+      return -1;
+    StringRef name = w.getName();
+    if (!name.consume_front("model.layers."))
+      return -1;
+    int64_t n;
+    if (name.consumeInteger(10, n))
+      return -1;
+    return n;
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (!parsed && !parseQuantSpec(specText, spec, parseError)) {
+      emitError(module.getLoc()) << parseError;
+      return signalPassFailure();
+    }
+    auto func = module.lookupSymbol<func::FuncOp>("forward");
+    if (!func) {
+      emitError(module.getLoc()) << "quantize: the module has no @forward";
+      return signalPassFailure();
+    }
+    MLIRContext *ctx = &getContext();
+    // Linear layers: lm_head (feeds the return) stays 16-bit.
+    SmallVector<LinearOp> linears;
+    func.walk([&](LinearOp l) {
+      bool isHead = llvm::any_of(l.getOutput().getUsers(), [](Operation *u) {
+        return isa<func::ReturnOp>(u);
+      });
+      if (!isHead)
+        linears.push_back(l);
+    });
+    OpBuilder b(ctx);
+
+    // 1. Weights. GPTQ goes layer by layer: the Hessians of layer N are
+    // collected on the model whose layers before N are already quantized
+    // (the official sequential order), in float activations.
+    std::vector<std::vector<int64_t>> samples;
+    if (spec.gptq) {
+      int64_t maxPositions = 0;
+      if (auto config = module->getAttrOfType<DictionaryAttr>("sq.config"))
+        if (auto m = config.getAs<IntegerAttr>("max_position_embeddings"))
+          maxPositions = m.getInt();
+      if (failed(loadCalibrationSamples(module, spec, maxPositions, samples)))
+        return signalPassFailure();
+    }
+    std::map<Operation *, HessianAccumulator> hessians;
+    int64_t collectedLayer = -2;
+    SmallVector<Operation *> quantizedOps; // linear or qlinear, in order
+    for (size_t idx = 0; idx < linears.size(); ++idx) {
+      LinearOp l = linears[idx];
+      if (!spec.quantizesWeights()) {
+        quantizedOps.push_back(l);
+        continue;
+      }
+      auto weight = l.getWeight().getDefiningOp<WeightOp>();
+      int64_t rows = l.getWeight().getType().getDimSize(0),
+              cols = l.getWeight().getType().getDimSize(1);
+      if (spec.gptq && layerOf(l) != collectedLayer) {
+        collectedLayer = layerOf(l);
+        SmallVector<Operation *> layerOps;
+        for (size_t j = idx; j < linears.size(); ++j)
+          if (layerOf(linears[j]) == collectedLayer)
+            layerOps.push_back(linears[j]);
+        hessians.clear();
+        if (failed(collectHessians(module, samples, layerOps, hessians)))
+          return signalPassFailure();
+      }
+      numerics::FloatBuffer w;
+      if (!weight || !readWeightValues(weight, w)) {
+        l.emitOpError() << "weight must be a float sq.weight with data";
+        return signalPassFailure();
+      }
+      if (spec.wGroup && cols % spec.wGroup) {
+        l.emitOpError() << "wgroup=" << spec.wGroup << " does not divide the "
+                        << cols << " input features of '" << weight.getName()
+                        << "'";
+        return signalPassFailure();
+      }
+      numerics::QuantGrid grid;
+      grid.bits = spec.wBits;
+      grid.symmetric = spec.wSym;
+      grid.group = spec.wGroup;
+      numerics::QuantizedWeight q;
+      std::string error;
+      bool good;
+      if (spec.gptq) {
+        GPTQOptions options;
+        options.damp = spec.damp;
+        options.block = spec.block;
+        options.actOrder = spec.actOrder;
+        options.clipSearch = spec.wClip;
+        good = quantizeGPTQ(w.data(), rows, cols, hessians[l].hessian(), grid,
+                            options, q, error);
+      } else {
+        good = quantizeRTN(w.data(), rows, cols, grid, spec.wClip, q, error);
+      }
+      if (!good) {
+        l.emitOpError() << "cannot quantize '" << weight.getName()
+                        << "': " << error;
+        return signalPassFailure();
+      }
+      if (!spec.real) {
+        q.dequantize(w.data());
+        weight = unshareWeight(weight, l);
+        writeWeightValues(weight, std::move(w), WeightStorage::F32);
+        quantizedOps.push_back(l);
+        continue;
+      }
+      // mode=real: sq.qlinear over the packed weight with fp32 scales (and
+      // zero points when asymmetric).
+      std::string name = weight.getName().str();
+      std::vector<char> packed = packRows(q);
+      b.setInsertionPoint(l);
+      Location loc = l.getLoc();
+      auto packedType =
+          PackedType::get(ctx, {rows, cols}, spec.wBits <= 4 ? 4u : 8u);
+      WeightOp qw = makeWeight(b, loc, name + ".qweight", packedType,
+                               RankedTensorType::get({int64_t(packed.size())},
+                                                     IntegerType::get(ctx, 8)),
+                               packed);
+      auto scaleType =
+          RankedTensorType::get({rows, q.groups}, Float32Type::get(ctx));
+      auto bytesOf = [](const std::vector<float> &v) {
+        return ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
+                              v.size() * sizeof(float));
+      };
+      WeightOp scales = makeWeight(b, loc, name + ".scales", scaleType,
+                                   scaleType, bytesOf(q.scales));
+      Value zeros;
+      if (!spec.wSym)
+        zeros = makeWeight(b, loc, name + ".zeros", scaleType, scaleType,
+                           bytesOf(q.zeros));
+      QuantAttr wq = makeQuant(ctx, spec.wBits, spec.wSym, spec.wGroup,
+                               /*perChannel=*/true, 1.0);
+      auto ql = QLinearOp::create(b, loc, l.getInput(), qw, scales, zeros,
+                                  l.getBias(), wq, QuantAttr());
+      l.getOutput().replaceAllUsesWith(ql.getOutput());
+      hessians.erase(l);
+      l.erase();
+      if (weight->use_empty())
+        weight.erase();
+      quantizedOps.push_back(ql);
+    }
+
+    // 2. Activations: per token before every linear but lm_head (o_proj's
+    // input in groups of head_dim); qlinear takes it as act_quant.
+    llvm::DenseMap<std::pair<Value, Attribute>, Value> quantized;
+    auto fakeQuant = [&](Value v, QuantAttr q, Operation *user) -> Value {
+      auto key = std::make_pair(v, Attribute(q));
+      auto it = quantized.find(key);
+      if (it != quantized.end())
+        return it->second;
+      b.setInsertionPointAfterValue(v);
+      Value r = FakeQuantOp::create(b, user->getLoc(), v.getType(), v, q);
+      quantized[key] = r;
+      return r;
+    };
+    if (spec.quantizesActivations())
+      for (Operation *op : quantizedOps) {
+        Value input = op->getOperand(0);
+        int64_t group = 0;
+        if (auto attn = input.getDefiningOp<AttentionOp>())
+          group = attn.getHeadDim();
+        QuantAttr aq =
+            makeQuant(ctx, spec.aBits, spec.aSym, group, false, spec.aClip);
+        if (auto ql = dyn_cast<QLinearOp>(op))
+          ql.setActQuantAttr(aq);
+        else
+          op->setOperand(0, fakeQuant(input, aq, op));
+      }
+
+    // 3. KV cache: keys after R3 (the sq.hadamard feeding the attention)
+    // and values, asymmetric, in groups of head_dim unless given.
+    bool ok = true;
+    func.walk([&](AttentionOp attn) {
+      int64_t headDim = attn.getHeadDim();
+      auto kv = [&](OpOperand &operand, unsigned bits, int64_t group,
+                    double clip, const char *what) {
+        if (bits >= 16 || !ok)
+          return;
+        int64_t g = group ? group : headDim;
+        if (headDim % g) {
+          attn.emitOpError()
+              << what << "=" << g << " does not divide head_dim " << headDim;
+          ok = false;
+          return;
+        }
+        QuantAttr q = makeQuant(ctx, bits, /*sym=*/false, g, false, clip);
+        operand.set(fakeQuant(operand.get(), q, attn));
+      };
+      kv(attn.getKeyMutable(), spec.kBits, spec.kGroup, spec.kClip, "kgroup");
+      kv(attn.getValueMutable(), spec.vBits, spec.vGroup, spec.vClip, "vgroup");
+    });
+    if (!ok)
+      signalPassFailure();
+  }
+};
+
+} // namespace

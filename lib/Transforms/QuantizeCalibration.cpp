@@ -1,0 +1,104 @@
+//===- QuantizeCalibration.cpp - GPTQ Hessians from calibration text ------===//
+//
+// Runs the reference executor over calibration windows and accumulates,
+// for the requested linear layers, the Hessian (2/n) X^T X of their inputs.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Exec/Executor.h"
+#include "sq/Exec/Tokenizer.h"
+#include "sq/Transforms/GPTQ.h"
+#include "sq/Transforms/QuantSpec.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <map>
+#include <random>
+
+using namespace mlir;
+
+namespace sq {
+
+/// `nsamples` windows of `seqlen` tokens at seeded random offsets of the
+/// tokenized calibration text (the official loader's sampling).
+LogicalResult loadCalibrationSamples(ModuleOp module, const QuantSpec &spec,
+                                     int64_t maxPositions,
+                                     std::vector<std::vector<int64_t>> &out) {
+  if (spec.calib.empty())
+    return emitError(module.getLoc())
+           << "quantize: gptq needs calibration text: add "
+              "calib=FILE[,tokenizer=byte|sp:PATH] to the spec";
+  auto buffer = llvm::MemoryBuffer::getFile(spec.calib, /*IsText=*/false);
+  if (!buffer)
+    return emitError(module.getLoc())
+           << "quantize: cannot read calibration text '" << spec.calib
+           << "': " << buffer.getError().message();
+  std::string error;
+  auto tokenizer = Tokenizer::create(spec.tokenizer, error);
+  if (!tokenizer)
+    return emitError(module.getLoc()) << "quantize: " << error;
+  std::vector<int64_t> tokens = tokenizer->encode((*buffer)->getBuffer());
+  int64_t seqlen = spec.seqlen;
+  if (!seqlen)
+    seqlen = maxPositions > 0 ? std::min<int64_t>(maxPositions, 2048) : 2048;
+  if (int64_t(tokens.size()) <= seqlen)
+    return emitError(module.getLoc())
+           << "quantize: calibration text '" << spec.calib << "' has "
+           << tokens.size() << " tokens, fewer than seqlen " << seqlen;
+  std::mt19937_64 rng(0);
+  std::uniform_int_distribution<int64_t> start(0, tokens.size() - seqlen - 1);
+  out.clear();
+  for (int64_t i = 0; i < spec.nsamples; ++i) {
+    int64_t s = start(rng);
+    out.emplace_back(tokens.begin() + s, tokens.begin() + s + seqlen);
+  }
+  return success();
+}
+
+/// Hessians of the inputs of `ops` (sq.linear / sq.qlinear of `module`)
+/// over `samples`, one forward per sample.
+LogicalResult collectHessians(ModuleOp module,
+                              const std::vector<std::vector<int64_t>> &samples,
+                              ArrayRef<Operation *> ops,
+                              std::map<Operation *, HessianAccumulator> &out) {
+  std::string error;
+  auto executor = Executor::create(module, error);
+  if (!executor)
+    return emitError(module.getLoc()) << "quantize: " << error;
+  // Linears sharing an input (q/k/v, gate/up) share one accumulator.
+  std::map<Operation *, Operation *> owner;
+  std::map<const void *, Operation *> byInput;
+  for (Operation *op : ops) {
+    Value in = op->getOperand(0);
+    auto [it, fresh] = byInput.insert({in.getAsOpaquePointer(), op});
+    owner[op] = it->second;
+    if (fresh) {
+      int64_t cols = cast<ShapedType>(in.getType()).getShape().back();
+      out.erase(op);
+      out.emplace(op, HessianAccumulator(cols));
+    }
+  }
+  executor->setLinearObserver(
+      [&](Operation *op, const float *x, int64_t rows, int64_t cols) {
+        auto it = owner.find(op);
+        if (it != owner.end() && it->second == op)
+          out[op].add(x, rows);
+      });
+  std::vector<float> logits;
+  for (const std::vector<int64_t> &sample : samples) {
+    executor->reset();
+    if (!executor->forward(sample, 1, sample.size(), logits, error))
+      return emitError(module.getLoc()) << "quantize: " << error;
+  }
+  for (Operation *op : ops)
+    if (owner[op] != op) {
+      HessianAccumulator copy = out.at(owner[op]);
+      out.erase(op);
+      out.emplace(op, std::move(copy));
+    }
+  return success();
+}
+
+} // namespace sq

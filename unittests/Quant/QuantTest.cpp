@@ -1,0 +1,295 @@
+//===- QuantTest.cpp - quantizers, spec parser, GPTQ ----------------------===//
+
+#include "sq/Numerics/Quantize.h"
+#include "sq/Transforms/GPTQ.h"
+#include "sq/Transforms/QuantSpec.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+using namespace sq;
+using namespace sq::numerics;
+
+namespace {
+
+QuantGrid grid(unsigned bits, bool sym, int64_t group = 0, double clip = 1) {
+  QuantGrid g;
+  g.bits = bits;
+  g.symmetric = sym;
+  g.group = group;
+  g.clip = clip;
+  return g;
+}
+
+// Per token, asymmetric 4-bit, worked by hand: x = [-1, 0, 0.5, 2]:
+// xmin = -1, xmax = 2, s = 3/15 = 0.2, z = round(1/0.2) = 5.
+TEST(Quantizer, AsymmetricPerTokenByHand) {
+  float x[4] = {-1.0f, 0.0f, 0.5f, 2.0f}, y[4];
+  fakeQuantRows(x, 1, 4, grid(4, false), y);
+  float s = 3.0f / 15.0f;
+  // round(-1/0.2) = -5 -> 0; 0 -> 5; 0.5/0.2 = 2.5 -> 2 (half to even) -> 7;
+  // 2/0.2 = 10 -> 15.
+  EXPECT_FLOAT_EQ(y[0], (0 - 5) * s);
+  EXPECT_FLOAT_EQ(y[1], 0.0f);
+  EXPECT_FLOAT_EQ(y[2], (7 - 5) * s);
+  EXPECT_FLOAT_EQ(y[3], (15 - 5) * s);
+}
+
+// Symmetric 4-bit per channel with a clip ratio: x = [-3, 1.4, 7],
+// max|x| = 7, clip 0.5 -> 3.5, s = 3.5 / 7 = 0.5; q = clamp(round(x/s),
+// -8, 7) = [-6, 3 (2.8), 7 (14 clamped)].
+TEST(Quantizer, SymmetricClipByHand) {
+  float x[3] = {-3.0f, 1.4f, 7.0f}, y[3];
+  fakeQuantRows(x, 1, 3, grid(4, true, 0, 0.5), y);
+  EXPECT_FLOAT_EQ(y[0], -3.0f);
+  EXPECT_FLOAT_EQ(y[1], 1.5f);
+  EXPECT_FLOAT_EQ(y[2], 3.5f);
+}
+
+// Groups: each group of 2 gets its own scale.
+TEST(Quantizer, GroupsHaveTheirOwnScales) {
+  float x[4] = {1.0f, -1.0f, 100.0f, 50.0f}, y[4];
+  fakeQuantRows(x, 1, 4, grid(8, true, 2), y);
+  EXPECT_FLOAT_EQ(y[0], 1.0f);
+  EXPECT_FLOAT_EQ(y[1], -1.0f);
+  EXPECT_NEAR(y[2], 100.0f, 1e-4);
+  EXPECT_NEAR(y[3], 50.0f, 100.0f / 127);
+}
+
+// Constant and all-zero rows: zeros stay exactly zero; a constant row is
+// reproduced exactly (it is one end of its range).
+TEST(Quantizer, ConstantAndZeroRows) {
+  float zeros[8] = {0}, out[8];
+  for (bool sym : {true, false}) {
+    fakeQuantRows(zeros, 2, 4, grid(4, sym), out);
+    for (float v : out)
+      EXPECT_EQ(v, 0.0f);
+  }
+  float c[4] = {0.75f, 0.75f, 0.75f, 0.75f}, d[4];
+  for (bool sym : {true, false}) {
+    fakeQuantRows(c, 1, 4, grid(4, sym), d);
+    for (float v : d)
+      EXPECT_FLOAT_EQ(v, 0.75f) << "sym " << sym;
+  }
+  float n[2] = {-2.0f, -2.0f}, m[2];
+  fakeQuantRows(n, 1, 2, grid(4, false), m);
+  EXPECT_FLOAT_EQ(m[0], -2.0f);
+}
+
+TEST(Quantizer, RTNRejectsNonFinite) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::infinity()}) {
+    float w[6] = {1, 2, 3, 4, bad, 6};
+    QuantizedWeight q;
+    std::string error;
+    EXPECT_FALSE(quantizeRTN(w, 2, 3, grid(4, true), false, q, error));
+    EXPECT_EQ(error, "non-finite value at row 1, column 1");
+  }
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  QuantizedWeight q;
+  std::string error;
+  EXPECT_FALSE(quantizeRTN(w, 2, 3, grid(4, true, 2), false, q, error));
+  EXPECT_EQ(error, "group size 2 does not divide 3 columns");
+}
+
+// RTN values lie on the grid and dequantize to what fakeQuantRows gives.
+TEST(Quantizer, RTNMatchesFakeQuantAndStaysOnGrid) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist;
+  std::vector<float> w(16 * 64), fq(w.size()), dq(w.size());
+  for (float &v : w)
+    v = dist(rng);
+  for (QuantGrid g :
+       {grid(4, true), grid(4, false, 16), grid(8, false), grid(3, true, 8)}) {
+    QuantizedWeight q;
+    std::string error;
+    ASSERT_TRUE(quantizeRTN(w.data(), 16, 64, g, false, q, error)) << error;
+    for (int16_t v : q.values) {
+      ASSERT_GE(v, g.qmin());
+      ASSERT_LE(v, g.qmax());
+    }
+    q.dequantize(dq.data());
+    fakeQuantRows(w.data(), 16, 64, g, fq.data());
+    EXPECT_EQ(dq, fq);
+  }
+}
+
+double errNorm(const std::vector<float> &a, const float *b, double p) {
+  double e = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    e += std::pow(std::fabs(double(a[i]) - b[i]), p);
+  return e;
+}
+
+// The MSE clip search never increases the |error|^2.4 of any group (p = 1
+// is its first candidate) and lowers it on heavy-tailed weights.
+TEST(Quantizer, ClipSearchNeverIncreasesError) {
+  std::mt19937 rng(5);
+  std::student_t_distribution<float> dist(2.0f);
+  for (QuantGrid g : {grid(4, true), grid(4, false, 32), grid(3, true, 16)}) {
+    std::vector<float> w(32 * 128), a(w.size()), b(w.size());
+    for (float &v : w)
+      v = dist(rng);
+    QuantizedWeight plain, searched;
+    std::string error;
+    ASSERT_TRUE(quantizeRTN(w.data(), 32, 128, g, false, plain, error));
+    ASSERT_TRUE(quantizeRTN(w.data(), 32, 128, g, true, searched, error));
+    plain.dequantize(a.data());
+    searched.dequantize(b.data());
+    int64_t group = g.group ? g.group : 128;
+    for (int64_t start = 0; start < int64_t(w.size()); start += group) {
+      std::vector<float> ws(w.begin() + start, w.begin() + start + group);
+      EXPECT_LE(errNorm(ws, b.data() + start, 2.4),
+                errNorm(ws, a.data() + start, 2.4) * (1 + 1e-9));
+    }
+    EXPECT_LT(errNorm(w, b.data(), 2.4), 0.95 * errNorm(w, a.data(), 2.4));
+  }
+}
+
+// GPTQ lowers the layer's output error ||X W^T - X Q^T|| versus RTN on a
+// random layer with correlated inputs, per channel, in groups, with
+// act-order; its values stay on the grid.
+TEST(GPTQ, BeatsRTNOnLayerOutput) {
+  const int64_t rows = 48, cols = 64, tokens = 512;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist;
+  std::vector<float> w(rows * cols), x(tokens * cols), mix(cols * cols);
+  for (float &v : w)
+    v = dist(rng);
+  for (float &v : mix)
+    v = dist(rng) * 0.3f;
+  for (int64_t t = 0; t < tokens; ++t) { // correlated features
+    std::vector<float> z(cols);
+    for (float &v : z)
+      v = dist(rng);
+    for (int64_t j = 0; j < cols; ++j) {
+      float s = z[j];
+      for (int64_t k = 0; k < cols; ++k)
+        s += mix[j * cols + k] * z[k];
+      x[t * cols + j] = s;
+    }
+  }
+  HessianAccumulator h(cols);
+  h.add(x.data(), tokens / 2);
+  h.add(x.data() + tokens / 2 * cols, tokens - tokens / 2);
+  EXPECT_EQ(h.samples(), tokens);
+  auto outputError = [&](const QuantizedWeight &q) {
+    std::vector<float> d(rows * cols);
+    q.dequantize(d.data());
+    double e = 0;
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double s = 0;
+        for (int64_t c = 0; c < cols; ++c)
+          s += double(x[t * cols + c]) * (w[r * cols + c] - d[r * cols + c]);
+        e += s * s;
+      }
+    return e;
+  };
+  for (QuantGrid g : {grid(4, true), grid(4, false, 16), grid(3, true)})
+    for (bool actOrder : {false, true}) {
+      QuantizedWeight rtn, gptq;
+      std::string error;
+      ASSERT_TRUE(quantizeRTN(w.data(), rows, cols, g, false, rtn, error));
+      GPTQOptions options;
+      options.block = 16; // several blocks: exercises the lazy batch update
+      options.actOrder = actOrder;
+      ASSERT_TRUE(quantizeGPTQ(w.data(), rows, cols, h.hessian(), g, options,
+                               gptq, error))
+          << error;
+      for (int16_t v : gptq.values) {
+        ASSERT_GE(v, g.qmin());
+        ASSERT_LE(v, g.qmax());
+      }
+      double er = outputError(rtn), eg = outputError(gptq);
+      EXPECT_LT(eg, 0.8 * er) << "bits " << g.bits << " group " << g.group
+                              << " actorder " << actOrder;
+    }
+}
+
+TEST(GPTQ, RejectsBadInput) {
+  std::vector<float> w(4 * 8, 1.0f);
+  QuantizedWeight q;
+  std::string error;
+  EXPECT_FALSE(quantizeGPTQ(w.data(), 4, 8, std::vector<double>(9),
+                            grid(4, true), {}, q, error));
+  EXPECT_EQ(error, "Hessian is not 8x8");
+  // A negative definite "Hessian" stays singular after dampening.
+  std::vector<double> neg(64, 0.0);
+  for (int i = 0; i < 8; ++i)
+    neg[i * 8 + i] = -1;
+  EXPECT_FALSE(quantizeGPTQ(w.data(), 4, 8, neg, grid(4, true), {}, q, error));
+  EXPECT_NE(error.find("not positive definite"), std::string::npos) << error;
+}
+
+TEST(QuantSpec, ParsesTheOfficialForms) {
+  QuantSpec s;
+  std::string error;
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4", s, error)) << error;
+  EXPECT_EQ(s.wBits, 4u);
+  EXPECT_EQ(s.aBits, 4u);
+  EXPECT_EQ(s.kBits, 4u);
+  EXPECT_EQ(s.vBits, 4u);
+  EXPECT_TRUE(s.wSym);
+  EXPECT_FALSE(s.aSym);
+  ASSERT_TRUE(parseQuantSpec("w4a16", s, error));
+  EXPECT_EQ(s.kBits, 16u);
+  EXPECT_FALSE(s.quantizesActivations());
+  ASSERT_TRUE(parseQuantSpec("w4a8k4v8,wgroup=128,wasym,wclip,gptq,nsamples=64,"
+                             "damp=0.05,block=64,actorder,sym,aclip=0.9,"
+                             "kgroup=64,vgroup=32,kclip=0.95,vclip=0.9,"
+                             "mode=real,calib=c.txt,tokenizer=sp:t.model,"
+                             "seqlen=512",
+                             s, error))
+      << error;
+  EXPECT_EQ(s.kBits, 4u);
+  EXPECT_EQ(s.vBits, 8u);
+  EXPECT_EQ(s.wGroup, 128);
+  EXPECT_FALSE(s.wSym);
+  EXPECT_TRUE(s.wClip && s.gptq && s.actOrder && s.aSym && s.real);
+  EXPECT_EQ(s.nsamples, 64);
+  EXPECT_DOUBLE_EQ(s.damp, 0.05);
+  EXPECT_DOUBLE_EQ(s.aClip, 0.9);
+  EXPECT_EQ(s.tokenizer, "sp:t.model");
+  // The canonical spelling round-trips.
+  QuantSpec t;
+  ASSERT_TRUE(parseQuantSpec(s.str(), t, error)) << s.str() << ": " << error;
+  EXPECT_EQ(t.str(), s.str());
+}
+
+TEST(QuantSpec, NamesTheBadPart) {
+  struct Case {
+    const char *spec, *message;
+  } cases[] = {
+      {"w4", "'w4' is not wXaY"},
+      {"w4a4kv", "'w4a4kv' is not wXaY"},
+      {"w1a4", "'w1a4' is not wXaY"},
+      {"w4a4kv4x", "'w4a4kv4x' is not wXaY"},
+      {"W4A4", "'W4A4' is not wXaY"},
+      {"w4a4,wgroup=-1", "'wgroup=-1' needs an integer >= 0"},
+      {"w4a4,wgroup=abc", "'wgroup=abc' needs an integer >= 0"},
+      {"w4a4,aclip=1.5", "'aclip=1.5' needs a number in (0, 1]"},
+      {"w4a4,aclip=0", "'aclip=0' needs a number in (0, 1]"},
+      {"w4a4,aclip=nan", "'aclip=nan' needs a number in (0, 1]"},
+      {"w4a4,frobnicate", "unknown option 'frobnicate'"},
+      {"w4a4,,gptq", "empty option"},
+      {"w4a4,gptq=1", "'gptq' takes no value"},
+      {"w4a4,mode=fast", "mode is fake or real"},
+      {"w3a4,mode=real", "mode=real packs 4- or 8-bit weights, not 3"},
+      {"w16a4,gptq", "gptq needs quantized weights"},
+      {"w4a4,tokenizer=bpe", "tokenizer is byte or sp:PATH"},
+  };
+  for (const Case &c : cases) {
+    QuantSpec s;
+    std::string error;
+    EXPECT_FALSE(parseQuantSpec(c.spec, s, error)) << c.spec;
+    EXPECT_NE(error.find(c.message), std::string::npos)
+        << c.spec << " -> " << error;
+    EXPECT_NE(error.find("accepted: wXaY"), std::string::npos) << error;
+  }
+}
+
+} // namespace

@@ -3,9 +3,11 @@
 # models/stories260K (TinyStories, 260K parameters):
 #   1. import its ONNX export into the sq dialect and list its weights;
 #   2. generate text from "Once upon a time" with the reference executor;
-#   3. measure its perplexity on a TinyStories excerpt.
-# (SpinQuant rotation, W4A4KV4 quantization and the compiled model.so join
-# this script as those features land.)
+#   3. measure its perplexity on a TinyStories excerpt;
+#   4. rotate it (SpinQuant recipe with Hadamard rotations), quantize it to
+#      W4A4KV4 and W8A8, and compare perplexities and generated text.
+# (Learned rotations and the compiled model.so join this script as those
+# features land.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +36,19 @@ echo
 echo "== 3. Perplexity on $MODEL/tinystories_valid_head.txt (windows of 512 tokens, fp32)"
 "$BIN/sq-run" "$MODEL/model.onnx" --tokenizer "sp:$MODEL/tok512.model" \
   --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+
+echo
+echo "== 4. SpinQuant rotation + quantization (RTN; fake-quantized, run by the executor)"
+for spec in w8a8 w4a4kv4; do
+  "$BIN/sq-opt" "$OUT/model.mlirbc" --spinquant-rotate --quantize=$spec \
+    --emit-bytecode -o "$OUT/model-$spec.mlirbc"
+  printf '%-8s ' "$spec:"
+  "$BIN/sq-run" "$OUT/model-$spec.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+    --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+done
+echo "W4A4KV4 generation (a 260K-parameter model loses much at 4-bit activations; see docs/results.md):"
+"$BIN/sq-run" "$OUT/model-w4a4kv4.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+  --generate "Once upon a time" -n 40
 
 echo
 echo "Done. The IR is in $OUT/model.mlirbc; try:"

@@ -182,8 +182,13 @@ def SQQuantize : Pass<"quantize", "::mlir::ModuleOp"> {
     the keys (after R3) and values entering each attention. lm_head and
     its input stay in float. GPTQ runs layer by layer: layer N's Hessians
     come from the calibration text run through the model whose earlier
-    layers are already quantized (activations in float). Weight scales are
-    fp32. The executor runs both modes, and they give the same logits.
+    layers are already quantized (activations in float); group scales are
+    fixed from the unmodified weight before the column updates (the
+    official code's `static_groups`, which act-order needs). Weight scales
+    are fp32. The executor runs both modes, and they give the same logits.
+    Limits today: GPTQ runs the reference executor, which widens every
+    weight to fp32, so it needs about 4 bytes per parameter of memory (a 7B
+    model does not fit a 24 GB machine yet).
 
     ```
     sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir

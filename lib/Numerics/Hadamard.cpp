@@ -252,7 +252,10 @@ bool splitHadamardSize(int64_t n, int &m, int64_t &pow2) {
   return false;
 }
 
-bool hadamardTransformInPlace(float *x, int64_t n) {
+/// x <- x * (H_n / sqrt(n)), or x * (H_n / sqrt(n))^T when `transpose`.
+/// H_n = H_m (kron) H_p with H_p symmetric, so only the dense factor H_m is
+/// applied transposed.
+static bool hadamardTransform(float *x, int64_t n, bool transpose) {
   int m;
   int64_t p;
   if (!splitHadamardSize(n, m, p))
@@ -261,7 +264,8 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
   // 1. Sylvester butterflies over b for every a.
   sylvesterButterflies(x, m, p);
   // 2. The dense m x m factor across a: row a of the result (length p) is
-  // sum_c H[c][a] * row c, contiguous over b so the inner loop vectorizes.
+  // sum_c H[c][a] * row c (H[a][c] when transposed), contiguous over b so
+  // the inner loop vectorizes.
   if (m > 1) {
     static thread_local std::map<int, std::vector<int8_t>> cache;
     static thread_local std::vector<float> scratch;
@@ -276,7 +280,7 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
         out[b] = 0.0f;
       for (int c = 0; c < m; ++c) {
         const float *row = src + c * p;
-        if (H[c * m + a] > 0)
+        if ((transpose ? H[a * m + c] : H[c * m + a]) > 0)
           for (int64_t b = 0; b < p; ++b)
             out[b] += row[b];
         else
@@ -289,6 +293,10 @@ bool hadamardTransformInPlace(float *x, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     x[i] *= scale;
   return true;
+}
+
+bool hadamardTransformInPlace(float *x, int64_t n) {
+  return hadamardTransform(x, n, /*transpose=*/false);
 }
 
 bool hadamardTransformColumns(float *x, int64_t n, int64_t width) {
@@ -362,8 +370,11 @@ std::vector<double> randomOrthogonalMatrix(int64_t m, uint64_t seed) {
   return q;
 }
 
-bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
-  if (hadamardTransformInPlace(x, n))
+/// orthogonalTransformInPlace, or its transpose: the Sylvester factor is
+/// symmetric and commutes with the m x m factor, which alone is transposed.
+static bool orthogonalTransform(float *x, int64_t n, uint64_t seed,
+                                bool transpose) {
+  if (hadamardTransform(x, n, transpose))
     return true;
   int64_t p = n & -n; // the largest power of two dividing n
   int64_t m = n / p;
@@ -383,11 +394,19 @@ bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
     for (int64_t a = 0; a < m; ++a) {
       double s = 0;
       for (int64_t c = 0; c < m; ++c)
-        s += column[c] * q[c * m + a];
+        s += column[c] * (transpose ? q[a * m + c] : q[c * m + a]);
       x[a * p + b] = static_cast<float>(s) * scale;
     }
   }
   return false;
+}
+
+bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
+  return orthogonalTransform(x, n, seed, /*transpose=*/false);
+}
+
+bool orthogonalTransformTransposeInPlace(float *x, int64_t n, uint64_t seed) {
+  return orthogonalTransform(x, n, seed, /*transpose=*/true);
 }
 
 } // namespace numerics

@@ -165,6 +165,50 @@ TEST(Hadamard, ColumnTransformMatchesPerVector) {
   EXPECT_FALSE(hadamardTransformColumns(z.data(), 231, 2));
 }
 
+// The transposed transform is the inverse (T is orthogonal) and the adjoint:
+// <x T, y> = <x, y T^T>. 12 * 4, 172 * 2 and 20 have non-symmetric base
+// matrices; 231 * 2 takes the random orthogonal fallback.
+TEST(Hadamard, TransposedTransformIsInverseAndAdjoint) {
+  for (int64_t n : {12 * 4, 172 * 2, 20, 64, 231 * 2}) {
+    const uint64_t seed = 5;
+    std::vector<float> x(n), y(n);
+    std::mt19937 rng(n);
+    std::normal_distribution<float> dist;
+    for (float &v : x)
+      v = dist(rng);
+    for (float &v : y)
+      v = dist(rng);
+    bool hadamard = n != 231 * 2;
+    // T^T (T x) = x.
+    std::vector<float> z = x;
+    EXPECT_EQ(orthogonalTransformInPlace(z.data(), n, seed), hadamard) << n;
+    EXPECT_EQ(orthogonalTransformTransposeInPlace(z.data(), n, seed), hadamard)
+        << n;
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(z[i], x[i], 1e-5) << "n = " << n << ", i = " << i;
+    // <x T, y> = <x, y T^T>.
+    std::vector<float> tx = x, ty = y;
+    orthogonalTransformInPlace(tx.data(), n, seed);
+    orthogonalTransformTransposeInPlace(ty.data(), n, seed);
+    double lhs = 0, rhs = 0, norm = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      lhs += double(tx[i]) * y[i];
+      rhs += double(x[i]) * ty[i];
+      norm += std::fabs(double(x[i]) * y[i]);
+    }
+    EXPECT_NEAR(lhs, rhs, 1e-5 * norm) << n;
+    // Not the forward transform again: T is not symmetric for these sizes.
+    if (n != 64) {
+      std::vector<float> fy = y;
+      orthogonalTransformInPlace(fy.data(), n, seed);
+      double diff = 0;
+      for (int64_t i = 0; i < n; ++i)
+        diff = std::max(diff, double(std::fabs(fy[i] - ty[i])));
+      EXPECT_GT(diff, 1e-2) << n;
+    }
+  }
+}
+
 TEST(Hadamard, RejectsUnsupportedSizes) {
   std::vector<float> x(231 * 128, 1.0f);
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 231 * 128));

@@ -48,6 +48,10 @@ bool hadamardTransformColumns(float *x, int64_t n, int64_t width);
 /// the transform is a true Hadamard transform, false for the fallback.
 bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed);
 
+/// x <- x * T^T where T is the matrix of orthogonalTransformInPlace(., n,
+/// seed): its inverse, and its vector-Jacobian product. Same return value.
+bool orthogonalTransformTransposeInPlace(float *x, int64_t n, uint64_t seed);
+
 /// The seeded random orthogonal m x m matrix of the fallback (row-major).
 std::vector<double> randomOrthogonalMatrix(int64_t m, uint64_t seed);
 

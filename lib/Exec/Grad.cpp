@@ -1,0 +1,286 @@
+//===- Grad.cpp - fp32 backward kernels of the reference executor ---------===//
+
+#include "Grad.h"
+
+#include "sq/Numerics/Hadamard.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace sq {
+namespace exec {
+
+/// A fresh tensor of `shape`, uninitialized (callers write all of it).
+static Tensor like(const std::vector<int64_t> &shape) {
+  Tensor t;
+  t.shape = shape;
+  t.data = std::make_shared<FloatBuffer>(t.numel());
+  return t;
+}
+
+/// A fresh tensor of `shape` filled with zeros.
+static Tensor zeros(const std::vector<int64_t> &shape) {
+  Tensor t = like(shape);
+  std::fill(t.data->begin(), t.data->end(), 0.0f);
+  return t;
+}
+
+void embeddingBackward(const Tensor &ids, const Tensor &dOut, int64_t vocab,
+                       Tensor &dTable) {
+  int64_t dim = dOut.lastDim();
+  dTable = zeros({vocab, dim});
+  const float *g = dOut.data->data();
+  float *t = dTable.data->data();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    int64_t id = (*ids.ints)[i];
+    if (id < 0 || id >= vocab)
+      continue;
+    float *row = t + id * dim;
+    const float *src = g + i * dim;
+    for (int64_t j = 0; j < dim; ++j)
+      row[j] += src[j];
+  }
+}
+
+void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
+                     const Tensor &dOut, Tensor &dx) {
+  // dx_j = r g_j dy_j - (r^3 / f) x_j sum_i g_i x_i dy_i.
+  int64_t f = x.lastDim(), rows = x.numel() / f;
+  dx = like(x.shape);
+  const float *in = x.data->data(), *g = dOut.data->data();
+  const float *s = scale ? scale->data->data() : nullptr;
+  float *o = dx.data->data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = in + r * f, *grow = g + r * f;
+    double sum = 0, dot = 0;
+    for (int64_t i = 0; i < f; ++i) {
+      sum += double(row[i]) * row[i];
+      dot += double(grow[i]) * row[i] * (s ? s[i] : 1.0f);
+    }
+    double inv = 1.0 / std::sqrt(sum / double(f) + eps);
+    double k = inv * inv * inv * dot / double(f);
+    for (int64_t i = 0; i < f; ++i)
+      o[r * f + i] =
+          static_cast<float>(inv * grow[i] * (s ? s[i] : 1.0f) - k * row[i]);
+  }
+}
+
+void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
+                    Tensor *dx, Tensor *dW) {
+  int64_t k = x.lastDim(), m = x.numel() / k, n = w.shape[0];
+  if (dx) {
+    // [m, n] x [n, k].
+    *dx = like(x.shape);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
+                dOut.data->data(), n, w.data->data(), k, 0.0f, dx->data->data(),
+                k);
+  }
+  if (dW) {
+    // [m, n]^T x [m, k].
+    *dW = like(w.shape);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f,
+                dOut.data->data(), n, x.data->data(), k, 0.0f, dW->data->data(),
+                k);
+  }
+}
+
+void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
+                  double theta, bool interleaved, Tensor &dx) {
+  int64_t f = dOut.lastDim(), tokens = dOut.numel() / f, d = f / heads,
+          half = d / 2;
+  // Unpaired components (none unless d is odd) are passed through.
+  dx = like(dOut.shape);
+  *dx.data = *dOut.data;
+  // The angles exactly as rope() computes them.
+  std::vector<float> inv(half);
+  for (int64_t i = 0; i < half; ++i)
+    inv[i] = 1.0f / static_cast<float>(std::pow(
+                        theta, static_cast<double>(2 * i) / double(d)));
+  std::vector<float> c(half), s(half);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float pos = static_cast<float>((*positions.ints)[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      float angle = pos * inv[i];
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    const float *in = dOut.data->data() + t * f;
+    float *o = dx.data->data() + t * f;
+    // (a, b) -> (a c - b s, a s + b c) is transposed into
+    // (ga, gb) -> (ga c + gb s, gb c - ga s).
+    for (int64_t h = 0; h < heads; ++h) {
+      const float *gi = in + h * d;
+      float *oi = o + h * d;
+      for (int64_t i = 0; i < half; ++i) {
+        int64_t ia = interleaved ? 2 * i : i;
+        int64_t ib = interleaved ? 2 * i + 1 : i + half;
+        float ga = gi[ia], gb = gi[ib];
+        oi[ia] = ga * c[i] + gb * s[i];
+        oi[ib] = gb * c[i] - ga * s[i];
+      }
+    }
+  }
+}
+
+void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
+                       int64_t heads, int64_t kvHeads, double scale,
+                       bool causal, const Tensor &dOut, Tensor &dq, Tensor &dk,
+                       Tensor &dv) {
+  int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
+  int64_t total = k.shape[1], kvf = k.shape[2], d = qf / heads;
+  int64_t group = heads / kvHeads;
+  int64_t offset = total - seq; // query i is at key position i + offset
+  dq = zeros(q.shape);
+  dk = zeros(k.shape);
+  dv = zeros(v.shape);
+  FloatBuffer probs(seq * total), dProbs(seq * total);
+  float fscale = static_cast<float>(scale);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t g = h / group;
+      const float *qb = q.data->data() + b * seq * qf + h * d;
+      const float *kb = k.data->data() + b * total * kvf + g * d;
+      const float *vb = v.data->data() + b * total * kvf + g * d;
+      const float *gb = dOut.data->data() + b * seq * qf + h * d;
+      // P, exactly as attention() computes it.
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
+                  fscale, qb, qf, kb, kvf, 0.0f, probs.data(), total);
+      for (int64_t i = 0; i < seq; ++i) {
+        float *row = probs.data() + i * total;
+        int64_t visible = causal ? std::min(total, i + offset + 1) : total;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < visible; ++j)
+          mx = std::max(mx, row[j]);
+        float sum = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < visible; ++j)
+          row[j] *= inv;
+        for (int64_t j = std::max<int64_t>(visible, 0); j < total; ++j)
+          row[j] = 0.0f;
+      }
+      // dV += P^T dO: [total, seq] x [seq, d].
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, total, d, seq, 1.0f,
+                  probs.data(), total, gb, qf, 1.0f,
+                  dv.data->data() + b * total * kvf + g * d, kvf);
+      // dP = dO V^T: [seq, d] x [d, total].
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d, 1.0f,
+                  gb, qf, vb, kvf, 0.0f, dProbs.data(), total);
+      // dS = P * (dP - rowsum(dP * P)), in place in dP (0 where masked).
+      for (int64_t i = 0; i < seq; ++i) {
+        const float *p = probs.data() + i * total;
+        float *dp = dProbs.data() + i * total;
+        double dot = 0;
+        for (int64_t j = 0; j < total; ++j)
+          dot += double(dp[j]) * p[j];
+        float fdot = static_cast<float>(dot);
+        for (int64_t j = 0; j < total; ++j)
+          dp[j] = p[j] * (dp[j] - fdot);
+      }
+      // dQ = scale dS K: [seq, total] x [total, d] (one head's columns).
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
+                  fscale, dProbs.data(), total, kb, kvf, 0.0f,
+                  dq.data->data() + b * seq * qf + h * d, qf);
+      // dK += scale dS^T Q: [total, seq] x [seq, d].
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, total, d, seq,
+                  fscale, dProbs.data(), total, qb, qf, 1.0f,
+                  dk.data->data() + b * total * kvf + g * d, kvf);
+    }
+}
+
+void siluBackward(const Tensor &x, const Tensor &dOut, Tensor &dx) {
+  // d/dx x s(x) = s (1 + x (1 - s)).
+  dx = like(x.shape);
+  const float *in = x.data->data(), *g = dOut.data->data();
+  float *o = dx.data->data();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    float v = in[i], s = 1.0f / (1.0f + std::exp(-v));
+    o[i] = g[i] * s * (1.0f + v * (1.0f - s));
+  }
+}
+
+void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
+                 Tensor &da, Tensor &db) {
+  da = like(a.shape);
+  db = like(b.shape);
+  const float *x = a.data->data(), *y = b.data->data(), *g = dOut.data->data();
+  float *ox = da.data->data(), *oy = db.data->data();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    ox[i] = g[i] * y[i];
+    oy[i] = g[i] * x[i];
+  }
+}
+
+void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
+                    Tensor &dx) {
+  int64_t n = r.shape[0], rows = dOut.numel() / n;
+  dx = like(dOut.shape);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans,
+              transposed ? CblasNoTrans : CblasTrans, rows, n, n, 1.0f,
+              dOut.data->data(), n, r.data->data(), n, 0.0f, dx.data->data(),
+              n);
+}
+
+bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
+                      Tensor &dx, std::string &error) {
+  if (block <= 0 || dOut.numel() % block) {
+    error = "invalid Hadamard size " + std::to_string(block) + " for " +
+            std::to_string(dOut.numel()) + " elements";
+    return false;
+  }
+  dx = like(dOut.shape);
+  *dx.data = *dOut.data;
+  for (int64_t base = 0; base < dOut.numel(); base += block)
+    numerics::orthogonalTransformTransposeInPlace(dx.data->data() + base, block,
+                                                  seed);
+  return true;
+}
+
+double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
+                    Tensor &dLogits, int64_t &count) {
+  int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
+  assert(static_cast<int64_t>(targets.size()) == rows &&
+         "one target per row of logits");
+  auto scored = [&](int64_t r) {
+    return r < static_cast<int64_t>(targets.size()) && targets[r] >= 0 &&
+           targets[r] < vocab;
+  };
+  count = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    count += scored(r);
+  dLogits = zeros(logits.shape);
+  if (!count)
+    return 0.0;
+  double total = 0, invCount = 1.0 / double(count);
+  std::vector<double> e(vocab);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!scored(r))
+      continue;
+    const float *row = logits.data->data() + r * vocab;
+    float *g = dLogits.data->data() + r * vocab;
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < vocab; ++j)
+      mx = std::max(mx, double(row[j]));
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      e[j] = std::exp(double(row[j]) - mx);
+      sum += e[j];
+    }
+    int64_t t = targets[r];
+    total += mx + std::log(sum) - double(row[t]);
+    for (int64_t j = 0; j < vocab; ++j)
+      g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * invCount);
+  }
+  return total * invCount;
+}
+
+} // namespace exec
+} // namespace sq

@@ -1,0 +1,345 @@
+//===- GradTest.cpp - backward kernels against finite differences ---------===//
+//
+// Every vector-Jacobian product of lib/Exec/Grad.h is checked against
+// central differences of f(x) = <forward(x), C> for a random cotangent C,
+// with the forward kernels of lib/Exec/Kernels.h.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Grad.h"
+#include "Kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+using namespace sq::exec;
+
+namespace {
+
+Tensor randn(const std::vector<int64_t> &shape, unsigned seed,
+             float sigma = 1.0f) {
+  Tensor t;
+  t.shape = shape;
+  t.data = std::make_shared<FloatBuffer>(t.numel());
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  for (float &v : *t.data)
+    v = dist(rng);
+  return t;
+}
+
+Tensor intTensor(const std::vector<int64_t> &shape,
+                 const std::vector<int64_t> &values) {
+  Tensor t;
+  t.shape = shape;
+  t.ints = std::make_shared<std::vector<int64_t>>(values);
+  EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
+  return t;
+}
+
+/// <a, c> in double.
+double inner(const Tensor &a, const Tensor &c) {
+  EXPECT_EQ(a.shape, c.shape);
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    s += double((*a.data)[i]) * (*c.data)[i];
+  return s;
+}
+
+struct Check {
+  double maxErr = 0; // max |analytic - numeric| / max(|numeric|, floor)
+  double norm = 0;   // ||analytic||_2
+  int64_t checked = 0;
+};
+
+/// Compares `grad` with central differences of `f` at `x`, perturbing the
+/// coordinates of x in place (and restoring them): all of them, or
+/// `samples` seeded ones when that is fewer. Errors are relative to the
+/// numeric derivative, with a floor of 5% of its RMS for near-zero ones.
+Check compare(Tensor &x, const Tensor &grad, const std::function<double()> &f,
+              float h = 1e-2f, int64_t samples = 0) {
+  Check c;
+  EXPECT_EQ(grad.shape, x.shape);
+  if (grad.shape != x.shape || !grad.data)
+    return c;
+  std::vector<int64_t> coords;
+  if (samples <= 0 || samples >= x.numel()) {
+    for (int64_t i = 0; i < x.numel(); ++i)
+      coords.push_back(i);
+  } else {
+    std::mt19937 rng(samples);
+    std::uniform_int_distribution<int64_t> pick(0, x.numel() - 1);
+    for (int64_t s = 0; s < samples; ++s)
+      coords.push_back(pick(rng));
+  }
+  std::vector<double> numeric;
+  for (int64_t i : coords) {
+    float &v = (*x.data)[i];
+    float saved = v, up = saved + h, down = saved - h;
+    v = up;
+    double fUp = f();
+    v = down;
+    double fDown = f();
+    v = saved;
+    numeric.push_back((fUp - fDown) / (double(up) - double(down)));
+  }
+  double rms = 0;
+  for (double n : numeric)
+    rms += n * n;
+  rms = std::sqrt(rms / double(numeric.size()));
+  double floor = std::max(0.05 * rms, 1e-9);
+  for (size_t k = 0; k < coords.size(); ++k) {
+    double a = (*grad.data)[coords[k]], n = numeric[k];
+    c.maxErr =
+        std::max(c.maxErr, std::fabs(a - n) / std::max(std::fabs(n), floor));
+  }
+  for (float a : *grad.data)
+    c.norm += double(a) * a;
+  c.norm = std::sqrt(c.norm);
+  c.checked = static_cast<int64_t>(coords.size());
+  return c;
+}
+
+/// The gradient is right to 1% and not (close to) zero.
+#define EXPECT_GRAD(check, what)                                               \
+  do {                                                                         \
+    Check c_ = (check);                                                        \
+    EXPECT_GE(c_.checked, 30) << what;                                         \
+    EXPECT_GT(c_.norm, 1e-2) << what << ": the gradient is ~0";                \
+    EXPECT_LT(c_.maxErr, 1e-2) << what;                                        \
+  } while (0)
+
+Tensor attend(const Tensor &q, const Tensor &k, const Tensor &v, int64_t heads,
+              int64_t kvHeads, double scale, bool causal) {
+  Tensor out, presentK, presentV;
+  FloatBuffer none;
+  attention(q, k, v, none, none, 0, heads, kvHeads, scale, causal, out,
+            presentK, presentV);
+  return out;
+}
+
+// The checker itself catches wrong gradients: silu's without the sigmoid's
+// derivative, and the right one off by 2%.
+TEST(GradCheck, RejectsWrongGradients) {
+  Tensor x = randn({40}, 1, 2.0f), C = randn({40}, 2);
+  auto f = [&] {
+    Tensor y;
+    silu(x, y);
+    return inner(y, C);
+  };
+  Tensor wrong = randn({40}, 0);
+  for (int64_t i = 0; i < 40; ++i) {
+    float v = (*x.data)[i];
+    (*wrong.data)[i] = (*C.data)[i] / (1.0f + std::exp(-v));
+  }
+  EXPECT_GT(compare(x, wrong, f).maxErr, 1e-2);
+  Tensor right;
+  siluBackward(x, C, right);
+  EXPECT_LT(compare(x, right, f).maxErr, 1e-2);
+  for (float &g : *right.data)
+    g *= 1.02f;
+  EXPECT_GT(compare(x, right, f).maxErr, 1e-2);
+}
+
+TEST(Grad, Embedding) {
+  const int64_t vocab = 9, dim = 4;
+  Tensor table = randn({vocab, dim}, 3);
+  // Repeated ids are summed; 2, 3, 5, 7 and 8 are not used.
+  Tensor ids = intTensor({2, 3}, {1, 4, 1, 6, 0, 4});
+  Tensor C = randn({2, 3, dim}, 4);
+  auto f = [&] {
+    Tensor out;
+    std::string error;
+    EXPECT_TRUE(embedding(table, ids, out, error)) << error;
+    return inner(out, C);
+  };
+  Tensor dTable;
+  embeddingBackward(ids, C, vocab, dTable);
+  EXPECT_GRAD(compare(table, dTable, f), "dTable");
+  for (int64_t row : {2, 3, 5, 7, 8})
+    for (int64_t j = 0; j < dim; ++j)
+      EXPECT_EQ((*dTable.data)[row * dim + j], 0.0f);
+}
+
+TEST(Grad, RmsNorm) {
+  Tensor scale = randn({8}, 5);
+  for (bool withScale : {false, true}) {
+    Tensor x = randn({4, 8}, 6), C = randn({4, 8}, 7);
+    const Tensor *s = withScale ? &scale : nullptr;
+    auto f = [&] {
+      Tensor y;
+      rmsNorm(x, s, 1e-5, y);
+      return inner(y, C);
+    };
+    Tensor dx;
+    rmsNormBackward(x, s, 1e-5, C, dx);
+    EXPECT_GRAD(compare(x, dx, f), (withScale ? "scaled" : "unscaled"));
+  }
+}
+
+TEST(Grad, Linear) {
+  Tensor x = randn({2, 3, 5}, 8), w = randn({6, 5}, 9), bias = randn({6}, 10);
+  Tensor C = randn({2, 3, 6}, 11);
+  auto f = [&] {
+    Tensor y;
+    linear(x, w, &bias, y);
+    return inner(y, C);
+  };
+  Tensor dx, dW;
+  linearBackward(x, w, C, &dx, &dW);
+  EXPECT_GRAD(compare(x, dx, f), "dx");
+  EXPECT_GRAD(compare(w, dW, f), "dW");
+  // Either output alone.
+  Tensor dxOnly, dWOnly;
+  linearBackward(x, w, C, &dxOnly, nullptr);
+  linearBackward(x, w, C, nullptr, &dWOnly);
+  EXPECT_EQ(*dxOnly.data, *dx.data);
+  EXPECT_EQ(*dWOnly.data, *dW.data);
+}
+
+TEST(Grad, Rope) {
+  Tensor positions = intTensor({2, 3}, {0, 1, 2, 7, 11, 30});
+  for (bool interleaved : {false, true}) {
+    Tensor x = randn({2, 3, 16}, 12), C = randn({2, 3, 16}, 13);
+    auto f = [&] {
+      Tensor y;
+      rope(x, positions, 2, 10000.0, interleaved, y);
+      return inner(y, C);
+    };
+    Tensor dx;
+    ropeBackward(C, positions, 2, 10000.0, interleaved, dx);
+    EXPECT_GRAD(compare(x, dx, f), (interleaved ? "interleaved" : "half"));
+  }
+}
+
+void checkAttention(int64_t heads, int64_t kvHeads, bool causal) {
+  const int64_t batch = 2, seq = 5, d = 8;
+  double scale = 1.0 / std::sqrt(double(d));
+  Tensor q = randn({batch, seq, heads * d}, 14);
+  Tensor k = randn({batch, seq, kvHeads * d}, 15);
+  Tensor v = randn({batch, seq, kvHeads * d}, 16);
+  Tensor C = randn({batch, seq, heads * d}, 17);
+  auto f = [&] {
+    return inner(attend(q, k, v, heads, kvHeads, scale, causal), C);
+  };
+  Tensor dq, dk, dv;
+  attentionBackward(q, k, v, heads, kvHeads, scale, causal, C, dq, dk, dv);
+  EXPECT_GRAD(compare(q, dq, f), "dq");
+  EXPECT_GRAD(compare(k, dk, f), "dk");
+  EXPECT_GRAD(compare(v, dv, f), "dv");
+}
+
+TEST(Grad, AttentionCausalGroupedQuery) { checkAttention(4, 2, true); }
+
+TEST(Grad, AttentionMultiHeadNonCausal) { checkAttention(2, 2, false); }
+
+TEST(Grad, Silu) {
+  Tensor x = randn({4, 10}, 18, 2.0f), C = randn({4, 10}, 19);
+  auto f = [&] {
+    Tensor y;
+    silu(x, y);
+    return inner(y, C);
+  };
+  Tensor dx;
+  siluBackward(x, C, dx);
+  EXPECT_GRAD(compare(x, dx, f), "dx");
+}
+
+TEST(Grad, Mul) {
+  Tensor a = randn({3, 12}, 20), b = randn({3, 12}, 21), C = randn({3, 12}, 22);
+  auto f = [&] {
+    Tensor y;
+    binary(a, b, /*add=*/false, y);
+    return inner(y, C);
+  };
+  Tensor da, db;
+  mulBackward(a, b, C, da, db);
+  EXPECT_GRAD(compare(a, da, f), "da");
+  EXPECT_GRAD(compare(b, db, f), "db");
+}
+
+TEST(Grad, Rotate) {
+  // A general (non-orthogonal) R on 6-blocks of a last dim of 12.
+  Tensor r = randn({6, 6}, 23);
+  for (bool transposed : {false, true}) {
+    Tensor x = randn({3, 12}, 24), C = randn({3, 12}, 25);
+    auto f = [&] {
+      Tensor y;
+      rotate(x, r, transposed, y);
+      return inner(y, C);
+    };
+    Tensor dx;
+    rotateBackward(C, r, transposed, dx);
+    EXPECT_GRAD(compare(x, dx, f), (transposed ? "x R^T" : "x R"));
+  }
+}
+
+TEST(Grad, Hadamard) {
+  // 8: Sylvester; 12: Paley I (not symmetric); 10: the seeded fallback.
+  for (int64_t block : {8, 12, 10}) {
+    const uint64_t seed = 7;
+    Tensor x = randn({3, 120}, 26), C = randn({3, 120}, 27);
+    auto f = [&] {
+      Tensor y;
+      std::string error;
+      EXPECT_TRUE(hadamard(x, block, seed, y, error)) << error;
+      return inner(y, C);
+    };
+    Tensor dx;
+    std::string error;
+    ASSERT_TRUE(hadamardBackward(C, block, seed, dx, error)) << error;
+    EXPECT_GRAD(compare(x, dx, f, 1e-2f, 60), "block " << block);
+  }
+  Tensor dx, C = randn({2, 12}, 28);
+  std::string error;
+  EXPECT_FALSE(hadamardBackward(C, 0, 1, dx, error));
+  EXPECT_FALSE(hadamardBackward(C, 5, 1, dx, error));
+  EXPECT_NE(error.find("invalid Hadamard size"), std::string::npos);
+}
+
+TEST(Grad, CrossEntropy) {
+  const int64_t vocab = 5;
+  Tensor logits = randn({2, 3, vocab}, 29, 2.0f);
+  std::vector<int64_t> targets = {3, 0, -1, 4, 4, 1};
+  Tensor dLogits;
+  int64_t count = 0;
+  double loss = crossEntropy(logits, targets, dLogits, count);
+  EXPECT_EQ(count, 5);
+  // The mean negative log-likelihood, by hand.
+  double expected = 0;
+  for (int64_t r = 0; r < 6; ++r) {
+    if (targets[r] < 0)
+      continue;
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j)
+      sum += std::exp(double((*logits.data)[r * vocab + j]));
+    expected += std::log(sum) - (*logits.data)[r * vocab + targets[r]];
+  }
+  EXPECT_NEAR(loss, expected / 5, 1e-6);
+  auto f = [&] {
+    Tensor scratch;
+    int64_t n;
+    return crossEntropy(logits, targets, scratch, n);
+  };
+  EXPECT_GRAD(compare(logits, dLogits, f, 1e-2f), "dLogits");
+  // Rows sum to zero; the unscored row is zero.
+  for (int64_t r = 0; r < 6; ++r) {
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j)
+      sum += (*dLogits.data)[r * vocab + j];
+    EXPECT_NEAR(sum, 0.0, 1e-6);
+  }
+  for (int64_t j = 0; j < vocab; ++j)
+    EXPECT_EQ((*dLogits.data)[2 * vocab + j], 0.0f);
+  // Nothing scored: loss 0, zero gradient.
+  std::vector<int64_t> none(6, -1);
+  EXPECT_EQ(crossEntropy(logits, none, dLogits, count), 0.0);
+  EXPECT_EQ(count, 0);
+  for (float g : *dLogits.data)
+    EXPECT_EQ(g, 0.0f);
+}
+
+} // namespace

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Exec/Executor.h"
+#include "Grad.h"
 #include "Kernels.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
@@ -16,6 +17,9 @@
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
 
 #include <cmath>
 #include <cstring>
@@ -28,6 +32,8 @@ struct Executor::Impl {
   func::FuncOp func;
   ModelInfo info;
   llvm::DenseMap<Operation *, exec::Tensor> weights;
+  /// Float weights by name (for training).
+  llvm::StringMap<Operation *> weightByName;
   /// sq.qlinear's weights, dequantized to fp32 once at load.
   llvm::DenseMap<Operation *, exec::Tensor> qweights;
   LinearObserver observer;
@@ -193,6 +199,7 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
       if (!loadWeight(w, t, error))
         return nullptr;
       impl.weights[&op] = std::move(t);
+      impl.weightByName[w.getName()] = &op;
       continue;
     }
     if (auto q = dyn_cast<QLinearOp>(op)) {
@@ -221,33 +228,17 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
   return ex;
 }
 
-bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
-                       std::vector<float> &logits, std::string &error) {
-  Impl &impl = *this->impl;
-  if (batch <= 0 || seq <= 0 ||
-      static_cast<int64_t>(tokens.size()) != batch * seq) {
-    error = "forward needs batch * seq tokens";
-    return false;
-  }
-  if (impl.cached && batch != impl.cachedBatch) {
-    error = "the batch size changed while the KV cache holds tokens";
-    return false;
-  }
-  if (impl.info.maxPositions && impl.cached + seq > impl.info.maxPositions) {
-    error = "position " + std::to_string(impl.cached + seq) +
-            " exceeds the model's context of " +
-            std::to_string(impl.info.maxPositions) + " tokens";
-    return false;
-  }
-  for (int64_t t : tokens)
-    if (t < 0 || t >= impl.info.vocabSize) {
-      error = "token id " + std::to_string(t) +
-              " is outside the vocabulary [0, " +
-              std::to_string(impl.info.vocabSize) + ")";
-      return false;
-    }
-
-  llvm::DenseMap<Value, exec::Tensor> values;
+/// Runs @forward over `tokens`. For inference (training = false) it
+/// continues after the KV cache and extends it, freeing intermediates after
+/// their last use; for training it starts at position 0, leaves the cache
+/// alone and, with a `tape`, keeps every value there for the backward pass.
+static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
+                     int64_t batch, int64_t seq, bool training,
+                     llvm::DenseMap<Value, exec::Tensor> *tape,
+                     std::vector<float> &logits, std::string &error) {
+  llvm::DenseMap<Value, exec::Tensor> local;
+  llvm::DenseMap<Value, exec::Tensor> &values = tape ? *tape : local;
+  int64_t cached = training ? 0 : impl.cached;
   Block &body = impl.func.getBody().front();
   exec::Tensor ids, positions;
   ids.shape = {batch, seq};
@@ -257,7 +248,7 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
   positions.ints = std::make_shared<std::vector<int64_t>>(batch * seq);
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t s = 0; s < seq; ++s)
-      (*positions.ints)[b * seq + s] = impl.cached + s;
+      (*positions.ints)[b * seq + s] = cached + s;
   values[body.getArgument(0)] = ids;
   values[body.getArgument(1)] = positions;
 
@@ -304,7 +295,8 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                  r.getTheta().convertToDouble(),
                  r.getLayout() == RopeLayout::Interleaved, out);
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
-      Impl::Cache &cache = impl.caches[&op];
+      static Executor::Impl::Cache none;
+      Executor::Impl::Cache &cache = training ? none : impl.caches[&op];
       const exec::Tensor &q = get(a.getQuery()), &k = get(a.getKey()),
                          &v = get(a.getValue());
       exec::Tensor present[2];
@@ -313,12 +305,14 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                                   : 1.0 / std::sqrt(double(headDim));
       static const exec::FloatBuffer empty;
       exec::attention(q, k, v, cache.keys ? *cache.keys : empty,
-                      cache.values ? *cache.values : empty, impl.cached,
+                      cache.values ? *cache.values : empty, cached,
                       a.getNumHeads(), a.getNumKvHeads(), scale, a.getCausal(),
                       out, present[0], present[1]);
       // The cache shares the present buffers (no copy).
-      cache.keys = present[0].data;
-      cache.values = present[1].data;
+      if (!training) {
+        cache.keys = present[0].data;
+        cache.values = present[1].data;
+      }
       for (auto [i, result] : llvm::enumerate(a.getPresent()))
         values[result] = present[i];
       values[a.getOutput()] = std::move(out);
@@ -349,13 +343,296 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
       return false;
     values[op.getResult(0)] = std::move(out);
   freeDead:
+    if (tape)
+      continue;
     auto dead = impl.lastUses.find(&op);
     if (dead != impl.lastUses.end())
       for (Value v : dead->second)
         values.erase(v);
   }
+  return true;
+}
+
+bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+                       std::vector<float> &logits, std::string &error) {
+  Impl &impl = *this->impl;
+  if (batch <= 0 || seq <= 0 ||
+      static_cast<int64_t>(tokens.size()) != batch * seq) {
+    error = "forward needs batch * seq tokens";
+    return false;
+  }
+  if (impl.cached && batch != impl.cachedBatch) {
+    error = "the batch size changed while the KV cache holds tokens";
+    return false;
+  }
+  if (impl.info.maxPositions && impl.cached + seq > impl.info.maxPositions) {
+    error = "position " + std::to_string(impl.cached + seq) +
+            " exceeds the model's context of " +
+            std::to_string(impl.info.maxPositions) + " tokens";
+    return false;
+  }
+  for (int64_t t : tokens)
+    if (t < 0 || t >= impl.info.vocabSize) {
+      error = "token id " + std::to_string(t) +
+              " is outside the vocabulary [0, " +
+              std::to_string(impl.info.vocabSize) + ")";
+      return false;
+    }
+
+  if (!evaluate(impl, tokens, batch, seq, /*training=*/false, nullptr, logits,
+                error))
+    return false;
   impl.cached += seq;
   impl.cachedBatch = batch;
+  return true;
+}
+
+} // namespace sq
+
+//===----------------------------------------------------------------------===//
+// Training: weights by name, loss and gradients
+//===----------------------------------------------------------------------===//
+
+namespace sq {
+
+ArrayRef<float> Executor::weightValues(StringRef name) const {
+  auto it = impl->weightByName.find(name);
+  if (it == impl->weightByName.end())
+    return {};
+  const exec::Tensor &t = impl->weights.find(it->second)->second;
+  return ArrayRef<float>(t.data->data(), t.data->size());
+}
+
+bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
+                               std::string &error) {
+  auto it = impl->weightByName.find(name);
+  if (it == impl->weightByName.end()) {
+    error = "the model has no float weight '" + name.str() + "'";
+    return false;
+  }
+  exec::Tensor &t = impl->weights.find(it->second)->second;
+  if (values.size() != t.data->size()) {
+    error = "weight '" + name.str() + "' has " +
+            std::to_string(t.data->size()) + " values, not " +
+            std::to_string(values.size());
+    return false;
+  }
+  // A fresh buffer: tensors handed out earlier keep the old values.
+  t.data = std::make_shared<exec::FloatBuffer>(values.begin(), values.end());
+  return true;
+}
+
+/// The next-token targets of `tokens` [batch, seq]: token i + 1 of the same
+/// sequence, -1 (not scored) for the last position.
+static std::vector<int64_t> nextTokenTargets(ArrayRef<int64_t> tokens,
+                                             int64_t batch, int64_t seq) {
+  std::vector<int64_t> targets(batch * seq, -1);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t s = 0; s + 1 < seq; ++s)
+      targets[b * seq + s] = tokens[b * seq + s + 1];
+  return targets;
+}
+
+static bool checkTrainingInput(const Executor::Impl &impl,
+                               ArrayRef<int64_t> tokens, int64_t batch,
+                               int64_t seq, std::string &error) {
+  if (batch <= 0 || seq < 2 ||
+      static_cast<int64_t>(tokens.size()) != batch * seq) {
+    error = "the loss needs batch * seq tokens with seq >= 2";
+    return false;
+  }
+  if (impl.info.maxPositions && seq > impl.info.maxPositions) {
+    error = "sequences of " + std::to_string(seq) +
+            " tokens exceed the model's context of " +
+            std::to_string(impl.info.maxPositions);
+    return false;
+  }
+  for (int64_t t : tokens)
+    if (t < 0 || t >= impl.info.vocabSize) {
+      error = "token id " + std::to_string(t) +
+              " is outside the vocabulary [0, " +
+              std::to_string(impl.info.vocabSize) + ")";
+      return false;
+    }
+  return true;
+}
+
+bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+                    double &loss, std::string &error) {
+  if (!checkTrainingInput(*impl, tokens, batch, seq, error))
+    return false;
+  std::vector<float> logits;
+  if (!evaluate(*impl, tokens, batch, seq, /*training=*/true, nullptr, logits,
+                error))
+    return false;
+  exec::Tensor l, dl;
+  l.shape = {batch, seq, impl->info.vocabSize};
+  l.data = std::make_shared<exec::FloatBuffer>(logits.begin(), logits.end());
+  int64_t count = 0;
+  loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count);
+  return true;
+}
+
+/// grads[v] += t. Gradient buffers may be shared between values (an add
+/// hands its output gradient to both operands), so a shared buffer is
+/// copied before it is accumulated into.
+static void accumulate(llvm::DenseMap<Value, exec::Tensor> &grads, Value v,
+                       exec::Tensor t) {
+  auto it = grads.find(v);
+  if (it == grads.end()) {
+    grads[v] = std::move(t);
+    return;
+  }
+  exec::Tensor &g = it->second;
+  if (g.data.use_count() > 1)
+    g.data = std::make_shared<exec::FloatBuffer>(*g.data);
+  float *d = g.data->data();
+  const float *s = t.data->data();
+  for (int64_t i = 0, n = g.numel(); i < n; ++i)
+    d[i] += s[i];
+}
+
+bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
+                                int64_t seq, ArrayRef<std::string> wrt,
+                                double &loss,
+                                std::vector<std::vector<float>> &grads,
+                                std::string &error) {
+  Impl &impl = *this->impl;
+  if (!checkTrainingInput(impl, tokens, batch, seq, error))
+    return false;
+  llvm::DenseSet<Operation *> wanted;
+  for (const std::string &name : wrt) {
+    auto it = impl.weightByName.find(name);
+    if (it == impl.weightByName.end()) {
+      error = "the model has no float weight '" + name + "'";
+      return false;
+    }
+    wanted.insert(it->second);
+  }
+  llvm::DenseMap<Value, exec::Tensor> tape;
+  std::vector<float> logits;
+  if (!evaluate(impl, tokens, batch, seq, /*training=*/true, &tape, logits,
+                error))
+    return false;
+
+  Block &body = impl.func.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  llvm::DenseMap<Value, exec::Tensor> g;
+  {
+    exec::Tensor dl;
+    int64_t count = 0;
+    loss = exec::crossEntropy(tape[ret.getOperand(0)],
+                              nextTokenTargets(tokens, batch, seq), dl, count);
+    g[ret.getOperand(0)] = std::move(dl);
+  }
+  auto get = [&](Value v) -> const exec::Tensor & {
+    if (auto w = v.getDefiningOp<WeightOp>())
+      return impl.weights[w];
+    return tape[v];
+  };
+  // Only activations and the requested weights get gradients.
+  auto wants = [&](Value v) {
+    if (isa<BlockArgument>(v))
+      return false;
+    if (auto w = v.getDefiningOp<WeightOp>())
+      return wanted.contains(w);
+    return true;
+  };
+  auto give = [&](Value v, exec::Tensor t) {
+    if (wants(v))
+      accumulate(g, v, std::move(t));
+  };
+
+  for (Operation &op : llvm::reverse(body)) {
+    if (isa<WeightOp, func::ReturnOp>(op) || op.getNumResults() == 0)
+      continue;
+    auto found = g.find(op.getResult(0));
+    if (found == g.end())
+      continue; // does not reach the loss
+    exec::Tensor dy = std::move(found->second);
+    g.erase(found);
+    if (auto e = dyn_cast<EmbeddingOp>(op)) {
+      if (wants(e.getTable())) {
+        exec::Tensor dt;
+        exec::embeddingBackward(get(e.getIds()), dy, get(e.getTable()).shape[0],
+                                dt);
+        give(e.getTable(), std::move(dt));
+      }
+    } else if (auto n = dyn_cast<RMSNormOp>(op)) {
+      exec::Tensor dx;
+      const exec::Tensor *scale = n.getScale() ? &get(n.getScale()) : nullptr;
+      exec::rmsNormBackward(get(n.getInput()), scale,
+                            n.getEpsilon().convertToDouble(), dy, dx);
+      give(n.getInput(), std::move(dx));
+    } else if (auto l = dyn_cast<LinearOp>(op)) {
+      exec::Tensor dx, dw;
+      bool needX = wants(l.getInput()), needW = wants(l.getWeight());
+      exec::linearBackward(get(l.getInput()), get(l.getWeight()), dy,
+                           needX ? &dx : nullptr, needW ? &dw : nullptr);
+      if (needX)
+        give(l.getInput(), std::move(dx));
+      if (needW)
+        give(l.getWeight(), std::move(dw));
+    } else if (auto r = dyn_cast<RopeOp>(op)) {
+      exec::Tensor dx;
+      exec::ropeBackward(dy, get(r.getPositions()), r.getNumHeads(),
+                         r.getTheta().convertToDouble(),
+                         r.getLayout() == RopeLayout::Interleaved, dx);
+      give(r.getInput(), std::move(dx));
+    } else if (auto a = dyn_cast<AttentionOp>(op)) {
+      const exec::Tensor &q = get(a.getQuery());
+      int64_t headDim = q.shape[2] / a.getNumHeads();
+      double scale = a.getScale() ? a.getScale()->convertToDouble()
+                                  : 1.0 / std::sqrt(double(headDim));
+      exec::Tensor dq, dk, dv;
+      exec::attentionBackward(q, get(a.getKey()), get(a.getValue()),
+                              a.getNumHeads(), a.getNumKvHeads(), scale,
+                              a.getCausal(), dy, dq, dk, dv);
+      give(a.getQuery(), std::move(dq));
+      give(a.getKey(), std::move(dk));
+      give(a.getValue(), std::move(dv));
+    } else if (auto s = dyn_cast<SiluOp>(op)) {
+      exec::Tensor dx;
+      exec::siluBackward(get(s.getInput()), dy, dx);
+      give(s.getInput(), std::move(dx));
+    } else if (auto m = dyn_cast<MulOp>(op)) {
+      exec::Tensor da, db;
+      exec::mulBackward(get(m.getLhs()), get(m.getRhs()), dy, da, db);
+      give(m.getLhs(), std::move(da));
+      give(m.getRhs(), std::move(db));
+    } else if (auto ad = dyn_cast<AddOp>(op)) {
+      give(ad.getLhs(), dy);
+      give(ad.getRhs(), std::move(dy));
+    } else if (auto ro = dyn_cast<RotateOp>(op)) {
+      exec::Tensor dx;
+      exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx);
+      give(ro.getInput(), std::move(dx));
+    } else if (auto h = dyn_cast<HadamardOp>(op)) {
+      exec::Tensor dx;
+      if (!exec::hadamardBackward(dy, h.getBlockSize(),
+                                  h.getSeed() ? *h.getSeed() : 0, dx, error))
+        return false;
+      give(h.getInput(), std::move(dx));
+    } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
+      give(f.getInput(), std::move(dy)); // straight-through estimator
+    } else {
+      error = "no gradient for '" + op.getName().getStringRef().str() +
+              "' (training runs float and fake-quantized models: calibrate "
+              "before --quantize=...,mode=real)";
+      return false;
+    }
+  }
+
+  grads.clear();
+  for (const std::string &name : wrt) {
+    Operation *w = impl.weightByName.find(name)->second;
+    auto it = g.find(w->getResult(0));
+    if (it == g.end()) {
+      grads.emplace_back(impl.weights[w].numel(), 0.0f);
+    } else {
+      grads.emplace_back(it->second.data->begin(), it->second.data->end());
+    }
+  }
   return true;
 }
 

@@ -237,11 +237,8 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
     return false;
   }
   dx = like(dOut.shape);
-  *dx.data = *dOut.data;
-  for (int64_t base = 0; base < dOut.numel(); base += block)
-    numerics::orthogonalTransformTransposeInPlace(dx.data->data() + base, block,
-                                                  seed);
-  return true;
+  return orthogonalTransformRows(dOut.data->data(), dOut.numel() / block, block,
+                                 seed, /*transpose=*/true, dx.data->data());
 }
 
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 
 namespace sq {
 namespace exec {
@@ -190,17 +192,67 @@ void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
               x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);
 }
 
+/// The n x n matrix T of numerics::orthogonalTransformInPlace (x -> x T),
+/// row-major, built once per (n, seed) from the transforms of the unit
+/// vectors. Thread-safe.
+static const std::vector<float> &denseTransform(int64_t n, uint64_t seed) {
+  static std::mutex mutex;
+  static std::map<std::pair<int64_t, uint64_t>, std::vector<float>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<float> &t = cache[{n, seed}];
+  if (t.empty()) {
+    t.assign(n * n, 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      t[i * n + i] = 1.0f;
+      numerics::orthogonalTransformInPlace(t.data() + i * n, n, seed);
+    }
+  }
+  return t;
+}
+
+/// Whether x T is better done as a dense product: the fast transform's
+/// m x m factor runs over rows of length 2^k, which do not vectorize when
+/// 2^k is small (R4 of the shared byte model is 172 * 2).
+static bool useDenseTransform(int64_t n) {
+  int m;
+  int64_t p;
+  if (!numerics::splitHadamardSize(n, m, p)) {
+    p = n & -n;
+    m = n / p;
+  }
+  return m > 1 && p < 16 && n <= 4096;
+}
+
+bool orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
+                             uint64_t seed, bool transpose, float *out) {
+  if (useDenseTransform(n)) {
+    const std::vector<float> &t = denseTransform(n, seed);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans,
+                transpose ? CblasTrans : CblasNoTrans, rows, n, n, 1.0f, x, n,
+                t.data(), n, 0.0f, out, n);
+    return true;
+  }
+  if (out != x)
+    std::memcpy(out, x, rows * n * sizeof(float));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (transpose)
+      numerics::orthogonalTransformTransposeInPlace(out + r * n, n, seed);
+    else
+      numerics::orthogonalTransformInPlace(out + r * n, n, seed);
+  }
+  return true;
+}
+
 bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
               std::string &error) {
-  if (block <= 0) {
-    error = "invalid Hadamard size " + std::to_string(block);
+  if (block <= 0 || x.numel() % block) {
+    error = "invalid Hadamard size " + std::to_string(block) + " for " +
+            std::to_string(x.numel()) + " elements";
     return false;
   }
   out = like(x.shape);
-  *out.data = *x.data;
-  for (int64_t base = 0; base < x.numel(); base += block)
-    numerics::orthogonalTransformInPlace(out.data->data() + base, block, seed);
-  return true;
+  return orthogonalTransformRows(x.data->data(), x.numel() / block, block, seed,
+                                 /*transpose=*/false, out.data->data());
 }
 
 void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,

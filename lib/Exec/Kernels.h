@@ -62,6 +62,11 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
 void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);
+/// x T (or x T^T) for each of `rows` rows of length n, T the matrix of
+/// numerics::orthogonalTransformInPlace: the fast transform, or a dense
+/// product where that is faster. `out` may equal `x` only for the fast path.
+bool orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
+                             uint64_t seed, bool transpose, float *out);
 /// sq.hadamard: numerics::orthogonalTransformInPlace on every block.
 bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
               std::string &error);

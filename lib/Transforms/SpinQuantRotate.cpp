@@ -3,11 +3,13 @@
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Transforms/Calibrate.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -22,6 +24,7 @@
 
 namespace sq {
 #define GEN_PASS_DEF_SQSPINQUANTROTATE
+#define GEN_PASS_DEF_SQSPINQUANTCALIBRATE
 #include "sq/Transforms/Passes.h.inc"
 } // namespace sq
 
@@ -232,6 +235,18 @@ struct SpinQuantRotatePass
 
   Matrix makeRotation(const std::string &name, int64_t n, uint64_t s,
                       Operation *where, bool &ok) {
+    if (mode == "learned") {
+      auto it = fromFile.find(name);
+      if (it != fromFile.end())
+        return it->second;
+      // The initialization.
+      if (init == "random")
+        return numerics::randomOrthogonalMatrix(n, s);
+      Matrix r = randomHadamard(n, s);
+      if (r.empty())
+        return numerics::randomOrthogonalMatrix(n, s);
+      return r;
+    }
     if (mode == "file") {
       // SQ's names, then the official SpinQuant ones.
       std::string official = name == "R1"
@@ -294,21 +309,59 @@ struct SpinQuantRotatePass
     return true;
   }
 
+  /// mode=learned: R3/R4 go in first (they stay fixed while training),
+  /// then Cayley SGD learns R1/R2 from their initialization; the learned
+  /// matrices are then folded like any others.
+  LogicalResult learnRotations(ModuleOp module, int64_t hidden) {
+    if (init != "hadamard" && init != "random")
+      return module.emitError() << "spinquant-rotate: unknown init '" << init
+                                << "': expected hadamard or random";
+    if (onlineHadamard &&
+        failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
+      return failure();
+    Rotations r;
+    r.hidden = hidden;
+    bool ok = true;
+    Operation *where = module;
+    r.r1 = makeRotation("R1", hidden, seed, where, ok);
+    int64_t layer = 0;
+    module.walk([&](AttentionOp attn) {
+      r.headDim = attn.getHeadDim();
+      r.r2.push_back(makeRotation("layers." + std::to_string(layer) + ".R2",
+                                  r.headDim, seed + 1 + layer, where, ok));
+      ++layer;
+    });
+    if (!ok)
+      return failure();
+    CalibrationOptions options;
+    options.data = data;
+    options.tokenizer = tokenizer;
+    options.samples = samples;
+    options.seqlen = seqlen;
+    options.batch = batch;
+    options.steps = steps;
+    options.lr = lr;
+    options.schedule = schedule;
+    options.momentum = momentum;
+    options.seed = seed;
+    options.quant = quant;
+    if (failed(calibrateRotations(module, options, r)))
+      return failure();
+    fromFile["R1"] = std::move(r.r1);
+    for (size_t l = 0; l < r.r2.size(); ++l)
+      fromFile["layers." + std::to_string(l) + ".R2"] = std::move(r.r2[l]);
+    return success();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (mode == "learned") {
-      module.emitError() << "spinquant-rotate mode=" << mode
-                         << " is not implemented yet (it comes with the "
-                            "calibration issue); use mode=hadamard, "
-                            "mode=random or mode=file";
-      return signalPassFailure();
-    }
     if (!parseWeightStorage(weightType, storage)) {
       module.emitError() << "spinquant-rotate: unknown weight-type '"
                          << weightType << "': expected f32 or keep";
       return signalPassFailure();
     }
-    if (mode != "random" && mode != "hadamard" && mode != "file") {
+    if (mode != "random" && mode != "hadamard" && mode != "file" &&
+        mode != "learned") {
       InFlightDiagnostic diag = module.emitError()
                                 << "unknown spinquant-rotate mode '" << mode
                                 << "': expected random, hadamard, learned or "
@@ -337,6 +390,8 @@ struct SpinQuantRotatePass
       return signalPassFailure();
     }
     int64_t hidden = embedding.getTable().getType().getDimSize(1);
+    if (mode == "learned" && failed(learnRotations(module, hidden)))
+      return signalPassFailure();
     if (mode == "file") {
       std::string error;
       if (path.empty() || !readRotationFile(path, fromFile, error)) {
@@ -431,7 +486,7 @@ struct SpinQuantRotatePass
     });
     if (!ok)
       return signalPassFailure();
-    if (onlineHadamard &&
+    if (onlineHadamard && mode != "learned" &&
         failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
       return signalPassFailure();
     std::string error;
@@ -439,6 +494,38 @@ struct SpinQuantRotatePass
       module.emitError() << error;
       return signalPassFailure();
     }
+  }
+};
+
+/// --spinquant-calibrate: --spinquant-rotate=mode=learned with the same
+/// options.
+struct SpinQuantCalibratePass
+    : public sq::impl::SQSpinQuantCalibrateBase<SpinQuantCalibratePass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    SQSpinQuantRotateOptions o;
+    o.mode = "learned";
+    o.seed = seed;
+    o.data = data;
+    o.tokenizer = tokenizer;
+    o.samples = samples;
+    o.seqlen = seqlen;
+    o.batch = batch;
+    o.steps = steps;
+    o.lr = lr;
+    o.schedule = schedule;
+    o.momentum = momentum;
+    o.quant = quant;
+    o.init = init;
+    o.save = save;
+    o.fuseNorms = fuseNorms;
+    o.onlineHadamard = onlineHadamard;
+    o.weightType = weightType;
+    OpPassManager pm(ModuleOp::getOperationName());
+    pm.addPass(createSQSpinQuantRotate(o));
+    if (failed(runPipeline(pm, getOperation())))
+      signalPassFailure();
   }
 };
 

@@ -2,7 +2,7 @@
 // RUN: not sq-opt %s --spinquant-rotate=fuse-norms=false 2>&1 | FileCheck %s --check-prefix=SCALE
 // SCALE: error: 'sq.rms_norm' op has a scale, which does not commute with R1: run --sq-fuse-norms first (or drop fuse-norms=false)
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=learned 2>&1 | FileCheck %s --check-prefix=LEARNED
-// LEARNED: error: spinquant-rotate mode=learned is not implemented yet (it comes with the calibration issue); use mode=hadamard, mode=random or mode=file
+// LEARNED: error: spinquant calibration: @forward must take (input_ids, positions, ...) and return the logits first
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=qr 2>&1 | FileCheck %s --check-prefix=MODE
 // MODE: error: unknown spinquant-rotate mode 'qr': expected random, hadamard, learned or file
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=random,seed=1 2>&1 | FileCheck %s --check-prefix=COMMA

@@ -18,6 +18,7 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
 #include <functional>
@@ -65,9 +66,36 @@ public:
   /// Tokens per sequence in the KV cache.
   int64_t cachedTokens() const;
 
+  //===--- Training (the Cayley calibration of R1/R2) ---------------------===//
+
+  /// The fp32 values the executor runs for the float weight `name`
+  /// (row-major); empty when there is no such weight.
+  llvm::ArrayRef<float> weightValues(llvm::StringRef name) const;
+  /// Replaces the fp32 values of weight `name` (same number of elements);
+  /// the IR is not touched. Returns false with `error` otherwise.
+  bool setWeightValues(llvm::StringRef name, llvm::ArrayRef<float> values,
+                       std::string &error);
+
+  /// The next-token loss of `tokens` ([batch, seq]) and its gradient with
+  /// respect to the weights named in `wrt`: a forward from position 0 (the
+  /// KV cache is neither used nor changed) that keeps every intermediate,
+  /// the mean cross-entropy of predicting token i + 1 from the prefix up to
+  /// i, then the backward pass, op by op in reverse (each op's
+  /// vector-Jacobian product; sq.fake_quant passes gradients straight
+  /// through). `grads[k]` is dL/d(weight wrt[k]) with the weight's shape.
+  bool lossAndGradients(llvm::ArrayRef<int64_t> tokens, int64_t batch,
+                        int64_t seq, llvm::ArrayRef<std::string> wrt,
+                        double &loss, std::vector<std::vector<float>> &grads,
+                        std::string &error);
+  /// The same loss without the backward pass (nothing is kept).
+  bool loss(llvm::ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+            double &loss, std::string &error);
+
+  /// Internal state (opaque).
+  struct Impl;
+
 private:
   Executor();
-  struct Impl;
   std::unique_ptr<Impl> impl;
 };
 

@@ -80,8 +80,9 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
 
     Modes: `random` (seeded random orthogonal matrices), `hadamard`
     (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k), `file`
-    (read from `path`). `learned` (Cayley SGD) comes with the calibration
-    issue and reports so. `save=FILE` writes the rotations used.
+    (read from `path`), `learned` (SpinQuant: R1/R2 learned by Cayley SGD,
+    as `--spinquant-calibrate` describes; the options marked "learned"
+    apply). `save=FILE` writes the rotations used.
 
     Rotation files are safetensors: tensors `R1` [hidden, hidden] and
     `layers.N.R2` [head_dim, head_dim] (float64 or float32), metadata
@@ -100,6 +101,7 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     ```
     sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir
     sq-opt --spinquant-rotate="mode=random seed=3 online-hadamard=false" model.mlir
+    sq-opt --spinquant-rotate="mode=learned steps=50 data=calib.txt tokenizer=sp:tok.model" model.mlir
     ```
   }];
   let options = [
@@ -111,6 +113,33 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "rotation file for mode=file (safetensors)">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",
            "write the rotations used to this safetensors file">,
+    Option<"data", "data", "std::string", /*default=*/"\"\"",
+           "learned: calibration text (or pre-tokenized int32 ids, .bin); "
+           "default: the WikiText-2 excerpt embedded in SQ">,
+    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"byte\"",
+           "learned: tokenizer of the calibration text: byte or sp:PATH">,
+    Option<"samples", "samples", "int64_t", /*default=*/"128",
+           "learned: calibration windows drawn from the text">,
+    Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
+           "learned: tokens per window (0: the model's context, at most "
+           "2048)">,
+    Option<"batch", "batch", "int64_t", /*default=*/"4",
+           "learned: windows per step">,
+    Option<"steps", "steps", "int64_t", /*default=*/"100",
+           "learned: Cayley SGD steps">,
+    Option<"lr", "lr", "double", /*default=*/"1.5",
+           "learned: learning rate (the step is also capped by the size of "
+           "the Riemannian gradient)">,
+    Option<"schedule", "schedule", "std::string", /*default=*/"\"cosine\"",
+           "learned: learning-rate schedule: cosine or constant">,
+    Option<"momentum", "momentum", "double", /*default=*/"0.0",
+           "learned: Cayley SGD momentum (0 in the official runs)">,
+    Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
+           "learned: the quantization trained under, in --quantize's "
+           "language without commas (w16a4kv4: the official recipe before "
+           "GPTQ; w4a4kv4: with round-to-nearest weights)">,
+    Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
+           "learned: initial rotations: hadamard or random">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
            "fold RMSNorm scales into the following linears first "
            "(--sq-fuse-norms with its defaults)">,
@@ -121,6 +150,79 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
            "f16/bf16 models, twice their size)">
+  ];
+}
+
+def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
+  let summary = "learn SpinQuant's R1/R2 by Cayley SGD through the fake-quantized model, then fold them";
+  let description = [{
+    SpinQuant's core: R1 and every R2 are learned on calibration text while
+    all weights stay frozen, then folded into the weights like the other
+    rotations (this pass is `--spinquant-rotate=mode=learned`, with the same
+    options). Each step folds the current rotations into a copy of the
+    weights (`W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
+    model with the fake quantization of `quant` (activations per token,
+    KV cache; weights round-to-nearest when `quant` quantizes them) on
+    `batch` windows, takes the next-token cross-entropy, backpropagates
+    through the executor (straight-through estimator across the fake
+    quantizers) to dL/dR1 and dL/dR2, and takes a Cayley SGD step on the
+    Stiefel manifold (Li et al. 2020, the official optimizer: skew
+    generator from gradient and momentum, step capped by its norm,
+    fixed-point Cayley iteration, QR every 20 steps). R3/R4 (the online
+    Hadamards, inserted before training) stay fixed.
+
+    The calibration text is `data=FILE` (tokenized with `tokenizer`, or
+    int32 ids in a `.bin`), by default the WikiText-2 excerpt compiled into
+    SQ; `samples` windows of `seqlen` tokens are drawn at offsets seeded by
+    `seed`, `batch` per step. Deterministic for a given seed and thread
+    count. On a terminal a line per step shows the loss and the step time;
+    a summary follows in any case. `save=FILE` writes the learned
+    rotations (the rotation file of `--spinquant-rotate`), and
+    `--spinquant-rotate="mode=file path=FILE"` reapplies them.
+
+    ```
+    sq-opt --spinquant-calibrate --quantize=w4a4kv4 model.mlir
+    sq-opt --spinquant-calibrate="steps=50 data=calib.txt tokenizer=sp:tok.model save=r.safetensors" model.mlir
+    ```
+  }];
+  let options = [
+    Option<"seed", "seed", "uint64_t", /*default=*/"0",
+           "seed of the initial rotations and of the window sampling">,
+    Option<"data", "data", "std::string", /*default=*/"\"\"",
+           "learned: calibration text (or pre-tokenized int32 ids, .bin); "
+           "default: the WikiText-2 excerpt embedded in SQ">,
+    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"byte\"",
+           "learned: tokenizer of the calibration text: byte or sp:PATH">,
+    Option<"samples", "samples", "int64_t", /*default=*/"128",
+           "learned: calibration windows drawn from the text">,
+    Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
+           "learned: tokens per window (0: the model's context, at most "
+           "2048)">,
+    Option<"batch", "batch", "int64_t", /*default=*/"4",
+           "learned: windows per step">,
+    Option<"steps", "steps", "int64_t", /*default=*/"100",
+           "learned: Cayley SGD steps">,
+    Option<"lr", "lr", "double", /*default=*/"1.5",
+           "learned: learning rate (the step is also capped by the size of "
+           "the Riemannian gradient)">,
+    Option<"schedule", "schedule", "std::string", /*default=*/"\"cosine\"",
+           "learned: learning-rate schedule: cosine or constant">,
+    Option<"momentum", "momentum", "double", /*default=*/"0.0",
+           "learned: Cayley SGD momentum (0 in the official runs)">,
+    Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
+           "learned: the quantization trained under, in --quantize's "
+           "language without commas (w16a4kv4: the official recipe before "
+           "GPTQ; w4a4kv4: with round-to-nearest weights)">,
+    Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
+           "learned: initial rotations: hadamard or random">,
+    Option<"save", "save", "std::string", /*default=*/"\"\"",
+           "write the learned rotations to this safetensors file">,
+    Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
+           "fold RMSNorm scales into the following linears first">,
+    Option<"onlineHadamard", "online-hadamard", "bool", /*default=*/"true",
+           "insert the online Hadamards R3 and R4 before training">,
+    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+           "storage of rewritten weights: keep or f32">
   ];
 }
 

@@ -1,0 +1,112 @@
+//===- Calibrate.h - SpinQuant's Cayley calibration of R1/R2 -----*- C++
+//-*-===//
+//
+// Learns the rotations R1 (hidden x hidden) and R2 (head_dim x head_dim per
+// layer) as the official SpinQuant training does: the weights stay frozen,
+// the rotations are applied to them on the fly (W R1 for readers of the
+// residual stream, R1^T W for writers, R2 on v_proj's rows and o_proj's
+// columns per head), the network runs fake-quantized (straight-through
+// estimator), the loss is next-token cross-entropy, and R1/R2 move by
+// Cayley SGD on the Stiefel manifold (numerics::cayleyStep).
+//
+// The model must be ready for R1: weightless RMSNorms (--sq-fuse-norms),
+// optionally with the online Hadamards R3/R4 already in place (they stay
+// fixed while training). It is not rotated or changed here: the caller
+// folds the learned matrices (--spinquant-rotate=mode=learned).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_TRANSFORMS_CALIBRATE_H
+#define SQ_TRANSFORMS_CALIBRATE_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/ArrayRef.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sq {
+
+class Executor;
+
+/// R1 and one R2 per layer, row-major, in double.
+struct Rotations {
+  int64_t hidden = 0, headDim = 0;
+  std::vector<double> r1;
+  std::vector<std::vector<double>> r2;
+};
+
+struct CalibrationOptions {
+  /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
+  /// empty: the WikiText-2 excerpt embedded in SQ.
+  std::string data;
+  /// "byte" or "sp:PATH".
+  std::string tokenizer = "byte";
+  int64_t samples = 128;
+  /// 0: the model's context, at most 2048.
+  int64_t seqlen = 0;
+  int64_t batch = 4;
+  int64_t steps = 100;
+  double lr = 1.5;
+  /// "cosine" or "constant".
+  std::string schedule = "cosine";
+  double momentum = 0.0;
+  /// Seeds the sampling of the calibration windows.
+  uint64_t seed = 0;
+  /// The quantization the rotations are trained under (--quantize's
+  /// language; weights are quantized round-to-nearest if at all).
+  std::string quant = "w16a4kv4";
+  /// Print a line per step (on a terminal) and a summary.
+  bool progress = true;
+};
+
+/// The training problem: the loss of the fake-quantized model as a function
+/// of R1/R2, and its gradient. `module` is cloned (the clone gets the
+/// activation and KV-cache fake quantization of `quant`); the original is
+/// not changed.
+class RotationObjective {
+public:
+  ~RotationObjective();
+  static std::unique_ptr<RotationObjective>
+  create(mlir::ModuleOp module, const std::string &quant, std::string &error);
+
+  int64_t hidden() const;
+  int64_t headDim() const;
+  int64_t numLayers() const;
+  int64_t vocabSize() const;
+  int64_t maxPositions() const;
+
+  /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
+  /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (the matrices
+  /// need not be orthogonal: the loss is defined for any).
+  bool evaluate(const Rotations &r, llvm::ArrayRef<int64_t> tokens,
+                int64_t batch, int64_t seq, double &loss, Rotations *grad,
+                std::string &error);
+
+private:
+  RotationObjective();
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// Reads the calibration tokens of `options` (the file, or the embedded
+/// excerpt) and cuts `samples` windows of `seqlen` at seeded offsets.
+bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
+                            int64_t vocab,
+                            std::vector<std::vector<int64_t>> &windows,
+                            std::string &error);
+
+/// The embedded default calibration text (a WikiText-2 excerpt).
+llvm::StringRef defaultCalibrationText();
+
+/// Runs Cayley SGD from `rotations` (the initialization, overwritten with
+/// the learned matrices). Deterministic for a given seed and thread count.
+mlir::LogicalResult calibrateRotations(mlir::ModuleOp module,
+                                       const CalibrationOptions &options,
+                                       Rotations &rotations);
+
+} // namespace sq
+
+#endif // SQ_TRANSFORMS_CALIBRATE_H

@@ -1,0 +1,562 @@
+//===- Calibrate.cpp - SpinQuant's Cayley calibration of R1/R2 ------------===//
+//
+// The embedded training loop of SpinQuant (see Calibrate.h): rotations are
+// folded into a copy of the frozen weights at every step, the executor runs
+// the fake-quantized model forward and backward (dL/dW' for every rotated
+// weight W'), the chain rule turns those into dL/dR1 and dL/dR2, and Cayley
+// SGD moves the rotations along the orthogonal group.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Transforms/Calibrate.h"
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Exec/Executor.h"
+#include "sq/Exec/Tokenizer.h"
+#include "sq/Numerics/Cayley.h"
+#include "sq/Numerics/Quantize.h"
+#include "sq/Transforms/Passes.h"
+#include "sq/Transforms/QuantSpec.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cblas.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+using namespace mlir;
+
+namespace sq {
+
+//===----------------------------------------------------------------------===//
+// The embedded calibration text
+//===----------------------------------------------------------------------===//
+
+static const char defaultText[] = {
+#include "DefaultCalibrationText.inc"
+};
+
+StringRef defaultCalibrationText() {
+  return StringRef(defaultText, sizeof(defaultText));
+}
+
+bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
+                            int64_t vocab,
+                            std::vector<std::vector<int64_t>> &windows,
+                            std::string &error) {
+  std::vector<int64_t> tokens;
+  std::string what = options.data.empty()
+                         ? std::string("the embedded WikiText-2 excerpt")
+                         : "'" + options.data + "'";
+  if (!options.data.empty() && StringRef(options.data).ends_with(".bin")) {
+    // Pre-tokenized: little-endian int32 ids.
+    auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
+    if (!buffer) {
+      error = "cannot read calibration data " + what + ": " +
+              buffer.getError().message();
+      return false;
+    }
+    StringRef bytes = (*buffer)->getBuffer();
+    if (bytes.size() % 4) {
+      error = "calibration data " + what +
+              " is not a whole number of int32 token ids (" +
+              std::to_string(bytes.size()) + " bytes)";
+      return false;
+    }
+    tokens.resize(bytes.size() / 4);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      int32_t id;
+      std::memcpy(&id, bytes.data() + 4 * i, 4);
+      tokens[i] = id;
+    }
+  } else {
+    std::unique_ptr<llvm::MemoryBuffer> file;
+    StringRef text = defaultCalibrationText();
+    if (!options.data.empty()) {
+      auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
+      if (!buffer) {
+        error = "cannot read calibration data " + what + ": " +
+                buffer.getError().message();
+        return false;
+      }
+      file = std::move(*buffer);
+      text = file->getBuffer();
+    }
+    auto tokenizer = Tokenizer::create(options.tokenizer, error);
+    if (!tokenizer)
+      return false;
+    tokens = tokenizer->encode(text);
+  }
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      error = "calibration data " + what + ": token " + std::to_string(i) +
+              " is " + std::to_string(tokens[i]) +
+              ", outside the model's vocabulary of " + std::to_string(vocab) +
+              " (tokenizer=" + options.tokenizer + ")";
+      return false;
+    }
+  if (int64_t(tokens.size()) <= seqlen) {
+    error = "calibration data " + what + " has " +
+            std::to_string(tokens.size()) + " tokens, fewer than seqlen " +
+            std::to_string(seqlen);
+    return false;
+  }
+  std::mt19937_64 rng(options.seed);
+  std::uniform_int_distribution<int64_t> start(0, tokens.size() - seqlen - 1);
+  windows.clear();
+  for (int64_t i = 0; i < options.samples; ++i) {
+    int64_t s = start(rng);
+    windows.emplace_back(tokens.begin() + s, tokens.begin() + s + seqlen);
+  }
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// The objective
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+enum class Role { Embedding, Reader, Writer };
+
+/// A weight that R1 (and maybe R2) rotates, [rows, cols] row-major.
+struct Entry {
+  std::string name;
+  Role role;
+  int64_t rows = 0, cols = 0;
+  /// v_proj (R2^T on the rows of each KV head) or o_proj (R2 on the
+  /// columns of each head) of this layer; -1 for neither.
+  int64_t r2Layer = -1;
+  bool isValue = false;
+  /// Fake-quantized while training (linear weights but lm_head, when the
+  /// spec quantizes weights).
+  bool quantize = false;
+  std::vector<float> base;
+  /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
+  std::vector<float> partial;
+};
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a,
+          int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+          float beta = 0.0f) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+              tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
+              beta, c, ldc);
+}
+
+} // namespace
+
+struct RotationObjective::Impl {
+  OwningOpRef<ModuleOp> clone;
+  std::unique_ptr<Executor> ex;
+  QuantSpec spec;
+  std::vector<Entry> entries;
+  int64_t hidden = 0, headDim = 0, layers = 0, vocab = 0, maxPositions = 0;
+};
+
+RotationObjective::RotationObjective() : impl(std::make_unique<Impl>()) {}
+RotationObjective::~RotationObjective() = default;
+int64_t RotationObjective::hidden() const { return impl->hidden; }
+int64_t RotationObjective::headDim() const { return impl->headDim; }
+int64_t RotationObjective::numLayers() const { return impl->layers; }
+int64_t RotationObjective::vocabSize() const { return impl->vocab; }
+int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
+
+std::unique_ptr<RotationObjective>
+RotationObjective::create(ModuleOp module, const std::string &quant,
+                          std::string &error) {
+  std::unique_ptr<RotationObjective> obj(new RotationObjective());
+  Impl &impl = *obj->impl;
+  if (!parseQuantSpec(quant, impl.spec, error)) {
+    error = "quant=" + quant + ": " + error;
+    return nullptr;
+  }
+  if (impl.spec.gptq || impl.spec.real) {
+    error = "quant=" + quant +
+            ": rotations are trained under round-to-nearest fake "
+            "quantization (no gptq, no mode=real)";
+    return nullptr;
+  }
+
+  // Which weight plays which part, read off the structure (as
+  // --spinquant-rotate does).
+  auto nameOf = [](Value v) -> std::string {
+    if (auto w = v.getDefiningOp<WeightOp>())
+      return w.getName().str();
+    return "";
+  };
+  bool ok = true;
+  auto fail = [&](Operation *op, const Twine &msg) {
+    if (ok)
+      error = (op->getName().getStringRef() + ": " + msg).str();
+    ok = false;
+  };
+  module.walk([&](RMSNormOp n) {
+    if (n.getScale())
+      fail(n, "has a scale, which does not commute with R1 (run "
+              "--sq-fuse-norms first)");
+  });
+  EmbeddingOp embedding;
+  module.walk([&](EmbeddingOp e) { embedding = e; });
+  if (!embedding) {
+    error = "no sq.embedding: nothing to rotate";
+    return nullptr;
+  }
+  impl.hidden = embedding.getTable().getType().getDimSize(1);
+  std::map<std::string, size_t> index;
+  auto add = [&](Value w, Role role, Operation *user) -> Entry * {
+    std::string name = nameOf(w);
+    if (name.empty()) {
+      fail(user, "weight must be an sq.weight");
+      return nullptr;
+    }
+    if (index.count(name))
+      return &impl.entries[index[name]];
+    auto type = cast<RankedTensorType>(w.getType());
+    Entry e;
+    e.name = name;
+    e.role = role;
+    e.rows = type.getDimSize(0);
+    e.cols = type.getDimSize(1);
+    index[name] = impl.entries.size();
+    impl.entries.push_back(std::move(e));
+    return &impl.entries.back();
+  };
+  add(embedding.getTable(), Role::Embedding, embedding);
+  module.walk([&](LinearOp linear) {
+    bool reads = linear.getInput().getDefiningOp<RMSNormOp>() != nullptr;
+    bool writes = llvm::any_of(linear.getOutput().getUsers(),
+                               [](Operation *u) { return isa<AddOp>(u); });
+    bool head = llvm::any_of(linear.getOutput().getUsers(), [](Operation *u) {
+      return isa<func::ReturnOp>(u);
+    });
+    if (reads && writes)
+      return fail(linear, "both reads and writes the residual stream");
+    if (!reads && !writes)
+      return;
+    if (Entry *e = add(linear.getWeight(), reads ? Role::Reader : Role::Writer,
+                       linear))
+      e->quantize = impl.spec.quantizesWeights() && !head;
+  });
+  module.walk([&](AttentionOp attn) {
+    auto v = attn.getValue().getDefiningOp<LinearOp>();
+    LinearOp o;
+    for (Operation *u : attn.getOutput().getUsers())
+      o = dyn_cast<LinearOp>(u);
+    if (!v || !o || !attn.getOutput().hasOneUse())
+      return fail(attn, "R2 needs the value to be a linear projection and "
+                        "the output to feed one linear (o_proj)");
+    impl.headDim = attn.getHeadDim();
+    auto vi = index.find(nameOf(v.getWeight()));
+    auto oi = index.find(nameOf(o.getWeight()));
+    if (vi == index.end() || oi == index.end() ||
+        impl.entries[vi->second].role != Role::Reader ||
+        impl.entries[oi->second].role != Role::Writer)
+      return fail(attn, "v_proj must read the residual stream and o_proj "
+                        "write it");
+    impl.entries[vi->second].r2Layer = impl.layers;
+    impl.entries[vi->second].isValue = true;
+    impl.entries[oi->second].r2Layer = impl.layers;
+    ++impl.layers;
+  });
+  if (!ok)
+    return nullptr;
+
+  // The training model: activations and KV cache fake-quantized as the
+  // spec says; weights are quantized here, after rotation, at every step.
+  impl.clone = module.clone();
+  QuantSpec actOnly = impl.spec;
+  actOnly.wBits = 16;
+  if (actOnly.quantizesActivations() || actOnly.kBits < 16 ||
+      actOnly.vBits < 16) {
+    PassManager pm(module.getContext());
+    std::unique_ptr<Pass> pass = createSQQuantize();
+    std::string specError;
+    if (failed(pass->initializeOptions(actOnly.str(), [&](const Twine &msg) {
+          specError = msg.str();
+          return failure();
+        }))) {
+      error = "quant=" + quant + ": " + specError;
+      return nullptr;
+    }
+    pm.addPass(std::move(pass));
+    if (failed(pm.run(*impl.clone))) {
+      error = "cannot insert the fake quantization of quant=" + quant;
+      return nullptr;
+    }
+  }
+  impl.ex = Executor::create(*impl.clone, error);
+  if (!impl.ex)
+    return nullptr;
+  impl.vocab = impl.ex->info().vocabSize;
+  impl.maxPositions = impl.ex->info().maxPositions;
+  for (Entry &e : impl.entries) {
+    ArrayRef<float> v = impl.ex->weightValues(e.name);
+    if (v.size() != size_t(e.rows * e.cols)) {
+      error = "weight '" + e.name + "' is not a float weight of the executor";
+      return nullptr;
+    }
+    e.base.assign(v.begin(), v.end());
+  }
+  return obj;
+}
+
+bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
+                                 int64_t batch, int64_t seq, double &loss,
+                                 Rotations *grad, std::string &error) {
+  Impl &impl = *this->impl;
+  int64_t n = impl.hidden, d = impl.headDim;
+  if (r.r1.size() != size_t(n * n) || int64_t(r.r2.size()) != impl.layers) {
+    error = "rotations do not match the model (R1 " + std::to_string(n) + "x" +
+            std::to_string(n) + ", " + std::to_string(impl.layers) + " R2)";
+    return false;
+  }
+  std::vector<float> r1(r.r1.begin(), r.r1.end());
+  std::vector<std::vector<float>> r2(impl.layers);
+  for (int64_t l = 0; l < impl.layers; ++l) {
+    if (r.r2[l].size() != size_t(d * d)) {
+      error = "R2 of layer " + std::to_string(l) + " is not " +
+              std::to_string(d) + "x" + std::to_string(d);
+      return false;
+    }
+    r2[l].assign(r.r2[l].begin(), r.r2[l].end());
+  }
+
+  // 1. Fold the rotations into copies of the frozen weights.
+  std::vector<std::string> names;
+  for (Entry &e : impl.entries) {
+    names.push_back(e.name);
+    std::vector<float> w(e.rows * e.cols);
+    if (e.role != Role::Writer) { // W R1
+      gemm(false, false, e.rows, n, n, e.base.data(), n, r1.data(), n, w.data(),
+           n);
+    } else { // R1^T W
+      gemm(true, false, n, e.cols, n, r1.data(), n, e.base.data(), e.cols,
+           w.data(), e.cols);
+    }
+    if (e.r2Layer >= 0) {
+      const std::vector<float> &q = r2[e.r2Layer];
+      e.partial = w;
+      if (e.isValue) { // rows of each KV head: R2^T A_h
+        for (int64_t r0 = 0; r0 < e.rows; r0 += d)
+          gemm(true, false, d, n, d, q.data(), d, e.partial.data() + r0 * n, n,
+               w.data() + r0 * n, n);
+      } else { // columns of each head: A_h R2 ([rows * heads, d] x R2)
+        gemm(false, false, e.rows * e.cols / d, d, d, e.partial.data(), d,
+             q.data(), d, w.data(), d);
+      }
+    }
+    if (e.quantize) {
+      numerics::QuantGrid grid;
+      grid.bits = impl.spec.wBits;
+      grid.symmetric = impl.spec.wSym;
+      grid.group = impl.spec.wGroup;
+      numerics::QuantizedWeight qw;
+      if (!numerics::quantizeRTN(w.data(), e.rows, e.cols, grid,
+                                 impl.spec.wClip, qw, error)) {
+        error = "cannot quantize '" + e.name + "': " + error;
+        return false;
+      }
+      qw.dequantize(w.data()); // straight-through: dL/dW' = dL/dQ(W')
+    }
+    if (!impl.ex->setWeightValues(e.name, w, error))
+      return false;
+  }
+  if (!grad)
+    return impl.ex->loss(tokens, batch, seq, loss, error);
+
+  // 2. dL/dW' for every rotated weight.
+  std::vector<std::vector<float>> dw;
+  if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error))
+    return false;
+
+  // 3. The chain rule back to R1 and R2 (float products, summed in double).
+  std::vector<float> g1(n * n, 0.0f);
+  std::vector<std::vector<float>> g2(impl.layers,
+                                     std::vector<float>(d * d, 0.0f));
+  for (size_t i = 0; i < impl.entries.size(); ++i) {
+    Entry &e = impl.entries[i];
+    std::vector<float> &dW = dw[i];
+    if (e.r2Layer >= 0) {
+      const std::vector<float> &q = r2[e.r2Layer];
+      std::vector<float> &g = g2[e.r2Layer];
+      std::vector<float> dA(dW.size());
+      if (e.isValue) {
+        // W' = blockdiag(R2^T) A: dR2 += sum_h A_h dW'_h^T, dA_h = R2 dW'_h.
+        for (int64_t r0 = 0; r0 < e.rows; r0 += d) {
+          gemm(false, true, d, d, n, e.partial.data() + r0 * n, n,
+               dW.data() + r0 * n, n, g.data(), d, 1.0f);
+          gemm(false, false, d, n, d, q.data(), d, dW.data() + r0 * n, n,
+               dA.data() + r0 * n, n);
+        }
+      } else {
+        // W' = A blockdiag(R2): dR2 += sum_h A_h^T dW'_h, dA = dW' R2^T.
+        int64_t blocks = e.rows * e.cols / d;
+        gemm(true, false, d, d, blocks, e.partial.data(), d, dW.data(), d,
+             g.data(), d, 1.0f);
+        gemm(false, true, blocks, d, d, dW.data(), d, q.data(), d, dA.data(),
+             d);
+      }
+      dW.swap(dA);
+    }
+    if (e.role != Role::Writer) // W' = W R1: dR1 += W^T dW'
+      gemm(true, false, n, n, e.rows, e.base.data(), n, dW.data(), n, g1.data(),
+           n, 1.0f);
+    else // W' = R1^T W: dR1 += W dW'^T
+      gemm(false, true, n, n, e.cols, e.base.data(), e.cols, dW.data(), e.cols,
+           g1.data(), n, 1.0f);
+  }
+  grad->hidden = n;
+  grad->headDim = d;
+  grad->r1.assign(g1.begin(), g1.end());
+  grad->r2.resize(impl.layers);
+  for (int64_t l = 0; l < impl.layers; ++l)
+    grad->r2[l].assign(g2[l].begin(), g2[l].end());
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// The training loop
+//===----------------------------------------------------------------------===//
+
+static std::vector<std::vector<double> *> rotationList(Rotations &r) {
+  std::vector<std::vector<double> *> list{&r.r1};
+  for (auto &m : r.r2)
+    list.push_back(&m);
+  return list;
+}
+
+/// The mean loss over a fixed set of windows (the progress report's
+/// before/after comparison, independent of which batches the steps saw).
+static bool evalLoss(RotationObjective &objective, const Rotations &r,
+                     const std::vector<std::vector<int64_t>> &windows,
+                     int64_t count, int64_t seqlen, double &loss,
+                     std::string &error) {
+  loss = 0;
+  count = std::min<int64_t>(count, windows.size());
+  for (int64_t i = 0; i < count; ++i) {
+    double l;
+    if (!objective.evaluate(r, windows[i], 1, seqlen, l, nullptr, error))
+      return false;
+    loss += l / count;
+  }
+  return true;
+}
+
+LogicalResult calibrateRotations(ModuleOp module,
+                                 const CalibrationOptions &options,
+                                 Rotations &rotations) {
+  auto fail = [&](const Twine &msg) {
+    return emitError(module.getLoc()) << "spinquant calibration: " << msg;
+  };
+  if (options.steps < 0 || options.samples <= 0 || options.batch <= 0 ||
+      options.seqlen < 0 || !(options.lr > 0) || options.momentum < 0 ||
+      options.momentum >= 1)
+    return fail("steps >= 0, samples > 0, batch > 0, seqlen >= 0, lr > 0 and "
+                "0 <= momentum < 1 are required");
+  if (options.schedule != "cosine" && options.schedule != "constant")
+    return fail("unknown schedule '" + options.schedule +
+                "': expected cosine or constant");
+  std::string error;
+  auto objective = RotationObjective::create(module, options.quant, error);
+  if (!objective)
+    return fail(error);
+  int64_t n = objective->hidden(), d = objective->headDim();
+  if (rotations.r1.size() != size_t(n * n) ||
+      int64_t(rotations.r2.size()) != objective->numLayers())
+    return fail("the initial rotations do not match the model");
+  int64_t seqlen = options.seqlen;
+  if (!seqlen)
+    seqlen = objective->maxPositions() > 0
+                 ? std::min<int64_t>(objective->maxPositions(), 2048)
+                 : 2048;
+  if (objective->maxPositions() > 0 && seqlen > objective->maxPositions())
+    return fail("seqlen " + std::to_string(seqlen) +
+                " exceeds the model's context of " +
+                std::to_string(objective->maxPositions()));
+  std::vector<std::vector<int64_t>> windows;
+  if (!loadCalibrationWindows(options, seqlen, objective->vocabSize(), windows,
+                              error))
+    return fail(error);
+
+  bool terminal =
+      options.progress && llvm::sys::Process::StandardErrIsDisplayed();
+  std::vector<double> m1;
+  std::vector<std::vector<double>> m2(rotations.r2.size());
+  numerics::CayleyOptions cayley;
+  cayley.momentum = options.momentum;
+  double before = 0, after = 0;
+  const int64_t evalCount = 8;
+  if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
+                                    seqlen, before, error))
+    return fail(error);
+  auto start = std::chrono::steady_clock::now();
+  int64_t next = 0;
+  for (int64_t step = 0; step < options.steps; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<int64_t> tokens;
+    for (int64_t b = 0; b < options.batch; ++b) {
+      const std::vector<int64_t> &w = windows[next];
+      next = (next + 1) % int64_t(windows.size());
+      tokens.insert(tokens.end(), w.begin(), w.end());
+    }
+    double loss;
+    Rotations grad;
+    if (!objective->evaluate(rotations, tokens, options.batch, seqlen, loss,
+                             &grad, error))
+      return fail(error);
+    if (!std::isfinite(loss))
+      return fail("the loss is not finite at step " + std::to_string(step));
+    cayley.lr = options.schedule == "cosine"
+                    ? numerics::cosineSchedule(options.lr, step, options.steps)
+                    : options.lr;
+    double alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
+    for (size_t l = 0; l < rotations.r2.size(); ++l)
+      numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
+    // Five fixed-point iterations solve the Cayley equation only
+    // approximately, and for small matrices the step is large relative to
+    // their size (about 1e-4 off orthogonal per step at n = 16): a QR pulls
+    // them back, every step for small matrices (cheap), every 20 for large.
+    for (auto *r : rotationList(rotations))
+      if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
+          (step + 1) % 20 == 0)
+        numerics::reorthonormalize(*r,
+                                   std::lround(std::sqrt(double(r->size()))));
+    double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (terminal)
+      llvm::errs() << llvm::format("calibrate: step %3lld/%lld  loss %.4f  "
+                                   "lr %.3f  R1 step %.4f  %.2f s\n",
+                                   (long long)step + 1,
+                                   (long long)options.steps, loss, cayley.lr,
+                                   alpha, secs);
+  }
+  numerics::reorthonormalize(rotations.r1, n);
+  for (auto &r : rotations.r2)
+    numerics::reorthonormalize(r, d);
+  double total =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
+                                    seqlen, after, error))
+    return fail(error);
+  if (options.progress)
+    llvm::errs() << llvm::format(
+        "calibrate: %lld steps of %lld x %lld tokens under %s in %.1f s "
+        "(%.3f s/step); loss on %lld fixed windows %.4f -> %.4f\n",
+        (long long)options.steps, (long long)options.batch, (long long)seqlen,
+        options.quant.c_str(), total,
+        options.steps ? total / options.steps : 0.0,
+        (long long)std::min<int64_t>(evalCount, windows.size()), before, after);
+  return success();
+}
+
+} // namespace sq

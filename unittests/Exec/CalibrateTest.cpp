@@ -1,0 +1,273 @@
+//===- CalibrateTest.cpp - gradients and training of R1/R2 ----------------===//
+//
+// The calibration objective's dL/dR1 and dL/dR2 against finite
+// differences of its loss (a test of the whole backward path: every VJP of
+// the executor and the chain rule through the rotated weights), and the
+// training loop on the fixtures and the shared model.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Transforms/Calibrate.h"
+#include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/ONNX.h"
+#include "sq/Numerics/Cayley.h"
+#include "sq/Numerics/Hadamard.h"
+#include "sq/Transforms/Passes.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "llvm/Support/FileSystem.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+using namespace sq;
+
+namespace {
+
+std::string sharedData() {
+  if (const char *env = std::getenv("SQ_SHARED_DATA"))
+    return env;
+  return SQ_SOURCE_DIR "/../shared/data";
+}
+
+/// Imports `path` and runs `pipeline` (sq-opt syntax).
+mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &ctx,
+                                       const std::string &path,
+                                       const std::string &pipeline) {
+  std::string err;
+  auto module = importOnnxModel(path, &ctx, err);
+  EXPECT_TRUE(module) << err;
+  if (!module)
+    return module;
+  static bool registered = (sq::registerSQPasses(), true);
+  (void)registered;
+  mlir::PassManager pm(&ctx);
+  std::string perr;
+  llvm::raw_string_ostream os(perr);
+  EXPECT_TRUE(mlir::succeeded(mlir::parsePassPipeline(pipeline, pm, os)))
+      << perr;
+  EXPECT_TRUE(mlir::succeeded(pm.run(*module))) << pipeline;
+  return module;
+}
+
+std::vector<double> randomMatrix(int64_t n, std::mt19937_64 &rng,
+                                 double scale = 1.0) {
+  std::normal_distribution<double> g(0.0, scale);
+  std::vector<double> m(n * n);
+  for (double &v : m)
+    v = g(rng);
+  return m;
+}
+
+double dot(const std::vector<double> &a, const std::vector<double> &b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+struct GradCase {
+  const char *fixture;
+  const char *pipeline;
+};
+
+class CalibrationGradient : public ::testing::TestWithParam<GradCase> {};
+
+// dL/dR1 and each dL/dR2 against central differences of the loss along
+// random directions, at random orthogonal rotations, without quantization
+// (the loss is then smooth). The pipeline puts R3/R4 (sq.hadamard) on the
+// path in one case.
+TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx,
+                     SQ_SOURCE_DIR "/test/Import/Inputs/" +
+                         std::string(GetParam().fixture),
+                     GetParam().pipeline);
+  ASSERT_TRUE(module);
+  std::string error;
+  auto obj = RotationObjective::create(*module, "w16a16", error);
+  ASSERT_TRUE(obj) << error;
+  int64_t n = obj->hidden(), d = obj->headDim();
+  ASSERT_GT(obj->numLayers(), 0);
+  Rotations r;
+  r.hidden = n;
+  r.headDim = d;
+  r.r1 = numerics::randomOrthogonalMatrix(n, 1);
+  for (int64_t l = 0; l < obj->numLayers(); ++l)
+    r.r2.push_back(numerics::randomOrthogonalMatrix(d, 10 + l));
+  int64_t batch = 2, seq = 7;
+  std::vector<int64_t> tokens;
+  for (int64_t i = 0; i < batch * seq; ++i)
+    tokens.push_back((i * 7 + 3) % obj->vocabSize());
+  double loss;
+  Rotations grad;
+  ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, loss, &grad, error))
+      << error;
+  ASSERT_TRUE(std::isfinite(loss));
+
+  std::mt19937_64 rng(7);
+  auto check = [&](std::vector<double> &m, const std::vector<double> &g,
+                   int64_t size, const std::string &what) {
+    double gnorm = std::sqrt(dot(g, g));
+    ASSERT_GT(gnorm, 1e-4) << what << ": a zero gradient proves nothing";
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<double> e = randomMatrix(size, rng);
+      double en = std::sqrt(dot(e, e));
+      for (double &v : e)
+        v /= en;
+      const double h = 1e-2;
+      std::vector<double> saved = m;
+      double lp, lm;
+      for (int64_t i = 0; i < size * size; ++i)
+        m[i] = saved[i] + h * e[i];
+      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lp, nullptr, error));
+      for (int64_t i = 0; i < size * size; ++i)
+        m[i] = saved[i] - h * e[i];
+      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lm, nullptr, error));
+      m = saved;
+      double fd = (lp - lm) / (2 * h), analytic = dot(g, e);
+      EXPECT_NEAR(fd, analytic, 2e-3 * gnorm + 1e-4)
+          << what << " direction " << trial;
+    }
+  };
+  check(r.r1, grad.r1, n, "R1");
+  for (int64_t l = 0; l < obj->numLayers(); ++l)
+    check(r.r2[l], grad.r2[l], d, "R2 of layer " + std::to_string(l));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CalibrationGradient,
+    ::testing::Values(
+        GradCase{"gqa-opset17.onnx", "sq-fuse-norms"},
+        GradCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"},
+        GradCase{"interleaved-opset17.onnx", "sq-fuse-norms"},
+        GradCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"}),
+    [](const auto &info) {
+      std::string name =
+          std::string(info.param.fixture) +
+          (llvm::StringRef(info.param.pipeline).contains("had") ? "_hadamard"
+                                                                : "");
+      for (char &c : name)
+        if (!isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
+
+// With fake quantization on the path the gradient is the straight-through
+// one: still finite, non-zero, and the same for the same input.
+TEST(Calibration, FakeQuantGradientIsDeterministic) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  auto obj = RotationObjective::create(*module, "w4a4kv4", error);
+  ASSERT_TRUE(obj) << error;
+  Rotations r;
+  r.r1 = numerics::randomOrthogonalMatrix(obj->hidden(), 3);
+  for (int64_t l = 0; l < obj->numLayers(); ++l)
+    r.r2.push_back(numerics::randomOrthogonalMatrix(obj->headDim(), 4 + l));
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 16; ++i)
+    tokens.push_back((i * 11 + 5) % obj->vocabSize());
+  double l1, l2;
+  Rotations g1, g2;
+  ASSERT_TRUE(obj->evaluate(r, tokens, 2, 8, l1, &g1, error)) << error;
+  ASSERT_TRUE(obj->evaluate(r, tokens, 2, 8, l2, &g2, error)) << error;
+  EXPECT_EQ(l1, l2);
+  EXPECT_EQ(g1.r1, g2.r1);
+  EXPECT_GT(std::sqrt(dot(g1.r1, g1.r1)), 1e-4);
+}
+
+TEST(Calibration, RejectsBadInput) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms");
+  ASSERT_TRUE(module);
+  std::string error;
+  EXPECT_FALSE(RotationObjective::create(*module, "w4a4kv4,gptq", error));
+  EXPECT_NE(error.find("round-to-nearest"), std::string::npos) << error;
+  EXPECT_FALSE(RotationObjective::create(*module, "w3x", error));
+
+  // A norm with a scale does not commute with R1.
+  mlir::MLIRContext ctx2;
+  std::string err;
+  auto raw = importOnnxModel(
+      SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", &ctx2, err);
+  ASSERT_TRUE(raw) << err;
+  EXPECT_FALSE(RotationObjective::create(*raw, "w16a4kv4", error));
+  EXPECT_NE(error.find("sq-fuse-norms"), std::string::npos) << error;
+
+  auto obj = RotationObjective::create(*module, "w16a16", error);
+  ASSERT_TRUE(obj) << error;
+  Rotations r; // empty: does not match the model
+  double loss;
+  std::vector<int64_t> tokens(8, 1);
+  EXPECT_FALSE(obj->evaluate(r, tokens, 1, 8, loss, nullptr, error));
+  EXPECT_NE(error.find("do not match"), std::string::npos) << error;
+}
+
+// Training lowers the loss on fixed windows of the shared byte-level model
+// within 20 steps, keeps the rotations orthogonal, and is deterministic.
+TEST(Calibration, LowersLossOnSharedModel) {
+  std::string path = sharedData() + "/wiki2-byte-llama/model.onnx";
+  if (!llvm::sys::fs::exists(path))
+    GTEST_SKIP() << "shared model not present: " << path;
+  auto run = [&](Rotations &r, double &before, double &after) {
+    mlir::MLIRContext ctx;
+    auto module = load(ctx, path, "sq-fuse-norms,sq-online-hadamard");
+    ASSERT_TRUE(module);
+    std::string error;
+    auto obj = RotationObjective::create(*module, "w16a4kv4", error);
+    ASSERT_TRUE(obj) << error;
+    r.hidden = obj->hidden();
+    r.headDim = obj->headDim();
+    r.r1 = numerics::randomOrthogonalMatrix(r.hidden, 0);
+    r.r2.clear();
+    for (int64_t l = 0; l < obj->numLayers(); ++l)
+      r.r2.push_back(numerics::randomOrthogonalMatrix(r.headDim, 1 + l));
+    CalibrationOptions options;
+    options.steps = 20;
+    options.seqlen = 128;
+    options.samples = 16;
+    options.batch = 2;
+    options.progress = false;
+    std::vector<std::vector<int64_t>> windows;
+    ASSERT_TRUE(
+        loadCalibrationWindows(options, 128, obj->vocabSize(), windows, error))
+        << error;
+    auto evalLoss = [&](double &out) {
+      out = 0;
+      for (int i = 0; i < 8; ++i) {
+        double l;
+        ASSERT_TRUE(obj->evaluate(r, windows[i], 1, 128, l, nullptr, error));
+        out += l / 8;
+      }
+    };
+    evalLoss(before);
+    ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, r)));
+    evalLoss(after);
+  };
+  Rotations a, b;
+  double before, after, before2, after2;
+  run(a, before, after);
+  EXPECT_LT(after, before - 0.01) << "loss " << before << " -> " << after;
+  EXPECT_LE(numerics::orthogonalityError(a.r1, a.hidden), 1e-5);
+  for (auto &r2 : a.r2)
+    EXPECT_LE(numerics::orthogonalityError(r2, a.headDim), 1e-5);
+  run(b, before2, after2);
+  EXPECT_EQ(a.r1, b.r1) << "calibration is not deterministic";
+  EXPECT_EQ(after, after2);
+}
+
+TEST(Calibration, EmbeddedTextIsWikiText) {
+  llvm::StringRef text = defaultCalibrationText();
+  EXPECT_GT(text.size(), 90000u);
+  EXPECT_TRUE(text.contains("Homarus gammarus"));
+}
+
+} // namespace

@@ -52,21 +52,20 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
                             std::vector<std::vector<int64_t>> &windows,
                             std::string &error) {
   std::vector<int64_t> tokens;
-  std::string what = options.data.empty()
-                         ? std::string("the embedded WikiText-2 excerpt")
-                         : "'" + options.data + "'";
+  std::string what =
+      options.data.empty()
+          ? std::string("the embedded calibration text (WikiText-2)")
+          : "calibration data '" + options.data + "'";
   if (!options.data.empty() && StringRef(options.data).ends_with(".bin")) {
     // Pre-tokenized: little-endian int32 ids.
     auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
     if (!buffer) {
-      error = "cannot read calibration data " + what + ": " +
-              buffer.getError().message();
+      error = "cannot read " + what + ": " + buffer.getError().message();
       return false;
     }
     StringRef bytes = (*buffer)->getBuffer();
     if (bytes.size() % 4) {
-      error = "calibration data " + what +
-              " is not a whole number of int32 token ids (" +
+      error = what + " is not a whole number of int32 token ids (" +
               std::to_string(bytes.size()) + " bytes)";
       return false;
     }
@@ -82,30 +81,43 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
     if (!options.data.empty()) {
       auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
       if (!buffer) {
-        error = "cannot read calibration data " + what + ": " +
-                buffer.getError().message();
+        error = "cannot read " + what + ": " + buffer.getError().message();
         return false;
       }
       file = std::move(*buffer);
       text = file->getBuffer();
     }
-    auto tokenizer = Tokenizer::create(options.tokenizer, error);
+    // No tokenizer given: bytes, which only a byte-level model reads.
+    std::string spec = options.tokenizer;
+    if (spec.empty()) {
+      if (vocab != 256) {
+        error = "calibration text needs the model's tokenizer: give "
+                "tokenizer=sp:PATH (its SentencePiece model; byte-level "
+                "models, vocabulary 256, default to tokenizer=byte) or "
+                "pre-tokenized data=FILE.bin (this model's vocabulary is " +
+                std::to_string(vocab) + ")";
+        return false;
+      }
+      spec = "byte";
+    }
+    auto tokenizer = Tokenizer::create(spec, error);
     if (!tokenizer)
       return false;
     tokens = tokenizer->encode(text);
   }
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab) {
-      error = "calibration data " + what + ": token " + std::to_string(i) +
-              " is " + std::to_string(tokens[i]) +
+      error = what + ": token " + std::to_string(i) + " is " +
+              std::to_string(tokens[i]) +
               ", outside the model's vocabulary of " + std::to_string(vocab) +
-              " (tokenizer=" + options.tokenizer + ")";
+              (options.tokenizer.empty()
+                   ? std::string()
+                   : " (tokenizer=" + options.tokenizer + ")");
       return false;
     }
   if (int64_t(tokens.size()) <= seqlen) {
-    error = "calibration data " + what + " has " +
-            std::to_string(tokens.size()) + " tokens, fewer than seqlen " +
-            std::to_string(seqlen);
+    error = what + " has " + std::to_string(tokens.size()) +
+            " tokens, fewer than seqlen " + std::to_string(seqlen);
     return false;
   }
   std::mt19937_64 rng(options.seed);

@@ -2,7 +2,7 @@
 // the queries and keys after RoPE; a size without a Hadamard matrix gets
 // the seeded random orthogonal fallback, with one remark.
 // RUN: sq-translate --import-onnx %S/../Import/Inputs/gqa-opset17.onnx -o %t.mlir
-// RUN: sq-opt %t.mlir --sq-fuse-norms --spinquant-rotate --sq-online-hadamard | FileCheck %s
+// RUN: sq-opt %t.mlir --sq-fuse-norms --spinquant-rotate=mode=hadamard --sq-online-hadamard | FileCheck %s
 // RUN: sq-opt %t.mlir --sq-fuse-norms --sq-online-hadamard=r3=false | FileCheck %s --check-prefix=NOR3
 // RUN: sq-opt %s --sq-online-hadamard=seed=5 2>&1 | FileCheck %s --check-prefix=SIZE
 // MLP widths 224 = 28 * 8 and 192 = 12 * 16 get true Hadamard matrices (no

@@ -706,10 +706,11 @@ TEST_P(QuantizeModes, RealEqualsFake) {
     tokens.push_back((i * 5 + 1) % 32);
   std::string spec = GetParam().spec;
   mlir::MLIRContext ctxA, ctxB, ctxC;
-  auto fake =
-      importAndRun(ctxA, path, "spinquant-rotate,quantize{" + spec + "}");
+  auto fake = importAndRun(
+      ctxA, path, "spinquant-rotate{mode=hadamard},quantize{" + spec + "}");
   auto real = importAndRun(ctxB, path,
-                           "spinquant-rotate,quantize{" + spec + ",mode=real}");
+                           "spinquant-rotate{mode=hadamard},quantize{" + spec +
+                               ",mode=real}");
   auto plain = importAndRun(ctxC, path, "");
   ASSERT_TRUE(fake && real && plain);
   int qlinears = 0;
@@ -788,8 +789,8 @@ TEST(QuantizeShared, RotationAndGPTQHelp) {
   };
   double fp = ppl("");
   double none = ppl("quantize{w4a4kv4}");
-  double had = ppl("spinquant-rotate,quantize{w4a4kv4}");
-  double gptq = ppl("spinquant-rotate,quantize{w4a4kv4,gptq,"
+  double had = ppl("spinquant-rotate{mode=hadamard},quantize{w4a4kv4}");
+  double gptq = ppl("spinquant-rotate{mode=hadamard},quantize{w4a4kv4,gptq,"
                     "calib=" +
                     valid + ",nsamples=16,seqlen=256}");
   EXPECT_LT(had - fp, 0.6 * (none - fp))

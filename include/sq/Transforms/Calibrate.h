@@ -42,8 +42,9 @@ struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
   /// empty: the WikiText-2 excerpt embedded in SQ.
   std::string data;
-  /// "byte" or "sp:PATH".
-  std::string tokenizer = "byte";
+  /// "byte" or "sp:PATH"; empty: byte for a byte-level model (vocabulary
+  /// 256), an error otherwise.
+  std::string tokenizer;
   int64_t samples = 128;
   /// 0: the model's context, at most 2048.
   int64_t seqlen = 0;

@@ -116,8 +116,10 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     Option<"data", "data", "std::string", /*default=*/"\"\"",
            "learned: calibration text (or pre-tokenized int32 ids, .bin); "
            "default: the WikiText-2 excerpt embedded in SQ">,
-    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"byte\"",
-           "learned: tokenizer of the calibration text: byte or sp:PATH">,
+    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"\"",
+           "learned: tokenizer of the calibration text: byte or sp:PATH "
+           "(default: byte for byte-level models, vocabulary 256; others "
+           "need sp:PATH or pre-tokenized data)">,
     Option<"samples", "samples", "int64_t", /*default=*/"128",
            "learned: calibration windows drawn from the text">,
     Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
@@ -191,8 +193,10 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
     Option<"data", "data", "std::string", /*default=*/"\"\"",
            "learned: calibration text (or pre-tokenized int32 ids, .bin); "
            "default: the WikiText-2 excerpt embedded in SQ">,
-    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"byte\"",
-           "learned: tokenizer of the calibration text: byte or sp:PATH">,
+    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"\"",
+           "learned: tokenizer of the calibration text: byte or sp:PATH "
+           "(default: byte for byte-level models, vocabulary 256; others "
+           "need sp:PATH or pre-tokenized data)">,
     Option<"samples", "samples", "int64_t", /*default=*/"128",
            "learned: calibration windows drawn from the text">,
     Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",

@@ -422,6 +422,34 @@ bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
   return true;
 }
 
+bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
+                             ArrayRef<float> values, std::string &error) {
+  auto it = impl->weightByName.find(name);
+  if (it == impl->weightByName.end()) {
+    error = "the model has no float weight '" + name.str() + "'";
+    return false;
+  }
+  exec::Tensor &t = impl->weights.find(it->second)->second;
+  if (t.shape.size() != 2 || values.size() != rows.size() * t.shape[1]) {
+    error = "weight '" + name.str() + "': " + std::to_string(values.size()) +
+            " values for " + std::to_string(rows.size()) + " rows";
+    return false;
+  }
+  int64_t cols = t.shape[1];
+  if (t.data.use_count() > 1) // still read elsewhere: copy first
+    t.data = std::make_shared<exec::FloatBuffer>(*t.data);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0 || rows[i] >= t.shape[0]) {
+      error =
+          "weight '" + name.str() + "' has no row " + std::to_string(rows[i]);
+      return false;
+    }
+    std::memcpy(t.data->data() + rows[i] * cols, values.data() + i * cols,
+                cols * sizeof(float));
+  }
+  return true;
+}
+
 /// The next-token targets of `tokens` [batch, seq]: token i + 1 of the same
 /// sequence, -1 (not scored) for the last position.
 static std::vector<int64_t> nextTokenTargets(ArrayRef<int64_t> tokens,

@@ -26,6 +26,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -147,6 +148,9 @@ struct Entry {
   /// columns of each head) of this layer; -1 for neither.
   int64_t r2Layer = -1;
   bool isValue = false;
+  /// The embedding table read only by sq.embedding: only the rows of the
+  /// batch's tokens are rotated (and contribute to dL/dR1).
+  bool rowsOnly = false;
   /// Fake-quantized while training (linear weights but lm_head, when the
   /// spec quantizes weights).
   bool quantize = false;
@@ -229,8 +233,11 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
       fail(user, "weight must be an sq.weight");
       return nullptr;
     }
-    if (index.count(name))
-      return &impl.entries[index[name]];
+    if (index.count(name)) {
+      Entry &e = impl.entries[index[name]];
+      e.rowsOnly = false; // a tied embedding is read by lm_head too
+      return &e;
+    }
     auto type = cast<RankedTensorType>(w.getType());
     Entry e;
     e.name = name;
@@ -241,7 +248,7 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
     impl.entries.push_back(std::move(e));
     return &impl.entries.back();
   };
-  add(embedding.getTable(), Role::Embedding, embedding);
+  add(embedding.getTable(), Role::Embedding, embedding)->rowsOnly = true;
   module.walk([&](LinearOp linear) {
     bool reads = linear.getInput().getDefiningOp<RMSNormOp>() != nullptr;
     bool writes = llvm::any_of(linear.getOutput().getUsers(),
@@ -341,10 +348,34 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     r2[l].assign(r.r2[l].begin(), r.r2[l].end());
   }
 
+  // The embedding rows the batch reads.
+  std::vector<int64_t> used(tokens.begin(), tokens.end());
+  llvm::sort(used);
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  auto gatherRows = [&](const std::vector<float> &m, int64_t cols) {
+    std::vector<float> g(used.size() * cols);
+    for (size_t i = 0; i < used.size(); ++i)
+      std::memcpy(g.data() + i * cols, m.data() + used[i] * cols,
+                  cols * sizeof(float));
+    return g;
+  };
+
   // 1. Fold the rotations into copies of the frozen weights.
   std::vector<std::string> names;
   for (Entry &e : impl.entries) {
     names.push_back(e.name);
+    if (e.rowsOnly) {
+      if (used.empty() || used.back() >= e.rows || used.front() < 0) {
+        error = "token ids outside the embedding table";
+        return false;
+      }
+      std::vector<float> rows = gatherRows(e.base, n), w(rows.size());
+      gemm(false, false, used.size(), n, n, rows.data(), n, r1.data(), n,
+           w.data(), n);
+      if (!impl.ex->setWeightRows(e.name, used, w, error))
+        return false;
+      continue;
+    }
     std::vector<float> w(e.rows * e.cols);
     if (e.role != Role::Writer) { // W R1
       gemm(false, false, e.rows, n, n, e.base.data(), n, r1.data(), n, w.data(),
@@ -418,7 +449,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       }
       dW.swap(dA);
     }
-    if (e.role != Role::Writer) // W' = W R1: dR1 += W^T dW'
+    if (e.rowsOnly) { // only the rows read contribute
+      std::vector<float> rows = gatherRows(e.base, n),
+                         drows = gatherRows(dW, n);
+      gemm(true, false, n, n, used.size(), rows.data(), n, drows.data(), n,
+           g1.data(), n, 1.0f);
+    } else if (e.role != Role::Writer) // W' = W R1: dR1 += W^T dW'
       gemm(true, false, n, n, e.rows, e.base.data(), n, dW.data(), n, g1.data(),
            n, 1.0f);
     else // W' = R1^T W: dR1 += W dW'^T

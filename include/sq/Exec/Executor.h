@@ -76,6 +76,11 @@ public:
   bool setWeightValues(llvm::StringRef name, llvm::ArrayRef<float> values,
                        std::string &error);
 
+  /// Replaces rows `rows` of the 2-D float weight `name` ([rows.size(),
+  /// cols] values, row-major); the other rows keep their values.
+  bool setWeightRows(llvm::StringRef name, llvm::ArrayRef<int64_t> rows,
+                     llvm::ArrayRef<float> values, std::string &error);
+
   /// The next-token loss of `tokens` ([batch, seq]) and its gradient with
   /// respect to the weights named in `wrt`: a forward from position 0 (the
   /// KV cache is neither used nor changed) that keeps every intermediate,

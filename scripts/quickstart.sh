@@ -38,14 +38,21 @@ echo "== 3. Perplexity on $MODEL/tinystories_valid_head.txt (windows of 512 toke
   --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
 
 echo
-echo "== 4. SpinQuant rotation + quantization (RTN; fake-quantized, run by the executor)"
+echo "== 4. SpinQuant: learned rotations + quantization (RTN; fake-quantized, run by the executor)"
+echo "   R1/R2 are trained by Cayley SGD (100 steps) on the WikiText-2 excerpt compiled into SQ,"
+echo "   tokenized with the model's tokenizer, under the quantization they will serve;"
+echo "   the QuaRot-style Hadamard rotations (no training) are shown for comparison."
 for spec in w8a8 w4a4kv4; do
-  "$BIN/sq-opt" "$OUT/model.mlirbc" --spinquant-rotate --quantize=$spec \
-    --emit-bytecode -o "$OUT/model-$spec.mlirbc"
-  printf '%-8s ' "$spec:"
-  "$BIN/sq-run" "$OUT/model-$spec.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
-    --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+  for mode in hadamard learned; do
+    "$BIN/sq-opt" "$OUT/model.mlirbc" \
+      --spinquant-rotate="mode=$mode tokenizer=sp:$MODEL/tok512.model quant=$spec" \
+      --quantize=$spec --emit-bytecode -o "$OUT/model-$spec-$mode.mlirbc"
+    printf '%-8s %-9s ' "$spec:" "$mode"
+    "$BIN/sq-run" "$OUT/model-$spec-$mode.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+      --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+  done
 done
+cp "$OUT/model-w4a4kv4-learned.mlirbc" "$OUT/model-w4a4kv4.mlirbc"
 echo "W4A4KV4 generation (a 260K-parameter model loses much at 4-bit activations; see docs/results.md):"
 "$BIN/sq-run" "$OUT/model-w4a4kv4.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
   --generate "Once upon a time" -n 40

@@ -522,9 +522,12 @@ LogicalResult calibrateRotations(ModuleOp module,
     return fail("the initial rotations do not match the model");
   int64_t seqlen = options.seqlen;
   if (!seqlen)
+    // The official 2048, within the model's context; a model that does not
+    // record its context gets a conservative 512 (training past a model's
+    // context hurts, shorter windows only cost samples).
     seqlen = objective->maxPositions() > 0
                  ? std::min<int64_t>(objective->maxPositions(), 2048)
-                 : 2048;
+                 : 512;
   if (objective->maxPositions() > 0 && seqlen > objective->maxPositions())
     return fail("seqlen " + std::to_string(seqlen) +
                 " exceeds the model's context of " +

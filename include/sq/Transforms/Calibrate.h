@@ -46,7 +46,8 @@ struct CalibrationOptions {
   /// 256), an error otherwise.
   std::string tokenizer;
   int64_t samples = 128;
-  /// 0: the model's context, at most 2048.
+  /// 0: the model's context, at most 2048 (512 when the model does not
+  /// record its context).
   int64_t seqlen = 0;
   int64_t batch = 4;
   int64_t steps = 100;

@@ -78,11 +78,14 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     activations have fewer outliers, which is what makes 4-bit quantization
     work.
 
-    Modes: `random` (seeded random orthogonal matrices), `hadamard`
-    (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k), `file`
-    (read from `path`), `learned` (SpinQuant: R1/R2 learned by Cayley SGD,
-    as `--spinquant-calibrate` describes; the options marked "learned"
-    apply). `save=FILE` writes the rotations used.
+    Modes: `learned`, the default (SpinQuant: R1/R2 learned by Cayley SGD
+    from a randomized Hadamard initialization, as `--spinquant-calibrate`
+    describes; the options marked "learned" apply; a model that is not
+    byte-level needs `tokenizer=sp:PATH` or pre-tokenized `data=`),
+    `hadamard` (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k:
+    QuaRot's rotations, no calibration), `random` (seeded random orthogonal
+    matrices), `file` (read from `path`). `save=FILE` writes the rotations
+    used.
 
     Rotation files are safetensors: tensors `R1` [hidden, hidden] and
     `layers.N.R2` [head_dim, head_dim] (float64 or float32), metadata
@@ -99,14 +102,15 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     `--sq-online-hadamard=r3=false` yourself.
 
     ```
-    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir
+    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir        # byte-level model
+    sq-opt --spinquant-rotate="tokenizer=sp:tokenizer.model quant=w4a4kv4" --quantize=w4a4kv4 model.mlir
     sq-opt --spinquant-rotate="mode=random seed=3 online-hadamard=false" model.mlir
     sq-opt --spinquant-rotate="mode=learned steps=50 data=calib.txt tokenizer=sp:tok.model" model.mlir
     ```
   }];
   let options = [
-    Option<"mode", "mode", "std::string", /*default=*/"\"hadamard\"",
-           "random | hadamard | learned | file">,
+    Option<"mode", "mode", "std::string", /*default=*/"\"learned\"",
+           "learned (SpinQuant, the default) | hadamard | random | file">,
     Option<"seed", "seed", "uint64_t", /*default=*/"0",
            "seed of the random rotations and Hadamard signs">,
     Option<"path", "path", "std::string", /*default=*/"\"\"",
@@ -124,7 +128,7 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "learned: calibration windows drawn from the text">,
     Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
            "learned: tokens per window (0: the model's context, at most "
-           "2048)">,
+           "2048; 512 when the model does not record it)">,
     Option<"batch", "batch", "int64_t", /*default=*/"4",
            "learned: windows per step">,
     Option<"steps", "steps", "int64_t", /*default=*/"100",
@@ -201,7 +205,7 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "learned: calibration windows drawn from the text">,
     Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
            "learned: tokens per window (0: the model's context, at most "
-           "2048)">,
+           "2048; 512 when the model does not record it)">,
     Option<"batch", "batch", "int64_t", /*default=*/"4",
            "learned: windows per step">,
     Option<"steps", "steps", "int64_t", /*default=*/"100",

@@ -488,6 +488,7 @@ TEST_P(FullRotationInvariance, LogitsAndDecode) {
       mlir::PassManager pm(&ctx);
       SQFuseNormsOptions fuse;
       SQSpinQuantRotateOptions rotate;
+      rotate.mode = "hadamard";
       SQOnlineHadamardOptions online;
       // Exact for the fp16 fixture too.
       fuse.weightType = rotate.weightType = online.weightType = "f32";
@@ -567,6 +568,7 @@ TEST(RotationWeightType, KeepStaysF16) {
       SQFuseNormsOptions fuse;
       fuse.weightType = weightType;
       SQSpinQuantRotateOptions rotate;
+      rotate.mode = "hadamard";
       rotate.weightType = weightType;
       SQOnlineHadamardOptions online;
       online.weightType = weightType;

@@ -41,16 +41,16 @@ echo
 echo "== 4. SpinQuant: learned rotations + quantization (RTN; fake-quantized, run by the executor)"
 echo "   R1/R2 are trained by Cayley SGD (100 steps) on the WikiText-2 excerpt compiled into SQ,"
 echo "   tokenized with the model's tokenizer, under the quantization they will serve;"
-echo "   the QuaRot-style Hadamard rotations (no training) are shown for comparison."
-for spec in w8a8 w4a4kv4; do
-  for mode in hadamard learned; do
-    "$BIN/sq-opt" "$OUT/model.mlirbc" \
-      --spinquant-rotate="mode=$mode tokenizer=sp:$MODEL/tok512.model quant=$spec" \
-      --quantize=$spec --emit-bytecode -o "$OUT/model-$spec-$mode.mlirbc"
-    printf '%-8s %-9s ' "$spec:" "$mode"
-    "$BIN/sq-run" "$OUT/model-$spec-$mode.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
-      --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
-  done
+echo "   the QuaRot-style Hadamard rotations (no training) are shown for comparison"
+echo "   (at W8A8 there is little to learn: Hadamard only)."
+for run in w8a8:hadamard w4a4kv4:hadamard w4a4kv4:learned; do
+  spec=${run%%:*} mode=${run##*:}
+  "$BIN/sq-opt" "$OUT/model.mlirbc" \
+    --spinquant-rotate="mode=$mode tokenizer=sp:$MODEL/tok512.model quant=$spec" \
+    --quantize=$spec --emit-bytecode -o "$OUT/model-$spec-$mode.mlirbc"
+  printf '%-8s %-9s ' "$spec:" "$mode"
+  "$BIN/sq-run" "$OUT/model-$spec-$mode.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+    --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
 done
 cp "$OUT/model-w4a4kv4-learned.mlirbc" "$OUT/model-w4a4kv4.mlirbc"
 echo "W4A4KV4 generation (a 260K-parameter model loses much at 4-bit activations; see docs/results.md):"

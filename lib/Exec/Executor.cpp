@@ -228,6 +228,19 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
   return ex;
 }
 
+/// Every id must index the vocabulary.
+static bool checkTokenIds(const ModelInfo &info, ArrayRef<int64_t> tokens,
+                          std::string &error) {
+  for (int64_t t : tokens)
+    if (t < 0 || t >= info.vocabSize) {
+      error = "token id " + std::to_string(t) +
+              " is outside the vocabulary [0, " +
+              std::to_string(info.vocabSize) + ")";
+      return false;
+    }
+  return true;
+}
+
 /// Runs @forward over `tokens`. For inference (training = false) it
 /// continues after the KV cache and extends it, freeing intermediates after
 /// their last use; for training it starts at position 0, leaves the cache
@@ -371,13 +384,8 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
             std::to_string(impl.info.maxPositions) + " tokens";
     return false;
   }
-  for (int64_t t : tokens)
-    if (t < 0 || t >= impl.info.vocabSize) {
-      error = "token id " + std::to_string(t) +
-              " is outside the vocabulary [0, " +
-              std::to_string(impl.info.vocabSize) + ")";
-      return false;
-    }
+  if (!checkTokenIds(impl.info, tokens, error))
+    return false;
 
   if (!evaluate(impl, tokens, batch, seq, /*training=*/false, nullptr, logits,
                 error))
@@ -475,13 +483,8 @@ static bool checkTrainingInput(const Executor::Impl &impl,
             std::to_string(impl.info.maxPositions);
     return false;
   }
-  for (int64_t t : tokens)
-    if (t < 0 || t >= impl.info.vocabSize) {
-      error = "token id " + std::to_string(t) +
-              " is outside the vocabulary [0, " +
-              std::to_string(impl.info.vocabSize) + ")";
-      return false;
-    }
+  if (!checkTokenIds(impl.info, tokens, error))
+    return false;
   return true;
 }
 

@@ -3,11 +3,12 @@
 # models/stories260K (TinyStories, 260K parameters):
 #   1. import its ONNX export into the sq dialect and list its weights;
 #   2. generate text from "Once upon a time" with the reference executor;
-#   3. measure its perplexity on a TinyStories excerpt;
-#   4. rotate it (SpinQuant recipe with Hadamard rotations), quantize it to
-#      W4A4KV4 and W8A8, and compare perplexities and generated text.
-# (Learned rotations and the compiled model.so join this script as those
-# features land.)
+#   3. compile it with sq-compile: the default recipe (SpinQuant: learned
+#      rotations R1/R2 by Cayley SGD, online Hadamards R3/R4, W4A4KV4 with
+#      int4 weights, activations and KV cache) into model.so, and the float
+#      model and QuaRot-style Hadamard rotations for comparison;
+#   4. perplexity of each model.so on a TinyStories excerpt, and a short
+#      generation from the W4A4KV4 model.so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,30 +34,43 @@ echo "== 2. Generate 40 tokens after \"Once upon a time\" (greedy)"
   --generate "Once upon a time" -n 40
 
 echo
-echo "== 3. Perplexity on $MODEL/tinystories_valid_head.txt (windows of 512 tokens, fp32)"
-"$BIN/sq-run" "$MODEL/model.onnx" --tokenizer "sp:$MODEL/tok512.model" \
-  --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
+echo "== 3. Compile with sq-compile (model.onnx -> model.so + model.so.weights)"
+echo "   default recipe: R1/R2 learned by Cayley SGD (100 steps) on the WikiText-2 excerpt"
+echo "   compiled into SQ, read with the model's tokenizer; R3/R4 online Hadamards; W4A4KV4 (RTN)"
+TOK="sp:$MODEL/tok512.model"
+time_it() { local t0=$SECONDS; "$@"; echo "   ($((SECONDS - t0)) s)"; }
+time_it "$BIN/sq-compile" "$MODEL/model.onnx" --tokenizer "$TOK" -o "$OUT/model.so"
+echo "   for comparison: the float model, and W4A4KV4 with Hadamard rotations (no training)"
+"$BIN/sq-compile" "$MODEL/model.onnx" --rotate=none --quantize=none -o "$OUT/model-fp.so"
+"$BIN/sq-compile" "$MODEL/model.onnx" --rotate=hadamard -o "$OUT/model-hadamard.so"
+ls -l "$OUT"/model*.so "$OUT"/model*.so.weights | awk '{print "   " $5 " bytes  " $9}'
 
 echo
-echo "== 4. SpinQuant: learned rotations + quantization (RTN; fake-quantized, run by the executor)"
-echo "   R1/R2 are trained by Cayley SGD (100 steps) on the WikiText-2 excerpt compiled into SQ,"
-echo "   tokenized with the model's tokenizer, under the quantization they will serve;"
-echo "   the QuaRot-style Hadamard rotations (no training) are shown for comparison"
-echo "   (at W8A8 there is little to learn: Hadamard only)."
-for run in w8a8:hadamard w4a4kv4:hadamard w4a4kv4:learned; do
-  spec=${run%%:*} mode=${run##*:}
-  "$BIN/sq-opt" "$OUT/model.mlirbc" \
-    --spinquant-rotate="mode=$mode tokenizer=sp:$MODEL/tok512.model quant=$spec" \
-    --quantize=$spec --emit-bytecode -o "$OUT/model-$spec-$mode.mlirbc"
-  printf '%-8s %-9s ' "$spec:" "$mode"
-  "$BIN/sq-run" "$OUT/model-$spec-$mode.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
+echo "== 4. Perplexity on $MODEL/tinystories_valid_head.txt (windows of 512 tokens)"
+for so in model-fp model-hadamard model; do
+  case $so in
+    model-fp) label="fp32";;
+    model-hadamard) label="W4A4KV4, Hadamard";;
+    model) label="W4A4KV4, learned (SpinQuant)";;
+  esac
+  printf '%-30s ' "$label:"
+  "$BIN/sq-run" "$OUT/$so.so" --tokenizer "$TOK" \
     --ppl "$MODEL/tinystories_valid_head.txt" --seqlen 512
 done
-cp "$OUT/model-w4a4kv4-learned.mlirbc" "$OUT/model-w4a4kv4.mlirbc"
-echo "W4A4KV4 generation (a 260K-parameter model loses much at 4-bit activations; see docs/results.md):"
-"$BIN/sq-run" "$OUT/model-w4a4kv4.mlirbc" --tokenizer "sp:$MODEL/tok512.model" \
-  --generate "Once upon a time" -n 40
+echo "W4A4KV4 generation from model.so (a 260K-parameter model loses much at 4-bit activations;"
+echo "see docs/results.md):"
+"$BIN/sq-run" "$OUT/model.so" --tokenizer "$TOK" --generate "Once upon a time" -n 40
+if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
+  echo "The same model.so from Python (python/sq, ctypes):"
+  /usr/bin/python3 -c "
+import sys; sys.path.insert(0, 'python')
+import sq
+m = sq.Model('$OUT/model.so')
+print('  ', m.description)
+print('   logits of 3 tokens:', m.logits([1, 403, 407]).shape)"
+fi
 
 echo
-echo "Done. The IR is in $OUT/model.mlirbc; try:"
+echo "Done. The IR is in $OUT/model.mlirbc, the compiled model in $OUT/model.so; try:"
 echo "  $BIN/sq-opt $OUT/model.mlirbc --mlir-elide-resource-strings-if-larger=64 | less"
+echo "  $BIN/sq-run $OUT/model.so --tokenizer $TOK --generate \"One day\" -n 60"

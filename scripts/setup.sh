@@ -12,8 +12,8 @@ PACKAGES=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   # reference executor: BLAS and the SentencePiece tokenizer
   libopenblas-dev libsentencepiece-dev
-  # unit tests
-  libgtest-dev
+  # unit tests; the Python binding's test (python3-numpy)
+  libgtest-dev python3-numpy
 )
 
 missing=()

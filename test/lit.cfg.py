@@ -23,7 +23,7 @@ config.substitutions.append(("%sq_src_root", config.sq_src_root))
 config.substitutions.append(("%sq_obj_root", config.sq_obj_root))
 
 tool_dirs = [os.path.join(config.sq_obj_root, "bin"), config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["sq-opt", "sq-translate", "sq-run", "mlir-opt"], tool_dirs)
+llvm_config.add_tool_substitutions(["sq-opt", "sq-translate", "sq-run", "sq-compile", "mlir-opt"], tool_dirs)
 
 # Real models and data from ../shared/data (see its SOURCES.md): tests that
 # use them declare "REQUIRES: shared-data" and are skipped without them.
@@ -38,3 +38,10 @@ config.substitutions.append(("%shared_data", os.path.abspath(shared_data)))
 # shim (RTLD_DEEPBIND): tests that need it declare "UNSUPPORTED: sanitizers".
 if getattr(config, "sq_sanitizers", ""):
     config.available_features.add("sanitizers")
+
+# The Python binding's test needs numpy in the Python that runs lit.
+try:
+    import numpy  # noqa: F401
+    config.available_features.add("numpy")
+except ImportError:
+    pass

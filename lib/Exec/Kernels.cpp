@@ -11,8 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <map>
-#include <mutex>
 
 namespace sq {
 namespace exec {
@@ -192,41 +190,10 @@ void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
               x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);
 }
 
-/// The n x n matrix T of numerics::orthogonalTransformInPlace (x -> x T),
-/// row-major, built once per (n, seed) from the transforms of the unit
-/// vectors. Thread-safe.
-static const std::vector<float> &denseTransform(int64_t n, uint64_t seed) {
-  static std::mutex mutex;
-  static std::map<std::pair<int64_t, uint64_t>, std::vector<float>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  std::vector<float> &t = cache[{n, seed}];
-  if (t.empty()) {
-    t.assign(n * n, 0.0f);
-    for (int64_t i = 0; i < n; ++i) {
-      t[i * n + i] = 1.0f;
-      numerics::orthogonalTransformInPlace(t.data() + i * n, n, seed);
-    }
-  }
-  return t;
-}
-
-/// Whether x T is better done as a dense product: the fast transform's
-/// m x m factor runs over rows of length 2^k, which do not vectorize when
-/// 2^k is small (R4 of the shared byte model is 172 * 2).
-static bool useDenseTransform(int64_t n) {
-  int m;
-  int64_t p;
-  if (!numerics::splitHadamardSize(n, m, p)) {
-    p = n & -n;
-    m = n / p;
-  }
-  return m > 1 && p < 16 && n <= 4096;
-}
-
 bool orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
                              uint64_t seed, bool transpose, float *out) {
-  if (useDenseTransform(n)) {
-    const std::vector<float> &t = denseTransform(n, seed);
+  if (numerics::preferDenseTransform(n)) {
+    const std::vector<float> &t = numerics::denseTransform(n, seed);
     cblas_sgemm(CblasRowMajor, CblasNoTrans,
                 transpose ? CblasTrans : CblasNoTrans, rows, n, n, 1.0f, x, n,
                 t.data(), n, 0.0f, out, n);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 
 namespace sq {
@@ -407,6 +408,31 @@ bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed) {
 
 bool orthogonalTransformTransposeInPlace(float *x, int64_t n, uint64_t seed) {
   return orthogonalTransform(x, n, seed, /*transpose=*/true);
+}
+
+bool preferDenseTransform(int64_t n) {
+  int m;
+  int64_t p;
+  if (!splitHadamardSize(n, m, p)) {
+    p = n & -n;
+    m = n / p;
+  }
+  return m > 1 && p < 16 && n <= 4096;
+}
+
+const std::vector<float> &denseTransform(int64_t n, uint64_t seed) {
+  static std::mutex mutex;
+  static std::map<std::pair<int64_t, uint64_t>, std::vector<float>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<float> &t = cache[{n, seed}];
+  if (t.empty()) {
+    t.assign(n * n, 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      t[i * n + i] = 1.0f;
+      orthogonalTransformInPlace(t.data() + i * n, n, seed);
+    }
+  }
+  return t;
 }
 
 } // namespace numerics

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Transforms/Passes.h"
 
@@ -19,6 +20,7 @@
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
   sq::registerSQPasses();
+  sq::registerSQConversionPasses();
 
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);

@@ -3,7 +3,9 @@
 //   sq-run MODEL --ppl FILE --seqlen N [--max-windows K] [--stride S] [--json]
 //   sq-run MODEL --generate "PROMPT" -n N [--temperature T --top-p P --seed S]
 //
-// MODEL is .onnx (imported on the fly), .mlir or .mlirbc.
+// MODEL is .onnx (imported on the fly), .mlir or .mlirbc, run by the
+// reference executor, or a model.so compiled by sq-compile, run through its
+// C API (include/sq/Runtime/sq_runtime.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,11 +13,13 @@
 #include "sq/Exec/Executor.h"
 #include "sq/Exec/Tokenizer.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Runtime/sq_runtime.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -28,14 +32,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <dlfcn.h>
 #include <random>
 
 using namespace llvm;
 
 static cl::OptionCategory category("sq-run options");
-static cl::opt<std::string> modelPath(cl::Positional,
-                                      cl::desc("<model.onnx|.mlir|.mlirbc>"),
-                                      cl::Required, cl::cat(category));
+static cl::opt<std::string>
+    modelPath(cl::Positional, cl::desc("<model.onnx|.mlir|.mlirbc|.so>"),
+              cl::Required, cl::cat(category));
 static cl::opt<std::string> tokenizerSpec(
     "tokenizer",
     cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes) or "
@@ -118,6 +123,146 @@ static int fail(const Twine &message) {
   return 1;
 }
 
+namespace {
+/// What runs the model: the reference executor or a compiled model.so.
+class Backend {
+public:
+  virtual ~Backend() = default;
+  /// Logits of every position, [batch, seq, vocab], after the cached ones.
+  virtual bool forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+                       std::vector<float> &logits, std::string &error) = 0;
+  virtual void reset() = 0;
+  const sq::ModelInfo &info() const { return modelInfo; }
+
+protected:
+  sq::ModelInfo modelInfo;
+};
+
+class ExecutorBackend : public Backend {
+public:
+  explicit ExecutorBackend(std::unique_ptr<sq::Executor> ex)
+      : ex(std::move(ex)) {
+    modelInfo = this->ex->info();
+  }
+  bool forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+               std::vector<float> &logits, std::string &error) override {
+    return ex->forward(tokens, batch, seq, logits, error);
+  }
+  void reset() override { ex->reset(); }
+
+private:
+  std::unique_ptr<sq::Executor> ex;
+};
+
+/// A model.so through its C API, loaded with dlopen (RTLD_LOCAL: several
+/// models can live in one process).
+class CompiledBackend : public Backend {
+public:
+  static std::unique_ptr<CompiledBackend> open(const std::string &path,
+                                               std::string &error) {
+    std::unique_ptr<CompiledBackend> b(new CompiledBackend());
+    std::string abs = path;
+    if (abs.find('/') == std::string::npos)
+      abs = "./" + abs; // dlopen searches the library path otherwise
+    b->lib = dlopen(abs.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!b->lib) {
+      const char *e = dlerror();
+      error = path +
+              ": cannot load the compiled model: " + (e ? e : "unknown error");
+      return nullptr;
+    }
+#define SQ_BIND(name)                                                          \
+  if (!(b->name =                                                              \
+            reinterpret_cast<decltype(&::name)>(dlsym(b->lib, #name)))) {      \
+    error = path + ": not a model compiled by sq-compile (no " #name ")";      \
+    return nullptr;                                                            \
+  }
+    SQ_BIND(sq_model_open)
+    SQ_BIND(sq_model_free)
+    SQ_BIND(sq_model_get_config)
+    SQ_BIND(sq_model_description)
+    SQ_BIND(sq_context_create)
+    SQ_BIND(sq_context_free)
+    SQ_BIND(sq_context_reset)
+    SQ_BIND(sq_forward)
+    SQ_BIND(sq_error_message)
+    SQ_BIND(sq_error_free)
+#undef SQ_BIND
+    sq_error *err = nullptr;
+    b->model = b->sq_model_open(abs.c_str(), &err);
+    if (!b->model)
+      return error = b->take(err), nullptr;
+    sq_model_config config;
+    b->sq_model_get_config(b->model, &config);
+    b->modelInfo.vocabSize = config.vocab_size;
+    b->modelInfo.numLayers = config.num_layers;
+    b->modelInfo.maxPositions = config.max_positions;
+    return b;
+  }
+  ~CompiledBackend() override {
+    if (ctx)
+      sq_context_free(ctx);
+    if (model)
+      sq_model_free(model);
+    if (lib)
+      dlclose(lib);
+  }
+  const char *description() const { return sq_model_description(model); }
+  /// The context's size: --context, else the model's, else 2048 tokens.
+  void setContext(int64_t tokens) { contextTokens = tokens; }
+  bool forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
+               std::vector<float> &logits, std::string &error) override {
+    if (!ctx || batch > ctxBatch) {
+      if (ctx)
+        sq_context_free(ctx);
+      sq_error *err = nullptr;
+      int64_t n = contextTokens            ? contextTokens
+                  : modelInfo.maxPositions ? modelInfo.maxPositions
+                                           : 2048;
+      ctx = sq_context_create(model, std::max(n, seq), batch, &err);
+      if (!ctx)
+        return error = take(err), false;
+      ctxBatch = batch;
+    }
+    std::vector<int32_t> ids(tokens.begin(), tokens.end());
+    logits.resize(size_t(batch) * seq * modelInfo.vocabSize);
+    sq_error *err = nullptr;
+    if (sq_forward(ctx, ids.data(), batch, seq, logits.data(), &err) != SQ_OK)
+      return error = take(err), false;
+    return true;
+  }
+  void reset() override {
+    if (ctx)
+      sq_context_reset(ctx);
+  }
+
+private:
+  CompiledBackend() = default;
+  std::string take(sq_error *err) {
+    std::string m = err ? sq_error_message(err) : "unknown error";
+    if (err)
+      sq_error_free(err);
+    return m;
+  }
+  void *lib = nullptr;
+  sq_model *model = nullptr;
+  sq_context *ctx = nullptr;
+  int64_t ctxBatch = 0, contextTokens = 0;
+#define SQ_FN(name) decltype(&::name) name = nullptr;
+  SQ_FN(sq_model_open)
+  SQ_FN(sq_model_free)
+  SQ_FN(sq_model_get_config)
+  SQ_FN(sq_model_description)
+  SQ_FN(sq_context_create)
+  SQ_FN(sq_context_free)
+  SQ_FN(sq_context_reset)
+  SQ_FN(sq_forward)
+  SQ_FN(sq_error_message)
+  SQ_FN(sq_error_free)
+#undef SQ_FN
+};
+} // namespace
+
 static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
                                                    std::string &error) {
   StringRef path = modelPath;
@@ -126,7 +271,7 @@ static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
     return sq::importOnnxModel(path, &ctx, error);
   if (!path.ends_with(".mlir") && !path.ends_with(".mlirbc")) {
     error = "unknown model type '" + path.str() +
-            "': expected .onnx, .mlir or .mlirbc";
+            "': expected .onnx, .mlir, .mlirbc or .so";
     return nullptr;
   }
   std::string diag;
@@ -176,7 +321,7 @@ static double logSoftmaxAt(const float *logits, int64_t vocab, int64_t target) {
   return double(logits[target]) - mx - std::log(sum);
 }
 
-static int runPerplexity(sq::Executor &ex, const sq::Tokenizer *tok) {
+static int runPerplexity(Backend &ex, const sq::Tokenizer *tok) {
   std::vector<int64_t> ids;
   std::string source;
   if (!tokensFile.empty()) {
@@ -305,7 +450,7 @@ static int64_t pick(const float *logits, int64_t vocab, std::mt19937 &rng) {
   return probs[n - 1].second;
 }
 
-static int runGenerate(sq::Executor &ex, const sq::Tokenizer *tok) {
+static int runGenerate(Backend &ex, const sq::Tokenizer *tok) {
   if (!tok)
     return fail("--generate needs --tokenizer (byte or sp:PATH)");
   if (numTokens < 0)
@@ -354,7 +499,7 @@ static int runGenerate(sq::Executor &ex, const sq::Tokenizer *tok) {
   return 0;
 }
 
-static int runBench(sq::Executor &ex) {
+static int runBench(Backend &ex) {
   int64_t vocab = ex.info().vocabSize;
   if (promptLen < 1 || numTokens < 1 || repeats < 1)
     return fail("--bench needs --prompt-len, -n and --repeats >= 1");
@@ -404,7 +549,8 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
-      "sq-run: run a model with SQ's reference executor\n\n"
+      "sq-run: run a model with SQ's reference executor, or a model.so "
+      "compiled by sq-compile\n\n"
       "  sq-run model.onnx --ppl test.txt --tokenizer byte --seqlen 256 "
       "--json\n"
       "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
@@ -421,12 +567,25 @@ int main(int argc, char **argv) {
     return fail(error);
 
   mlir::MLIRContext ctx;
-  auto module = loadModel(ctx, error);
-  if (!module)
-    return fail(error);
-  auto ex = sq::Executor::create(*module, error);
-  if (!ex)
-    return fail(modelPath + ": " + error);
+  mlir::OwningOpRef<mlir::ModuleOp> module; // outlives the executor
+  std::unique_ptr<Backend> ex;
+  if (StringRef(modelPath).ends_with(".so")) {
+    if (!sys::fs::exists(modelPath))
+      return fail(modelPath + ": no such file");
+    auto compiled = CompiledBackend::open(modelPath, error);
+    if (!compiled)
+      return fail(error);
+    compiled->setContext(context);
+    ex = std::move(compiled);
+  } else {
+    module = loadModel(ctx, error);
+    if (!module)
+      return fail(error);
+    auto executor = sq::Executor::create(*module, error);
+    if (!executor)
+      return fail(modelPath + ": " + error);
+    ex = std::make_unique<ExecutorBackend>(std::move(executor));
+  }
   if (tok && tok->vocabSize() > ex->info().vocabSize)
     return fail("the tokenizer has " + Twine(tok->vocabSize()) +
                 " tokens but the model only " + Twine(ex->info().vocabSize));

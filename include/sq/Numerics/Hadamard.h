@@ -52,6 +52,17 @@ bool orthogonalTransformInPlace(float *x, int64_t n, uint64_t seed);
 /// seed): its inverse, and its vector-Jacobian product. Same return value.
 bool orthogonalTransformTransposeInPlace(float *x, int64_t n, uint64_t seed);
 
+/// Whether x T (T of orthogonalTransformInPlace) is faster as a dense
+/// product: the fast transform's m x m factor runs over rows of length 2^k,
+/// which do not vectorize when 2^k is small (R4 of the shared byte model is
+/// 172 * 2).
+bool preferDenseTransform(int64_t n);
+
+/// The n x n matrix T of orthogonalTransformInPlace (x -> x T), row-major,
+/// built once per (n, seed) from the transforms of the unit vectors and
+/// kept for the process. Thread-safe.
+const std::vector<float> &denseTransform(int64_t n, uint64_t seed);
+
 /// The seeded random orthogonal m x m matrix of the fallback (row-major).
 std::vector<double> randomOrthogonalMatrix(int64_t m, uint64_t seed);
 

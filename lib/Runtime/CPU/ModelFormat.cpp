@@ -1,0 +1,236 @@
+//===- ModelFormat.cpp - manifest and sidecar of a compiled model ---------===//
+
+#include "sq/Runtime/ModelFormat.h"
+#include "sq/Numerics/Pack.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace sq {
+namespace rt {
+
+uint64_t WeightDesc::bytes() const {
+  if (packedBits)
+    return uint64_t(rows) * numerics::packedBytes(cols, packedBits);
+  return uint64_t(rows) * uint64_t(cols) * 4;
+}
+
+uint64_t fnv1a(const void *data, size_t size) {
+  const unsigned char *p = static_cast<const unsigned char *>(data);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < size; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static std::string quantText(const QuantDesc &q) {
+  if (!q.bits)
+    return "none";
+  std::ostringstream os;
+  os.precision(17);
+  os << q.bits << ":" << (q.symmetric ? "sym" : "asym") << ":" << q.group << ":"
+     << q.clip;
+  return os.str();
+}
+
+static bool parseQuant(const std::string &text, QuantDesc &q) {
+  q = QuantDesc();
+  if (text == "none")
+    return true;
+  char sym[8] = {0};
+  long long group;
+  double clip;
+  unsigned bits;
+  if (std::sscanf(text.c_str(), "%u:%4[a-z]:%lld:%lf", &bits, sym, &group,
+                  &clip) != 4)
+    return false;
+  if (bits < 2 || bits > 8 || group < 0 || !(clip > 0 && clip <= 1))
+    return false;
+  q.bits = bits;
+  q.symmetric = std::strcmp(sym, "sym") == 0;
+  if (!q.symmetric && std::strcmp(sym, "asym") != 0)
+    return false;
+  q.group = group;
+  q.clip = clip;
+  return true;
+}
+
+std::string Manifest::serialize() const {
+  std::ostringstream os;
+  os.precision(17);
+  os << "sq-model " << kManifestVersion << "\n";
+  os << "config vocab=" << vocabSize << " hidden=" << hiddenSize
+     << " intermediate=" << intermediateSize << " layers=" << numLayers
+     << " heads=" << numHeads << " kv_heads=" << numKvHeads
+     << " head_dim=" << headDim << " max_positions=" << maxPositions
+     << " bos=" << bosTokenId << " eos=" << eosTokenId << "\n";
+  std::string desc = description;
+  for (char &c : desc)
+    if (c == '\n' || c == '\r')
+      c = ' ';
+  os << "description " << desc << "\n";
+  os << "slots " << numSlots << "\n";
+  for (const WeightDesc &w : weights)
+    os << "weight " << w.slot << " " << w.packedBits << " " << w.rows << " "
+       << w.cols << " " << w.name << "\n";
+  for (const QLinearDesc &q : qlinears)
+    os << "qlinear " << q.weight << " " << q.scales << " " << q.zeros << " "
+       << q.bias << " " << q.n << " " << q.k << " " << quantText(q.weightQuant)
+       << " " << quantText(q.actQuant) << "\n";
+  for (const AttentionDesc &a : attentions)
+    os << "attention " << a.heads << " " << a.kvHeads << " " << a.headDim << " "
+       << a.scale << " " << (a.causal ? 1 : 0) << " " << quantText(a.keyQuant)
+       << " " << quantText(a.valueQuant) << "\n";
+  os << "end\n";
+  return os.str();
+}
+
+bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
+  m = Manifest();
+  std::istringstream in(text);
+  std::string line;
+  int lineNo = 0;
+  bool ended = false;
+  auto bad = [&](const std::string &what) {
+    error = "manifest line " + std::to_string(lineNo) + ": " + what;
+    return false;
+  };
+  while (std::getline(in, line)) {
+    ++lineNo;
+    std::istringstream ls(line);
+    std::string key;
+    ls >> key;
+    if (lineNo == 1) {
+      int version = 0;
+      if (key != "sq-model" || !(ls >> version))
+        return bad("not an SQ model manifest");
+      if (version != kManifestVersion)
+        return bad("manifest version " + std::to_string(version) +
+                   ", this runtime reads version " +
+                   std::to_string(kManifestVersion));
+      continue;
+    }
+    if (key == "config") {
+      std::string kv;
+      while (ls >> kv) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos)
+          return bad("expected key=value, got '" + kv + "'");
+        std::string k = kv.substr(0, eq);
+        long long v = std::atoll(kv.c_str() + eq + 1);
+        if (k == "vocab")
+          m.vocabSize = v;
+        else if (k == "hidden")
+          m.hiddenSize = v;
+        else if (k == "intermediate")
+          m.intermediateSize = v;
+        else if (k == "layers")
+          m.numLayers = v;
+        else if (k == "heads")
+          m.numHeads = v;
+        else if (k == "kv_heads")
+          m.numKvHeads = v;
+        else if (k == "head_dim")
+          m.headDim = v;
+        else if (k == "max_positions")
+          m.maxPositions = v;
+        else if (k == "bos")
+          m.bosTokenId = int32_t(v);
+        else if (k == "eos")
+          m.eosTokenId = int32_t(v);
+      }
+    } else if (key == "description") {
+      m.description = line.size() > 12 ? line.substr(12) : "";
+    } else if (key == "slots") {
+      if (!(ls >> m.numSlots) || m.numSlots < 0)
+        return bad("bad slot count");
+    } else if (key == "weight") {
+      WeightDesc w;
+      if (!(ls >> w.slot >> w.packedBits >> w.rows >> w.cols))
+        return bad("bad weight entry");
+      ls >> std::ws;
+      std::getline(ls, w.name);
+      if (w.slot < 0 || w.slot >= m.numSlots || w.rows <= 0 || w.cols <= 0 ||
+          (w.packedBits != 0 && w.packedBits != 4 && w.packedBits != 8))
+        return bad("bad weight entry");
+      m.weights.push_back(w);
+    } else if (key == "qlinear") {
+      QLinearDesc q;
+      std::string wq, aq;
+      if (!(ls >> q.weight >> q.scales >> q.zeros >> q.bias >> q.n >> q.k >>
+            wq >> aq) ||
+          !parseQuant(wq, q.weightQuant) || !parseQuant(aq, q.actQuant) ||
+          q.n <= 0 || q.k <= 0)
+        return bad("bad qlinear entry");
+      m.qlinears.push_back(q);
+    } else if (key == "attention") {
+      AttentionDesc a;
+      int causal = 0;
+      std::string kq, vq;
+      if (!(ls >> a.heads >> a.kvHeads >> a.headDim >> a.scale >> causal >>
+            kq >> vq) ||
+          !parseQuant(kq, a.keyQuant) || !parseQuant(vq, a.valueQuant) ||
+          a.heads <= 0 || a.kvHeads <= 0 || a.headDim <= 0 ||
+          a.heads % a.kvHeads)
+        return bad("bad attention entry");
+      a.causal = causal != 0;
+      m.attentions.push_back(a);
+    } else if (key == "end") {
+      ended = true;
+      break;
+    } else if (!key.empty()) {
+      return bad("unknown entry '" + key + "'");
+    }
+  }
+  if (lineNo == 0)
+    return bad("empty");
+  if (!ended)
+    return bad("missing 'end' (truncated manifest)");
+  return true;
+}
+
+void planSidecar(const Manifest &m, uint64_t &headerBytes,
+                 std::vector<uint64_t> &offsets, uint64_t &totalBytes) {
+  auto align = [](uint64_t v) {
+    return (v + kSidecarAlign - 1) / kSidecarAlign * kSidecarAlign;
+  };
+  headerBytes = align(8 + 4 + 4 + 8 + 8 + 16 * m.weights.size());
+  offsets.clear();
+  uint64_t at = headerBytes;
+  for (const WeightDesc &w : m.weights) {
+    offsets.push_back(at);
+    at = align(at + w.bytes());
+  }
+  totalBytes = at;
+}
+
+static void put32(std::string &s, uint32_t v) {
+  for (int i = 0; i < 4; ++i)
+    s.push_back(char((v >> (8 * i)) & 0xFF));
+}
+static void put64(std::string &s, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    s.push_back(char((v >> (8 * i)) & 0xFF));
+}
+
+std::string sidecarHeader(const Manifest &m, uint64_t manifestHash) {
+  uint64_t headerBytes, total;
+  std::vector<uint64_t> offsets;
+  planSidecar(m, headerBytes, offsets, total);
+  std::string s(kSidecarMagic, 8);
+  put32(s, kSidecarVersion);
+  put32(s, uint32_t(m.weights.size()));
+  put64(s, manifestHash);
+  put64(s, headerBytes);
+  for (size_t i = 0; i < m.weights.size(); ++i) {
+    put64(s, offsets[i]);
+    put64(s, m.weights[i].bytes());
+  }
+  s.resize(headerBytes, '\0');
+  return s;
+}
+
+} // namespace rt
+} // namespace sq

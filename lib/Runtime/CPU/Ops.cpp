@@ -1,0 +1,374 @@
+//===- Ops.cpp - fp32 kernels of the CPU runtime --------------------------===//
+
+#include "Ops.h"
+#include "QGemm.h"
+
+#include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace sq {
+namespace rt {
+
+void rmsNorm(const float *x, const float *scale, int64_t rows, int64_t dim,
+             double eps, float *out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = x + r * dim;
+    double sum = 0;
+    for (int64_t i = 0; i < dim; ++i)
+      sum += double(row[i]) * row[i];
+    float inv = 1.0f / std::sqrt(static_cast<float>(sum / dim) +
+                                 static_cast<float>(eps));
+    for (int64_t i = 0; i < dim; ++i)
+      out[r * dim + i] = row[i] * inv * (scale ? scale[i] : 1.0f);
+  }
+}
+
+// A dot product in 16 independent partial sums (vectorizes); the AVX2+FMA
+// clone is picked on CPUs that have it.
+template <int Dummy>
+static inline float dotImpl(const float *a, const float *b, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j)
+      acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (int j = 0; j < 16; ++j)
+    s += acc[j];
+  for (; i < n; ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void
+linearRowsAVX2(const float *x, const float *w, const float *bias, int64_t m,
+               int64_t k, int64_t n0, int64_t n1, int64_t n, float *out) {
+  for (int64_t j = n0; j < n1; ++j)
+    for (int64_t i = 0; i < m; ++i)
+      out[i * n + j] =
+          dotImpl<1>(x + i * k, w + j * k, k) + (bias ? bias[j] : 0);
+}
+#endif
+
+static void linearRowsGeneric(const float *x, const float *w, const float *bias,
+                              int64_t m, int64_t k, int64_t n0, int64_t n1,
+                              int64_t n, float *out) {
+  for (int64_t j = n0; j < n1; ++j)
+    for (int64_t i = 0; i < m; ++i)
+      out[i * n + j] =
+          dotImpl<0>(x + i * k, w + j * k, k) + (bias ? bias[j] : 0);
+}
+
+void linearF32(const float *x, const float *w, const float *bias, int64_t m,
+               int64_t k, int64_t n, float *out, ThreadPool *pool) {
+#if defined(__x86_64__)
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  static const bool avx2 = false;
+#endif
+  auto body = [&](int64_t n0, int64_t n1) {
+#if defined(__x86_64__)
+    if (avx2)
+      return linearRowsAVX2(x, w, bias, m, k, n0, n1, n, out);
+#endif
+    linearRowsGeneric(x, w, bias, m, k, n0, n1, n, out);
+  };
+  // Columns in chunks of whole weight rows: each thread streams its rows.
+  if (pool && n >= 64 && m * n * k >= (1 << 16)) {
+    int64_t chunks = std::min<int64_t>(n, 16 * pool->size());
+    pool->parallelFor(chunks, [&](int64_t c0, int64_t c1) {
+      body(c0 * n / chunks, c1 * n / chunks);
+    });
+  } else {
+    body(0, n);
+  }
+}
+
+void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
+          int64_t heads, double theta, bool interleaved, float *out) {
+  int64_t d = dim / heads, half = d / 2;
+  std::vector<float> inv(half), c(half), s(half);
+  for (int64_t i = 0; i < half; ++i)
+    inv[i] = 1.0f / static_cast<float>(std::pow(
+                        theta, static_cast<double>(2 * i) / double(d)));
+  for (int64_t t = 0; t < rows; ++t) {
+    float pos = static_cast<float>(positions[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      float angle = pos * inv[i];
+      c[i] = std::cos(angle);
+      s[i] = std::sin(angle);
+    }
+    const float *in = x + t * dim;
+    float *o = out + t * dim;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float *xi = in + h * d;
+      float *oi = o + h * d;
+      for (int64_t i = 0; i < half; ++i) {
+        if (interleaved) {
+          float a = xi[2 * i], b = xi[2 * i + 1];
+          oi[2 * i] = a * c[i] - b * s[i];
+          oi[2 * i + 1] = a * s[i] + b * c[i];
+        } else {
+          float a = xi[i], b = xi[i + half];
+          oi[i] = a * c[i] - b * s[i];
+          oi[i + half] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  }
+}
+
+// out = x T for one row (axpy form: vectorizes over T's rows).
+template <int Dummy>
+static inline void rowTimesMatrixImpl(const float *x, const float *t, int64_t n,
+                                      float *out) {
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    float xi = x[i];
+    const float *ti = t + i * n;
+    for (int64_t j = 0; j < n; ++j)
+      out[j] += xi * ti[j];
+  }
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void
+rowTimesMatrixAVX2(const float *x, const float *t, int64_t n, float *out) {
+  rowTimesMatrixImpl<1>(x, t, n, out);
+}
+#endif
+
+void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
+                             uint64_t seed, float *out, ThreadPool *pool) {
+  if (!numerics::preferDenseTransform(n)) {
+    if (out != x)
+      std::memcpy(out, x, rows * n * sizeof(float));
+    for (int64_t r = 0; r < rows; ++r)
+      numerics::orthogonalTransformInPlace(out + r * n, n, seed);
+    return;
+  }
+  const std::vector<float> &t = numerics::denseTransform(n, seed);
+#if defined(__x86_64__)
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  auto body = [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(n);
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(row.data(), x + r * n, n * sizeof(float));
+#if defined(__x86_64__)
+      if (avx2) {
+        rowTimesMatrixAVX2(row.data(), t.data(), n, out + r * n);
+        continue;
+      }
+#endif
+      rowTimesMatrixImpl<0>(row.data(), t.data(), n, out + r * n);
+    }
+  };
+  if (pool && rows > 1)
+    pool->parallelFor(rows, body);
+  else
+    body(0, rows);
+}
+
+void rotate(const float *x, const float *r, int64_t rows, int64_t n,
+            bool transposed, float *out) {
+  for (int64_t t = 0; t < rows; ++t) {
+    const float *xi = x + t * n;
+    float *o = out + t * n;
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i)
+        s += double(xi[i]) * (transposed ? r[j * n + i] : r[i * n + j]);
+      o[j] = static_cast<float>(s);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// KV cache
+//===----------------------------------------------------------------------===//
+
+KVStore::~KVStore() {
+  std::free(codes);
+  std::free(floats);
+  std::free(scales);
+  std::free(zeros);
+}
+
+bool KVStore::allocate(int64_t b, int64_t cap, int64_t f, const QuantDesc &q) {
+  batch = b;
+  capacity = cap;
+  features = f;
+  quant = q;
+  size_t rows = size_t(b) * size_t(cap);
+  if (!q.bits) {
+    floats = static_cast<float *>(std::malloc(rows * f * sizeof(float)));
+    return floats != nullptr;
+  }
+  group = q.group ? q.group : f;
+  groups = f / group;
+  rowBytes = q.bits <= 4 ? (f + 1) / 2 : f;
+  codes = static_cast<uint8_t *>(std::malloc(rows * rowBytes));
+  scales = static_cast<float *>(std::malloc(rows * groups * sizeof(float)));
+  zeros = static_cast<float *>(std::malloc(rows * groups * sizeof(float)));
+  return codes && scales && zeros;
+}
+
+uint64_t KVStore::bytes() const {
+  uint64_t rows = uint64_t(batch) * capacity;
+  if (!quant.bits)
+    return rows * features * 4;
+  return rows * (rowBytes + 8 * groups);
+}
+
+void KVStore::append(int64_t b, int64_t at, const float *in, int64_t count) {
+  for (int64_t t = 0; t < count; ++t) {
+    size_t row = size_t(b) * capacity + at + t;
+    const float *x = in + t * features;
+    if (!quant.bits) {
+      std::memcpy(floats + row * features, x, features * sizeof(float));
+      continue;
+    }
+    numerics::QuantGrid grid;
+    grid.bits = quant.bits;
+    grid.symmetric = quant.symmetric;
+    grid.clip = quant.clip;
+    uint8_t *dst = codes + row * rowBytes;
+    if (quant.bits <= 4)
+      std::memset(dst, 0, rowBytes);
+    for (int64_t g = 0; g < groups; ++g) {
+      float scale, zero;
+      numerics::groupScale(x + g * group, group, grid, 1.0, scale, zero);
+      scales[row * groups + g] = scale;
+      zeros[row * groups + g] = zero;
+      for (int64_t i = 0; i < group; ++i) {
+        int64_t c = g * group + i;
+        int64_t v = numerics::quantizeValue(x[c], scale, zero, grid);
+        // Signed (symmetric) codes are stored offset by 2^(bits-1).
+        uint8_t u = static_cast<uint8_t>(
+            quant.symmetric ? v + (int64_t(1) << (quant.bits - 1)) : v);
+        if (quant.bits <= 4)
+          dst[c / 2] |= uint8_t(u << (4 * (c % 2)));
+        else
+          dst[c] = u;
+      }
+    }
+  }
+}
+
+void KVStore::read(int64_t b, int64_t begin, int64_t end, int64_t f0,
+                   int64_t nf, float *out) const {
+  for (int64_t t = begin; t < end; ++t) {
+    size_t row = size_t(b) * capacity + t;
+    float *o = out + (t - begin) * nf;
+    if (!quant.bits) {
+      std::memcpy(o, floats + row * features + f0, nf * sizeof(float));
+      continue;
+    }
+    const uint8_t *src = codes + row * rowBytes;
+    int64_t offset = quant.symmetric ? (int64_t(1) << (quant.bits - 1)) : 0;
+    for (int64_t i = 0; i < nf; ++i) {
+      int64_t c = f0 + i, g = c / group;
+      int64_t u =
+          quant.bits <= 4 ? (src[c / 2] >> (4 * (c % 2))) & 0xF : src[c];
+      float zero = zeros[row * groups + g];
+      o[i] = (float(u - offset) - zero) * scales[row * groups + g];
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// One (sequence, KV head) job of attention: every query head of the group
+/// over the dequantized keys and values.
+template <int Dummy>
+static inline void attentionJob(const float *q, const KVStore &keys,
+                                const KVStore &values, int64_t b, int64_t g,
+                                int64_t seq, int64_t cached,
+                                const AttentionDesc &desc, float *out, float *k,
+                                float *v, float *scores) {
+  int64_t d = desc.headDim, qf = desc.heads * d, total = cached + seq;
+  int64_t perGroup = desc.heads / desc.kvHeads;
+  keys.read(b, 0, total, g * d, d, k);
+  values.read(b, 0, total, g * d, d, v);
+  for (int64_t h = g * perGroup; h < (g + 1) * perGroup; ++h)
+    for (int64_t i = 0; i < seq; ++i) {
+      const float *qi = q + (b * seq + i) * qf + h * d;
+      int64_t visible = desc.causal ? std::min(total, cached + i + 1) : total;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) {
+        scores[j] =
+            static_cast<float>(desc.scale) * dotImpl<Dummy>(qi, k + j * d, d);
+        mx = std::max(mx, scores[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < visible; ++j) {
+        scores[j] = std::exp(scores[j] - mx);
+        sum += scores[j];
+      }
+      float inv = 1.0f / sum;
+      float *o = out + (b * seq + i) * qf + h * d;
+      for (int64_t e = 0; e < d; ++e)
+        o[e] = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        float p = scores[j] * inv;
+        const float *vj = v + j * d;
+        for (int64_t e = 0; e < d; ++e)
+          o[e] += p * vj[e];
+      }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void
+attentionJobAVX2(const float *q, const KVStore &keys, const KVStore &values,
+                 int64_t b, int64_t g, int64_t seq, int64_t cached,
+                 const AttentionDesc &desc, float *out, float *k, float *v,
+                 float *scores) {
+  attentionJob<1>(q, keys, values, b, g, seq, cached, desc, out, k, v, scores);
+}
+#endif
+
+void attention(const float *q, const KVStore &keys, const KVStore &values,
+               int64_t batch, int64_t seq, int64_t cached,
+               const AttentionDesc &desc, float *out, ThreadPool *pool) {
+  int64_t d = desc.headDim, kvHeads = desc.kvHeads, total = cached + seq;
+#if defined(__x86_64__)
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  auto work = [&](int64_t begin, int64_t end) {
+    std::vector<float> k(total * d), v(total * d), scores(total);
+    for (int64_t job = begin; job < end; ++job) {
+      int64_t b = job / kvHeads, g = job % kvHeads;
+#if defined(__x86_64__)
+      if (avx2) {
+        attentionJobAVX2(q, keys, values, b, g, seq, cached, desc, out,
+                         k.data(), v.data(), scores.data());
+        continue;
+      }
+#endif
+      attentionJob<0>(q, keys, values, b, g, seq, cached, desc, out, k.data(),
+                      v.data(), scores.data());
+    }
+  };
+  int64_t jobs = batch * kvHeads;
+  if (pool && jobs > 1 && total * seq * d >= 4096)
+    pool->parallelFor(jobs, work);
+  else
+    work(0, jobs);
+}
+
+} // namespace rt
+} // namespace sq

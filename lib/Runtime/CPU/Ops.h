@@ -1,0 +1,76 @@
+//===- Ops.h - fp32 kernels of the CPU runtime -------------------*- C++
+//-*-===//
+//
+// The float work of a compiled model besides the integer GEMM (QGemm.h):
+// the same arithmetic as the reference executor's kernels (lib/Exec), in
+// the same order where it decides rounding, over raw row-major buffers.
+// Internal to lib/Runtime/CPU; no MLIR/LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_LIB_RUNTIME_CPU_OPS_H
+#define SQ_LIB_RUNTIME_CPU_OPS_H
+
+#include "sq/Runtime/ModelFormat.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace sq {
+namespace rt {
+
+class ThreadPool;
+
+void rmsNorm(const float *x, const float *scale, int64_t rows, int64_t dim,
+             double eps, float *out);
+/// out [M, N] = x [M, K] * w [N, K]^T (+ bias [N]).
+void linearF32(const float *x, const float *w, const float *bias, int64_t m,
+               int64_t k, int64_t n, float *out, ThreadPool *pool);
+/// Rotary embedding of `rows` tokens whose positions are `positions`.
+void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
+          int64_t heads, double theta, bool interleaved, float *out);
+/// x T for every row of length n, T the transform of sq.hadamard
+/// (numerics::orthogonalTransformInPlace): the fast transform, or a dense
+/// product with T where numerics::preferDenseTransform says so, as the
+/// executor does. `out` may equal `x`.
+void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
+                             uint64_t seed, float *out, ThreadPool *pool);
+/// x R (or x R^T) for R [n, n].
+void rotate(const float *x, const float *r, int64_t rows, int64_t n,
+            bool transposed, float *out);
+
+/// One attention layer's KV cache: `capacity` tokens per sequence for
+/// `batch` sequences of `features` values, stored as integer codes (packed
+/// two per byte for <= 4 bits) with a scale and zero point per group, or as
+/// fp32 without a quantizer.
+class KVStore {
+public:
+  bool allocate(int64_t batch, int64_t capacity, int64_t features,
+                const QuantDesc &quant);
+  ~KVStore();
+  /// Stores `count` rows (tokens) of sequence `b` from position `at`.
+  void append(int64_t b, int64_t at, const float *rows, int64_t count);
+  /// Rows [begin, end) of sequence `b`, features [f0, f0 + nf), as fp32
+  /// ((q - z) s, exactly sq.fake_quant's values).
+  void read(int64_t b, int64_t begin, int64_t end, int64_t f0, int64_t nf,
+            float *out) const;
+  uint64_t bytes() const;
+
+private:
+  int64_t batch = 0, capacity = 0, features = 0, groups = 1, group = 0;
+  int64_t rowBytes = 0;
+  QuantDesc quant;
+  uint8_t *codes = nullptr;
+  float *floats = nullptr, *scales = nullptr, *zeros = nullptr;
+};
+
+/// Causal GQA attention of `seq` new queries per sequence after `cached`
+/// tokens; the new keys/values are already appended to the stores.
+void attention(const float *q, const KVStore &keys, const KVStore &values,
+               int64_t batch, int64_t seq, int64_t cached,
+               const AttentionDesc &desc, float *out, ThreadPool *pool);
+
+} // namespace rt
+} // namespace sq
+
+#endif // SQ_LIB_RUNTIME_CPU_OPS_H

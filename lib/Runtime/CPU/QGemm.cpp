@@ -1,0 +1,796 @@
+//===- QGemm.cpp - integer GEMM/GEMV on packed int4/int8 weights ----------===//
+//
+// Layout (built by packWeight, shared by every path):
+//
+//  * N is split in panels of 64 output columns (the last one padded with
+//    zero weights), K in chunks of 8 values (K padded to kPadded, a multiple
+//    of 64, with zero weights). A panel is stored contiguously, chunk after
+//    chunk, so the GEMV streams each panel once.
+//  * int4: a chunk is 4 x 64 bytes; in the i-th 64 bytes, dword l is column
+//    16 i + l and its byte t holds w[k0 + t] + 8 in the low nibble and
+//    w[k0 + 4 + t] + 8 in the high nibble (biased to [0, 15], so one AND
+//    (and a shift) gives vpdpbusd/vpmaddubsw operands for k0..k0+3 and
+//    k0+4..k0+7 directly; the bias is removed with 8 * sum q).
+//  * int8: a chunk is 2 x 4 x 64 bytes, the same with one k4 step per 256
+//    bytes and the signed values as they are.
+//
+// The kernels vectorize along N: a weight vector holds 16 columns x 4 k, an
+// activation dword (4 codes of one row) is broadcast, so no horizontal sums
+// are needed and a block end costs one conversion per accumulator. Integer
+// sums of one block are exact in int32; blocks are combined in float as
+// float(I) * sw * sa, in the same order on every path (bit-identical
+// results between paths and thread counts).
+//
+//===----------------------------------------------------------------------===//
+
+#include "QGemm.h"
+
+#include "sq/Numerics/Pack.h"
+#include "sq/Numerics/Quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SQ_X86 1
+#include <immintrin.h>
+#define SQ_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define SQ_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define SQ_X86 0
+#endif
+
+namespace sq {
+namespace rt {
+
+namespace {
+
+constexpr int64_t kPanel = 64; // output columns per panel
+constexpr int64_t kChunk = 8;  // K values per chunk
+
+int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+int64_t chunkBytes(unsigned bits) { return bits == 4 ? 256 : 512; }
+
+int32_t load32(const uint8_t *p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+/// Everything a tile kernel needs, computed once per qgemm call.
+struct Plan {
+  const uint8_t *codes = nullptr; // acts, rows of lda bytes
+  int64_t lda = 0;
+  int64_t m = 0, n = 0, kPadded = 0;
+  int64_t blocks = 0, blockSize = 0;
+  const float *sa = nullptr;   // [M, blocks] activation scale per block
+  const int32_t *za = nullptr; // [M, blocks] activation zero point
+  const int32_t *cq = nullptr; // [M, blocks] bias * sum of codes
+  const uint8_t *w = nullptr;  // panel 0
+  int64_t panelBytes = 0;
+  const int32_t *bsum = nullptr; // [panels, blocks, 64]
+  const float *bscale = nullptr; // [panels, blocks, 64]
+  float *out = nullptr;
+  bool w4 = true;
+
+  int64_t chunkBegin(int64_t b) const { return b * blockSize / kChunk; }
+  int64_t chunkEnd(int64_t b) const {
+    return b + 1 == blocks ? kPadded / kChunk : (b + 1) * blockSize / kChunk;
+  }
+  int64_t kBegin(int64_t b) const { return b * blockSize; }
+  int64_t kEnd(int64_t b) const {
+    return b + 1 == blocks ? kPadded : (b + 1) * blockSize;
+  }
+  int64_t validCols(int64_t panel) const {
+    return std::min<int64_t>(kPanel, n - panel * kPanel);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Scalar path (also the fallback for blocks that are not whole chunks).
+//===----------------------------------------------------------------------===//
+
+void unpackChunk(const Plan &p, const uint8_t *panelData, int64_t c,
+                 int8_t w[kChunk][kPanel]) {
+  if (p.w4) {
+    const uint8_t *src = panelData + c * 256;
+    for (int64_t col = 0; col < kPanel; ++col)
+      for (int t = 0; t < 4; ++t) {
+        uint8_t byte = src[col * 4 + t];
+        w[t][col] = static_cast<int8_t>((byte & 0xF) - 8);
+        w[t + 4][col] = static_cast<int8_t>((byte >> 4) - 8);
+      }
+  } else {
+    const uint8_t *src = panelData + c * 512;
+    for (int h = 0; h < 2; ++h)
+      for (int64_t col = 0; col < kPanel; ++col)
+        for (int t = 0; t < 4; ++t)
+          w[h * 4 + t][col] = static_cast<int8_t>(src[h * 256 + col * 4 + t]);
+  }
+}
+
+void panelScalar(const Plan &p, int64_t panel, int64_t m0, int64_t m1) {
+  const int64_t rows = m1 - m0;
+  std::vector<int32_t> iacc(rows * kPanel);
+  std::vector<float> facc(rows * kPanel, 0.0f);
+  const uint8_t *wp = p.w + panel * p.panelBytes;
+  const int32_t *bsum = p.bsum + panel * p.blocks * kPanel;
+  const float *bsc = p.bscale + panel * p.blocks * kPanel;
+  int8_t w[kChunk][kPanel];
+  int64_t loaded = -1;
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    std::fill(iacc.begin(), iacc.end(), 0);
+    for (int64_t k = p.kBegin(b), ke = p.kEnd(b); k < ke; ++k) {
+      if (k / kChunk != loaded) {
+        loaded = k / kChunk;
+        unpackChunk(p, wp, loaded, w);
+      }
+      const int8_t *wk = w[k % kChunk];
+      for (int64_t r = 0; r < rows; ++r) {
+        int32_t q = p.codes[(m0 + r) * p.lda + k];
+        int32_t *acc = &iacc[r * kPanel];
+        for (int64_t col = 0; col < kPanel; ++col)
+          acc[col] += q * wk[col];
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t mb = (m0 + r) * p.blocks + b;
+      for (int64_t col = 0; col < kPanel; ++col) {
+        int32_t i = iacc[r * kPanel + col] - p.za[mb] * bsum[b * kPanel + col];
+        float f = static_cast<float>(i) * bsc[b * kPanel + col];
+        f = f * p.sa[mb];
+        facc[r * kPanel + col] = b == 0 ? f : facc[r * kPanel + col] + f;
+      }
+    }
+  }
+  int64_t nv = p.validCols(panel);
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(p.out + (m0 + r) * p.n + panel * kPanel, &facc[r * kPanel],
+                nv * sizeof(float));
+}
+
+#if SQ_X86
+//===----------------------------------------------------------------------===//
+// AVX-512 VNNI path: tiles of MR rows x 64 columns (4 x MR zmm accumulators).
+//===----------------------------------------------------------------------===//
+
+/// Converts the int32 sums of block b (ibuf) to float and stores them (one
+/// block) or adds them to fbuf.
+template <int MR>
+SQ_TARGET_VNNI void blockEndVNNI(const Plan &p, int64_t m0, int64_t panel,
+                                 int64_t b, const int32_t (*ibuf)[kPanel],
+                                 float (*fbuf)[kPanel]) {
+  const int32_t *bsum = p.bsum + (panel * p.blocks + b) * kPanel;
+  const float *bsc = p.bscale + (panel * p.blocks + b) * kPanel;
+  int64_t nv = p.validCols(panel);
+  for (int r = 0; r < MR; ++r) {
+    int64_t mb = (m0 + r) * p.blocks + b;
+    __m512i cq = _mm512_set1_epi32(p.cq[mb]);
+    __m512i za = _mm512_set1_epi32(p.za[mb]);
+    __m512 sa = _mm512_set1_ps(p.sa[mb]);
+    for (int j = 0; j < 4; ++j) {
+      __m512i s = _mm512_loadu_si512(bsum + 16 * j);
+      __m512i i = _mm512_sub_epi32(
+          _mm512_sub_epi32(_mm512_load_si512(&ibuf[r][16 * j]), cq),
+          _mm512_mullo_epi32(za, s));
+      __m512 f =
+          _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(bsc + 16 * j));
+      f = _mm512_mul_ps(f, sa);
+      if (p.blocks == 1) {
+        int64_t left = nv - 16 * j;
+        if (left <= 0)
+          continue;
+        __mmask16 mask =
+            left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        _mm512_mask_storeu_ps(p.out + (m0 + r) * p.n + panel * kPanel + 16 * j,
+                              mask, f);
+      } else {
+        if (b > 0)
+          f = _mm512_add_ps(_mm512_loadu_ps(&fbuf[r][16 * j]), f);
+        _mm512_storeu_ps(&fbuf[r][16 * j], f);
+      }
+    }
+  }
+}
+
+template <int MR>
+SQ_TARGET_VNNI void tileVNNI(const Plan &p, int64_t m0, int64_t panel) {
+  const __m512i nib = _mm512_set1_epi8(0x0F);
+  const uint8_t *a[MR];
+  for (int r = 0; r < MR; ++r)
+    a[r] = p.codes + (m0 + r) * p.lda;
+  const uint8_t *wp = p.w + panel * p.panelBytes;
+  alignas(64) float fbuf[MR][kPanel];
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    __m512i acc[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j)
+        acc[r][j] = _mm512_setzero_si512();
+    int64_t c = p.chunkBegin(b), ce = p.chunkEnd(b);
+    if (p.w4) {
+      for (; c < ce; ++c) {
+        const uint8_t *wc = wp + c * 256;
+        __m512i v[4];
+        for (int j = 0; j < 4; ++j)
+          v[j] = _mm512_and_si512(_mm512_loadu_si512(wc + 64 * j), nib);
+        for (int r = 0; r < MR; ++r) {
+          __m512i q = _mm512_set1_epi32(load32(a[r] + c * 8));
+          for (int j = 0; j < 4; ++j)
+            acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], q, v[j]);
+        }
+        for (int j = 0; j < 4; ++j)
+          v[j] = _mm512_and_si512(
+              _mm512_srli_epi16(_mm512_loadu_si512(wc + 64 * j), 4), nib);
+        for (int r = 0; r < MR; ++r) {
+          __m512i q = _mm512_set1_epi32(load32(a[r] + c * 8 + 4));
+          for (int j = 0; j < 4; ++j)
+            acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], q, v[j]);
+        }
+      }
+    } else {
+      for (; c < ce; ++c) {
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t *wc = wp + c * 512 + h * 256;
+          __m512i v[4];
+          for (int j = 0; j < 4; ++j)
+            v[j] = _mm512_loadu_si512(wc + 64 * j);
+          for (int r = 0; r < MR; ++r) {
+            __m512i q = _mm512_set1_epi32(load32(a[r] + c * 8 + h * 4));
+            for (int j = 0; j < 4; ++j)
+              acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], q, v[j]);
+          }
+        }
+      }
+    }
+    // Through memory, so that acc never escapes and stays in registers.
+    alignas(64) int32_t ibuf[MR][kPanel];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j)
+        _mm512_store_si512(&ibuf[r][16 * j], acc[r][j]);
+    blockEndVNNI<MR>(p, m0, panel, b, ibuf, fbuf);
+  }
+  if (p.blocks > 1) {
+    int64_t nv = p.validCols(panel);
+    for (int r = 0; r < MR; ++r)
+      std::memcpy(p.out + (m0 + r) * p.n + panel * kPanel, fbuf[r],
+                  nv * sizeof(float));
+  }
+}
+
+constexpr int kMaxRowsVNNI = 6;
+
+void panelVNNI(const Plan &p, int64_t panel, int64_t m0, int64_t m1) {
+  while (m0 < m1) {
+    int64_t rows = std::min<int64_t>(kMaxRowsVNNI, m1 - m0);
+    switch (rows) {
+    case 1:
+      tileVNNI<1>(p, m0, panel);
+      break;
+    case 2:
+      tileVNNI<2>(p, m0, panel);
+      break;
+    case 3:
+      tileVNNI<3>(p, m0, panel);
+      break;
+    case 4:
+      tileVNNI<4>(p, m0, panel);
+      break;
+    case 5:
+      tileVNNI<5>(p, m0, panel);
+      break;
+    default:
+      tileVNNI<6>(p, m0, panel);
+      break;
+    }
+    m0 += rows;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// AVX2 path: tiles of MR rows x 16 columns (2 x MR ymm accumulators), four
+// per panel. int4 weights are in [0, 15], so vpmaddubsw cannot saturate even
+// with 8-bit codes (2 x 255 x 15); for int8 weights the codes are split in
+// nibbles (2 x 15 x 128 fits int16) and recombined in int32.
+//===----------------------------------------------------------------------===//
+
+template <int MR, int NS>
+SQ_TARGET_AVX2 void tileAVX2(const Plan &p, int64_t m0, int64_t panel, int s0) {
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i sixteen = _mm256_set1_epi16(16);
+  const uint8_t *a[MR];
+  for (int r = 0; r < MR; ++r)
+    a[r] = p.codes + (m0 + r) * p.lda;
+  const uint8_t *wp = p.w + panel * p.panelBytes + s0 * 64;
+  alignas(32) float fbuf[MR][NS * 16];
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    __m256i acc[MR][NS][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int s = 0; s < NS; ++s)
+        acc[r][s][0] = acc[r][s][1] = _mm256_setzero_si256();
+    int64_t c = p.chunkBegin(b), ce = p.chunkEnd(b);
+    if (p.w4) {
+      for (; c < ce; ++c) {
+#pragma GCC unroll 8
+        for (int s = 0; s < NS; ++s) {
+          const uint8_t *wc = wp + c * 256 + s * 64;
+          __m256i p0 = _mm256_loadu_si256((const __m256i *)wc);
+          __m256i p1 = _mm256_loadu_si256((const __m256i *)(wc + 32));
+          __m256i lo0 = _mm256_and_si256(p0, nib);
+          __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(p0, 4), nib);
+          __m256i lo1 = _mm256_and_si256(p1, nib);
+          __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(p1, 4), nib);
+#pragma GCC unroll 8
+          for (int r = 0; r < MR; ++r) {
+            __m256i ql = _mm256_set1_epi32(load32(a[r] + c * 8));
+            __m256i qh = _mm256_set1_epi32(load32(a[r] + c * 8 + 4));
+            // Each vpmaddubsw result is at most 2 x 255 x 15 = 7650, so the
+            // sum of two fits int16.
+            __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(ql, lo0),
+                                          _mm256_maddubs_epi16(qh, hi0));
+            __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(ql, lo1),
+                                          _mm256_maddubs_epi16(qh, hi1));
+            acc[r][s][0] =
+                _mm256_add_epi32(acc[r][s][0], _mm256_madd_epi16(t0, ones));
+            acc[r][s][1] =
+                _mm256_add_epi32(acc[r][s][1], _mm256_madd_epi16(t1, ones));
+          }
+        }
+      }
+    } else {
+      for (; c < ce; ++c) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 8
+          for (int s = 0; s < NS; ++s) {
+            const uint8_t *wc = wp + c * 512 + h * 256 + s * 64;
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)wc);
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(wc + 32));
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; ++r) {
+              __m256i q = _mm256_set1_epi32(load32(a[r] + c * 8 + h * 4));
+              __m256i ql = _mm256_and_si256(q, nib);
+              __m256i qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
+              __m256i s0 = _mm256_add_epi32(
+                  _mm256_madd_epi16(_mm256_maddubs_epi16(ql, w0), ones),
+                  _mm256_madd_epi16(_mm256_maddubs_epi16(qh, w0), sixteen));
+              __m256i s1 = _mm256_add_epi32(
+                  _mm256_madd_epi16(_mm256_maddubs_epi16(ql, w1), ones),
+                  _mm256_madd_epi16(_mm256_maddubs_epi16(qh, w1), sixteen));
+              acc[r][s][0] = _mm256_add_epi32(acc[r][s][0], s0);
+              acc[r][s][1] = _mm256_add_epi32(acc[r][s][1], s1);
+            }
+          }
+      }
+    }
+    // Block end, through memory so that acc stays in registers.
+    alignas(32) int32_t ibuf[MR][NS * 16];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int s = 0; s < NS; ++s)
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; ++j)
+          _mm256_store_si256((__m256i *)&ibuf[r][16 * s + 8 * j], acc[r][s][j]);
+    const int32_t *bsum = p.bsum + (panel * p.blocks + b) * kPanel + 16 * s0;
+    const float *bsc = p.bscale + (panel * p.blocks + b) * kPanel + 16 * s0;
+    for (int r = 0; r < MR; ++r) {
+      int64_t mb = (m0 + r) * p.blocks + b;
+      __m256i cq = _mm256_set1_epi32(p.cq[mb]);
+      __m256i za = _mm256_set1_epi32(p.za[mb]);
+      __m256 sa = _mm256_set1_ps(p.sa[mb]);
+      for (int j = 0; j < 2 * NS; ++j) {
+        __m256i sw = _mm256_loadu_si256((const __m256i *)(bsum + 8 * j));
+        __m256i i = _mm256_sub_epi32(
+            _mm256_sub_epi32(
+                _mm256_load_si256((const __m256i *)&ibuf[r][8 * j]), cq),
+            _mm256_mullo_epi32(za, sw));
+        __m256 f =
+            _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(bsc + 8 * j));
+        f = _mm256_mul_ps(f, sa);
+        if (b > 0)
+          f = _mm256_add_ps(_mm256_load_ps(&fbuf[r][8 * j]), f);
+        _mm256_store_ps(&fbuf[r][8 * j], f);
+      }
+    }
+  }
+  int64_t nv = std::min<int64_t>(NS * 16, p.validCols(panel) - 16 * s0);
+  for (int r = 0; r < MR; ++r)
+    std::memcpy(p.out + (m0 + r) * p.n + panel * kPanel + 16 * s0, fbuf[r],
+                nv * sizeof(float));
+}
+
+constexpr int kMaxRowsAVX2 = 4;
+
+void panelAVX2(const Plan &p, int64_t panel, int64_t m0, int64_t m1) {
+  int64_t nv = p.validCols(panel);
+  for (int64_t m = m0; m < m1;) {
+    int64_t rows = std::min<int64_t>(kMaxRowsAVX2, m1 - m);
+    // One or two rows (decode): the whole panel in one pass, so the weights
+    // stream from memory once and in order. More rows: 16 columns at a time
+    // (the panel is then in L2).
+    switch (rows) {
+    case 1:
+      tileAVX2<1, 4>(p, m, panel, 0);
+      break;
+    case 2:
+      tileAVX2<2, 2>(p, m, panel, 0);
+      if (nv > 32)
+        tileAVX2<2, 2>(p, m, panel, 2);
+      break;
+    case 3:
+      for (int s = 0; s < 4 && 16 * s < nv; ++s)
+        tileAVX2<3, 1>(p, m, panel, s);
+      break;
+    default:
+      for (int s = 0; s < 4 && 16 * s < nv; ++s)
+        tileAVX2<4, 1>(p, m, panel, s);
+      break;
+    }
+    m += rows;
+  }
+}
+#endif // SQ_X86
+
+/// Rows of M per work item: the work is split over (panel, row tile) pairs
+/// so that small-N GEMMs still use every thread; a tile is always a whole
+/// multiple of the kernels' row tiles, so the split does not change results.
+constexpr int64_t kRowsPerItem = 96;
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Path selection.
+//===----------------------------------------------------------------------===//
+
+const char *kernelPathName(KernelPath path) {
+  switch (path) {
+  case KernelPath::Scalar:
+    return "scalar";
+  case KernelPath::AVX2:
+    return "avx2";
+  case KernelPath::AVX512VNNI:
+    return "avx512vnni";
+  }
+  return "unknown";
+}
+
+bool kernelPathSupported(KernelPath path) {
+  switch (path) {
+  case KernelPath::Scalar:
+    return true;
+#if SQ_X86
+  case KernelPath::AVX2:
+    return __builtin_cpu_supports("avx2");
+  case KernelPath::AVX512VNNI:
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+  default:
+    return false;
+#endif
+  }
+  return false;
+}
+
+static KernelPath bestPath() {
+  if (kernelPathSupported(KernelPath::AVX512VNNI))
+    return KernelPath::AVX512VNNI;
+  if (kernelPathSupported(KernelPath::AVX2))
+    return KernelPath::AVX2;
+  return KernelPath::Scalar;
+}
+
+KernelPath selectKernelPath(std::string *note) {
+  KernelPath best = bestPath();
+  const char *env = std::getenv("SQ_CPU_KERNEL");
+  if (!env || !*env)
+    return best;
+  std::string name(env);
+  KernelPath want;
+  if (name == "avx512vnni" || name == "avx512")
+    want = KernelPath::AVX512VNNI;
+  else if (name == "avx2")
+    want = KernelPath::AVX2;
+  else if (name == "scalar")
+    want = KernelPath::Scalar;
+  else {
+    if (note)
+      *note = "unknown SQ_CPU_KERNEL='" + name +
+              "' (avx512vnni|avx2|scalar), "
+              "using " +
+              kernelPathName(best);
+    return best;
+  }
+  if (!kernelPathSupported(want)) {
+    if (note)
+      *note = std::string("SQ_CPU_KERNEL=") + name +
+              " is not supported by this CPU, using " + kernelPathName(best);
+    return best;
+  }
+  return want;
+}
+
+//===----------------------------------------------------------------------===//
+// Weights.
+//===----------------------------------------------------------------------===//
+
+bool packWeight(const uint8_t *packed, const float *scales, int64_t n,
+                int64_t k, unsigned bits, int64_t weightGroup, int64_t actGroup,
+                PackedWeight &out, std::string &error) {
+  if (n <= 0 || k <= 0) {
+    error = "weight shape must be positive";
+    return false;
+  }
+  if (bits != 4 && bits != 8) {
+    error = "weights must have 4 or 8 bits, not " + std::to_string(bits);
+    return false;
+  }
+  if (!packed || !scales) {
+    error = "null weight data or scales";
+    return false;
+  }
+  auto normalize = [&](int64_t g, const char *what) -> int64_t {
+    if (g < 0 || (g > 0 && k % g)) {
+      error = std::string(what) + " group " + std::to_string(g) +
+              " does not divide K = " + std::to_string(k);
+      return -1;
+    }
+    return g == 0 ? k : g;
+  };
+  int64_t wg = normalize(weightGroup, "weight");
+  if (wg < 0)
+    return false;
+  int64_t ag = normalize(actGroup, "activation");
+  if (ag < 0)
+    return false;
+  int64_t bs = std::min(wg, ag);
+  if (std::max(wg, ag) % bs) {
+    error = "weight group " + std::to_string(wg) + " and activation group " +
+            std::to_string(ag) + " do not nest";
+    return false;
+  }
+  out = PackedWeight();
+  out.n = n;
+  out.k = k;
+  out.kPadded = roundUp(k, 64);
+  out.bits = bits;
+  out.group = wg == k ? 0 : wg;
+  out.actGroup = ag == k ? 0 : ag;
+  out.blockSize = bs;
+  out.blocks = k / bs;
+  out.panels = (n + kPanel - 1) / kPanel;
+  int64_t wGroups = k / wg;
+  out.scales.assign(scales, scales + n * wGroups);
+
+  const int64_t chunks = out.kPadded / kChunk;
+  const int64_t panelBytes = chunks * chunkBytes(bits);
+  out.data.assign(out.panels * panelBytes + 64, 0);
+  out.dataOffset =
+      (64 - int64_t(reinterpret_cast<uintptr_t>(out.data.data()) % 64)) % 64;
+  out.blockSums.assign(out.panels * out.blocks * kPanel, 0);
+  out.blockScales.assign(out.panels * out.blocks * kPanel, 0.0f);
+
+  const size_t rowBytes = numerics::packedBytes(k, bits);
+  std::vector<int8_t> row(out.kPadded, 0);
+  for (int64_t nn = 0; nn < out.panels * kPanel; ++nn) {
+    int64_t panel = nn / kPanel, col = nn % kPanel;
+    std::fill(row.begin(), row.end(), 0);
+    if (nn < n) {
+      if (bits == 4)
+        numerics::unpackInt4(packed + nn * rowBytes, k, row.data());
+      else
+        std::memcpy(row.data(), packed + nn * rowBytes, k);
+      for (int64_t b = 0; b < out.blocks; ++b) {
+        int32_t sum = 0;
+        for (int64_t kk = b * bs; kk < (b + 1) * bs; ++kk)
+          sum += row[kk];
+        int64_t at = (panel * out.blocks + b) * kPanel + col;
+        out.blockSums[at] = sum;
+        out.blockScales[at] = scales[nn * wGroups + b * bs / wg];
+      }
+    }
+    uint8_t *dst = out.data.data() + out.dataOffset + panel * panelBytes;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int8_t *v = row.data() + c * kChunk;
+      if (bits == 4) {
+        uint8_t *d = dst + c * 256 + col * 4;
+        for (int t = 0; t < 4; ++t)
+          d[t] = static_cast<uint8_t>((v[t] + 8) | ((v[t + 4] + 8) << 4));
+      } else {
+        for (int h = 0; h < 2; ++h)
+          for (int t = 0; t < 4; ++t)
+            dst[c * 512 + h * 256 + col * 4 + t] =
+                static_cast<uint8_t>(v[h * 4 + t]);
+      }
+    }
+  }
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// Activations.
+//===----------------------------------------------------------------------===//
+
+#if SQ_X86
+/// codes = quantizeValue(x, scale, zero) + offset, 16 at a time: the same
+/// float division, round-half-even, add and clamp as the scalar code.
+SQ_TARGET_VNNI static void quantizeGroupAVX512(const float *x, int64_t len,
+                                               float scale, float zero,
+                                               float qmin, float qmax,
+                                               int32_t offset, uint8_t *codes) {
+  const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zero);
+  const __m512 lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+  const __m512i off = _mm512_set1_epi32(offset);
+  for (int64_t i = 0; i < len; i += 16) {
+    __mmask16 mask =
+        len - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - i)) - 1);
+    __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, x + i), vs);
+    q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, vz), lo), hi);
+    __m512i c = _mm512_add_epi32(_mm512_cvttps_epi32(q), off);
+    _mm512_mask_cvtepi32_storeu_epi8(codes + i, mask, c);
+  }
+}
+#endif
+
+static void quantizeRows(const float *x, int64_t r0, int64_t r1, int64_t k,
+                         const numerics::QuantGrid &grid, int64_t g,
+                         int64_t groups, int32_t offset, QuantizedActs &out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *xr = x + r * k;
+    uint8_t *codes = out.codes.data() + r * out.kPadded;
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      int64_t begin = gi * g, len = std::min(g, k - begin);
+      float scale, zero;
+      numerics::groupScale(xr + begin, len, grid, 1.0, scale, zero);
+#if SQ_X86
+      static const bool avx512 = kernelPathSupported(KernelPath::AVX512VNNI);
+      if (avx512)
+        quantizeGroupAVX512(xr + begin, len, scale, zero, float(grid.qmin()),
+                            float(grid.qmax()), offset, codes + begin);
+      else
+#endif
+        for (int64_t i = 0; i < len; ++i)
+          codes[begin + i] = static_cast<uint8_t>(
+              numerics::quantizeValue(xr[begin + i], scale, zero, grid) +
+              offset);
+      out.scales[r * groups + gi] = scale;
+      out.zeros[r * groups + gi] =
+          grid.symmetric ? offset : static_cast<int32_t>(zero);
+    }
+  }
+}
+
+void quantizeActivations(const float *x, int64_t m, int64_t k, unsigned bits,
+                         bool symmetric, int64_t group, double clip,
+                         QuantizedActs &out, ThreadPool *pool) {
+  numerics::QuantGrid grid;
+  grid.bits = bits;
+  grid.symmetric = symmetric;
+  int64_t g = group > 0 && group < k ? group : k;
+  grid.group = g;
+  grid.clip = clip;
+  int64_t groups = (k + g - 1) / g;
+  out.m = m;
+  out.k = k;
+  out.kPadded = roundUp(k, 64);
+  out.group = g == k ? 0 : g;
+  out.codes.assign(m * out.kPadded, 0);
+  out.scales.assign(m * groups, 1.0f);
+  out.zeros.assign(m * groups, 0);
+  int32_t offset = symmetric ? int32_t(1) << (bits - 1) : 0;
+  if (pool && m > 1)
+    pool->parallelFor(m, [&](int64_t r0, int64_t r1) {
+      quantizeRows(x, r0, r1, k, grid, g, groups, offset, out);
+    });
+  else
+    quantizeRows(x, 0, m, k, grid, g, groups, offset, out);
+}
+
+//===----------------------------------------------------------------------===//
+// GEMM.
+//===----------------------------------------------------------------------===//
+
+void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
+           KernelPath path, ThreadPool *pool) {
+  const int64_t m = acts.m, n = weight.n;
+  if (m <= 0 || n <= 0)
+    return;
+  // The activation blocks must be whole multiples of the kernel blocks.
+  int64_t ag = acts.group > 0 && acts.group < acts.k ? acts.group : acts.k;
+  int64_t actGroups = acts.k / ag;
+  bool ok = acts.k == weight.k && acts.kPadded >= weight.kPadded &&
+            weight.blocks > 0 && ag % weight.blockSize == 0 &&
+            (weight.blocks == 1 ? ag == acts.k : true) &&
+            int64_t(acts.scales.size()) >= m * actGroups &&
+            int64_t(acts.zeros.size()) >= m * actGroups &&
+            int64_t(acts.codes.size()) >= m * acts.kPadded;
+  if (!ok) {
+    std::fprintf(stderr,
+                 "sq runtime: qgemm: activations (K = %lld, group %lld) do "
+                 "not match the weight (K = %lld, block %lld)\n",
+                 (long long)acts.k, (long long)acts.group, (long long)weight.k,
+                 (long long)weight.blockSize);
+    std::fill(out, out + m * n, std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  if (!kernelPathSupported(path))
+    path = bestPath();
+  const int64_t blocks = weight.blocks;
+  // Fast kernels step through K by chunks of 8.
+  if (blocks > 1 && weight.blockSize % kChunk)
+    path = KernelPath::Scalar;
+
+  Plan p;
+  p.codes = acts.codes.data();
+  p.lda = acts.kPadded;
+  p.m = m;
+  p.n = n;
+  p.kPadded = weight.kPadded;
+  p.blocks = blocks;
+  p.blockSize = weight.blockSize;
+  p.w = weight.data.data() + weight.dataOffset;
+  p.panelBytes = weight.kPadded / kChunk * chunkBytes(weight.bits);
+  p.bsum = weight.blockSums.data();
+  p.bscale = weight.blockScales.data();
+  p.out = out;
+  p.w4 = weight.bits == 4;
+
+  // Per (row, block): activation scale, zero point and bias * sum of codes
+  // (int4 weights are stored biased by 8 for the SIMD paths).
+  std::vector<float> sa(m * blocks);
+  std::vector<int32_t> za(m * blocks), cq(m * blocks);
+  const int32_t bias = p.w4 ? 8 : 0;
+  for (int64_t r = 0; r < m; ++r) {
+    const uint8_t *codes = p.codes + r * p.lda;
+    for (int64_t b = 0; b < blocks; ++b) {
+      int64_t gi = p.kBegin(b) / ag;
+      sa[r * blocks + b] = acts.scales[r * actGroups + gi];
+      za[r * blocks + b] = acts.zeros[r * actGroups + gi];
+      int32_t sum = 0;
+      if (bias)
+        for (int64_t kk = p.kBegin(b), ke = p.kEnd(b); kk < ke; ++kk)
+          sum += codes[kk];
+      cq[r * blocks + b] = bias * sum;
+    }
+  }
+  p.sa = sa.data();
+  p.za = za.data();
+  p.cq = cq.data();
+
+  void (*panelFn)(const Plan &, int64_t, int64_t, int64_t) = panelScalar;
+#if SQ_X86
+  if (path == KernelPath::AVX512VNNI)
+    panelFn = panelVNNI;
+  else if (path == KernelPath::AVX2)
+    panelFn = panelAVX2;
+#endif
+  const int64_t rowItems = (m + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t items = weight.panels * rowItems;
+  auto work = [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      int64_t panel = it / rowItems, ri = it % rowItems;
+      int64_t m0 = ri * kRowsPerItem,
+              m1 = std::min<int64_t>(m, m0 + kRowsPerItem);
+      panelFn(p, panel, m0, m1);
+    }
+  };
+  if (pool && items > 1)
+    pool->parallelFor(items, work);
+  else
+    work(0, items);
+}
+
+} // namespace rt
+} // namespace sq

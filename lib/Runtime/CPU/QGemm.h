@@ -1,0 +1,125 @@
+//===- QGemm.h - integer GEMM/GEMM on packed int4/int8 weights ----*- C++
+//-*-===//
+//
+// The heavy kernel of a compiled model: quantized activations (unsigned
+// codes q with integer zero points z, per token or per group of the K axis)
+// times signed int4 or int8 weights (per output channel or per group):
+//
+//   out[m, n] = sum over blocks b of
+//       sa[m, b] * sw[n, b] * (sum_{k in b} q[m, k] * w[n, k] - za[m, b] *
+//                              sum_{k in b} w[n, k])
+//
+// which equals the executor's sum_k ((q - z) sa) (w sw) up to float
+// rounding (the integer part is exact). Plain C++ with per-function target
+// attributes: AVX-512 VNNI, AVX2 and portable scalar paths, chosen once by
+// CPU features (or SQ_CPU_KERNEL=avx512vnni|avx2|scalar). No MLIR/LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_LIB_RUNTIME_CPU_QGEMM_H
+#define SQ_LIB_RUNTIME_CPU_QGEMM_H
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace sq {
+namespace rt {
+
+class ThreadPool;
+
+/// Which instruction path the kernels use.
+enum class KernelPath { Scalar, AVX2, AVX512VNNI };
+const char *kernelPathName(KernelPath path);
+/// The best path this CPU supports, or the one SQ_CPU_KERNEL names (an
+/// unknown or unsupported name falls back to the best with a warning in
+/// `note`).
+KernelPath selectKernelPath(std::string *note = nullptr);
+/// Whether this CPU (and this build) can run `path`. qgemm falls back to the
+/// best supported path when given one that is not.
+bool kernelPathSupported(KernelPath path);
+
+/// A weight [N, K] in the kernels' layout, built once at load (or compile)
+/// time from the !sq.packed format of lib/Numerics/Pack.h.
+struct PackedWeight {
+  int64_t n = 0, k = 0;
+  int64_t kPadded = 0; // K rounded up to a multiple of 64 (zeros appended)
+  unsigned bits = 4;   // 4 or 8, signed symmetric
+  int64_t group = 0;   // K values per weight scale (0 or K: per channel)
+  std::vector<uint8_t> data; // layout owned by QGemm.cpp
+  std::vector<float> scales; // [N, K / group]
+  // Whatever else the kernels need (e.g. per-block sums of w), filled by
+  // packWeight.
+  std::vector<int32_t> blockSums;
+  int64_t blockSize = 0;
+  // Kernel layout (QGemm.cpp): N in panels of 64 columns (padded with zero
+  // weights), K in kernel blocks of `blockSize` values (the finer of the two
+  // groups; the last block runs to kPadded). blockSums and blockScales are
+  // [panels, blocks, 64]: sum of w and the weight scale of each block.
+  int64_t actGroup = 0;   // the activation group given to packWeight
+  int64_t panels = 0;     // ceil(N / 64)
+  int64_t blocks = 0;     // K / blockSize
+  int64_t dataOffset = 0; // layout starts at data.data() + dataOffset
+  std::vector<float> blockScales;
+};
+
+/// Builds a PackedWeight from `packed` (rows of packedBytes(K, bits) bytes in
+/// the Pack.h format, two's complement) and `scales` [N, groups]. `actGroup`
+/// is the activation's group along K (0 = per token); the kernel blocks are
+/// the finer of the two groups. Returns false with `error` on bad sizes.
+bool packWeight(const uint8_t *packed, const float *scales, int64_t n,
+                int64_t k, unsigned bits, int64_t weightGroup, int64_t actGroup,
+                PackedWeight &out, std::string &error);
+
+/// Quantized activations [M, K] in the kernels' layout.
+struct QuantizedActs {
+  int64_t m = 0, k = 0, kPadded = 0;
+  int64_t group = 0;          // K values per scale (0 = per token)
+  std::vector<uint8_t> codes; // [M, kPadded], q in [0, 2^bits - 1]
+  std::vector<float> scales;  // [M, groups]
+  std::vector<int32_t> zeros; // [M, groups]
+};
+
+/// Quantizes x [M, K] (row-major, fp32) with SpinQuant's quantizer
+/// (numerics::groupScale / quantizeValue: same scales, zero points and codes
+/// as sq.fake_quant). Symmetric grids are stored as unsigned codes
+/// q + 2^(bits-1) with zero point 2^(bits-1).
+void quantizeActivations(const float *x, int64_t m, int64_t k, unsigned bits,
+                         bool symmetric, int64_t group, double clip,
+                         QuantizedActs &out, ThreadPool *pool = nullptr);
+
+/// out [M, N] (row-major) = acts x weight^T as above. M = 1 takes the GEMV
+/// path. `actGroup` of acts must match the one given to packWeight (on a
+/// mismatch out is filled with NaN and a message goes to stderr). With no
+/// pool the call runs on the calling thread only. Results do not depend on
+/// the pool size, and the SIMD paths give the same bits as the scalar one.
+void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
+           KernelPath path, ThreadPool *pool = nullptr);
+
+/// A small pool: parallelFor(n, fn) runs fn(begin, end) over [0, n) split
+/// in chunks, the caller taking part. Size: SQ_NUM_THREADS or the core
+/// count.
+class ThreadPool {
+public:
+  explicit ThreadPool(int threads = 0);
+  ~ThreadPool();
+  int size() const;
+  template <typename F> void parallelFor(int64_t n, F &&fn) {
+    using Fn = std::remove_reference_t<F>; // F is a reference for lvalues
+    run(
+        n, [](void *f, int64_t b, int64_t e) { (*static_cast<Fn *>(f))(b, e); },
+        const_cast<void *>(static_cast<const void *>(&fn)));
+  }
+  static ThreadPool &global();
+
+private:
+  void run(int64_t n, void (*fn)(void *, int64_t, int64_t), void *arg);
+  struct Impl;
+  Impl *impl;
+};
+
+} // namespace rt
+} // namespace sq
+
+#endif // SQ_LIB_RUNTIME_CPU_QGEMM_H

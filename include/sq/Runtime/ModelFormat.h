@@ -10,8 +10,9 @@
 //    load time (quantized linears, attention with its KV-cache quantizers);
 //  * the sidecar `model.so.weights`: a header with the manifest's hash and
 //    one (offset, bytes) pair per weight, then the weights, each aligned to
-//    64 bytes. Float weights are fp32; packed weights are the !sq.packed
-//    bytes of lib/Numerics/Pack.h.
+//    64 bytes. Float weights are fp32, except linear weights and embedding
+//    tables, which keep a 16-bit type (f16/bf16) when the model has one;
+//    packed weights are the !sq.packed bytes of lib/Numerics/Pack.h.
 //
 // Plain C++ (no MLIR/LLVM): the runtime links it.
 //
@@ -41,10 +42,16 @@ struct QuantDesc {
   double clip = 1.0;
 };
 
+/// How a float weight is stored in the sidecar.
+enum class FloatStorage { F32 = 0, F16 = 1, BF16 = 2 };
+
 struct WeightDesc {
   int slot = 0;
   std::string name;
-  unsigned packedBits = 0; // 0: fp32; 4 or 8: !sq.packed bytes
+  unsigned packedBits = 0; // 0: float; 4 or 8: !sq.packed bytes
+  /// Float weights: fp32, or the model's own f16/bf16 for linear weights
+  /// and embedding tables (the kernels widen them on the fly).
+  FloatStorage storage = FloatStorage::F32;
   int64_t rows = 1, cols = 0;
   uint64_t bytes() const;
 };

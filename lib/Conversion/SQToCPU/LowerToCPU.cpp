@@ -71,7 +71,9 @@ private:
     }
     return v;
   }
-  int weightSlot(Value v, Operation *user, StringRef what);
+  /// The slot of the sq.weight `v` used by `user`; `narrow`: the use can
+  /// read f16/bf16 (linear weights, embedding tables).
+  int weightSlot(Value v, Operation *user, StringRef what, bool narrow = false);
   int slotOf(Value v) { return slots.lookup(resolve(v)); }
 
   Value i32(int64_t v) {
@@ -103,7 +105,8 @@ private:
   int logitsSlot = -1;
 };
 
-int Lowering::weightSlot(Value v, Operation *user, StringRef what) {
+int Lowering::weightSlot(Value v, Operation *user, StringRef what,
+                         bool narrow) {
   auto w = v.getDefiningOp<WeightOp>();
   if (!w) {
     user->emitOpError() << "the CPU lowering needs the " << what
@@ -111,8 +114,12 @@ int Lowering::weightSlot(Value v, Operation *user, StringRef what) {
     return -1;
   }
   auto it = weightSlots.find(w);
-  if (it != weightSlots.end())
+  if (it != weightSlots.end()) {
+    // A weight shared with a use that needs fp32 is stored as fp32.
+    if (!narrow)
+      manifest.weights[it->second].storage = rt::FloatStorage::F32;
     return it->second;
+  }
   int slot = static_cast<int>(weightOps.size());
   weightSlots[w] = slot;
   weightOps.push_back(w);
@@ -133,6 +140,10 @@ int Lowering::weightSlot(Value v, Operation *user, StringRef what) {
     }
     d.cols = t.getShape().back();
     d.rows = t.getNumElements() / std::max<int64_t>(d.cols, 1);
+    if (narrow && t.getElementType().isF16())
+      d.storage = rt::FloatStorage::F16;
+    else if (narrow && t.getElementType().isBF16())
+      d.storage = rt::FloatStorage::BF16;
   }
   manifest.weights.push_back(d);
   return slot;
@@ -169,11 +180,11 @@ LogicalResult Lowering::plan() {
   // Weights first (slots 0..W-1), in op order.
   for (Operation &op : body) {
     current = &op;
-    auto need = [&](Value v, StringRef what) {
-      return v ? weightSlot(v, &op, what) : -2;
+    auto need = [&](Value v, StringRef what, bool narrow = false) {
+      return v ? weightSlot(v, &op, what, narrow) : -2;
     };
     if (auto e = dyn_cast<EmbeddingOp>(op)) {
-      if (need(e.getTable(), "embedding table") < 0)
+      if (need(e.getTable(), "embedding table", /*narrow=*/true) < 0)
         return failure();
       if (e.getIds() != ids)
         return e.emitOpError("the CPU lowering needs the ids to be "
@@ -182,7 +193,7 @@ LogicalResult Lowering::plan() {
       if (need(n.getScale(), "RMSNorm scale") == -1)
         return failure();
     } else if (auto l = dyn_cast<LinearOp>(op)) {
-      if (need(l.getWeight(), "linear weight") < 0 ||
+      if (need(l.getWeight(), "linear weight", /*narrow=*/true) < 0 ||
           need(l.getBias(), "linear bias") == -1)
         return failure();
     } else if (auto q = dyn_cast<QLinearOp>(op)) {
@@ -471,8 +482,8 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
                  << "weight '" << w.getName() << "' has " << data.size()
                  << " bytes, expected " << n * elt;
         }
-        if (et.isF32()) {
-          os.write(data.data(), data.size());
+        if (et.isF32() || d.storage != rt::FloatStorage::F32) {
+          os.write(data.data(), data.size()); // as stored
         } else {
           std::vector<float> wide(n);
           numerics::widenToFloat(data.data(), n,

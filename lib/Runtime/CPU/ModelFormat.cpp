@@ -12,7 +12,8 @@ namespace rt {
 uint64_t WeightDesc::bytes() const {
   if (packedBits)
     return uint64_t(rows) * numerics::packedBytes(cols, packedBits);
-  return uint64_t(rows) * uint64_t(cols) * 4;
+  return uint64_t(rows) * uint64_t(cols) *
+         (storage == FloatStorage::F32 ? 4 : 2);
 }
 
 uint64_t fnv1a(const void *data, size_t size) {
@@ -73,8 +74,8 @@ std::string Manifest::serialize() const {
   os << "description " << desc << "\n";
   os << "slots " << numSlots << "\n";
   for (const WeightDesc &w : weights)
-    os << "weight " << w.slot << " " << w.packedBits << " " << w.rows << " "
-       << w.cols << " " << w.name << "\n";
+    os << "weight " << w.slot << " " << w.packedBits << " " << int(w.storage)
+       << " " << w.rows << " " << w.cols << " " << w.name << "\n";
   for (const QLinearDesc &q : qlinears)
     os << "qlinear " << q.weight << " " << q.scales << " " << q.zeros << " "
        << q.bias << " " << q.n << " " << q.k << " " << quantText(q.weightQuant)
@@ -148,8 +149,11 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
         return bad("bad slot count");
     } else if (key == "weight") {
       WeightDesc w;
-      if (!(ls >> w.slot >> w.packedBits >> w.rows >> w.cols))
+      int storage = 0;
+      if (!(ls >> w.slot >> w.packedBits >> storage >> w.rows >> w.cols) ||
+          storage < 0 || storage > 2)
         return bad("bad weight entry");
+      w.storage = FloatStorage(storage);
       ls >> std::ws;
       std::getline(ls, w.name);
       if (w.slot < 0 || w.slot >= m.numSlots || w.rows <= 0 || w.cols <= 0 ||

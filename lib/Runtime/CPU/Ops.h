@@ -26,6 +26,11 @@ void rmsNorm(const float *x, const float *scale, int64_t rows, int64_t dim,
 /// out [M, N] = x [M, K] * w [N, K]^T (+ bias [N]).
 void linearF32(const float *x, const float *w, const float *bias, int64_t m,
                int64_t k, int64_t n, float *out, ThreadPool *pool);
+/// linearF32 with 16-bit weights (f16 or bf16 bits), widened on the fly:
+/// the same products as on the widened fp32 weights.
+void linear16(const float *x, const uint16_t *w, FloatStorage format,
+              const float *bias, int64_t m, int64_t k, int64_t n, float *out,
+              ThreadPool *pool);
 /// Rotary embedding of `rows` tokens whose positions are `positions`.
 void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
           int64_t heads, double theta, bool interleaved, float *out);

@@ -9,6 +9,7 @@
 #include "Ops.h"
 #include "QGemm.h"
 
+#include "sq/Numerics/Float16.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
 #include "sq/Runtime/ModelFormat.h"
@@ -278,9 +279,19 @@ SQ_PROGRAM_CALL void sqrt_embedding(void *ctx, int32_t out, int32_t table,
   if (x.failed)
     return;
   float *o = x.out(out, x.tokens * dim);
-  const float *t = x.in(table);
-  for (int64_t i = 0; i < x.tokens; ++i)
-    std::memcpy(o + i * dim, t + int64_t(x.ids[i]) * dim, dim * sizeof(float));
+  FloatStorage storage = x.model->manifest.weights[table].storage;
+  const uint8_t *t = x.model->weights[table];
+  for (int64_t i = 0; i < x.tokens; ++i) {
+    int64_t id = x.ids[i];
+    if (storage == FloatStorage::F32)
+      std::memcpy(o + i * dim, t + id * dim * 4, dim * sizeof(float));
+    else
+      sq::numerics::widenToFloat(t + id * dim * 2, dim,
+                                 storage == FloatStorage::F16
+                                     ? sq::numerics::FloatFormat::F16
+                                     : sq::numerics::FloatFormat::BF16,
+                                 o + i * dim);
+  }
 }
 
 SQ_PROGRAM_CALL void sqrt_rms_norm(void *ctx, int32_t out, int32_t in,
@@ -299,8 +310,15 @@ SQ_PROGRAM_CALL void sqrt_linear(void *ctx, int32_t out, int32_t in,
   if (x.failed)
     return;
   float *o = x.out(out, x.tokens * n);
-  linearF32(x.in(in), x.in(weight), bias >= 0 ? x.in(bias) : nullptr, x.tokens,
-            k, n, o, &ThreadPool::global());
+  const float *b = bias >= 0 ? x.in(bias) : nullptr;
+  FloatStorage storage = x.model->manifest.weights[weight].storage;
+  if (storage == FloatStorage::F32)
+    linearF32(x.in(in), x.in(weight), b, x.tokens, k, n, o,
+              &ThreadPool::global());
+  else
+    linear16(x.in(in),
+             reinterpret_cast<const uint16_t *>(x.model->weights[weight]),
+             storage, b, x.tokens, k, n, o, &ThreadPool::global());
 }
 
 SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,

@@ -217,23 +217,49 @@ void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
   }
 }
 
-// out = x T for one row (axpy form: vectorizes over T's rows).
+// out = x T for `rows` rows (rows <= 4 at a time share each row of T):
+// axpy form, vectorized over T's columns.
 template <int Dummy>
-static inline void rowTimesMatrixImpl(const float *x, const float *t, int64_t n,
-                                      float *out) {
-  for (int64_t j = 0; j < n; ++j)
-    out[j] = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    float xi = x[i];
-    const float *ti = t + i * n;
-    for (int64_t j = 0; j < n; ++j)
-      out[j] += xi * ti[j];
+static inline void rowsTimesMatrixImpl(const float *x, int64_t rows,
+                                       const float *t, int64_t n, float *out) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+    int64_t nr = std::min<int64_t>(4, rows - r0);
+    float *o[4];
+    const float *xr[4];
+    for (int64_t r = 0; r < 4; ++r) {
+      int64_t rr = r0 + std::min(r, nr - 1);
+      o[r] = out + rr * n;
+      xr[r] = x + rr * n;
+    }
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        o[r][j] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float *ti = t + i * n;
+      if (nr == 4) {
+        float a = xr[0][i], b = xr[1][i], c = xr[2][i], d = xr[3][i];
+        for (int64_t j = 0; j < n; ++j) {
+          float tj = ti[j];
+          o[0][j] += a * tj;
+          o[1][j] += b * tj;
+          o[2][j] += c * tj;
+          o[3][j] += d * tj;
+        }
+      } else {
+        for (int64_t r = 0; r < nr; ++r) {
+          float a = xr[r][i];
+          for (int64_t j = 0; j < n; ++j)
+            o[r][j] += a * ti[j];
+        }
+      }
+    }
   }
 }
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static void
-rowTimesMatrixAVX2(const float *x, const float *t, int64_t n, float *out) {
-  rowTimesMatrixImpl<1>(x, t, n, out);
+rowsTimesMatrixAVX2(const float *x, int64_t rows, const float *t, int64_t n,
+                    float *out) {
+  rowsTimesMatrixImpl<1>(x, rows, t, n, out);
 }
 #endif
 
@@ -252,16 +278,18 @@ void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
   auto body = [&](int64_t r0, int64_t r1) {
-    std::vector<float> row(n);
-    for (int64_t r = r0; r < r1; ++r) {
-      std::memcpy(row.data(), x + r * n, n * sizeof(float));
+    // In place is allowed: transform a copy of each block of rows.
+    std::vector<float> in(std::min<int64_t>(r1 - r0, 64) * n);
+    for (int64_t r = r0; r < r1; r += 64) {
+      int64_t nr = std::min<int64_t>(64, r1 - r);
+      std::memcpy(in.data(), x + r * n, nr * n * sizeof(float));
 #if defined(__x86_64__)
       if (avx2) {
-        rowTimesMatrixAVX2(row.data(), t.data(), n, out + r * n);
+        rowsTimesMatrixAVX2(in.data(), nr, t.data(), n, out + r * n);
         continue;
       }
 #endif
-      rowTimesMatrixImpl<0>(row.data(), t.data(), n, out + r * n);
+      rowsTimesMatrixImpl<0>(in.data(), nr, t.data(), n, out + r * n);
     }
   };
   if (pool && rows > 1)
@@ -391,16 +419,29 @@ static inline void attentionJob(const float *q, const KVStore &keys,
                                 float *v, float *scores) {
   int64_t d = desc.headDim, qf = desc.heads * d, total = cached + seq;
   int64_t perGroup = desc.heads / desc.kvHeads;
-  keys.read(b, 0, total, g * d, d, k);
+  // Keys transposed ([d, total]): the scores of a query are d axpys over
+  // contiguous rows, which vectorize across keys.
+  keys.read(b, 0, total, g * d, d, v);
+  for (int64_t j = 0; j < total; ++j)
+    for (int64_t e = 0; e < d; ++e)
+      k[e * total + j] = v[j * d + e];
   values.read(b, 0, total, g * d, d, v);
+  float scale = static_cast<float>(desc.scale);
   for (int64_t h = g * perGroup; h < (g + 1) * perGroup; ++h)
     for (int64_t i = 0; i < seq; ++i) {
       const float *qi = q + (b * seq + i) * qf + h * d;
       int64_t visible = desc.causal ? std::min(total, cached + i + 1) : total;
+      for (int64_t j = 0; j < visible; ++j)
+        scores[j] = 0.0f;
+      for (int64_t e = 0; e < d; ++e) {
+        float qe = qi[e];
+        const float *ke = k + e * total;
+        for (int64_t j = 0; j < visible; ++j)
+          scores[j] += qe * ke[j];
+      }
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < visible; ++j) {
-        scores[j] =
-            static_cast<float>(desc.scale) * dotImpl<Dummy>(qi, k + j * d, d);
+        scores[j] *= scale;
         mx = std::max(mx, scores[j]);
       }
       float sum = 0;

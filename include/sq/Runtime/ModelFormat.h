@@ -97,6 +97,30 @@ void planSidecar(const Manifest &m, uint64_t &headerBytes,
 /// then (offset, bytes) per weight; all little-endian u32/u64.
 std::string sidecarHeader(const Manifest &m, uint64_t manifestHash);
 
+/// A weights sidecar mapped read-only (mmap) and checked against the
+/// manifest (magic, version, manifest hash, every entry, the file size)
+/// before anything reads it.
+class WeightsFile {
+public:
+  WeightsFile() = default;
+  WeightsFile(const WeightsFile &) = delete;
+  WeightsFile &operator=(const WeightsFile &) = delete;
+  ~WeightsFile();
+  /// `manifestText` is the manifest as compiled into the library (its hash
+  /// ties the library to the file). Returns false with a one-line `error`
+  /// naming `path`; `io` tells a missing/unreadable file from a bad one.
+  bool open(const std::string &path, const Manifest &manifest,
+            const std::string &manifestText, std::string &error, bool &io);
+  /// The bytes of weight `slot` (WeightDesc::bytes() of them).
+  const uint8_t *data(int slot) const { return weights[slot]; }
+  uint64_t size() const { return mapBytes; }
+
+private:
+  void *map = nullptr;
+  uint64_t mapBytes = 0;
+  std::vector<const uint8_t *> weights;
+};
+
 } // namespace rt
 } // namespace sq
 

@@ -3,8 +3,14 @@
 #include "sq/Runtime/ModelFormat.h"
 #include "sq/Numerics/Pack.h"
 
+#include <cerrno>
 #include <cstring>
+
+#include <fcntl.h>
 #include <sstream>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace sq {
 namespace rt {
@@ -234,6 +240,96 @@ std::string sidecarHeader(const Manifest &m, uint64_t manifestHash) {
   }
   s.resize(headerBytes, '\0');
   return s;
+}
+
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | p[i];
+  return v;
+}
+static uint32_t get32(const uint8_t *p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
+         uint32_t(p[3]) << 24;
+}
+
+WeightsFile::~WeightsFile() {
+  if (map)
+    munmap(map, mapBytes);
+}
+
+bool WeightsFile::open(const std::string &file, const Manifest &m,
+                       const std::string &manifestText, std::string &error,
+                       bool &io) {
+  io = true;
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = file + ": cannot open the model's weights: " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    error = file + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  io = false;
+  size_t size = size_t(st.st_size);
+  uint64_t headerBytes, total;
+  std::vector<uint64_t> offsets;
+  planSidecar(m, headerBytes, offsets, total);
+  if (size < 32) {
+    ::close(fd);
+    error = file + ": " + std::to_string(size) +
+            " bytes, too small for an SQ weights file";
+    return false;
+  }
+  void *p0 = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p0 == MAP_FAILED) {
+    io = true;
+    error = file + ": cannot map: " + std::strerror(errno);
+    return false;
+  }
+  map = p0;
+  mapBytes = size;
+  const uint8_t *p = static_cast<const uint8_t *>(p0);
+  if (std::memcmp(p, kSidecarMagic, 8) != 0) {
+    error = file + ": not an SQ weights file (bad magic)";
+    return false;
+  }
+  if (get32(p + 8) != kSidecarVersion) {
+    error = file + ": weights file version " + std::to_string(get32(p + 8)) +
+            ", expected " + std::to_string(kSidecarVersion);
+    return false;
+  }
+  if (get32(p + 12) != m.weights.size() ||
+      get64(p + 16) != fnv1a(manifestText.data(), manifestText.size())) {
+    error = file + ": these weights belong to another compilation of the "
+                   "model (manifest hash mismatch); recompile or copy the "
+                   "matching .weights file";
+    return false;
+  }
+  if (size < total) {
+    error = file + ": truncated: " + std::to_string(size) +
+            " bytes, expected " + std::to_string(total);
+    return false;
+  }
+  if (get64(p + 24) != headerBytes || size < 32 + 16 * offsets.size()) {
+    error = file + ": corrupt header";
+    return false;
+  }
+  weights.assign(m.weights.size(), nullptr);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const WeightDesc &w = m.weights[i];
+    uint64_t off = get64(p + 32 + 16 * i), bytes = get64(p + 40 + 16 * i);
+    if (off != offsets[i] || bytes != w.bytes() || w.slot != int(i)) {
+      error = file + ": corrupt entry for weight '" + w.name + "'";
+      return false;
+    }
+    weights[i] = p + off;
+  }
+  return true;
 }
 
 } // namespace rt

@@ -16,13 +16,8 @@
 #include "sq/Runtime/sq_runtime.h"
 
 #include <dlfcn.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -61,15 +56,10 @@ struct PreparedQLinear {
 struct Model {
   Manifest manifest;
   std::string path, sidecar, description;
-  void *map = nullptr;
-  size_t mapBytes = 0;
+  WeightsFile file;
   std::vector<const uint8_t *> weights; // by slot (weights only)
   std::vector<PreparedQLinear> qlinears;
   KernelPath kernels = KernelPath::Scalar;
-  ~Model() {
-    if (map)
-      munmap(map, mapBytes);
-  }
   const float *f32(int slot) const {
     return slot >= 0 ? reinterpret_cast<const float *>(weights[slot]) : nullptr;
   }
@@ -124,77 +114,15 @@ static bool readManifest(Manifest &m, std::string &error) {
   return Manifest::parse(sq_model_manifest, m, error);
 }
 
-static uint64_t get64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i)
-    v = (v << 8) | p[i];
-  return v;
-}
-static uint32_t get32(const uint8_t *p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
-         uint32_t(p[3]) << 24;
-}
-
 /// Maps the sidecar and checks it against the manifest.
 static sq_status mapWeights(Model &m, sq_error **err) {
-  const std::string &file = m.sidecar;
-  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return fail(
-        err, SQ_ERR_IO,
-        file + ": cannot open the model's weights: " + std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    ::close(fd);
-    return fail(err, SQ_ERR_IO, file + ": " + std::strerror(errno));
-  }
-  size_t size = size_t(st.st_size);
-  uint64_t headerBytes, total;
-  std::vector<uint64_t> offsets;
-  planSidecar(m.manifest, headerBytes, offsets, total);
-  if (size < 32) {
-    ::close(fd);
-    return fail(err, SQ_ERR_FORMAT,
-                file + ": " + std::to_string(size) +
-                    " bytes, too small for an SQ weights file");
-  }
-  void *map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED)
-    return fail(err, SQ_ERR_IO, file + ": cannot map: " + std::strerror(errno));
-  m.map = map;
-  m.mapBytes = size;
-  const uint8_t *p = static_cast<const uint8_t *>(map);
-  if (std::memcmp(p, kSidecarMagic, 8) != 0)
-    return fail(err, SQ_ERR_FORMAT,
-                file + ": not an SQ weights file (bad magic)");
-  if (get32(p + 8) != kSidecarVersion)
-    return fail(err, SQ_ERR_FORMAT,
-                file + ": weights file version " +
-                    std::to_string(get32(p + 8)) + ", expected " +
-                    std::to_string(kSidecarVersion));
-  std::string text = sq_model_manifest;
-  if (get32(p + 12) != m.manifest.weights.size() ||
-      get64(p + 16) != fnv1a(text.data(), text.size()))
-    return fail(err, SQ_ERR_FORMAT,
-                file + ": these weights belong to another compilation of the "
-                       "model (manifest hash mismatch); recompile or copy "
-                       "the matching .weights file");
-  if (size < total)
-    return fail(err, SQ_ERR_FORMAT,
-                file + ": truncated: " + std::to_string(size) +
-                    " bytes, expected " + std::to_string(total));
-  if (get64(p + 24) != headerBytes || size < 32 + 16 * offsets.size())
-    return fail(err, SQ_ERR_FORMAT, file + ": corrupt header");
-  m.weights.assign(m.manifest.weights.size(), nullptr);
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    const WeightDesc &w = m.manifest.weights[i];
-    uint64_t off = get64(p + 32 + 16 * i), bytes = get64(p + 40 + 16 * i);
-    if (off != offsets[i] || bytes != w.bytes() || w.slot != int(i))
-      return fail(err, SQ_ERR_FORMAT,
-                  file + ": corrupt entry for weight '" + w.name + "'");
-    m.weights[i] = p + off;
-  }
+  std::string error;
+  bool io = false;
+  if (!m.file.open(m.sidecar, m.manifest, sq_model_manifest, error, io))
+    return fail(err, io ? SQ_ERR_IO : SQ_ERR_FORMAT, error);
+  m.weights.resize(m.manifest.weights.size());
+  for (size_t i = 0; i < m.weights.size(); ++i)
+    m.weights[i] = m.file.data(int(i));
   return SQ_OK;
 }
 

@@ -45,3 +45,36 @@ try:
     config.available_features.add("numpy")
 except ImportError:
     pass
+
+# NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
+# (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
+_ptxas = None
+for _root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+    if _root and os.path.exists(os.path.join(_root, "bin", "ptxas")):
+        _ptxas = os.path.join(_root, "bin", "ptxas")
+        break
+if _ptxas:
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", _ptxas))
+
+# sq-compile --target=nvptx links libdevice from the CUDA toolkit: tests that
+# compile GPU models declare "REQUIRES: cuda-toolkit".
+for _root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+    if _root and os.path.exists(os.path.join(_root, "nvvm", "libdevice", "libdevice.10.bc")):
+        config.available_features.add("cuda-toolkit")
+        break
+
+# A usable GPU (the driver loads, cuInit succeeds, a device exists): the GPU
+# execution tests need it; the "no device" tests are UNSUPPORTED with it.
+def _cuda_device():
+    try:
+        import ctypes
+        cuda = ctypes.CDLL("libcuda.so.1")
+        if cuda.cuInit(0) != 0:
+            return False
+        count = ctypes.c_int(0)
+        return cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):
+        return False
+if _cuda_device():
+    config.available_features.add("cuda-device")

@@ -23,6 +23,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -88,15 +89,23 @@ static cl::opt<int64_t> calibSteps("calib-steps",
                                    cl::init(0), cl::cat(category));
 static cl::opt<uint64_t> seed("seed", cl::desc("Rotation seed"), cl::init(0),
                               cl::cat(category));
-static cl::opt<std::string> target("target", cl::desc("cpu (default) or nvptx"),
-                                   cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    target("target",
+           cl::desc("cpu (default) or nvptx (NVIDIA GPUs: the kernels are "
+                    "compiled to PTX for --sm and JIT-loaded by the driver)"),
+           cl::init("cpu"), cl::cat(category));
+static cl::opt<int> sm("sm",
+                       cl::desc("With --target=nvptx: the GPU architecture, "
+                                "80 (A100), 86, 89 or 90 (H100); default 80"),
+                       cl::init(80), cl::cat(category));
 static cl::opt<std::string>
     emit("emit",
          cl::desc("What to write: so (a shared library + FILE.weights, the "
                   "default), obj (an object to link with the runtime + "
                   "FILE.weights), llvm (LLVM IR), mlir (the lowered LLVM "
                   "dialect), sq (the rotated, quantized sq IR, e.g. for "
-                  "sq-run's executor)"),
+                  "sq-run's executor), ptx (--target=nvptx: the kernels' "
+                  "PTX)"),
          cl::init("so"), cl::cat(category));
 static cl::opt<std::string>
     mcpu("mcpu",
@@ -272,20 +281,26 @@ int main(int argc, char **argv) {
       "keep the two together. Run the result with sq-run model.so or "
       "through include/sq/Runtime/sq_runtime.h.\n");
 
-  if (target == "nvptx")
-    return fail("--target=nvptx is not implemented yet (the NVPTX issue); "
-                "use --target=cpu");
-  if (target != "cpu")
+  if (target != "cpu" && target != "nvptx")
     return fail("--target=" + target + ": expected cpu or nvptx");
+  bool gpu = target == "nvptx";
   if (emit != "so" && emit != "obj" && emit != "llvm" && emit != "mlir" &&
-      emit != "sq")
-    return fail("--emit=" + emit + ": expected so, obj, llvm, mlir or sq");
+      emit != "sq" && emit != "ptx")
+    return fail("--emit=" + emit + ": expected so, obj, llvm, mlir, sq or ptx");
+  if (emit == "ptx" && !gpu)
+    return fail("--emit=ptx needs --target=nvptx");
+  if (gpu && sm != 80 && sm != 86 && sm != 89 && sm != 90)
+    return fail("--sm=" + Twine(sm) + ": expected 80, 86, 89 or 90");
+  if (!gpu && sm.getNumOccurrences())
+    return fail("--sm is for --target=nvptx");
 
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   mlir::registerAllToLLVMIRTranslations(registry);
   registry.insert<sq::SQDialect>();
+  // Upstream passes too: the NVPTX lowering's kernel pipeline is textual.
+  mlir::registerAllPasses();
   sq::registerSQPasses();
   sq::registerSQConversionPasses();
   mlir::MLIRContext ctx(registry);
@@ -369,14 +384,27 @@ int main(int argc, char **argv) {
   // 3. Lower to the LLVM dialect; the weights go to the sidecar.
   Temporaries temps;
   bool withWeights = emit == "so" || emit == "obj";
+  if (emit == "ptx")
+    withWeights = false;
   std::string weightsTmp = withWeights ? temps.make(".weights") : "";
   std::string cpu = mcpu.empty() ? sys::getHostCPUName().str() : mcpu;
+  std::string ptx;
+  if (gpu) {
+    // gpu-module-to-binary needs the NVPTX backend.
+    InitializeAllTargets();
+    InitializeAllTargetMCs();
+    InitializeAllAsmPrinters();
+  }
   {
-    Stage s("lower to CPU");
-    std::string description = "sq-compile " + sys::path::filename(input).str() +
-                              ": " + summary + " target=cpu mcpu=" + cpu;
-    if (failed(sq::lowerToCPU(*module, weightsTmp, description)))
-      return fail(diag.text.empty() ? "the CPU lowering failed" : diag.text);
+    Stage s(gpu ? "lower to NVPTX (kernels to PTX)" : "lower to CPU");
+    std::string description =
+        "sq-compile " + sys::path::filename(input).str() + ": " + summary +
+        (gpu ? " target=nvptx sm=" + std::to_string(sm) + " host mcpu=" + cpu
+             : " target=cpu mcpu=" + cpu);
+    if (gpu ? failed(sq::lowerToNVPTX(*module, weightsTmp, description, sm, "",
+                                      &ptx))
+            : failed(sq::lowerToCPU(*module, weightsTmp, description)))
+      return fail(diag.text.empty() ? "the lowering failed" : diag.text);
     mlir::PassManager pm(&ctx);
     sq::buildCPUToLLVMPipeline(pm);
     if (failed(pm.run(*module)))
@@ -401,6 +429,8 @@ int main(int argc, char **argv) {
   };
   if (emit == "mlir")
     return writeText([&](raw_ostream &os) { module->print(os); });
+  if (emit == "ptx")
+    return writeText([&](raw_ostream &os) { os << ptx; });
 
   // 4. LLVM IR, optimized for the target CPU.
   InitializeNativeTarget();
@@ -470,13 +500,14 @@ int main(int argc, char **argv) {
     Stage s("link");
     std::string runtimeDir = findRuntimeDir(argv[0]);
     SmallString<256> rtLib(runtimeDir), numLib(runtimeDir);
-    sys::path::append(rtLib, "libSQRuntimeCPU.a");
+    sys::path::append(rtLib, gpu ? "libSQRuntimeCUDA.a" : "libSQRuntimeCPU.a");
     sys::path::append(numLib, "libSQNumerics.a");
     for (StringRef lib : {StringRef(rtLib), StringRef(numLib)})
       if (!sys::fs::exists(lib))
-        return fail("the CPU runtime '" + lib +
+        return fail("the runtime '" + lib +
                     "' is missing (set SQ_RUNTIME_DIR to the directory "
-                    "holding libSQRuntimeCPU.a and libSQNumerics.a)");
+                    "holding libSQRuntimeCPU.a, libSQRuntimeCUDA.a and "
+                    "libSQNumerics.a)");
     std::string driver = findLinkerDriver();
     if (driver.empty())
       return fail("no C++ compiler driver to link with (clang++-22, clang++, "

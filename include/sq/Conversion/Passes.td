@@ -50,4 +50,37 @@ def SQLowerCPU : Pass<"sq-lower-cpu", "::mlir::ModuleOp"> {
                            "::mlir::LLVM::LLVMDialect"];
 }
 
+def SQLowerNVPTX : Pass<"sq-lower-nvptx", "::mlir::ModuleOp"> {
+  let summary = "lower @forward to a GPU program over the CUDA runtime, with the kernels compiled to PTX";
+  let description = [{
+    The program of `--sq-lower-cpu` (same slots, fusions, manifest and
+    weights sidecar), calling the CUDA runtime (`sqcu_*`,
+    `lib/Runtime/CUDA`) instead of the CPU one; elementwise ops are kernel
+    launches too. The kernel library (`lib/Conversion/SQToNVVM/Kernels.mlir`,
+    a `gpu.module` written with gpu/nvvm/arith/scf/llvm ops: int4 and int8
+    tensor-core GEMMs through `nvvm.mma.sync`, the activation quantizer with
+    the online Hadamard fused, attention over the int4 KV cache, norms,
+    RoPE, elementwise ops) is compiled for `sm` by LLVM's NVPTX backend
+    (`nvvm-attach-target`, `convert-gpu-to-nvvm`, `gpu-module-to-binary`)
+    and kept as the string `@sq_model_ptx`, which the runtime JIT-loads.
+    On sm_90, which has no int4 `mma`, the int4 GEMM kernel is left out and
+    int4 weights run on the int8 kernel.
+  }];
+  let options = [
+    Option<"sm", "sm", "int", /*default=*/"80",
+           "the GPU architecture (80, 86, 89, 90)">,
+    Option<"weightsFile", "weights-file", "std::string", /*default=*/"\"\"",
+           "write the weights to this sidecar file">,
+    Option<"description", "description", "std::string", /*default=*/"\"\"",
+           "a line describing the compilation, kept in the manifest">,
+    Option<"kernels", "kernels", "std::string", /*default=*/"\"\"",
+           "read the kernel library from this .mlir file instead of the built-in one">,
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::gpu::GPUDialect",
+                           "::mlir::NVVM::NVVMDialect",
+                           "::mlir::LLVM::LLVMDialect"];
+}
+
 #endif // SQ_CONVERSION_PASSES_TD

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../Program.h"
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Buffer.h"
@@ -50,8 +51,10 @@ int64_t lastDim(Value v) {
 /// Builds the program and the manifest.
 class Lowering {
 public:
-  Lowering(ModuleOp module, func::FuncOp forward)
-      : module(module), forward(forward), b(module.getContext()) {}
+  /// `gpu`: the program calls the CUDA runtime (sqcu_*) and elementwise ops
+  /// are calls too (kernels) instead of loops.
+  Lowering(ModuleOp module, func::FuncOp forward, bool gpu = false)
+      : module(module), forward(forward), b(module.getContext()), gpu(gpu) {}
 
   LogicalResult run(const std::string &weightsFile,
                     const std::string &description);
@@ -92,6 +95,7 @@ private:
   ModuleOp module;
   func::FuncOp forward;
   OpBuilder b;
+  bool gpu;
   Operation *current = nullptr;
   Value ctx;
 
@@ -290,7 +294,10 @@ LogicalResult Lowering::plan() {
   return success();
 }
 
-Value Lowering::call(StringRef name, ArrayRef<Value> args, Type result) {
+Value Lowering::call(StringRef cpuName, ArrayRef<Value> args, Type result) {
+  // The same entry points, named sqcu_* in the CUDA runtime.
+  std::string name =
+      gpu ? "sqcu_" + cpuName.drop_front(strlen("sqrt_")).str() : cpuName.str();
   SmallVector<Type> types;
   for (Value a : args)
     types.push_back(a.getType());
@@ -309,6 +316,17 @@ Value Lowering::call(StringRef name, ArrayRef<Value> args, Type result) {
 
 void Lowering::emitElementwise(Operation *op, int out, ArrayRef<int> ins,
                                int64_t dim) {
+  if (gpu) {
+    SmallVector<Value> args = {ctx, i32(out)};
+    for (int s : ins)
+      args.push_back(i32(s));
+    args.push_back(i64(dim));
+    call(isa<AddOp>(op)   ? "sqrt_add"
+         : isa<MulOp>(op) ? "sqrt_mul"
+                          : "sqrt_silu",
+         args);
+    return;
+  }
   auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
   Value tokens = call("sqrt_tokens", {ctx}, b.getI64Type());
   Value numel = arith::MulIOp::create(b, loc(), tokens, i64(dim));
@@ -572,16 +590,21 @@ struct SQLowerCPUPass : impl::SQLowerCPUBase<SQLowerCPUPass> {
 
 } // namespace
 
-LogicalResult lowerToCPU(ModuleOp module, const std::string &weightsFile,
-                         const std::string &description) {
+LogicalResult lowerToProgram(ModuleOp module, const std::string &weightsFile,
+                             const std::string &description, bool gpu) {
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   if (!forward)
     return module.emitError("the module has no @forward function to lower");
   if (module.lookupSymbol("sq_model_program"))
     return module.emitError("the module is already lowered "
                             "(@sq_model_program exists)");
-  Lowering lowering(module, forward);
+  Lowering lowering(module, forward, gpu);
   return lowering.run(weightsFile, description);
+}
+
+LogicalResult lowerToCPU(ModuleOp module, const std::string &weightsFile,
+                         const std::string &description) {
+  return lowerToProgram(module, weightsFile, description, /*gpu=*/false);
 }
 
 void buildCPUToLLVMPipeline(OpPassManager &pm) {

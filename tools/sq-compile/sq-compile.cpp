@@ -276,7 +276,9 @@ int main(int argc, char **argv) {
       "  sq-compile model.onnx -o model.so --rotate=hadamard "
       "--quantize=w4a8\n"
       "  sq-compile model.onnx -o model.mlirbc --emit=sq   # the quantized "
-      "IR only\n\n"
+      "IR only\n"
+      "  sq-compile model.onnx -o g.so --target=nvptx --sm=90  # NVIDIA GPU "
+      "(PTX, JIT-loaded)\n\n"
       "The weights go to FILE.weights next to FILE (mapped at load time); "
       "keep the two together. Run the result with sq-run model.so or "
       "through include/sq/Runtime/sq_runtime.h.\n");

@@ -307,12 +307,14 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
       error = "Range with delta 0";
       return false;
     }
-    int64_t n = std::max<int64_t>(
-        0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
-    if (n > kMaxConcreteElements) {
+    // Check the count as a double: converting a huge, infinite or NaN count
+    // to int64 is undefined.
+    double count = std::ceil((limit - start) / delta);
+    if (!(count <= static_cast<double>(kMaxConcreteElements))) {
       error = "Range is too long";
       return false;
     }
+    int64_t n = std::max<int64_t>(0, static_cast<int64_t>(count));
     r.kind = resultKind(in[0], in[2]);
     r.shape = {n};
     r.data.resize(n);

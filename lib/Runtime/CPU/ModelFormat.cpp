@@ -99,7 +99,7 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
   std::istringstream in(text);
   std::string line;
   int lineNo = 0;
-  bool ended = false;
+  bool ended = false, sawSlots = false;
   auto bad = [&](const std::string &what) {
     error = "manifest line " + std::to_string(lineNo) + ": " + what;
     return false;
@@ -151,6 +151,10 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
     } else if (key == "description") {
       m.description = line.size() > 12 ? line.substr(12) : "";
     } else if (key == "slots") {
+      // Once: a second count could drop below slots already listed.
+      if (sawSlots)
+        return bad("duplicate slot count");
+      sawSlots = true;
       if (!(ls >> m.numSlots) || m.numSlots < 0)
         return bad("bad slot count");
     } else if (key == "weight") {

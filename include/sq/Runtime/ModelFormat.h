@@ -113,6 +113,9 @@ public:
             const std::string &manifestText, std::string &error, bool &io);
   /// The bytes of weight `slot` (WeightDesc::bytes() of them).
   const uint8_t *data(int slot) const { return weights[slot]; }
+  /// Drops the resident pages of weight `slot` (after the runtime copied it
+  /// into its own layout); reading it again faults the file back in.
+  void release(int slot, uint64_t bytes);
   uint64_t size() const { return mapBytes; }
 
 private:

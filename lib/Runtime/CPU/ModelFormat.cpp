@@ -257,6 +257,15 @@ static uint32_t get32(const uint8_t *p) {
          uint32_t(p[3]) << 24;
 }
 
+void WeightsFile::release(int slot, uint64_t bytes) {
+  uint64_t page = uint64_t(sysconf(_SC_PAGESIZE));
+  uint64_t begin = uint64_t(weights[slot] - static_cast<uint8_t *>(map));
+  uint64_t first = (begin + page - 1) / page * page;
+  uint64_t last = (begin + bytes) / page * page;
+  if (last > first)
+    madvise(static_cast<uint8_t *>(map) + first, last - first, MADV_DONTNEED);
+}
+
 WeightsFile::~WeightsFile() {
   if (map)
     munmap(map, mapBytes);

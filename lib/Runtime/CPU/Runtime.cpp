@@ -147,6 +147,8 @@ static sq_status prepareQLinears(Model &m, sq_error **err) {
                    d.weightQuant.bits, d.weightQuant.group, d.actQuant.group,
                    q.packed, error)) {
       q.integer = true;
+      // The kernels read their own copy: the mapped bytes are not needed.
+      m.file.release(d.weight, wd.bytes());
     } else {
       // Weight-only quantization (W4A16) and asymmetric weights run on
       // fp32 weights dequantized here, exactly as the executor does.

@@ -9,6 +9,7 @@
 #include "sq/Exec/Executor.h"
 #include "Grad.h"
 #include "Kernels.h"
+#include "sq/Numerics/Quantize.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Float16.h"
@@ -136,28 +137,13 @@ loadQLinearWeight(QLinearOp op,
   const exec::Tensor *zeros =
       zerosOp ? &weights.find(zerosOp)->second : nullptr;
   QuantAttr wq = op.getWeightQuant();
-  int64_t groups = wq.getNumGroups(cols), group = cols / groups;
-  bool sym = wq.getSymmetric();
   out.shape = {rows, cols};
   out.data = std::make_shared<exec::FloatBuffer>(rows * cols);
-  float *dst = out.data->data();
-  std::vector<int8_t> s(cols);
-  std::vector<uint8_t> u(cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    auto *row = reinterpret_cast<const uint8_t *>(bytes.data() + r * rowBytes);
-    for (int64_t c = 0; c < cols; ++c) {
-      int v;
-      if (type.getBits() == 4) {
-        uint8_t nib = (row[c / 2] >> (4 * (c % 2))) & 0xF;
-        v = sym ? (nib >= 8 ? int(nib) - 16 : int(nib)) : int(nib);
-      } else {
-        v = sym ? int(static_cast<int8_t>(row[c])) : int(row[c]);
-      }
-      int64_t g = r * groups + c / group;
-      float zero = zeros ? (*zeros->data)[g] : 0.0f;
-      dst[r * cols + c] = (float(v) - zero) * (*scales.data)[g];
-    }
-  }
+  numerics::dequantizePackedRows(
+      reinterpret_cast<const uint8_t *>(bytes.data()), rows, cols,
+      type.getBits(), wq.getSymmetric(), cols / wq.getNumGroups(cols),
+      scales.data->data(), zeros ? zeros->data->data() : nullptr,
+      out.data->data());
   return true;
 }
 

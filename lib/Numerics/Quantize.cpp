@@ -1,6 +1,7 @@
 //===- Quantize.cpp - SpinQuant's quantizers (RTN, clip search) -----------===//
 
 #include "sq/Numerics/Quantize.h"
+#include "sq/Numerics/Pack.h"
 
 #include <algorithm>
 #include <cmath>
@@ -49,6 +50,30 @@ void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
       for (int64_t i = 0; i < group; ++i)
         y[i] = (float(quantizeValue(x[i], scale, zero, grid)) - zero) * scale;
     }
+}
+
+void dequantizePackedRows(const uint8_t *packed, int64_t rows, int64_t cols,
+                          unsigned bits, bool symmetric, int64_t group,
+                          const float *scales, const float *zeros, float *out) {
+  if (group <= 0)
+    group = cols;
+  int64_t groups = cols / group;
+  int64_t rowBytes = int64_t(packedBytes(cols, bits));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t *row = packed + r * rowBytes;
+    for (int64_t c = 0; c < cols; ++c) {
+      int v;
+      if (bits == 4) {
+        uint8_t nib = (row[c / 2] >> (4 * (c % 2))) & 0xF;
+        v = symmetric ? (nib >= 8 ? int(nib) - 16 : int(nib)) : int(nib);
+      } else {
+        v = symmetric ? int(static_cast<int8_t>(row[c])) : int(row[c]);
+      }
+      int64_t g = r * groups + c / group;
+      float zero = zeros ? zeros[g] : 0.0f;
+      out[r * cols + c] = (float(v) - zero) * scales[g];
+    }
+  }
 }
 
 void QuantizedWeight::dequantize(float *out) const {

@@ -74,6 +74,15 @@ bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
                  const QuantGrid &grid, bool clipSearch, QuantizedWeight &out,
                  std::string &error);
 
+/// Dequantizes a packed weight [rows, cols] (the !sq.packed rows of
+/// Pack.h, 4 or 8 bits; two's complement when `symmetric`) with `scales`
+/// (and `zeros`, or null) [rows, cols / group] into fp32:
+/// (q - zero) * scale. The one dequantizer of the executor and the
+/// runtimes.
+void dequantizePackedRows(const uint8_t *packed, int64_t rows, int64_t cols,
+                          unsigned bits, bool symmetric, int64_t group,
+                          const float *scales, const float *zeros, float *out);
+
 /// The integer value of `x` on a group's grid.
 int64_t quantizeValue(float x, float scale, float zero, const QuantGrid &grid);
 

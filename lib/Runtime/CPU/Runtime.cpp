@@ -153,26 +153,10 @@ static sq_status prepareQLinears(Model &m, sq_error **err) {
       // Weight-only quantization (W4A16) and asymmetric weights run on
       // fp32 weights dequantized here, exactly as the executor does.
       q.dense.resize(size_t(d.n) * d.k);
-      const uint8_t *rowsBytes = m.weights[d.weight];
-      int64_t rowBytes = wd.bytes() / wd.rows;
-      const float *scales = m.f32(d.scales), *zeros = m.f32(d.zeros);
-      int64_t group = d.weightQuant.group ? d.weightQuant.group : d.k;
-      bool sym = d.weightQuant.symmetric;
-      for (int64_t r = 0; r < d.n; ++r) {
-        const uint8_t *row = rowsBytes + r * rowBytes;
-        for (int64_t c = 0; c < d.k; ++c) {
-          int v;
-          if (d.weightQuant.bits == 4) {
-            uint8_t nib = (row[c / 2] >> (4 * (c % 2))) & 0xF;
-            v = sym ? (nib >= 8 ? int(nib) - 16 : int(nib)) : int(nib);
-          } else {
-            v = sym ? int(static_cast<int8_t>(row[c])) : int(row[c]);
-          }
-          int64_t g = r * groups + c / group;
-          float zero = zeros ? zeros[g] : 0.0f;
-          q.dense[r * d.k + c] = (float(v) - zero) * scales[g];
-        }
-      }
+      sq::numerics::dequantizePackedRows(
+          m.weights[d.weight], d.n, d.k, d.weightQuant.bits,
+          d.weightQuant.symmetric, d.weightQuant.group, m.f32(d.scales),
+          m.f32(d.zeros), q.dense.data());
     }
     m.qlinears.push_back(std::move(q));
   }

@@ -4,6 +4,7 @@
 
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Pack.h"
+#include "sq/Numerics/Quantize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -127,26 +128,9 @@ void dequantizeWeight(const uint8_t *packed, const float *scales,
                       const float *zeros, const rt::QLinearDesc &d,
                       std::vector<float> &out) {
   const rt::QuantDesc &wq = d.weightQuant;
-  int64_t groups = wq.group ? d.k / wq.group : 1;
-  int64_t group = wq.group ? wq.group : d.k;
-  int64_t rowBytes = int64_t(numerics::packedBytes(d.k, wq.bits));
-  bool sym = wq.symmetric;
   out.resize(size_t(d.n) * d.k);
-  for (int64_t r = 0; r < d.n; ++r) {
-    const uint8_t *row = packed + r * rowBytes;
-    for (int64_t c = 0; c < d.k; ++c) {
-      int v;
-      if (wq.bits == 4) {
-        uint8_t nib = (row[c / 2] >> (4 * (c % 2))) & 0xF;
-        v = sym ? (nib >= 8 ? int(nib) - 16 : int(nib)) : int(nib);
-      } else {
-        v = sym ? int(static_cast<int8_t>(row[c])) : int(row[c]);
-      }
-      int64_t g = r * groups + c / group;
-      float zero = zeros ? zeros[g] : 0.0f;
-      out[r * d.k + c] = (float(v) - zero) * scales[g];
-    }
-  }
+  numerics::dequantizePackedRows(packed, d.n, d.k, wq.bits, wq.symmetric,
+                                 wq.group, scales, zeros, out.data());
 }
 
 } // namespace cuda

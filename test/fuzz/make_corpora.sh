@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Fills the seed corpora of the fuzz targets from the repository's fixtures:
+#   make_corpora.sh [BUILD_DIR]     (default build-fuzz)
+# into BUILD_DIR/fuzz/corpus/<target>/. Idempotent (files are named by
+# content). test/fuzz/regressions/<target>/ (inputs that once crashed) are
+# copied in too. A compiled model's manifest and .weights come from
+# build/bin/sq-compile when it exists (SQ_COMPILE=... to choose another).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD_DIR=${1:-build-fuzz}
+OUT=$BUILD_DIR/fuzz/corpus
+SQ_COMPILE=${SQ_COMPILE:-build/bin/sq-compile}
+mkdir -p "$OUT"/{manifest,weights,quantspec,onnx,mlir,tokenizer}
+
+# add TARGET FILE...: copy each file under its content hash.
+add() {
+  local target=$1
+  shift
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    cp "$f" "$OUT/$target/$(sha1sum "$f" | cut -c1-16)"
+  done
+}
+# addtext TARGET TEXT: one seed from a string (no trailing newline).
+addtext() {
+  local tmp
+  tmp=$(mktemp)
+  printf '%s' "$2" >"$tmp"
+  add "$1" "$tmp"
+  rm -f "$tmp"
+}
+
+# onnx: every fixture, broken ones included (external data: the .onnx only;
+# the fuzzer's directory has its own weights.bin).
+mapfile -t onnx < <(find test/Import/Inputs -name '*.onnx' | sort)
+add onnx "${onnx[@]}"
+
+# mlir: every .mlir under test/, split at `// -----` like -split-input-file.
+while IFS= read -r f; do
+  add mlir "$f"
+  if grep -q '^// -----' "$f"; then
+    tmpd=$(mktemp -d)
+    awk -v d="$tmpd" 'BEGIN{n=0} /^\/\/ -----/{n++; next} {print > (d "/" n ".mlir")}' "$f"
+    add mlir "$tmpd"/*.mlir
+    rm -rf "$tmpd"
+  fi
+done < <(find test -name '*.mlir' -not -path 'test/fuzz/*' | sort)
+
+# quantspec: the specs named in tests and docs, plus the unit tests' cases.
+{
+  grep -rhoE -- '(--quantize|quant)=[a-z0-9][^ "'\''`)]*' test docs README.md |
+    sed -E 's/^[^=]*=//'
+  grep -ohE '"w[0-9]+a[0-9][^"]*"' unittests/Quant/QuantTest.cpp | tr -d '"'
+  printf '%s\n' none w4a4kv4 w4a8k4v8,wgroup=128,wasym,wclip,gptq,nsamples=64 \
+    w4a4kv4,gptq,calib=wiki.txt,tokenizer=sp:tok.model,seqlen=256,damp=0.1 \
+    w4a4,asym,aclip=0.9,kgroup=64,vgroup=64,kclip=0.95,vclip=0.95,mode=fake
+} | sort -u | while IFS= read -r spec; do
+  [ -n "$spec" ] && addtext quantspec "$spec"
+done
+
+# tokenizer: a few texts, UTF-8 and binary.
+addtext tokenizer "Once upon a time"
+tmp=$(mktemp)
+printf 'h\xc3\xa9llo \xe2\x82\xac \x00\x01\xff' >"$tmp"
+add tokenizer "$tmp"
+rm -f "$tmp"
+add tokenizer data/calibration/README.md
+
+# manifest + weights: a model compiled with build/bin/sq-compile (the float
+# model, hadamard rotations and w4a4kv4: three manifests).
+if [ -x "$SQ_COMPILE" ]; then
+  tmpd=$(mktemp -d)
+  for q in none w4a4kv4 w4a8,wgroup=8,wasym; do
+    rot=hadamard
+    [ "$q" = none ] && rot=none
+    if "$SQ_COMPILE" test/Import/Inputs/gqa-opset17.onnx -o "$tmpd/m.so" \
+      --rotate=$rot --quantize=$q >/dev/null 2>&1; then
+      strings -n 1 "$tmpd/m.so" | sed -n '/^sq-model 1$/,/^end$/p' >"$tmpd/manifest"
+      add manifest "$tmpd/manifest"
+      # The sidecar's header (hash mismatch against the fuzzer's manifest,
+      # but real structure) and the first KB.
+      head -c 1024 "$tmpd/m.so.weights" >"$tmpd/w"
+      add weights "$tmpd/w"
+    fi
+  done
+  rm -rf "$tmpd"
+else
+  echo "make_corpora: $SQ_COMPILE not found, no compiled-model seeds" >&2
+fi
+addtext manifest "$(printf 'sq-model 1\nconfig vocab=256 hidden=64 heads=4 kv_heads=2\ndescription a model\nslots 2\nweight 0 0 1 256 64 embed\nweight 1 4 0 64 64 l0.q\nqlinear 1 -1 -1 -1 64 64 4:sym:0:1 4:asym:32:0.9\nattention 4 2 16 0.25 1 4:asym:16:1 none\nend\n')"
+
+# weights: the fuzzer writes its valid sidecar and damaged ones.
+if [ -x "$BUILD_DIR/fuzz/sq-fuzz-weights" ]; then
+  tmpd=$(mktemp -d)
+  SQ_FUZZ_WRITE_SEEDS=$tmpd "$BUILD_DIR/fuzz/sq-fuzz-weights" -runs=0 >/dev/null 2>&1 || true
+  add weights "$tmpd"/*
+  rm -rf "$tmpd"
+fi
+
+# Regression inputs.
+for d in test/fuzz/regressions/*/; do
+  [ -d "$d" ] || continue
+  t=$(basename "$d")
+  mkdir -p "$OUT/$t"
+  add "$t" "$d"*
+done
+
+for t in manifest weights quantspec onnx mlir tokenizer; do
+  echo "make_corpora: $t: $(ls "$OUT/$t" | wc -l) seeds"
+done

@@ -10,7 +10,8 @@ from lit.llvm import llvm_config
 config.name = "SQ"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
-config.excludes = ["Inputs", "CMakeLists.txt", "README.md", "lit.cfg.py", "lit.site.cfg.py"]
+config.excludes = ["Inputs", "CMakeLists.txt", "README.md", "lit.cfg.py", "lit.site.cfg.py",
+                   "fuzz"]  # test/fuzz: libFuzzer targets and inputs, not lit tests
 
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.sq_obj_root, "test")

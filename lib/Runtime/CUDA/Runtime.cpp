@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../CAPI.h"
 #include "CudaDriver.h"
 #include "KernelABI.h"
 #include "Repack.h"
@@ -33,11 +34,6 @@ extern "C" const char sq_model_manifest[];
 extern "C" const char sq_model_ptx[];
 extern "C" void sq_model_program(void *ctx);
 
-struct sq_error {
-  sq_status code;
-  std::string message;
-};
-
 namespace sq {
 namespace cuda {
 namespace {
@@ -50,11 +46,7 @@ using rt::QuantDesc;
 using rt::WeightDesc;
 using rt::WeightsFile;
 
-sq_status fail(sq_error **err, sq_status code, std::string message) {
-  if (err)
-    *err = new sq_error{code, std::move(message)};
-  return code;
-}
+using rt::fail;
 
 /// The kernels of KernelABI.h.
 enum Kernel {
@@ -858,15 +850,6 @@ SQ_PROGRAM_CALL void sqcu_logits(void *ctx, int32_t slot) {
 
 extern "C" {
 
-SQ_API sq_status sq_error_code(const sq_error *err) {
-  return err ? err->code : SQ_OK;
-}
-SQ_API const char *sq_error_message(const sq_error *err) {
-  return err ? err->message.c_str() : "";
-}
-SQ_API void sq_error_free(sq_error *err) { delete err; }
-SQ_API int32_t sq_runtime_abi_version(void) { return SQ_RUNTIME_ABI_VERSION; }
-
 SQ_API sq_model *sq_model_open(const char *path, sq_error **err) {
   if (err)
     *err = nullptr;
@@ -941,17 +924,7 @@ SQ_API void sq_model_free(sq_model *model) {
 SQ_API void sq_model_get_config(const sq_model *model, sq_model_config *out) {
   if (!model || !out)
     return;
-  const Manifest &m = reinterpret_cast<const Model *>(model)->manifest;
-  out->vocab_size = m.vocabSize;
-  out->hidden_size = m.hiddenSize;
-  out->intermediate_size = m.intermediateSize;
-  out->num_layers = m.numLayers;
-  out->num_heads = m.numHeads;
-  out->num_kv_heads = m.numKvHeads;
-  out->head_dim = m.headDim;
-  out->max_positions = m.maxPositions;
-  out->bos_token_id = m.bosTokenId;
-  out->eos_token_id = m.eosTokenId;
+  sq::rt::fillConfig(reinterpret_cast<const Model *>(model)->manifest, out);
 }
 
 SQ_API int64_t sq_model_vocab_size(const sq_model *model) {
@@ -972,19 +945,13 @@ SQ_API sq_context *sq_context_create(sq_model *model, int64_t maxContext,
     return nullptr;
   }
   Model *m = reinterpret_cast<Model *>(model);
-  if (maxContext <= 0 || maxBatch <= 0) {
-    fail(err, SQ_ERR_INVALID_ARGUMENT,
-         "sq_context_create: max_context and max_batch must be positive (got " +
-             std::to_string(maxContext) + ", " + std::to_string(maxBatch) +
-             ")");
-    return nullptr;
-  }
-  if (m->manifest.maxPositions && maxContext > m->manifest.maxPositions) {
-    fail(err, SQ_ERR_INVALID_ARGUMENT,
-         "sq_context_create: max_context " + std::to_string(maxContext) +
-             " exceeds the model's context of " +
-             std::to_string(m->manifest.maxPositions) + " tokens");
-    return nullptr;
+  {
+    std::string message;
+    if (sq_status s = sq::rt::checkContextArguments(m->manifest, maxContext,
+                                                    maxBatch, message)) {
+      fail(err, s, message);
+      return nullptr;
+    }
   }
   std::string e;
   if (!m->makeCurrent(e)) {
@@ -1060,30 +1027,13 @@ static sq_status run(sq_context *ctx, const int32_t *tokens, int64_t batch,
                 std::string(fn) + ": context or tokens is NULL");
   Context *c = reinterpret_cast<Context *>(ctx);
   Model *m = c->model;
-  if (batch <= 0 || batch > c->maxBatch || n <= 0)
-    return fail(err, SQ_ERR_INVALID_ARGUMENT,
-                std::string(fn) + ": batch " + std::to_string(batch) +
-                    " (context holds up to " + std::to_string(c->maxBatch) +
-                    ") and " + std::to_string(n) +
-                    " tokens per sequence: both must be positive");
-  if (c->cached && batch != c->batch)
-    return fail(err, SQ_ERR_INVALID_ARGUMENT,
-                std::string(fn) + ": batch " + std::to_string(batch) +
-                    " differs from the cached sequences' " +
-                    std::to_string(c->batch) + " (reset the context first)");
-  if (c->cached + n > c->maxContext)
-    return fail(err, SQ_ERR_CONTEXT_FULL,
-                std::string(fn) + ": " + std::to_string(c->cached) +
-                    " cached + " + std::to_string(n) +
-                    " new tokens exceed the context of " +
-                    std::to_string(c->maxContext));
-  for (int64_t i = 0; i < batch * n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= m->manifest.vocabSize)
-      return fail(err, SQ_ERR_INVALID_ARGUMENT,
-                  std::string(fn) + ": token id " + std::to_string(tokens[i]) +
-                      " at index " + std::to_string(i) +
-                      " is outside the vocabulary [0, " +
-                      std::to_string(m->manifest.vocabSize) + ")");
+  {
+    std::string message;
+    if (sq_status s = sq::rt::checkRunArguments(fn, m->manifest, tokens, batch,
+                                                n, c->maxBatch, c->maxContext,
+                                                c->cached, c->batch, message))
+      return fail(err, s, message);
+  }
   Exec &x = c->exec;
   const Driver &d = *m->drv;
   x.failed = false;

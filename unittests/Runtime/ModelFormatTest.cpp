@@ -87,6 +87,14 @@ TEST(ModelFormat, RejectsBadManifests) {
   EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nattention 3 2 4 0.5 1 "
                                "none none\nend\n",
                                m, error)); // 3 heads over 2 KV heads
+  // Declared sizes that would overflow the sidecar's byte arithmetic.
+  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 1\nweight 0 0 0 "
+                               "4611686018427387904 4 w\nend\n",
+                               m, error));
+  EXPECT_NE(error.find("too large"), std::string::npos) << error;
+  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 1\nweight 0 0 0 "
+                               "3037000500 3037000500 w\nend\n",
+                               m, error));
   EXPECT_FALSE(Manifest::parse("sq-model 1\nbogus\nend\n", m, error));
   EXPECT_NE(error.find("unknown entry 'bogus'"), std::string::npos);
 }

@@ -169,6 +169,12 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
       if (w.slot < 0 || w.slot >= m.numSlots || w.rows <= 0 || w.cols <= 0 ||
           (w.packedBits != 0 && w.packedBits != 4 && w.packedBits != 8))
         return bad("bad weight entry");
+      // Sizes whose byte counts could overflow the sidecar's arithmetic
+      // (2^46 values: 64 Ti elements, far beyond any model) are refused.
+      const int64_t limit = int64_t(1) << 46;
+      if (w.rows > limit || w.cols > limit || w.rows > limit / w.cols)
+        return bad("weight '" + w.name + "' of " + std::to_string(w.rows) +
+                   " x " + std::to_string(w.cols) + " values is too large");
       m.weights.push_back(w);
     } else if (key == "qlinear") {
       QLinearDesc q;

@@ -168,25 +168,7 @@ void loadEvents(const Driver &d, Events &e) {
          e.create(&e.stop, 0) == CUDA_SUCCESS;
 }
 
-/// Kernel arguments: each value in its own 8-byte cell (as the runtime).
-class Args {
-public:
-  Args &ptr(CUdeviceptr v) { return put(&v, 8); }
-  Args &i64(int64_t v) { return put(&v, 8); }
-  void **params() { return p; }
-
-private:
-  Args &put(const void *v, size_t bytes) {
-    cells[n] = 0;
-    std::memcpy(&cells[n], v, bytes);
-    p[n] = &cells[n];
-    ++n;
-    return *this;
-  }
-  uint64_t cells[16];
-  void *p[16];
-  int n = 0;
-};
+using Args = KernelArgs; // the runtime's launch parameters
 
 /// splitmix64: fast, seeded, reproducible.
 struct Rng {

@@ -18,6 +18,7 @@
 #define SQ_LIB_RUNTIME_CUDA_CUDADRIVER_H
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -143,6 +144,29 @@ bool openDevice(const Driver &driver, int ordinal, Device &out,
                 std::string &error, Unavailable &why);
 /// Releases the primary context of openDevice.
 void closeDevice(const Driver &driver, Device &device);
+
+/// The parameters of a cuLaunchKernel: each value in its own 8-byte cell
+/// (little-endian, so a 4-byte parameter reads the cell's first bytes).
+class KernelArgs {
+public:
+  KernelArgs &ptr(CUdeviceptr v) { return put(&v, 8); }
+  KernelArgs &i64(int64_t v) { return put(&v, 8); }
+  KernelArgs &i32(int32_t v) { return put(&v, 4); }
+  KernelArgs &f32(float v) { return put(&v, 4); }
+  void **params() { return p; }
+
+private:
+  KernelArgs &put(const void *v, size_t bytes) {
+    cells[n] = 0;
+    std::memcpy(&cells[n], v, bytes);
+    p[n] = &cells[n];
+    ++n;
+    return *this;
+  }
+  uint64_t cells[32];
+  void *p[32];
+  int n = 0;
+};
 
 } // namespace cuda
 } // namespace sq

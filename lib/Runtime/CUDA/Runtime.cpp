@@ -266,28 +266,7 @@ struct Context {
   }
 };
 
-/// Kernel arguments: each value in its own 8-byte cell (little-endian, so a
-/// 4-byte parameter reads the cell's first bytes).
-class Args {
-public:
-  Args &ptr(CUdeviceptr v) { return put(&v, 8); }
-  Args &i64(int64_t v) { return put(&v, 8); }
-  Args &i32(int32_t v) { return put(&v, 4); }
-  Args &f32(float v) { return put(&v, 4); }
-  void **params() { return p; }
-
-private:
-  Args &put(const void *v, size_t bytes) {
-    cells[n] = 0;
-    std::memcpy(&cells[n], v, bytes);
-    p[n] = &cells[n];
-    ++n;
-    return *this;
-  }
-  uint64_t cells[32];
-  void *p[32];
-  int n = 0;
-};
+using Args = KernelArgs;
 
 bool Exec::launch(Kernel k, uint64_t gridX, uint64_t gridY, unsigned block,
                   uint64_t smem, void **params) {

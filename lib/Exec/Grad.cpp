@@ -3,6 +3,7 @@
 #include "Grad.h"
 
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Layers.h"
 
 #include <cblas.h>
 
@@ -97,18 +98,11 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
   dx = like(dOut.shape);
   *dx.data = *dOut.data;
   // The angles exactly as rope() computes them.
-  std::vector<float> inv(half);
-  for (int64_t i = 0; i < half; ++i)
-    inv[i] = 1.0f / static_cast<float>(std::pow(
-                        theta, static_cast<double>(2 * i) / double(d)));
+  std::vector<float> inv = numerics::ropeInverseFrequencies(d, theta);
   std::vector<float> c(half), s(half);
   for (int64_t t = 0; t < tokens; ++t) {
-    float pos = static_cast<float>((*positions.ints)[t]);
-    for (int64_t i = 0; i < half; ++i) {
-      float angle = pos * inv[i];
-      c[i] = std::cos(angle);
-      s[i] = std::sin(angle);
-    }
+    numerics::ropeAngles(inv.data(), half, (*positions.ints)[t], c.data(),
+                         s.data());
     const float *in = dOut.data->data() + t * f;
     float *o = dx.data->data() + t * f;
     // (a, b) -> (a c - b s, a s + b c) is transposed into

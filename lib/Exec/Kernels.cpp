@@ -3,6 +3,7 @@
 #include "Kernels.h"
 
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 
 #include <cblas.h>
@@ -44,18 +45,8 @@ bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
 void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out) {
   int64_t f = x.lastDim(), rows = x.numel() / f;
   out = like(x.shape);
-  const float *in = x.data->data();
-  float *o = out.data->data();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = in + r * f;
-    double sum = 0;
-    for (int64_t i = 0; i < f; ++i)
-      sum += double(row[i]) * row[i];
-    float inv =
-        1.0f / std::sqrt(static_cast<float>(sum / f) + static_cast<float>(eps));
-    for (int64_t i = 0; i < f; ++i)
-      o[r * f + i] = row[i] * inv * (scale ? (*scale->data)[i] : 1.0f);
-  }
+  numerics::rmsNormRows(x.data->data(), scale ? scale->data->data() : nullptr,
+                        rows, f, eps, out.data->data());
 }
 
 void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
@@ -73,39 +64,10 @@ void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
 
 void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
           bool interleaved, Tensor &out) {
-  int64_t f = x.lastDim(), tokens = x.numel() / f, d = f / heads, half = d / 2;
+  int64_t f = x.lastDim(), tokens = x.numel() / f;
   out = like(x.shape);
-  // As PyTorch computes it: inv_freq and the angles in float32.
-  std::vector<float> inv(half);
-  for (int64_t i = 0; i < half; ++i)
-    inv[i] = 1.0f / static_cast<float>(std::pow(
-                        theta, static_cast<double>(2 * i) / double(d)));
-  std::vector<float> c(half), s(half);
-  for (int64_t t = 0; t < tokens; ++t) {
-    float pos = static_cast<float>((*positions.ints)[t]);
-    for (int64_t i = 0; i < half; ++i) {
-      float angle = pos * inv[i];
-      c[i] = std::cos(angle);
-      s[i] = std::sin(angle);
-    }
-    const float *in = x.data->data() + t * f;
-    float *o = out.data->data() + t * f;
-    for (int64_t h = 0; h < heads; ++h) {
-      const float *xi = in + h * d;
-      float *oi = o + h * d;
-      for (int64_t i = 0; i < half; ++i) {
-        if (interleaved) {
-          float a = xi[2 * i], b = xi[2 * i + 1];
-          oi[2 * i] = a * c[i] - b * s[i];
-          oi[2 * i + 1] = a * s[i] + b * c[i];
-        } else {
-          float a = xi[i], b = xi[i + half];
-          oi[i] = a * c[i] - b * s[i];
-          oi[i + half] = b * c[i] + a * s[i];
-        }
-      }
-    }
-  }
+  numerics::ropeRows(x.data->data(), positions.ints->data(), tokens, f, heads,
+                     theta, interleaved, out.data->data());
 }
 
 void attention(const Tensor &q, const Tensor &k, const Tensor &v,

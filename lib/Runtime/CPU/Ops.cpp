@@ -20,20 +20,6 @@
 namespace sq {
 namespace rt {
 
-void rmsNorm(const float *x, const float *scale, int64_t rows, int64_t dim,
-             double eps, float *out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = x + r * dim;
-    double sum = 0;
-    for (int64_t i = 0; i < dim; ++i)
-      sum += double(row[i]) * row[i];
-    float inv = 1.0f / std::sqrt(static_cast<float>(sum / dim) +
-                                 static_cast<float>(eps));
-    for (int64_t i = 0; i < dim; ++i)
-      out[r * dim + i] = row[i] * inv * (scale ? scale[i] : 1.0f);
-  }
-}
-
 // A dot product in 16 independent partial sums (vectorizes); the AVX2+FMA
 // clone is picked on CPUs that have it.
 template <int Dummy>
@@ -180,40 +166,6 @@ void linear16(const float *x, const uint16_t *w, FloatStorage format,
     });
   } else {
     body(0, n);
-  }
-}
-
-void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
-          int64_t heads, double theta, bool interleaved, float *out) {
-  int64_t d = dim / heads, half = d / 2;
-  std::vector<float> inv(half), c(half), s(half);
-  for (int64_t i = 0; i < half; ++i)
-    inv[i] = 1.0f / static_cast<float>(std::pow(
-                        theta, static_cast<double>(2 * i) / double(d)));
-  for (int64_t t = 0; t < rows; ++t) {
-    float pos = static_cast<float>(positions[t]);
-    for (int64_t i = 0; i < half; ++i) {
-      float angle = pos * inv[i];
-      c[i] = std::cos(angle);
-      s[i] = std::sin(angle);
-    }
-    const float *in = x + t * dim;
-    float *o = out + t * dim;
-    for (int64_t h = 0; h < heads; ++h) {
-      const float *xi = in + h * d;
-      float *oi = o + h * d;
-      for (int64_t i = 0; i < half; ++i) {
-        if (interleaved) {
-          float a = xi[2 * i], b = xi[2 * i + 1];
-          oi[2 * i] = a * c[i] - b * s[i];
-          oi[2 * i + 1] = a * s[i] + b * c[i];
-        } else {
-          float a = xi[i], b = xi[i + half];
-          oi[i] = a * c[i] - b * s[i];
-          oi[i + half] = b * c[i] + a * s[i];
-        }
-      }
-    }
   }
 }
 

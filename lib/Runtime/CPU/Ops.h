@@ -1,7 +1,8 @@
 //===- Ops.h - fp32 kernels of the CPU runtime -------------------*- C++
 //-*-===//
 //
-// The float work of a compiled model besides the integer GEMM (QGemm.h):
+// The float work of a compiled model besides the integer GEMM (QGemm.h) and
+// RMSNorm/RoPE (sq/Numerics/Layers.h, shared with the executor):
 // the same arithmetic as the reference executor's kernels (lib/Exec), in
 // the same order where it decides rounding, over raw row-major buffers.
 // Internal to lib/Runtime/CPU; no MLIR/LLVM.
@@ -21,8 +22,6 @@ namespace rt {
 
 class ThreadPool;
 
-void rmsNorm(const float *x, const float *scale, int64_t rows, int64_t dim,
-             double eps, float *out);
 /// out [M, N] = x [M, K] * w [N, K]^T (+ bias [N]).
 void linearF32(const float *x, const float *w, const float *bias, int64_t m,
                int64_t k, int64_t n, float *out, ThreadPool *pool);
@@ -31,9 +30,6 @@ void linearF32(const float *x, const float *w, const float *bias, int64_t m,
 void linear16(const float *x, const uint16_t *w, FloatStorage format,
               const float *bias, int64_t m, int64_t k, int64_t n, float *out,
               ThreadPool *pool);
-/// Rotary embedding of `rows` tokens whose positions are `positions`.
-void rope(const float *x, const int64_t *positions, int64_t rows, int64_t dim,
-          int64_t heads, double theta, bool interleaved, float *out);
 /// x T for every row of length n, T the transform of sq.hadamard
 /// (numerics::orthogonalTransformInPlace): the fast transform, or a dense
 /// product with T where numerics::preferDenseTransform says so, as the

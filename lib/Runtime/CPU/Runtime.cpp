@@ -12,6 +12,7 @@
 
 #include "sq/Numerics/Float16.h"
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 #include "sq/Runtime/ModelFormat.h"
 #include "sq/Runtime/sq_runtime.h"
@@ -204,7 +205,8 @@ SQ_PROGRAM_CALL void sqrt_rms_norm(void *ctx, int32_t out, int32_t in,
   if (x.failed)
     return;
   float *o = x.out(out, x.tokens * dim);
-  rmsNorm(x.in(in), scale >= 0 ? x.in(scale) : nullptr, x.tokens, dim, eps, o);
+  sq::numerics::rmsNormRows(x.in(in), scale >= 0 ? x.in(scale) : nullptr,
+                            x.tokens, dim, eps, o);
 }
 
 SQ_PROGRAM_CALL void sqrt_linear(void *ctx, int32_t out, int32_t in,
@@ -275,8 +277,8 @@ SQ_PROGRAM_CALL void sqrt_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
   if (x.failed)
     return;
   float *o = x.out(out, x.tokens * dim);
-  rope(x.in(in), x.positions.data(), x.tokens, dim, heads, theta,
-       interleaved != 0, o);
+  sq::numerics::ropeRows(x.in(in), x.positions.data(), x.tokens, dim, heads,
+                         theta, interleaved != 0, o);
 }
 
 SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,

@@ -33,6 +33,7 @@
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
@@ -295,6 +296,18 @@ int main(int argc, char **argv) {
     return fail("--sm=" + Twine(sm) + ": expected 80, 86, 89 or 90");
   if (!gpu && sm.getNumOccurrences())
     return fail("--sm is for --target=nvptx");
+  // An unknown --mcpu would abort LLVM's code generator: check it first.
+  if (!mcpu.empty()) {
+    InitializeNativeTarget();
+    Triple host(sys::getProcessTriple());
+    std::string terr;
+    const Target *t = TargetRegistry::lookupTarget(host, terr);
+    std::unique_ptr<MCSubtargetInfo> sti(
+        t ? t->createMCSubtargetInfo(host, "generic", "") : nullptr);
+    if (!sti || !sti->isCPUStringValid(mcpu))
+      return fail("--mcpu=" + mcpu + ": not a CPU that LLVM knows for " +
+                  host.str() + " (e.g. x86-64, x86-64-v3, znver4)");
+  }
 
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);

@@ -1,0 +1,86 @@
+//===- NestingDepth.h - bound the nesting of textual IR ----------*- C++
+//-*-===//
+//
+// MLIR's text parser recurses once per level of nesting (regions, attribute
+// and type brackets): a file of 10,000 nested `[` or `({` overflows the
+// stack and crashes sq-opt, sq-run and sq-compile. Real IR nests a few
+// dozen levels. The tools scan the text first, in linear time, and refuse
+// nesting deeper than kMaxNestingDepth with a one-line error at the place.
+//
+// The scan counts (, [, { and < (not the > of ->) outside string literals
+// and // comments. It over-approximates what MLIR nests, which is what a
+// bound needs. Bytecode (which starts with "ML\xEFR") is not scanned.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_SUPPORT_NESTINGDEPTH_H
+#define SQ_SUPPORT_NESTINGDEPTH_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/Twine.h"
+
+#include <string>
+
+namespace sq {
+
+constexpr unsigned kMaxNestingDepth = 512;
+
+/// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout) at the first
+/// bracket nested deeper than `maxDepth` in textual IR, or "" when there
+/// is none (or `text` is bytecode).
+inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
+                                     unsigned maxDepth = kMaxNestingDepth) {
+  if (text.starts_with("ML\xEFR"))
+    return "";
+  unsigned depth = 0, line = 1;
+  size_t lineStart = 0;
+  for (size_t i = 0, n = text.size(); i < n; ++i) {
+    char c = text[i];
+    switch (c) {
+    case '\n':
+      ++line;
+      lineStart = i + 1;
+      break;
+    case '"': // a string literal, with backslash escapes, on one line
+      for (++i; i < n && text[i] != '"' && text[i] != '\n'; ++i)
+        if (text[i] == '\\')
+          ++i;
+      if (i < n && text[i] == '\n')
+        --i; // let the newline be counted
+      break;
+    case '/':
+      if (i + 1 < n && text[i + 1] == '/')
+        while (i + 1 < n && text[i + 1] != '\n')
+          ++i;
+      break;
+    case '(':
+    case '[':
+    case '{':
+    case '<':
+      if (++depth > maxDepth)
+        return (name + ":" + llvm::Twine(line) + ":" +
+                llvm::Twine(i - lineStart + 1) + ": error: nested more than " +
+                llvm::Twine(maxDepth) +
+                " levels deep (brackets, regions, types); MLIR's parser "
+                "would overflow its stack")
+            .str();
+      break;
+    case ')':
+    case ']':
+    case '}':
+    case '>':
+      if (c == '>' && i > 0 && text[i - 1] == '-')
+        break; // the arrow of a function type
+      if (depth)
+        --depth;
+      break;
+    default:
+      break;
+    }
+  }
+  return "";
+}
+
+} // namespace sq
+
+#endif // SQ_SUPPORT_NESTINGDEPTH_H

@@ -5,21 +5,17 @@
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Transforms/Calibrate.h"
 #include "sq/Transforms/Passes.h"
+#include "sq/Transforms/RotationFile.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/Pass/PassManager.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <cblas.h>
 
 #include <cmath>
-#include <cstring>
 #include <map>
-#include <optional>
 #include <random>
 
 namespace sq {
@@ -51,131 +47,6 @@ Matrix randomHadamard(int64_t n, uint64_t seed) {
       r[i * n + j] = sign * row[j];
   }
   return r;
-}
-
-//===----------------------------------------------------------------------===//
-// Rotation files (safetensors)
-//===----------------------------------------------------------------------===//
-
-/// Writes `tensors` (name -> square matrix) as safetensors, float64, through
-/// a temporary file renamed at the end.
-bool writeRotationFile(StringRef path,
-                       const std::vector<std::pair<std::string, Matrix>> &ts,
-                       std::string &error) {
-  llvm::json::Object header;
-  header["__metadata__"] =
-      llvm::json::Object{{"format", "sq-rotations"}, {"version", "1"}};
-  uint64_t offset = 0;
-  for (const auto &[name, m] : ts) {
-    int64_t n = static_cast<int64_t>(std::lround(std::sqrt(double(m.size()))));
-    uint64_t bytes = m.size() * sizeof(double);
-    header[name] = llvm::json::Object{
-        {"dtype", "F64"},
-        {"shape", llvm::json::Array{n, n}},
-        {"data_offsets", llvm::json::Array{offset, offset + bytes}}};
-    offset += bytes;
-  }
-  std::string json;
-  llvm::raw_string_ostream(json) << llvm::json::Value(std::move(header));
-  while (json.size() % 8)
-    json.push_back(' ');
-  std::string tmp = (path + ".tmp").str();
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(tmp, ec);
-    if (ec) {
-      error = "cannot write '" + path.str() + "': " + ec.message();
-      return false;
-    }
-    uint64_t len = json.size();
-    char lenBytes[8];
-    for (int i = 0; i < 8; ++i)
-      lenBytes[i] = static_cast<char>((len >> (8 * i)) & 0xFF);
-    os.write(lenBytes, 8);
-    os << json;
-    for (const auto &t : ts)
-      os.write(reinterpret_cast<const char *>(t.second.data()),
-               t.second.size() * sizeof(double));
-    if (os.has_error()) {
-      error = "cannot write '" + path.str() + "'";
-      os.clear_error();
-      llvm::sys::fs::remove(tmp);
-      return false;
-    }
-  }
-  if (std::error_code ec = llvm::sys::fs::rename(tmp, path)) {
-    llvm::sys::fs::remove(tmp);
-    error = "cannot write '" + path.str() + "': " + ec.message();
-    return false;
-  }
-  return true;
-}
-
-/// Reads the square float32/float64 tensors of a safetensors file.
-bool readRotationFile(StringRef path, std::map<std::string, Matrix> &out,
-                      std::string &error) {
-  auto buffer = llvm::MemoryBuffer::getFile(path);
-  if (!buffer) {
-    error = "cannot read rotation file '" + path.str() +
-            "': " + buffer.getError().message();
-    return false;
-  }
-  StringRef data = (*buffer)->getBuffer();
-  uint64_t len = 0;
-  if (data.size() >= 8)
-    for (int i = 0; i < 8; ++i)
-      len |= uint64_t(uint8_t(data[i])) << (8 * i);
-  if (data.size() < 8 || len > data.size() - 8) {
-    error =
-        "rotation file '" + path.str() + "' is not safetensors (bad header)";
-    return false;
-  }
-  auto json = llvm::json::parse(data.substr(8, len));
-  if (!json || !json->getAsObject()) {
-    if (!json)
-      llvm::consumeError(json.takeError());
-    error = "rotation file '" + path.str() + "' has an invalid JSON header";
-    return false;
-  }
-  StringRef body = data.substr(8 + len);
-  for (const auto &[key, value] : *json->getAsObject()) {
-    if (key == "__metadata__")
-      continue;
-    const llvm::json::Object *t = value.getAsObject();
-    const llvm::json::Array *shape = t ? t->getArray("shape") : nullptr;
-    const llvm::json::Array *offs = t ? t->getArray("data_offsets") : nullptr;
-    std::optional<StringRef> dtype = t ? t->getString("dtype") : std::nullopt;
-    if (!shape || !offs || !dtype || shape->size() != 2 || offs->size() != 2 ||
-        (*dtype != "F64" && *dtype != "F32")) {
-      error = "rotation file '" + path.str() + "': tensor '" + key.str() +
-              "' is not a 2-D float32/float64 tensor";
-      return false;
-    }
-    int64_t rows = (*shape)[0].getAsInteger().value_or(-1),
-            cols = (*shape)[1].getAsInteger().value_or(-1);
-    int64_t begin = (*offs)[0].getAsInteger().value_or(-1),
-            end = (*offs)[1].getAsInteger().value_or(-1);
-    size_t elem = *dtype == "F64" ? 8 : 4;
-    if (rows <= 0 || rows != cols || begin < 0 || end < begin ||
-        uint64_t(end) > body.size() ||
-        uint64_t(end - begin) != uint64_t(rows * cols) * elem) {
-      error = "rotation file '" + path.str() + "': tensor '" + key.str() +
-              "' has a bad shape or data range (rotations are square)";
-      return false;
-    }
-    Matrix m(rows * cols);
-    for (int64_t i = 0; i < rows * cols; ++i) {
-      if (elem == 8) {
-        std::memcpy(&m[i], body.data() + begin + 8 * i, 8);
-      } else {
-        float f;
-        std::memcpy(&f, body.data() + begin + 4 * i, 4);
-        m[i] = f;
-      }
-    }
-    out[key.str()] = std::move(m);
-  }
-  return true;
 }
 
 /// Largest |(R R^T - I)_ij|.

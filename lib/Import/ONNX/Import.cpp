@@ -5,6 +5,7 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Support/BoundedJSON.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -45,7 +46,7 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
     auto buffer = llvm::MemoryBuffer::getFile(sibling);
     if (!buffer)
       continue;
-    auto json = llvm::json::parse((*buffer)->getBuffer());
+    auto json = sq::parseBoundedJSON((*buffer)->getBuffer());
     if (!json) {
       llvm::consumeError(json.takeError());
       continue;

@@ -8,6 +8,11 @@ import struct
 import sys
 
 
+def write_raw(path, h, data=b""):
+    h += b" " * ((8 - len(h) % 8) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+
 def write(path, tensors, dtype="F32"):
     fmt, size = ("<%dd", 8) if dtype == "F64" else ("<%df", 4)
     header, data, offset = {}, b"", 0
@@ -16,9 +21,7 @@ def write(path, tensors, dtype="F32"):
         header[name] = {"dtype": dtype, "shape": [n, n], "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)
         data += raw
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+    write_raw(path, json.dumps(header).encode(), data)
 
 
 def signed_permutation(n, shift):
@@ -38,3 +41,11 @@ skewed = signed_permutation(16, 0)
 skewed[1][1] = 0.5
 write(out + "/skewed.safetensors", {"R1": skewed})
 write(out + "/small.safetensors", {"R1": signed_permutation(8, 0)})
+nan = signed_permutation(16, 0)
+nan[1][17] = float("nan")
+write(out + "/nan.safetensors", {"R1": nan})
+# 2^32 x 2^32: the element count overflows 64 bits (an empty data range).
+write_raw(out + "/huge.safetensors",
+          b'{"R1": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}')
+# 100000 nested arrays (llvm::json::parse alone overflows the stack).
+write_raw(out + "/deep.safetensors", b"[" * 100000 + b"]" * 100000)

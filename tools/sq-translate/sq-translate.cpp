@@ -9,6 +9,7 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Support/FileSizeSignal.h"
 
 #include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -55,6 +56,7 @@ static int error(const Twine &message) {
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,

@@ -260,9 +260,11 @@ bool OnnxModel::readTensor(const onnx::TensorProto &tensor, TensorBytes &out,
       return false;
     }
     if (offset > fileSize || length > fileSize - offset) {
+      // Unsigned: offset + length may not fit an int64.
       error = name + ": external data [" + std::to_string(offset) + ", " +
-              std::to_string(offset + length) + ") lies beyond the end of '" +
-              location + "' (" + std::to_string(fileSize) + " bytes)";
+              std::to_string(uint64_t(offset) + uint64_t(length)) +
+              ") lies beyond the end of '" + location + "' (" +
+              std::to_string(fileSize) + " bytes)";
       return false;
     }
     out.keepAlive = buffer;

@@ -413,6 +413,27 @@ void transposeTiled(const char *src, char *dst, int64_t rows, int64_t cols,
 
 /// Drops the pages of a read-only file mapping from this process (they are
 /// read again from the file if touched).
+/// The index of the first NaN/Inf in float32/float16/bfloat16 data, or -1.
+int64_t firstNonFinite(ArrayRef<char> data, DType dtype) {
+  if (dtype == DType::F32) {
+    for (size_t i = 0; i + 4 <= data.size(); i += 4) {
+      uint32_t bits;
+      std::memcpy(&bits, data.data() + i, 4);
+      if ((bits & 0x7F800000u) == 0x7F800000u)
+        return static_cast<int64_t>(i / 4);
+    }
+  } else if (dtype == DType::F16 || dtype == DType::BF16) {
+    uint16_t mask = dtype == DType::F16 ? 0x7C00u : 0x7F80u;
+    for (size_t i = 0; i + 2 <= data.size(); i += 2) {
+      uint16_t bits;
+      std::memcpy(&bits, data.data() + i, 2);
+      if ((bits & mask) == mask)
+        return static_cast<int64_t>(i / 2);
+    }
+  }
+  return -1;
+}
+
 void releaseMapped(ArrayRef<char> bytes) {
   uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   uintptr_t begin = reinterpret_cast<uintptr_t>(bytes.data());
@@ -638,6 +659,13 @@ bool Raiser::weightValue(const onnx::TensorProto *tensor, bool transpose,
                 dtypeName(bytes.dtype) +
                 "; weights must be float32, float16 or bfloat16");
   }
+  // A NaN or Inf weight is a corrupt model (a bad export or download):
+  // every later stage would compute garbage from it.
+  int64_t bad = firstNonFinite(bytes.bytes, bytes.dtype);
+  if (bad >= 0)
+    return fail("weight '" + tensor->name() +
+                "' holds a non-finite value (NaN or Inf) at element " +
+                std::to_string(bad) + ": the model's weights are corrupt");
   std::vector<int64_t> dims = bytes.dims;
   size_t elem = dtypeSize(bytes.dtype);
   std::unique_ptr<AsmResourceBlob> blob;
@@ -2004,6 +2032,11 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
 
 bool Raiser::run(std::string &error) {
   const onnx::GraphProto &graph = model.graph();
+  // Errors before the nodes name no node: they go to `error` directly.
+  auto failRun = [&](const std::string &msg) {
+    error = msg;
+    return false;
+  };
   for (const auto &init : graph.initializer())
     initializers[init.name()] = &init;
 
@@ -2027,14 +2060,20 @@ bool Raiser::run(std::string &error) {
     if (name.find("past_key_values") == 0 || name.find("past_key") == 0 ||
         name.find("past.") == 0) {
       if (rank != 4)
-        return fail("graph input '" + name +
-                    "' is a KV cache but not 4-D [batch, kv_heads, past_seq, "
-                    "head_dim]");
+        return failRun(
+            "graph input '" + name +
+            "' is a KV cache but not 4-D [batch, kv_heads, past_seq, "
+            "head_dim]");
       const auto &d = type.shape().dim();
       if (!d[1].has_dim_value() || !d[3].has_dim_value() ||
           d[1].dim_value() <= 0 || d[3].dim_value() <= 0)
-        return fail("graph input '" + name +
-                    "' needs static kv_heads and head_dim");
+        return failRun("graph input '" + name +
+                       "' needs static kv_heads and head_dim");
+      if (d[1].dim_value() > (int64_t(1) << 31) / d[3].dim_value())
+        return failRun("graph input '" + name +
+                       "' declares an absurdly large KV cache (kv_heads " +
+                       std::to_string(d[1].dim_value()) + " x head_dim " +
+                       std::to_string(d[3].dim_value()) + ")");
       kvFeatures = d[1].dim_value() * d[3].dim_value();
       hasCache = true;
       pending.push_back({name, 2});
@@ -2046,9 +2085,9 @@ bool Raiser::run(std::string &error) {
     } else if (name == "attention_mask") {
       pending.push_back({name, 3});
     } else {
-      return fail("graph input '" + name +
-                  "' is not one a LLaMA export has (input_ids, "
-                  "position_ids, attention_mask, past_key_values.*)");
+      return failRun("graph input '" + name +
+                     "' is not one a LLaMA export has (input_ids, "
+                     "position_ids, attention_mask, past_key_values.*)");
     }
   }
   positionStart = hasCache ? options.probePast : 0;
@@ -2118,7 +2157,7 @@ bool Raiser::run(std::string &error) {
     }
   }
   if (!sawIds)
-    return fail("the graph has no 'input_ids' input");
+    return failRun("the graph has no 'input_ids' input");
   (void)hasPositionIds;
   (void)ctx;
 

@@ -14,6 +14,8 @@
 #include "sq/Exec/Tokenizer.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Runtime/sq_runtime.h"
+#include "sq/Support/FileSizeSignal.h"
+#include "sq/Support/NestingDepth.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -33,6 +35,7 @@
 #include <cmath>
 #include <cstring>
 #include <dlfcn.h>
+#include <elf.h>
 #include <random>
 
 using namespace llvm;
@@ -118,9 +121,100 @@ static cl::opt<int64_t>
                      "model's configuration when it has one)"),
             cl::init(0), cl::cat(category));
 
+/// A bound on --prompt-len and -n when the model's context is unknown, so
+/// that a typo cannot ask for terabytes before anything runs.
+constexpr int64_t kMaxTokens = int64_t(1) << 24;
+
 static int fail(const Twine &message) {
   WithColor::error(errs(), "sq-run") << message << "\n";
   return 1;
+}
+
+/// Writes `data` to a temporary next to `path`, then renames it: a failed
+/// write (no space, a file size limit) leaves neither a partial file nor
+/// the temporary.
+static bool writeFile(const std::string &path, StringRef data,
+                      std::string &error) {
+  SmallString<256> pattern(path);
+  pattern += ".tmp-%%%%%%";
+  SmallString<256> temp;
+  int fd;
+  if (std::error_code ec = sys::fs::createUniqueFile(pattern, fd, temp)) {
+    error = path + ": cannot write: " + ec.message();
+    return false;
+  }
+  std::string message;
+  {
+    raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << data;
+    os.close();
+    if (os.has_error()) {
+      message = os.error().message();
+      os.clear_error();
+    }
+  }
+  if (message.empty())
+    if (std::error_code ec = sys::fs::rename(temp, path))
+      message = ec.message();
+  if (message.empty())
+    return true;
+  sys::fs::remove(temp);
+  error = path + ": cannot write: " + message;
+  return false;
+}
+
+/// NaN/Inf logits come from NaN/Inf weights (or an overflow): a perplexity
+/// or a generation from them would be garbage, so they are an error.
+static bool checkFinite(const std::vector<float> &logits, int64_t vocab,
+                        std::string &error) {
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!std::isfinite(logits[i])) {
+      error = modelPath + ": the model computed a non-finite logit (" +
+              (std::isnan(logits[i]) ? "NaN" : "Inf") + ") at position " +
+              std::to_string(i / vocab) +
+              ": its weights may hold NaN/Inf (see sq-opt "
+              "--sq-weight-summary)";
+      return false;
+    }
+  return true;
+}
+
+/// dlopen of a truncated shared library dies of SIGBUS (the loader maps
+/// segments past the end of the file): check that the file holds what its
+/// ELF headers declare first. Anything else dlopen reports itself.
+static bool checkElfComplete(const std::string &path, std::string &error) {
+  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/false,
+                                      /*RequiresNullTerminator=*/false);
+  if (!buffer) {
+    error = path + ": " + buffer.getError().message();
+    return false;
+  }
+  StringRef data = (*buffer)->getBuffer();
+  Elf64_Ehdr eh;
+  if (data.size() < sizeof(eh) || !data.starts_with(ELFMAG) ||
+      data[EI_CLASS] != ELFCLASS64)
+    return true; // not a 64-bit ELF file: dlopen says so
+  std::memcpy(&eh, data.data(), sizeof(eh));
+  // Offsets first (their sums below cannot wrap then: counts are 16-bit).
+  uint64_t need = std::max<uint64_t>(eh.e_phoff, eh.e_shoff);
+  if (need <= data.size())
+    need = std::max<uint64_t>(
+        uint64_t(eh.e_phoff) + uint64_t(eh.e_phnum) * eh.e_phentsize,
+        uint64_t(eh.e_shoff) + uint64_t(eh.e_shnum) * eh.e_shentsize);
+  if (need <= data.size() && eh.e_phentsize == sizeof(Elf64_Phdr))
+    for (unsigned i = 0; i < eh.e_phnum; ++i) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, data.data() + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+      if (ph.p_type == PT_LOAD)
+        need = std::max<uint64_t>(need, ph.p_offset + ph.p_filesz);
+    }
+  if (need > data.size()) {
+    error = path + ": truncated: " + std::to_string(data.size()) +
+            " bytes, but its ELF headers need " + std::to_string(need) +
+            " (an incomplete copy?)";
+    return false;
+  }
+  return true;
 }
 
 namespace {
@@ -146,7 +240,8 @@ public:
   }
   bool forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                std::vector<float> &logits, std::string &error) override {
-    return ex->forward(tokens, batch, seq, logits, error);
+    return ex->forward(tokens, batch, seq, logits, error) &&
+           checkFinite(logits, modelInfo.vocabSize, error);
   }
   void reset() override { ex->reset(); }
 
@@ -164,6 +259,8 @@ public:
     std::string abs = path;
     if (abs.find('/') == std::string::npos)
       abs = "./" + abs; // dlopen searches the library path otherwise
+    if (!checkElfComplete(path, error))
+      return nullptr;
     b->lib = dlopen(abs.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!b->lib) {
       const char *e = dlerror();
@@ -229,7 +326,7 @@ public:
     sq_error *err = nullptr;
     if (sq_forward(ctx, ids.data(), batch, seq, logits.data(), &err) != SQ_OK)
       return error = take(err), false;
-    return true;
+    return checkFinite(logits, modelInfo.vocabSize, error);
   }
   void reset() override {
     if (ctx)
@@ -285,6 +382,12 @@ static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
     }
     return mlir::success();
   });
+  if (auto text = MemoryBuffer::getFile(path)) {
+    error = sq::checkNestingDepth((*text)->getBuffer(), path,
+                                  /*mlirLayout=*/false);
+    if (!error.empty())
+      return nullptr;
+  }
   auto module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
   if (!module)
     error = diag.empty() ? "cannot read '" + path.str() + "'" : diag;
@@ -385,14 +488,12 @@ static int runPerplexity(Backend &ex, const sq::Tokenizer *tok) {
     ex.reset();
     if (!ex.forward(tokens, nb, seqlen, logits, error))
       return fail(error);
-    if (w0 == 0 && !logitsOut.empty()) {
-      std::error_code ec;
-      raw_fd_ostream os(logitsOut, ec);
-      if (ec)
-        return fail("cannot write '" + logitsOut + "': " + ec.message());
-      os.write(reinterpret_cast<const char *>(logits.data()),
-               seqlen * vocab * sizeof(float));
-    }
+    if (w0 == 0 && !logitsOut.empty() &&
+        !writeFile(logitsOut,
+                   StringRef(reinterpret_cast<const char *>(logits.data()),
+                             seqlen * vocab * sizeof(float)),
+                   error))
+      return fail(error);
     for (int64_t b = 0; b < nb; ++b) {
       // Later overlapping windows only score their last `step` tokens.
       int64_t first = (w0 + b == 0) ? 0 : seqlen - 1 - step;
@@ -453,8 +554,8 @@ static int64_t pick(const float *logits, int64_t vocab, std::mt19937 &rng) {
 static int runGenerate(Backend &ex, const sq::Tokenizer *tok) {
   if (!tok)
     return fail("--generate needs --tokenizer (byte or sp:PATH)");
-  if (numTokens < 0)
-    return fail("-n must not be negative");
+  if (numTokens < 0 || numTokens > kMaxTokens)
+    return fail("-n must be in [0, " + Twine(kMaxTokens) + "]");
   std::vector<int64_t> ids;
   if (tok->bos() >= 0)
     ids.push_back(tok->bos());
@@ -503,6 +604,9 @@ static int runBench(Backend &ex) {
   int64_t vocab = ex.info().vocabSize;
   if (promptLen < 1 || numTokens < 1 || repeats < 1)
     return fail("--bench needs --prompt-len, -n and --repeats >= 1");
+  if (promptLen > kMaxTokens || numTokens > kMaxTokens)
+    return fail("--prompt-len and -n must be at most " + Twine(kMaxTokens) +
+                " tokens");
   int64_t ctx = context ? context : ex.info().maxPositions;
   if (ctx && promptLen + numTokens > ctx)
     return fail("--prompt-len + -n exceed the model's context of " +
@@ -546,6 +650,7 @@ static int runBench(Backend &ex) {
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,

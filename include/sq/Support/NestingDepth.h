@@ -25,10 +25,12 @@ namespace sq {
 
 constexpr unsigned kMaxNestingDepth = 512;
 
-/// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout) at the first
-/// bracket nested deeper than `maxDepth` in textual IR, or "" when there
-/// is none (or `text` is bytecode).
+/// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout; without
+/// "error: " when `mlirLayout` is false, for a tool's own "error:" prefix)
+/// at the first bracket nested deeper than `maxDepth` in textual IR, or ""
+/// when there is none (or `text` is bytecode).
 inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
+                                     bool mlirLayout = true,
                                      unsigned maxDepth = kMaxNestingDepth) {
   if (text.starts_with("ML\xEFR"))
     return "";
@@ -59,7 +61,8 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
     case '<':
       if (++depth > maxDepth)
         return (name + ":" + llvm::Twine(line) + ":" +
-                llvm::Twine(i - lineStart + 1) + ": error: nested more than " +
+                llvm::Twine(i - lineStart + 1) + ": " +
+                (mlirLayout ? "error: " : "") + "nested more than " +
                 llvm::Twine(maxDepth) +
                 " levels deep (brackets, regions, types); MLIR's parser "
                 "would overflow its stack")

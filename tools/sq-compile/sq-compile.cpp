@@ -15,6 +15,8 @@
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Support/FileSizeSignal.h"
+#include "sq/Support/NestingDepth.h"
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/QuantSpec.h"
 
@@ -268,6 +270,7 @@ static std::string findLinkerDriver() {
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
@@ -309,6 +312,18 @@ int main(int argc, char **argv) {
                   host.str() + " (e.g. x86-64, x86-64-v3, znver4)");
   }
 
+  // An output that cannot be written fails now, not after the compile.
+  {
+    SmallString<256> dir(output);
+    sys::path::remove_filename(dir);
+    if (dir.empty())
+      dir = ".";
+    if (!sys::fs::is_directory(dir))
+      return fail(
+          output + ": cannot write: '" + dir + "' " +
+          (sys::fs::exists(dir) ? "is not a directory" : "does not exist"));
+  }
+
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
@@ -335,6 +350,12 @@ int main(int argc, char **argv) {
       if (!module)
         return fail(error);
     } else if (path.ends_with(".mlir") || path.ends_with(".mlirbc")) {
+      if (auto text = MemoryBuffer::getFile(path)) {
+        error = sq::checkNestingDepth((*text)->getBuffer(), path,
+                                      /*mlirLayout=*/false);
+        if (!error.empty())
+          return fail(error);
+      }
       module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
       if (!module)
         return fail(diag.text.empty() ? "cannot read '" + input + "'"
@@ -375,7 +396,7 @@ int main(int argc, char **argv) {
     {
       raw_fd_ostream os(tmp, ec);
       if (ec)
-        return fail("cannot write '" + tmp + "': " + ec.message());
+        return fail("cannot write '" + output + "': " + ec.message());
       if (StringRef(output).ends_with(".mlirbc")) {
         if (failed(mlir::writeBytecodeToFile(*module, os)))
           return sys::fs::remove(tmp), fail("cannot write bytecode");
@@ -384,9 +405,10 @@ int main(int argc, char **argv) {
       }
       os.close();
       if (os.has_error()) {
+        std::string msg = os.error().message();
         os.clear_error();
         sys::fs::remove(tmp);
-        return fail("cannot write '" + output + "'");
+        return fail("cannot write '" + output + "': " + msg);
       }
     }
     if (std::error_code rc = sys::fs::rename(tmp, output)) {
@@ -431,12 +453,13 @@ int main(int argc, char **argv) {
     std::error_code ec;
     raw_fd_ostream os(tmp, ec);
     if (ec)
-      return fail("cannot write '" + tmp + "': " + ec.message());
+      return fail("cannot write '" + output + "': " + ec.message());
     print(os);
     os.close();
     if (os.has_error()) {
+      std::string msg = os.error().message();
       os.clear_error();
-      return fail("cannot write '" + output + "'");
+      return fail("cannot write '" + output + "': " + msg);
     }
     if (std::error_code rc = sys::fs::rename(tmp, output))
       return fail("cannot create '" + output + "': " + rc.message());
@@ -485,15 +508,16 @@ int main(int argc, char **argv) {
     std::error_code ec;
     raw_fd_ostream os(objPath, ec, sys::fs::OF_None);
     if (ec)
-      return fail("cannot write '" + objPath + "': " + ec.message());
+      return fail("cannot write '" + output + "': " + ec.message());
     legacy::PassManager pm;
     if (tm->addPassesToEmitFile(pm, os, nullptr, CodeGenFileType::ObjectFile))
       return fail("the target cannot emit object files");
     pm.run(*llvmModule);
     os.close();
     if (os.has_error()) {
+      std::string msg = os.error().message();
       os.clear_error();
-      return fail("cannot write '" + objPath + "'");
+      return fail("cannot write '" + output + "': " + msg);
     }
   }
   auto publish = [&](const std::string &tmp, const std::string &dst) -> bool {

@@ -516,10 +516,10 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
     os.write_zeros(total - at);
     os.close();
     if (os.has_error()) {
+      std::string reason = os.error().message(); // before clear_error()
       os.clear_error();
       llvm::sys::fs::remove(tmp);
-      return module.emitError()
-             << "cannot write '" << tmp << "': " << os.error().message();
+      return module.emitError() << "cannot write '" << tmp << "': " << reason;
     }
   }
   if (std::error_code rc = llvm::sys::fs::rename(tmp, path)) {

@@ -17,6 +17,7 @@
 #include "sq/Import/ONNX.h"
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
+#include "sq/Support/ResourceBlobs.h"
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/QuantSpec.h"
 
@@ -356,7 +357,7 @@ int main(int argc, char **argv) {
         if (!error.empty())
           return fail(error);
       }
-      module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
+      module = sq::parseModuleFile(path, &ctx);
       if (!module)
         return fail(diag.text.empty() ? "cannot read '" + input + "'"
                                       : diag.text);

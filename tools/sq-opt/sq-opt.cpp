@@ -3,19 +3,32 @@
 // mlir-opt with the sq dialect and passes: every upstream dialect, pass and
 // LLVM IR translation is registered too, so one tool runs a whole pipeline.
 //
+// The input is read here rather than by MlirOptMain so that its resource
+// blobs are checked first (sq/Support/ResourceBlobs.h: MLIR's parser aborts
+// on some); otherwise this is MlirOptMain(argc, argv, input, output, ...).
+//
 //===----------------------------------------------------------------------===//
 
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Support/ResourceBlobs.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdio>
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
@@ -41,6 +54,42 @@ int main(int argc, char **argv) {
   if (it != options.end() && !it->second->getNumOccurrences())
     if (auto *flag = static_cast<llvm::cl::opt<bool> *>(it->second))
       *flag = false;
-  return mlir::asMainReturnCode(
-      mlir::MlirOptMain(argc, argv, input, output, registry));
+
+  // What MlirOptMain(argc, argv, input, output, registry) does, with the
+  // resource-blob check between reading the input and parsing it.
+  llvm::InitLLVM init(argc, argv);
+  mlir::MlirOptMainConfig config =
+      mlir::MlirOptMainConfig::createFromCLOptions();
+  if (config.shouldShowDialects() || config.shouldListPasses())
+    return mlir::asMainReturnCode(mlir::MlirOptMain(
+        llvm::outs(), llvm::MemoryBuffer::getMemBuffer(""), registry, config));
+  if (input == "-" &&
+      llvm::sys::Process::FileDescriptorIsDisplayed(fileno(stdin)))
+    llvm::errs() << "(processing input from stdin now, hit ctrl-c/ctrl-d to "
+                    "interrupt)\n";
+  std::string message;
+  std::unique_ptr<llvm::MemoryBuffer> file =
+      mlir::openInputFile(input, &message);
+  if (!file) {
+    llvm::errs() << message << "\n";
+    return 1;
+  }
+  std::string bad =
+      sq::checkResourceBlobs(file->getBuffer(), file->getBufferIdentifier(),
+                             config.inputSplitMarker());
+  if (!bad.empty()) {
+    llvm::errs() << bad << "\n";
+    return 1;
+  }
+  std::unique_ptr<llvm::ToolOutputFile> out =
+      mlir::openOutputFile(output, &message);
+  if (!out) {
+    llvm::errs() << message << "\n";
+    return 1;
+  }
+  if (mlir::failed(
+          mlir::MlirOptMain(out->os(), std::move(file), registry, config)))
+    return 1;
+  out->keep(); // only a successful run leaves its output
+  return 0;
 }

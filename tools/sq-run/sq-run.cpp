@@ -16,6 +16,7 @@
 #include "sq/Runtime/sq_runtime.h"
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
+#include "sq/Support/ResourceBlobs.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -388,7 +389,7 @@ static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
     if (!error.empty())
       return nullptr;
   }
-  auto module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
+  auto module = sq::parseModuleFile(path, &ctx);
   if (!module)
     error = diag.empty() ? "cannot read '" + path.str() + "'" : diag;
   return module;

@@ -1,5 +1,6 @@
 //===- ImportTest.cpp - ONNX import: external data and real weights -------===//
 
+#include "Concrete.h"
 #include "ONNXModel.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
@@ -332,3 +333,19 @@ TEST(ImportRealModel, EveryOnnxModelInSharedData) {
 }
 
 } // namespace
+
+// Found by sq-fuzz-onnx (test/fuzz/regressions/onnx/reshape-overflow.onnx):
+// a constant Reshape to [60, 2^62] multiplied the element count past int64
+// (signed overflow) before comparing it with the input's.
+TEST(ConcreteReshape, ElementCountOverflowIsAnError) {
+  std::vector<int64_t> result;
+  std::string error;
+  EXPECT_FALSE(
+      resolveReshape({60}, {60, int64_t(1) << 62}, false, result, error));
+  EXPECT_EQ(error, "reshape target has more elements than int64 can count");
+  EXPECT_FALSE(
+      resolveReshape({int64_t(1) << 62, 4}, {-1}, false, result, error));
+  EXPECT_EQ(error, "reshape input has more elements than int64 can count");
+  EXPECT_TRUE(resolveReshape({6, 4}, {-1, 8}, false, result, error));
+  EXPECT_EQ(result, (std::vector<int64_t>{3, 8}));
+}

@@ -107,9 +107,14 @@ CTensor::Kind resultKind(const CTensor &a, const CTensor &b) {
 bool resolveReshape(const std::vector<int64_t> &inputShape,
                     std::vector<int64_t> target, bool allowZero,
                     std::vector<int64_t> &result, std::string &error) {
+  // Element counts are multiplied with overflow checks: a hostile target
+  // such as [60, 2^62] must be an error, not signed overflow.
   int64_t total = 1;
   for (int64_t d : inputShape)
-    total *= d;
+    if (__builtin_mul_overflow(total, d, &total)) {
+      error = "reshape input has more elements than int64 can count";
+      return false;
+    }
   int64_t known = 1, inferAt = -1;
   for (size_t i = 0; i < target.size(); ++i) {
     if (target[i] == 0 && !allowZero) {
@@ -131,7 +136,10 @@ bool resolveReshape(const std::vector<int64_t> &inputShape,
       error = "reshape target has a negative dimension";
       return false;
     }
-    known *= target[i];
+    if (__builtin_mul_overflow(known, target[i], &known)) {
+      error = "reshape target has more elements than int64 can count";
+      return false;
+    }
   }
   if (inferAt >= 0) {
     if (known == 0 || total % known) {

@@ -4,13 +4,16 @@
 # into BUILD_DIR/fuzz/corpus/<target>/. Idempotent (files are named by
 # content). test/fuzz/regressions/<target>/ (inputs that once crashed) are
 # copied in too. A compiled model's manifest and .weights come from
-# build/bin/sq-compile when it exists (SQ_COMPILE=... to choose another).
+# build/bin/sq-compile when it exists (SQ_COMPILE=... to choose another);
+# rotation files from sq-translate and sq-opt next to it (SQ_TOOLS=DIR).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${1:-build-fuzz}
 OUT=$BUILD_DIR/fuzz/corpus
 SQ_COMPILE=${SQ_COMPILE:-build/bin/sq-compile}
-mkdir -p "$OUT"/{manifest,weights,quantspec,onnx,mlir,tokenizer}
+SQ_TOOLS=${SQ_TOOLS:-$(dirname "$SQ_COMPILE")}
+TARGETS=(manifest weights quantspec onnx mlir tokenizer rotation)
+for t in "${TARGETS[@]}"; do mkdir -p "$OUT/$t"; done
 
 # add TARGET FILE...: copy each file under its content hash.
 add() {
@@ -31,7 +34,8 @@ addtext() {
 }
 
 # onnx: every fixture, broken ones included (external data: the .onnx only;
-# the fuzzer's directory has its own weights.bin).
+# the fuzzer's directory holds the data files of test/Import/Inputs/external*
+# and a weights.bin).
 mapfile -t onnx < <(find test/Import/Inputs -name '*.onnx' | sort)
 add onnx "${onnx[@]}"
 
@@ -97,6 +101,33 @@ if [ -x "$BUILD_DIR/fuzz/sq-fuzz-weights" ]; then
   rm -rf "$tmpd"
 fi
 
+# rotation: what --spinquant-rotate save=FILE writes (random and Hadamard
+# rotations of the test model), the files rotation-file.test writes
+# (SpinQuant's key names, broken ones), and the fuzzer's own valid/damaged
+# files (SQ_FUZZ_WRITE_SEEDS).
+if [ -x "$SQ_TOOLS/sq-opt" ] && [ -x "$SQ_TOOLS/sq-translate" ]; then
+  tmpd=$(mktemp -d)
+  if "$SQ_TOOLS/sq-translate" --import-onnx test/Import/Inputs/gqa-opset17.onnx \
+    -o "$tmpd/model.mlir" 2>/dev/null; then
+    for mode in random hadamard; do
+      "$SQ_TOOLS/sq-opt" "$tmpd/model.mlir" --sq-fuse-norms \
+        --spinquant-rotate="mode=$mode seed=3 save=$tmpd/$mode.safetensors" \
+        -o /dev/null 2>/dev/null || true
+    done
+  fi
+  python3 test/Transforms/Inputs/make_rotation_file.py "$tmpd" 2>/dev/null || true
+  add rotation "$tmpd"/*.safetensors
+  rm -rf "$tmpd"
+else
+  echo "make_corpora: $SQ_TOOLS/sq-opt not found, no saved rotation seeds" >&2
+fi
+if [ -x "$BUILD_DIR/fuzz/sq-fuzz-rotation" ]; then
+  tmpd=$(mktemp -d)
+  SQ_FUZZ_WRITE_SEEDS=$tmpd "$BUILD_DIR/fuzz/sq-fuzz-rotation" -runs=0 >/dev/null 2>&1 || true
+  add rotation "$tmpd"/*
+  rm -rf "$tmpd"
+fi
+
 # Regression inputs.
 for d in test/fuzz/regressions/*/; do
   [ -d "$d" ] || continue
@@ -105,6 +136,6 @@ for d in test/fuzz/regressions/*/; do
   add "$t" "$d"*
 done
 
-for t in manifest weights quantspec onnx mlir tokenizer; do
+for t in "${TARGETS[@]}"; do
   echo "make_corpora: $t: $(ls "$OUT/$t" | wc -l) seeds"
 done

@@ -2,9 +2,9 @@
 //
 // Debian's libsentencepiece embeds its own protobuf (3.14) while SQ's ONNX
 // reader uses the system's (3.21): both in one symbol scope crash at start.
-// This shim is built as its own shared library and dlopen'ed by
-// Tokenizer.cpp with RTLD_LOCAL | RTLD_DEEPBIND, so sentencepiece binds to
-// its own protobuf and never meets the other one.
+// This shim is built as its own shared library and loaded by Tokenizer.cpp
+// with dlmopen(LM_ID_NEWLM) into a link namespace of its own, so
+// sentencepiece binds to its own protobuf and never meets the other one.
 //
 //===----------------------------------------------------------------------===//
 

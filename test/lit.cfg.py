@@ -19,6 +19,27 @@ config.test_exec_root = os.path.join(config.sq_obj_root, "test")
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
+# %sq_python: a python3 that loads a compiled model.so (ctypes). In
+# sanitizer builds the model.so references the ASan/UBSan runtime, which our
+# executables carry but python3 does not: preload its shared form. (Not named
+# %python_...: lit.llvm's %python is substituted first and would match.)
+python_preload = []
+if getattr(config, "sq_sanitizers", ""):
+    import subprocess
+    is_clang = "clang" in os.path.basename(getattr(config, "sq_cxx_compiler", ""))
+    for name in (["libclang_rt.asan-x86_64.so"] if is_clang
+                 else ["libasan.so", "libubsan.so"]):
+        try:
+            path = subprocess.run(
+                [config.sq_cxx_compiler, "-print-file-name=" + name],
+                capture_output=True, text=True).stdout.strip()
+        except OSError:
+            path = ""
+        if os.path.isabs(path) and os.path.exists(path):
+            python_preload.append(path)
+config.substitutions.append(("%sq_python", (
+    "env LD_PRELOAD=" + ":".join(python_preload) + " " if python_preload
+    else "") + sys.executable))
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%sq_src_root", config.sq_src_root))
 config.substitutions.append(("%sq_obj_root", config.sq_obj_root))
@@ -35,8 +56,7 @@ if os.path.isdir(os.path.join(shared_data, "wiki2-byte-llama")):
     config.available_features.add("shared-data")
 config.substitutions.append(("%shared_data", os.path.abspath(shared_data)))
 
-# Sanitizer builds (scripts/test.sh --asan) cannot load the SentencePiece
-# shim (RTLD_DEEPBIND): tests that need it declare "UNSUPPORTED: sanitizers".
+# Sanitizer builds (scripts/test.sh --asan): feature "sanitizers".
 if getattr(config, "sq_sanitizers", ""):
     config.available_features.add("sanitizers")
 

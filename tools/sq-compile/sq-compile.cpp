@@ -351,6 +351,10 @@ int main(int argc, char **argv) {
       if (!module)
         return fail(error);
     } else if (path.ends_with(".mlir") || path.ends_with(".mlirbc")) {
+      // A device or a pipe (/dev/zero) would be read without end.
+      sys::fs::file_status status;
+      if (!sys::fs::status(path, status) && !sys::fs::is_regular_file(status))
+        return fail(input + ": not a regular file");
       if (auto text = MemoryBuffer::getFile(path)) {
         error = sq::checkNestingDepth((*text)->getBuffer(), path,
                                       /*mlirLayout=*/false);

@@ -17,6 +17,7 @@
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
+#include "sq/Support/ResourceBlobs.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -125,6 +126,17 @@ static cl::opt<int64_t>
 /// A bound on --prompt-len and -n when the model's context is unknown, so
 /// that a typo cannot ask for terabytes before anything runs.
 constexpr int64_t kMaxTokens = int64_t(1) << 24;
+
+/// An input that is a device or a pipe (/dev/zero) would be read without
+/// end: true with `error` set for one (a missing file is left to the reader).
+static bool notRegularFile(const std::string &path, std::string &error) {
+  sys::fs::file_status status;
+  if (sys::fs::status(path, status) || !sys::fs::exists(status) ||
+      sys::fs::is_regular_file(status) || sys::fs::is_directory(status))
+    return false;
+  error = path + ": not a regular file";
+  return true;
+}
 
 static int fail(const Twine &message) {
   WithColor::error(errs(), "sq-run") << message << "\n";
@@ -383,6 +395,8 @@ static mlir::OwningOpRef<mlir::ModuleOp> loadModel(mlir::MLIRContext &ctx,
     }
     return mlir::success();
   });
+  if (notRegularFile(path.str(), error))
+    return nullptr;
   if (auto text = MemoryBuffer::getFile(path)) {
     error = sq::checkNestingDepth((*text)->getBuffer(), path,
                                   /*mlirLayout=*/false);
@@ -428,6 +442,9 @@ static double logSoftmaxAt(const float *logits, int64_t vocab, int64_t target) {
 static int runPerplexity(Backend &ex, const sq::Tokenizer *tok) {
   std::vector<int64_t> ids;
   std::string source;
+  std::string badInput;
+  if (notRegularFile(tokensFile.empty() ? pplFile : tokensFile, badInput))
+    return fail(badInput);
   if (!tokensFile.empty()) {
     auto buffer = MemoryBuffer::getFile(tokensFile);
     if (!buffer)

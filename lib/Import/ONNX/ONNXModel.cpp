@@ -102,6 +102,14 @@ std::unique_ptr<OnnxModel> OnnxModel::load(llvm::StringRef path,
   llvm::sys::path::remove_filename(dir);
   model->directory = dir.empty() ? "." : std::string(dir);
 
+  // A device or a pipe (/dev/zero) would be read without end.
+  llvm::sys::fs::file_status status;
+  if (!llvm::sys::fs::status(path, status) && llvm::sys::fs::exists(status) &&
+      !llvm::sys::fs::is_regular_file(status) &&
+      !llvm::sys::fs::is_directory(status)) {
+    error = path.str() + ": not a regular file";
+    return nullptr;
+  }
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
                                             /*RequiresNullTerminator=*/false);
   if (!buffer) {
@@ -168,6 +176,13 @@ bool OnnxModel::mapExternal(llvm::StringRef location,
           (llvm::Twine(realDir) + "/").str())) {
     error = "external data location '" + location.str() +
             "' resolves outside the model's directory";
+    return false;
+  }
+  llvm::sys::fs::file_status status;
+  if (!llvm::sys::fs::status(full, status) && llvm::sys::fs::exists(status) &&
+      !llvm::sys::fs::is_regular_file(status)) {
+    error =
+        "external data file '" + std::string(full) + "' is not a regular file";
     return false;
   }
   auto mapped = llvm::MemoryBuffer::getFile(full, /*IsText=*/false,

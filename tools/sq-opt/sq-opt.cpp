@@ -11,6 +11,8 @@
 
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Support/FileSizeSignal.h"
+#include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
 #include "sq/Transforms/Passes.h"
 
@@ -31,6 +33,7 @@
 #include <cstdio>
 
 int main(int argc, char **argv) {
+  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   mlir::registerAllPasses();
   sq::registerSQPasses();
   sq::registerSQConversionPasses();
@@ -77,6 +80,8 @@ int main(int argc, char **argv) {
   std::string bad =
       sq::checkResourceBlobs(file->getBuffer(), file->getBufferIdentifier(),
                              config.inputSplitMarker());
+  if (bad.empty())
+    bad = sq::checkNestingDepth(file->getBuffer(), file->getBufferIdentifier());
   if (!bad.empty()) {
     llvm::errs() << bad << "\n";
     return 1;
@@ -87,8 +92,18 @@ int main(int argc, char **argv) {
     llvm::errs() << message << "\n";
     return 1;
   }
-  if (mlir::failed(
-          mlir::MlirOptMain(out->os(), std::move(file), registry, config)))
+  bool ok = mlir::succeeded(
+      mlir::MlirOptMain(out->os(), std::move(file), registry, config));
+  // A write error (disk full, a file size limit) names the file here rather
+  // than in the stream destructor's "LLVM ERROR: IO failure" abort.
+  out->os().flush();
+  if (out->os().has_error()) {
+    llvm::errs() << output << ": cannot write: " << out->os().error().message()
+                 << "\n";
+    out->os().clear_error();
+    return 1; // the ToolOutputFile removes the partial output
+  }
+  if (!ok)
     return 1;
   out->keep(); // only a successful run leaves its output
   return 0;

@@ -323,6 +323,8 @@ int main(int argc, char **argv) {
       return fail(
           output + ": cannot write: '" + dir + "' " +
           (sys::fs::exists(dir) ? "is not a directory" : "does not exist"));
+    if (sys::fs::is_directory(output))
+      return fail(output + ": cannot write: it is a directory");
   }
 
   mlir::DialectRegistry registry;
@@ -532,11 +534,19 @@ int main(int argc, char **argv) {
     }
     return true;
   };
-  if (emit == "obj") {
-    if (!publish(weightsTmp, output + ".weights") || !publish(objPath, output))
-      return 1;
-    return 0;
-  }
+  // The weights first (a model.so never exists without its weights); if
+  // the library cannot follow, its weights do not stay behind either.
+  auto publishBoth = [&](const std::string &libTmp) -> bool {
+    if (!publish(weightsTmp, output + ".weights"))
+      return false;
+    if (!publish(libTmp, output)) {
+      sys::fs::remove(output + ".weights");
+      return false;
+    }
+    return true;
+  };
+  if (emit == "obj")
+    return publishBoth(objPath) ? 0 : 1;
 
   // 6. Link with the runtime.
   std::string soTmp = temps.make(".so");
@@ -585,8 +595,7 @@ int main(int argc, char **argv) {
       return fail("linking with " + driver + " failed: " + first);
     }
   }
-  // The weights first: a model.so never exists without its weights.
-  if (!publish(weightsTmp, output + ".weights") || !publish(soTmp, output))
+  if (!publishBoth(soTmp))
     return 1;
   if (verbose)
     errs() << "sq-compile: wrote " << output << " and " << output

@@ -133,8 +133,14 @@ std::unique_ptr<Tokenizer> Tokenizer::create(llvm::StringRef spec,
     void *handle =
         api->load(std::string(spec).c_str(), message, sizeof(message));
     if (!handle) {
-      error =
-          "cannot load SentencePiece model '" + spec.str() + "': " + message;
+      // SentencePiece says "Internal: <source file>(<line>) [<C++ expr>]"
+      // for a file that is not its protobuf: say that instead.
+      llvm::StringRef why = llvm::StringRef(message).trim();
+      error = "cannot load SentencePiece model '" + spec.str() + "': " +
+              (why.contains("ParseFromArray")
+                   ? std::string("not a SentencePiece model (its protobuf "
+                                 "does not parse)")
+                   : why.str());
       return nullptr;
     }
     return std::make_unique<SentencePieceTokenizer>(api, handle);

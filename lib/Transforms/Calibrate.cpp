@@ -9,11 +9,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Transforms/Calibrate.h"
+#include "QuantizeCalibration.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
 #include "sq/Exec/Tokenizer.h"
 #include "sq/Numerics/Cayley.h"
 #include "sq/Numerics/Quantize.h"
+#include "sq/Transforms/GPTQ.h"
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/QuantSpec.h"
 
@@ -51,6 +53,18 @@ StringRef defaultCalibrationText() {
 bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
                             int64_t vocab,
                             std::vector<std::vector<int64_t>> &windows,
+                            std::string &error) {
+  std::vector<std::vector<int64_t>> heldOut;
+  CalibrationOptions noValidation = options;
+  noValidation.validate = 0;
+  return loadCalibrationWindows(noValidation, seqlen, vocab, windows, heldOut,
+                                error);
+}
+
+bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
+                            int64_t vocab,
+                            std::vector<std::vector<int64_t>> &windows,
+                            std::vector<std::vector<int64_t>> &heldOut,
                             std::string &error) {
   std::vector<int64_t> tokens;
   std::string what =
@@ -116,6 +130,21 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
                    : " (tokenizer=" + options.tokenizer + ")");
       return false;
     }
+  heldOut.clear();
+  if (options.validate > 0) {
+    int64_t need = (options.validate + 1) * seqlen + 1;
+    if (int64_t(tokens.size()) < need) {
+      error = what + " has " + std::to_string(tokens.size()) +
+              " tokens: validate=" + std::to_string(options.validate) +
+              " needs at least " + std::to_string(need) + " at seqlen " +
+              std::to_string(seqlen);
+      return false;
+    }
+    size_t end = tokens.size();
+    for (int64_t i = 0; i < options.validate; ++i, end -= seqlen)
+      heldOut.emplace_back(tokens.begin() + end - seqlen, tokens.begin() + end);
+    tokens.resize(end);
+  }
   if (int64_t(tokens.size()) <= seqlen) {
     error = what + " has " + std::to_string(tokens.size()) +
             " tokens, fewer than seqlen " + std::to_string(seqlen);
@@ -154,6 +183,11 @@ struct Entry {
   /// Fake-quantized while training (linear weights but lm_head, when the
   /// spec quantizes weights).
   bool quantize = false;
+  /// Training under gptq: the float model's Hessian of this weight's input
+  /// (shared by the weights that read the same input: q/k/v, gate/up).
+  std::shared_ptr<const std::vector<double>> hessian;
+  /// The linear of the float module that reads this weight.
+  Operation *linear = nullptr;
   std::vector<float> base;
   /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
   std::vector<float> partial;
@@ -170,6 +204,7 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a,
 } // namespace
 
 struct RotationObjective::Impl {
+  ModuleOp source;
   OwningOpRef<ModuleOp> clone;
   std::unique_ptr<Executor> ex;
   QuantSpec spec;
@@ -194,12 +229,22 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
     error = "quant=" + quant + ": " + error;
     return nullptr;
   }
-  if (impl.spec.gptq || impl.spec.real) {
+  if (impl.spec.real) {
     error = "quant=" + quant +
-            ": rotations are trained under round-to-nearest fake "
-            "quantization (no gptq, no mode=real)";
+            ": rotations are trained under fake quantization (no mode=real)";
     return nullptr;
   }
+  if (impl.spec.gptq && !impl.spec.calib.empty()) {
+    error = "quant=" + quant +
+            ": calib= is not used while training: the GPTQ Hessians come "
+            "from the calibration windows (data=)";
+    return nullptr;
+  }
+  if (impl.spec.gptq && !impl.spec.quantizesWeights()) {
+    error = "quant=" + quant + ": gptq needs quantized weights (wN, N < 16)";
+    return nullptr;
+  }
+  impl.source = module;
 
   // Which weight plays which part, read off the structure (as
   // --spinquant-rotate does).
@@ -261,8 +306,10 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
     if (!reads && !writes)
       return;
     if (Entry *e = add(linear.getWeight(), reads ? Role::Reader : Role::Writer,
-                       linear))
+                       linear)) {
       e->quantize = impl.spec.quantizesWeights() && !head;
+      e->linear = linear;
+    }
   });
   module.walk([&](AttentionOp attn) {
     auto v = attn.getValue().getDefiningOp<LinearOp>();
@@ -293,6 +340,7 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
   impl.clone = module.clone();
   QuantSpec actOnly = impl.spec;
   actOnly.wBits = 16;
+  actOnly.gptq = false;
   if (actOnly.quantizesActivations() || actOnly.kBits < 16 ||
       actOnly.vBits < 16) {
     PassManager pm(module.getContext());
@@ -325,6 +373,58 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
     e.base.assign(v.begin(), v.end());
   }
   return obj;
+}
+
+bool RotationObjective::prepareGPTQ(
+    const std::vector<std::vector<int64_t>> &windows, std::string &error) {
+  Impl &impl = *this->impl;
+  if (!impl.spec.gptq)
+    return true;
+  SmallVector<Operation *> ops;
+  for (Entry &e : impl.entries)
+    if (e.quantize && e.linear)
+      ops.push_back(e.linear);
+  std::map<Operation *, HessianAccumulator> acc;
+  if (failed(collectHessians(impl.source, windows, ops, acc))) {
+    error = "cannot collect the GPTQ Hessians of the float model";
+    return false;
+  }
+  // Linears that read the same input get identical Hessians: keep one copy.
+  std::map<const void *, std::shared_ptr<const std::vector<double>>> byInput;
+  for (Entry &e : impl.entries) {
+    if (!e.quantize || !e.linear)
+      continue;
+    auto &shared = byInput[e.linear->getOperand(0).getAsOpaquePointer()];
+    if (!shared)
+      shared = std::make_shared<const std::vector<double>>(
+          acc.at(e.linear).hessian());
+    e.hessian = shared;
+  }
+  return true;
+}
+
+/// The Hessian of a rotated weight's input: the float model's H seen through
+/// the rotation. A reader of the residual stream (W' = W R1) gets the input
+/// R1^T x, so H' = R1^T H R1; o_proj (W' = R1^T W B, B = blockdiag(R2)) gets
+/// B^T x, so H' = B^T H B; any other writer (down_proj) keeps H.
+static std::vector<double> rotatedHessian(const std::vector<double> &h,
+                                          int64_t cols, const double *r,
+                                          int64_t d, bool blockDiagonal) {
+  std::vector<double> t(h.size()), out(h.size());
+  if (!blockDiagonal) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cols, cols, cols,
+                1.0, h.data(), cols, r, cols, 0.0, t.data(), cols);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, cols, cols, 1.0,
+                r, cols, t.data(), cols, 0.0, out.data(), cols);
+    return out;
+  }
+  for (int64_t j = 0; j < cols; j += d) // T[:, blk j] = H[:, blk j] R2
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cols, d, d, 1.0,
+                h.data() + j, cols, r, d, 0.0, t.data() + j, cols);
+  for (int64_t i = 0; i < cols; i += d) // H'[blk i, :] = R2^T T[blk i, :]
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, cols, d, 1.0, r, d,
+                t.data() + i * cols, cols, 0.0, out.data() + i * cols, cols);
+  return out;
 }
 
 bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
@@ -362,6 +462,9 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
 
   // 1. Fold the rotations into copies of the frozen weights.
   std::vector<std::string> names;
+  // Training under gptq: the rotated Hessians of this step, by source
+  // Hessian and rotation (-1: R1, l >= 0: R2 of layer l, -2: none).
+  std::map<std::pair<const void *, int64_t>, std::vector<double>> rotatedH;
   for (Entry &e : impl.entries) {
     names.push_back(e.name);
     if (e.rowsOnly) {
@@ -402,8 +505,38 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       grid.symmetric = impl.spec.wSym;
       grid.group = impl.spec.wGroup;
       numerics::QuantizedWeight qw;
-      if (!numerics::quantizeRTN(w.data(), e.rows, e.cols, grid,
-                                 impl.spec.wClip, qw, error)) {
+      bool good;
+      if (impl.spec.gptq) {
+        if (!e.hessian) {
+          error = "no GPTQ Hessian for '" + e.name + "' (prepareGPTQ)";
+          return false;
+        }
+        int64_t kind = e.role == Role::Reader ? -1
+                       : e.r2Layer >= 0       ? e.r2Layer
+                                              : -2;
+        auto key = std::make_pair((const void *)e.hessian.get(), kind);
+        auto it = rotatedH.find(key);
+        if (it == rotatedH.end()) {
+          std::vector<double> h =
+              kind == -2 ? *e.hessian
+              : kind == -1
+                  ? rotatedHessian(*e.hessian, e.cols, r.r1.data(), n, false)
+                  : rotatedHessian(*e.hessian, e.cols, r.r2[kind].data(), d,
+                                   true);
+          it = rotatedH.emplace(key, std::move(h)).first;
+        }
+        GPTQOptions options;
+        options.damp = impl.spec.damp;
+        options.block = impl.spec.block;
+        options.actOrder = impl.spec.actOrder;
+        options.clipSearch = impl.spec.wClip;
+        good = quantizeGPTQ(w.data(), e.rows, e.cols, it->second, grid, options,
+                            qw, error);
+      } else {
+        good = numerics::quantizeRTN(w.data(), e.rows, e.cols, grid,
+                                     impl.spec.wClip, qw, error);
+      }
+      if (!good) {
         error = "cannot quantize '" + e.name + "': " + error;
         return false;
       }
@@ -487,13 +620,19 @@ static bool evalLoss(RotationObjective &objective, const Rotations &r,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t count, int64_t seqlen, double &loss,
                      std::string &error) {
+  // In batches of up to 8 windows: one weight fold (and, under gptq, one
+  // GPTQ of every weight) per batch.
   loss = 0;
   count = std::min<int64_t>(count, windows.size());
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; i < count; i += 8) {
+    int64_t b = std::min<int64_t>(8, count - i);
+    std::vector<int64_t> tokens;
+    for (int64_t j = 0; j < b; ++j)
+      tokens.insert(tokens.end(), windows[i + j].begin(), windows[i + j].end());
     double l;
-    if (!objective.evaluate(r, windows[i], 1, seqlen, l, nullptr, error))
+    if (!objective.evaluate(r, tokens, b, seqlen, l, nullptr, error))
       return false;
-    loss += l / count;
+    loss += l * b / count;
   }
   return true;
 }
@@ -506,9 +645,11 @@ LogicalResult calibrateRotations(ModuleOp module,
   };
   if (options.steps < 0 || options.samples <= 0 || options.batch <= 0 ||
       options.seqlen < 0 || !(options.lr > 0) || options.momentum < 0 ||
-      options.momentum >= 1)
-    return fail("steps >= 0, samples > 0, batch > 0, seqlen >= 0, lr > 0 and "
-                "0 <= momentum < 1 are required");
+      options.momentum >= 1 || options.validate < 0 ||
+      options.validateEvery <= 0)
+    return fail("steps >= 0, samples > 0, batch > 0, seqlen >= 0, lr > 0, "
+                "0 <= momentum < 1, validate >= 0 and validate-every > 0 are "
+                "required");
   if (options.schedule != "cosine" && options.schedule != "constant")
     return fail("unknown schedule '" + options.schedule +
                 "': expected cosine or constant");
@@ -532,9 +673,11 @@ LogicalResult calibrateRotations(ModuleOp module,
     return fail("seqlen " + std::to_string(seqlen) +
                 " exceeds the model's context of " +
                 std::to_string(objective->maxPositions()));
-  std::vector<std::vector<int64_t>> windows;
+  std::vector<std::vector<int64_t>> windows, heldOut;
   if (!loadCalibrationWindows(options, seqlen, objective->vocabSize(), windows,
-                              error))
+                              heldOut, error))
+    return fail(error);
+  if (!objective->prepareGPTQ(windows, error))
     return fail(error);
 
   bool terminal =
@@ -547,6 +690,30 @@ LogicalResult calibrateRotations(ModuleOp module,
   const int64_t evalCount = 8;
   if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
                                     seqlen, before, error))
+    return fail(error);
+  // Validation: the held-out loss at the initialization, every
+  // validateEvery steps and at the end; the best rotations are kept.
+  Rotations best;
+  double bestLoss = 0, lastLoss = 0;
+  int64_t bestStep = 0;
+  auto validate = [&](int64_t step) -> bool {
+    double l;
+    if (!evalLoss(*objective, rotations, heldOut, heldOut.size(), seqlen, l,
+                  error))
+      return false;
+    lastLoss = l;
+    if (step == 0 || l < bestLoss) {
+      bestLoss = l;
+      bestStep = step;
+      best = rotations;
+    }
+    if (terminal)
+      llvm::errs() << llvm::format(
+          "calibrate: step %3lld  held-out loss %.4f%s\n", (long long)step, l,
+          bestStep == step ? "  (best)" : "");
+    return true;
+  };
+  if (!heldOut.empty() && !validate(0))
     return fail(error);
   auto start = std::chrono::steady_clock::now();
   int64_t next = 0;
@@ -589,7 +756,14 @@ LogicalResult calibrateRotations(ModuleOp module,
                                    (long long)step + 1,
                                    (long long)options.steps, loss, cayley.lr,
                                    alpha, secs);
+    if (!heldOut.empty() &&
+        ((step + 1) % options.validateEvery == 0 ||
+         step + 1 == options.steps) &&
+        !validate(step + 1))
+      return fail(error);
   }
+  if (!heldOut.empty() && bestStep != options.steps)
+    rotations = best;
   numerics::reorthonormalize(rotations.r1, n);
   for (auto &r : rotations.r2)
     numerics::reorthonormalize(r, d);
@@ -607,6 +781,11 @@ LogicalResult calibrateRotations(ModuleOp module,
         options.quant.c_str(), total,
         options.steps ? total / options.steps : 0.0,
         (long long)std::min<int64_t>(evalCount, windows.size()), before, after);
+  if (options.progress && !heldOut.empty())
+    llvm::errs() << llvm::format(
+        "calibrate: held-out loss on %lld windows: %.4f at step %lld kept "
+        "(%.4f at the end)\n",
+        (long long)heldOut.size(), bestLoss, (long long)bestStep, lastLoss);
   return success();
 }
 

@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Numerics/Quantize.h"
+#include "QuantizeCalibration.h"
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Pack.h"
@@ -36,17 +37,6 @@ namespace sq {
 
 using namespace mlir;
 using namespace sq;
-
-namespace sq {
-// QuantizeCalibration.cpp
-LogicalResult loadCalibrationSamples(ModuleOp module, const QuantSpec &spec,
-                                     int64_t maxPositions,
-                                     std::vector<std::vector<int64_t>> &out);
-LogicalResult collectHessians(ModuleOp module,
-                              const std::vector<std::vector<int64_t>> &samples,
-                              ArrayRef<Operation *> ops,
-                              std::map<Operation *, HessianAccumulator> &out);
-} // namespace sq
 
 namespace {
 

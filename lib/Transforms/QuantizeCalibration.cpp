@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "QuantizeCalibration.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
 #include "sq/Exec/Tokenizer.h"

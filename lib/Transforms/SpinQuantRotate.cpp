@@ -216,6 +216,8 @@ struct SpinQuantRotatePass
     options.momentum = momentum;
     options.seed = seed;
     options.quant = quant;
+    options.validate = validate;
+    options.validateEvery = validateEvery;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);
@@ -388,6 +390,8 @@ struct SpinQuantCalibratePass
     o.schedule = schedule;
     o.momentum = momentum;
     o.quant = quant;
+    o.validate = validate;
+    o.validateEvery = validateEvery;
     o.init = init;
     o.save = save;
     o.fuseNorms = fuseNorms;

@@ -189,8 +189,11 @@ TEST(Calibration, RejectsBadInput) {
                      "sq-fuse-norms");
   ASSERT_TRUE(module);
   std::string error;
-  EXPECT_FALSE(RotationObjective::create(*module, "w4a4kv4,gptq", error));
-  EXPECT_NE(error.find("round-to-nearest"), std::string::npos) << error;
+  EXPECT_FALSE(
+      RotationObjective::create(*module, "w4a4kv4,gptq,calib=x.txt", error));
+  EXPECT_NE(error.find("calib= is not used"), std::string::npos) << error;
+  EXPECT_FALSE(RotationObjective::create(*module, "w4a4kv4,mode=real", error));
+  EXPECT_NE(error.find("mode=real"), std::string::npos) << error;
   EXPECT_FALSE(RotationObjective::create(*module, "w3x", error));
 
   // A norm with a scale does not commute with R1.
@@ -209,6 +212,63 @@ TEST(Calibration, RejectsBadInput) {
   std::vector<int64_t> tokens(8, 1);
   EXPECT_FALSE(obj->evaluate(r, tokens, 1, 8, loss, nullptr, error));
   EXPECT_NE(error.find("do not match"), std::string::npos) << error;
+}
+
+// Training under GPTQ quantizes the rotated weights with the float model's
+// Hessians seen through the rotations (R1^T H R1, blockdiag(R2)^T H
+// blockdiag(R2)): the loss at rotations R must equal the loss of the model
+// with R folded into its weights (whose Hessians are collected directly) at
+// the identity.
+TEST(Calibration, GPTQTrainingRotatesTheHessians) {
+  mlir::MLIRContext ctx;
+  const std::string fixture =
+      SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx";
+  auto plain = load(ctx, fixture, "sq-fuse-norms");
+  auto folded = load(ctx, fixture,
+                     "spinquant-rotate{mode=random seed=5 "
+                     "online-hadamard=false}");
+  ASSERT_TRUE(plain && folded);
+  std::string error;
+  auto a = RotationObjective::create(*plain, "w4a4kv4,gptq", error);
+  ASSERT_TRUE(a) << error;
+  auto b = RotationObjective::create(*folded, "w4a4kv4,gptq", error);
+  ASSERT_TRUE(b) << error;
+  auto rtn = RotationObjective::create(*plain, "w4a4kv4", error);
+  ASSERT_TRUE(rtn) << error;
+  int64_t n = a->hidden(), d = a->headDim(), seq = 16;
+  std::vector<std::vector<int64_t>> windows;
+  for (int64_t w = 0; w < 8; ++w) {
+    windows.emplace_back();
+    for (int64_t i = 0; i < seq; ++i)
+      windows.back().push_back((w * 31 + i * 7 + 3) % a->vocabSize());
+  }
+  Rotations r, id;
+  r.r1 = numerics::randomOrthogonalMatrix(n, 5);
+  id.r1.assign(n * n, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    id.r1[i * n + i] = 1.0;
+  for (int64_t l = 0; l < a->numLayers(); ++l) {
+    r.r2.push_back(numerics::randomOrthogonalMatrix(d, 5 + 1 + l));
+    id.r2.emplace_back(d * d, 0.0);
+    for (int64_t i = 0; i < d; ++i)
+      id.r2.back()[i * d + i] = 1.0;
+  }
+  const std::vector<int64_t> &tokens = windows[0];
+  double la, lb, lr;
+  EXPECT_FALSE(a->evaluate(r, tokens, 1, seq, la, nullptr, error));
+  EXPECT_NE(error.find("prepareGPTQ"), std::string::npos) << error;
+  ASSERT_TRUE(a->prepareGPTQ(windows, error)) << error;
+  ASSERT_TRUE(b->prepareGPTQ(windows, error)) << error;
+  ASSERT_TRUE(rtn->prepareGPTQ(windows, error)) << error; // a no-op
+  ASSERT_TRUE(a->evaluate(r, tokens, 1, seq, la, nullptr, error)) << error;
+  ASSERT_TRUE(b->evaluate(id, tokens, 1, seq, lb, nullptr, error)) << error;
+  ASSERT_TRUE(rtn->evaluate(r, tokens, 1, seq, lr, nullptr, error)) << error;
+  EXPECT_NEAR(la, lb, 1e-3 * std::fabs(lb));
+  // GPTQ is not round-to-nearest: the losses differ.
+  EXPECT_GT(std::fabs(la - lr), 1e-3 * std::fabs(lr));
+  Rotations g;
+  ASSERT_TRUE(a->evaluate(r, tokens, 1, seq, la, &g, error)) << error;
+  EXPECT_GT(std::sqrt(dot(g.r1, g.r1)), 1e-4);
 }
 
 // Training lowers the loss on fixed windows of the shared byte-level model
@@ -262,6 +322,80 @@ TEST(Calibration, LowersLossOnSharedModel) {
   run(b, before2, after2);
   EXPECT_EQ(a.r1, b.r1) << "calibration is not deterministic";
   EXPECT_EQ(after, after2);
+}
+
+// validate=N holds out the last N windows of the text (the training
+// windows come from before them); the returned rotations are the best of the
+// held-out evaluations, the initialization included.
+TEST(Calibration, ValidationKeepsTheBestRotations) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  auto obj = RotationObjective::create(*module, "w4a4kv4", error);
+  ASSERT_TRUE(obj) << error;
+  const int64_t seq = 8, vocab = obj->vocabSize();
+  llvm::SmallString<128> bin;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-calib", "bin", bin));
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < 200; ++i)
+    ids.push_back((i * 13 + 5) % vocab);
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(bin, ec);
+    ASSERT_FALSE(ec);
+    os.write(reinterpret_cast<const char *>(ids.data()), ids.size() * 4);
+  }
+  CalibrationOptions options;
+  options.data = bin.str().str();
+  options.seqlen = seq;
+  options.samples = 8;
+  options.batch = 2;
+  options.steps = 6;
+  options.lr = 50; // large steps: some checkpoints are worse than others
+  options.schedule = "constant";
+  options.validate = 3;
+  options.validateEvery = 2;
+  options.progress = false;
+  std::vector<std::vector<int64_t>> windows, heldOut;
+  ASSERT_TRUE(
+      loadCalibrationWindows(options, seq, vocab, windows, heldOut, error))
+      << error;
+  ASSERT_EQ(heldOut.size(), 3u);
+  for (int64_t w = 0; w < 3; ++w)
+    for (int64_t i = 0; i < seq; ++i)
+      EXPECT_EQ(heldOut[w][i], ids[200 - (w + 1) * seq + i]);
+  EXPECT_EQ(windows.size(), 8u);
+  options.validate = 30; // more than the text holds
+  EXPECT_FALSE(
+      loadCalibrationWindows(options, seq, vocab, windows, heldOut, error));
+  EXPECT_NE(error.find("validate=30 needs"), std::string::npos) << error;
+  options.validate = 3;
+
+  auto heldOutLoss = [&](const Rotations &r) {
+    double sum = 0, l;
+    for (auto &w : heldOut) {
+      EXPECT_TRUE(obj->evaluate(r, w, 1, seq, l, nullptr, error)) << error;
+      sum += l / heldOut.size();
+    }
+    return sum;
+  };
+  Rotations init;
+  init.r1 = numerics::randomOrthogonalMatrix(obj->hidden(), 3);
+  for (int64_t l = 0; l < obj->numLayers(); ++l)
+    init.r2.push_back(numerics::randomOrthogonalMatrix(obj->headDim(), 4 + l));
+  // The same training (validation does not change it), checkpoints every
+  // 2 steps or only the initialization and the end.
+  Rotations best = init, ends = init;
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, best)));
+  options.validateEvery = 1000;
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, ends)));
+  double l0 = heldOutLoss(init), lBest = heldOutLoss(best);
+  EXPECT_LE(lBest, l0 + 1e-4);
+  EXPECT_LE(lBest, heldOutLoss(ends) + 1e-4);
+  EXPECT_LE(numerics::orthogonalityError(best.r1, obj->hidden()), 1e-5);
+  llvm::sys::fs::remove(bin);
 }
 
 TEST(Calibration, EmbeddedTextIsWikiText) {

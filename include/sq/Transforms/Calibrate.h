@@ -58,8 +58,17 @@ struct CalibrationOptions {
   /// Seeds the sampling of the calibration windows.
   uint64_t seed = 0;
   /// The quantization the rotations are trained under (--quantize's
-  /// language; weights are quantized round-to-nearest if at all).
+  /// language; weights, if at all, round-to-nearest or with `gptq`: GPTQ
+  /// under the float model's Hessians seen through the rotations).
   std::string quant = "w16a4kv4";
+  /// Windows held out for validation (0: none): cut one after another from
+  /// the end of the text, and the training windows are drawn from the text
+  /// before them. With validation, the loss of the held-out windows is
+  /// measured at the initialization, every `validateEvery` steps and at the
+  /// end, and the rotations with the lowest one are kept (the
+  /// initialization too, if no step beats it).
+  int64_t validate = 0;
+  int64_t validateEvery = 10;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
@@ -80,6 +89,13 @@ public:
   int64_t vocabSize() const;
   int64_t maxPositions() const;
 
+  /// Training under gptq (`quant` with `gptq`): collects the float model's
+  /// GPTQ Hessians over `windows`; each step then quantizes the rotated
+  /// weights with GPTQ under the Hessians seen through the rotations. A no-op
+  /// for round-to-nearest specs. Call before evaluate().
+  bool prepareGPTQ(const std::vector<std::vector<int64_t>> &windows,
+                   std::string &error);
+
   /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
   /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (the matrices
   /// need not be orthogonal: the loss is defined for any).
@@ -98,6 +114,13 @@ private:
 bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
                             int64_t vocab,
                             std::vector<std::vector<int64_t>> &windows,
+                            std::string &error);
+/// The same, and `options.validate` held-out windows from the end of the
+/// text (the training windows are drawn from the text before them).
+bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
+                            int64_t vocab,
+                            std::vector<std::vector<int64_t>> &windows,
+                            std::vector<std::vector<int64_t>> &heldOut,
                             std::string &error);
 
 /// The embedded default calibration text (a WikiText-2 excerpt).

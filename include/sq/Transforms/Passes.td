@@ -131,6 +131,12 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "2048; 512 when the model does not record it)">,
     Option<"batch", "batch", "int64_t", /*default=*/"4",
            "learned: windows per step">,
+    Option<"validate", "validate", "int64_t", /*default=*/"0",
+           "learned: windows held out from the end of the text; their loss "
+           "is measured every validate-every steps and the best rotations "
+           "(the initialization included) are kept (0: off, keep the last)">,
+    Option<"validateEvery", "validate-every", "int64_t", /*default=*/"10",
+           "learned: steps between two held-out evaluations">,
     Option<"steps", "steps", "int64_t", /*default=*/"100",
            "learned: Cayley SGD steps">,
     Option<"lr", "lr", "double", /*default=*/"1.5",
@@ -142,8 +148,9 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "learned: Cayley SGD momentum (0 in the official runs)">,
     Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
            "learned: the quantization trained under, in --quantize's "
-           "language without commas (w16a4kv4: the official recipe before "
-           "GPTQ; w4a4kv4: with round-to-nearest weights)">,
+           "language (w16a4kv4: the official recipe before GPTQ; w4a4kv4: "
+           "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
+           "float model's Hessians, recomputed every step)">,
     Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
            "learned: initial rotations: hadamard or random">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
@@ -208,6 +215,12 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "2048; 512 when the model does not record it)">,
     Option<"batch", "batch", "int64_t", /*default=*/"4",
            "learned: windows per step">,
+    Option<"validate", "validate", "int64_t", /*default=*/"0",
+           "learned: windows held out from the end of the text; their loss "
+           "is measured every validate-every steps and the best rotations "
+           "(the initialization included) are kept (0: off, keep the last)">,
+    Option<"validateEvery", "validate-every", "int64_t", /*default=*/"10",
+           "learned: steps between two held-out evaluations">,
     Option<"steps", "steps", "int64_t", /*default=*/"100",
            "learned: Cayley SGD steps">,
     Option<"lr", "lr", "double", /*default=*/"1.5",
@@ -219,8 +232,9 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "learned: Cayley SGD momentum (0 in the official runs)">,
     Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
            "learned: the quantization trained under, in --quantize's "
-           "language without commas (w16a4kv4: the official recipe before "
-           "GPTQ; w4a4kv4: with round-to-nearest weights)">,
+           "language (w16a4kv4: the official recipe before GPTQ; w4a4kv4: "
+           "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
+           "float model's Hessians, recomputed every step)">,
     Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
            "learned: initial rotations: hadamard or random">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Counts individual test cases from ctest's JUnit file and lit's JSON results.
 
-Usage: count_results.py CTEST_JUNIT_XML LIT_RESULTS_JSON
+Usage: count_results.py CTEST_JUNIT_XML LIT_RESULTS_JSON [FUZZ_RESULTS]
 
 Prints one line "N passed, N failed" (", N skipped" when some were skipped)
 and exits 1 when something failed or nothing ran. The ctest entry "sq-lit" is
 replaced by the lit cases it ran; if lit left no results file, the entry
-counts as one failure.
+counts as one failure. FUZZ_RESULTS (scripts/test.sh with SQ_FUZZ) has one
+line per fuzz target, "PASS name" or "FAIL name"; a missing or empty file is
+one failure.
 """
 
 import json
@@ -51,6 +53,22 @@ def main():
                     skipped += 1
                 else:
                     failed += 1
+    if len(sys.argv) > 3:
+        fuzz = sys.argv[3]
+        lines = []
+        if os.path.exists(fuzz):
+            with open(fuzz) as f:
+                lines = [l.split() for l in f if l.strip()]
+        if not lines:
+            print("count_results: no fuzz results (%s)" % fuzz, file=sys.stderr)
+            failed += 1
+        for words in lines:
+            if words[0] == "PASS":
+                passed += 1
+            else:
+                failed += 1
+                print("count_results: fuzz target failed: %s" % " ".join(words[1:]),
+                      file=sys.stderr)
     line = "%d passed, %d failed" % (passed, failed)
     if skipped:
         line += ", %d skipped" % skipped

@@ -15,6 +15,11 @@ PACKAGES=(
   # unit tests; the Python binding's test (python3-numpy)
   libgtest-dev python3-numpy
 )
+# SQ_FUZZ=SECONDS scripts/test.sh: libFuzzer's runtime (libclang_rt.fuzzer)
+# and the sanitizer runtimes for clang-22.
+if [ -n "${SQ_FUZZ:-}" ]; then
+  PACKAGES+=(libclang-rt-22-dev)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -7,13 +7,20 @@
 #   scripts/test.sh --asan     the same suite built with AddressSanitizer and
 #                              UndefinedBehaviorSanitizer, in build-asan/
 #   scripts/test.sh [--asan] -R REGEX   only the ctest entries matching REGEX
+#
+#   SQ_FUZZ=SECONDS scripts/test.sh      the suite, then every libFuzzer target
+#                              of test/fuzz for SECONDS (1-60) each: builds
+#                              build-fuzz/ (clang-22, ASan+UBSan; only
+#                              sq-fuzz-all), seeds the corpora, runs them;
+#                              each target counts as one case (a crash, hang
+#                              or OOM fails it). CI runs SQ_FUZZ=30.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_ARGS=()
 case "${1:-}" in
   -h|--help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
   --asan)
     shift
@@ -38,10 +45,38 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" \
   --output-junit "$PWD/$BUILD_DIR/ctest-results.xml" "$@"
 ctest_status=$?
 
+# SQ_FUZZ=SECONDS: the fuzz targets, one case each (FUZZ_RESULTS lines
+# "PASS name" / "FAIL name").
+FUZZ_ARGS=()
+if [ -n "${SQ_FUZZ:-}" ]; then
+  FUZZ_DIR=${SQ_FUZZ_BUILD_DIR:-build-fuzz}
+  FUZZ_RESULTS=$FUZZ_DIR/fuzz/results.txt
+  FUZZ_ARGS=("$FUZZ_RESULTS")
+  mkdir -p "$FUZZ_DIR/fuzz"
+  rm -f "$FUZZ_RESULTS"
+  if ! [[ $SQ_FUZZ =~ ^[0-9]+$ ]] || [ "$SQ_FUZZ" -lt 1 ] || [ "$SQ_FUZZ" -gt 60 ]; then
+    echo "test.sh: SQ_FUZZ=$SQ_FUZZ: expected seconds per target, 1 to 60" \
+      "(longer runs: test/fuzz/run.sh SECONDS)" >&2
+    echo "FAIL fuzz-options" >"$FUZZ_RESULTS"
+  elif ! { [ -f "$FUZZ_DIR/build.ninja" ] ||
+    cmake -G Ninja -S . -B "$FUZZ_DIR" \
+      -DMLIR_DIR="${MLIR_DIR:-/usr/lib/llvm-22/lib/cmake/mlir}" \
+      -DSQ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null; } ||
+    ! cmake --build "$FUZZ_DIR" --target sq-fuzz-all; then
+    echo "test.sh: the fuzz build ($FUZZ_DIR) failed" >&2
+    echo "FAIL fuzz-build" >"$FUZZ_RESULTS"
+  else
+    SQ_COMPILE=$BUILD_DIR/bin/sq-compile test/fuzz/make_corpora.sh "$FUZZ_DIR"
+    SQ_BUILD_DIR=$FUZZ_DIR SQ_FUZZ_RESULTS=$FUZZ_RESULTS \
+      test/fuzz/run.sh "$SQ_FUZZ"
+  fi
+fi
+
 # Count individual cases: gtest cases are ctest entries of their own; the lit
-# suite is one ctest entry whose cases are in lit-results.json.
+# suite is one ctest entry whose cases are in lit-results.json; fuzz targets
+# are in FUZZ_RESULTS.
 python3 scripts/count_results.py "$BUILD_DIR/ctest-results.xml" \
-  "$BUILD_DIR/test/lit-results.json"
+  "$BUILD_DIR/test/lit-results.json" "${FUZZ_ARGS[@]}"
 count_status=$?
 if [ $ctest_status -ne 0 ] || [ $count_status -ne 0 ]; then
   exit 1

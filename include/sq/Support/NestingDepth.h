@@ -1,29 +1,37 @@
-//===- NestingDepth.h - bound the nesting of textual IR ----------*- C++
-//-*-===//
+//===- NestingDepth.h - bound the nesting of textual IR ---------*- C++ -*-===//
 //
 // MLIR's text parser recurses once per level of nesting (regions, attribute
 // and type brackets): a file of 10,000 nested `[` or `({` overflows the
-// stack and crashes sq-opt, sq-run and sq-compile. Real IR nests a few
-// dozen levels. The tools scan the text first, in linear time, and refuse
-// nesting deeper than kMaxNestingDepth with a one-line error at the place.
+// stack and crashes sq-opt, sq-run and sq-compile. It also recurses once per
+// operator of an affine expression: `affine_map<(d0) -> (d0 + d0 + ...)>`
+// with 100,000 terms crashes the same way. Real IR nests a few dozen levels
+// and writes a handful of terms. The tools scan the text first, in linear
+// time, and refuse nesting deeper than kMaxNestingDepth or an expression of
+// more than kMaxExpressionOperators operators, with a one-line error at the
+// place.
 //
 // The scan counts (, [, { and < (not the > of ->) outside string literals
-// and // comments. It over-approximates what MLIR nests, which is what a
-// bound needs. Bytecode (which starts with "ML\xEFR") is not scanned.
+// and // comments, and the + and * of each bracket level between two commas
+// (not the + of an exponent, 1.0e+00). It over-approximates what MLIR nests,
+// which is what a bound needs. Bytecode (which starts with "ML\xEFR") is not
+// scanned.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef SQ_SUPPORT_NESTINGDEPTH_H
 #define SQ_SUPPORT_NESTINGDEPTH_H
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
 
 #include <string>
+#include <vector>
 
 namespace sq {
 
 constexpr unsigned kMaxNestingDepth = 512;
+constexpr unsigned kMaxExpressionOperators = 4096;
 
 /// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout; without
 /// "error: " when `mlirLayout` is false, for a tool's own "error:" prefix)
@@ -36,6 +44,15 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
     return "";
   unsigned depth = 0, line = 1;
   size_t lineStart = 0;
+  // Operators of the expression open at each depth, since its last comma.
+  std::vector<unsigned> operators(maxDepth + 2, 0);
+  auto at = [&](size_t i, const llvm::Twine &what) {
+    return (name + ":" + llvm::Twine(line) + ":" +
+            llvm::Twine(i - lineStart + 1) + ": " +
+            (mlirLayout ? "error: " : "") + what +
+            "; MLIR's parser would overflow its stack")
+        .str();
+  };
   for (size_t i = 0, n = text.size(); i < n; ++i) {
     char c = text[i];
     switch (c) {
@@ -60,13 +77,22 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
     case '{':
     case '<':
       if (++depth > maxDepth)
-        return (name + ":" + llvm::Twine(line) + ":" +
-                llvm::Twine(i - lineStart + 1) + ": " +
-                (mlirLayout ? "error: " : "") + "nested more than " +
-                llvm::Twine(maxDepth) +
-                " levels deep (brackets, regions, types); MLIR's parser "
-                "would overflow its stack")
-            .str();
+        return at(i, "nested more than " + llvm::Twine(maxDepth) +
+                         " levels deep (brackets, regions, types)");
+      operators[depth] = 0;
+      break;
+    case '+':
+    case '*':
+      // Not the sign of an exponent (1.0e+00, 2E+5).
+      if (c == '+' && i >= 2 && (text[i - 1] == 'e' || text[i - 1] == 'E') &&
+          (llvm::isDigit(text[i - 2]) || text[i - 2] == '.'))
+        break;
+      if (++operators[depth] > kMaxExpressionOperators)
+        return at(i, "more than " + llvm::Twine(kMaxExpressionOperators) +
+                         " operators in one expression");
+      break;
+    case ',':
+      operators[depth] = 0;
       break;
     case ')':
     case ']':

@@ -30,6 +30,7 @@ Kinds:
                              resource blob NAME set to NaN
   mlir-nesting OUT N         textual MLIR with N nested regions
   mlir-attr-nesting OUT N    textual MLIR with an attribute nested N deep
+  mlir-affine-chain OUT N    textual MLIR with an affine map of N terms
 """
 
 import struct
@@ -246,6 +247,10 @@ def main(argv):
     elif kind == "mlir-nesting":
         n = int(argv[3])
         data = ('"test.op"() ({\n' * n + '}) : () -> ()\n' * n).encode()
+    elif kind == "mlir-affine-chain":
+        n = int(argv[3])
+        data = ("#map = affine_map<(d0) -> (" + " + ".join(["(d0)"] * n) +
+                ")>\nfunc.func private @f() attributes {m = #map}\n").encode()
     elif kind == "mlir-attr-nesting":
         n = int(argv[3])
         data = ("func.func private @f() attributes {a = " + "[" * n +

@@ -12,9 +12,11 @@
 //
 // The scan counts (, [, { and < (not the > of ->) outside string literals
 // and // comments, and the + and * of each bracket level between two commas
-// (not the + of an exponent, 1.0e+00). It over-approximates what MLIR nests,
-// which is what a bound needs. Bytecode (which starts with "ML\xEFR") is not
-// scanned.
+// (not the + of an exponent, 1.0e+00). An alias counts with the depth its
+// definition reaches, so a chain of aliases (`#a1 = [#a0]`, `#a2 = [#a1]`,
+// ...), which nests without nested brackets, is bounded too. The scan
+// over-approximates what MLIR nests, which is what a bound needs. Bytecode
+// (which starts with "ML\xEFR") is not scanned.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,9 +24,11 @@
 #define SQ_SUPPORT_NESTINGDEPTH_H
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -36,7 +40,9 @@ constexpr unsigned kMaxExpressionOperators = 4096;
 /// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout; without
 /// "error: " when `mlirLayout` is false, for a tool's own "error:" prefix)
 /// at the first bracket nested deeper than `maxDepth` in textual IR, or ""
-/// when there is none (or `text` is bytecode).
+/// when there is none (or `text` is bytecode). Aliases count with the depth
+/// of their definition: `#a1 = [#a0]`, `#a2 = [#a1]`, ... nests as deep as
+/// the brackets written out would.
 inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
                                      bool mlirLayout = true,
                                      unsigned maxDepth = kMaxNestingDepth) {
@@ -46,6 +52,11 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
   size_t lineStart = 0;
   // Operators of the expression open at each depth, since its last comma.
   std::vector<unsigned> operators(maxDepth + 2, 0);
+  // Alias definitions (`#name = ...`, `!name = ...` at the start of a line)
+  // and the depth each one's value reaches.
+  llvm::StringMap<unsigned> aliasDepth;
+  std::string defining; // the alias being defined, until its line ends
+  unsigned definingDepth = 0;
   auto at = [&](size_t i, const llvm::Twine &what) {
     return (name + ":" + llvm::Twine(line) + ":" +
             llvm::Twine(i - lineStart + 1) + ": " +
@@ -53,12 +64,23 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
             "; MLIR's parser would overflow its stack")
         .str();
   };
+  auto isIdChar = [](char c) {
+    return llvm::isAlnum(c) || c == '_' || c == '$' || c == '.' || c == '-';
+  };
+  auto tooDeep = [&](size_t i) {
+    return at(i, "nested more than " + llvm::Twine(maxDepth) +
+                     " levels deep (brackets, regions, types, aliases)");
+  };
   for (size_t i = 0, n = text.size(); i < n; ++i) {
     char c = text[i];
     switch (c) {
     case '\n':
       ++line;
       lineStart = i + 1;
+      if (!defining.empty() && depth == 0) {
+        aliasDepth[defining] = definingDepth;
+        defining.clear();
+      }
       break;
     case '"': // a string literal, with backslash escapes, on one line
       for (++i; i < n && text[i] != '"' && text[i] != '\n'; ++i)
@@ -72,13 +94,43 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
         while (i + 1 < n && text[i + 1] != '\n')
           ++i;
       break;
+    case '#':
+    case '!': {
+      size_t e = i + 1;
+      while (e < n && isIdChar(text[e]))
+        ++e;
+      if (e == i + 1)
+        break;
+      llvm::StringRef id = text.slice(i, e);
+      bool atLineStart = depth == 0 && text.slice(lineStart, i).trim().empty();
+      size_t f = e;
+      while (f < n && (text[f] == ' ' || text[f] == '\t'))
+        ++f;
+      if (atLineStart && f < n && text[f] == '=' &&
+          (f + 1 >= n || text[f + 1] != '=')) {
+        defining = id.str();
+        definingDepth = 0;
+      } else {
+        auto it = aliasDepth.find(id);
+        if (it != aliasDepth.end()) {
+          unsigned d = depth + it->second;
+          if (d > maxDepth)
+            return tooDeep(i);
+          if (!defining.empty())
+            definingDepth = std::max(definingDepth, d);
+        }
+      }
+      i = e - 1;
+      break;
+    }
     case '(':
     case '[':
     case '{':
     case '<':
       if (++depth > maxDepth)
-        return at(i, "nested more than " + llvm::Twine(maxDepth) +
-                         " levels deep (brackets, regions, types)");
+        return tooDeep(i);
+      if (!defining.empty())
+        definingDepth = std::max(definingDepth, depth);
       operators[depth] = 0;
       break;
     case '+':

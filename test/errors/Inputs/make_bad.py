@@ -31,6 +31,8 @@ Kinds:
   mlir-nesting OUT N         textual MLIR with N nested regions
   mlir-attr-nesting OUT N    textual MLIR with an attribute nested N deep
   mlir-affine-chain OUT N    textual MLIR with an affine map of N terms
+  mlir-alias-chain OUT N     textual MLIR with N attribute aliases, each
+                             nesting the one before
 """
 
 import struct
@@ -251,6 +253,12 @@ def main(argv):
         n = int(argv[3])
         data = ("#map = affine_map<(d0) -> (" + " + ".join(["(d0)"] * n) +
                 ")>\nfunc.func private @f() attributes {m = #map}\n").encode()
+    elif kind == "mlir-alias-chain":
+        n = int(argv[3])
+        lines = ["#a0 = [1]"] + ["#a%d = [#a%d]" % (i, i - 1)
+                                 for i in range(1, n)]
+        data = ("\n".join(lines) + "\nfunc.func private @f() attributes "
+                "{m = #a%d}\n" % (n - 1)).encode()
     elif kind == "mlir-attr-nesting":
         n = int(argv[3])
         data = ("func.func private @f() attributes {a = " + "[" * n +

@@ -14,7 +14,8 @@
 // and // comments, and the + and * of each bracket level between two commas
 // (not the + of an exponent, 1.0e+00). An alias counts with the depth its
 // definition reaches, so a chain of aliases (`#a1 = [#a0]`, `#a2 = [#a1]`,
-// ...), which nests without nested brackets, is bounded too. The scan
+// ...), which nests without nested brackets, is bounded too, and so is
+// the total size that alias references expand to. The scan
 // over-approximates what MLIR nests, which is what a bound needs. Bytecode
 // (which starts with "ML\xEFR") is not scanned.
 //
@@ -29,6 +30,7 @@
 #include "llvm/ADT/Twine.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,10 @@ namespace sq {
 
 constexpr unsigned kMaxNestingDepth = 512;
 constexpr unsigned kMaxExpressionOperators = 4096;
+/// What all alias references expand to, summed: `#a1 = [#a0, #a0]`,
+/// `#a2 = [#a1, #a1]`, ... doubles per line, and MLIR's printer walks the
+/// expansion (60 such lines did not finish printing).
+constexpr uint64_t kMaxAliasExpansion = uint64_t(1) << 24;
 
 /// "NAME:LINE:COL: error: ..." (MLIR's diagnostic layout; without
 /// "error: " when `mlirLayout` is false, for a tool's own "error:" prefix)
@@ -54,14 +60,18 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
   std::vector<unsigned> operators(maxDepth + 2, 0);
   // Alias definitions (`#name = ...`, `!name = ...` at the start of a line)
   // and the depth each one's value reaches.
-  llvm::StringMap<unsigned> aliasDepth;
+  struct Alias {
+    unsigned depth;
+    uint64_t size; // attributes/types it expands to
+  };
+  llvm::StringMap<Alias> aliases;
   std::string defining; // the alias being defined, until its line ends
   unsigned definingDepth = 0;
+  uint64_t definingSize = 0, expansion = 0;
   auto at = [&](size_t i, const llvm::Twine &what) {
     return (name + ":" + llvm::Twine(line) + ":" +
             llvm::Twine(i - lineStart + 1) + ": " +
-            (mlirLayout ? "error: " : "") + what +
-            "; MLIR's parser would overflow its stack")
+            (mlirLayout ? "error: " : "") + what)
         .str();
   };
   auto isIdChar = [](char c) {
@@ -69,7 +79,8 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
   };
   auto tooDeep = [&](size_t i) {
     return at(i, "nested more than " + llvm::Twine(maxDepth) +
-                     " levels deep (brackets, regions, types, aliases)");
+                     " levels deep (brackets, regions, types, aliases); "
+                     "MLIR's parser would overflow its stack");
   };
   for (size_t i = 0, n = text.size(); i < n; ++i) {
     char c = text[i];
@@ -78,7 +89,7 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
       ++line;
       lineStart = i + 1;
       if (!defining.empty() && depth == 0) {
-        aliasDepth[defining] = definingDepth;
+        aliases[defining] = {definingDepth, definingSize};
         defining.clear();
       }
       break;
@@ -110,14 +121,23 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
           (f + 1 >= n || text[f + 1] != '=')) {
         defining = id.str();
         definingDepth = 0;
+        definingSize = 1;
       } else {
-        auto it = aliasDepth.find(id);
-        if (it != aliasDepth.end()) {
-          unsigned d = depth + it->second;
+        auto it = aliases.find(id);
+        if (it != aliases.end()) {
+          unsigned d = depth + it->second.depth;
           if (d > maxDepth)
             return tooDeep(i);
-          if (!defining.empty())
+          expansion += it->second.size;
+          if (expansion > kMaxAliasExpansion)
+            return at(i, "aliases that expand to more than " +
+                             llvm::Twine(kMaxAliasExpansion) +
+                             " attributes and types; printing or walking "
+                             "them would not finish");
+          if (!defining.empty()) {
             definingDepth = std::max(definingDepth, d);
+            definingSize += it->second.size;
+          }
         }
       }
       i = e - 1;
@@ -141,7 +161,8 @@ inline std::string checkNestingDepth(llvm::StringRef text, llvm::StringRef name,
         break;
       if (++operators[depth] > kMaxExpressionOperators)
         return at(i, "more than " + llvm::Twine(kMaxExpressionOperators) +
-                         " operators in one expression");
+                         " operators in one expression; MLIR's parser "
+                         "would overflow its stack");
       break;
     case ',':
       operators[depth] = 0;

@@ -33,6 +33,8 @@ Kinds:
   mlir-affine-chain OUT N    textual MLIR with an affine map of N terms
   mlir-alias-chain OUT N     textual MLIR with N attribute aliases, each
                              nesting the one before
+  mlir-alias-dag OUT N       textual MLIR with N attribute aliases, each
+                             holding the one before twice (2^N elements)
 """
 
 import struct
@@ -256,6 +258,12 @@ def main(argv):
     elif kind == "mlir-alias-chain":
         n = int(argv[3])
         lines = ["#a0 = [1]"] + ["#a%d = [#a%d]" % (i, i - 1)
+                                 for i in range(1, n)]
+        data = ("\n".join(lines) + "\nfunc.func private @f() attributes "
+                "{m = #a%d}\n" % (n - 1)).encode()
+    elif kind == "mlir-alias-dag":
+        n = int(argv[3])
+        lines = ["#a0 = [1]"] + ["#a%d = [#a%d, #a%d]" % (i, i - 1, i - 1)
                                  for i in range(1, n)]
         data = ("\n".join(lines) + "\nfunc.func private @f() attributes "
                 "{m = #a%d}\n" % (n - 1)).encode()

@@ -11,6 +11,7 @@
 
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Support/AttrExpansion.h"
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
@@ -20,6 +21,8 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -31,6 +34,29 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdio>
+
+namespace {
+/// Runs before the user's passes: refuses attributes that printing would
+/// expand without end (sq/Support/AttrExpansion.h; a bytecode input is not
+/// prescanned).
+struct CheckAttributeExpansion
+    : mlir::PassWrapper<CheckAttributeExpansion, mlir::OperationPass<>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(CheckAttributeExpansion)
+  llvm::StringRef getArgument() const override {
+    return "sq-check-attribute-expansion";
+  }
+  void runOnOperation() override {
+    if (mlir::Operation *op =
+            sq::findAttributeBlowup(getOperation(), sq::kMaxPrintedExpansion)) {
+      op->emitError() << "attributes that expand to more than "
+                      << sq::kMaxPrintedExpansion
+                      << " attributes and types; printing them would not "
+                         "finish";
+      signalPassFailure();
+    }
+  }
+};
+} // namespace
 
 int main(int argc, char **argv) {
   sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
@@ -63,6 +89,11 @@ int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::MlirOptMainConfig config =
       mlir::MlirOptMainConfig::createFromCLOptions();
+  mlir::MlirOptMainConfig userConfig = config;
+  config.setPassPipelineSetupFn([userConfig](mlir::PassManager &pm) {
+    pm.addPass(std::make_unique<CheckAttributeExpansion>());
+    return userConfig.setupPassPipeline(pm);
+  });
   if (config.shouldShowDialects() || config.shouldListPasses())
     return mlir::asMainReturnCode(mlir::MlirOptMain(
         llvm::outs(), llvm::MemoryBuffer::getMemBuffer(""), registry, config));

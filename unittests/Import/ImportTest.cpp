@@ -349,3 +349,56 @@ TEST(ConcreteReshape, ElementCountOverflowIsAnError) {
   EXPECT_TRUE(resolveReshape({6, 4}, {-1, 8}, false, result, error));
   EXPECT_EQ(result, (std::vector<int64_t>{3, 8}));
 }
+
+// Found by scripts/test.sh --asan (UBSan, test/errors/sq-translate.test's
+// absurd-dims.onnx): the raiser multiplied a weight's declared dims, here
+// 2^40 x 2^40, past int64 (signed overflow) before readTensor refused them.
+TEST(ImportErrors, AbsurdWeightDimsAreAnErrorNotOverflow) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  onnx::GraphProto *g = m.mutable_graph();
+  g->set_name("g");
+  onnx::TensorProto *table = g->add_initializer();
+  table->set_name("embed_tokens.weight");
+  table->set_data_type(onnx::TensorProto::FLOAT);
+  table->add_dims(int64_t(1) << 40);
+  table->add_dims(int64_t(1) << 40);
+  table->set_raw_data(std::string(16, '\0'));
+  auto valueInfo = [](onnx::ValueInfoProto *v, const char *name, int elem,
+                      std::vector<std::string> dims) {
+    v->set_name(name);
+    auto *t = v->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(elem);
+    for (const std::string &d : dims) {
+      auto *dim = t->mutable_shape()->add_dim();
+      if (d[0] >= '0' && d[0] <= '9')
+        dim->set_dim_value(std::stoll(d));
+      else
+        dim->set_dim_param(d);
+    }
+  };
+  valueInfo(g->add_input(), "input_ids", onnx::TensorProto::INT64,
+            {"batch", "seq"});
+  valueInfo(g->add_output(), "h", onnx::TensorProto::FLOAT,
+            {"batch", "seq", "16"});
+  onnx::NodeProto *gather = g->add_node();
+  gather->set_op_type("Gather");
+  gather->set_name("/embed_tokens/Gather");
+  gather->add_input("embed_tokens.weight");
+  gather->add_input("input_ids");
+  gather->add_output("h");
+
+  llvm::SmallString<256> path;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-absurd", "onnx", path));
+  {
+    std::ofstream os(std::string(path), std::ios::binary);
+    ASSERT_TRUE(m.SerializeToOstream(&os));
+  }
+  mlir::MLIRContext context;
+  std::string err;
+  auto module = importOnnxModel(path, &context, err);
+  llvm::sys::fs::remove(path);
+  EXPECT_FALSE(module);
+  EXPECT_NE(err.find("absurdly large"), std::string::npos) << err;
+}

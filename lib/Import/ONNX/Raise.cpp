@@ -1568,11 +1568,14 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
       anyConcrete = true;
       continue;
     }
+    // Declared dims are not validated yet (readTensor does that): a product
+    // past int64 (2^40 x 2^40) is large, not signed overflow.
     int64_t numel = 1;
+    bool overflow = false;
     if (a->kind == AVal::Weight)
       for (int64_t d : a->tensor->dims())
-        numel *= d;
-    if (a->kind != AVal::Weight || numel > (int64_t(1) << 20))
+        overflow |= __builtin_mul_overflow(numel, d, &numel);
+    if (a->kind != AVal::Weight || overflow || numel > (int64_t(1) << 20))
       allConcrete = false;
   }
   if (!anyConcrete)

@@ -16,8 +16,9 @@ PACKAGES=(
   libgtest-dev python3-numpy
 )
 # SQ_FUZZ=SECONDS scripts/test.sh: libFuzzer's runtime (libclang_rt.fuzzer)
-# and the sanitizer runtimes for clang-22.
-if [ -n "${SQ_FUZZ:-}" ]; then
+# and the sanitizer runtimes for clang-22; scripts/test.sh --asan (SQ_ASAN=1):
+# the sanitizer runtimes (only a Recommends of clang-22's packages).
+if [ -n "${SQ_FUZZ:-}" ] || [ -n "${SQ_ASAN:-}" ]; then
   PACKAGES+=(libclang-rt-22-dev)
 fi
 

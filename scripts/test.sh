@@ -26,13 +26,15 @@ case "${1:-}" in
     shift
     export SQ_BUILD_DIR=${SQ_BUILD_DIR:-build-asan}
     # LLVM's own sanitizer switch; our code is instrumented, the packaged
-    # LLVM/MLIR libraries are not. Leak checking is off: MLIR keeps
-    # process-lifetime registries on purpose.
+    # LLVM/MLIR libraries are not (UBSan's flags: LLVM_UBSAN_FLAGS in
+    # CMakeLists.txt). Leak checking is off: MLIR keeps process-lifetime
+    # registries on purpose.
     if [ ! -f "$SQ_BUILD_DIR/build.ninja" ]; then
       BUILD_ARGS=(-DLLVM_USE_SANITIZER="Address;Undefined" -DCMAKE_BUILD_TYPE=RelWithDebInfo)
     fi
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    export SQ_ASAN=1  # setup.sh: install the sanitizer runtimes
     ;;
 esac
 

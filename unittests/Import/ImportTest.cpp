@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -401,4 +402,25 @@ TEST(ImportErrors, AbsurdWeightDimsAreAnErrorNotOverflow) {
   llvm::sys::fs::remove(path);
   EXPECT_FALSE(module);
   EXPECT_NE(err.find("absurdly large"), std::string::npos) << err;
+}
+
+// Found by sq-fuzz-onnx (test/fuzz/regressions/onnx/): a shape constant of
+// 1e19 converted to int64 (undefined), and a Concat of scalars wrote the
+// axis entry of an empty shape.
+TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
+  CTensor big = CTensor::scalar(1e19, CTensor::Float);
+  big.data.push_back(-1e19);
+  big.data.push_back(std::nan(""));
+  big.data.push_back(-7.0);
+  std::vector<int64_t> ints = big.asInts();
+  EXPECT_EQ(ints, (std::vector<int64_t>{INT64_MAX, INT64_MIN, INT64_MIN, -7}));
+
+  std::vector<CTensor> out;
+  std::string error;
+  ConcreteAttrs attrs;
+  EXPECT_FALSE(evalConcrete(
+      "Concat",
+      {CTensor::scalar(1, CTensor::Int), CTensor::scalar(2, CTensor::Int)},
+      attrs, out, error));
+  EXPECT_EQ(error, "Concat of scalars (rank 0)");
 }

@@ -399,6 +399,10 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
   if (op == "Concat") {
     if (!need(1))
       return false;
+    if (in[0].rank() == 0) {
+      error = "Concat of scalars (rank 0)";
+      return false;
+    }
     int64_t axis = attrs.axis;
     if (!normAxis(axis, in[0].rank(), error))
       return false;

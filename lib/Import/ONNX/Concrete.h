@@ -43,8 +43,18 @@ struct CTensor {
     t.data.assign(values.begin(), values.end());
     return t;
   }
+  /// The values as int64 (shapes, axes, indices). Values outside int64's
+  /// range saturate and NaN becomes INT64_MIN, so a hostile constant is
+  /// refused by the later checks instead of being an undefined conversion.
   std::vector<int64_t> asInts() const {
-    return std::vector<int64_t>(data.begin(), data.end());
+    std::vector<int64_t> out;
+    out.reserve(data.size());
+    for (double v : data)
+      out.push_back(v != v        ? INT64_MIN
+                    : v >= 0x1p63 ? INT64_MAX
+                    : v < -0x1p63 ? INT64_MIN
+                                  : static_cast<int64_t>(v));
+    return out;
   }
 };
 

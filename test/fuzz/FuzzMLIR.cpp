@@ -5,13 +5,15 @@
 // What parses and verifies is printed and must parse and verify again (the
 // custom syntax of the sq ops round-trips).
 //
-// The input first goes through sq::findBadResourceBlob, as in sq-opt, sq-run
-// and sq-compile: resource blobs that would abort MLIR's own parser
-// (alignment 0, huge alignments) are refused with a message.
+// The input first goes through the tools' prescans, as in sq-opt, sq-run and
+// sq-compile: sq::findBadResourceBlob (resource blobs that would abort
+// MLIR's own parser: alignment 0, huge alignments; refused with a message
+// and a position) and sq::checkNestingDepth.
 //
 //===----------------------------------------------------------------------===//
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -48,6 +50,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       std::abort(); // a refusal must say why and where
     return 0;
   }
+  // The tools' nesting bound too (sq/Support/NestingDepth.h): MLIR's parser
+  // recurses per level, so deeper input is refused before it, as in sq-opt.
+  if (!sq::checkNestingDepth(text, "fuzz").empty())
+    return 0;
 
   // A fresh context per input: nothing uniqued by one input leaks into the
   // next, and memory stays flat (one context shared by all inputs was

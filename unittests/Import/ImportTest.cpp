@@ -423,4 +423,14 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
       {CTensor::scalar(1, CTensor::Int), CTensor::scalar(2, CTensor::Int)},
       attrs, out, error));
   EXPECT_EQ(error, "Concat of scalars (rank 0)");
+
+  // An empty start tensor for Range (was std::vector::at throwing, which
+  // aborts without exceptions).
+  CTensor empty;
+  empty.shape = {0};
+  EXPECT_FALSE(evalConcrete("Range",
+                            {empty, CTensor::scalar(4, CTensor::Int),
+                             CTensor::scalar(1, CTensor::Int)},
+                            attrs, out, error));
+  EXPECT_EQ(error, "Range needs scalar start, limit and delta");
 }

@@ -309,6 +309,11 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
   if (op == "Range") {
     if (!need(3))
       return false;
+    for (int i = 0; i < 3; ++i)
+      if (in[i].data.size() != 1) { // .at(0) would throw: abort, no EH
+        error = "Range needs scalar start, limit and delta";
+        return false;
+      }
     double start = in[0].data.at(0), limit = in[1].data.at(0),
            delta = in[2].data.at(0);
     if (delta == 0) {

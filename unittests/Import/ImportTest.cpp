@@ -414,6 +414,13 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
   big.data.push_back(-7.0);
   std::vector<int64_t> ints = big.asInts();
   EXPECT_EQ(ints, (std::vector<int64_t>{INT64_MAX, INT64_MIN, INT64_MIN, -7}));
+  // Scalars read the same way (a Slice axis of 1e19 was an undefined
+  // conversion in the raiser; found by the CI fuzz run), and a missing
+  // element is INT64_MIN, not a read past the end.
+  EXPECT_EQ(big.intAt(0), INT64_MAX);
+  EXPECT_EQ(big.intAt(3), -7);
+  EXPECT_EQ(big.intAt(4), INT64_MIN);
+  EXPECT_EQ(CTensor().intAt(0), INT64_MIN);
 
   std::vector<CTensor> out;
   std::string error;

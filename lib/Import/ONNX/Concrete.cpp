@@ -576,9 +576,7 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
       error = "Trilu needs rank >= 2";
       return false;
     }
-    int64_t k = in.size() > 1 && !in[1].data.empty()
-                    ? static_cast<int64_t>(in[1].data[0])
-                    : 0;
+    int64_t k = in.size() > 1 && !in[1].data.empty() ? in[1].intAt(0) : 0;
     r = d;
     int64_t rows = d.shape[d.rank() - 2], cols = d.shape[d.rank() - 1];
     for (int64_t i = 0; i < r.numel(); ++i) {

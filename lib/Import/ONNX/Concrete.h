@@ -49,12 +49,20 @@ struct CTensor {
   std::vector<int64_t> asInts() const {
     std::vector<int64_t> out;
     out.reserve(data.size());
-    for (double v : data)
-      out.push_back(v != v        ? INT64_MIN
-                    : v >= 0x1p63 ? INT64_MAX
-                    : v < -0x1p63 ? INT64_MIN
-                                  : static_cast<int64_t>(v));
+    for (size_t i = 0; i < data.size(); ++i)
+      out.push_back(intAt(i));
     return out;
+  }
+  /// Element `i` as int64, saturating like asInts(); INT64_MIN when the
+  /// tensor has no element `i` (an empty constant where a scalar belongs).
+  int64_t intAt(size_t i) const {
+    if (i >= data.size())
+      return INT64_MIN;
+    double v = data[i];
+    return v != v        ? INT64_MIN
+           : v >= 0x1p63 ? INT64_MAX
+           : v < -0x1p63 ? INT64_MIN
+                         : static_cast<int64_t>(v);
   }
 };
 

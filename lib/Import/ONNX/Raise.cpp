@@ -738,7 +738,7 @@ bool Raiser::opMatMul(const AValRef &a, const AValRef &b, AValRef &out) {
                   ": expected [..., kv_seq, head_dim]");
     if (static_cast<bool>(v->kv) != static_cast<bool>(k->kv))
       return fail("keys and values of attention differ in KV-cache use");
-    int64_t heads = scores->c.data[0], kvHeads = scores->c.data[1];
+    int64_t heads = scores->c.intAt(0), kvHeads = scores->c.intAt(1);
     auto qType = cast<RankedTensorType>(q->v.getType());
     Value keyNew = k->kv ? k->kvNew : k->v;
     Value valueNew = v->kv ? v->kvNew : v->v;
@@ -1242,7 +1242,7 @@ bool Raiser::opPair(const std::string &op, const std::vector<AValRef> &in,
     CTensor c;
     if (op == "Gather" && axis == rank - 1 && b && concreteOf(b, c) &&
         c.numel() == 1) {
-      outs = {partOf(a, static_cast<int>(c.data[0]) & 1, false)};
+      outs = {partOf(a, static_cast<int>(c.intAt(0) & 1), false)};
       return true;
     }
     if (op == "Slice" && in.size() >= 3) {
@@ -1250,8 +1250,8 @@ bool Raiser::opPair(const std::string &op, const std::vector<AValRef> &in,
       if (concreteOf(in[1], st) && concreteOf(in[2], en) &&
           (in.size() < 4 || !in[3] ||
            (concreteOf(in[3], ax) &&
-            (ax.data[0] == -1 || ax.data[0] == rank - 1)))) {
-        int64_t start = static_cast<int64_t>(st.data[0]);
+            (ax.intAt(0) == -1 || ax.intAt(0) == rank - 1)))) {
+        int64_t start = st.intAt(0);
         outs = {partOf(a, start == 1 ? 1 : 0, true)};
         return true;
       }
@@ -1818,19 +1818,20 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
     if (input(3)) {
       if (!concreteOf(input(3), axes) || axes.numel() != 1)
         return fail("Slice of an activation over several axes");
-      axis = static_cast<int64_t>(axes.data[0]);
+      axis = axes.intAt(0);
       if (axis < 0)
         axis += rank;
     }
-    if (input(4) && (!concreteOf(input(4), steps) || steps.data[0] != 1))
+    if (input(4) && (!concreteOf(input(4), steps) || steps.intAt(0) != 1))
       return fail("strided Slice of an activation");
     if (axis != rank - 1 || a->view.back().size() != 1 ||
         a->view.back()[0].kind != AK::D)
       return fail("Slice of an activation laid out as " + viewStr(a->view) +
                   ": expected RoPE's rotate_half over head_dim");
     int64_t d = a->view.back()[0].size;
-    int64_t s = static_cast<int64_t>(starts.data[0]),
-            e = static_cast<int64_t>(std::min<double>(ends.data[0], 1e15));
+    int64_t s = std::max<int64_t>(starts.intAt(0), -(int64_t(1) << 50)),
+            e = std::clamp<int64_t>(ends.intAt(0), -(int64_t(1) << 50),
+                                    int64_t(1) << 50);
     if (s < 0)
       s += d;
     if (e < 0)

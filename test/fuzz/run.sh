@@ -9,6 +9,8 @@
 #   <target>: <execs> execs in <s> s, cov <edges>, ft <features>, corpus <n>, crashes <k>
 # Exits non-zero when any target crashed. SQ_BUILD_DIR picks the build
 # (default build-fuzz); run make_corpora.sh first to seed the corpora.
+# SQ_FUZZ_SEED=N fixes libFuzzer's seed (-seed=N; default: a random one),
+# so that a bounded run retraces the same mutations on the same corpus.
 # SQ_FUZZ_RESULTS=FILE also writes "PASS <target>" / "FAIL <target>" lines
 # there (scripts/test.sh counts them).
 set -uo pipefail
@@ -22,6 +24,8 @@ fi
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(manifest weights quantspec tokenizer rotation mlir onnx)
 TIMEOUT=${SQ_FUZZ_TIMEOUT:-25}
+SEED_ARGS=()
+[ -n "${SQ_FUZZ_SEED:-}" ] && SEED_ARGS=(-seed="$SQ_FUZZ_SEED")
 # ASan records no allocation/free stacks (25-30% more execs/s for the mlir
 # and onnx targets; detection is the same). Rerun an artifact with the
 # default options for the full report: build-fuzz/fuzz/sq-fuzz-<t> ARTIFACT.
@@ -51,7 +55,7 @@ for t in "${TARGETS[@]}"; do
     left=$((SECONDS_PER_TARGET - ($(date +%s) - start)))
     [ $left -le 0 ] && break
     runlog=$(mktemp)
-    "$bin" -max_total_time=$left -rss_limit_mb=4096 -timeout="$TIMEOUT" \
+    "$bin" "${SEED_ARGS[@]}" -max_total_time=$left -rss_limit_mb=4096 -timeout="$TIMEOUT" \
       -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" \
       >"$runlog" 2>&1
     rc=$?

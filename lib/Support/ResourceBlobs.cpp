@@ -255,6 +255,17 @@ private:
     return text.slice(t.begin, t.end);
   }
 
+  /// After a list element: true (with `t` the next element's first token)
+  /// when a comma follows, false (with `t` the token that ends the list)
+  /// otherwise.
+  bool moreAfterComma(Token &t) {
+    t = next();
+    if (t.kind != Comma)
+      return false;
+    t = next();
+    return true;
+  }
+
   /// After `{-#`: checks every blob up to `#-}`. False when the scan must
   /// stop (a problem was found, or MLIR would fail here).
   bool scanMetadata() {
@@ -291,29 +302,20 @@ private:
               } else if (value.kind != Ident) {
                 return false;
               }
-              t = next();
-              if (t.kind == Comma) {
-                t = next();
+              if (moreAfterComma(t))
                 continue;
-              }
               if (t.kind != RBrace)
                 return false;
               break;
             }
-          t = next();
-          if (t.kind == Comma) {
-            t = next();
+          if (moreAfterComma(t))
             continue;
-          }
           if (t.kind != RBrace)
             return false;
           break;
         }
-      t = next();
-      if (t.kind == Comma) {
-        t = next();
+      if (moreAfterComma(t))
         continue;
-      }
       return t.kind == End;
     }
   }

@@ -500,12 +500,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       }
     }
     if (e.quantize) {
-      numerics::QuantGrid grid;
-      grid.bits = impl.spec.wBits;
-      grid.symmetric = impl.spec.wSym;
-      grid.group = impl.spec.wGroup;
-      numerics::QuantizedWeight qw;
-      bool good;
+      const std::vector<double> *hessian = nullptr;
       if (impl.spec.gptq) {
         if (!e.hessian) {
           error = "no GPTQ Hessian for '" + e.name + "' (prepareGPTQ)";
@@ -525,18 +520,11 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                                    true);
           it = rotatedH.emplace(key, std::move(h)).first;
         }
-        GPTQOptions options;
-        options.damp = impl.spec.damp;
-        options.block = impl.spec.block;
-        options.actOrder = impl.spec.actOrder;
-        options.clipSearch = impl.spec.wClip;
-        good = quantizeGPTQ(w.data(), e.rows, e.cols, it->second, grid, options,
-                            qw, error);
-      } else {
-        good = numerics::quantizeRTN(w.data(), e.rows, e.cols, grid,
-                                     impl.spec.wClip, qw, error);
+        hessian = &it->second;
       }
-      if (!good) {
+      numerics::QuantizedWeight qw;
+      if (!quantizeWeight(w.data(), e.rows, e.cols, impl.spec, hessian, qw,
+                          error)) {
         error = "cannot quantize '" + e.name + "': " + error;
         return false;
       }

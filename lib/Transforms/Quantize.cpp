@@ -194,24 +194,11 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
                         << "'";
         return signalPassFailure();
       }
-      numerics::QuantGrid grid;
-      grid.bits = spec.wBits;
-      grid.symmetric = spec.wSym;
-      grid.group = spec.wGroup;
       numerics::QuantizedWeight q;
       std::string error;
-      bool good;
-      if (spec.gptq) {
-        GPTQOptions options;
-        options.damp = spec.damp;
-        options.block = spec.block;
-        options.actOrder = spec.actOrder;
-        options.clipSearch = spec.wClip;
-        good = quantizeGPTQ(w.data(), rows, cols, hessians[l].hessian(), grid,
-                            options, q, error);
-      } else {
-        good = quantizeRTN(w.data(), rows, cols, grid, spec.wClip, q, error);
-      }
+      bool good = quantizeWeight(w.data(), rows, cols, spec,
+                                 spec.gptq ? &hessians[l].hessian() : nullptr,
+                                 q, error);
       if (!good) {
         l.emitOpError() << "cannot quantize '" << weight.getName()
                         << "': " << error;

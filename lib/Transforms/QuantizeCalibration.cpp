@@ -102,4 +102,25 @@ LogicalResult collectHessians(ModuleOp module,
   return success();
 }
 
+bool quantizeWeight(const float *w, int64_t rows, int64_t cols,
+                    const QuantSpec &spec, const std::vector<double> *hessian,
+                    numerics::QuantizedWeight &out, std::string &error) {
+  numerics::QuantGrid grid;
+  grid.bits = spec.wBits;
+  grid.symmetric = spec.wSym;
+  grid.group = spec.wGroup;
+  if (!spec.gptq)
+    return numerics::quantizeRTN(w, rows, cols, grid, spec.wClip, out, error);
+  if (!hessian) {
+    error = "no GPTQ Hessian";
+    return false;
+  }
+  GPTQOptions options;
+  options.damp = spec.damp;
+  options.block = spec.block;
+  options.actOrder = spec.actOrder;
+  options.clipSearch = spec.wClip;
+  return quantizeGPTQ(w, rows, cols, *hessian, grid, options, out, error);
+}
+
 } // namespace sq

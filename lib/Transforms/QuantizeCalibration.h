@@ -1,7 +1,8 @@
 //===- QuantizeCalibration.h - GPTQ Hessians from calibration text -*- C++ -*-//
 //
 // Internal to lib/Transforms: the --quantize pass and the rotation
-// calibration (which can train under GPTQ) both collect GPTQ Hessians.
+// calibration (which can train under GPTQ) both collect GPTQ Hessians and
+// quantize weights as a spec says.
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,6 +33,13 @@ collectHessians(mlir::ModuleOp module,
                 const std::vector<std::vector<int64_t>> &samples,
                 llvm::ArrayRef<mlir::Operation *> ops,
                 std::map<mlir::Operation *, HessianAccumulator> &out);
+
+/// Quantizes `w` [rows, cols] with the weight grid of `spec`: GPTQ (its
+/// damp, block, actorder and wclip) under `hessian` when `spec.gptq`,
+/// round-to-nearest otherwise (`hessian` unused).
+bool quantizeWeight(const float *w, int64_t rows, int64_t cols,
+                    const QuantSpec &spec, const std::vector<double> *hessian,
+                    numerics::QuantizedWeight &out, std::string &error);
 
 } // namespace sq
 

@@ -63,6 +63,19 @@ std::vector<double> randomMatrix(int64_t n, std::mt19937_64 &rng,
   return m;
 }
 
+/// Random orthogonal rotations for `obj`: R1 from `r1Seed`, the R2 of layer
+/// l from `r2Seed + l`.
+Rotations randomRotations(const RotationObjective &obj, uint64_t r1Seed,
+                          uint64_t r2Seed) {
+  Rotations r;
+  r.hidden = obj.hidden();
+  r.headDim = obj.headDim();
+  r.r1 = numerics::randomOrthogonalMatrix(r.hidden, r1Seed);
+  for (int64_t l = 0; l < obj.numLayers(); ++l)
+    r.r2.push_back(numerics::randomOrthogonalMatrix(r.headDim, r2Seed + l));
+  return r;
+}
+
 double dot(const std::vector<double> &a, const std::vector<double> &b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i)
@@ -93,12 +106,7 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
   ASSERT_TRUE(obj) << error;
   int64_t n = obj->hidden(), d = obj->headDim();
   ASSERT_GT(obj->numLayers(), 0);
-  Rotations r;
-  r.hidden = n;
-  r.headDim = d;
-  r.r1 = numerics::randomOrthogonalMatrix(n, 1);
-  for (int64_t l = 0; l < obj->numLayers(); ++l)
-    r.r2.push_back(numerics::randomOrthogonalMatrix(d, 10 + l));
+  Rotations r = randomRotations(*obj, 1, 10);
   int64_t batch = 2, seq = 7;
   std::vector<int64_t> tokens;
   for (int64_t i = 0; i < batch * seq; ++i)
@@ -167,10 +175,7 @@ TEST(Calibration, FakeQuantGradientIsDeterministic) {
   std::string error;
   auto obj = RotationObjective::create(*module, "w4a4kv4", error);
   ASSERT_TRUE(obj) << error;
-  Rotations r;
-  r.r1 = numerics::randomOrthogonalMatrix(obj->hidden(), 3);
-  for (int64_t l = 0; l < obj->numLayers(); ++l)
-    r.r2.push_back(numerics::randomOrthogonalMatrix(obj->headDim(), 4 + l));
+  Rotations r = randomRotations(*obj, 3, 4);
   std::vector<int64_t> tokens;
   for (int i = 0; i < 16; ++i)
     tokens.push_back((i * 11 + 5) % obj->vocabSize());
@@ -242,13 +247,11 @@ TEST(Calibration, GPTQTrainingRotatesTheHessians) {
     for (int64_t i = 0; i < seq; ++i)
       windows.back().push_back((w * 31 + i * 7 + 3) % a->vocabSize());
   }
-  Rotations r, id;
-  r.r1 = numerics::randomOrthogonalMatrix(n, 5);
+  Rotations r = randomRotations(*a, 5, 5 + 1), id;
   id.r1.assign(n * n, 0.0);
   for (int64_t i = 0; i < n; ++i)
     id.r1[i * n + i] = 1.0;
   for (int64_t l = 0; l < a->numLayers(); ++l) {
-    r.r2.push_back(numerics::randomOrthogonalMatrix(d, 5 + 1 + l));
     id.r2.emplace_back(d * d, 0.0);
     for (int64_t i = 0; i < d; ++i)
       id.r2.back()[i * d + i] = 1.0;
@@ -284,12 +287,7 @@ TEST(Calibration, LowersLossOnSharedModel) {
     std::string error;
     auto obj = RotationObjective::create(*module, "w16a4kv4", error);
     ASSERT_TRUE(obj) << error;
-    r.hidden = obj->hidden();
-    r.headDim = obj->headDim();
-    r.r1 = numerics::randomOrthogonalMatrix(r.hidden, 0);
-    r.r2.clear();
-    for (int64_t l = 0; l < obj->numLayers(); ++l)
-      r.r2.push_back(numerics::randomOrthogonalMatrix(r.headDim, 1 + l));
+    r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
     options.steps = 20;
     options.seqlen = 128;
@@ -381,10 +379,7 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
     }
     return sum;
   };
-  Rotations init;
-  init.r1 = numerics::randomOrthogonalMatrix(obj->hidden(), 3);
-  for (int64_t l = 0; l < obj->numLayers(); ++l)
-    init.r2.push_back(numerics::randomOrthogonalMatrix(obj->headDim(), 4 + l));
+  Rotations init = randomRotations(*obj, 3, 4);
   // The same training (validation does not change it), checkpoints every
   // 2 steps or only the initialization and the end.
   Rotations best = init, ends = init;

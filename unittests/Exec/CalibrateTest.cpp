@@ -76,6 +76,21 @@ Rotations randomRotations(const RotationObjective &obj, uint64_t r1Seed,
   return r;
 }
 
+/// R1 = I and every R2 = I for `obj`.
+Rotations identityRotations(const RotationObjective &obj) {
+  Rotations r;
+  r.hidden = obj.hidden();
+  r.headDim = obj.headDim();
+  r.r1.assign(r.hidden * r.hidden, 0.0);
+  for (int64_t i = 0; i < r.hidden; ++i)
+    r.r1[i * r.hidden + i] = 1.0;
+  std::vector<double> id(r.headDim * r.headDim, 0.0);
+  for (int64_t i = 0; i < r.headDim; ++i)
+    id[i * r.headDim + i] = 1.0;
+  r.r2.assign(obj.numLayers(), id);
+  return r;
+}
+
 double dot(const std::vector<double> &a, const std::vector<double> &b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i)
@@ -240,22 +255,14 @@ TEST(Calibration, GPTQTrainingRotatesTheHessians) {
   ASSERT_TRUE(b) << error;
   auto rtn = RotationObjective::create(*plain, "w4a4kv4", error);
   ASSERT_TRUE(rtn) << error;
-  int64_t n = a->hidden(), d = a->headDim(), seq = 16;
+  const int64_t seq = 16;
   std::vector<std::vector<int64_t>> windows;
   for (int64_t w = 0; w < 8; ++w) {
     windows.emplace_back();
     for (int64_t i = 0; i < seq; ++i)
       windows.back().push_back((w * 31 + i * 7 + 3) % a->vocabSize());
   }
-  Rotations r = randomRotations(*a, 5, 5 + 1), id;
-  id.r1.assign(n * n, 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    id.r1[i * n + i] = 1.0;
-  for (int64_t l = 0; l < a->numLayers(); ++l) {
-    id.r2.emplace_back(d * d, 0.0);
-    for (int64_t i = 0; i < d; ++i)
-      id.r2.back()[i * d + i] = 1.0;
-  }
+  Rotations r = randomRotations(*a, 5, 5 + 1), id = identityRotations(*a);
   const std::vector<int64_t> &tokens = windows[0];
   double la, lb, lr;
   EXPECT_FALSE(a->evaluate(r, tokens, 1, seq, la, nullptr, error));
@@ -287,11 +294,15 @@ TEST(Calibration, LowersLossOnSharedModel) {
     std::string error;
     auto obj = RotationObjective::create(*module, "w16a4kv4", error);
     ASSERT_TRUE(obj) << error;
+    // Full-batch training (the same 2 windows every step): the loss the
+    // optimizer sees is the loss measured. With 16 windows in batches of 2
+    // the 20-step change from this random rotation is within the
+    // batch-to-batch noise (1.4516 -> 1.4553 on 8 of them).
     r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
     options.steps = 20;
     options.seqlen = 128;
-    options.samples = 16;
+    options.samples = 2;
     options.batch = 2;
     options.progress = false;
     std::vector<std::vector<int64_t>> windows;
@@ -300,10 +311,10 @@ TEST(Calibration, LowersLossOnSharedModel) {
         << error;
     auto evalLoss = [&](double &out) {
       out = 0;
-      for (int i = 0; i < 8; ++i) {
+      for (const auto &w : windows) {
         double l;
-        ASSERT_TRUE(obj->evaluate(r, windows[i], 1, 128, l, nullptr, error));
-        out += l / 8;
+        ASSERT_TRUE(obj->evaluate(r, w, 1, 128, l, nullptr, error));
+        out += l / windows.size();
       }
     };
     evalLoss(before);

@@ -440,4 +440,19 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
                              CTensor::scalar(1, CTensor::Int)},
                             attrs, out, error));
   EXPECT_EQ(error, "Range needs scalar start, limit and delta");
+
+  // Unsqueeze with a repeated axis (ONNX requires unique axes) inserted past
+  // the end of its shape; found by a 4-minute sq-fuzz-onnx run. Negative axes
+  // count from the output's end, so -1 and 2 name the same axis of a rank-3
+  // output.
+  CTensor v = CTensor::vector({3, 4});
+  attrs.axes = {0, 0};
+  EXPECT_FALSE(evalConcrete("Unsqueeze", {v}, attrs, out, error));
+  EXPECT_EQ(error, "Unsqueeze axis 0 given twice");
+  attrs.axes = {-1, 2};
+  EXPECT_FALSE(evalConcrete("Unsqueeze", {v}, attrs, out, error));
+  EXPECT_EQ(error, "Unsqueeze axis 2 given twice");
+  attrs.axes = {-1, 0};
+  ASSERT_TRUE(evalConcrete("Unsqueeze", {v}, attrs, out, error)) << error;
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));
 }

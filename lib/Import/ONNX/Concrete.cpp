@@ -30,6 +30,25 @@ bool normAxis(int64_t &axis, int64_t rank, std::string &error) {
   return true;
 }
 
+} // namespace
+
+bool unsqueezeAxes(std::vector<int64_t> &axes, int64_t inputRank,
+                   std::string &error) {
+  int64_t rank = inputRank + static_cast<int64_t>(axes.size());
+  for (int64_t &a : axes)
+    if (!normAxis(a, rank, error))
+      return false;
+  std::sort(axes.begin(), axes.end());
+  auto dup = std::adjacent_find(axes.begin(), axes.end());
+  if (dup != axes.end()) {
+    error = "Unsqueeze axis " + std::to_string(*dup) + " given twice";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
 bool checkSize(const std::vector<int64_t> &shape, std::string &error) {
   int64_t n = 1;
   for (int64_t d : shape) {
@@ -369,11 +388,8 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
     std::vector<int64_t> axes = in.size() > 1 ? in[1].asInts() : attrs.axes;
     r = in[0];
     if (op == "Unsqueeze") {
-      int64_t rank = in[0].rank() + static_cast<int64_t>(axes.size());
-      for (int64_t &a : axes)
-        if (!normAxis(a, rank, error))
-          return false;
-      std::sort(axes.begin(), axes.end());
+      if (!unsqueezeAxes(axes, in[0].rank(), error))
+        return false;
       for (int64_t a : axes)
         r.shape.insert(r.shape.begin() + a, 1);
     } else {

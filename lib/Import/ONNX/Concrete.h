@@ -95,6 +95,13 @@ bool resolveReshape(const std::vector<int64_t> &inputShape,
                     std::vector<int64_t> target, bool allowZero,
                     std::vector<int64_t> &result, std::string &error);
 
+/// Normalizes ONNX Unsqueeze's `axes` for an input of rank `inputRank`:
+/// negative axes count from the end of the output, the result is sorted, and
+/// an axis out of range or repeated is an error (ONNX requires unique axes).
+/// Inserting a 1 at each axis in order then builds the output shape.
+bool unsqueezeAxes(std::vector<int64_t> &axes, int64_t inputRank,
+                   std::string &error);
+
 } // namespace onnx_import
 } // namespace sq
 

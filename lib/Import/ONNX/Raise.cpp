@@ -1927,16 +1927,11 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
         attrInts(node, "axes", axes);
       int64_t rank = static_cast<int64_t>(shape.size());
       if (op == "Unsqueeze") {
-        int64_t newRank = rank + static_cast<int64_t>(axes.size());
-        for (int64_t &ax : axes)
-          if (ax < 0)
-            ax += newRank;
-        std::sort(axes.begin(), axes.end());
-        for (int64_t ax : axes) {
-          if (ax < 0 || ax > static_cast<int64_t>(out->view.size()))
-            return fail("Unsqueeze axis out of range");
+        std::string axesError;
+        if (!unsqueezeAxes(axes, rank, axesError))
+          return fail(axesError);
+        for (int64_t ax : axes)
           out->view.insert(out->view.begin() + ax, Axis{{AK::One, 1}});
-        }
       } else {
         View view;
         for (int64_t i = 0; i < rank; ++i) {

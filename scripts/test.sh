@@ -69,9 +69,10 @@ if [ -n "${SQ_FUZZ:-}" ]; then
     echo "FAIL fuzz-build" >"$FUZZ_RESULTS"
   else
     SQ_COMPILE=$BUILD_DIR/bin/sq-compile test/fuzz/make_corpora.sh "$FUZZ_DIR"
-    # A fixed seed (SQ_FUZZ_SEED, default 1): the suite's bounded runs retrace
-    # the same mutations, so a red run reproduces; exploring is for
-    # test/fuzz/run.sh by hand, with a random seed.
+    # A fixed seed (SQ_FUZZ_SEED, default 1): the same first mutations on the
+    # same corpus (coverage still differs between machines, so a crash need
+    # not recur elsewhere: run.sh prints its sanitizer report); exploring is
+    # for test/fuzz/run.sh by hand, with a random seed.
     SQ_BUILD_DIR=$FUZZ_DIR SQ_FUZZ_RESULTS=$FUZZ_RESULTS \
       SQ_FUZZ_SEED=${SQ_FUZZ_SEED:-1} test/fuzz/run.sh "$SQ_FUZZ"
   fi

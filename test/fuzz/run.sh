@@ -10,7 +10,9 @@
 # Exits non-zero when any target crashed. SQ_BUILD_DIR picks the build
 # (default build-fuzz); run make_corpora.sh first to seed the corpora.
 # SQ_FUZZ_SEED=N fixes libFuzzer's seed (-seed=N; default: a random one),
-# so that a bounded run retraces the same mutations on the same corpus.
+# (the same first mutations on the same corpus; coverage, which steers the
+# rest, differs between machines). A crashed target's line is followed by the
+# sanitizer's error lines and first stack frames of its first three crashes.
 # SQ_FUZZ_RESULTS=FILE also writes "PASS <target>" / "FAIL <target>" lines
 # there (scripts/test.sh counts them).
 set -uo pipefail
@@ -51,6 +53,7 @@ for t in "${TARGETS[@]}"; do
   log=$LOGS/$t.log
   : >"$log"
   execs=0 cov=0 ft=0 crashes=0 start=$(date +%s)
+  reports=$(mktemp)
   while :; do
     left=$((SECONDS_PER_TARGET - ($(date +%s) - start)))
     [ $left -le 0 ] && break
@@ -69,6 +72,13 @@ for t in "${TARGETS[@]}"; do
     f=$(grep -oE ' ft: [0-9]+' "$runlog" | tail -1 | grep -oE '[0-9]+')
     [ -n "$c" ] && [ "$c" -gt "$cov" ] && cov=$c
     [ -n "$f" ] && [ "$f" -gt "$ft" ] && ft=$f
+    if [ $rc -ne 0 ] && [ $crashes -lt 3 ]; then
+      # What a CI log must carry when the artifact is gone: the sanitizer's
+      # error and summary lines and the first frames of the stack.
+      awk '/ERROR: |runtime error: |SUMMARY: |ALARM: |out-of-memory/ && e < 3 { e++; print }
+           /^ +#[0-9]+ 0x[0-9a-f]+ in / && f < 8 { f++; sub(/ \(BuildId: [0-9a-f]+\)/, ""); print }' \
+        "$runlog" | sed 's/^/    | /' >>"$reports"
+    fi
     rm -f "$runlog"
     [ $rc -eq 0 ] && break
     crashes=$((crashes + 1))
@@ -81,7 +91,9 @@ for t in "${TARGETS[@]}"; do
   echo "$t: $execs execs in $elapsed s, cov $cov, ft $ft, corpus $(ls "$corpus" | wc -l), crashes $crashes (log $log)"
   if [ $crashes -gt 0 ]; then
     ls "$artifacts" | sed 's/^/    artifact: /' | tail -5
+    head -60 "$reports"
   fi
+  rm -f "$reports"
   if [ -n "$RESULTS" ]; then
     if [ $crashes -eq 0 ] && [ "$execs" -gt 0 ]; then
       echo "PASS $t" >>"$RESULTS"

@@ -154,7 +154,8 @@ struct SpinQuantRotatePass
     Matrix r = randomHadamard(n, s);
     if (r.empty()) {
       where->emitError() << "no Hadamard matrix of size " << n
-                         << " is implemented; use mode=random";
+                         << " is implemented; use mode=random (sq-compile: "
+                            "--rotate=random)";
       ok = false;
     }
     return r;

@@ -15,7 +15,7 @@
 // RUN: not sq-opt %s --sq-fuse-norms --sq-online-hadamard=weight-type=x 2>&1 | FileCheck %s --check-prefix=WTYPE3
 // WTYPE3: error: sq-online-hadamard: unknown weight-type 'x': expected f32 or keep
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=hadamard 2>&1 | FileCheck %s --check-prefix=SIZE
-// SIZE: error: no Hadamard matrix of size 6 is implemented; use mode=random
+// SIZE: error: no Hadamard matrix of size 6 is implemented; use mode=random (sq-compile: --rotate=random)
 // RUN: sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=random | FileCheck %s --check-prefix=RANDOM
 // RANDOM: sq.rms_norm %{{.*}} : tensor<1x2x6xf32>
 // RANDOM: sq.weight dense_resource<q> : tensor<6x6xf32>

@@ -77,6 +77,31 @@ narrowHalfF16C(const float *in, int64_t count, char *out) {
 } // namespace
 #endif
 
+int64_t countNonFinite(const void *data, int64_t count, FloatFormat format,
+                       int64_t *first) {
+  const char *bytes = static_cast<const char *>(data);
+  int64_t n = 0;
+  if (first)
+    *first = -1;
+  for (int64_t i = 0; i < count; ++i) {
+    bool bad;
+    if (format == FloatFormat::F32) {
+      uint32_t bits;
+      std::memcpy(&bits, bytes + 4 * i, 4);
+      bad = (bits & 0x7F800000u) == 0x7F800000u;
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, bytes + 2 * i, 2);
+      bad = format == FloatFormat::F16 ? (bits & 0x7C00u) == 0x7C00u
+                                       : (bits & 0x7F80u) == 0x7F80u;
+    }
+    if (bad && first && *first < 0)
+      *first = i;
+    n += bad;
+  }
+  return n;
+}
+
 void widenToFloat(const void *data, int64_t count, FloatFormat format,
                   float *out) {
   const char *bytes = static_cast<const char *>(data);

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Float16.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/BuiltinDialect.h"
@@ -13,8 +14,6 @@
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/ToolOutputFile.h"
-
-#include <cstring>
 
 namespace sq {
 #define GEN_PASS_DEF_SQWEIGHTSUMMARY
@@ -29,29 +28,17 @@ namespace {
 /// Counts NaN/Inf values in a blob of `elementType` values. Returns -1 when
 /// the element type is not a float type we know.
 int64_t countNonFinite(ArrayRef<char> data, Type elementType) {
-  int64_t count = 0;
-  if (elementType.isF32()) {
-    for (size_t i = 0; i + 4 <= data.size(); i += 4) {
-      uint32_t bits;
-      std::memcpy(&bits, data.data() + i, 4);
-      count += (bits & 0x7F800000u) == 0x7F800000u;
-    }
-  } else if (elementType.isF16()) {
-    for (size_t i = 0; i + 2 <= data.size(); i += 2) {
-      uint16_t bits;
-      std::memcpy(&bits, data.data() + i, 2);
-      count += (bits & 0x7C00u) == 0x7C00u;
-    }
-  } else if (elementType.isBF16()) {
-    for (size_t i = 0; i + 2 <= data.size(); i += 2) {
-      uint16_t bits;
-      std::memcpy(&bits, data.data() + i, 2);
-      count += (bits & 0x7F80u) == 0x7F80u;
-    }
-  } else {
+  numerics::FloatFormat format;
+  if (elementType.isF32())
+    format = numerics::FloatFormat::F32;
+  else if (elementType.isF16())
+    format = numerics::FloatFormat::F16;
+  else if (elementType.isBF16())
+    format = numerics::FloatFormat::BF16;
+  else
     return -1;
-  }
-  return count;
+  return numerics::countNonFinite(
+      data.data(), data.size() / numerics::bytesPerValue(format), format);
 }
 
 struct WeightSummaryPass

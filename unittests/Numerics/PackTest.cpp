@@ -194,6 +194,41 @@ TEST(Float16, WidenToFloatMatchesElementwise) {
   EXPECT_EQ(g, f);
 }
 
+// countNonFinite agrees with std::isfinite of the widened value for every
+// half and bf16 pattern, and finds the first bad fp32 value.
+TEST(Float16, CountNonFiniteMatchesIsFinite) {
+  std::vector<uint16_t> all(65536);
+  for (size_t i = 0; i < all.size(); ++i)
+    all[i] = static_cast<uint16_t>(i);
+  for (auto format :
+       {sq::numerics::FloatFormat::F16, sq::numerics::FloatFormat::BF16}) {
+    std::vector<float> wide(all.size());
+    sq::numerics::widenToFloat(all.data(), all.size(), format, wide.data());
+    int64_t want = 0, wantFirst = -1;
+    for (size_t i = 0; i < wide.size(); ++i)
+      if (!std::isfinite(wide[i])) {
+        if (wantFirst < 0)
+          wantFirst = i;
+        ++want;
+      }
+    int64_t first;
+    EXPECT_EQ(
+        sq::numerics::countNonFinite(all.data(), all.size(), format, &first),
+        want);
+    EXPECT_EQ(first, wantFirst);
+  }
+  std::vector<float> f = {1.0f, -0.0f, 3e38f, INFINITY, NAN, -INFINITY};
+  int64_t first;
+  EXPECT_EQ(sq::numerics::countNonFinite(
+                f.data(), f.size(), sq::numerics::FloatFormat::F32, &first),
+            3);
+  EXPECT_EQ(first, 3);
+  EXPECT_EQ(sq::numerics::countNonFinite(
+                f.data(), 3, sq::numerics::FloatFormat::F32, &first),
+            0);
+  EXPECT_EQ(first, -1);
+}
+
 TEST(Float16, EveryBf16ConvertsExactly) {
   for (uint32_t b = 0; b < 65536; ++b) {
     uint32_t wantBits = b << 16;

@@ -36,6 +36,11 @@ uint16_t floatToBf16(float f);
 void narrowFromFloat(const float *in, int64_t count, FloatFormat format,
                      void *out);
 
+/// Counts the NaN/Inf values among `count` little-endian values of `format`
+/// at `data`; `first` (when given) gets the index of the first one, or -1.
+int64_t countNonFinite(const void *data, int64_t count, FloatFormat format,
+                       int64_t *first = nullptr);
+
 /// Bytes per value of `format`.
 inline int bytesPerValue(FloatFormat format) {
   return format == FloatFormat::F32 ? 4 : 2;

@@ -500,14 +500,27 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
                  << "weight '" << w.getName() << "' has " << data.size()
                  << " bytes, expected " << n * elt;
         }
+        numerics::FloatFormat format = et.isF32() ? numerics::FloatFormat::F32
+                                       : et.isF16()
+                                           ? numerics::FloatFormat::F16
+                                           : numerics::FloatFormat::BF16;
+        int64_t first;
+        if (int64_t bad =
+                numerics::countNonFinite(data.data(), n, format, &first)) {
+          os.close();
+          llvm::sys::fs::remove(tmp);
+          return w.emitOpError()
+                 << "weight '" << w.getName() << "' holds " << bad
+                 << " non-finite value" << (bad > 1 ? "s" : "")
+                 << " (NaN or Inf), the first at row " << first / d.cols
+                 << ", column " << first % d.cols
+                 << ": the model's weights are corrupt";
+        }
         if (et.isF32() || d.storage != rt::FloatStorage::F32) {
           os.write(data.data(), data.size()); // as stored
         } else {
           std::vector<float> wide(n);
-          numerics::widenToFloat(data.data(), n,
-                                 et.isF16() ? numerics::FloatFormat::F16
-                                            : numerics::FloatFormat::BF16,
-                                 wide.data());
+          numerics::widenToFloat(data.data(), n, format, wide.data());
           os.write(reinterpret_cast<const char *>(wide.data()), n * 4);
         }
       }

@@ -245,6 +245,16 @@ def main(argv):
         at += len(key) + 8  # past the 4-byte alignment
         open(argv[3], "w").write(text[:at] + "0000C07F" + text[at + 8:])
         return
+    elif kind == "sidecar-nan":
+        # sidecar-nan IN OUT SLOT: the weights sidecar IN (model.so.weights)
+        # with every fp32 value of weight SLOT set to NaN (header: magic,
+        # version, count, hash, header bytes, then (offset, bytes) pairs)
+        buf = bytearray(open(argv[2], "rb").read())
+        slot = int(argv[4])
+        off, size = struct.unpack_from("<QQ", buf, 32 + 16 * slot)
+        buf[off:off + size] = b"\x00\x00\xc0\x7f" * (size // 4)
+        open(argv[3], "wb").write(bytes(buf))
+        return
     elif kind == "patch-float":
         patch_float(argv[2], argv[3], argv[4], int(argv[5]), argv[6])
         return

@@ -17,7 +17,6 @@
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
-#include "sq/Support/ResourceBlobs.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -185,8 +184,11 @@ static bool checkFinite(const std::vector<float> &logits, int64_t vocab,
       error = modelPath + ": the model computed a non-finite logit (" +
               (std::isnan(logits[i]) ? "NaN" : "Inf") + ") at position " +
               std::to_string(i / vocab) +
-              ": its weights may hold NaN/Inf (see sq-opt "
-              "--sq-weight-summary)";
+              (StringRef(modelPath).ends_with(".so")
+                   ? ": its weights file may be damaged (sq-compile refuses "
+                     "NaN/Inf weights; compile it again)"
+                   : ": its weights may hold NaN/Inf (see sq-opt "
+                     "--sq-weight-summary)");
       return false;
     }
   return true;

@@ -292,14 +292,16 @@ TEST(Calibration, LowersLossOnSharedModel) {
     auto module = load(ctx, path, "sq-fuse-norms,sq-online-hadamard");
     ASSERT_TRUE(module);
     std::string error;
-    auto obj = RotationObjective::create(*module, "w16a4kv4", error);
+    // W16A3KV16, full batch (the same 2 windows every step): the loss the
+    // optimizer sees is the loss measured, and the rotation reaches most of
+    // the error. Under the default W16A4KV4 the 20-step change on this model
+    // is at the level of the quantization noise (full batch, sq-opt seeds
+    // 0-5: +0.005 to -0.027 nats; W16A3KV16: -0.010 to -0.12).
+    auto obj = RotationObjective::create(*module, "w16a3kv16", error);
     ASSERT_TRUE(obj) << error;
-    // Full-batch training (the same 2 windows every step): the loss the
-    // optimizer sees is the loss measured. With 16 windows in batches of 2
-    // the 20-step change from this random rotation is within the
-    // batch-to-batch noise (1.4516 -> 1.4553 on 8 of them).
     r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
+    options.quant = "w16a3kv16";
     options.steps = 20;
     options.seqlen = 128;
     options.samples = 2;

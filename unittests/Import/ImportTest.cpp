@@ -452,6 +452,25 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
   attrs.axes = {-1, 2};
   EXPECT_FALSE(evalConcrete("Unsqueeze", {v}, attrs, out, error));
   EXPECT_EQ(error, "Unsqueeze axis 2 given twice");
+  // Transpose's perm must be a permutation (an entry of 102 read past the
+  // shape; found by sq-fuzz-onnx, seed 5, after 37,523 execs).
+  ConcreteAttrs tattrs;
+  tattrs.hasPerm = true;
+  CTensor m = CTensor::vector({1, 2, 3, 4, 5, 6});
+  m.shape = {2, 3};
+  for (std::vector<int64_t> perm :
+       {std::vector<int64_t>{0, 102}, std::vector<int64_t>{-1, 0},
+        std::vector<int64_t>{1, 1}}) {
+    tattrs.perm = perm;
+    EXPECT_FALSE(evalConcrete("Transpose", {m}, tattrs, out, error));
+    EXPECT_EQ(error.rfind("Transpose perm is not a permutation of 0..1", 0), 0u)
+        << error;
+  }
+  tattrs.perm = {1, 0};
+  ASSERT_TRUE(evalConcrete("Transpose", {m}, tattrs, out, error)) << error;
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(out[0].data, (std::vector<double>{1, 4, 2, 5, 3, 6}));
+
   attrs.axes = {-1, 0};
   ASSERT_TRUE(evalConcrete("Unsqueeze", {v}, attrs, out, error)) << error;
   EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));

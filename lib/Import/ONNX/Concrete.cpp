@@ -47,6 +47,24 @@ bool unsqueezeAxes(std::vector<int64_t> &axes, int64_t inputRank,
   return true;
 }
 
+bool checkPermutation(const std::vector<int64_t> &perm, int64_t rank,
+                      std::string &error) {
+  if (static_cast<int64_t>(perm.size()) != rank) {
+    error = "Transpose perm does not match the rank";
+    return false;
+  }
+  std::vector<bool> seen(perm.size(), false);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank || seen[p]) {
+      error = "Transpose perm is not a permutation of 0.." +
+              std::to_string(rank - 1) + " (entry " + std::to_string(p) + ")";
+      return false;
+    }
+    seen[p] = true;
+  }
+  return true;
+}
+
 namespace {
 
 bool checkSize(const std::vector<int64_t> &shape, std::string &error) {
@@ -548,10 +566,8 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
     if (!attrs.hasPerm)
       for (int64_t i = d.rank() - 1; i >= 0; --i)
         perm.push_back(i);
-    if (static_cast<int64_t>(perm.size()) != d.rank()) {
-      error = "Transpose perm does not match the rank";
+    if (!checkPermutation(perm, d.rank(), error))
       return false;
-    }
     r.kind = d.kind;
     r.shape.resize(d.rank());
     for (int64_t i = 0; i < d.rank(); ++i)

@@ -102,6 +102,11 @@ bool resolveReshape(const std::vector<int64_t> &inputShape,
 bool unsqueezeAxes(std::vector<int64_t> &axes, int64_t inputRank,
                    std::string &error);
 
+/// Checks that Transpose's `perm` is a permutation of 0..rank-1 (each axis
+/// once; ONNX does not allow negative entries).
+bool checkPermutation(const std::vector<int64_t> &perm, int64_t rank,
+                      std::string &error);
+
 } // namespace onnx_import
 } // namespace sq
 

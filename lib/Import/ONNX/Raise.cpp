@@ -1896,8 +1896,9 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
     if (!hasPerm)
       for (size_t i = 0; i < rank; ++i)
         perm.push_back(static_cast<int64_t>(rank - 1 - i));
-    if (perm.size() != rank)
-      return fail("Transpose perm does not match the rank");
+    std::string permError;
+    if (!checkPermutation(perm, static_cast<int64_t>(rank), permError))
+      return fail(permError);
     out = std::make_shared<AVal>(*x);
     for (size_t i = 0; i < rank; ++i)
       out->view[i] = x->view[perm[i]];

@@ -440,6 +440,15 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
                              CTensor::scalar(1, CTensor::Int)},
                             attrs, out, error));
   EXPECT_EQ(error, "Range needs scalar start, limit and delta");
+  // A range whose count is hugely negative is empty (converting the count
+  // to int64 was undefined; found by sq-fuzz-onnx, seed 7).
+  ASSERT_TRUE(evalConcrete("Range",
+                           {CTensor::scalar(7.6e31, CTensor::Float),
+                            CTensor::scalar(0, CTensor::Float),
+                            CTensor::scalar(1, CTensor::Float)},
+                           attrs, out, error))
+      << error;
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{0}));
 
   // Unsqueeze with a repeated axis (ONNX requires unique axes) inserted past
   // the end of its shape; found by a 4-minute sq-fuzz-onnx run. Negative axes

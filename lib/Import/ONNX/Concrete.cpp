@@ -364,7 +364,8 @@ bool evalConcrete(const std::string &op, const std::vector<CTensor> &in,
       error = "Range is too long";
       return false;
     }
-    int64_t n = std::max<int64_t>(0, static_cast<int64_t>(count));
+    // An empty range may have a count far below int64's range too.
+    int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
     r.kind = resultKind(in[0], in[2]);
     r.shape = {n};
     r.data.resize(n);

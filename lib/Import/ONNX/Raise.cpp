@@ -382,8 +382,9 @@ void transposeTiled(const char *src, char *dst, int64_t rows, int64_t cols,
   constexpr int64_t tile = 64;
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    const T *s = reinterpret_cast<const T *>(src);
-    T *d = reinterpret_cast<T *>(dst);
+    // Byte offsets, not T pointers: external data may sit at any offset of
+    // its file, so `src` need not be aligned for T.
+    constexpr int64_t n = sizeof(T);
     // Column tiles are independent: spread them over the cores (this also
     // overlaps the page faults that read the mapped file).
     int64_t colTiles = (cols + tile - 1) / tile;
@@ -392,9 +393,7 @@ void transposeTiled(const char *src, char *dst, int64_t rows, int64_t cols,
       for (int64_t r0 = 0; r0 < rows; r0 += tile)
         for (int64_t c = c0; c < std::min(cols, c0 + tile); ++c)
           for (int64_t r = r0; r < std::min(rows, r0 + tile); ++r) {
-            T v;
-            std::memcpy(&v, s + r * cols + c, sizeof(T));
-            std::memcpy(d + c * rows + r, &v, sizeof(T));
+            std::memcpy(dst + (c * rows + r) * n, src + (r * cols + c) * n, n);
           }
     });
   };

@@ -86,12 +86,8 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
   out.data = std::make_shared<exec::FloatBuffer>(n);
   float *dst = out.data->data();
   Type et = type.getElementType();
-  if (et.isF32() || et.isF16() || et.isBF16()) {
-    numerics::widenToFloat(data.data(), n,
-                           et.isF32()   ? numerics::FloatFormat::F32
-                           : et.isF16() ? numerics::FloatFormat::F16
-                                        : numerics::FloatFormat::BF16,
-                           dst);
+  if (std::optional<numerics::FloatFormat> format = floatFormatOf(et)) {
+    numerics::widenToFloat(data.data(), n, *format, dst);
   } else {
     error = "weight '" + op.getName().str() +
             "' has element type that is "

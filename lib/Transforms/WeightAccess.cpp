@@ -22,12 +22,6 @@ namespace sq {
 
 namespace {
 
-numerics::FloatFormat formatOf(Type et) {
-  return et.isF32()   ? numerics::FloatFormat::F32
-         : et.isF16() ? numerics::FloatFormat::F16
-                      : numerics::FloatFormat::BF16;
-}
-
 /// Drops the resident pages of [data, data + size) when the range lies in a
 /// read-only file mapping (the bytecode reader's zero-copy view of the input
 /// file): they would be re-read from the file if touched again, and they are
@@ -77,12 +71,13 @@ bool readWeightValues(WeightOp op, numerics::FloatBuffer &values) {
   ArrayRef<char> data = blob->getData();
   Type et = resource.getType().getElementType();
   int64_t n = resource.getType().getNumElements();
-  if (!et.isF32() && !et.isF16() && !et.isBF16())
+  std::optional<numerics::FloatFormat> format = floatFormatOf(et);
+  if (!format)
     return false;
   values = numerics::FloatBuffer(n);
   if (values.size() != n)
     return false;
-  numerics::widenToFloat(data.data(), n, formatOf(et), values.data());
+  numerics::widenToFloat(data.data(), n, *format, values.data());
   return true;
 }
 
@@ -103,7 +98,9 @@ void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
   Type newType = storage == WeightStorage::Keep
                      ? oldType
                      : Type(Float32Type::get(op.getContext()));
-  numerics::FloatFormat format = formatOf(newType);
+  // Callers write back weights readWeightValues read (f32, f16 or bf16).
+  numerics::FloatFormat format =
+      floatFormatOf(newType).value_or(numerics::FloatFormat::BF16);
   auto type = RankedTensorType::get(resource.getType().getShape(), newType);
   size_t count = static_cast<size_t>(values.size());
   size_t bytes = count * numerics::bytesPerValue(format);

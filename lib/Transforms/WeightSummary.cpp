@@ -28,17 +28,11 @@ namespace {
 /// Counts NaN/Inf values in a blob of `elementType` values. Returns -1 when
 /// the element type is not a float type we know.
 int64_t countNonFinite(ArrayRef<char> data, Type elementType) {
-  numerics::FloatFormat format;
-  if (elementType.isF32())
-    format = numerics::FloatFormat::F32;
-  else if (elementType.isF16())
-    format = numerics::FloatFormat::F16;
-  else if (elementType.isBF16())
-    format = numerics::FloatFormat::BF16;
-  else
+  std::optional<numerics::FloatFormat> format = floatFormatOf(elementType);
+  if (!format)
     return -1;
   return numerics::countNonFinite(
-      data.data(), data.size() / numerics::bytesPerValue(format), format);
+      data.data(), data.size() / numerics::bytesPerValue(*format), *format);
 }
 
 struct WeightSummaryPass

@@ -136,8 +136,7 @@ int Lowering::weightSlot(Value v, Operation *user, StringRef what,
     d.rows = p.getNumRows();
   } else {
     auto t = cast<RankedTensorType>(w.getType());
-    if (!t.getElementType().isF32() && !t.getElementType().isF16() &&
-        !t.getElementType().isBF16()) {
+    if (!floatFormatOf(t.getElementType())) {
       user->emitOpError() << "weight '" << w.getName()
                           << "' is not f32, f16 or bf16";
       return -1;
@@ -500,10 +499,8 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
                  << "weight '" << w.getName() << "' has " << data.size()
                  << " bytes, expected " << n * elt;
         }
-        numerics::FloatFormat format = et.isF32() ? numerics::FloatFormat::F32
-                                       : et.isF16()
-                                           ? numerics::FloatFormat::F16
-                                           : numerics::FloatFormat::BF16;
+        numerics::FloatFormat format =
+            *floatFormatOf(et); // checked in weightSlot
         int64_t first;
         if (int64_t bad =
                 numerics::countNonFinite(data.data(), n, format, &first)) {

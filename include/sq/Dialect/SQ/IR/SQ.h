@@ -19,6 +19,9 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "sq/Numerics/Float16.h"
+
+#include <optional>
 #include <string>
 
 #include "sq/Dialect/SQ/IR/SQEnums.h.inc"
@@ -28,6 +31,18 @@ namespace sq {
 /// as an MLIR float literal (0.95 rather than 0.94999999999999996, 1.0e-05
 /// rather than 1e-05). Used by printers and diagnostics.
 std::string formatFloat(double value);
+
+/// The storage format of a float weight's element type (f32, f16 or bf16);
+/// std::nullopt for any other type.
+inline std::optional<numerics::FloatFormat> floatFormatOf(mlir::Type type) {
+  if (type.isF32())
+    return numerics::FloatFormat::F32;
+  if (type.isF16())
+    return numerics::FloatFormat::F16;
+  if (type.isBF16())
+    return numerics::FloatFormat::BF16;
+  return std::nullopt;
+}
 } // namespace sq
 
 #include "sq/Dialect/SQ/IR/SQDialect.h.inc"

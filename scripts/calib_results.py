@@ -2,13 +2,17 @@
 """Measures the learned-rotation table of docs/results.md.
 
     /usr/bin/python3 scripts/calib_results.py [--shared ../shared/data]
-        [--build build] [--update docs/results.md] [--quick]
+        [--build build] [--update docs/results.md] [--marker calib-results]
+        [--quick] [--seeds 0,1,2] [--models wiki2-byte-llama,stories260K]
+        [--weights RTN,GPTQ] [--rotations hadamard,random,learned,learned-r3hadamard]
 
 For each shared model (the byte-level WikiText-2 LLaMA, and stories260K):
 W4A4KV4 perplexity with RTN and with GPTQ weights after the rotations of
 --spinquant-rotate with mode=hadamard (QuaRot-style), mode=random, and
-mode=learned (SpinQuant: Cayley SGD from the Hadamard initialization of the
-same seed), each for seeds 0, 1, 2. As the official recipe does, the
+mode=learned (SQ's default: Cayley SGD of R1/R2 from the Hadamard
+initialization of the same seed, R3 by search, r3=search) and
+learned-r3hadamard (SpinQuant's recipe exactly: r3=hadamard, R3 stays the
+fixed Hadamard), each for seeds 0, 1, 2. As the official recipe does, the
 rotations for RTN are trained under w4a4kv4 (round-to-nearest weights) and
 those for GPTQ under w16a4kv4 (GPTQ quantizes the weights afterwards).
 
@@ -19,7 +23,8 @@ windows of 256 bytes of WikiText-2 test (256,000 tokens of 1.25 M) and the
 first 64 windows of 512 tokens of the TinyStories validation excerpt.
 --quick: 10 calibration steps, 50 / 16 evaluation windows, seed 0 only.
 With --update, the table replaces the block between the
-`<!-- calib-results -->` markers of that file. Prints every command.
+`<!-- MARKER -->` and `<!-- /MARKER -->` markers of that file (MARKER:
+--marker, calib-results by default). Prints every command.
 """
 
 import argparse
@@ -43,14 +48,19 @@ def main():
     ap.add_argument("--shared", default=os.path.join(root, "..", "shared", "data"))
     ap.add_argument("--build", default=os.path.join(root, "build"))
     ap.add_argument("--update", help="markdown file to update between markers")
+    ap.add_argument("--marker", default="calib-results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", help="comma-separated (default 0,1,2; 0 with --quick)")
+    ap.add_argument("--models", default="wiki2-byte-llama,stories260K")
+    ap.add_argument("--weights", default="RTN,GPTQ")
+    ap.add_argument("--rotations", default="hadamard,random,learned,learned-r3hadamard")
     args = ap.parse_args()
     bin_ = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "calib-results")
     os.makedirs(work, exist_ok=True)
     shared = os.path.abspath(args.shared)
     steps = 10 if args.quick else 100
-    seeds = ["0"] if args.quick else ["0", "1", "2"]
+    seeds = args.seeds.split(",") if args.seeds else (["0"] if args.quick else ["0", "1", "2"])
     nsamples = 16 if args.quick else 128
 
     excerpt = os.path.join(shared, "tinystories", "tinystories_valid_excerpt.txt")
@@ -73,6 +83,7 @@ def main():
              tok="sp:" + os.path.join(shared, "llama2c", "tok512.model"), seqlen=512,
              text=excerpt, windows=16 if args.quick else 64, calib=stories_calib),
     ]
+    models = [m for m in models if m["name"] in args.models.split(",")]
     lines = []
     for m in models:
         if not os.path.exists(m["onnx"]):
@@ -94,25 +105,32 @@ def main():
         rows = []
         for weights, spec, train in [("RTN", "w4a4kv4", "w4a4kv4"),
                                      ("GPTQ", "w4a4kv4," + gptq, "w16a4kv4")]:
-            for mode in ["hadamard", "random", "learned"]:
+            if weights not in args.weights.split(","):
+                continue
+            for label in args.rotations.split(","):
+                mode = "learned" if label.startswith("learned") else label
                 vals, times = [], []
                 for seed in seeds:
                     rotate = "mode=%s seed=%s" % (mode, seed)
                     if mode == "learned":
                         rotate += " steps=%d seqlen=%d quant=%s data=%s tokenizer=%s" % (
                             steps, m["seqlen"], train, m["calib"], m["tok"])
+                        if label == "learned-r3hadamard":
+                            rotate += " r3=hadamard"
                     rotated = os.path.join(work, "rotated.mlirbc")
                     _, err = run([os.path.join(bin_, "sq-opt"), base,
                                   "--spinquant-rotate=" + rotate,
                                   "--emit-bytecode", "-o", rotated])
                     if mode == "learned":
                         t = re.search(r"in ([0-9.]+) s \(([0-9.]+) s/step\)", err)
-                        times.append((float(t.group(1)), float(t.group(2))))
+                        r3 = re.search(r"R3 search: .* in ([0-9.]+) s", err)
+                        search = float(r3.group(1)) if r3 else 0.0
+                        times.append((float(t.group(1)) + search, float(t.group(2)), search))
                     out = os.path.join(work, "q.mlirbc")
                     run([os.path.join(bin_, "sq-opt"), rotated, "--quantize=" + spec,
                          "--emit-bytecode", "-o", out])
                     vals.append(ppl(out))
-                rows.append((weights, mode, vals, times))
+                rows.append((weights, label, vals, times))
         lines.append("**%s** (FP perplexity %.4f; %d windows of %d tokens)\n"
                      % (m["name"], fp, m["windows"], m["seqlen"]))
         lines.append("| weights | rotation | perplexity, mean of seeds %s | gap to FP | calibration |"
@@ -123,8 +141,10 @@ def main():
             each = " (" + ", ".join("%.4f" % v for v in vals) + ")" if len(vals) > 1 else ""
             cal = "-"
             if times:
-                cal = "%.1f s, %.3f s/step" % (sum(t[0] for t in times) / len(times),
-                                                sum(t[1] for t in times) / len(times))
+                mean_t = lambda i: sum(t[i] for t in times) / len(times)
+                cal = "%.1f s, %.3f s/step" % (mean_t(0), mean_t(1))
+                if mean_t(2) > 0:
+                    cal += " (R3 search %.1f s)" % mean_t(2)
             lines.append("| %s | %s | %.4f%s | %+.4f | %s |" % (weights, mode, mean, each,
                                                                 mean - fp, cal))
         lines.append("")
@@ -133,7 +153,7 @@ def main():
     if args.update:
         with open(args.update, encoding="utf-8") as f:
             doc = f.read()
-        start, end = "<!-- calib-results -->", "<!-- /calib-results -->"
+        start, end = "<!-- %s -->" % args.marker, "<!-- /%s -->" % args.marker
         if start in doc and end in doc:
             a = doc.index(start) + len(start)
             b = doc.index(end)

@@ -617,6 +617,13 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       give(ad.getLhs(), dy);
       give(ad.getRhs(), std::move(dy));
     } else if (auto ro = dyn_cast<RotateOp>(op)) {
+      if (wants(ro.getRotation())) {
+        exec::Tensor dr;
+        exec::rotateMatrixBackward(get(ro.getInput()), dy,
+                                   get(ro.getRotation()).shape[0],
+                                   ro.getTransposed(), dr);
+        give(ro.getRotation(), std::move(dr));
+      }
       exec::Tensor dx;
       exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx);
       give(ro.getInput(), std::move(dx));

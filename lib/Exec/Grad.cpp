@@ -223,6 +223,16 @@ void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
               n);
 }
 
+void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
+                          bool transposed, Tensor &dR) {
+  int64_t rows = dOut.numel() / n;
+  dR = like({n, n});
+  const float *a = transposed ? dOut.data->data() : x.data->data();
+  const float *b = transposed ? x.data->data() : dOut.data->data();
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, rows, 1.0f, a, n,
+              b, n, 0.0f, dR.data->data(), n);
+}
+
 bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
                       Tensor &dx, std::string &error) {
   if (block <= 0 || dOut.numel() % block) {

@@ -64,6 +64,12 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
                     Tensor &dx);
 
+/// rotate()'s gradient with respect to R [n, n] (a learned online rotation,
+/// SpinQuant's R3 when it is trained): dR = sum over the n-blocks of x^T dOut
+/// (dOut^T x when transposed).
+void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
+                          bool transposed, Tensor &dR);
+
 /// hadamard(): the transposed transform of numerics::orthogonalTransformInPlace
 /// (numerics::orthogonalTransformTransposeInPlace) on every block. Fails
 /// when the block size is not positive or does not divide the elements.

@@ -10,10 +10,12 @@
 
 #include "sq/Transforms/Calibrate.h"
 #include "QuantizeCalibration.h"
+#include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
 #include "sq/Exec/Tokenizer.h"
 #include "sq/Numerics/Cayley.h"
+#include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
 #include "sq/Transforms/GPTQ.h"
 #include "sq/Transforms/Passes.h"
@@ -209,6 +211,8 @@ struct RotationObjective::Impl {
   std::unique_ptr<Executor> ex;
   QuantSpec spec;
   std::vector<Entry> entries;
+  /// The trainable R3 weights of the clone, one per layer (learnR3).
+  std::vector<std::string> r3Names;
   int64_t hidden = 0, headDim = 0, layers = 0, vocab = 0, maxPositions = 0;
 };
 
@@ -222,7 +226,7 @@ int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
 
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const std::string &quant,
-                          std::string &error) {
+                          std::string &error, bool learnR3) {
   std::unique_ptr<RotationObjective> obj(new RotationObjective());
   Impl &impl = *obj->impl;
   if (!parseQuantSpec(quant, impl.spec, error)) {
@@ -338,6 +342,12 @@ RotationObjective::create(ModuleOp module, const std::string &quant,
   // The training model: activations and KV cache fake-quantized as the
   // spec says; weights are quantized here, after rotation, at every step.
   impl.clone = module.clone();
+  // Trainable R3: the clone's online Hadamards on Q/K become sq.rotate by
+  // weights (the same matrices), set at every step like the rotated weights.
+  // (Named apart from the R3 weights the caller folds into the model.)
+  if (learnR3 && !replaceR3WithRotations(*impl.clone, {}, &impl.r3Names, error,
+                                         "R3_training"))
+    return nullptr;
   QuantSpec actOnly = impl.spec;
   actOnly.wBits = 16;
   actOnly.gptq = false;
@@ -447,6 +457,14 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     }
     r2[l].assign(r.r2[l].begin(), r.r2[l].end());
   }
+  if (!impl.r3Names.empty() && (int64_t(r.r3.size()) != impl.layers ||
+                                llvm::any_of(r.r3, [&](const auto &m) {
+                                  return m.size() != size_t(d * d);
+                                }))) {
+    error = "R3 is learned: " + std::to_string(impl.layers) + " R3 of " +
+            std::to_string(d) + "x" + std::to_string(d) + " are needed";
+    return false;
+  }
 
   // The embedding rows the batch reads.
   std::vector<int64_t> used(tokens.begin(), tokens.end());
@@ -533,6 +551,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     if (!impl.ex->setWeightValues(e.name, w, error))
       return false;
   }
+  for (size_t l = 0; l < impl.r3Names.size(); ++l) {
+    names.push_back(impl.r3Names[l]);
+    std::vector<float> m(r.r3[l].begin(), r.r3[l].end());
+    if (!impl.ex->setWeightValues(impl.r3Names[l], m, error))
+      return false;
+  }
   if (!grad)
     return impl.ex->loss(tokens, batch, seq, loss, error);
 
@@ -588,6 +612,11 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   grad->r2.resize(impl.layers);
   for (int64_t l = 0; l < impl.layers; ++l)
     grad->r2[l].assign(g2[l].begin(), g2[l].end());
+  grad->r3.clear();
+  for (size_t l = 0; l < impl.r3Names.size(); ++l) {
+    const std::vector<float> &g = dw[impl.entries.size() + l];
+    grad->r3.emplace_back(g.begin(), g.end());
+  }
   return true;
 }
 
@@ -595,10 +624,16 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
 // The training loop
 //===----------------------------------------------------------------------===//
 
-static std::vector<std::vector<double> *> rotationList(Rotations &r) {
+/// The rotations Cayley SGD moves (R3 only when it trains it: a searched R3
+/// is exactly orthogonal and stays as found).
+static std::vector<std::vector<double> *> rotationList(Rotations &r,
+                                                       bool withR3) {
   std::vector<std::vector<double> *> list{&r.r1};
   for (auto &m : r.r2)
     list.push_back(&m);
+  if (withR3)
+    for (auto &m : r.r3)
+      list.push_back(&m);
   return list;
 }
 
@@ -625,6 +660,70 @@ static bool evalLoss(RotationObjective &objective, const Rotations &r,
   return true;
 }
 
+/// r3=search (after the Cayley steps): layer by layer, seeded signed
+/// permutations of the Hadamard
+/// matrix (x -> x P D H: the same spreading of the key's channels, other
+/// ones mixed) against the current R3, on the forward loss of fixed windows
+/// under the training quantization; the best is kept (never worse than the
+/// start on those windows).
+static bool searchR3(RotationObjective &objective, Rotations &rotations,
+                     const std::vector<std::vector<int64_t>> &windows,
+                     int64_t seqlen, const CalibrationOptions &options,
+                     std::string &error) {
+  int64_t d = rotations.headDim, count = options.r3Windows;
+  bool terminal =
+      options.progress && llvm::sys::Process::StandardErrIsDisplayed();
+  auto start = std::chrono::steady_clock::now();
+  double first = 0, current = 0;
+  if (!evalLoss(objective, rotations, windows, count, seqlen, current, error))
+    return false;
+  first = current;
+  const std::vector<float> &h = numerics::denseTransform(d, /*seed=*/0);
+  std::mt19937_64 rng(options.seed * 0x9e3779b97f4a7c15ULL + 3);
+  int64_t kept = 0;
+  for (size_t l = 0; l < rotations.r3.size(); ++l) {
+    double layerStart = current;
+    std::vector<double> best = rotations.r3[l];
+    for (int64_t c = 0; c < options.r3Candidates; ++c) {
+      std::vector<int64_t> perm(d);
+      for (int64_t i = 0; i < d; ++i)
+        perm[i] = i;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::vector<double> &r = rotations.r3[l];
+      for (int64_t i = 0; i < d; ++i) {
+        double sign = (rng() & 1) ? -1.0 : 1.0;
+        for (int64_t j = 0; j < d; ++j)
+          r[i * d + j] = sign * h[perm[i] * d + j];
+      }
+      double loss;
+      if (!evalLoss(objective, rotations, windows, count, seqlen, loss, error))
+        return false;
+      if (loss < current) {
+        current = loss;
+        best = r;
+      }
+    }
+    if (current < layerStart)
+      ++kept;
+    rotations.r3[l] = std::move(best);
+    if (terminal)
+      llvm::errs() << llvm::format(
+          "calibrate: R3 of layer %zu: loss %.4f -> %.4f (%lld candidates)\n",
+          l, layerStart, current, (long long)options.r3Candidates);
+  }
+  double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  if (options.progress)
+    llvm::errs() << llvm::format(
+        "calibrate: R3 search: %lld of %zu layers changed, loss on %lld "
+        "windows %.4f -> %.4f in %.1f s\n",
+        (long long)kept, rotations.r3.size(),
+        (long long)std::min<int64_t>(count, windows.size()), first, current,
+        secs);
+  return true;
+}
+
 LogicalResult calibrateRotations(ModuleOp module,
                                  const CalibrationOptions &options,
                                  Rotations &rotations) {
@@ -642,12 +741,21 @@ LogicalResult calibrateRotations(ModuleOp module,
     return fail("unknown schedule '" + options.schedule +
                 "': expected cosine or constant");
   std::string error;
-  auto objective = RotationObjective::create(module, options.quant, error);
+  if (options.r3 != "hadamard" && options.r3 != "search" &&
+      options.r3 != "cayley")
+    return fail("unknown r3 '" + options.r3 +
+                "': expected search, cayley or hadamard");
+  if (options.r3Candidates < 0 || options.r3Windows <= 0)
+    return fail("r3-candidates >= 0 and r3 windows > 0 are required");
+  bool learnR3 = options.r3 != "hadamard";
+  auto objective =
+      RotationObjective::create(module, options.quant, error, learnR3);
   if (!objective)
     return fail(error);
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
-      int64_t(rotations.r2.size()) != objective->numLayers())
+      int64_t(rotations.r2.size()) != objective->numLayers() ||
+      int64_t(rotations.r3.size()) != (learnR3 ? objective->numLayers() : 0))
     return fail("the initial rotations do not match the model");
   int64_t seqlen = options.seqlen;
   if (!seqlen)
@@ -671,7 +779,8 @@ LogicalResult calibrateRotations(ModuleOp module,
   bool terminal =
       options.progress && llvm::sys::Process::StandardErrIsDisplayed();
   std::vector<double> m1;
-  std::vector<std::vector<double>> m2(rotations.r2.size());
+  std::vector<std::vector<double>> m2(rotations.r2.size()),
+      m3(rotations.r3.size());
   numerics::CayleyOptions cayley;
   cayley.momentum = options.momentum;
   double before = 0, after = 0;
@@ -726,11 +835,14 @@ LogicalResult calibrateRotations(ModuleOp module,
     double alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
     for (size_t l = 0; l < rotations.r2.size(); ++l)
       numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
+    if (options.r3 == "cayley")
+      for (size_t l = 0; l < rotations.r3.size(); ++l)
+        numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
     // Five fixed-point iterations solve the Cayley equation only
     // approximately, and for small matrices the step is large relative to
     // their size (about 1e-4 off orthogonal per step at n = 16): a QR pulls
     // them back, every step for small matrices (cheap), every 20 for large.
-    for (auto *r : rotationList(rotations))
+    for (auto *r : rotationList(rotations, options.r3 == "cayley"))
       if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
           (step + 1) % 20 == 0)
         numerics::reorthonormalize(*r,
@@ -755,6 +867,14 @@ LogicalResult calibrateRotations(ModuleOp module,
   numerics::reorthonormalize(rotations.r1, n);
   for (auto &r : rotations.r2)
     numerics::reorthonormalize(r, d);
+  if (options.r3 == "cayley")
+    for (auto &r : rotations.r3)
+      numerics::reorthonormalize(r, d);
+  // The R3 search comes last, against the final R1/R2: it can only lower
+  // the loss of its windows from there.
+  if (options.r3 == "search" &&
+      !searchR3(*objective, rotations, windows, seqlen, options, error))
+    return fail(error);
   double total =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();

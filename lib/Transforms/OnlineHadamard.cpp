@@ -7,6 +7,8 @@
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace sq {
@@ -74,9 +76,11 @@ LogicalResult sq::insertOnlineHadamards(ModuleOp module, bool r3, bool r4,
         ok = false;
         return;
       }
-      if (attn.getQuery().getDefiningOp<HadamardOp>() &&
-          attn.getKey().getDefiningOp<HadamardOp>())
-        return; // already rotated
+      auto rotated = [](Value v) {
+        return v.getDefiningOp<HadamardOp>() || v.getDefiningOp<RotateOp>();
+      };
+      if (rotated(attn.getQuery()) && rotated(attn.getKey()))
+        return; // already rotated (a Hadamard or a learned R3)
       noteFallback(headDim, attn, "R3 (head_dim)");
       for (OpOperand *operand :
            {&attn.getQueryMutable(), &attn.getKeyMutable()}) {
@@ -92,6 +96,69 @@ LogicalResult sq::insertOnlineHadamards(ModuleOp module, bool r3, bool r4,
       return failure();
   }
   return success();
+}
+
+bool sq::replaceR3WithRotations(ModuleOp module,
+                                ArrayRef<std::vector<double>> matrices,
+                                std::vector<std::string> *names,
+                                std::string &error, StringRef name) {
+  SmallVector<AttentionOp> attentions;
+  module.walk([&](AttentionOp a) { attentions.push_back(a); });
+  if (!matrices.empty() && matrices.size() != attentions.size()) {
+    error = std::to_string(matrices.size()) + " R3 rotations for " +
+            std::to_string(attentions.size()) + " attention layers";
+    return false;
+  }
+  OpBuilder b(module.getContext());
+  for (auto [layer, attn] : llvm::enumerate(attentions)) {
+    auto q = attn.getQuery().getDefiningOp<HadamardOp>();
+    auto k = attn.getKey().getDefiningOp<HadamardOp>();
+    int64_t d = attn.getHeadDim();
+    auto seedOf = [](HadamardOp h) -> uint64_t {
+      return h.getSeed() ? *h.getSeed() : 0;
+    };
+    if (!q || !k || q == k || q.getBlockSize() != d || k.getBlockSize() != d ||
+        seedOf(q) != seedOf(k)) {
+      error = "a learned R3 replaces the online Hadamard R3 (sq.hadamard of "
+              "head_dim " +
+              std::to_string(d) +
+              " on the query and on the key, "
+              "--sq-online-hadamard), which attention " +
+              std::to_string(layer) + " does not have";
+      return false;
+    }
+    std::vector<float> m;
+    if (matrices.empty()) {
+      m = numerics::denseTransform(d, seedOf(q));
+    } else if (matrices[layer].size() != size_t(d * d)) {
+      error = "R3 of layer " + std::to_string(layer) + " is not " +
+              std::to_string(d) + "x" + std::to_string(d);
+      return false;
+    } else {
+      m.assign(matrices[layer].begin(), matrices[layer].end());
+    }
+    b.setInsertionPoint(q->isBeforeInBlock(k) ? q : k);
+    auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
+        ArrayRef<char>(reinterpret_cast<const char *>(m.data()),
+                       m.size() * sizeof(float)),
+        alignof(float));
+    auto type = RankedTensorType::get({d, d}, b.getF32Type());
+    auto attr = DenseResourceElementsAttr::get(
+        type,
+        "model.layers." + std::to_string(layer) + ".self_attn." + name.str(),
+        std::move(blob));
+    auto weight = WeightOp::create(b, attn.getLoc(), cast<ElementsAttr>(attr));
+    for (HadamardOp h : {q, k}) {
+      b.setInsertionPoint(h);
+      auto rot = RotateOp::create(b, h.getLoc(), h.getInput(), weight,
+                                  /*transposed=*/false);
+      h.getOutput().replaceAllUsesWith(rot.getOutput());
+      h.erase();
+    }
+    if (names)
+      names->push_back(weight.getName().str());
+  }
+  return true;
 }
 
 namespace {

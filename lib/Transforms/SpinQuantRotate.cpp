@@ -205,6 +205,22 @@ struct SpinQuantRotatePass
     });
     if (!ok)
       return failure();
+    if (r3 != "hadamard" && r3 != "search" && r3 != "cayley")
+      return module.emitError() << "spinquant-rotate: unknown r3 '" << r3
+                                << "': expected search, cayley or hadamard";
+    if (r3 != "hadamard") {
+      // From the online Hadamards just inserted (seed 0), or the file's.
+      for (int64_t l = 0; l < layer; ++l) {
+        auto it = fromFile.find("layers." + std::to_string(l) + ".R3");
+        if (it != fromFile.end()) {
+          r.r3.push_back(it->second);
+        } else {
+          const std::vector<float> &h =
+              numerics::denseTransform(r.headDim, /*seed=*/0);
+          r.r3.emplace_back(h.begin(), h.end());
+        }
+      }
+    }
     CalibrationOptions options;
     options.data = data;
     options.tokenizer = tokenizer;
@@ -219,11 +235,54 @@ struct SpinQuantRotatePass
     options.quant = quant;
     options.validate = validate;
     options.validateEvery = validateEvery;
+    options.r3 = r3;
+    options.r3Candidates = r3Candidates;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);
     for (size_t l = 0; l < r.r2.size(); ++l)
       fromFile["layers." + std::to_string(l) + ".R2"] = std::move(r.r2[l]);
+    for (size_t l = 0; l < r.r3.size(); ++l)
+      fromFile["layers." + std::to_string(l) + ".R3"] = std::move(r.r3[l]);
+    return success();
+  }
+
+  /// A learned R3 (mode=learned with learn-r3, or a rotation file with
+  /// layers.N.R3): the online Hadamards on Q/K become sq.rotate by it. A
+  /// file's R3 must be there for every layer or for none.
+  LogicalResult applyLearnedR3(ModuleOp module, int64_t layers) {
+    std::vector<Matrix> r3;
+    for (int64_t l = 0; l < layers; ++l) {
+      auto it = fromFile.find("layers." + std::to_string(l) + ".R3");
+      if (it == fromFile.end())
+        break;
+      r3.push_back(it->second);
+    }
+    if (r3.empty())
+      return success();
+    std::string where = mode == "file" ? "rotation file '" + path + "'"
+                                       : std::string("learned R3");
+    if (int64_t(r3.size()) != layers)
+      return module.emitError()
+             << where << " has R3 for layers 0-" << r3.size() - 1
+             << " only, not for all " << layers;
+    int64_t d = 0;
+    module.walk([&](AttentionOp a) { d = a.getHeadDim(); });
+    for (int64_t l = 0; l < layers; ++l) {
+      if (r3[l].size() != size_t(d * d))
+        return module.emitError()
+               << where << ": layers." << l << ".R3 is not " << d << "x" << d;
+      double err = orthogonalityError(r3[l], d);
+      if (err > 1e-4)
+        return module.emitError()
+               << where << ": layers." << l
+               << ".R3 is not orthogonal (|R R^T - I| = " << err << ")";
+      if (!save.empty())
+        used.push_back({"layers." + std::to_string(l) + ".R3", r3[l]});
+    }
+    std::string error;
+    if (!replaceR3WithRotations(module, r3, nullptr, error))
+      return module.emitError() << where << ": " << error;
     return success();
   }
 
@@ -363,6 +422,8 @@ struct SpinQuantRotatePass
     if (onlineHadamard && mode != "learned" &&
         failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
       return signalPassFailure();
+    if (failed(applyLearnedR3(module, layer)))
+      return signalPassFailure();
     std::string error;
     if (!save.empty() && !writeRotationFile(save, used, error)) {
       module.emitError() << error;
@@ -394,6 +455,8 @@ struct SpinQuantCalibratePass
     o.validate = validate;
     o.validateEvery = validateEvery;
     o.init = init;
+    o.r3 = r3;
+    o.r3Candidates = r3Candidates;
     o.save = save;
     o.fuseNorms = fuseNorms;
     o.onlineHadamard = onlineHadamard;

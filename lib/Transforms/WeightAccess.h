@@ -14,7 +14,11 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
+
+#include <string>
+#include <vector>
 
 namespace sq {
 
@@ -51,11 +55,23 @@ mlir::LogicalResult foldNormScales(mlir::ModuleOp module, bool center,
                                    WeightStorage storage);
 
 /// --sq-online-hadamard as a function (also run by --spinquant-rotate);
-/// idempotent: an attention whose Q and K already pass through
+/// idempotent: an attention whose Q and K already pass through a learned
+/// R3 (sq.rotate) or
 /// sq.hadamard, or a down_proj behind one, is left alone.
 mlir::LogicalResult insertOnlineHadamards(mlir::ModuleOp module, bool r3,
                                           bool r4, uint64_t seed,
                                           WeightStorage storage);
+
+/// Replaces the online R3 of every attention (the sq.hadamard of head_dim
+/// on its query and on its key) by an sq.rotate of both by one new fp32
+/// weight `model.layers.L.self_attn.<name>` per layer: `matrices[L]` (x -> x
+/// R), or, when `matrices` is empty, the Hadamard's own matrix (the same
+/// function). The weights' names go to `names` when given. Fails with
+/// `error` when an attention has no such pair of Hadamards.
+bool replaceR3WithRotations(mlir::ModuleOp module,
+                            llvm::ArrayRef<std::vector<double>> matrices,
+                            std::vector<std::string> *names, std::string &error,
+                            llvm::StringRef name = "R3");
 
 } // namespace sq
 

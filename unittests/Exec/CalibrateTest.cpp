@@ -101,6 +101,8 @@ double dot(const std::vector<double> &a, const std::vector<double> &b) {
 struct GradCase {
   const char *fixture;
   const char *pipeline;
+  /// Learn R3 too (dL/dR3 through the sq.rotate on Q and K).
+  bool learnR3 = false;
 };
 
 class CalibrationGradient : public ::testing::TestWithParam<GradCase> {};
@@ -117,11 +119,15 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
                      GetParam().pipeline);
   ASSERT_TRUE(module);
   std::string error;
-  auto obj = RotationObjective::create(*module, "w16a16", error);
+  auto obj =
+      RotationObjective::create(*module, "w16a16", error, GetParam().learnR3);
   ASSERT_TRUE(obj) << error;
   int64_t n = obj->hidden(), d = obj->headDim();
   ASSERT_GT(obj->numLayers(), 0);
   Rotations r = randomRotations(*obj, 1, 10);
+  if (GetParam().learnR3)
+    for (int64_t l = 0; l < obj->numLayers(); ++l)
+      r.r3.push_back(numerics::randomOrthogonalMatrix(d, 20 + l));
   int64_t batch = 2, seq = 7;
   std::vector<int64_t> tokens;
   for (int64_t i = 0; i < batch * seq; ++i)
@@ -160,6 +166,9 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
   check(r.r1, grad.r1, n, "R1");
   for (int64_t l = 0; l < obj->numLayers(); ++l)
     check(r.r2[l], grad.r2[l], d, "R2 of layer " + std::to_string(l));
+  ASSERT_EQ(grad.r3.size(), r.r3.size());
+  for (size_t l = 0; l < r.r3.size(); ++l)
+    check(r.r3[l], grad.r3[l], d, "R3 of layer " + std::to_string(l));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -168,12 +177,16 @@ INSTANTIATE_TEST_SUITE_P(
         GradCase{"gqa-opset17.onnx", "sq-fuse-norms"},
         GradCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"},
         GradCase{"interleaved-opset17.onnx", "sq-fuse-norms"},
-        GradCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"}),
+        GradCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"},
+        GradCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard", true},
+        GradCase{"interleaved-opset17.onnx", "sq-fuse-norms,sq-online-hadamard",
+                 true}),
     [](const auto &info) {
       std::string name =
           std::string(info.param.fixture) +
           (llvm::StringRef(info.param.pipeline).contains("had") ? "_hadamard"
-                                                                : "");
+                                                                : "") +
+          (info.param.learnR3 ? "_learnR3" : "");
       for (char &c : name)
         if (!isalnum(static_cast<unsigned char>(c)))
           c = '_';
@@ -403,6 +416,79 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
   EXPECT_LE(lBest, l0 + 1e-4);
   EXPECT_LE(lBest, heldOutLoss(ends) + 1e-4);
   EXPECT_LE(numerics::orthogonalityError(best.r1, obj->hidden()), 1e-5);
+  llvm::sys::fs::remove(bin);
+}
+
+// r3=search: each layer's R3 becomes the best signed permutation of the
+// Hadamard matrix found on the forward loss of the fixed windows, so that
+// loss never rises; the result is orthogonal, of that form, deterministic,
+// and Cayley SGD does not move it.
+TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  const std::string quant = "w16a16kv4";
+  auto obj = RotationObjective::create(*module, quant, error, true);
+  ASSERT_TRUE(obj) << error;
+  const int64_t seq = 8, vocab = obj->vocabSize(), d = obj->headDim();
+  llvm::SmallString<128> bin;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-calib", "bin", bin));
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < 400; ++i)
+    ids.push_back((i * 13 + i / 7) % vocab);
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(bin, ec);
+    ASSERT_FALSE(ec);
+    os.write(reinterpret_cast<const char *>(ids.data()), ids.size() * 4);
+  }
+  CalibrationOptions options;
+  options.data = bin.str().str();
+  options.seqlen = seq;
+  options.samples = 8;
+  options.batch = 2;
+  options.steps = 0;
+  options.quant = quant;
+  options.r3 = "search";
+  options.r3Candidates = 12;
+  options.r3Windows = 4;
+  options.progress = false;
+  std::vector<std::vector<int64_t>> windows;
+  ASSERT_TRUE(loadCalibrationWindows(options, seq, vocab, windows, error))
+      << error;
+  std::vector<int64_t> tokens;
+  for (int64_t w = 0; w < options.r3Windows; ++w)
+    tokens.insert(tokens.end(), windows[w].begin(), windows[w].end());
+  auto loss = [&](const Rotations &r) {
+    double l = 0;
+    EXPECT_TRUE(
+        obj->evaluate(r, tokens, options.r3Windows, seq, l, nullptr, error))
+        << error;
+    return l;
+  };
+  Rotations init = identityRotations(*obj);
+  const std::vector<float> &h = numerics::denseTransform(d, 0);
+  init.r3.assign(obj->numLayers(), std::vector<double>(h.begin(), h.end()));
+  Rotations found = init, again = init;
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, found)));
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, again)));
+  EXPECT_EQ(found.r3, again.r3);
+  double before = loss(init), after = loss(found);
+  EXPECT_LT(after, before) << "12 candidates per layer found nothing better";
+  ASSERT_EQ(found.r3.size(), size_t(obj->numLayers()));
+  for (const auto &r : found.r3) {
+    EXPECT_LE(numerics::orthogonalityError(r, d), 1e-6);
+    for (double v : r)
+      EXPECT_NEAR(std::fabs(v), 1.0 / std::sqrt(double(d)), 1e-6);
+  }
+  // Cayley steps with r3=search leave R3 where the search put it.
+  options.steps = 2;
+  Rotations trained = init;
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, trained)));
+  EXPECT_EQ(trained.r3, found.r3);
+  EXPECT_NE(trained.r1, found.r1);
   llvm::sys::fs::remove(bin);
 }
 

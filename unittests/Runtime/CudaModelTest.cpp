@@ -49,7 +49,7 @@ void sqcu_rope(void *ctx, int32_t out, int32_t in, int64_t dim, int64_t heads,
 void sqcu_attention(void *ctx, int32_t out, int32_t q, int32_t k, int32_t v,
                     int32_t index);
 void sqcu_rotate(void *ctx, int32_t out, int32_t in, int32_t rotation,
-                 int64_t n, int32_t transposed);
+                 int64_t n, int64_t block, int32_t transposed);
 void sqcu_hadamard(void *ctx, int32_t out, int32_t in, int64_t dim,
                    int64_t block, int64_t seed);
 void sqcu_fake_quant(void *ctx, int32_t out, int32_t in, int64_t dim,
@@ -74,7 +74,7 @@ void sq_model_program(void *ctx) {
   sqcu_hadamard(ctx, 13, 12, 64, 32, 5);
   sqcu_fake_quant(ctx, 9, 13, 64, 4, 1, 0, 0.9, 0);
   sqcu_add(ctx, 10, 6, 6, 64);             // 2 E[id]
-  sqcu_rotate(ctx, 11, 10, 5, 64, 0);      // 2 E[id] R
+  sqcu_rotate(ctx, 11, 10, 5, 64, 64, 0);  // 2 E[id] R
   sqcu_linear(ctx, 12, 11, 1, -1, 64, 16); // 2 E[id] R W^T
   sqcu_logits(ctx, 12);
 }

@@ -31,11 +31,17 @@ namespace sq {
 
 class Executor;
 
-/// R1 and one R2 per layer, row-major, in double.
+/// R1, one R2 per layer and, when R3 is learned too, one R3 per layer
+/// (empty otherwise), row-major, in double.
 struct Rotations {
   int64_t hidden = 0, headDim = 0;
   std::vector<double> r1;
   std::vector<std::vector<double>> r2;
+  /// The online rotation of Q and K after RoPE (head_dim x head_dim, shared
+  /// by the heads of a layer): x -> x R3. SpinQuant keeps it a fixed
+  /// Hadamard; learning it reaches the key cache's quantization error,
+  /// which R1 and R2 cannot (R1 cancels in K, R2 acts on V and O).
+  std::vector<std::vector<double>> r3;
 };
 
 struct CalibrationOptions {
@@ -69,6 +75,19 @@ struct CalibrationOptions {
   /// initialization too, if no step beats it).
   int64_t validate = 0;
   int64_t validateEvery = 10;
+  /// R3, the online rotation of Q and K after RoPE: "hadamard" keeps the
+  /// model's online Hadamards fixed (SpinQuant); "search" and "cayley" learn
+  /// one R3 per layer from `Rotations::r3` (the model's online Hadamards,
+  /// sq.hadamard of head_dim, must be in place and become sq.rotate).
+  /// search: after the Cayley steps, layer by layer, `r3Candidates`
+  /// seeded signed permutations of the Hadamard matrix are tried against
+  /// the current R3 on the loss of `r3Windows` fixed calibration windows,
+  /// forward only (the straight-through gradient does not see how R3
+  /// changes the key cache's rounding error), and the best is kept. cayley:
+  /// R3 moves by Cayley SGD with R1/R2 on that gradient.
+  std::string r3 = "hadamard";
+  int64_t r3Candidates = 16;
+  int64_t r3Windows = 8;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
@@ -80,8 +99,13 @@ struct CalibrationOptions {
 class RotationObjective {
 public:
   ~RotationObjective();
-  static std::unique_ptr<RotationObjective>
-  create(mlir::ModuleOp module, const std::string &quant, std::string &error);
+  /// With `learnR3`, the online Hadamards on Q and K of every attention
+  /// (which must be there) become trainable rotations of the clone, and
+  /// evaluate() takes and differentiates `Rotations::r3`.
+  static std::unique_ptr<RotationObjective> create(mlir::ModuleOp module,
+                                                   const std::string &quant,
+                                                   std::string &error,
+                                                   bool learnR3 = false);
 
   int64_t hidden() const;
   int64_t headDim() const;
@@ -97,8 +121,9 @@ public:
                    std::string &error);
 
   /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
-  /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (the matrices
-  /// need not be orthogonal: the loss is defined for any).
+  /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (and dL/dR3 when
+  /// R3 is learned; the matrices need not be orthogonal: the loss is defined
+  /// for any).
   bool evaluate(const Rotations &r, llvm::ArrayRef<int64_t> tokens,
                 int64_t batch, int64_t seq, double &loss, Rotations *grad,
                 std::string &error);

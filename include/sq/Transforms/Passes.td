@@ -87,8 +87,11 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     matrices), `file` (read from `path`). `save=FILE` writes the rotations
     used.
 
-    Rotation files are safetensors: tensors `R1` [hidden, hidden] and
-    `layers.N.R2` [head_dim, head_dim] (float64 or float32), metadata
+    Rotation files are safetensors: tensors `R1` [hidden, hidden],
+    `layers.N.R2` [head_dim, head_dim] and, for a learned R3, `layers.N.R3`
+    [head_dim, head_dim] for every layer or none (float64 or float32; an R3
+    replaces the online Hadamard on Q/K by `sq.rotate` by a weight
+    `model.layers.N.self_attn.R3`), metadata
     `format = sq-rotations`, `version = 1`. Files with the official
     SpinQuant names `model.R1.weight` and
     `model.layers.N.self_attn.R2.weight` are read too. Every matrix must be
@@ -153,6 +156,16 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "float model's Hessians, recomputed every step)">,
     Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
            "learned: initial rotations: hadamard or random">,
+    Option<"r3", "r3", "std::string", /*default=*/"\"search\"",
+           "learned: R3, the online rotation of Q and K after RoPE (the one "
+           "rotation that reaches the key cache's rounding): search (the "
+           "default, beyond the paper: per layer, the best of "
+           "r3-candidates seeded signed permutations of the Hadamard matrix "
+           "on the calibration loss, stored as a head_dim x head_dim "
+           "sq.rotate), cayley (Cayley SGD with R1/R2), or hadamard (fixed, "
+           "as SpinQuant)">,
+    Option<"r3Candidates", "r3-candidates", "int64_t", /*default=*/"16",
+           "learned, r3=search: candidates tried per layer">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
            "fold RMSNorm scales into the following linears first "
            "(--sq-fuse-norms with its defaults)">,
@@ -181,8 +194,21 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
     quantizers) to dL/dR1 and dL/dR2, and takes a Cayley SGD step on the
     Stiefel manifold (Li et al. 2020, the official optimizer: skew
     generator from gradient and momentum, step capped by its norm,
-    fixed-point Cayley iteration, QR every 20 steps). R3/R4 (the online
-    Hadamards, inserted before training) stay fixed.
+    fixed-point Cayley iteration, QR every 20 steps). R4 (the online
+    Hadamard on down_proj's input, inserted before training) stays fixed.
+
+    R3, the online rotation of Q and K after RoPE, is where SQ goes beyond
+    the paper (which keeps it a Hadamard): it is the only rotation that
+    reaches the key cache's quantization (R1 cancels in K, R2 acts on V/O),
+    and the straight-through gradient does not see how it changes the keys'
+    rounding. `r3=search` (the default) therefore picks it without
+    gradients after the Cayley steps (against the final R1/R2): per layer,
+    `r3-candidates` seeded signed permutations of the Hadamard matrix are
+    tried against the current one on the forward loss of 8 fixed
+    calibration windows, and the best is kept. The result is an `sq.rotate` of Q and K by a
+    head_dim x head_dim weight per layer, saved as `layers.N.R3`.
+    `r3=cayley` trains R3 with R1/R2 on the straight-through gradient;
+    `r3=hadamard` keeps the fixed Hadamard (SpinQuant exactly).
 
     The calibration text is `data=FILE` (tokenized with `tokenizer`, or
     int32 ids in a `.bin`), by default the WikiText-2 excerpt compiled into
@@ -237,6 +263,16 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "float model's Hessians, recomputed every step)">,
     Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
            "learned: initial rotations: hadamard or random">,
+    Option<"r3", "r3", "std::string", /*default=*/"\"search\"",
+           "learned: R3, the online rotation of Q and K after RoPE (the one "
+           "rotation that reaches the key cache's rounding): search (the "
+           "default, beyond the paper: per layer, the best of "
+           "r3-candidates seeded signed permutations of the Hadamard matrix "
+           "on the calibration loss, stored as a head_dim x head_dim "
+           "sq.rotate), cayley (Cayley SGD with R1/R2), or hadamard (fixed, "
+           "as SpinQuant)">,
+    Option<"r3Candidates", "r3-candidates", "int64_t", /*default=*/"16",
+           "learned, r3=search: candidates tried per layer">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",
            "write the learned rotations to this safetensors file">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",

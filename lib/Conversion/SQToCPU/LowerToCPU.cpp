@@ -418,9 +418,12 @@ LogicalResult Lowering::emit() {
            {ctx, i32(out), i32(slotOf(a.getQuery())), i32(slotOf(a.getKey())),
             i32(slotOf(a.getValue())), i32(attentionIndex[&op])});
     } else if (auto ro = dyn_cast<RotateOp>(op)) {
+      // R [block, block] on every block of the last dimension (a per-head
+      // rotation: block = head_dim).
       call("sqrt_rotate",
            {ctx, i32(out), i32(slotOf(ro.getInput())),
             i32(wslot(ro.getRotation())), i64(lastDim(ro.getInput())),
+            i64(ro.getRotation().getType().getDimSize(0)),
             i32(ro.getTransposed() ? 1 : 0)});
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
       call("sqrt_hadamard",

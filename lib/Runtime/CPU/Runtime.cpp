@@ -299,14 +299,22 @@ SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,
             &ThreadPool::global());
 }
 
+/// out = in R (in R^T when `transposed`) on every `block` values of rows of
+/// n: R is block x block (block = n, or a per-head rotation).
 SQ_PROGRAM_CALL void sqrt_rotate(void *ctx, int32_t out, int32_t in,
-                                 int32_t rotation, int64_t n,
+                                 int32_t rotation, int64_t n, int64_t block,
                                  int32_t transposed) {
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  if (block <= 0 || n % block) {
+    x.setError("sq_rotate: a rotation of " + std::to_string(block) +
+               " does not divide rows of " + std::to_string(n));
+    return;
+  }
   float *o = x.out(out, x.tokens * n);
-  rotate(x.in(in), x.in(rotation), x.tokens, n, transposed != 0, o);
+  rotate(x.in(in), x.in(rotation), x.tokens * (n / block), block,
+         transposed != 0, o);
 }
 
 SQ_PROGRAM_CALL void sqrt_hadamard(void *ctx, int32_t out, int32_t in,

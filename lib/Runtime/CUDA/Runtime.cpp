@@ -510,11 +510,15 @@ SQ_PROGRAM_CALL void sqcu_rms_norm(void *ctx, int32_t out, int32_t in,
 }
 
 /// out [tokens, n] = in [tokens, k] w^T + bias through sq_linear16.
+/// out [rows, n] = in [rows, k] W^T; rows < 0: the batch's tokens.
 static void linear16(Exec &x, CUdeviceptr o, CUdeviceptr in, CUdeviceptr w,
-                     CUdeviceptr bias, int64_t k, int64_t n, int storage) {
+                     CUdeviceptr bias, int64_t k, int64_t n, int storage,
+                     int64_t rows = -1) {
+  if (rows < 0)
+    rows = x.tokens;
   Args a;
-  a.ptr(o).ptr(in).ptr(w).ptr(bias).i64(x.tokens).i64(k).i64(n).i32(storage);
-  x.launch(kLinear16, ceilDiv(n, 8), x.tokens, 256, 0, a.params());
+  a.ptr(o).ptr(in).ptr(w).ptr(bias).i64(rows).i64(k).i64(n).i32(storage);
+  x.launch(kLinear16, ceilDiv(n, 8), rows, 256, 0, a.params());
 }
 
 SQ_PROGRAM_CALL void sqcu_linear(void *ctx, int32_t out, int32_t in,
@@ -719,14 +723,20 @@ SQ_PROGRAM_CALL void sqcu_attention(void *ctx, int32_t out, int32_t q,
            4 * uint64_t(x.cached + x.seq), a.params());
 }
 
-/// out = in R (or in R^T when `transposed`) for a rotation weight R [n, n]:
-/// sq_linear16 with R^T (uploaded on first use) or R.
+/// out = in R (or in R^T when `transposed`) on every `block` values of
+/// rows of n, for a rotation weight R [block, block]: sq_linear16 over
+/// tokens * n / block rows with R^T (uploaded on first use) or R.
 SQ_PROGRAM_CALL void sqcu_rotate(void *ctx, int32_t out, int32_t in,
-                                 int32_t rotation, int64_t n,
+                                 int32_t rotation, int64_t n, int64_t block,
                                  int32_t transposed) {
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  if (block <= 0 || n % block) {
+    x.setError("sq_rotate: a rotation of " + std::to_string(block) +
+               " does not divide rows of " + std::to_string(n));
+    return;
+  }
   Model &m = *x.model;
   if (!x.isWeight(rotation) ||
       m.manifest.weights[rotation].storage != FloatStorage::F32) {
@@ -743,10 +753,10 @@ SQ_PROGRAM_CALL void sqcu_rotate(void *ctx, int32_t out, int32_t in,
     CUdeviceptr &t = m.transposed[rotation];
     if (!t) {
       const float *r = reinterpret_cast<const float *>(m.weights[rotation]);
-      std::vector<float> rt(size_t(n) * n);
-      for (int64_t a = 0; a < n; ++a)
-        for (int64_t b = 0; b < n; ++b)
-          rt[b * n + a] = r[a * n + b];
+      std::vector<float> rt(size_t(block) * block);
+      for (int64_t a = 0; a < block; ++a)
+        for (int64_t b = 0; b < block; ++b)
+          rt[b * block + a] = r[a * block + b];
       std::string e;
       if (!m.upload(rt.data(), rt.size() * 4, t, e)) {
         t = 0;
@@ -756,7 +766,7 @@ SQ_PROGRAM_CALL void sqcu_rotate(void *ctx, int32_t out, int32_t in,
     }
     w = t;
   }
-  linear16(x, o, i, w, 0, n, n, 0);
+  linear16(x, o, i, w, 0, block, block, 0, x.tokens * (n / block));
 }
 
 SQ_PROGRAM_CALL void sqcu_hadamard(void *ctx, int32_t out, int32_t in,

@@ -44,6 +44,18 @@ write(out + "/small.safetensors", {"R1": signed_permutation(8, 0)})
 nan = signed_permutation(16, 0)
 nan[1][17] = float("nan")
 write(out + "/nan.safetensors", {"R1": nan})
+# Learned R3: for every layer (a signed permutation: the float model is
+# unchanged), for one layer of two, and a skewed one.
+r3 = dict(official)
+for layer in range(2):
+    r3["layers.%d.R3" % layer] = signed_permutation(4, layer + 2)
+write(out + "/r3.safetensors", r3)
+partial = dict(official)
+partial["layers.0.R3"] = signed_permutation(4, 1)
+write(out + "/r3-partial.safetensors", partial)
+skewed_r3 = dict(r3)
+skewed_r3["layers.1.R3"] = (4, [0.5] * 16)
+write(out + "/r3-skewed.safetensors", skewed_r3)
 # 2^32 x 2^32: the element count overflows 64 bits (an empty data range).
 write_raw(out + "/huge.safetensors",
           b'{"R1": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}')

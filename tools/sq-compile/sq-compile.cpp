@@ -74,9 +74,11 @@ static cl::opt<std::string> quantize(
     cl::init("w4a4kv4"), cl::cat(category));
 static cl::opt<std::string> rotate(
     "rotate",
-    cl::desc("Rotations: learned (SpinQuant's Cayley calibration, the "
-             "default), hadamard (QuaRot-style, no training), random, "
-             "file:PATH (a rotation file saved by spinquant-rotate), none"),
+    cl::desc("Rotations: learned (SpinQuant's Cayley calibration of R1/R2 "
+             "and SQ's search of R3, the default; sq-opt "
+             "--spinquant-rotate=r3=hadamard for the paper's fixed R3), "
+             "hadamard (QuaRot-style, no training), random, file:PATH (a "
+             "rotation file saved by spinquant-rotate), none"),
     cl::init("learned"), cl::cat(category));
 static cl::opt<std::string> calibData(
     "calib-data",

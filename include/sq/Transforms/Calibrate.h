@@ -10,9 +10,10 @@
 // Cayley SGD on the Stiefel manifold (numerics::cayleyStep).
 //
 // The model must be ready for R1: weightless RMSNorms (--sq-fuse-norms),
-// optionally with the online Hadamards R3/R4 already in place (they stay
-// fixed while training). It is not rotated or changed here: the caller
-// folds the learned matrices (--spinquant-rotate=mode=learned).
+// optionally with the online Hadamards R3/R4 already in place (R4 stays
+// fixed; R3 too unless CalibrationOptions::r3 learns it, beyond the paper).
+// It is not rotated or changed here: the caller folds the learned matrices
+// (--spinquant-rotate=mode=learned).
 //
 //===----------------------------------------------------------------------===//
 
@@ -84,7 +85,9 @@ struct CalibrationOptions {
   /// the current R3 on the loss of `r3Windows` fixed calibration windows,
   /// forward only (the straight-through gradient does not see how R3
   /// changes the key cache's rounding error), and the best is kept. cayley:
-  /// R3 moves by Cayley SGD with R1/R2 on that gradient.
+  /// R3 moves by Cayley SGD with R1/R2 on that gradient. (This API keeps
+  /// the paper's "hadamard" by default, which needs no `Rotations::r3`;
+  /// --spinquant-rotate=mode=learned defaults to "search".)
   std::string r3 = "hadamard";
   int64_t r3Candidates = 16;
   int64_t r3Windows = 8;

@@ -661,11 +661,10 @@ static bool evalLoss(RotationObjective &objective, const Rotations &r,
 }
 
 /// r3=search (after the Cayley steps): layer by layer, seeded signed
-/// permutations of the Hadamard
-/// matrix (x -> x P D H: the same spreading of the key's channels, other
-/// ones mixed) against the current R3, on the forward loss of fixed windows
-/// under the training quantization; the best is kept (never worse than the
-/// start on those windows).
+/// permutations of the Hadamard matrix (x -> x P D H: the same spreading of
+/// the key's channels, other ones mixed) against the current R3, on the
+/// forward loss of fixed windows under the training quantization; the best
+/// is kept (never worse than the start on those windows).
 static bool searchR3(RotationObjective &objective, Rotations &rotations,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t seqlen, const CalibrationOptions &options,
@@ -870,14 +869,14 @@ LogicalResult calibrateRotations(ModuleOp module,
   if (options.r3 == "cayley")
     for (auto &r : rotations.r3)
       numerics::reorthonormalize(r, d);
-  // The R3 search comes last, against the final R1/R2: it can only lower
-  // the loss of its windows from there.
-  if (options.r3 == "search" &&
-      !searchR3(*objective, rotations, windows, seqlen, options, error))
-    return fail(error);
   double total =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
+  // The R3 search comes last, against the final R1/R2: it can only lower
+  // the loss of its windows from there. (It reports its own time.)
+  if (options.r3 == "search" &&
+      !searchR3(*objective, rotations, windows, seqlen, options, error))
+    return fail(error);
   if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
                                     seqlen, after, error))
     return fail(error);

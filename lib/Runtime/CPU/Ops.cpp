@@ -252,14 +252,27 @@ void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
 
 void rotate(const float *x, const float *r, int64_t rows, int64_t n,
             bool transposed, float *out) {
+  // fp32 like the executor's sgemm; x R as a sum of R's rows (the inner loop
+  // over a row of R vectorizes), x R^T as dot products with R's rows.
   for (int64_t t = 0; t < rows; ++t) {
     const float *xi = x + t * n;
     float *o = out + t * n;
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i)
-        s += double(xi[i]) * (transposed ? r[j * n + i] : r[i * n + j]);
-      o[j] = static_cast<float>(s);
+    if (transposed) {
+      for (int64_t j = 0; j < n; ++j) {
+        const float *rj = r + j * n;
+        float s = 0.0f;
+        for (int64_t i = 0; i < n; ++i)
+          s += xi[i] * rj[i];
+        o[j] = s;
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < n; ++j)
+      o[j] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = xi[i], *ri = r + i * n;
+      for (int64_t j = 0; j < n; ++j)
+        o[j] += a * ri[j];
     }
   }
 }

@@ -36,7 +36,7 @@ void linear16(const float *x, const uint16_t *w, FloatStorage format,
 /// executor does. `out` may equal `x`.
 void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
                              uint64_t seed, float *out, ThreadPool *pool);
-/// x R (or x R^T) for R [n, n].
+/// x R (or x R^T) for R [n, n] on `rows` rows of n; `out` must not alias x.
 void rotate(const float *x, const float *r, int64_t rows, int64_t n,
             bool transposed, float *out);
 

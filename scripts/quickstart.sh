@@ -51,7 +51,7 @@ for so in model-fp model-hadamard model; do
   case $so in
     model-fp) label="fp32";;
     model-hadamard) label="W4A4KV4, Hadamard";;
-    model) label="W4A4KV4, learned (SpinQuant)";;
+    model) label="W4A4KV4, learned";;
   esac
   printf '%-30s ' "$label:"
   "$BIN/sq-run" "$OUT/$so.so" --tokenizer "$TOK" \

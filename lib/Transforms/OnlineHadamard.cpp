@@ -7,8 +7,6 @@
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
-#include "mlir/IR/BuiltinDialect.h"
-#include "mlir/IR/DialectResourceBlobManager.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace sq {
@@ -138,16 +136,13 @@ bool sq::replaceR3WithRotations(ModuleOp module,
       m.assign(matrices[layer].begin(), matrices[layer].end());
     }
     b.setInsertionPoint(q->isBeforeInBlock(k) ? q : k);
-    auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
-        ArrayRef<char>(reinterpret_cast<const char *>(m.data()),
-                       m.size() * sizeof(float)),
-        alignof(float));
     auto type = RankedTensorType::get({d, d}, b.getF32Type());
-    auto attr = DenseResourceElementsAttr::get(
-        type,
+    WeightOp weight = makeWeight(
+        b, attn.getLoc(),
         "model.layers." + std::to_string(layer) + ".self_attn." + name.str(),
-        std::move(blob));
-    auto weight = WeightOp::create(b, attn.getLoc(), cast<ElementsAttr>(attr));
+        type, type,
+        ArrayRef<char>(reinterpret_cast<const char *>(m.data()),
+                       m.size() * sizeof(float)));
     for (HadamardOp h : {q, k}) {
       b.setInsertionPoint(h);
       auto rot = RotateOp::create(b, h.getLoc(), h.getInput(), weight,

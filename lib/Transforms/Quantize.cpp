@@ -76,13 +76,6 @@ std::vector<char> packRows(const numerics::QuantizedWeight &q) {
   return out;
 }
 
-WeightOp makeWeight(OpBuilder &b, Location loc, StringRef name, Type type,
-                    ShapedType storage, ArrayRef<char> bytes) {
-  auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, 4);
-  auto attr = DenseResourceElementsAttr::get(storage, name, std::move(blob));
-  return WeightOp::create(b, loc, type, cast<ElementsAttr>(attr));
-}
-
 struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
   using Base::Base;
 

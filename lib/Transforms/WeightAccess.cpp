@@ -20,6 +20,13 @@ using namespace mlir;
 
 namespace sq {
 
+WeightOp makeWeight(OpBuilder &b, Location loc, StringRef name, Type type,
+                    ShapedType storage, ArrayRef<char> bytes) {
+  auto blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, 4);
+  auto attr = DenseResourceElementsAttr::get(storage, name, std::move(blob));
+  return WeightOp::create(b, loc, type, cast<ElementsAttr>(attr));
+}
+
 namespace {
 
 /// Drops the resident pages of [data, data + size) when the range lies in a

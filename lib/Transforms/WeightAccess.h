@@ -12,6 +12,7 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Buffer.h"
 
+#include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include "llvm/ADT/ArrayRef.h"
@@ -44,6 +45,13 @@ bool parseWeightStorage(llvm::StringRef text, WeightStorage &storage);
 /// too (clone into another context, or re-import, to keep both).
 void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
                        WeightStorage storage);
+
+/// A new sq.weight named `name` (uniquified by MLIR if taken) whose
+/// resource holds `bytes` (4-byte aligned) typed `storage`; `type` is the
+/// weight's logical type (`storage` itself, or an !sq.packed type).
+WeightOp makeWeight(mlir::OpBuilder &b, mlir::Location loc,
+                    llvm::StringRef name, mlir::Type type,
+                    mlir::ShapedType storage, llvm::ArrayRef<char> bytes);
 
 /// Gives `user`'s use of a weight shared with other ops its own copy (a new
 /// resource, same name plus MLIR's uniquifying suffix) and returns it; the

@@ -209,17 +209,10 @@ struct SpinQuantRotatePass
       return module.emitError() << "spinquant-rotate: unknown r3 '" << r3
                                 << "': expected search, cayley or hadamard";
     if (r3 != "hadamard") {
-      // From the online Hadamards just inserted (seed 0), or the file's.
-      for (int64_t l = 0; l < layer; ++l) {
-        auto it = fromFile.find("layers." + std::to_string(l) + ".R3");
-        if (it != fromFile.end()) {
-          r.r3.push_back(it->second);
-        } else {
-          const std::vector<float> &h =
-              numerics::denseTransform(r.headDim, /*seed=*/0);
-          r.r3.emplace_back(h.begin(), h.end());
-        }
-      }
+      // From the online Hadamards just inserted (seed 0).
+      const std::vector<float> &h =
+          numerics::denseTransform(r.headDim, /*seed=*/0);
+      r.r3.assign(layer, Matrix(h.begin(), h.end()));
     }
     CalibrationOptions options;
     options.data = data;
@@ -247,39 +240,33 @@ struct SpinQuantRotatePass
     return success();
   }
 
-  /// A learned R3 (mode=learned with learn-r3, or a rotation file with
-  /// layers.N.R3): the online Hadamards on Q/K become sq.rotate by it. A
-  /// file's R3 must be there for every layer or for none.
+  /// A learned R3 (mode=learned with r3=search|cayley, or a rotation file
+  /// with layers.N.R3): the online Hadamards on Q/K become sq.rotate by it.
+  /// A file's R3 must be there for every layer or for none; each is read
+  /// like the other rotations (rotation(): size and orthogonality checks
+  /// for mode=file, recorded for save=).
   LogicalResult applyLearnedR3(ModuleOp module, int64_t layers) {
-    std::vector<Matrix> r3;
-    for (int64_t l = 0; l < layers; ++l) {
-      auto it = fromFile.find("layers." + std::to_string(l) + ".R3");
-      if (it == fromFile.end())
-        break;
-      r3.push_back(it->second);
-    }
-    if (r3.empty())
+    int64_t present = 0;
+    while (present < layers &&
+           fromFile.count("layers." + std::to_string(present) + ".R3"))
+      ++present;
+    if (!present)
       return success();
     std::string where = mode == "file" ? "rotation file '" + path + "'"
                                        : std::string("learned R3");
-    if (int64_t(r3.size()) != layers)
+    if (present != layers)
       return module.emitError()
-             << where << " has R3 for layers 0-" << r3.size() - 1
+             << where << " has R3 for layers 0-" << present - 1
              << " only, not for all " << layers;
     int64_t d = 0;
     module.walk([&](AttentionOp a) { d = a.getHeadDim(); });
-    for (int64_t l = 0; l < layers; ++l) {
-      if (r3[l].size() != size_t(d * d))
-        return module.emitError()
-               << where << ": layers." << l << ".R3 is not " << d << "x" << d;
-      double err = orthogonalityError(r3[l], d);
-      if (err > 1e-4)
-        return module.emitError()
-               << where << ": layers." << l
-               << ".R3 is not orthogonal (|R R^T - I| = " << err << ")";
-      if (!save.empty())
-        used.push_back({"layers." + std::to_string(l) + ".R3", r3[l]});
-    }
+    std::vector<Matrix> r3;
+    bool ok = true;
+    for (int64_t l = 0; l < layers && ok; ++l)
+      r3.push_back(rotation("layers." + std::to_string(l) + ".R3", d,
+                            /*seed=*/0, module, ok));
+    if (!ok)
+      return failure();
     std::string error;
     if (!replaceR3WithRotations(module, r3, nullptr, error))
       return module.emitError() << where << ": " << error;

@@ -213,6 +213,12 @@ struct RotationObjective::Impl {
   std::vector<Entry> entries;
   /// The trainable R3 weights of the clone, one per layer (learnR3).
   std::vector<std::string> r3Names;
+  /// The R1/R2 and embedding rows of the last complete fold: the executor
+  /// holds its weights (and the entries their `partial`) while they match.
+  bool folded = false;
+  std::vector<double> foldedR1;
+  std::vector<std::vector<double>> foldedR2;
+  std::vector<int64_t> foldedRows;
   int64_t hidden = 0, headDim = 0, layers = 0, vocab = 0, maxPositions = 0;
 };
 
@@ -483,8 +489,16 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   // Training under gptq: the rotated Hessians of this step, by source
   // Hessian and rotation (-1: R1, l >= 0: R2 of layer l, -2: none).
   std::map<std::pair<const void *, int64_t>, std::vector<double>> rotatedH;
+  // Evaluations that change only R3 (the R3 search) reuse the last fold and
+  // its weight quantization.
+  bool refold = !(impl.folded && r.r1 == impl.foldedR1 &&
+                  r.r2 == impl.foldedR2 && used == impl.foldedRows);
+  if (refold)
+    impl.folded = false; // until this fold completes
   for (Entry &e : impl.entries) {
     names.push_back(e.name);
+    if (!refold)
+      continue;
     if (e.rowsOnly) {
       if (used.empty() || used.back() >= e.rows || used.front() < 0) {
         error = "token ids outside the embedding table";
@@ -550,6 +564,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     }
     if (!impl.ex->setWeightValues(e.name, w, error))
       return false;
+  }
+  if (refold) {
+    impl.folded = true;
+    impl.foldedR1 = r.r1;
+    impl.foldedR2 = r.r2;
+    impl.foldedRows = used;
   }
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
     names.push_back(impl.r3Names[l]);

@@ -91,6 +91,17 @@ Rotations identityRotations(const RotationObjective &obj) {
   return r;
 }
 
+/// Writes `ids` as a pre-tokenized calibration file (little-endian int32)
+/// to a new temporary file, whose path goes to `path`.
+void writeTokenFile(const std::vector<int32_t> &ids,
+                    llvm::SmallString<128> &path) {
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-calib", "bin", path));
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  ASSERT_FALSE(ec);
+  os.write(reinterpret_cast<const char *>(ids.data()), ids.size() * 4);
+}
+
 double dot(const std::vector<double> &a, const std::vector<double> &b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i)
@@ -360,17 +371,11 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
   auto obj = RotationObjective::create(*module, "w4a4kv4", error);
   ASSERT_TRUE(obj) << error;
   const int64_t seq = 8, vocab = obj->vocabSize();
-  llvm::SmallString<128> bin;
-  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-calib", "bin", bin));
   std::vector<int32_t> ids;
   for (int32_t i = 0; i < 200; ++i)
     ids.push_back((i * 13 + 5) % vocab);
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(bin, ec);
-    ASSERT_FALSE(ec);
-    os.write(reinterpret_cast<const char *>(ids.data()), ids.size() * 4);
-  }
+  llvm::SmallString<128> bin;
+  ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
   CalibrationOptions options;
   options.data = bin.str().str();
   options.seqlen = seq;
@@ -433,17 +438,11 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   auto obj = RotationObjective::create(*module, quant, error, true);
   ASSERT_TRUE(obj) << error;
   const int64_t seq = 8, vocab = obj->vocabSize(), d = obj->headDim();
-  llvm::SmallString<128> bin;
-  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("sq-calib", "bin", bin));
   std::vector<int32_t> ids;
   for (int32_t i = 0; i < 400; ++i)
     ids.push_back((i * 13 + i / 7) % vocab);
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(bin, ec);
-    ASSERT_FALSE(ec);
-    os.write(reinterpret_cast<const char *>(ids.data()), ids.size() * 4);
-  }
+  llvm::SmallString<128> bin;
+  ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
   CalibrationOptions options;
   options.data = bin.str().str();
   options.seqlen = seq;

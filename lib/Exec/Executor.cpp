@@ -471,7 +471,8 @@ static bool checkTrainingInput(const Executor::Impl &impl,
 }
 
 bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
-                    double &loss, std::string &error) {
+                    double &loss, std::string &error,
+                    std::vector<double> *sequenceLosses) {
   if (!checkTrainingInput(*impl, tokens, batch, seq, error))
     return false;
   std::vector<float> logits;
@@ -482,7 +483,17 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
   l.shape = {batch, seq, impl->info.vocabSize};
   l.data = std::make_shared<exec::FloatBuffer>(logits.begin(), logits.end());
   int64_t count = 0;
-  loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count);
+  std::vector<double> rows;
+  loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count,
+                            sequenceLosses ? &rows : nullptr);
+  if (sequenceLosses) { // seq - 1 positions of each sequence are scored
+    sequenceLosses->assign(batch, 0.0);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t s = 0; s + 1 < seq; ++s)
+        (*sequenceLosses)[b] += rows[b * seq + s];
+      (*sequenceLosses)[b] /= double(seq - 1);
+    }
+  }
   return true;
 }
 

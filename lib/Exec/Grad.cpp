@@ -246,7 +246,8 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 }
 
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
-                    Tensor &dLogits, int64_t &count) {
+                    Tensor &dLogits, int64_t &count,
+                    std::vector<double> *rowLoss) {
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
@@ -258,6 +259,8 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
   for (int64_t r = 0; r < rows; ++r)
     count += scored(r);
   dLogits = zeros(logits.shape);
+  if (rowLoss)
+    rowLoss->assign(rows, 0.0);
   if (!count)
     return 0.0;
   double total = 0, invCount = 1.0 / double(count);
@@ -276,7 +279,10 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
       sum += e[j];
     }
     int64_t t = targets[r];
-    total += mx + std::log(sum) - double(row[t]);
+    double nll = mx + std::log(sum) - double(row[t]);
+    total += nll;
+    if (rowLoss)
+      (*rowLoss)[r] = nll;
     for (int64_t j = 0; j < vocab; ++j)
       g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * invCount);
   }

@@ -81,9 +81,11 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 /// scored (-1: not scored). Returns the mean negative log-likelihood over the
 /// scored rows (log-sum-exp in double), 0 when none is; `count` is their
 /// number. dLogits = (softmax - onehot(target)) / count on scored rows, 0
-/// elsewhere.
+/// elsewhere. With `rowLoss`, also each row's negative log-likelihood (0 on
+/// rows not scored).
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
-                    Tensor &dLogits, int64_t &count);
+                    Tensor &dLogits, int64_t &count,
+                    std::vector<double> *rowLoss = nullptr);
 
 } // namespace exec
 } // namespace sq

@@ -445,7 +445,8 @@ static std::vector<double> rotatedHessian(const std::vector<double> &h,
 
 bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                                  int64_t batch, int64_t seq, double &loss,
-                                 Rotations *grad, std::string &error) {
+                                 Rotations *grad, std::string &error,
+                                 std::vector<double> *sequenceLosses) {
   Impl &impl = *this->impl;
   int64_t n = impl.hidden, d = impl.headDim;
   if (r.r1.size() != size_t(n * n) || int64_t(r.r2.size()) != impl.layers) {
@@ -490,14 +491,16 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   // Hessian and rotation (-1: R1, l >= 0: R2 of layer l, -2: none).
   std::map<std::pair<const void *, int64_t>, std::vector<double>> rotatedH;
   // Evaluations that change only R3 (the R3 search) reuse the last fold and
-  // its weight quantization.
-  bool refold = !(impl.folded && r.r1 == impl.foldedR1 &&
-                  r.r2 == impl.foldedR2 && used == impl.foldedRows);
+  // its weight quantization; only the embedding rows a new batch reads are
+  // rotated again.
+  bool refold =
+      !(impl.folded && r.r1 == impl.foldedR1 && r.r2 == impl.foldedR2);
+  bool newRows = refold || used != impl.foldedRows;
   if (refold)
     impl.folded = false; // until this fold completes
   for (Entry &e : impl.entries) {
     names.push_back(e.name);
-    if (!refold)
+    if (!(e.rowsOnly ? newRows : refold))
       continue;
     if (e.rowsOnly) {
       if (used.empty() || used.back() >= e.rows || used.front() < 0) {
@@ -569,8 +572,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     impl.folded = true;
     impl.foldedR1 = r.r1;
     impl.foldedR2 = r.r2;
-    impl.foldedRows = used;
   }
+  impl.foldedRows = used;
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
     names.push_back(impl.r3Names[l]);
     std::vector<float> m(r.r3[l].begin(), r.r3[l].end());
@@ -578,7 +581,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       return false;
   }
   if (!grad)
-    return impl.ex->loss(tokens, batch, seq, loss, error);
+    return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses);
 
   // 2. dL/dW' for every rotated weight.
   std::vector<std::vector<float>> dw;
@@ -662,29 +665,52 @@ static std::vector<std::vector<double> *> rotationList(Rotations &r,
 static bool evalLoss(RotationObjective &objective, const Rotations &r,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t count, int64_t seqlen, double &loss,
-                     std::string &error) {
-  // In batches of up to 8 windows: one weight fold (and, under gptq, one
-  // GPTQ of every weight) per batch.
+                     std::string &error,
+                     std::vector<double> *windowLosses = nullptr) {
+  // In batches of up to 8 windows (the weights are folded once per set of
+  // rotations).
   loss = 0;
   count = std::min<int64_t>(count, windows.size());
+  if (windowLosses)
+    windowLosses->clear();
   for (int64_t i = 0; i < count; i += 8) {
     int64_t b = std::min<int64_t>(8, count - i);
     std::vector<int64_t> tokens;
     for (int64_t j = 0; j < b; ++j)
       tokens.insert(tokens.end(), windows[i + j].begin(), windows[i + j].end());
     double l;
-    if (!objective.evaluate(r, tokens, b, seqlen, l, nullptr, error))
+    std::vector<double> each;
+    if (!objective.evaluate(r, tokens, b, seqlen, l, nullptr, error,
+                            windowLosses ? &each : nullptr))
       return false;
     loss += l * b / count;
+    if (windowLosses)
+      windowLosses->insert(windowLosses->end(), each.begin(), each.end());
   }
   return true;
+}
+
+/// The mean of the paired differences a[i] - b[i] and its standard error.
+static std::pair<double, double> pairedDifference(ArrayRef<double> a,
+                                                  ArrayRef<double> b) {
+  size_t k = a.size();
+  double mean = 0, var = 0;
+  for (size_t i = 0; i < k; ++i)
+    mean += (a[i] - b[i]) / double(k);
+  for (size_t i = 0; i < k; ++i)
+    var += (a[i] - b[i] - mean) * (a[i] - b[i] - mean);
+  double se = k > 1 ? std::sqrt(var / double(k - 1) / double(k)) : 0.0;
+  return {mean, se};
 }
 
 /// r3=search (after the Cayley steps): layer by layer, seeded signed
 /// permutations of the Hadamard matrix (x -> x P D H: the same spreading of
 /// the key's channels, other ones mixed) against the current R3, on the
-/// forward loss of fixed windows under the training quantization; the best
-/// is kept (never worse than the start on those windows).
+/// forward loss of fixed windows under the training quantization. The
+/// candidate with the lowest mean loss replaces the current R3 only if its
+/// mean paired improvement over the windows exceeds `r3Sigma` standard
+/// errors of that improvement: a choice among many on few windows otherwise
+/// keeps differences that are noise (never worse on those windows).
 static bool searchR3(RotationObjective &objective, Rotations &rotations,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t seqlen, const CalibrationOptions &options,
@@ -694,15 +720,17 @@ static bool searchR3(RotationObjective &objective, Rotations &rotations,
       options.progress && llvm::sys::Process::StandardErrIsDisplayed();
   auto start = std::chrono::steady_clock::now();
   double first = 0, current = 0;
-  if (!evalLoss(objective, rotations, windows, count, seqlen, current, error))
+  std::vector<double> currentEach;
+  if (!evalLoss(objective, rotations, windows, count, seqlen, current, error,
+                &currentEach))
     return false;
   first = current;
   const std::vector<float> &h = numerics::denseTransform(d, /*seed=*/0);
   std::mt19937_64 rng(options.seed * 0x9e3779b97f4a7c15ULL + 3);
   int64_t kept = 0;
   for (size_t l = 0; l < rotations.r3.size(); ++l) {
-    double layerStart = current;
-    std::vector<double> best = rotations.r3[l];
+    double layerStart = current, bestLoss = current;
+    std::vector<double> start = rotations.r3[l], best, bestEach;
     for (int64_t c = 0; c < options.r3Candidates; ++c) {
       std::vector<int64_t> perm(d);
       for (int64_t i = 0; i < d; ++i)
@@ -715,20 +743,34 @@ static bool searchR3(RotationObjective &objective, Rotations &rotations,
           r[i * d + j] = sign * h[perm[i] * d + j];
       }
       double loss;
-      if (!evalLoss(objective, rotations, windows, count, seqlen, loss, error))
+      std::vector<double> each;
+      if (!evalLoss(objective, rotations, windows, count, seqlen, loss, error,
+                    &each))
         return false;
-      if (loss < current) {
-        current = loss;
+      if (loss < bestLoss) {
+        bestLoss = loss;
         best = r;
+        bestEach = std::move(each);
       }
     }
-    if (current < layerStart)
+    auto [gain, se] = best.empty() ? std::pair<double, double>{0.0, 0.0}
+                                   : pairedDifference(currentEach, bestEach);
+    bool accept = !best.empty() && gain > options.r3Sigma * se;
+    if (accept) {
       ++kept;
-    rotations.r3[l] = std::move(best);
+      current = bestLoss;
+      currentEach = std::move(bestEach);
+      rotations.r3[l] = std::move(best);
+    } else {
+      rotations.r3[l] = std::move(start);
+    }
     if (terminal)
       llvm::errs() << llvm::format(
-          "calibrate: R3 of layer %zu: loss %.4f -> %.4f (%lld candidates)\n",
-          l, layerStart, current, (long long)options.r3Candidates);
+          "calibrate: R3 of layer %zu: loss %.4f, best of %lld candidates "
+          "%.4f (gain %.4f +- %.4f): %s\n",
+          l, layerStart, (long long)options.r3Candidates,
+          best.empty() ? layerStart : layerStart - gain, gain, se,
+          accept ? "kept" : "not significant");
   }
   double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
@@ -764,8 +806,10 @@ LogicalResult calibrateRotations(ModuleOp module,
       options.r3 != "cayley")
     return fail("unknown r3 '" + options.r3 +
                 "': expected search, cayley or hadamard");
-  if (options.r3Candidates < 0 || options.r3Windows <= 0)
-    return fail("r3-candidates >= 0 and r3 windows > 0 are required");
+  if (options.r3Candidates < 0 || options.r3Windows <= 0 ||
+      !(options.r3Sigma >= 0))
+    return fail("r3-candidates >= 0, r3-windows > 0 and r3-sigma >= 0 are "
+                "required");
   bool learnR3 = options.r3 != "hadamard";
   auto objective =
       RotationObjective::create(module, options.quant, error, learnR3);

@@ -230,6 +230,8 @@ struct SpinQuantRotatePass
     options.validateEvery = validateEvery;
     options.r3 = r3;
     options.r3Candidates = r3Candidates;
+    options.r3Windows = r3Windows;
+    options.r3Sigma = r3Sigma;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);
@@ -444,6 +446,8 @@ struct SpinQuantCalibratePass
     o.init = init;
     o.r3 = r3;
     o.r3Candidates = r3Candidates;
+    o.r3Windows = r3Windows;
+    o.r3Sigma = r3Sigma;
     o.save = save;
     o.fuseNorms = fuseNorms;
     o.onlineHadamard = onlineHadamard;

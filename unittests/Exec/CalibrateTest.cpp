@@ -453,6 +453,7 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   options.r3 = "search";
   options.r3Candidates = 12;
   options.r3Windows = 4;
+  options.r3Sigma = 0; // keep any lower loss (below: the significance test)
   options.progress = false;
   std::vector<std::vector<int64_t>> windows;
   ASSERT_TRUE(loadCalibrationWindows(options, seq, vocab, windows, error))
@@ -488,6 +489,32 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, trained)));
   EXPECT_EQ(trained.r3, found.r3);
   EXPECT_NE(trained.r1, found.r1);
+
+  // The significance test: a layer's best candidate is kept only if its
+  // mean paired gain over the windows exceeds r3Sigma standard errors. The
+  // gains found above are finite, so a huge r3Sigma keeps every Hadamard.
+  options.steps = 0;
+  options.r3Sigma = 1e12;
+  Rotations strict = init;
+  ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, strict)));
+  EXPECT_EQ(strict.r3, init.r3);
+  // The per-window losses behind it: their mean is the batch's loss, and
+  // each is the loss of its window alone.
+  double mean = 0;
+  std::vector<double> each;
+  ASSERT_TRUE(obj->evaluate(found, tokens, options.r3Windows, seq, mean,
+                            nullptr, error, &each))
+      << error;
+  ASSERT_EQ(each.size(), size_t(options.r3Windows));
+  double sum = 0;
+  for (int64_t w = 0; w < options.r3Windows; ++w) {
+    sum += each[w];
+    double alone = 0;
+    ASSERT_TRUE(obj->evaluate(found, windows[w], 1, seq, alone, nullptr, error))
+        << error;
+    EXPECT_NEAR(each[w], alone, 1e-5) << "window " << w;
+  }
+  EXPECT_NEAR(sum / options.r3Windows, mean, 1e-9);
   llvm::sys::fs::remove(bin);
 }
 

@@ -319,6 +319,15 @@ TEST(Grad, CrossEntropy) {
     expected += std::log(sum) - (*logits.data)[r * vocab + targets[r]];
   }
   EXPECT_NEAR(loss, expected / 5, 1e-6);
+  // Per row: each scored row's negative log-likelihood, 0 on the unscored.
+  std::vector<double> rows;
+  EXPECT_EQ(crossEntropy(logits, targets, dLogits, count, &rows), loss);
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(rows[2], 0.0);
+  double rowSum = 0;
+  for (double v : rows)
+    rowSum += v;
+  EXPECT_NEAR(rowSum / 5, loss, 1e-12);
   auto f = [&] {
     Tensor scratch;
     int64_t n;

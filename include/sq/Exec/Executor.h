@@ -92,9 +92,12 @@ public:
                         int64_t seq, llvm::ArrayRef<std::string> wrt,
                         double &loss, std::vector<std::vector<float>> &grads,
                         std::string &error);
-  /// The same loss without the backward pass (nothing is kept).
+  /// The same loss without the backward pass (nothing is kept). With
+  /// `sequenceLosses`, also the mean cross-entropy of each of the `batch`
+  /// sequences.
   bool loss(llvm::ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
-            double &loss, std::string &error);
+            double &loss, std::string &error,
+            std::vector<double> *sequenceLosses = nullptr);
 
   /// Internal state (opaque).
   struct Impl;

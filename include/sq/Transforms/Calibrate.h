@@ -84,13 +84,16 @@ struct CalibrationOptions {
   /// seeded signed permutations of the Hadamard matrix are tried against
   /// the current R3 on the loss of `r3Windows` fixed calibration windows,
   /// forward only (the straight-through gradient does not see how R3
-  /// changes the key cache's rounding error), and the best is kept. cayley:
+  /// changes the key cache's rounding error); the best replaces it if its
+  /// mean improvement over the windows exceeds `r3Sigma` standard errors of
+  /// the paired per-window differences. cayley:
   /// R3 moves by Cayley SGD with R1/R2 on that gradient. (This API keeps
   /// the paper's "hadamard" by default, which needs no `Rotations::r3`;
   /// --spinquant-rotate=mode=learned defaults to "search".)
   std::string r3 = "hadamard";
   int64_t r3Candidates = 16;
-  int64_t r3Windows = 8;
+  int64_t r3Windows = 16;
+  double r3Sigma = 2.0;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
@@ -126,10 +129,12 @@ public:
   /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
   /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (and dL/dR3 when
   /// R3 is learned; the matrices need not be orthogonal: the loss is defined
-  /// for any).
+  /// for any). Without `grad`, `sequenceLosses` (if given) receives the mean
+  /// loss of each of the `batch` sequences.
   bool evaluate(const Rotations &r, llvm::ArrayRef<int64_t> tokens,
                 int64_t batch, int64_t seq, double &loss, Rotations *grad,
-                std::string &error);
+                std::string &error,
+                std::vector<double> *sequenceLosses = nullptr);
 
 private:
   RotationObjective();

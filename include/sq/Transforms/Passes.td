@@ -166,6 +166,13 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
            "as SpinQuant)">,
     Option<"r3Candidates", "r3-candidates", "int64_t", /*default=*/"16",
            "learned, r3=search: candidates tried per layer">,
+    Option<"r3Windows", "r3-windows", "int64_t", /*default=*/"16",
+           "learned, r3=search: calibration windows the candidates are "
+           "scored on (the first of the training windows)">,
+    Option<"r3Sigma", "r3-sigma", "double", /*default=*/"2.0",
+           "learned, r3=search: a layer's best candidate is kept only if its "
+           "mean loss improvement over those windows exceeds this many "
+           "standard errors (0: whenever it is lower)">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
            "fold RMSNorm scales into the following linears first "
            "(--sq-fuse-norms with its defaults)">,
@@ -204,8 +211,11 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
     rounding. `r3=search` (the default) therefore picks it without
     gradients after the Cayley steps (against the final R1/R2): per layer,
     `r3-candidates` seeded signed permutations of the Hadamard matrix are
-    tried against the current one on the forward loss of 8 fixed
-    calibration windows, and the best is kept. The result is an `sq.rotate` of Q and K by a
+    tried against the current one on the forward loss of `r3-windows`
+    fixed calibration windows (16), and the best replaces it only if its
+    mean gain over the windows exceeds `r3-sigma` (2) standard errors of
+    the paired per-window gains: a choice among many on few windows
+    otherwise keeps noise. The result is an `sq.rotate` of Q and K by a
     head_dim x head_dim weight per layer, saved as `layers.N.R3`.
     `r3=cayley` trains R3 with R1/R2 on the straight-through gradient;
     `r3=hadamard` keeps the fixed Hadamard (SpinQuant exactly).
@@ -273,6 +283,13 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "as SpinQuant)">,
     Option<"r3Candidates", "r3-candidates", "int64_t", /*default=*/"16",
            "learned, r3=search: candidates tried per layer">,
+    Option<"r3Windows", "r3-windows", "int64_t", /*default=*/"16",
+           "learned, r3=search: calibration windows the candidates are "
+           "scored on (the first of the training windows)">,
+    Option<"r3Sigma", "r3-sigma", "double", /*default=*/"2.0",
+           "learned, r3=search: a layer's best candidate is kept only if its "
+           "mean loss improvement over those windows exceeds this many "
+           "standard errors (0: whenever it is lower)">,
     Option<"save", "save", "std::string", /*default=*/"\"\"",
            "write the learned rotations to this safetensors file">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",

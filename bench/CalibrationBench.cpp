@@ -55,6 +55,7 @@ struct Setup {
       std::exit(1);
     }
     registerSQPasses();
+    registerSQPassAliases();
     mlir::PassManager pm(&ctx);
     if (failed(
             mlir::parsePassPipeline("sq-fuse-norms,sq-online-hadamard", pm)) ||

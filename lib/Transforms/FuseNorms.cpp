@@ -20,65 +20,65 @@ using namespace sq;
 
 LogicalResult sq::foldNormScales(ModuleOp module, bool center,
                                  WeightStorage storage) {
-    SmallVector<RMSNormOp> norms;
-    module.walk([&](RMSNormOp op) {
-      if (op.getScale())
-        norms.push_back(op);
-    });
-    for (RMSNormOp norm : norms) {
-      auto gammaOp = norm.getScale().getDefiningOp<WeightOp>();
-      numerics::FloatBuffer gamma;
-      if (!gammaOp || !readWeightValues(gammaOp, gamma)) {
-        norm.emitOpError() << "scale must be a float sq.weight with data to "
-                              "be folded";
+  SmallVector<RMSNormOp> norms;
+  module.walk([&](RMSNormOp op) {
+    if (op.getScale())
+      norms.push_back(op);
+  });
+  for (RMSNormOp norm : norms) {
+    auto gammaOp = norm.getScale().getDefiningOp<WeightOp>();
+    numerics::FloatBuffer gamma;
+    if (!gammaOp || !readWeightValues(gammaOp, gamma)) {
+      norm.emitOpError() << "scale must be a float sq.weight with data to "
+                            "be folded";
+      return failure();
+    }
+    SmallVector<LinearOp> readers;
+    for (Operation *user : norm.getOutput().getUsers()) {
+      auto linear = dyn_cast<LinearOp>(user);
+      if (!linear || linear.getInput() != norm.getOutput()) {
+        user->emitOpError() << "reads a scaled RMSNorm; only linear layers "
+                               "can absorb its scale (--sq-fuse-norms)";
         return failure();
       }
-      SmallVector<LinearOp> readers;
-      for (Operation *user : norm.getOutput().getUsers()) {
-        auto linear = dyn_cast<LinearOp>(user);
-        if (!linear || linear.getInput() != norm.getOutput()) {
-          user->emitOpError() << "reads a scaled RMSNorm; only linear layers "
-                                 "can absorb its scale (--sq-fuse-norms)";
-          return failure();
-        }
-        readers.push_back(linear);
-      }
-      for (LinearOp linear : readers) {
-        auto weight = linear.getWeight().getDefiningOp<WeightOp>();
-        numerics::FloatBuffer w;
-        if (!weight || !readWeightValues(weight, w)) {
-          linear.emitOpError() << "weight must be a float sq.weight with data";
-          return failure();
-        }
-        weight = unshareWeight(weight, linear);
-        int64_t k = gamma.size();
-        for (int64_t row = 0; row < w.size(); row += k)
-          for (int64_t i = 0; i < k; ++i)
-            w[row + i] *= gamma[i];
-        writeWeightValues(weight, std::move(w), storage);
-      }
-      norm.getScaleMutable().clear();
-      if (gammaOp->use_empty())
-        gammaOp->erase();
+      readers.push_back(linear);
     }
-    if (center)
-      module.walk([&](EmbeddingOp op) {
-        auto table = op.getTable().getDefiningOp<WeightOp>();
-        numerics::FloatBuffer e;
-        if (!table || !readWeightValues(table, e))
-          return;
-        int64_t dim = op.getTable().getType().getDimSize(1);
-        for (int64_t row = 0; row < e.size(); row += dim) {
-          double mean = 0;
-          for (int64_t i = 0; i < dim; ++i)
-            mean += e[row + i];
-          mean /= dim;
-          for (int64_t i = 0; i < dim; ++i)
-            e[row + i] -= static_cast<float>(mean);
-        }
-        writeWeightValues(table, std::move(e), storage);
-      });
-    return success();
+    for (LinearOp linear : readers) {
+      auto weight = linear.getWeight().getDefiningOp<WeightOp>();
+      numerics::FloatBuffer w;
+      if (!weight || !readWeightValues(weight, w)) {
+        linear.emitOpError() << "weight must be a float sq.weight with data";
+        return failure();
+      }
+      weight = unshareWeight(weight, linear);
+      int64_t k = gamma.size();
+      for (int64_t row = 0; row < w.size(); row += k)
+        for (int64_t i = 0; i < k; ++i)
+          w[row + i] *= gamma[i];
+      writeWeightValues(weight, std::move(w), storage);
+    }
+    norm.getScaleMutable().clear();
+    if (gammaOp->use_empty())
+      gammaOp->erase();
+  }
+  if (center)
+    module.walk([&](EmbeddingOp op) {
+      auto table = op.getTable().getDefiningOp<WeightOp>();
+      numerics::FloatBuffer e;
+      if (!table || !readWeightValues(table, e))
+        return;
+      int64_t dim = op.getTable().getType().getDimSize(1);
+      for (int64_t row = 0; row < e.size(); row += dim) {
+        double mean = 0;
+        for (int64_t i = 0; i < dim; ++i)
+          mean += e[row + i];
+        mean /= dim;
+        for (int64_t i = 0; i < dim; ++i)
+          e[row + i] -= static_cast<float>(mean);
+      }
+      writeWeightValues(table, std::move(e), storage);
+    });
+  return success();
 }
 
 namespace {
@@ -87,14 +87,7 @@ struct FuseNormsPass : public sq::impl::SQFuseNormsBase<FuseNormsPass> {
   using Base::Base;
 
   void runOnOperation() override {
-    WeightStorage storage;
-    if (!parseWeightStorage(weightType, storage)) {
-      getOperation().emitError()
-          << "sq-fuse-norms: unknown weight-type '" << weightType
-          << "': expected f32 or keep";
-      return signalPassFailure();
-    }
-    if (failed(foldNormScales(getOperation(), centerEmbeddings, storage)))
+    if (failed(foldNormScales(getOperation(), centerEmbeddings, weightType)))
       signalPassFailure();
   }
 };

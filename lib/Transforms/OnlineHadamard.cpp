@@ -164,13 +164,7 @@ struct OnlineHadamardPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    WeightStorage storage;
-    if (!parseWeightStorage(weightType, storage)) {
-      module.emitError() << "sq-online-hadamard: unknown weight-type '"
-                         << weightType << "': expected f32 or keep";
-      return signalPassFailure();
-    }
-    if (failed(insertOnlineHadamards(module, r3, r4, seed, storage)))
+    if (failed(insertOnlineHadamards(module, r3, r4, seed, weightType)))
       signalPassFailure();
   }
 };

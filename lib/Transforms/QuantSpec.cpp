@@ -15,7 +15,7 @@ const char *quantSpecHelp() {
          "options: wgroup=N, wsym|wasym, wclip, gptq, nsamples=N, damp=F, "
          "block=N, actorder, asym|sym, aclip=R, kgroup=N, vgroup=N, kclip=R, "
          "vclip=R, mode=fake|real, calib=FILE, tokenizer=byte|sp:PATH, "
-         "seqlen=N (e.g. w4a4kv4,gptq,wgroup=128)";
+         "seqlen=N (e.g. w4a4kv4,gptq,wgroup=128); none: the float model";
 }
 
 namespace {
@@ -74,6 +74,11 @@ bool parseQuantSpec(const std::string &text, QuantSpec &spec,
             "; accepted: " + quantSpecHelp();
     return false;
   };
+  // "none": nothing quantized (the float model).
+  if (text == "none") {
+    spec = QuantSpec::none();
+    return true;
+  }
   // The bit widths.
   const std::string &bits = parts[0];
   size_t pos = 0;
@@ -165,6 +170,7 @@ bool parseQuantSpec(const std::string &text, QuantSpec &spec,
       good = integer(spec.seqlen, 1);
     else if (key == "mode") {
       good = value == "fake" || value == "real";
+      spec.modeGiven = good;
       if (good)
         spec.real = value == "real";
       else
@@ -222,10 +228,14 @@ std::string QuantSpec::str() const {
     os << ",vclip=" << vClip;
   if (real)
     os << ",mode=real";
+  else if (modeGiven)
+    os << ",mode=fake";
   if (!calib.empty())
     os << ",calib=" << calib << ",tokenizer=" << tokenizer;
   if (seqlen)
     os << ",seqlen=" << seqlen;
+  if (os.str() == "w16a16kv16")
+    return "none";
   return os.str();
 }
 

@@ -79,10 +79,10 @@ std::vector<char> packRows(const numerics::QuantizedWeight &q) {
 struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
   using Base::Base;
 
-  std::string specText = "w4a4kv4";
-  QuantSpec spec;
-  bool parsed = false;
-  std::string parseError;
+  QuantSpec spec = QuantSpec::bits(4, 4, 4, 4);
+
+  QuantizePass() = default;
+  explicit QuantizePass(const QuantSpec &spec) : spec(spec) {}
 
   /// `--quantize=SPEC`: the whole option string is the spec (its commas
   /// are the spec's, not MLIR's option separators).
@@ -97,10 +97,9 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
       text = text.substr(5);
     if (text.empty())
       text = "w4a4kv4";
-    specText = text;
+    std::string parseError;
     if (!parseQuantSpec(text, spec, parseError))
       return errorHandler(parseError);
-    parsed = true;
     return success();
   }
 
@@ -121,10 +120,6 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (!parsed && !parseQuantSpec(specText, spec, parseError)) {
-      emitError(module.getLoc()) << parseError;
-      return signalPassFailure();
-    }
     auto func = module.lookupSymbol<func::FuncOp>("forward");
     if (!func) {
       emitError(module.getLoc()) << "quantize: the module has no @forward";
@@ -295,3 +290,7 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
 };
 
 } // namespace
+
+std::unique_ptr<mlir::Pass> sq::createQuantizePass(const QuantSpec &spec) {
+  return std::make_unique<QuantizePass>(spec);
+}

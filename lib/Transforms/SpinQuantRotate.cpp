@@ -106,19 +106,19 @@ struct SpinQuantRotatePass
 
   Matrix makeRotation(const std::string &name, int64_t n, uint64_t s,
                       Operation *where, bool &ok) {
-    if (mode == "learned") {
+    if (mode == RotationMode::Learned) {
       auto it = fromFile.find(name);
       if (it != fromFile.end())
         return it->second;
       // The initialization.
-      if (init == "random")
+      if (init == RotationInit::Random)
         return numerics::randomOrthogonalMatrix(n, s);
       Matrix r = randomHadamard(n, s);
       if (r.empty())
         return numerics::randomOrthogonalMatrix(n, s);
       return r;
     }
-    if (mode == "file") {
+    if (mode == RotationMode::File) {
       // SQ's names, then the official SpinQuant ones.
       std::string official = name == "R1"
                                  ? "model.R1.weight"
@@ -149,7 +149,7 @@ struct SpinQuantRotatePass
       }
       return it->second;
     }
-    if (mode == "random")
+    if (mode == RotationMode::Random)
       return numerics::randomOrthogonalMatrix(n, s);
     Matrix r = randomHadamard(n, s);
     if (r.empty()) {
@@ -185,9 +185,6 @@ struct SpinQuantRotatePass
   /// then Cayley SGD learns R1/R2 from their initialization; the learned
   /// matrices are then folded like any others.
   LogicalResult learnRotations(ModuleOp module, int64_t hidden) {
-    if (init != "hadamard" && init != "random")
-      return module.emitError() << "spinquant-rotate: unknown init '" << init
-                                << "': expected hadamard or random";
     if (onlineHadamard &&
         failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
       return failure();
@@ -205,10 +202,7 @@ struct SpinQuantRotatePass
     });
     if (!ok)
       return failure();
-    if (r3 != "hadamard" && r3 != "search" && r3 != "cayley")
-      return module.emitError() << "spinquant-rotate: unknown r3 '" << r3
-                                << "': expected search, cayley or hadamard";
-    if (r3 != "hadamard") {
+    if (r3 != R3Mode::Hadamard) {
       // From the online Hadamards just inserted (seed 0).
       const std::vector<float> &h =
           numerics::denseTransform(r.headDim, /*seed=*/0);
@@ -254,8 +248,9 @@ struct SpinQuantRotatePass
       ++present;
     if (!present)
       return success();
-    std::string where = mode == "file" ? "rotation file '" + path + "'"
-                                       : std::string("learned R3");
+    std::string where = mode == RotationMode::File
+                            ? "rotation file '" + path + "'"
+                            : std::string("learned R3");
     if (present != layers)
       return module.emitError()
              << where << " has R3 for layers 0-" << present - 1
@@ -277,22 +272,7 @@ struct SpinQuantRotatePass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (!parseWeightStorage(weightType, storage)) {
-      module.emitError() << "spinquant-rotate: unknown weight-type '"
-                         << weightType << "': expected f32 or keep";
-      return signalPassFailure();
-    }
-    if (mode != "random" && mode != "hadamard" && mode != "file" &&
-        mode != "learned") {
-      InFlightDiagnostic diag = module.emitError()
-                                << "unknown spinquant-rotate mode '" << mode
-                                << "': expected random, hadamard, learned or "
-                                   "file";
-      if (StringRef(mode).contains(','))
-        diag << " (pass options are separated by spaces: "
-                "--spinquant-rotate=\"mode=hadamard seed=1\")";
-      return signalPassFailure();
-    }
+    storage = weightType;
     if (fuseNorms && failed(foldNormScales(module, false, storage)))
       return signalPassFailure();
     bool ok = true;
@@ -312,9 +292,9 @@ struct SpinQuantRotatePass
       return signalPassFailure();
     }
     int64_t hidden = embedding.getTable().getType().getDimSize(1);
-    if (mode == "learned" && failed(learnRotations(module, hidden)))
+    if (mode == RotationMode::Learned && failed(learnRotations(module, hidden)))
       return signalPassFailure();
-    if (mode == "file") {
+    if (mode == RotationMode::File) {
       std::string error;
       if (path.empty() || !readRotationFile(path, fromFile, error)) {
         module.emitError() << (path.empty()
@@ -331,7 +311,7 @@ struct SpinQuantRotatePass
     // Hadamard R1 = diag(s) H / sqrt(n) is applied with the fast transform
     // per row (w R1 = transform(w * s)) instead of a dense product.
     std::vector<float> signs;
-    if (mode == "hadamard") {
+    if (mode == RotationMode::Hadamard) {
       std::mt19937_64 rng(seed); // the draws of randomHadamard
       for (int64_t i = 0; i < hidden; ++i)
         signs.push_back((rng() & 1) ? -1.0f : 1.0f);
@@ -408,7 +388,7 @@ struct SpinQuantRotatePass
     });
     if (!ok)
       return signalPassFailure();
-    if (onlineHadamard && mode != "learned" &&
+    if (onlineHadamard && mode != RotationMode::Learned &&
         failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
       return signalPassFailure();
     if (failed(applyLearnedR3(module, layer)))
@@ -418,44 +398,6 @@ struct SpinQuantRotatePass
       module.emitError() << error;
       return signalPassFailure();
     }
-  }
-};
-
-/// --spinquant-calibrate: --spinquant-rotate=mode=learned with the same
-/// options.
-struct SpinQuantCalibratePass
-    : public sq::impl::SQSpinQuantCalibrateBase<SpinQuantCalibratePass> {
-  using Base::Base;
-
-  void runOnOperation() override {
-    SQSpinQuantRotateOptions o;
-    o.mode = "learned";
-    o.seed = seed;
-    o.data = data;
-    o.tokenizer = tokenizer;
-    o.samples = samples;
-    o.seqlen = seqlen;
-    o.batch = batch;
-    o.steps = steps;
-    o.lr = lr;
-    o.schedule = schedule;
-    o.momentum = momentum;
-    o.quant = quant;
-    o.validate = validate;
-    o.validateEvery = validateEvery;
-    o.init = init;
-    o.r3 = r3;
-    o.r3Candidates = r3Candidates;
-    o.r3Windows = r3Windows;
-    o.r3Sigma = r3Sigma;
-    o.save = save;
-    o.fuseNorms = fuseNorms;
-    o.onlineHadamard = onlineHadamard;
-    o.weightType = weightType;
-    OpPassManager pm(ModuleOp::getOperationName());
-    pm.addPass(createSQSpinQuantRotate(o));
-    if (failed(runPipeline(pm, getOperation())))
-      signalPassFailure();
   }
 };
 

@@ -88,16 +88,6 @@ bool readWeightValues(WeightOp op, numerics::FloatBuffer &values) {
   return true;
 }
 
-bool parseWeightStorage(llvm::StringRef text, WeightStorage &storage) {
-  if (text == "f32")
-    storage = WeightStorage::F32;
-  else if (text == "keep")
-    storage = WeightStorage::Keep;
-  else
-    return false;
-  return true;
-}
-
 void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
                        WeightStorage storage) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());

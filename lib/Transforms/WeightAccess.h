@@ -11,6 +11,7 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Buffer.h"
+#include "sq/Transforms/PassOptionTypes.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -27,15 +28,6 @@ namespace sq {
 /// packed weights, weights without data, non-float element types, or when
 /// the buffer cannot be allocated.
 bool readWeightValues(WeightOp op, numerics::FloatBuffer &values);
-
-/// How rewritten weights are stored: fp32 (exact: the rotated model computes
-/// the same function as the original up to fp32 rounding) or in the
-/// weight's own type (f16/bf16 models stay their size: one rounding to that
-/// type per rewrite, as the official implementation does).
-enum class WeightStorage { F32, Keep };
-
-/// Parses the `weight-type` pass option ("f32" or "keep").
-bool parseWeightStorage(llvm::StringRef text, WeightStorage &storage);
 
 /// Stores `values` (same shape) as the weight's value, in place: the
 /// resource keeps its name, the buffer becomes the blob (no copy for fp32),

@@ -4,16 +4,16 @@
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=learned 2>&1 | FileCheck %s --check-prefix=LEARNED
 // LEARNED: error: spinquant calibration: @forward must take (input_ids, positions, ...) and return the logits first
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=qr 2>&1 | FileCheck %s --check-prefix=MODE
-// MODE: error: unknown spinquant-rotate mode 'qr': expected random, hadamard, learned or file
+// MODE: for the --mode option: unknown spinquant-rotate mode 'qr': expected random, hadamard, learned or file
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=random,seed=1 2>&1 | FileCheck %s --check-prefix=COMMA
-// COMMA: error: unknown spinquant-rotate mode 'random,seed=1': expected random, hadamard, learned or file (pass options are separated by spaces: --spinquant-rotate="mode=hadamard seed=1")
+// COMMA: for the --mode option: unknown spinquant-rotate mode 'random,seed=1': expected random, hadamard, learned or file (pass options are separated by spaces: --spinquant-rotate="mode=hadamard seed=1")
 // COMMA-NOT: see current operation
 // RUN: not sq-opt %s --sq-fuse-norms=weight-type=f16 2>&1 | FileCheck %s --check-prefix=WTYPE
-// WTYPE: error: sq-fuse-norms: unknown weight-type 'f16': expected f32 or keep
+// WTYPE: for the --weight-type option: unknown weight-type 'f16': expected f32 or keep
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate="mode=random weight-type=x" 2>&1 | FileCheck %s --check-prefix=WTYPE2
-// WTYPE2: error: spinquant-rotate: unknown weight-type 'x': expected f32 or keep
+// WTYPE2: for the --weight-type option: unknown weight-type 'x': expected f32 or keep
 // RUN: not sq-opt %s --sq-fuse-norms --sq-online-hadamard=weight-type=x 2>&1 | FileCheck %s --check-prefix=WTYPE3
-// WTYPE3: error: sq-online-hadamard: unknown weight-type 'x': expected f32 or keep
+// WTYPE3: for the --weight-type option: unknown weight-type 'x': expected f32 or keep
 // RUN: not sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=hadamard 2>&1 | FileCheck %s --check-prefix=SIZE
 // SIZE: error: no Hadamard matrix of size 6 is implemented; use mode=random (sq-compile: --rotate=random)
 // RUN: sq-opt %s --sq-fuse-norms --spinquant-rotate=mode=random | FileCheck %s --check-prefix=RANDOM

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "sq/Compile/Compile.h"
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Support/AttrExpansion.h"
@@ -62,6 +63,8 @@ int main(int argc, char **argv) {
   sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   mlir::registerAllPasses();
   sq::registerSQPasses();
+  sq::registerSQPassAliases();
+  sq::registerSpinQuantPipeline();
   sq::registerSQConversionPasses();
 
   mlir::DialectRegistry registry;

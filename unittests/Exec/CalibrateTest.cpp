@@ -28,6 +28,14 @@ using namespace sq;
 
 namespace {
 
+/// A spec as the command-line layer would hand it over.
+QuantSpec spec(const std::string &text) {
+  QuantSpec s;
+  std::string error;
+  EXPECT_TRUE(parseQuantSpec(text, s, error)) << error;
+  return s;
+}
+
 std::string sharedData() {
   if (const char *env = std::getenv("SQ_SHARED_DATA"))
     return env;
@@ -43,7 +51,8 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &ctx,
   EXPECT_TRUE(module) << err;
   if (!module)
     return module;
-  static bool registered = (sq::registerSQPasses(), true);
+  static bool registered =
+      (sq::registerSQPasses(), sq::registerSQPassAliases(), true);
   (void)registered;
   mlir::PassManager pm(&ctx);
   std::string perr;
@@ -130,8 +139,8 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
                      GetParam().pipeline);
   ASSERT_TRUE(module);
   std::string error;
-  auto obj =
-      RotationObjective::create(*module, "w16a16", error, GetParam().learnR3);
+  auto obj = RotationObjective::create(*module, spec("w16a16"), error,
+                                       GetParam().learnR3);
   ASSERT_TRUE(obj) << error;
   int64_t n = obj->hidden(), d = obj->headDim();
   ASSERT_GT(obj->numLayers(), 0);
@@ -212,7 +221,7 @@ TEST(Calibration, FakeQuantGradientIsDeterministic) {
                      "sq-fuse-norms,sq-online-hadamard");
   ASSERT_TRUE(module);
   std::string error;
-  auto obj = RotationObjective::create(*module, "w4a4kv4", error);
+  auto obj = RotationObjective::create(*module, spec("w4a4kv4"), error);
   ASSERT_TRUE(obj) << error;
   Rotations r = randomRotations(*obj, 3, 4);
   std::vector<int64_t> tokens;
@@ -233,12 +242,14 @@ TEST(Calibration, RejectsBadInput) {
                      "sq-fuse-norms");
   ASSERT_TRUE(module);
   std::string error;
-  EXPECT_FALSE(
-      RotationObjective::create(*module, "w4a4kv4,gptq,calib=x.txt", error));
+  EXPECT_FALSE(RotationObjective::create(
+      *module, spec("w4a4kv4,gptq,calib=x.txt"), error));
   EXPECT_NE(error.find("calib= is not used"), std::string::npos) << error;
-  EXPECT_FALSE(RotationObjective::create(*module, "w4a4kv4,mode=real", error));
+  EXPECT_FALSE(
+      RotationObjective::create(*module, spec("w4a4kv4,mode=real"), error));
   EXPECT_NE(error.find("mode=real"), std::string::npos) << error;
-  EXPECT_FALSE(RotationObjective::create(*module, "w3x", error));
+  QuantSpec bad;
+  EXPECT_FALSE(parseQuantSpec("w3x", bad, error)); // rejected before create
 
   // A norm with a scale does not commute with R1.
   mlir::MLIRContext ctx2;
@@ -246,10 +257,10 @@ TEST(Calibration, RejectsBadInput) {
   auto raw = importOnnxModel(
       SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", &ctx2, err);
   ASSERT_TRUE(raw) << err;
-  EXPECT_FALSE(RotationObjective::create(*raw, "w16a4kv4", error));
+  EXPECT_FALSE(RotationObjective::create(*raw, spec("w16a4kv4"), error));
   EXPECT_NE(error.find("sq-fuse-norms"), std::string::npos) << error;
 
-  auto obj = RotationObjective::create(*module, "w16a16", error);
+  auto obj = RotationObjective::create(*module, spec("w16a16"), error);
   ASSERT_TRUE(obj) << error;
   Rotations r; // empty: does not match the model
   double loss;
@@ -273,11 +284,11 @@ TEST(Calibration, GPTQTrainingRotatesTheHessians) {
                      "online-hadamard=false}");
   ASSERT_TRUE(plain && folded);
   std::string error;
-  auto a = RotationObjective::create(*plain, "w4a4kv4,gptq", error);
+  auto a = RotationObjective::create(*plain, spec("w4a4kv4,gptq"), error);
   ASSERT_TRUE(a) << error;
-  auto b = RotationObjective::create(*folded, "w4a4kv4,gptq", error);
+  auto b = RotationObjective::create(*folded, spec("w4a4kv4,gptq"), error);
   ASSERT_TRUE(b) << error;
-  auto rtn = RotationObjective::create(*plain, "w4a4kv4", error);
+  auto rtn = RotationObjective::create(*plain, spec("w4a4kv4"), error);
   ASSERT_TRUE(rtn) << error;
   const int64_t seq = 16;
   std::vector<std::vector<int64_t>> windows;
@@ -321,11 +332,11 @@ TEST(Calibration, LowersLossOnSharedModel) {
     // the error. Under the default W16A4KV4 the 20-step change on this model
     // is at the level of the quantization noise (full batch, sq-opt seeds
     // 0-5: +0.005 to -0.027 nats; W16A3KV16: -0.010 to -0.12).
-    auto obj = RotationObjective::create(*module, "w16a3kv16", error);
+    auto obj = RotationObjective::create(*module, spec("w16a3kv16"), error);
     ASSERT_TRUE(obj) << error;
     r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
-    options.quant = "w16a3kv16";
+    options.quant = spec("w16a3kv16");
     options.steps = 20;
     options.seqlen = 128;
     options.samples = 2;
@@ -368,7 +379,7 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
                      "sq-fuse-norms,sq-online-hadamard");
   ASSERT_TRUE(module);
   std::string error;
-  auto obj = RotationObjective::create(*module, "w4a4kv4", error);
+  auto obj = RotationObjective::create(*module, spec("w4a4kv4"), error);
   ASSERT_TRUE(obj) << error;
   const int64_t seq = 8, vocab = obj->vocabSize();
   std::vector<int32_t> ids;
@@ -383,7 +394,7 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
   options.batch = 2;
   options.steps = 6;
   options.lr = 50; // large steps: some checkpoints are worse than others
-  options.schedule = "constant";
+  options.schedule = LRSchedule::Constant;
   options.validate = 3;
   options.validateEvery = 2;
   options.progress = false;
@@ -434,7 +445,7 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
                      "sq-fuse-norms,sq-online-hadamard");
   ASSERT_TRUE(module);
   std::string error;
-  const std::string quant = "w16a16kv4";
+  const QuantSpec quant = spec("w16a16kv4");
   auto obj = RotationObjective::create(*module, quant, error, true);
   ASSERT_TRUE(obj) << error;
   const int64_t seq = 8, vocab = obj->vocabSize(), d = obj->headDim();
@@ -450,7 +461,7 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   options.batch = 2;
   options.steps = 0;
   options.quant = quant;
-  options.r3 = "search";
+  options.r3 = R3Mode::Search;
   options.r3Candidates = 12;
   options.r3Windows = 4;
   options.r3Sigma = 0; // keep any lower loss (below: the significance test)

@@ -350,7 +350,7 @@ TEST_P(FuseNormsInvariance, Logits) {
       mlir::PassManager pm(&ctx);
       SQFuseNormsOptions options;
       options.centerEmbeddings = center;
-      options.weightType = "f32"; // exact for the fp16 fixture too
+      options.weightType = WeightStorage::F32; // exact for the fp16 fixture too
       pm.addPass(createSQFuseNorms(options));
       EXPECT_TRUE(mlir::succeeded(pm.run(*module)));
       int scaled = 0;
@@ -380,6 +380,14 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FuseNormsInvariance,
                                c = '_';
                            return name;
                          });
+
+/// A mode as the command line spells it.
+RotationMode rotationMode(const char *name) {
+  RotationMode mode = RotationMode::Hadamard;
+  std::string error;
+  EXPECT_TRUE(parseEnum(name, mode, error)) << error;
+  return mode;
+}
 
 // --sq-fuse-norms then --spinquant-rotate (random and Hadamard R1/R2)
 // leaves the float model's logits unchanged, while changing the weights.
@@ -427,12 +435,12 @@ TEST_P(RotateInvariance, Logits) {
   });
   mlir::PassManager pm(&ctx);
   SQFuseNormsOptions fuse;
-  fuse.weightType = "f32"; // exact for the fp16 fixture too
+  fuse.weightType = WeightStorage::F32; // exact for the fp16 fixture too
   pm.addPass(createSQFuseNorms(fuse));
   SQSpinQuantRotateOptions options;
-  options.mode = GetParam().mode;
+  options.mode = rotationMode(GetParam().mode);
   options.seed = 7;
-  options.weightType = "f32";
+  options.weightType = WeightStorage::F32;
   pm.addPass(createSQSpinQuantRotate(options));
   ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
   std::vector<float> after = logitsOf(*module, tokens, 2);
@@ -488,10 +496,11 @@ TEST_P(FullRotationInvariance, LogitsAndDecode) {
       mlir::PassManager pm(&ctx);
       SQFuseNormsOptions fuse;
       SQSpinQuantRotateOptions rotate;
-      rotate.mode = "hadamard";
+      rotate.mode = RotationMode::Hadamard;
       SQOnlineHadamardOptions online;
       // Exact for the fp16 fixture too.
-      fuse.weightType = rotate.weightType = online.weightType = "f32";
+      fuse.weightType = rotate.weightType = online.weightType =
+          WeightStorage::F32;
       pm.addPass(createSQFuseNorms(fuse));
       pm.addPass(createSQSpinQuantRotate(rotate));
       pm.addPass(createSQOnlineHadamard(online));
@@ -558,17 +567,20 @@ TEST(RotationWeightType, KeepStaysF16) {
   std::vector<int64_t> tokens;
   for (int i = 0; i < 2 * 8; ++i)
     tokens.push_back((i * 3 + 2) % 32);
-  auto run = [&](const char *weightType, int &f16, int &f32) {
+  auto run = [&](const char *weightTypeName, int &f16, int &f32) {
     mlir::MLIRContext ctx;
     std::string err;
     auto module = importOnnxModel(path, &ctx, err);
     EXPECT_TRUE(module) << err;
-    if (weightType) {
+    if (weightTypeName) {
+      WeightStorage weightType;
+      std::string error;
+      EXPECT_TRUE(parseEnum(weightTypeName, weightType, error)) << error;
       mlir::PassManager pm(&ctx);
       SQFuseNormsOptions fuse;
       fuse.weightType = weightType;
       SQSpinQuantRotateOptions rotate;
-      rotate.mode = "hadamard";
+      rotate.mode = RotationMode::Hadamard;
       rotate.weightType = weightType;
       SQOnlineHadamardOptions online;
       online.weightType = weightType;
@@ -627,7 +639,7 @@ TEST_P(SharedModelRotation, ReferenceLogits) {
       mlir::PassManager pm(&ctx);
       pm.addPass(createSQFuseNorms());
       SQSpinQuantRotateOptions options;
-      options.mode = GetParam().mode;
+      options.mode = rotationMode(GetParam().mode);
       options.seed = GetParam().seed;
       pm.addPass(createSQSpinQuantRotate(options));
       SQOnlineHadamardOptions online;
@@ -678,7 +690,8 @@ mlir::OwningOpRef<mlir::ModuleOp> importAndRun(mlir::MLIRContext &ctx,
   EXPECT_TRUE(module) << err;
   if (!module || pipeline.empty())
     return module;
-  static bool registered = (sq::registerSQPasses(), true);
+  static bool registered =
+      (sq::registerSQPasses(), sq::registerSQPassAliases(), true);
   (void)registered;
   mlir::PassManager pm(&ctx);
   std::string perr;

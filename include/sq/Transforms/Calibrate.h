@@ -20,6 +20,9 @@
 #ifndef SQ_TRANSFORMS_CALIBRATE_H
 #define SQ_TRANSFORMS_CALIBRATE_H
 
+#include "sq/Transforms/PassOptionTypes.h"
+#include "sq/Transforms/QuantSpec.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/ArrayRef.h"
 
@@ -59,15 +62,14 @@ struct CalibrationOptions {
   int64_t batch = 4;
   int64_t steps = 100;
   double lr = 1.5;
-  /// "cosine" or "constant".
-  std::string schedule = "cosine";
+  LRSchedule schedule = LRSchedule::Cosine;
   double momentum = 0.0;
   /// Seeds the sampling of the calibration windows.
   uint64_t seed = 0;
   /// The quantization the rotations are trained under (--quantize's
   /// language; weights, if at all, round-to-nearest or with `gptq`: GPTQ
   /// under the float model's Hessians seen through the rotations).
-  std::string quant = "w16a4kv4";
+  QuantSpec quant = QuantSpec::bits(16, 4, 4, 4);
   /// Windows held out for validation (0: none): cut one after another from
   /// the end of the text, and the training windows are drawn from the text
   /// before them. With validation, the loss of the held-out windows is
@@ -76,8 +78,8 @@ struct CalibrationOptions {
   /// initialization too, if no step beats it).
   int64_t validate = 0;
   int64_t validateEvery = 10;
-  /// R3, the online rotation of Q and K after RoPE: "hadamard" keeps the
-  /// model's online Hadamards fixed (SpinQuant); "search" and "cayley" learn
+  /// R3, the online rotation of Q and K after RoPE: Hadamard keeps the
+  /// model's online Hadamards fixed (SpinQuant); Search and Cayley learn
   /// one R3 per layer from `Rotations::r3` (the model's online Hadamards,
   /// sq.hadamard of head_dim, must be in place and become sq.rotate).
   /// search: after the Cayley steps, layer by layer, `r3Candidates`
@@ -88,9 +90,9 @@ struct CalibrationOptions {
   /// mean improvement over the windows exceeds `r3Sigma` standard errors of
   /// the paired per-window differences. cayley:
   /// R3 moves by Cayley SGD with R1/R2 on that gradient. (This API keeps
-  /// the paper's "hadamard" by default, which needs no `Rotations::r3`;
-  /// --spinquant-rotate=mode=learned defaults to "search".)
-  std::string r3 = "hadamard";
+  /// the paper's Hadamard by default, which needs no `Rotations::r3`;
+  /// --spinquant-rotate=mode=learned defaults to Search.)
+  R3Mode r3 = R3Mode::Hadamard;
   int64_t r3Candidates = 16;
   int64_t r3Windows = 16;
   double r3Sigma = 2.0;
@@ -109,7 +111,7 @@ public:
   /// (which must be there) become trainable rotations of the clone, and
   /// evaluate() takes and differentiates `Rotations::r3`.
   static std::unique_ptr<RotationObjective> create(mlir::ModuleOp module,
-                                                   const std::string &quant,
+                                                   const QuantSpec &quant,
                                                    std::string &error,
                                                    bool learnR3 = false);
 

@@ -58,16 +58,20 @@ def SQFuseNorms : Pass<"sq-fuse-norms", "::mlir::ModuleOp"> {
     Option<"centerEmbeddings", "center-embeddings", "bool", /*default=*/"false",
            "subtract each embedding row's mean (official SpinQuant; not exact "
            "for RMSNorm models)">,
-    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+    Option<"weightType", "weight-type", "::sq::WeightStorage",
+           /*default=*/"::sq::WeightStorage::Keep",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
            "f16/bf16 models, twice their size)">
   ];
 }
 
-def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
+def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
   let summary = "insert SpinQuant's rotations R1 and R2 and fold them into the weights";
   let description = [{
+    (Named `spinquant-rotate` before the sq- prefix; that name stays an
+    alias for one release.)
+
     R1 (hidden x hidden, one for the model) rotates the residual stream:
     the embedding and every linear that reads the stream (after a
     weightless RMSNorm: q, k, v, gate, up, lm_head) get `W <- W R1`, the
@@ -79,8 +83,8 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     work.
 
     Modes: `learned`, the default (SpinQuant: R1/R2 learned by Cayley SGD
-    from a randomized Hadamard initialization, as `--spinquant-calibrate`
-    describes; the options marked "learned" apply; a model that is not
+    from a randomized Hadamard initialization, as described below; the
+    options marked "learned" apply; a model that is not
     byte-level needs `tokenizer=sp:PATH` or pre-tokenized `data=`),
     `hadamard` (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k:
     QuaRot's rotations, no calibration), `random` (seeded random orthogonal
@@ -97,103 +101,10 @@ def SQSpinQuantRotate : Pass<"spinquant-rotate", "::mlir::ModuleOp"> {
     `model.layers.N.self_attn.R2.weight` are read too. Every matrix must be
     orthogonal (to 1e-4).
 
-    By default the pass runs SpinQuant's whole rotation recipe: it folds
-    RMSNorm scales first (a scaled RMSNorm does not commute with R1; as
-    `--sq-fuse-norms`), and inserts the online Hadamards R3/R4 after R1/R2
-    (as `--sq-online-hadamard`, which is idempotent). `fuse-norms=false`
-    and `online-hadamard=false` turn the two steps off, e.g. to run
-    `--sq-online-hadamard=r3=false` yourself.
-
-    ```
-    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir        # byte-level model
-    sq-opt --spinquant-rotate="tokenizer=sp:tokenizer.model quant=w4a4kv4" --quantize=w4a4kv4 model.mlir
-    sq-opt --spinquant-rotate="mode=random seed=3 online-hadamard=false" model.mlir
-    sq-opt --spinquant-rotate="mode=learned steps=50 data=calib.txt tokenizer=sp:tok.model" model.mlir
-    ```
-  }];
-  let options = [
-    Option<"mode", "mode", "std::string", /*default=*/"\"learned\"",
-           "learned (SpinQuant, the default) | hadamard | random | file">,
-    Option<"seed", "seed", "uint64_t", /*default=*/"0",
-           "seed of the random rotations and Hadamard signs">,
-    Option<"path", "path", "std::string", /*default=*/"\"\"",
-           "rotation file for mode=file (safetensors)">,
-    Option<"save", "save", "std::string", /*default=*/"\"\"",
-           "write the rotations used to this safetensors file">,
-    Option<"data", "data", "std::string", /*default=*/"\"\"",
-           "learned: calibration text (or pre-tokenized int32 ids, .bin); "
-           "default: the WikiText-2 excerpt embedded in SQ">,
-    Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"\"",
-           "learned: tokenizer of the calibration text: byte or sp:PATH "
-           "(default: byte for byte-level models, vocabulary 256; others "
-           "need sp:PATH or pre-tokenized data)">,
-    Option<"samples", "samples", "int64_t", /*default=*/"128",
-           "learned: calibration windows drawn from the text">,
-    Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
-           "learned: tokens per window (0: the model's context, at most "
-           "2048; 512 when the model does not record it)">,
-    Option<"batch", "batch", "int64_t", /*default=*/"4",
-           "learned: windows per step">,
-    Option<"validate", "validate", "int64_t", /*default=*/"0",
-           "learned: windows held out from the end of the text; their loss "
-           "is measured every validate-every steps and the best rotations "
-           "(the initialization included) are kept (0: off, keep the last)">,
-    Option<"validateEvery", "validate-every", "int64_t", /*default=*/"10",
-           "learned: steps between two held-out evaluations">,
-    Option<"steps", "steps", "int64_t", /*default=*/"100",
-           "learned: Cayley SGD steps">,
-    Option<"lr", "lr", "double", /*default=*/"1.5",
-           "learned: learning rate (the step is also capped by the size of "
-           "the Riemannian gradient)">,
-    Option<"schedule", "schedule", "std::string", /*default=*/"\"cosine\"",
-           "learned: learning-rate schedule: cosine or constant">,
-    Option<"momentum", "momentum", "double", /*default=*/"0.0",
-           "learned: Cayley SGD momentum (0 in the official runs)">,
-    Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
-           "learned: the quantization trained under, in --quantize's "
-           "language (w16a4kv4: the official recipe before GPTQ; w4a4kv4: "
-           "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
-           "float model's Hessians, recomputed every step)">,
-    Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
-           "learned: initial rotations: hadamard or random">,
-    Option<"r3", "r3", "std::string", /*default=*/"\"search\"",
-           "learned: R3, the online rotation of Q and K after RoPE (the one "
-           "rotation that reaches the key cache's rounding): search (the "
-           "default, beyond the paper: per layer, the best of "
-           "r3-candidates seeded signed permutations of the Hadamard matrix "
-           "on the calibration loss, stored as a head_dim x head_dim "
-           "sq.rotate), cayley (Cayley SGD with R1/R2), or hadamard (fixed, "
-           "as SpinQuant)">,
-    Option<"r3Candidates", "r3-candidates", "int64_t", /*default=*/"16",
-           "learned, r3=search: candidates tried per layer">,
-    Option<"r3Windows", "r3-windows", "int64_t", /*default=*/"16",
-           "learned, r3=search: calibration windows the candidates are "
-           "scored on (the first of the training windows)">,
-    Option<"r3Sigma", "r3-sigma", "double", /*default=*/"2.0",
-           "learned, r3=search: a layer's best candidate is kept only if its "
-           "mean loss improvement over those windows exceeds this many "
-           "standard errors (0: whenever it is lower)">,
-    Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
-           "fold RMSNorm scales into the following linears first "
-           "(--sq-fuse-norms with its defaults)">,
-    Option<"onlineHadamard", "online-hadamard", "bool", /*default=*/"true",
-           "then insert the online Hadamards R3 and R4 "
-           "(--sq-online-hadamard; use it separately for r3/r4 options)">,
-    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
-           "storage of rewritten weights: keep (the weight's own type: "
-           "f16/bf16 models keep their size) or f32 (exact invariance for "
-           "f16/bf16 models, twice their size)">
-  ];
-}
-
-def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
-  let summary = "learn SpinQuant's R1/R2 by Cayley SGD through the fake-quantized model, then fold them";
-  let description = [{
-    SpinQuant's core: R1 and every R2 are learned on calibration text while
-    all weights stay frozen, then folded into the weights like the other
-    rotations (this pass is `--spinquant-rotate=mode=learned`, with the same
-    options). Each step folds the current rotations into a copy of the
-    weights (`W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
+    Learned mode, SpinQuant's core: R1 and every R2 are learned on
+    calibration text while all weights stay frozen, then folded into the
+    weights like the other rotations. Each step folds the current
+    rotations into a copy of the weights (`W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
     model with the fake quantization of `quant` (activations per token,
     KV cache; weights round-to-nearest when `quant` quantizes them) on
     `batch` windows, takes the next-token cross-entropy, backpropagates
@@ -226,17 +137,33 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
     `seed`, `batch` per step. Deterministic for a given seed and thread
     count. On a terminal a line per step shows the loss and the step time;
     a summary follows in any case. `save=FILE` writes the learned
-    rotations (the rotation file of `--spinquant-rotate`), and
-    `--spinquant-rotate="mode=file path=FILE"` reapplies them.
+    rotations (the rotation file above), and
+    `mode=file path=FILE` reapplies them.
+
+    By default the pass runs SpinQuant's whole rotation recipe: it folds
+    RMSNorm scales first (a scaled RMSNorm does not commute with R1; as
+    `--sq-fuse-norms`), and inserts the online Hadamards R3/R4 after R1/R2
+    (as `--sq-online-hadamard`, which is idempotent). `fuse-norms=false`
+    and `online-hadamard=false` turn the two steps off, e.g. to run
+    `--sq-online-hadamard=r3=false` yourself.
 
     ```
-    sq-opt --spinquant-calibrate --quantize=w4a4kv4 model.mlir
-    sq-opt --spinquant-calibrate="steps=50 data=calib.txt tokenizer=sp:tok.model save=r.safetensors" model.mlir
+    sq-opt --sq-spinquant-rotate --sq-quantize=w4a4kv4 model.mlir        # byte-level model
+    sq-opt --sq-spinquant-rotate="tokenizer=sp:tokenizer.model quant=w4a4kv4" --sq-quantize=w4a4kv4 model.mlir
+    sq-opt --sq-spinquant-rotate="mode=random seed=3 online-hadamard=false" model.mlir
+    sq-opt --sq-spinquant-rotate="mode=learned steps=50 data=calib.txt tokenizer=sp:tok.model" model.mlir
     ```
   }];
   let options = [
+    Option<"mode", "mode", "::sq::RotationMode",
+           /*default=*/"::sq::RotationMode::Learned",
+           "learned (SpinQuant, the default) | hadamard | random | file">,
     Option<"seed", "seed", "uint64_t", /*default=*/"0",
-           "seed of the initial rotations and of the window sampling">,
+           "seed of the random rotations and Hadamard signs">,
+    Option<"path", "path", "std::string", /*default=*/"\"\"",
+           "rotation file for mode=file (safetensors)">,
+    Option<"save", "save", "std::string", /*default=*/"\"\"",
+           "write the rotations used to this safetensors file">,
     Option<"data", "data", "std::string", /*default=*/"\"\"",
            "learned: calibration text (or pre-tokenized int32 ids, .bin); "
            "default: the WikiText-2 excerpt embedded in SQ">,
@@ -262,18 +189,21 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
     Option<"lr", "lr", "double", /*default=*/"1.5",
            "learned: learning rate (the step is also capped by the size of "
            "the Riemannian gradient)">,
-    Option<"schedule", "schedule", "std::string", /*default=*/"\"cosine\"",
+    Option<"schedule", "schedule", "::sq::LRSchedule",
+           /*default=*/"::sq::LRSchedule::Cosine",
            "learned: learning-rate schedule: cosine or constant">,
     Option<"momentum", "momentum", "double", /*default=*/"0.0",
            "learned: Cayley SGD momentum (0 in the official runs)">,
-    Option<"quant", "quant", "std::string", /*default=*/"\"w16a4kv4\"",
-           "learned: the quantization trained under, in --quantize's "
+    Option<"quant", "quant", "::sq::QuantSpec",
+           /*default=*/"::sq::QuantSpec::bits(16, 4, 4, 4)",
+           "learned: the quantization trained under, in --sq-quantize's "
            "language (w16a4kv4: the official recipe before GPTQ; w4a4kv4: "
            "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
            "float model's Hessians, recomputed every step)">,
-    Option<"init", "init", "std::string", /*default=*/"\"hadamard\"",
+    Option<"init", "init", "::sq::RotationInit",
+           /*default=*/"::sq::RotationInit::Hadamard",
            "learned: initial rotations: hadamard or random">,
-    Option<"r3", "r3", "std::string", /*default=*/"\"search\"",
+    Option<"r3", "r3", "::sq::R3Mode", /*default=*/"::sq::R3Mode::Search",
            "learned: R3, the online rotation of Q and K after RoPE (the one "
            "rotation that reaches the key cache's rounding): search (the "
            "default, beyond the paper: per layer, the best of "
@@ -290,14 +220,17 @@ def SQSpinQuantCalibrate : Pass<"spinquant-calibrate", "::mlir::ModuleOp"> {
            "learned, r3=search: a layer's best candidate is kept only if its "
            "mean loss improvement over those windows exceeds this many "
            "standard errors (0: whenever it is lower)">,
-    Option<"save", "save", "std::string", /*default=*/"\"\"",
-           "write the learned rotations to this safetensors file">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
-           "fold RMSNorm scales into the following linears first">,
+           "fold RMSNorm scales into the following linears first "
+           "(--sq-fuse-norms with its defaults)">,
     Option<"onlineHadamard", "online-hadamard", "bool", /*default=*/"true",
-           "insert the online Hadamards R3 and R4 before training">,
-    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
-           "storage of rewritten weights: keep or f32">
+           "then insert the online Hadamards R3 and R4 "
+           "(--sq-online-hadamard; use it separately for r3/r4 options)">,
+    Option<"weightType", "weight-type", "::sq::WeightStorage",
+           /*default=*/"::sq::WeightStorage::Keep",
+           "storage of rewritten weights: keep (the weight's own type: "
+           "f16/bf16 models keep their size) or f32 (exact invariance for "
+           "f16/bf16 models, twice their size)">
   ];
 }
 
@@ -316,7 +249,7 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
     with a remark; the `seed` is recorded on the sq.hadamard ops.
 
     ```
-    sq-opt --sq-fuse-norms --spinquant-rotate --sq-online-hadamard model.mlir
+    sq-opt --sq-fuse-norms --sq-spinquant-rotate --sq-online-hadamard model.mlir
     ```
   }];
   let options = [
@@ -327,17 +260,20 @@ def SQOnlineHadamard : Pass<"sq-online-hadamard", "::mlir::ModuleOp"> {
     Option<"seed", "seed", "uint64_t", /*default=*/"0",
            "seed of the random orthogonal fallback for sizes without a "
            "Hadamard matrix">,
-    Option<"weightType", "weight-type", "std::string", /*default=*/"\"keep\"",
+    Option<"weightType", "weight-type", "::sq::WeightStorage",
+           /*default=*/"::sq::WeightStorage::Keep",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
            "f16/bf16 models, twice their size)">
   ];
 }
 
-def SQQuantize : Pass<"quantize", "::mlir::ModuleOp"> {
-  let summary = "quantize weights, activations and the KV cache (--quantize=SPEC)";
+def SQQuantize : Pass<"sq-quantize", "::mlir::ModuleOp"> {
+  let summary = "quantize weights, activations and the KV cache (--sq-quantize=SPEC)";
   let description = [{
-    `--quantize=SPEC` turns a (rotated) float model into a quantized one.
+    `--sq-quantize=SPEC` turns a (rotated) float model into a quantized one
+    (`--quantize`, its name before the sq- prefix, stays an alias for one
+    release).
     SPEC is `wXaYkvZ` or `wXaYkZvW` (bits of weights, activations, keys and
     values, 2-8 or 16 for "not quantized"; the KV part may be left out),
     then comma-separated options mirroring the official SpinQuant flags:
@@ -368,9 +304,9 @@ def SQQuantize : Pass<"quantize", "::mlir::ModuleOp"> {
     model does not fit a 24 GB machine yet).
 
     ```
-    sq-opt --spinquant-rotate --quantize=w4a4kv4 model.mlir
-    sq-opt --quantize=w4a16,wgroup=128,mode=real model.mlir
-    sq-opt --quantize=w4a4kv4,gptq,calib=wiki.valid.txt model.mlir
+    sq-opt --sq-spinquant-rotate --sq-quantize=w4a4kv4 model.mlir
+    sq-opt --sq-quantize=w4a16,wgroup=128,mode=real model.mlir
+    sq-opt --sq-quantize=w4a4kv4,gptq,calib=wiki.valid.txt model.mlir
     ```
   }];
 }

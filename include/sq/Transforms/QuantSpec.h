@@ -1,8 +1,8 @@
 //===- QuantSpec.h - the --quantize=SPEC language ------------------*- C++
 //-*-===//
 //
-// `wXaYkvZ` or `wXaYkZvW` (bits of weights, activations, keys, values; 16
-// means "not quantized"; the KV part may be left out: 16), then
+// `none`, or `wXaYkvZ` or `wXaYkZvW` (bits of weights, activations, keys,
+// values; 16 means "not quantized"; the KV part may be left out: 16), then
 // comma-separated options mirroring the official SpinQuant flags:
 //
 //   wgroup=N (0: per channel)  wsym | wasym  wclip (MSE clip search)
@@ -38,16 +38,47 @@ struct QuantSpec {
   int64_t kGroup = 0, vGroup = 0; ///< 0: head_dim
   double kClip = 1.0, vClip = 1.0;
   bool real = false;
+  /// mode= was written (sq-compile packs weights, mode=real, unless told).
+  bool modeGiven = false;
   std::string calib, tokenizer = "byte";
   int64_t seqlen = 0; ///< 0: the model's context, at most 2048
 
+  /// The bit widths alone, every option at its default.
+  static QuantSpec bits(unsigned w, unsigned a, unsigned k, unsigned v) {
+    QuantSpec s;
+    s.wBits = w;
+    s.aBits = a;
+    s.kBits = k;
+    s.vBits = v;
+    return s;
+  }
+  /// "none": nothing quantized (all 16 bits; str() spells it "none").
+  static QuantSpec none() { return bits(16, 16, 16, 16); }
+  bool quantizesNothing() const { return str() == "none"; }
+  /// What the rotations of `--rotate=learned` train under when this spec is
+  /// deployed: the bit widths (no options); with gptq, float weights (the
+  /// official recipe trains before GPTQ).
+  QuantSpec trainingSpec() const {
+    return bits(gptq ? 16 : wBits, aBits, kBits, vBits);
+  }
+  /// The same spec without its weight quantization: what the activations
+  /// and the KV cache of a training model are fake-quantized with.
+  QuantSpec activationsOnly() const {
+    QuantSpec s = *this;
+    s.wBits = 16;
+    s.gptq = false;
+    return s;
+  }
   bool quantizesWeights() const { return wBits < 16; }
   bool quantizesActivations() const { return aBits < 16; }
   /// The canonical spelling (round-trips through parseQuantSpec).
   std::string str() const;
 };
 
-/// Parses `text`; on failure `error` names the bad part and lists the
+/// Parses `text`; the one parser of the language: the command-line layer
+/// (pass options through llvm::cl::parser<QuantSpec>, QuantSpecOption.h;
+/// sq-compile's --quantize) calls it, and everything after that takes the
+/// struct. On failure `error` names the bad part and lists the
 /// accepted forms.
 bool parseQuantSpec(const std::string &text, QuantSpec &spec,
                     std::string &error);

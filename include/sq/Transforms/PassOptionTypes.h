@@ -1,0 +1,139 @@
+//===- PassOptionTypes.h - typed values of the sq pass options ---*- C++
+//-*-===//
+//
+// The modes of the passes' options are enums, not strings checked by hand:
+// each enum below has one table of spellings (EnumSpelling<E>), and
+// `llvm::cl::parser<E>` reads it for pass options, pipeline options and
+// tool flags alike. A bad value is an option error that lists the
+// accepted ones ("unknown schedule 'linear': expected cosine or constant").
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_TRANSFORMS_PASSOPTIONTYPES_H
+#define SQ_TRANSFORMS_PASSOPTIONTYPES_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+#include <utility>
+
+namespace sq {
+
+/// spinquant-rotate mode=.
+enum class RotationMode { Learned, Hadamard, Random, File };
+/// spinquant-rotate init= (learned: the initial rotations).
+enum class RotationInit { Hadamard, Random };
+/// R3, the online rotation of Q and K after RoPE, in learned mode.
+enum class R3Mode { Search, Cayley, Hadamard };
+/// The learning-rate schedule of the Cayley steps.
+enum class LRSchedule { Cosine, Constant };
+/// How rewritten weights are stored: fp32 (exact: the rotated model computes
+/// the same function as the original up to fp32 rounding) or in the
+/// weight's own type (f16/bf16 models stay their size: one rounding to that
+/// type per rewrite, as the official implementation does).
+enum class WeightStorage { F32, Keep };
+
+/// The spellings of an enum option and what a message calls it.
+template <typename E> struct EnumSpelling;
+
+#define SQ_ENUM_SPELLING(E, WHAT, ...)                                         \
+  template <> struct EnumSpelling<E> {                                         \
+    static constexpr const char *what = WHAT;                                  \
+    static llvm::ArrayRef<std::pair<E, const char *>> values() {               \
+      static const std::pair<E, const char *> table[] = {__VA_ARGS__};         \
+      return table;                                                            \
+    }                                                                          \
+  };
+SQ_ENUM_SPELLING(RotationMode, "spinquant-rotate mode",
+                 {RotationMode::Random, "random"},
+                 {RotationMode::Hadamard, "hadamard"},
+                 {RotationMode::Learned, "learned"},
+                 {RotationMode::File, "file"})
+SQ_ENUM_SPELLING(RotationInit, "init", {RotationInit::Hadamard, "hadamard"},
+                 {RotationInit::Random, "random"})
+SQ_ENUM_SPELLING(R3Mode, "r3", {R3Mode::Search, "search"},
+                 {R3Mode::Cayley, "cayley"}, {R3Mode::Hadamard, "hadamard"})
+SQ_ENUM_SPELLING(LRSchedule, "schedule", {LRSchedule::Cosine, "cosine"},
+                 {LRSchedule::Constant, "constant"})
+SQ_ENUM_SPELLING(WeightStorage, "weight-type", {WeightStorage::F32, "f32"},
+                 {WeightStorage::Keep, "keep"})
+#undef SQ_ENUM_SPELLING
+
+/// The spelling of `value`.
+template <typename E> const char *spell(E value) {
+  for (const auto &v : EnumSpelling<E>::values())
+    if (v.first == value)
+      return v.second;
+  return "?";
+}
+
+/// "a, b or c".
+template <typename E> std::string enumChoices() {
+  std::string s;
+  auto values = EnumSpelling<E>::values();
+  for (size_t i = 0; i < values.size(); ++i)
+    s += std::string(i == 0                   ? ""
+                     : i + 1 == values.size() ? " or "
+                                              : ", ") +
+         values[i].second;
+  return s;
+}
+
+/// Parses a spelling; false (and `error`) for anything else.
+template <typename E>
+bool parseEnum(llvm::StringRef text, E &value, std::string &error) {
+  for (const auto &v : EnumSpelling<E>::values())
+    if (text == v.second) {
+      value = v.first;
+      return true;
+    }
+  error = std::string("unknown ") + EnumSpelling<E>::what + " '" + text.str() +
+          "': expected " + enumChoices<E>();
+  if (text.contains(','))
+    error += " (pass options are separated by spaces: "
+             "--spinquant-rotate=\"mode=hadamard seed=1\")";
+  return false;
+}
+
+/// The option parser of every enum above.
+template <typename E>
+class EnumOptionParser : public llvm::cl::basic_parser<E> {
+public:
+  explicit EnumOptionParser(llvm::cl::Option &o)
+      : llvm::cl::basic_parser<E>(o) {}
+  bool parse(llvm::cl::Option &o, llvm::StringRef argName, llvm::StringRef arg,
+             E &value) {
+    std::string error;
+    if (!parseEnum(arg, value, error))
+      return o.error(error, argName);
+    return false;
+  }
+  llvm::StringRef getValueName() const override { return "value"; }
+  void printOptionDiff(const llvm::cl::Option &o, E value,
+                       const llvm::cl::OptionValue<E> &, size_t width) const {
+    this->printOptionName(o, width);
+    llvm::outs() << "= " << spell(value) << "\n";
+  }
+  static void print(llvm::raw_ostream &os, E value) { os << spell(value); }
+};
+
+} // namespace sq
+
+#define SQ_ENUM_OPTION_PARSER(E)                                               \
+  namespace llvm::cl {                                                         \
+  template <> class parser<E> : public sq::EnumOptionParser<E> {               \
+  public:                                                                      \
+    using sq::EnumOptionParser<E>::EnumOptionParser;                           \
+  };                                                                           \
+  }
+SQ_ENUM_OPTION_PARSER(sq::RotationMode)
+SQ_ENUM_OPTION_PARSER(sq::RotationInit)
+SQ_ENUM_OPTION_PARSER(sq::R3Mode)
+SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
+SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
+#undef SQ_ENUM_OPTION_PARSER
+
+#endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

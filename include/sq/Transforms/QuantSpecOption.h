@@ -1,0 +1,44 @@
+//===- QuantSpecOption.h - QuantSpec as an LLVM/MLIR option value -*- C++
+//-*-===//
+//
+// `llvm::cl::parser<sq::QuantSpec>` makes a QuantSpec a typed option: of a
+// pass (`Option<"quant", "quant", "::sq::QuantSpec", ...>` in Passes.td), of
+// a pass pipeline (PassPipelineOptions) or of a tool (cl::opt). The text is
+// parsed once, where the option is read, and the passes get the struct; a
+// bad spec is an option error naming the bad part. Printing (pipeline
+// dumps, reproducers) writes the canonical spelling, QuantSpec::str().
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef SQ_TRANSFORMS_QUANTSPECOPTION_H
+#define SQ_TRANSFORMS_QUANTSPECOPTION_H
+
+#include "sq/Transforms/QuantSpec.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace sq {
+inline llvm::raw_ostream &operator<<(llvm::raw_ostream &os,
+                                     const QuantSpec &spec) {
+  return os << spec.str();
+}
+} // namespace sq
+
+namespace llvm {
+namespace cl {
+template <> class parser<sq::QuantSpec> : public basic_parser<sq::QuantSpec> {
+public:
+  explicit parser(Option &o) : basic_parser(o) {}
+  /// Parses `arg` (quotes around it are dropped); errors through `o`.
+  bool parse(Option &o, StringRef argName, StringRef arg, sq::QuantSpec &val);
+  StringRef getValueName() const override { return "spec"; }
+  void printOptionDiff(const Option &o, const sq::QuantSpec &v,
+                       const OptionValue<sq::QuantSpec> &, size_t width) const;
+  static void print(raw_ostream &os, const sq::QuantSpec &v) { os << v; }
+  void anchor() override;
+};
+} // namespace cl
+} // namespace llvm
+
+#endif // SQ_TRANSFORMS_QUANTSPECOPTION_H

@@ -1,0 +1,231 @@
+//===- Pipeline.cpp - the SpinQuant recipe as passes and a named pipeline -===//
+//
+// One place builds the recipe: addSpinQuantRecipe. sq-compile calls it with
+// the options of its command line, and `sq-opt --sq-spinquant=...` with the
+// typed options of the registered pipeline; both get the same passes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sq/Compile/Compile.h"
+#include "sq/Transforms/Passes.h"
+
+#include "mlir/Pass/PassOptions.h"
+#include "mlir/Pass/PassRegistry.h"
+
+using namespace mlir;
+
+namespace sq {
+
+std::string RotateChoice::str() const {
+  switch (kind) {
+  case Learned:
+    return "learned";
+  case Hadamard:
+    return "hadamard";
+  case Random:
+    return "random";
+  case File:
+    return "file:" + path;
+  case None:
+    return "none";
+  }
+  return "";
+}
+
+bool parseRotateChoice(llvm::StringRef text, RotateChoice &choice,
+                       std::string &error) {
+  choice = RotateChoice();
+  if (text == "learned")
+    choice.kind = RotateChoice::Learned;
+  else if (text == "hadamard")
+    choice.kind = RotateChoice::Hadamard;
+  else if (text == "random")
+    choice.kind = RotateChoice::Random;
+  else if (text == "none")
+    choice.kind = RotateChoice::None;
+  else if (text.starts_with("file:")) {
+    choice.kind = RotateChoice::File;
+    choice.path = text.drop_front(5).str();
+  } else {
+    error = "expected learned, hadamard, random, file:PATH or none";
+    return false;
+  }
+  return true;
+}
+
+static llvm::raw_ostream &operator<<(llvm::raw_ostream &os,
+                                     const RotateChoice &c) {
+  return os << c.str();
+}
+
+std::string RecipeOptions::str() const {
+  std::string s = "quant=" + quant.str() + " rotate=" + rotate.str() +
+                  " seed=" + std::to_string(seed);
+  if (!calibData.empty())
+    s += " calib-data=" + calibData;
+  if (!tokenizer.empty())
+    s += " tokenizer=" + tokenizer;
+  if (calibSteps > 0)
+    s += " calib-steps=" + std::to_string(calibSteps);
+  return s;
+}
+
+std::string RecipeOptions::summary() const {
+  return "quantize=" + quant.str() + " rotate=" + rotate.str();
+}
+
+bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
+                        std::string &error) {
+  const QuantSpec &deployed = options.quant;
+  bool quantize = !deployed.quantizesNothing();
+  const RotateChoice &rotate = options.rotate;
+  if (rotate.kind != RotateChoice::Learned && !options.calibData.empty()) {
+    error = "--calib-data is used by --rotate=learned only";
+    return false;
+  }
+  if (rotate.kind == RotateChoice::File && rotate.path.empty()) {
+    error = "--rotate=file:PATH needs a path";
+    return false;
+  }
+  // Compiled models pack their weights (mode=real) unless the spec says.
+  QuantSpec spec = deployed;
+  if (quantize && !spec.modeGiven) {
+    spec.real = true;
+    if (spec.wBits != 4 && spec.wBits != 8 && spec.wBits != 16) {
+      error = "--quantize=" + deployed.str() +
+              ": mode=real packs 4- or 8-bit weights, not " +
+              std::to_string(spec.wBits);
+      return false;
+    }
+  }
+  if (rotate.kind != RotateChoice::None) {
+    SQSpinQuantRotateOptions o;
+    o.seed = options.seed;
+    switch (rotate.kind) {
+    case RotateChoice::Learned:
+      o.mode = RotationMode::Learned;
+      // Train under the quantization deployed: RTN weights as they will
+      // be; before GPTQ, float weights (the official recipe).
+      if (quantize)
+        o.quant = deployed.trainingSpec();
+      if (!options.calibData.empty())
+        o.data = options.calibData;
+      if (!options.tokenizer.empty())
+        o.tokenizer = options.tokenizer;
+      if (options.calibSteps > 0)
+        o.steps = options.calibSteps;
+      break;
+    case RotateChoice::Hadamard:
+      o.mode = RotationMode::Hadamard;
+      break;
+    case RotateChoice::Random:
+      o.mode = RotationMode::Random;
+      break;
+    case RotateChoice::File:
+      o.mode = RotationMode::File;
+      o.path = rotate.path;
+      break;
+    case RotateChoice::None:
+      break;
+    }
+    pm.addPass(createSQSpinQuantRotate(o));
+  }
+  if (quantize)
+    pm.addPass(createQuantizePass(spec));
+  return true;
+}
+
+} // namespace sq
+
+namespace llvm {
+namespace cl {
+/// `rotate=` of the pipeline: the same spelling as sq-compile's --rotate.
+template <>
+class parser<sq::RotateChoice> : public basic_parser<sq::RotateChoice> {
+public:
+  explicit parser(Option &o) : basic_parser(o) {}
+  bool parse(Option &o, StringRef argName, StringRef arg,
+             sq::RotateChoice &val) {
+    std::string error;
+    if (!sq::parseRotateChoice(arg, val, error))
+      return o.error("'" + arg + "': " + error, argName);
+    return false;
+  }
+  StringRef getValueName() const override { return "rotations"; }
+  void printOptionDiff(const Option &o, const sq::RotateChoice &v,
+                       const OptionValue<sq::RotateChoice> &,
+                       size_t width) const {
+    printOptionName(o, width);
+    outs() << "= " << v.str() << "\n";
+  }
+  static void print(raw_ostream &os, const sq::RotateChoice &v) {
+    os << v.str();
+  }
+};
+} // namespace cl
+} // namespace llvm
+
+namespace sq {
+namespace {
+struct SpinQuantPipelineOptions
+    : public PassPipelineOptions<SpinQuantPipelineOptions> {
+  Option<QuantSpec> quant{
+      *this, "quant",
+      llvm::cl::desc("the quantization deployed, in --quantize's language "
+                     "(default w4a4kv4; none keeps the float model); "
+                     "weights are packed (mode=real) unless mode= is given"),
+      llvm::cl::init(QuantSpec::bits(4, 4, 4, 4))};
+  Option<RotateChoice> rotate{
+      *this, "rotate",
+      llvm::cl::desc("learned (SpinQuant's Cayley calibration of R1/R2 and "
+                     "SQ's search of R3, the default), hadamard, random, "
+                     "file:PATH (a rotation file) or none"),
+      llvm::cl::init(RotateChoice())};
+  Option<uint64_t> seed{*this, "seed", llvm::cl::desc("rotation seed"),
+                        llvm::cl::init(0)};
+  Option<std::string> calibData{
+      *this, "calib-data",
+      llvm::cl::desc("rotate=learned: calibration text or .bin token ids "
+                     "(default: the embedded WikiText-2 excerpt)")};
+  Option<std::string> tokenizer{
+      *this, "tokenizer",
+      llvm::cl::desc("rotate=learned: tokenizer of calib-data: byte or "
+                     "sp:PATH")};
+  Option<int64_t> calibSteps{
+      *this, "calib-steps",
+      llvm::cl::desc("rotate=learned: Cayley SGD steps (0: the default, 100)"),
+      llvm::cl::init(0)};
+};
+} // namespace
+
+void registerSpinQuantPipeline() {
+  registerPassPipeline(
+      "sq-spinquant",
+      "SpinQuant's whole recipe before lowering, as sq-compile runs it: "
+      "sq-spinquant-rotate (norm fusion, R1/R2, online Hadamards R3/R4; "
+      "learned "
+      "by default) with the training quantization derived from `quant`, then "
+      "sq-quantize (weights packed unless mode= is given)",
+      [](OpPassManager &pm, StringRef text,
+         function_ref<LogicalResult(const Twine &)> errorHandler) {
+        SpinQuantPipelineOptions o;
+        if (failed(o.parseFromString(text)))
+          return failure();
+        RecipeOptions recipe;
+        recipe.quant = o.quant;
+        recipe.rotate = o.rotate;
+        recipe.seed = o.seed;
+        recipe.calibData = o.calibData;
+        recipe.tokenizer = o.tokenizer;
+        recipe.calibSteps = o.calibSteps;
+        std::string error;
+        if (!addSpinQuantRecipe(pm, recipe, error))
+          return errorHandler("sq-spinquant: " + error);
+        return success();
+      },
+      [](function_ref<void(const detail::PassOptions &)> optHandler) {
+        optHandler(SpinQuantPipelineOptions());
+      });
+}
+
+} // namespace sq

@@ -6,6 +6,9 @@
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cstring>
 
 using namespace mlir;
 using namespace sq;
@@ -531,6 +534,83 @@ LogicalResult QLinearOp::verify() {
       return failure();
   }
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Folders and canonicalizations
+//===----------------------------------------------------------------------===//
+
+/// Whether `value` is an sq.weight holding an n x n identity matrix (f32,
+/// f64, f16 or bf16 storage; the bits of 1 and +-0 are compared exactly).
+static bool isIdentityWeight(Value value) {
+  auto weight = value.getDefiningOp<WeightOp>();
+  if (!weight)
+    return false;
+  auto resource = dyn_cast<DenseResourceElementsAttr>(weight.getValue());
+  AsmResourceBlob *blob =
+      resource ? resource.getRawHandle().getBlob() : nullptr;
+  if (!blob)
+    return false;
+  ShapedType type = resource.getType();
+  if (type.getRank() != 2 || type.getDimSize(0) != type.getDimSize(1))
+    return false;
+  Type et = type.getElementType();
+  uint64_t one;
+  unsigned bytes;
+  if (et.isF32()) {
+    one = 0x3F800000u, bytes = 4;
+  } else if (et.isF64()) {
+    one = 0x3FF0000000000000ull, bytes = 8;
+  } else if (et.isF16()) {
+    one = 0x3C00u, bytes = 2;
+  } else if (et.isBF16()) {
+    one = 0x3F80u, bytes = 2;
+  } else {
+    return false;
+  }
+  ArrayRef<char> data = blob->getData();
+  int64_t n = type.getDimSize(0);
+  if (static_cast<int64_t>(data.size()) != n * n * bytes)
+    return false;
+  uint64_t signBit = uint64_t(1) << (8 * bytes - 1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, data.data() + (i * n + j) * bytes, bytes);
+      if (i == j ? bits != one : (bits & ~signBit) != 0)
+        return false;
+    }
+  return true;
+}
+
+OpFoldResult RotateOp::fold(FoldAdaptor) {
+  if (isIdentityWeight(getRotation()))
+    return getInput();
+  return {};
+}
+
+namespace {
+/// dequantize(quantize(x)) with the same grid is fake_quant(x).
+struct DequantizeOfQuantize : public OpRewritePattern<DequantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(DequantizeOp op,
+                                PatternRewriter &rewriter) const override {
+    auto q = op.getValues().getDefiningOp<QuantizeOp>();
+    if (!q || q.getQuant() != op.getQuant() ||
+        op.getScales() != q.getScales() ||
+        op.getZeroPoints() != q.getZeroPoints() ||
+        q.getInput().getType() != op.getOutput().getType())
+      return failure();
+    rewriter.replaceOpWithNewOp<FakeQuantOp>(op, op.getOutput().getType(),
+                                             q.getInput(), op.getQuant());
+    return success();
+  }
+};
+} // namespace
+
+void DequantizeOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                               MLIRContext *context) {
+  results.add<DequantizeOfQuantize>(context);
 }
 
 #define GET_OP_CLASSES

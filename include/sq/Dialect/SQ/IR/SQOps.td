@@ -259,6 +259,8 @@ def SQ_RotateOp : SQ_Op<"rotate", [Pure, AllTypesMatch<["input", "output"]>]> {
     `:` type($input) `,` type($rotation)
   }];
   let hasVerifier = 1;
+  // A rotation by the identity (an sq.weight holding I) folds away.
+  let hasFolder = 1;
 }
 
 def SQ_HadamardOp : SQ_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
@@ -358,6 +360,9 @@ def SQ_DequantizeOp : SQ_Op<"dequantize", [Pure]> {
     $values `,` $scales (`,` $zero_points^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  // sq.dequantize of an sq.quantize with the same `quant` (its values,
+  // scales and zero points) is sq.fake_quant of the quantize's input.
+  let hasCanonicalizer = 1;
 }
 
 def SQ_QLinearOp : SQ_Op<"qlinear", [Pure, AttrSizedOperandSegments]> {

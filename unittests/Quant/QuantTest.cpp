@@ -260,6 +260,34 @@ TEST(QuantSpec, ParsesTheOfficialForms) {
   EXPECT_EQ(t.str(), s.str());
 }
 
+// "none" is the float model; mode= is remembered when written (sq-compile
+// packs weights unless it was); the spec a learned rotation trains under is
+// derived from the deployed one as a struct.
+TEST(QuantSpec, NoneModeAndTrainingSpec) {
+  QuantSpec s;
+  std::string error;
+  ASSERT_TRUE(parseQuantSpec("none", s, error)) << error;
+  EXPECT_TRUE(s.quantizesNothing());
+  EXPECT_EQ(s.str(), "none");
+  ASSERT_TRUE(parseQuantSpec("w16a16", s, error)) << error;
+  EXPECT_EQ(s.str(), "none");
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4", s, error)) << error;
+  EXPECT_FALSE(s.quantizesNothing());
+  EXPECT_FALSE(s.modeGiven);
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4,mode=fake", s, error)) << error;
+  EXPECT_TRUE(s.modeGiven);
+  EXPECT_FALSE(s.real);
+  EXPECT_EQ(s.str(), "w4a4kv4,mode=fake");
+  ASSERT_TRUE(parseQuantSpec("w4a8k4v8,gptq,wgroup=128,aclip=0.9", s, error));
+  EXPECT_EQ(s.trainingSpec().str(), "w16a8k4v8");
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4,wgroup=128", s, error));
+  EXPECT_EQ(s.trainingSpec().str(), "w4a4kv4");
+  QuantSpec act = s.activationsOnly();
+  EXPECT_EQ(act.wBits, 16u);
+  EXPECT_EQ(act.aBits, 4u);
+  EXPECT_FALSE(act.gptq);
+}
+
 TEST(QuantSpec, NamesTheBadPart) {
   struct Case {
     const char *spec, *message;

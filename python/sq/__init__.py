@@ -12,6 +12,11 @@ Needs only Debian's python3 and python3-numpy:
     ids = m.generate([1, 15043], n=40)       # others take token ids
     ppl = m.perplexity(open("wiki.test.txt", "rb").read(), seqlen=256)
 
+Compiling needs the compiler library of a build (build/lib/libsq_compile.so,
+or $SQ_COMPILE_LIB), the same code as the sq-compile tool:
+
+    sq.compile("model.onnx", "model.so", quantize="w4a4kv4", rotate="hadamard")
+
 Text is tokenized as raw UTF-8 bytes (the byte-level models); for a
 SentencePiece model pass token ids. Errors raise sq.Error with the runtime's
 one-line message and its status code.
@@ -23,7 +28,7 @@ import os
 
 import numpy as np
 
-__all__ = ["Model", "Error"]
+__all__ = ["Model", "Error", "compile"]
 
 
 class Error(RuntimeError):
@@ -78,6 +83,49 @@ def _bind(lib):
             raise Error("not a model compiled by sq-compile (no %s)" % name)
         fn.restype = res
         fn.argtypes = args
+
+
+_compiler = None
+
+
+def _compile_library():
+    global _compiler
+    if _compiler is None:
+        path = os.environ.get("SQ_COMPILE_LIB") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..", "build",
+            "lib", "libsq_compile.so")
+        if not os.path.exists(path):
+            raise Error("%s: no compiler library (build SQ, or set "
+                        "SQ_COMPILE_LIB)" % os.path.normpath(path), 2)
+        lib = ctypes.CDLL(path, mode=os.RTLD_LOCAL)
+        lib.sq_compile.restype = ctypes.c_int
+        lib.sq_compile.argtypes = [
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+            ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+        _compiler = lib
+    return _compiler
+
+
+def compile(model, output, quantize="w4a4kv4", rotate="learned", seed=0,
+            calib_data=None, tokenizer=None, calib_steps=0, emit="so"):
+    """Compiles `model` (model.onnx, .mlir or .mlirbc) to `output` as
+    sq-compile does (sq::compileModel): quantize is the --quantize spec or
+    "none", rotate one of learned, hadamard, random, file:PATH, none; emit
+    one of so, obj, llvm, mlir, sq. Raises sq.Error with the compiler's
+    one-line message."""
+    lib = _compile_library()
+
+    def arg(v):
+        return None if v is None else str(v).encode()
+
+    error = ctypes.create_string_buffer(4096)
+    rc = lib.sq_compile(arg(model), arg(output), arg(quantize), arg(rotate),
+                        int(seed), arg(calib_data), arg(tokenizer),
+                        int(calib_steps), arg(emit), error, len(error))
+    if rc != 0:
+        raise Error(error.value.decode(errors="replace"), 1)
+    return output
 
 
 class Model:

@@ -1,11 +1,10 @@
-//===- Program.h - the program shared by the CPU and NVPTX lowerings -*- C++
-//-*-===//
+//===- Program.h - the program shared by the lowerings ----------*- C++ -*-===//
 //
 // Internal to lib/Conversion: both lowerings turn @forward into the same
 // straight-line program over buffer slots (and the same manifest and weights
-// sidecar); they differ in the runtime they call (sqrt_* for the CPU, sqcu_*
-// for CUDA) and in how elementwise ops run (loops in the program, or
-// kernels).
+// sidecar), built by lowerToProgram in Program.cpp; they differ in the
+// runtime they call (sqrt_* for the CPU, sqcu_* for CUDA) and in how
+// elementwise ops run (loops in the program, or kernels).
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,0 +1,124 @@
+//===- CpuBackend.cpp - the CPU backend of the C API ----------------------===//
+//
+// Loading a model for the CPU kernels (the weights sidecar mapped, quantized
+// linears packed for the integer GEMM or dequantized), contexts with their KV
+// caches, and one run of the program --sq-lower-cpu generates.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuBackend.h"
+
+#include "sq/Numerics/Quantize.h"
+
+#include <cstring>
+
+namespace sq {
+namespace rt {
+
+std::unique_ptr<Model> newModel() { return std::make_unique<CpuModel>(); }
+
+sq_status CpuModel::load(sq_error **err) {
+  if (sq_status s = mapWeights(err))
+    return s;
+  kernels = selectKernelPath(&kernelNote);
+  return prepareQLinears(err);
+}
+
+sq_status CpuModel::prepareQLinears(sq_error **err) {
+  for (const QLinearDesc &d : manifest.qlinears) {
+    PreparedQLinear q;
+    q.desc = d;
+    q.bias = f32(d.bias);
+    int64_t groups =
+        d.weightQuant.group ? d.k / d.weightQuant.group : int64_t(1);
+    const WeightDesc &wd = manifest.weights[d.weight];
+    const WeightDesc &sd = manifest.weights[d.scales];
+    if (wd.packedBits != d.weightQuant.bits || wd.rows != d.n ||
+        wd.cols != d.k || sd.rows * sd.cols != d.n * groups)
+      return fail(err, SQ_ERR_FORMAT,
+                  sidecar + ": weight '" + wd.name +
+                      "' does not match its quantized linear");
+    std::string error;
+    if (d.weightQuant.symmetric && d.zeros < 0 && d.actQuant.bits &&
+        (d.weightQuant.bits == 4 || d.weightQuant.bits == 8) &&
+        packWeight(weights[d.weight], f32(d.scales), d.n, d.k,
+                   d.weightQuant.bits, d.weightQuant.group, d.actQuant.group,
+                   q.packed, error)) {
+      q.integer = true;
+      // The kernels read their own copy: the mapped bytes are not needed.
+      file.release(d.weight, wd.bytes());
+    } else {
+      // Weight-only quantization (W4A16) and asymmetric weights run on
+      // fp32 weights dequantized here, exactly as the executor does.
+      q.dense.resize(size_t(d.n) * d.k);
+      sq::numerics::dequantizePackedRows(
+          weights[d.weight], d.n, d.k, d.weightQuant.bits,
+          d.weightQuant.symmetric, d.weightQuant.group, f32(d.scales),
+          f32(d.zeros), q.dense.data());
+    }
+    qlinears.push_back(std::move(q));
+  }
+  return SQ_OK;
+}
+
+std::string CpuModel::describe() const {
+  int integer = 0;
+  for (const PreparedQLinear &q : qlinears)
+    integer += q.integer;
+  std::string d = std::string("kernels ") + kernelPathName(kernels) + ", " +
+                  std::to_string(integer) + "/" +
+                  std::to_string(qlinears.size()) +
+                  " quantized linears on the integer path, " +
+                  std::to_string(ThreadPool::global().size()) + " threads";
+  if (!kernelNote.empty())
+    d += " (" + kernelNote + ")";
+  return d;
+}
+
+std::unique_ptr<Context>
+CpuModel::createContext(int64_t maxContext, int64_t maxBatch, sq_error **err) {
+  auto c = std::make_unique<CpuContext>(*this, maxContext, maxBatch);
+  for (const AttentionDesc &a : manifest.attentions) {
+    std::unique_ptr<KVStore[]> kv(new KVStore[2]);
+    int64_t kvf = a.kvHeads * a.headDim;
+    if (!kv[0].allocate(maxBatch, maxContext, kvf, a.keyQuant) ||
+        !kv[1].allocate(maxBatch, maxContext, kvf, a.valueQuant)) {
+      fail(err, SQ_ERR_OUT_OF_MEMORY,
+           "sq_context_create: cannot allocate the KV cache for " +
+               std::to_string(maxBatch) + " x " + std::to_string(maxContext) +
+               " tokens");
+      return nullptr;
+    }
+    c->caches.push_back(std::move(kv));
+  }
+  c->exec.model = this;
+  c->exec.context = c.get();
+  c->exec.slots.resize(manifest.numSlots);
+  return c;
+}
+
+bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
+                     std::string &error) {
+  Exec &x = exec;
+  x.begin(batch, n, cached);
+  x.ids = tokens;
+  x.fillPositions(x.positions);
+  sq_model_program(&x);
+  return x.finish(error);
+}
+
+bool CpuContext::readLogits(float *logits, bool every, std::string &) {
+  Exec &x = exec;
+  int64_t vocab = model.manifest.vocabSize;
+  const float *l = x.in(x.logits);
+  if (every)
+    std::memcpy(logits, l, x.tokens * vocab * sizeof(float));
+  else
+    for (int64_t b = 0; b < x.batch; ++b)
+      std::memcpy(logits + b * vocab, l + ((b + 1) * x.seq - 1) * vocab,
+                  vocab * sizeof(float));
+  return true;
+}
+
+} // namespace rt
+} // namespace sq

@@ -176,7 +176,7 @@ sq_bytes, sq_head = None, ""
 if sq:
     # Bytes per token from the manifest sq-compile embeds in model.so
     # ("weight SLOT BITS STORAGE ROWS COLS NAME" lines, STORAGE 0 fp32, 1 f16,
-    # 2 bf16; lib/Runtime/CPU/ModelFormat.cpp):
+    # 2 bf16; lib/Runtime/ModelFormat.cpp):
     # every weight but the embedding table; fallback: the sidecar's size.
     try:
         text = open(sys.argv[12], "rb").read()

@@ -14,9 +14,9 @@
 #include "sq/Exec/Tokenizer.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Runtime/sq_runtime.h"
-#include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
+#include "sq/Support/ToolSupport.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -24,11 +24,9 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
-#include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
@@ -137,43 +135,7 @@ static bool notRegularFile(const std::string &path, std::string &error) {
   return true;
 }
 
-static int fail(const Twine &message) {
-  WithColor::error(errs(), "sq-run") << message << "\n";
-  return 1;
-}
-
-/// Writes `data` to a temporary next to `path`, then renames it: a failed
-/// write (no space, a file size limit) leaves neither a partial file nor
-/// the temporary.
-static bool writeFile(const std::string &path, StringRef data,
-                      std::string &error) {
-  SmallString<256> pattern(path);
-  pattern += ".tmp-%%%%%%";
-  SmallString<256> temp;
-  int fd;
-  if (std::error_code ec = sys::fs::createUniqueFile(pattern, fd, temp)) {
-    error = path + ": cannot write: " + ec.message();
-    return false;
-  }
-  std::string message;
-  {
-    raw_fd_ostream os(fd, /*shouldClose=*/true);
-    os << data;
-    os.close();
-    if (os.has_error()) {
-      message = os.error().message();
-      os.clear_error();
-    }
-  }
-  if (message.empty())
-    if (std::error_code ec = sys::fs::rename(temp, path))
-      message = ec.message();
-  if (message.empty())
-    return true;
-  sys::fs::remove(temp);
-  error = path + ": cannot write: " + message;
-  return false;
-}
+static int fail(const Twine &message) { return sq::fail("sq-run", message); }
 
 /// NaN/Inf logits come from NaN/Inf weights (or an overflow): a perplexity
 /// or a generation from them would be garbage, so they are an error.
@@ -509,11 +471,15 @@ static int runPerplexity(Backend &ex, const sq::Tokenizer *tok) {
     if (!ex.forward(tokens, nb, seqlen, logits, error))
       return fail(error);
     if (w0 == 0 && !logitsOut.empty() &&
-        !writeFile(logitsOut,
-                   StringRef(reinterpret_cast<const char *>(logits.data()),
-                             seqlen * vocab * sizeof(float)),
-                   error))
-      return fail(error);
+        sq::writeFileAtomically(
+            logitsOut,
+            [&](raw_ostream &os, std::string &) {
+              os.write(reinterpret_cast<const char *>(logits.data()),
+                       seqlen * vocab * sizeof(float));
+              return true;
+            },
+            error) != sq::WriteStatus::Written)
+      return fail(logitsOut + ": cannot write: " + error);
     for (int64_t b = 0; b < nb; ++b) {
       // Later overlapping windows only score their last `step` tokens.
       int64_t first = (w0 + b == 0) ? 0 : seqlen - 1 - step;
@@ -669,11 +635,8 @@ static int runBench(Backend &ex) {
 }
 
 int main(int argc, char **argv) {
-  InitLLVM init(argc, argv);
-  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
-  cl::HideUnrelatedOptions(category);
-  cl::ParseCommandLineOptions(
-      argc, argv,
+  sq::InitTool tool(
+      argc, argv, category,
       "sq-run: run a model with SQ's reference executor, or a model.so "
       "compiled by sq-compile\n\n"
       "  sq-run model.onnx --ppl test.txt --tokenizer byte --seqlen 256 "

@@ -24,6 +24,15 @@ int fail(StringRef tool, const Twine &message) {
   return 1;
 }
 
+bool checkRegularFile(StringRef path, std::string &error) {
+  sys::fs::file_status status;
+  if (sys::fs::status(path, status) || !sys::fs::exists(status) ||
+      sys::fs::is_regular_file(status) || sys::fs::is_directory(status))
+    return true;
+  error = path.str() + ": not a regular file";
+  return false;
+}
+
 WriteStatus
 writeFileAtomically(StringRef path,
                     function_ref<bool(raw_ostream &, std::string &)> write,

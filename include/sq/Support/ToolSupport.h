@@ -38,6 +38,11 @@ private:
 /// returns 1, the exit code of a failed tool: `return fail(tool, "...")`.
 int fail(llvm::StringRef tool, const llvm::Twine &message);
 
+/// False with `error` ("PATH: not a regular file") when `path` is a device
+/// or a pipe (/dev/zero), which would be read without end. A missing file
+/// or a directory passes: the reader reports those.
+bool checkRegularFile(llvm::StringRef path, std::string &error);
+
 /// How writeFileAtomically ended.
 enum class WriteStatus {
   Written,      ///< `path` holds what `write` wrote

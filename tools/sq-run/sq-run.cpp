@@ -15,15 +15,12 @@
 #include "sq/Exec/Evaluate.h"
 #include "sq/Exec/Generate.h"
 #include "sq/Exec/ModelLoader.h"
-#include "sq/Exec/Tokenizer.h"
+#include "sq/Exec/TokenLoader.h"
 #include "sq/Support/ToolSupport.h"
 
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
-
-#include <cstring>
 
 using namespace llvm;
 
@@ -111,37 +108,22 @@ static cl::opt<int64_t>
 static int fail(const Twine &message) { return sq::fail("sq-run", message); }
 
 static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
-  std::vector<int64_t> ids;
-  std::string source;
-  std::string badInput;
-  if (!sq::checkRegularFile(tokensFile.empty() ? pplFile : tokensFile,
-                            badInput))
-    return fail(badInput);
+  sq::TokenSource source;
   if (!tokensFile.empty()) {
-    auto buffer = MemoryBuffer::getFile(tokensFile);
-    if (!buffer)
-      return fail(tokensFile + ": " + buffer.getError().message());
-    size_t n = (*buffer)->getBufferSize();
-    if (n % 4)
-      return fail(tokensFile + ": size " + Twine(n) +
-                  " is not a multiple of 4 (expected int32 token ids)");
-    ids.resize(n / 4);
-    for (size_t i = 0; i < n / 4; ++i) {
-      int32_t v;
-      std::memcpy(&v, (*buffer)->getBufferStart() + 4 * i, 4);
-      ids[i] = v;
-    }
-    source = tokensFile;
+    source.path = tokensFile;
+    source.format = sq::TokenSource::Format::Ids;
   } else {
-    if (!tok)
-      return fail("--ppl needs --tokenizer (byte or sp:PATH) to turn '" +
-                  pplFile + "' into tokens");
-    auto buffer = MemoryBuffer::getFile(pplFile, /*IsText=*/false);
-    if (!buffer)
-      return fail(pplFile + ": " + buffer.getError().message());
-    ids = tok->encode((*buffer)->getBuffer());
-    source = pplFile;
+    source.path = pplFile;
+    source.format = sq::TokenSource::Format::Text;
+    source.tokenizer = tok;
+    source.needsTokenizer = "--ppl needs --tokenizer (byte or sp:PATH) to "
+                            "turn '" +
+                            pplFile + "' into tokens";
   }
+  std::vector<int64_t> ids;
+  std::string error;
+  if (!sq::loadTokens(source, ids, error))
+    return fail(error);
   sq::PerplexityOptions options;
   options.seqlen = seqlen;
   options.stride = stride;
@@ -163,8 +145,7 @@ static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
       return false;
     };
   sq::PerplexityResult result;
-  std::string error;
-  if (!sq::evaluatePerplexity(model, ids, source, options, result, error))
+  if (!sq::evaluatePerplexity(model, ids, source.path, options, result, error))
     return fail(error);
   sq::printPerplexity(outs(), result, json);
   return 0;

@@ -1,12 +1,13 @@
 //===- Evaluate.h - perplexity and speed of a model -------------*- C++ -*-===//
 //
-// The perplexity protocol of SQ (sq-run --ppl, and whatever else needs the
-// same number: calibration, GPTQ, Python through sq-run): the token stream
-// is cut into windows of `seqlen` tokens, one every `stride` tokens; each
-// window runs from an empty KV cache, `batch` windows at a time; the first
-// window scores every next-token prediction, a later overlapping one only
-// its last `stride`; the result is exp(mean NLL), log-softmax in double.
-// And the decode benchmark of sq-run --bench.
+// The perplexity protocol of SQ (sq-run --ppl and --tokens; calibration and
+// GPTQ can call it on a ModelBackend for the same number, see
+// createExecutorBackend; python/sq's Model.perplexity mirrors it in numpy):
+// the token stream is cut into windows of `seqlen` tokens, one every `stride`
+// tokens; each window runs from an empty KV cache, `batch` windows at a time;
+// the first window scores every next-token prediction, a later overlapping
+// one only its last `stride`; the result is exp(mean NLL), log-softmax in
+// double. And the decode benchmark of sq-run --bench.
 //
 //===----------------------------------------------------------------------===//
 

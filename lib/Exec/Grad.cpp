@@ -144,23 +144,7 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
       // P, exactly as attention() computes it.
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   fscale, qb, qf, kb, kvf, 0.0f, probs.data(), total);
-      for (int64_t i = 0; i < seq; ++i) {
-        float *row = probs.data() + i * total;
-        int64_t visible = causal ? std::min(total, i + offset + 1) : total;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < visible; ++j)
-          mx = std::max(mx, row[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < visible; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int64_t j = 0; j < visible; ++j)
-          row[j] *= inv;
-        for (int64_t j = std::max<int64_t>(visible, 0); j < total; ++j)
-          row[j] = 0.0f;
-      }
+      numerics::attentionSoftmaxRows(probs.data(), seq, total, offset, causal);
       // dV += P^T dO: [total, seq] x [seq, d].
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, total, d, seq, 1.0f,
                   probs.data(), total, gb, qf, 1.0f,

@@ -105,23 +105,7 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   static_cast<float>(scale), qb, qf, kb, kvf, 0.0f,
                   scores.data(), total);
-      for (int64_t i = 0; i < seq; ++i) {
-        float *row = scores.data() + i * total;
-        int64_t visible = causal ? std::min(total, i + offset + 1) : total;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < visible; ++j)
-          mx = std::max(mx, row[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < visible; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int64_t j = 0; j < visible; ++j)
-          row[j] *= inv;
-        for (int64_t j = visible; j < total; ++j)
-          row[j] = 0.0f;
-      }
+      numerics::attentionSoftmaxRows(scores.data(), seq, total, offset, causal);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
                   1.0f, scores.data(), total, vb, kvf, 0.0f,
                   out.data->data() + b * seq * qf + h * d, qf);

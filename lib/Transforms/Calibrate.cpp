@@ -13,7 +13,7 @@
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
-#include "sq/Exec/Tokenizer.h"
+#include "sq/Exec/TokenLoader.h"
 #include "sq/Numerics/Cayley.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
@@ -73,65 +73,23 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
       options.data.empty()
           ? std::string("the embedded calibration text (WikiText-2)")
           : "calibration data '" + options.data + "'";
-  if (!options.data.empty() && StringRef(options.data).ends_with(".bin")) {
-    // Pre-tokenized: little-endian int32 ids.
-    auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
-    if (!buffer) {
-      error = "cannot read " + what + ": " + buffer.getError().message();
-      return false;
-    }
-    StringRef bytes = (*buffer)->getBuffer();
-    if (bytes.size() % 4) {
-      error = what + " is not a whole number of int32 token ids (" +
-              std::to_string(bytes.size()) + " bytes)";
-      return false;
-    }
-    tokens.resize(bytes.size() / 4);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      int32_t id;
-      std::memcpy(&id, bytes.data() + 4 * i, 4);
-      tokens[i] = id;
-    }
-  } else {
-    std::unique_ptr<llvm::MemoryBuffer> file;
-    StringRef text = defaultCalibrationText();
-    if (!options.data.empty()) {
-      auto buffer = llvm::MemoryBuffer::getFile(options.data, /*IsText=*/false);
-      if (!buffer) {
-        error = "cannot read " + what + ": " + buffer.getError().message();
-        return false;
-      }
-      file = std::move(*buffer);
-      text = file->getBuffer();
-    }
-    // No tokenizer given: bytes, which only a byte-level model reads.
-    std::string spec = options.tokenizer;
-    if (spec.empty()) {
-      if (vocab != 256) {
-        error = "calibration text needs the model's tokenizer: give "
-                "tokenizer=sp:PATH (its SentencePiece model; byte-level "
-                "models, vocabulary 256, default to tokenizer=byte) or "
-                "pre-tokenized data=FILE.bin (this model's vocabulary is " +
-                std::to_string(vocab) + ")";
-        return false;
-      }
-      spec = "byte";
-    }
-    auto tokenizer = Tokenizer::create(spec, error);
-    if (!tokenizer)
-      return false;
-    tokens = tokenizer->encode(text);
-  }
-  for (size_t i = 0; i < tokens.size(); ++i)
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      error = what + ": token " + std::to_string(i) + " is " +
-              std::to_string(tokens[i]) +
-              ", outside the model's vocabulary of " + std::to_string(vocab) +
-              (options.tokenizer.empty()
-                   ? std::string()
-                   : " (tokenizer=" + options.tokenizer + ")");
-      return false;
-    }
+  TokenSource source;
+  source.path = options.data;
+  source.text = defaultCalibrationText();
+  source.name = what;
+  source.tokenizerSpec = options.tokenizer;
+  // No tokenizer given: bytes, which only a byte-level model reads.
+  if (vocab == 256)
+    source.defaultTokenizerSpec = "byte";
+  source.needsTokenizer =
+      "calibration text needs the model's tokenizer: give "
+      "tokenizer=sp:PATH (its SentencePiece model; byte-level "
+      "models, vocabulary 256, default to tokenizer=byte) or "
+      "pre-tokenized data=FILE.bin (this model's vocabulary is " +
+      std::to_string(vocab) + ")";
+  source.vocab = vocab;
+  if (!loadTokens(source, tokens, error))
+    return false;
   heldOut.clear();
   if (options.validate > 0) {
     int64_t need = (options.validate + 1) * seqlen + 1;

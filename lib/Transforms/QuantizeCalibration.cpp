@@ -8,12 +8,11 @@
 #include "QuantizeCalibration.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
-#include "sq/Exec/Tokenizer.h"
+#include "sq/Exec/TokenLoader.h"
 #include "sq/Transforms/GPTQ.h"
 #include "sq/Transforms/QuantSpec.h"
 
 #include "mlir/IR/BuiltinOps.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <map>
 #include <random>
@@ -31,16 +30,15 @@ LogicalResult loadCalibrationSamples(ModuleOp module, const QuantSpec &spec,
     return emitError(module.getLoc())
            << "quantize: gptq needs calibration text: add "
               "calib=FILE[,tokenizer=byte|sp:PATH] to the spec";
-  auto buffer = llvm::MemoryBuffer::getFile(spec.calib, /*IsText=*/false);
-  if (!buffer)
-    return emitError(module.getLoc())
-           << "quantize: cannot read calibration text '" << spec.calib
-           << "': " << buffer.getError().message();
+  TokenSource source;
+  source.path = spec.calib;
+  source.name = "calibration text '" + spec.calib + "'";
+  source.format = TokenSource::Format::Text;
+  source.tokenizerSpec = spec.tokenizer;
+  std::vector<int64_t> tokens;
   std::string error;
-  auto tokenizer = Tokenizer::create(spec.tokenizer, error);
-  if (!tokenizer)
+  if (!loadTokens(source, tokens, error))
     return emitError(module.getLoc()) << "quantize: " << error;
-  std::vector<int64_t> tokens = tokenizer->encode((*buffer)->getBuffer());
   int64_t seqlen = spec.seqlen;
   if (!seqlen)
     seqlen = maxPositions > 0 ? std::min<int64_t>(maxPositions, 2048) : 2048;

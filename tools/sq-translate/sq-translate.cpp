@@ -9,19 +9,14 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
-#include "sq/Support/FileSizeSignal.h"
+#include "sq/Support/ToolSupport.h"
 
 #include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
-#include "llvm/Support/ToolOutputFile.h"
-#include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace llvm;
@@ -50,16 +45,29 @@ static cl::opt<unsigned> elideLarger(
     cl::init(0), cl::cat(category));
 
 static int error(const Twine &message) {
-  WithColor::error(errs(), "sq-translate") << message << "\n";
-  return 1;
+  return sq::fail("sq-translate", message);
+}
+
+/// The module as text or bytecode.
+static bool writeModule(mlir::ModuleOp module, raw_ostream &os,
+                        std::string &message) {
+  if (emitBytecode) {
+    if (failed(mlir::writeBytecodeToFile(module, os))) {
+      message = "could not write bytecode";
+      return false;
+    }
+    return true;
+  }
+  mlir::OpPrintingFlags flags;
+  if (elideLarger)
+    flags.elideLargeResourceString(elideLarger);
+  module.print(os, flags);
+  return true;
 }
 
 int main(int argc, char **argv) {
-  InitLLVM init(argc, argv);
-  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
-  cl::HideUnrelatedOptions(category);
-  cl::ParseCommandLineOptions(
-      argc, argv,
+  sq::InitTool tool(
+      argc, argv, category,
       "sq-translate: import models into the sq dialect\n\n"
       "  sq-translate --import-onnx model.onnx -o model.mlir\n"
       "  sq-translate --import-onnx model.onnx --emit-bytecode -o "
@@ -84,52 +92,21 @@ int main(int argc, char **argv) {
   if (!module)
     return error(message);
 
-  if (outputFile == "-") {
-    if (emitBytecode) {
-      if (failed(mlir::writeBytecodeToFile(*module, outs())))
-        return error("could not write bytecode");
-    } else {
-      mlir::OpPrintingFlags flags;
-      if (elideLarger)
-        flags.elideLargeResourceString(elideLarger);
-      module->print(outs(), flags);
-    }
+  if (outputFile == "-")
+    return writeModule(*module, outs(), message) ? 0 : error(message);
+  // Written to a temporary, then renamed: no partial output files.
+  switch (sq::writeFileAtomically(
+      outputFile,
+      [&](raw_ostream &os, std::string &e) {
+        return writeModule(*module, os, e);
+      },
+      message)) {
+  case sq::WriteStatus::Written:
     return 0;
+  case sq::WriteStatus::IOError:
+    return error("cannot write '" + outputFile + "': " + message);
+  case sq::WriteStatus::WriterFailed:
+    return error(message);
   }
-
-  // Write next to the destination, then rename: no partial output files.
-  SmallString<256> temp;
-  int fd;
-  SmallString<256> model(outputFile);
-  sys::path::remove_filename(model);
-  SmallString<256> pattern(model.empty() ? StringRef(".") : StringRef(model));
-  sys::path::append(pattern, sys::path::filename(outputFile) + ".tmp-%%%%%%");
-  if (std::error_code ec = sys::fs::createUniqueFile(pattern, fd, temp))
-    return error("cannot write '" + outputFile + "': " + ec.message());
-  {
-    raw_fd_ostream os(fd, /*shouldClose=*/true);
-    if (emitBytecode) {
-      if (failed(mlir::writeBytecodeToFile(*module, os))) {
-        sys::fs::remove(temp);
-        return error("could not write bytecode");
-      }
-    } else {
-      mlir::OpPrintingFlags flags;
-      if (elideLarger)
-        flags.elideLargeResourceString(elideLarger);
-      module->print(os, flags);
-    }
-    os.flush();
-    if (os.has_error()) {
-      std::string msg = os.error().message();
-      os.clear_error();
-      sys::fs::remove(temp);
-      return error("cannot write '" + outputFile + "': " + msg);
-    }
-  }
-  if (std::error_code ec = sys::fs::rename(temp, outputFile)) {
-    sys::fs::remove(temp);
-    return error("cannot write '" + outputFile + "': " + ec.message());
-  }
-  return 0;
+  return 1;
 }

@@ -1,10 +1,12 @@
-//===- Layers.h - RMSNorm and RoPE over rows, shared -------------*- C++
+//===- Layers.h - RMSNorm, RoPE and attention softmax, shared ----*- C++
 //-*-===//
 //
-// The float arithmetic of sq.rms_norm and sq.rope, in one place for the
-// reference executor (lib/Exec) and the CPU runtime (lib/Runtime/CPU), so
-// that both compute them bit for bit alike: RMSNorm with a double sum of
-// squares, RoPE with PyTorch's fp32 inverse frequencies and angles.
+// The float arithmetic of sq.rms_norm, sq.rope and the softmax of
+// sq.attention, in one place for the reference executor (lib/Exec, forward
+// and backward) and the CPU runtime (lib/Runtime/CPU), so that they compute
+// them bit for bit alike: RMSNorm with a double sum of squares, RoPE with
+// PyTorch's fp32 inverse frequencies and angles, softmax in fp32 with a
+// sequential sum.
 //
 // Plain C++: no MLIR or LLVM header, so the runtime can link it.
 //
@@ -13,7 +15,10 @@
 #ifndef SQ_NUMERICS_LAYERS_H
 #define SQ_NUMERICS_LAYERS_H
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace sq {
@@ -38,6 +43,38 @@ void ropeAngles(const float *inv, int64_t half, int64_t position, float *cos,
 void ropeRows(const float *x, const int64_t *positions, int64_t rows,
               int64_t dim, int64_t heads, double theta, bool interleaved,
               float *out);
+
+/// Softmax, in place, over the first `visible` of the `total` scores of
+/// `row`; the masked rest [visible, total) becomes 0. fp32 throughout: the
+/// max, exp(x - max), a sequential sum and one multiply by its inverse.
+/// Inline so that a SIMD caller (the runtime's AVX2 attention) compiles it
+/// for its own target.
+inline void softmaxPrefix(float *row, int64_t visible, int64_t total) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < visible; ++j)
+    mx = std::max(mx, row[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < visible; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  float inv = 1.0f / sum;
+  for (int64_t j = 0; j < visible; ++j)
+    row[j] *= inv;
+  for (int64_t j = std::max<int64_t>(visible, 0); j < total; ++j)
+    row[j] = 0.0f;
+}
+
+/// The attention probabilities of `rows` queries over `total` keys from
+/// their scores ([rows, total] row-major, in place): with `causal`, query i
+/// sees keys [0, i + offset] (offset = total - rows, the cached positions
+/// before the queries), otherwise every key.
+inline void attentionSoftmaxRows(float *scores, int64_t rows, int64_t total,
+                                 int64_t offset, bool causal) {
+  for (int64_t i = 0; i < rows; ++i)
+    softmaxPrefix(scores + i * total,
+                  causal ? std::min(total, i + offset + 1) : total, total);
+}
 
 } // namespace numerics
 } // namespace sq

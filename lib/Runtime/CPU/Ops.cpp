@@ -5,6 +5,7 @@
 
 #include "sq/Numerics/Float16.h"
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 
 #include <algorithm>
@@ -404,22 +405,14 @@ static inline void attentionJob(const float *q, const KVStore &keys,
         for (int64_t j = 0; j < visible; ++j)
           scores[j] += qe * ke[j];
       }
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) {
+      for (int64_t j = 0; j < visible; ++j)
         scores[j] *= scale;
-        mx = std::max(mx, scores[j]);
-      }
-      float sum = 0;
-      for (int64_t j = 0; j < visible; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
-      }
-      float inv = 1.0f / sum;
+      numerics::softmaxPrefix(scores, visible, visible);
       float *o = out + (b * seq + i) * qf + h * d;
       for (int64_t e = 0; e < d; ++e)
         o[e] = 0.0f;
       for (int64_t j = 0; j < visible; ++j) {
-        float p = scores[j] * inv;
+        float p = scores[j];
         const float *vj = v + j * d;
         for (int64_t e = 0; e < d; ++e)
           o[e] += p * vj[e];

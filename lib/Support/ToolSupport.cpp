@@ -1,0 +1,72 @@
+//===- ToolSupport.cpp - the common start and error path of SQ's tools ----===//
+
+#include "sq/Support/ToolSupport.h"
+#include "sq/Support/FileSizeSignal.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace llvm;
+
+namespace sq {
+
+InitTool::InitTool(int &argc, char **&argv, cl::OptionCategory &category,
+                   StringRef overview)
+    : init(argc, argv) {
+  blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(argc, argv, overview);
+}
+
+int fail(StringRef tool, const Twine &message) {
+  WithColor::error(errs(), tool) << message << "\n";
+  return 1;
+}
+
+bool checkRegularFile(StringRef path, std::string &error) {
+  sys::fs::file_status status;
+  if (sys::fs::status(path, status) || !sys::fs::exists(status) ||
+      sys::fs::is_regular_file(status) || sys::fs::is_directory(status))
+    return true;
+  error = path.str() + ": not a regular file";
+  return false;
+}
+
+WriteStatus
+writeFileAtomically(StringRef path,
+                    function_ref<bool(raw_ostream &, std::string &)> write,
+                    std::string &error) {
+  std::string temp =
+      (path + ".sqtmp" + Twine(sys::Process::getProcessId())).str();
+  int fd;
+  if (std::error_code ec =
+          sys::fs::openFileForWrite(temp, fd, sys::fs::CD_CreateAlways)) {
+    error = ec.message();
+    return WriteStatus::IOError;
+  }
+  WriteStatus status = WriteStatus::Written;
+  {
+    raw_fd_ostream os(fd, /*shouldClose=*/true);
+    if (!write(os, error))
+      status = WriteStatus::WriterFailed;
+    os.close();
+    if (os.has_error()) {
+      if (status == WriteStatus::Written) {
+        error = os.error().message();
+        status = WriteStatus::IOError;
+      }
+      os.clear_error();
+    }
+  }
+  if (status == WriteStatus::Written)
+    if (std::error_code ec = sys::fs::rename(temp, path)) {
+      error = ec.message();
+      status = WriteStatus::IOError;
+    }
+  if (status != WriteStatus::Written)
+    sys::fs::remove(temp);
+  return status;
+}
+
+} // namespace sq

@@ -484,3 +484,66 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
   ASSERT_TRUE(evalConcrete("Unsqueeze", {v}, attrs, out, error)) << error;
   EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));
 }
+
+// evalConcrete dispatches through a table filled by family
+// (ConcreteElementwise.cpp, ConcreteShape.cpp, ConcreteGenerators.cpp): one
+// op of each family, the arity check the table does for every op, and the
+// message for an op no family registers (Raise.cpp rewrites it for users).
+TEST(ConcreteEval, TableDispatchesEveryFamily) {
+  std::vector<CTensor> out;
+  std::string error;
+  ConcreteAttrs attrs;
+  CTensor v = CTensor::vector({1, 2, 3});
+
+  // Elementwise: integer Div truncates, Float Div does not, Equal is Bool.
+  ASSERT_TRUE(evalConcrete("Div", {v, CTensor::scalar(2, CTensor::Int)}, attrs,
+                           out, error))
+      << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{0, 1, 1}));
+  EXPECT_EQ(out[0].kind, CTensor::Int);
+  ASSERT_TRUE(evalConcrete("Div", {v, CTensor::scalar(2, CTensor::Float)},
+                           attrs, out, error))
+      << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{0.5, 1, 1.5}));
+  ASSERT_TRUE(evalConcrete("Equal", {v, CTensor::scalar(2, CTensor::Int)},
+                           attrs, out, error))
+      << error;
+  EXPECT_EQ(out[0].kind, CTensor::Bool);
+  EXPECT_EQ(out[0].data, (std::vector<double>{0, 1, 0}));
+  ASSERT_TRUE(evalConcrete("Neg", {v}, attrs, out, error)) << error;
+  EXPECT_EQ(out[0].kind, CTensor::Int);
+  EXPECT_EQ(out[0].data, (std::vector<double>{-1, -2, -3}));
+
+  // Shape family: Shape with start/end (opset 15).
+  CTensor m = CTensor::vector({1, 2, 3, 4, 5, 6});
+  m.shape = {1, 2, 3};
+  ConcreteAttrs shapeAttrs;
+  shapeAttrs.hasStart = true;
+  shapeAttrs.start = -2;
+  ASSERT_TRUE(evalConcrete("Shape", {m}, shapeAttrs, out, error)) << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{2, 3}));
+
+  // Generators: the lower triangle of a 2x2 mask, and ReduceMax.
+  CTensor ones = CTensor::vector({1, 1, 1, 1});
+  ones.shape = {2, 2};
+  ConcreteAttrs lower;
+  lower.upper = 0;
+  ASSERT_TRUE(evalConcrete("Trilu", {ones}, lower, out, error)) << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{1, 0, 1, 1}));
+  ConcreteAttrs keep;
+  keep.axes = {-1};
+  ASSERT_TRUE(evalConcrete("ReduceMax", {m}, keep, out, error)) << error;
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));
+  EXPECT_EQ(out[0].data, (std::vector<double>{3, 6}));
+
+  // Arity: checked from the table before the op runs.
+  EXPECT_FALSE(evalConcrete("Where", {v, v}, attrs, out, error));
+  EXPECT_EQ(error, "Where needs 3 inputs");
+  EXPECT_FALSE(evalConcrete("Reshape", {v}, attrs, out, error));
+  EXPECT_EQ(error, "Reshape needs 2 inputs");
+  EXPECT_FALSE(evalConcrete("Cos", {}, attrs, out, error));
+  EXPECT_EQ(error, "Cos needs 1 inputs");
+
+  EXPECT_FALSE(evalConcrete("Softmax", {v}, attrs, out, error));
+  EXPECT_EQ(error, "op 'Softmax' is not evaluated on constants");
+}

@@ -90,16 +90,18 @@ struct OpCall {
 /// OpCall::decline().
 using OpHandler = bool (*)(Raiser &raiser, OpCall &call);
 
-/// Handlers keyed by (domain, op_type). The raiser tries a node's handlers
-/// in stage order, each stage in registration order:
-///  - PreFold handlers run first, on any operands, even all-constant ones
-///    (Constant, Shape); they never decline.
-///  - Otherwise all-constant operands are evaluated concretely; then the
-///    Pattern handlers run (each recognizes one form and declines others),
-///    then the op's Fallback (at most one per domain and op: it takes every
-///    form left or reports what was expected). Patterns for one op must not
-///    both match one node, so that the order of the register* calls does
-///    not matter.
+/// Handlers keyed by (domain, op_type). For one node the raiser
+///  1. runs the op's PreFold handler, if any (Constant, Shape: they take any
+///     operands, even all-constant ones, and never decline);
+///  2. otherwise evaluates the node concretely (Concrete.cpp) when all its
+///     operands are constants, without any handler;
+///  3. otherwise checks the first operand and the arity (requireInputs), then
+///     tries the op's Pattern handlers in registration order (each recognizes
+///     one form and declines the others; two Patterns of one op must never
+///     both match a node, so that the order of the register* calls does not
+///     matter), then its Fallback (at most one per domain and op; it never
+///     declines: it takes every form left or says what was expected);
+///  4. reports "unsupported op" when all decline or the op has no handler.
 /// A node is matched against the handlers of its own domain ("ai.onnx" is
 /// ""); when its domain has none for the op, against those of every domain
 /// (the importer has always accepted, say, a Mul labelled com.microsoft).
@@ -110,7 +112,7 @@ public:
   void add(llvm::StringRef domain, llvm::StringRef opType, OpHandler handler,
            Stage stage = Pattern);
   /// A node of `opType` needs operand `n - 1`; without it the error is
-  /// "OP needs N inputs" before any Pattern or Fallback handler runs.
+  /// "OP needs two inputs" (n = 2) before any Pattern or Fallback runs.
   void requireInputs(llvm::StringRef opType, unsigned n);
 
   /// The handlers to try for a node, in order.

@@ -100,6 +100,16 @@ private:
       renameWeight(weightOf(op.getScale()), name);
   }
 
+  /// `proj` must be added to the residual stream `stream`; `sum` is the
+  /// new stream.
+  bool addedToStream(LinearOp proj, Value stream, StringRef what, Value &sum) {
+    AddOp add = singleUser<AddOp>(proj.getOutput());
+    if (!add || !llvm::is_contained(add->getOperands(), stream))
+      return fail(where(what.str() + " must be added to the residual stream"));
+    sum = add.getOutput();
+    return true;
+  }
+
   bool finish(RMSNormOp norm, LinearOp head);
   bool attentionBlock(RMSNormOp n1, ArrayRef<LinearOp> readers,
                       ArrayRef<AttentionOp> attns, Value &h1);
@@ -245,11 +255,7 @@ bool StructureWalker::attentionBlock(RMSNormOp n1, ArrayRef<LinearOp> readers,
   if (!o || !attn.getOutput().hasOneUse())
     return fail(where("the attention output must feed only o_proj"));
   nameLinear(o, layerName("self_attn.o_proj.weight"));
-  AddOp add1 = singleUser<AddOp>(o.getOutput());
-  if (!add1 || !llvm::is_contained(add1->getOperands(), h))
-    return fail(where("o_proj must be added to the residual stream"));
-  h1 = add1.getOutput();
-  return true;
+  return addedToStream(o, h, "o_proj", h1);
 }
 
 /// The layer's MLP: post-attention norm, SwiGLU, down_proj added to the
@@ -291,11 +297,7 @@ bool StructureWalker::mlpBlock(Value h1) {
   nameLinear(gate, layerName("mlp.gate_proj.weight"));
   nameLinear(up, layerName("mlp.up_proj.weight"));
   nameLinear(down, layerName("mlp.down_proj.weight"));
-  AddOp add2 = singleUser<AddOp>(down.getOutput());
-  if (!add2 || !llvm::is_contained(add2->getOperands(), h1))
-    return fail(where("down_proj must be added to the residual stream"));
-  h = add2.getOutput();
-  return true;
+  return addedToStream(down, h1, "down_proj", h);
 }
 
 } // namespace

@@ -2,10 +2,12 @@
 
 #include "Concrete.h"
 #include "ONNXModel.h"
+#include "Raiser.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/ONNX.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -483,4 +485,219 @@ TEST(ConcreteEval, HostileConstantsAreErrorsNotUB) {
   attrs.axes = {-1, 0};
   ASSERT_TRUE(evalConcrete("Unsqueeze", {v}, attrs, out, error)) << error;
   EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));
+}
+
+// evalConcrete dispatches through a table filled by family
+// (ConcreteElementwise.cpp, ConcreteShape.cpp, ConcreteGenerators.cpp): one
+// op of each family, the arity check the table does for every op, and the
+// message for an op no family registers (Raise.cpp rewrites it for users).
+TEST(ConcreteEval, TableDispatchesEveryFamily) {
+  std::vector<CTensor> out;
+  std::string error;
+  ConcreteAttrs attrs;
+  CTensor v = CTensor::vector({1, 2, 3});
+
+  // Elementwise: integer Div truncates, Float Div does not, Equal is Bool.
+  ASSERT_TRUE(evalConcrete("Div", {v, CTensor::scalar(2, CTensor::Int)}, attrs,
+                           out, error))
+      << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{0, 1, 1}));
+  EXPECT_EQ(out[0].kind, CTensor::Int);
+  ASSERT_TRUE(evalConcrete("Div", {v, CTensor::scalar(2, CTensor::Float)},
+                           attrs, out, error))
+      << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{0.5, 1, 1.5}));
+  ASSERT_TRUE(evalConcrete("Equal", {v, CTensor::scalar(2, CTensor::Int)},
+                           attrs, out, error))
+      << error;
+  EXPECT_EQ(out[0].kind, CTensor::Bool);
+  EXPECT_EQ(out[0].data, (std::vector<double>{0, 1, 0}));
+  ASSERT_TRUE(evalConcrete("Neg", {v}, attrs, out, error)) << error;
+  EXPECT_EQ(out[0].kind, CTensor::Int);
+  EXPECT_EQ(out[0].data, (std::vector<double>{-1, -2, -3}));
+
+  // Shape family: Shape with start/end (opset 15).
+  CTensor m = CTensor::vector({1, 2, 3, 4, 5, 6});
+  m.shape = {1, 2, 3};
+  ConcreteAttrs shapeAttrs;
+  shapeAttrs.hasStart = true;
+  shapeAttrs.start = -2;
+  ASSERT_TRUE(evalConcrete("Shape", {m}, shapeAttrs, out, error)) << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{2, 3}));
+
+  // Generators: the lower triangle of a 2x2 mask, and ReduceMax.
+  CTensor ones = CTensor::vector({1, 1, 1, 1});
+  ones.shape = {2, 2};
+  ConcreteAttrs lower;
+  lower.upper = 0;
+  ASSERT_TRUE(evalConcrete("Trilu", {ones}, lower, out, error)) << error;
+  EXPECT_EQ(out[0].data, (std::vector<double>{1, 0, 1, 1}));
+  ConcreteAttrs keep;
+  keep.axes = {-1};
+  ASSERT_TRUE(evalConcrete("ReduceMax", {m}, keep, out, error)) << error;
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{1, 2, 1}));
+  EXPECT_EQ(out[0].data, (std::vector<double>{3, 6}));
+
+  // Arity: checked from the table before the op runs.
+  EXPECT_FALSE(evalConcrete("Where", {v, v}, attrs, out, error));
+  EXPECT_EQ(error, "Where needs 3 inputs");
+  EXPECT_FALSE(evalConcrete("Reshape", {v}, attrs, out, error));
+  EXPECT_EQ(error, "Reshape needs 2 inputs");
+  EXPECT_FALSE(evalConcrete("Cos", {}, attrs, out, error));
+  EXPECT_EQ(error, "Cos needs 1 inputs");
+
+  EXPECT_FALSE(evalConcrete("Softmax", {v}, attrs, out, error));
+  EXPECT_EQ(error, "op 'Softmax' is not evaluated on constants");
+}
+
+namespace {
+
+bool handledA(Raiser &, OpCall &) { return true; }
+bool handledB(Raiser &, OpCall &) { return true; }
+bool handledC(Raiser &, OpCall &) { return true; }
+
+} // namespace
+
+// The raiser's op table (OpTable.cpp): a node's own domain first ("ai.onnx"
+// is ""), every domain's handlers when its own has none, PreFold before
+// Pattern before Fallback whatever the registration order.
+TEST(OpTable, DomainsStagesAndArity) {
+  using Handlers = std::vector<std::pair<OpTable::Stage, OpHandler>>;
+  OpTable t;
+  t.add("", "Mul", handledC, OpTable::Fallback);
+  t.add("", "Mul", handledA);
+  t.add("ai.onnx", "Mul", handledB);
+  t.add("com.microsoft", "Rotary", handledC, OpTable::Fallback);
+  t.add("", "Rotary", handledA);
+  t.add("", "Shape", handledB, OpTable::PreFold);
+  t.requireInputs("Mul", 2);
+
+  Handlers mul = {{OpTable::Pattern, handledA},
+                  {OpTable::Pattern, handledB},
+                  {OpTable::Fallback, handledC}};
+  EXPECT_EQ(t.lookup("", "Mul"), mul);
+  EXPECT_EQ(t.lookup("ai.onnx", "Mul"), mul);
+  EXPECT_EQ(t.lookup("com.microsoft", "Mul"), mul);
+  EXPECT_EQ(t.lookup("com.microsoft", "Rotary"),
+            (Handlers{{OpTable::Fallback, handledC}}));
+  EXPECT_EQ(t.lookup("ai.onnx", "Rotary"),
+            (Handlers{{OpTable::Pattern, handledA}}));
+  EXPECT_EQ(
+      t.lookup("org.other", "Rotary"),
+      (Handlers{{OpTable::Pattern, handledA}, {OpTable::Fallback, handledC}}));
+  EXPECT_EQ(t.lookup("", "Shape"), (Handlers{{OpTable::PreFold, handledB}}));
+  EXPECT_TRUE(t.lookup("", "Gemm").empty());
+  EXPECT_EQ(t.requiredInputs("Mul"), 2u);
+  EXPECT_EQ(t.requiredInputs("Add"), 0u);
+
+  // The importer's table: every op of the fixtures has a handler, binary ops
+  // check their second operand.
+  const OpTable &table = opTable();
+  for (const char *op : {"Constant",
+                         "Shape",
+                         "Identity",
+                         "Cast",
+                         "Transpose",
+                         "Reshape",
+                         "Unsqueeze",
+                         "Squeeze",
+                         "Expand",
+                         "Tile",
+                         "Gather",
+                         "MatMul",
+                         "Add",
+                         "Mul",
+                         "Div",
+                         "Sub",
+                         "Split",
+                         "Slice",
+                         "Neg",
+                         "Concat",
+                         "Pow",
+                         "ReduceMean",
+                         "Sqrt",
+                         "Reciprocal",
+                         "Sigmoid",
+                         "Softmax",
+                         "Where",
+                         "SimplifiedLayerNormalization",
+                         "RMSNormalization",
+                         "LayerNormalization",
+                         "Attention",
+                         "RotaryEmbedding"})
+    EXPECT_FALSE(table.lookup("", op).empty()) << op;
+  for (const char *op : {"SkipSimplifiedLayerNormalization", "RotaryEmbedding",
+                         "GroupQueryAttention", "MultiHeadAttention"})
+    EXPECT_FALSE(table.lookup("com.microsoft", op).empty()) << op;
+  for (const char *op : {"MatMul", "Mul", "Add", "Div"})
+    EXPECT_EQ(table.requiredInputs(op), 2u) << op;
+}
+
+namespace {
+
+/// Imports `model` (written to a temporary file); "" with `err` set on
+/// failure, else @forward printed.
+std::string importForward(const onnx::ModelProto &model, std::string &err) {
+  llvm::SmallString<256> path;
+  if (llvm::sys::fs::createTemporaryFile("sq-domains", "onnx", path))
+    return "";
+  {
+    std::ofstream os(std::string(path), std::ios::binary);
+    model.SerializeToOstream(&os);
+  }
+  mlir::MLIRContext context;
+  auto module = importOnnxModel(path, &context, err);
+  llvm::sys::fs::remove(path);
+  if (!module)
+    return "";
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module->lookupSymbol<mlir::func::FuncOp>("forward").print(os);
+  return text;
+}
+
+onnx::ModelProto loadFixture(const char *name) {
+  onnx::ModelProto model;
+  std::ifstream is(std::string(SQ_SOURCE_DIR) + "/test/Import/Inputs/" + name,
+                   std::ios::binary);
+  EXPECT_TRUE(model.ParseFromIstream(&is)) << name;
+  return model;
+}
+
+} // namespace
+
+// How a node's domain picks its handler, as before the op table: the
+// com.microsoft ops are understood in any domain; ONNX's RotaryEmbedding
+// takes its (X, cos, sin, position_ids) order in "" and "ai.onnx";
+// ONNX's Attention only in "" (not "ai.onnx", nor com.microsoft's).
+TEST(ImportDomains, AsBeforeTheOpTable) {
+  std::string err;
+  onnx::ModelProto genai = loadFixture("genai-gqa-fp16.onnx");
+  std::string expected = importForward(genai, err);
+  ASSERT_FALSE(expected.empty()) << err;
+  for (auto &node : *genai.mutable_graph()->mutable_node())
+    if (node.domain() == "com.microsoft")
+      node.set_domain("");
+  EXPECT_EQ(importForward(genai, err), expected) << err;
+
+  onnx::ModelProto onnx23 = loadFixture("onnx23-attention.onnx");
+  expected = importForward(onnx23, err);
+  ASSERT_FALSE(expected.empty()) << err;
+  onnx::ModelProto rotary = onnx23;
+  for (auto &node : *rotary.mutable_graph()->mutable_node())
+    if (node.op_type() == "RotaryEmbedding")
+      node.set_domain("ai.onnx");
+  EXPECT_EQ(importForward(rotary, err), expected) << err;
+
+  for (const char *domain : {"ai.onnx", "com.microsoft"}) {
+    onnx::ModelProto attention = onnx23;
+    for (auto &node : *attention.mutable_graph()->mutable_node())
+      if (node.op_type() == "Attention")
+        node.set_domain(domain);
+    EXPECT_EQ(importForward(attention, err), "");
+    EXPECT_NE(err.find("(Attention, #"), std::string::npos) << err;
+    EXPECT_NE(err.find("unsupported op 'Attention' on an activation"),
+              std::string::npos)
+        << err;
+  }
 }

@@ -1,0 +1,281 @@
+//===- RopeOps.cpp - rotate-half RoPE -------------------------------------===//
+//
+// Rotary position embeddings in Hugging Face's rotate-half form:
+// x*cos + rotate_half(x)*sin, with rotate_half(x) = Concat(-x2, x1) built
+// from Slice and Neg, becomes one sq.rope. Also the table checks every RoPE
+// form shares (extractTable, finishRope: the tables must be
+// cos/sin(position * theta^(-2i/head_dim)); theta is recovered from them).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Raiser.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace mlir;
+
+namespace sq {
+namespace onnx_import {
+
+/// Extracts the [seq, head_dim] table that `table` broadcasts onto `x`. Other
+/// dimensions must be 1, or match the activation's and hold the same table
+/// everywhere (tables gathered by position_ids are [batch, 1, seq, dim]).
+bool extractTable(const View &view, const CTensor &table,
+                  std::vector<double> &t2, int64_t &rows, int64_t &cols) {
+  int64_t rank = static_cast<int64_t>(view.size());
+  if (table.rank() > rank || table.rank() < 2 || view.back().size() != 1 ||
+      (view.back()[0].kind != AK::D && view.back()[0].kind != AK::DP))
+    return false;
+  int64_t seqAxis = -1;
+  for (int64_t i = 0; i < rank; ++i)
+    if (view[i].size() == 1 && view[i][0].kind == AK::S)
+      seqAxis = i;
+  if (seqAxis < 0)
+    return false;
+  int64_t shift = rank - table.rank();
+  rows = axisSize(view[seqAxis]);
+  cols = axisSize(view.back());
+  int64_t tRowAxis = seqAxis - shift, tColAxis = table.rank() - 1;
+  if (tRowAxis < 0)
+    return false;
+  for (int64_t j = 0; j < table.rank(); ++j) {
+    int64_t d = table.shape[j];
+    if (j == tColAxis
+            ? d != cols
+            : (j == tRowAxis ? d != rows
+                             : d != 1 && d != axisSize(view[j + shift])))
+      return false;
+  }
+  // Read the [rows, cols] plane at index 0 of the other dimensions, then
+  // check that every other index holds the same plane.
+  std::vector<int64_t> strides(table.rank(), 1);
+  for (int64_t j = table.rank() - 2; j >= 0; --j)
+    strides[j] = strides[j + 1] * table.shape[j + 1];
+  t2.assign(rows * cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      t2[r * cols + c] =
+          table.data[r * strides[tRowAxis] + c * strides[tColAxis]];
+  std::vector<int64_t> idx(table.rank(), 0);
+  for (int64_t i = 0; i < table.numel(); ++i) {
+    if (std::fabs(table.data[i] - t2[idx[tRowAxis] * cols + idx[tColAxis]]) >
+        1e-6)
+      return false;
+    for (int64_t j = table.rank() - 1; j >= 0; --j) {
+      if (++idx[j] < table.shape[j])
+        break;
+      idx[j] = 0;
+    }
+  }
+  return true;
+}
+
+/// Checks that the tables are cos/sin(position * theta^(-2i/head_dim)) at
+/// positions firstPosition + row, recovers theta and builds sq.rope. For
+/// rotate_half the tables have head_dim columns (frequency i at columns i
+/// and i + head_dim/2); for interleaved, head_dim/2 (one per pair).
+/// firstPosition < 0 means positionStart (the probe's past length).
+bool finishRope(Raiser &raiser, const AValRef &x, const View &resultView,
+                const std::vector<double> &cosT,
+                const std::vector<double> &sinT, int64_t rows, int64_t cols,
+                RopeLayout layout, AValRef &out, int64_t heads,
+                int64_t firstPosition) {
+  if (firstPosition < 0)
+    firstPosition = raiser.positionStart;
+  bool halves = layout == RopeLayout::RotateHalf;
+  int64_t headDim = halves ? cols : 2 * cols;
+  auto freqIndex = [&](int64_t d) { return halves ? d % (cols / 2) : d; };
+  if (rows < 2 || (halves && cols % 2) || cols < 2)
+    return raiser.fail(
+        "RoPE needs an even head_dim and at least two positions");
+  // The frequency of column 1 from its phase, unwrapped over all rows
+  // (fp16 tables are too coarse for a two-row difference).
+  double phase = 0;
+  for (int64_t r = 1; r < rows; ++r) {
+    double c0 = cosT[(r - 1) * cols + 1], s0 = sinT[(r - 1) * cols + 1],
+           c1 = cosT[r * cols + 1], s1 = sinT[r * cols + 1];
+    phase += std::atan2(s1 * c0 - c1 * s0, c1 * c0 + s1 * s0);
+  }
+  double f1 = phase / static_cast<double>(rows - 1);
+  if (!(f1 > 0 && f1 < 1))
+    return raiser.fail("cannot read a RoPE frequency from the cos/sin tables");
+  double estimate = std::pow(f1, -static_cast<double>(headDim) / 2.0);
+  // Prefer the estimate rounded to two significant digits (10000, 500000,
+  // 1e6, ...) when it reproduces the tables.
+  double magnitude = std::pow(10.0, std::floor(std::log10(estimate)) - 1);
+  double candidates[] = {std::round(estimate / magnitude) * magnitude,
+                         estimate};
+  std::string mismatch;
+  for (double theta : candidates) {
+    mismatch.clear();
+    for (int64_t r = 0; r < rows && mismatch.empty(); ++r)
+      for (int64_t d = 0; d < cols; ++d) {
+        double angle = (firstPosition + r) *
+                       std::pow(theta, -2.0 * freqIndex(d) / headDim);
+        if (std::fabs(cosT[r * cols + d] - std::cos(angle)) > 2e-3 ||
+            std::fabs(sinT[r * cols + d] - std::sin(angle)) > 2e-3) {
+          mismatch = "row " + std::to_string(r) + ", column " +
+                     std::to_string(d) + ": cos " +
+                     std::to_string(cosT[r * cols + d]) + ", expected " +
+                     std::to_string(std::cos(angle));
+          break;
+        }
+      }
+    if (mismatch.empty()) {
+      estimate = theta;
+      break;
+    }
+  }
+  if (!mismatch.empty())
+    return raiser.fail(
+        std::string("the cos/sin tables are not ") +
+        (halves ? "rotate-half" : "interleaved") +
+        " RoPE tables at positions past_length + i for any theta "
+        "(best estimate " +
+        std::to_string(estimate) + "; " + mismatch + ")");
+  double theta = estimate;
+  for (const Axis &axis : x->view)
+    for (const Atom &a : axis)
+      if (a.kind == AK::N && !heads)
+        heads = a.size;
+  if (!heads)
+    return raiser.fail("RoPE on an activation without heads " +
+                       viewStr(x->view));
+  auto op =
+      RopeOp::create(raiser.builder, raiser.loc, x->v, raiser.positions, heads,
+                     raiser.builder.getF64FloatAttr(theta).getValue(), layout);
+  out = raiser.act(op, resultView);
+  return true;
+}
+
+namespace {
+
+/// x*cos + rotate_half(x)*sin.
+bool makeRope(Raiser &raiser, const AValRef &cosTerm, const AValRef &sinTerm,
+              AValRef &out) {
+  AValRef x = cosTerm->x;
+  if (sinTerm->x->v != x->v || viewStr(sinTerm->x->view) != viewStr(x->view))
+    return raiser.fail("RoPE adds x*cos and rotate_half(y)*sin of different "
+                       "activations");
+  std::vector<double> cosT, sinT;
+  int64_t rows, cols, rows2, cols2;
+  if (!extractTable(x->view, cosTerm->c, cosT, rows, cols) ||
+      !extractTable(x->view, sinTerm->c, sinT, rows2, cols2))
+    return raiser.fail(
+        "RoPE tables do not broadcast as [seq, head_dim] onto the "
+        "heads " +
+        viewStr(x->view));
+  return finishRope(raiser, x, x->view, cosT, sinT, rows, cols,
+                    RopeLayout::RotateHalf, out);
+}
+
+/// x * cos and rotate_half(x) * sin.
+bool ropeTableMul(Raiser &, OpCall &call) {
+  AValRef a, b;
+  if (!call.commuted(
+          [](const AValRef &x, const AValRef &y) {
+            double s;
+            return (x->kind == AVal::Act || x->kind == AVal::RotHalf) &&
+                   y->kind == AVal::Concrete && !isScalar(y, s);
+          },
+          a, b))
+    return call.decline();
+  AValRef &out = call.out();
+  out = AVal::make(a->kind == AVal::Act ? AVal::TableMul : AVal::RotTableMul);
+  out->x = a->kind == AVal::Act ? a : a->x;
+  out->c = b->c;
+  return true;
+}
+
+/// x*cos + rotate_half(x)*sin.
+bool ropeAdd(Raiser &raiser, OpCall &call) {
+  AValRef a, b;
+  if (!call.commutedKinds(AVal::TableMul, AVal::RotTableMul, a, b))
+    return call.decline();
+  return makeRope(raiser, a, b, call.out());
+}
+
+/// -x2 of rotate_half.
+bool ropeNeg(Raiser &raiser, OpCall &call) {
+  AValRef a = call.input(0);
+  AValRef &out = call.out();
+  if (a->kind != AVal::Half || !a->hi)
+    return raiser.fail(std::string("Neg of ") + kindName(a->kind) +
+                       ": expected -x2 in RoPE's rotate_half");
+  out = AVal::make(AVal::NegHalf);
+  out->x = a->x;
+  return true;
+}
+
+/// The halves x1, x2 of head_dim.
+bool ropeSlice(Raiser &raiser, OpCall &call) {
+  AValRef a = call.input(0), b = call.input(1);
+  AValRef &out = call.out();
+  if (a->kind != AVal::Act)
+    return raiser.fail(std::string("Slice of ") + kindName(a->kind));
+  CTensor starts, ends, axes, steps;
+  if (!b || !raiser.concreteOf(b, starts) || !call.input(2) ||
+      !raiser.concreteOf(call.input(2), ends))
+    return raiser.fail("Slice of an activation with non-constant bounds");
+  int64_t rank = static_cast<int64_t>(a->view.size());
+  int64_t axis = rank - 1;
+  if (call.input(3)) {
+    if (!raiser.concreteOf(call.input(3), axes) || axes.numel() != 1)
+      return raiser.fail("Slice of an activation over several axes");
+    axis = axes.intAt(0);
+    if (axis < 0)
+      axis += rank;
+  }
+  if (call.input(4) &&
+      (!raiser.concreteOf(call.input(4), steps) || steps.intAt(0) != 1))
+    return raiser.fail("strided Slice of an activation");
+  if (axis != rank - 1 || a->view.back().size() != 1 ||
+      a->view.back()[0].kind != AK::D)
+    return raiser.fail("Slice of an activation laid out as " +
+                       viewStr(a->view) +
+                       ": expected RoPE's rotate_half over head_dim");
+  int64_t d = a->view.back()[0].size;
+  int64_t s = std::max<int64_t>(starts.intAt(0), -(int64_t(1) << 50)),
+          e = std::clamp<int64_t>(ends.intAt(0), -(int64_t(1) << 50),
+                                  int64_t(1) << 50);
+  if (s < 0)
+    s += d;
+  if (e < 0)
+    e += d;
+  e = std::min(e, d);
+  if (!((s == 0 && e == d / 2) || (s == d / 2 && e == d)))
+    return raiser.fail("Slice [" + std::to_string(s) + ", " +
+                       std::to_string(e) + ") of head_dim " +
+                       std::to_string(d) +
+                       ": expected the halves of RoPE's rotate_half");
+  out = AVal::make(AVal::Half);
+  out->x = a;
+  out->hi = s != 0;
+  return true;
+}
+
+/// rotate_half(x) = Concat(-x2, x1).
+bool ropeConcat(Raiser &, OpCall &call) {
+  AValRef a = call.input(0), b = call.input(1);
+  if (call.in.size() == 2 && a->kind == AVal::NegHalf && b &&
+      b->kind == AVal::Half && !b->hi && b->x->v == a->x->v) {
+    call.out() = AVal::make(AVal::RotHalf);
+    call.out()->x = a->x;
+    return true;
+  }
+  return call.decline();
+}
+
+} // namespace
+
+void registerRopeOps(OpTable &t) {
+  t.add("", "Mul", ropeTableMul);
+  t.add("", "Add", ropeAdd);
+  t.add("", "Neg", ropeNeg, OpTable::Fallback);
+  t.add("", "Slice", ropeSlice, OpTable::Fallback);
+  t.add("", "Concat", ropeConcat);
+}
+
+} // namespace onnx_import
+} // namespace sq

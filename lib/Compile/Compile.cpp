@@ -14,6 +14,7 @@
 #include "sq/Import/ONNX.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
+#include "sq/Support/ToolSupport.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/Bytecode/BytecodeWriter.h"
@@ -147,32 +148,26 @@ std::string findLinkerDriver() {
   return "";
 }
 
-/// Writes `data` through `print` to a temporary, then renames it to `path`.
-bool writeAtomically(const std::string &path, Temporaries &temps,
+/// Writes `path` whole or not at all (sq::writeFileAtomically).
+bool writeAtomically(const std::string &path,
                      function_ref<bool(raw_ostream &)> print,
                      std::string &error) {
-  std::string tmp = temps.make(".out");
-  std::error_code ec;
-  raw_fd_ostream os(tmp, ec);
-  if (ec) {
-    error = "cannot write '" + path + "': " + ec.message();
-    return false;
-  }
-  if (!print(os)) {
-    error = "cannot write bytecode";
-    return false;
-  }
-  os.close();
-  if (os.has_error()) {
-    error = "cannot write '" + path + "': " + os.error().message();
-    os.clear_error();
-    return false;
-  }
-  if (std::error_code rc = sys::fs::rename(tmp, path)) {
-    error = "cannot create '" + path + "': " + rc.message();
-    return false;
-  }
-  return true;
+  std::string why;
+  WriteStatus status = writeFileAtomically(
+      path,
+      [&](raw_ostream &os, std::string &err) {
+        if (print(os))
+          return true;
+        err = "cannot write bytecode";
+        return false;
+      },
+      why);
+  if (status == WriteStatus::Written)
+    return true;
+  error = status == WriteStatus::WriterFailed
+              ? why
+              : "cannot write '" + path + "': " + why;
+  return false;
 }
 
 mlir::OwningOpRef<mlir::ModuleOp> importModel(const std::string &input,
@@ -191,11 +186,8 @@ mlir::OwningOpRef<mlir::ModuleOp> importModel(const std::string &input,
     return nullptr;
   }
   // A device or a pipe (/dev/zero) would be read without end.
-  sys::fs::file_status status;
-  if (!sys::fs::status(path, status) && !sys::fs::is_regular_file(status)) {
-    error = input + ": not a regular file";
+  if (!checkRegularFile(path, error))
     return nullptr;
-  }
   if (auto text = MemoryBuffer::getFile(path)) {
     error = checkNestingDepth((*text)->getBuffer(), path, /*mlirLayout=*/false);
     if (!error.empty())
@@ -352,7 +344,7 @@ bool compileModel(const CompileOptions &o, std::string &error) {
   Temporaries temps{o.output, {}};
   if (o.emit == Emit::SQ)
     return writeAtomically(
-        o.output, temps,
+        o.output,
         [&](raw_ostream &os) {
           if (!StringRef(o.output).ends_with(".mlirbc")) {
             module->print(os);
@@ -396,7 +388,7 @@ bool compileModel(const CompileOptions &o, std::string &error) {
   }
   if (o.emit == Emit::LoweredMLIR || o.emit == Emit::PTX)
     return writeAtomically(
-        o.output, temps,
+        o.output,
         [&](raw_ostream &os) {
           if (o.emit == Emit::PTX)
             os << ptx;
@@ -443,7 +435,7 @@ bool compileModel(const CompileOptions &o, std::string &error) {
   }
   if (o.emit == Emit::LLVMIR)
     return writeAtomically(
-        o.output, temps,
+        o.output,
         [&](raw_ostream &os) {
           llvmModule->print(os, nullptr);
           return true;

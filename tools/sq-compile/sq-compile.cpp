@@ -11,13 +11,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Compile/Compile.h"
-#include "sq/Support/FileSizeSignal.h"
+#include "sq/Support/ToolSupport.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace llvm;
@@ -86,8 +84,7 @@ static cl::opt<bool> verbose("v", cl::desc("Print each stage and its time"),
                              cl::cat(category));
 
 static int fail(const Twine &message) {
-  WithColor::error(errs(), "sq-compile") << message << "\n";
-  return 1;
+  return sq::fail("sq-compile", message);
 }
 
 /// build/lib next to build/bin/sq-compile, or $SQ_RUNTIME_DIR.
@@ -102,11 +99,8 @@ static std::string findRuntimeDir(const char *argv0) {
 }
 
 int main(int argc, char **argv) {
-  InitLLVM init(argc, argv);
-  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
-  cl::HideUnrelatedOptions(category);
-  cl::ParseCommandLineOptions(
-      argc, argv,
+  sq::InitTool init(
+      argc, argv, category,
       "sq-compile: compile a LLaMA model to a shared library with a C API\n\n"
       "  sq-compile model.onnx -o model.so           # SpinQuant W4A4KV4, "
       "learned rotations\n"

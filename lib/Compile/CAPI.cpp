@@ -34,7 +34,7 @@ extern "C" int sq_compile(const char *input, const char *output,
   o.output = output;
   std::string err;
   std::string spec = given(quantize) ? quantize : "w4a4kv4";
-  if (!sq::parseQuantSpec(spec, o.recipe.quant, err))
+  if (!sq::readQuantSpecArgument(spec, o.recipe.quant, err))
     return report("--quantize=" + spec + ": " + err, error, errorSize);
   std::string rot = given(rotate) ? rotate : "learned";
   if (!sq::parseRotateChoice(rot, o.recipe.rotate, err))

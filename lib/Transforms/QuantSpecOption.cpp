@@ -2,6 +2,16 @@
 
 #include "sq/Transforms/QuantSpecOption.h"
 
+bool sq::readQuantSpecArgument(llvm::StringRef text, QuantSpec &spec,
+                               std::string &error) {
+  text = text.trim();
+  if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
+      text.back() == text.front())
+    text = text.drop_front().drop_back();
+  text.consume_front("spec=");
+  return parseQuantSpec(text.str(), spec, error);
+}
+
 namespace llvm {
 namespace cl {
 
@@ -9,12 +19,8 @@ void parser<sq::QuantSpec>::anchor() {}
 
 bool parser<sq::QuantSpec>::parse(Option &o, StringRef argName, StringRef arg,
                                   sq::QuantSpec &val) {
-  StringRef text = arg.trim();
-  if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
-      text.back() == text.front())
-    text = text.drop_front().drop_back();
   std::string error;
-  if (!sq::parseQuantSpec(text.str(), val, error))
+  if (!sq::readQuantSpecArgument(arg, val, error))
     return o.error(error, argName);
   return false;
 }

@@ -84,21 +84,16 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
   QuantizePass() = default;
   explicit QuantizePass(const QuantSpec &spec) : spec(spec) {}
 
-  /// `--quantize=SPEC`: the whole option string is the spec (its commas
+  /// `--sq-quantize=SPEC`: the whole option string is the spec (its commas
   /// are the spec's, not MLIR's option separators).
   LogicalResult initializeOptions(
       StringRef options,
       function_ref<LogicalResult(const Twine &)> errorHandler) override {
-    std::string text = options.trim().str();
-    if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
-        text.back() == text.front())
-      text = text.substr(1, text.size() - 2);
-    if (text.rfind("spec=", 0) == 0)
-      text = text.substr(5);
+    StringRef text = options.trim();
     if (text.empty())
       text = "w4a4kv4";
     std::string parseError;
-    if (!parseQuantSpec(text, spec, parseError))
+    if (!readQuantSpecArgument(text, spec, parseError))
       return errorHandler(parseError);
     return success();
   }

@@ -123,7 +123,7 @@ int main(int argc, char **argv) {
     return fail("--emit=" + emit + ": " + error);
   if (!o.gpu && sm.getNumOccurrences())
     return fail("--sm is for --target=nvptx");
-  if (!sq::parseQuantSpec(quantize, o.recipe.quant, error))
+  if (!sq::readQuantSpecArgument(quantize, o.recipe.quant, error))
     return fail("--quantize=" + quantize + ": " + error);
   if (!sq::parseRotateChoice(rotate, o.recipe.rotate, error))
     return fail("--rotate=" + rotate + ": " + error);

@@ -22,7 +22,7 @@
 #ifndef SQ_COMPILE_COMPILE_H
 #define SQ_COMPILE_COMPILE_H
 
-#include "sq/Transforms/QuantSpec.h"
+#include "sq/Transforms/QuantSpecOption.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringRef.h"

@@ -19,6 +19,13 @@
 #include "llvm/Support/raw_ostream.h"
 
 namespace sq {
+/// A spec as the command line spells it, for every entry point that reads
+/// one (pass and pipeline options, --sq-quantize's option string,
+/// sq-compile's --quantize, sq_compile()): surrounding quotes and a `spec=`
+/// prefix are dropped, then parseQuantSpec. The one caller of the parser.
+bool readQuantSpecArgument(llvm::StringRef text, QuantSpec &spec,
+                           std::string &error);
+
 inline llvm::raw_ostream &operator<<(llvm::raw_ostream &os,
                                      const QuantSpec &spec) {
   return os << spec.str();

@@ -33,15 +33,10 @@ extern "C" int sq_compile(const char *input, const char *output,
   o.input = input;
   o.output = output;
   std::string err;
-  std::string spec = given(quantize) ? quantize : "w4a4kv4";
-  if (!sq::readQuantSpecArgument(spec, o.recipe.quant, err))
-    return report("--quantize=" + spec + ": " + err, error, errorSize);
-  std::string rot = given(rotate) ? rotate : "learned";
-  if (!sq::parseRotateChoice(rot, o.recipe.rotate, err))
-    return report("--rotate=" + rot + ": " + err, error, errorSize);
-  std::string kind = given(emit) ? emit : "so";
-  if (!sq::parseEmit(kind, o.emit, err))
-    return report("--emit=" + kind + ": " + err, error, errorSize);
+  if (!sq::parseCompileFlags(given(emit) ? emit : "so",
+                             given(quantize) ? quantize : "w4a4kv4",
+                             given(rotate) ? rotate : "learned", o, err))
+    return report(err, error, errorSize);
   o.recipe.seed = seed;
   o.recipe.calibData = given(calibData) ? calibData : "";
   o.recipe.tokenizer = given(tokenizer) ? tokenizer : "";

@@ -66,6 +66,20 @@ bool parseEmit(StringRef text, Emit &emit, std::string &error) {
   return true;
 }
 
+bool parseCompileFlags(StringRef emit, StringRef quantize, StringRef rotate,
+                       CompileOptions &o, std::string &error) {
+  std::string why;
+  if (!parseEmit(emit, o.emit, why))
+    error = ("--emit=" + emit + ": " + why).str();
+  else if (!readQuantSpecArgument(quantize, o.recipe.quant, why))
+    error = ("--quantize=" + quantize + ": " + why).str();
+  else if (!parseRotateChoice(rotate, o.recipe.rotate, why))
+    error = ("--rotate=" + rotate + ": " + why).str();
+  else
+    return true;
+  return false;
+}
+
 namespace {
 /// Temporaries next to the output, removed unless renamed.
 struct Temporaries {

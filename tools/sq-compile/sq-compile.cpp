@@ -119,14 +119,10 @@ int main(int argc, char **argv) {
   if (target != "cpu" && target != "nvptx")
     return fail("--target=" + target + ": expected cpu or nvptx");
   o.gpu = target == "nvptx";
-  if (!sq::parseEmit(emit, o.emit, error))
-    return fail("--emit=" + emit + ": " + error);
   if (!o.gpu && sm.getNumOccurrences())
     return fail("--sm is for --target=nvptx");
-  if (!sq::readQuantSpecArgument(quantize, o.recipe.quant, error))
-    return fail("--quantize=" + quantize + ": " + error);
-  if (!sq::parseRotateChoice(rotate, o.recipe.rotate, error))
-    return fail("--rotate=" + rotate + ": " + error);
+  if (!sq::parseCompileFlags(emit, quantize, rotate, o, error))
+    return fail(error);
   o.recipe.seed = seed;
   o.recipe.calibData = calibData;
   o.recipe.tokenizer = tokenizer;

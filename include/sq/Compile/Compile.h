@@ -101,6 +101,12 @@ struct CompileOptions {
   std::string runtimeDir;
 };
 
+/// Reads sq-compile's spellings of --emit, --quantize and --rotate into
+/// `options` (for the tool and for sq_compile()); `error` names the flag.
+bool parseCompileFlags(llvm::StringRef emit, llvm::StringRef quantize,
+                       llvm::StringRef rotate, CompileOptions &options,
+                       std::string &error);
+
 /// Checks the options that need no input (targets, CPUs, the output
 /// path), so that a tool can fail before any work.
 bool checkCompileOptions(const CompileOptions &options, std::string &error);

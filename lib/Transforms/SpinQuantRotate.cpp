@@ -161,8 +161,6 @@ struct SpinQuantRotatePass
     return r;
   }
 
-  WeightStorage storage = WeightStorage::F32;
-
   /// Applies `fn` to the fp32 values of `weight` ([rows, cols]) and writes
   /// them back; a weight shared with other ops is copied first.
   bool
@@ -177,7 +175,7 @@ struct SpinQuantRotatePass
     weight = unshareWeight(weight, user);
     auto shape = cast<RankedTensorType>(weightValue.getType()).getShape();
     fn(w, shape[0], shape[1]);
-    writeWeightValues(weight, std::move(w), storage);
+    writeWeightValues(weight, std::move(w), weightType);
     return true;
   }
 
@@ -185,8 +183,8 @@ struct SpinQuantRotatePass
   /// then Cayley SGD learns R1/R2 from their initialization; the learned
   /// matrices are then folded like any others.
   LogicalResult learnRotations(ModuleOp module, int64_t hidden) {
-    if (onlineHadamard &&
-        failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
+    if (onlineHadamard && failed(insertOnlineHadamards(module, true, true,
+                                                       /*seed=*/0, weightType)))
       return failure();
     Rotations r;
     r.hidden = hidden;
@@ -272,8 +270,7 @@ struct SpinQuantRotatePass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    storage = weightType;
-    if (fuseNorms && failed(foldNormScales(module, false, storage)))
+    if (fuseNorms && failed(foldNormScales(module, false, weightType)))
       return signalPassFailure();
     bool ok = true;
     module.walk([&](RMSNormOp op) {
@@ -389,7 +386,8 @@ struct SpinQuantRotatePass
     if (!ok)
       return signalPassFailure();
     if (onlineHadamard && mode != RotationMode::Learned &&
-        failed(insertOnlineHadamards(module, true, true, /*seed=*/0, storage)))
+        failed(
+            insertOnlineHadamards(module, true, true, /*seed=*/0, weightType)))
       return signalPassFailure();
     if (failed(applyLearnedR3(module, layer)))
       return signalPassFailure();

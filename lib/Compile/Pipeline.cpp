@@ -53,11 +53,6 @@ bool parseRotateChoice(llvm::StringRef text, RotateChoice &choice,
   return true;
 }
 
-static llvm::raw_ostream &operator<<(llvm::raw_ostream &os,
-                                     const RotateChoice &c) {
-  return os << c.str();
-}
-
 std::string RecipeOptions::str() const {
   std::string s = "quant=" + quant.str() + " rotate=" + rotate.str() +
                   " seed=" + std::to_string(seed);
@@ -137,33 +132,18 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
 
 } // namespace sq
 
-namespace llvm {
-namespace cl {
 /// `rotate=` of the pipeline: the same spelling as sq-compile's --rotate.
-template <>
-class parser<sq::RotateChoice> : public basic_parser<sq::RotateChoice> {
-public:
-  explicit parser(Option &o) : basic_parser(o) {}
-  bool parse(Option &o, StringRef argName, StringRef arg,
-             sq::RotateChoice &val) {
-    std::string error;
-    if (!sq::parseRotateChoice(arg, val, error))
-      return o.error("'" + arg + "': " + error, argName);
+template <> struct sq::OptionText<sq::RotateChoice> {
+  static bool parse(StringRef text, RotateChoice &choice, std::string &error) {
+    if (parseRotateChoice(text, choice, error))
+      return true;
+    error = "'" + text.str() + "': " + error;
     return false;
   }
-  StringRef getValueName() const override { return "rotations"; }
-  void printOptionDiff(const Option &o, const sq::RotateChoice &v,
-                       const OptionValue<sq::RotateChoice> &,
-                       size_t width) const {
-    printOptionName(o, width);
-    outs() << "= " << v.str() << "\n";
-  }
-  static void print(raw_ostream &os, const sq::RotateChoice &v) {
-    os << v.str();
-  }
+  static std::string str(const RotateChoice &choice) { return choice.str(); }
+  static constexpr const char *valueName = "rotations";
 };
-} // namespace cl
-} // namespace llvm
+SQ_TEXT_OPTION_PARSER(sq::RotateChoice)
 
 namespace sq {
 namespace {

@@ -3,9 +3,11 @@
 //
 // The modes of the passes' options are enums, not strings checked by hand:
 // each enum below has one table of spellings (EnumSpelling<E>), and
-// `llvm::cl::parser<E>` reads it for pass options, pipeline options and
-// tool flags alike. A bad value is an option error that lists the
-// accepted ones ("unknown schedule 'linear': expected cosine or constant").
+// `llvm::cl::parser<E>` (TextOptionParser, shared with the other typed
+// values: QuantSpec, the recipe's rotation choice) reads it for pass
+// options, pipeline options and tool flags alike. A bad value is an option
+// error that lists the accepted ones ("unknown schedule 'linear': expected
+// cosine or constant").
 //
 //===----------------------------------------------------------------------===//
 
@@ -98,37 +100,62 @@ bool parseEnum(llvm::StringRef text, E &value, std::string &error) {
   return false;
 }
 
-/// The option parser of every enum above.
-template <typename E>
-class EnumOptionParser : public llvm::cl::basic_parser<E> {
+/// How a typed option value is read and spelled: specialize with
+/// `static bool parse(llvm::StringRef, T &, std::string &error)`,
+/// `static std::string str(const T &)` and `static constexpr const char
+/// *valueName` (the enums above share one specialization, the QuantSpec and
+/// the recipe's rotation choice have their own).
+template <typename T> struct OptionText;
+
+template <typename E> struct EnumOptionText {
+  static bool parse(llvm::StringRef text, E &value, std::string &error) {
+    return parseEnum(text, value, error);
+  }
+  static std::string str(E value) { return spell(value); }
+  static constexpr const char *valueName = "value";
+};
+
+/// The llvm::cl parser of every OptionText type: pass options, pipeline
+/// options and tool flags read it the same way; a bad value is an option
+/// error with OptionText's message.
+template <typename T>
+class TextOptionParser : public llvm::cl::basic_parser<T> {
 public:
-  explicit EnumOptionParser(llvm::cl::Option &o)
-      : llvm::cl::basic_parser<E>(o) {}
+  explicit TextOptionParser(llvm::cl::Option &o)
+      : llvm::cl::basic_parser<T>(o) {}
   bool parse(llvm::cl::Option &o, llvm::StringRef argName, llvm::StringRef arg,
-             E &value) {
+             T &value) {
     std::string error;
-    if (!parseEnum(arg, value, error))
+    if (!OptionText<T>::parse(arg, value, error))
       return o.error(error, argName);
     return false;
   }
-  llvm::StringRef getValueName() const override { return "value"; }
-  void printOptionDiff(const llvm::cl::Option &o, E value,
-                       const llvm::cl::OptionValue<E> &, size_t width) const {
-    this->printOptionName(o, width);
-    llvm::outs() << "= " << spell(value) << "\n";
+  llvm::StringRef getValueName() const override {
+    return OptionText<T>::valueName;
   }
-  static void print(llvm::raw_ostream &os, E value) { os << spell(value); }
+  void printOptionDiff(const llvm::cl::Option &o, const T &value,
+                       const llvm::cl::OptionValue<T> &, size_t width) const {
+    this->printOptionName(o, width);
+    llvm::outs() << "= " << OptionText<T>::str(value) << "\n";
+  }
+  static void print(llvm::raw_ostream &os, const T &value) {
+    os << OptionText<T>::str(value);
+  }
 };
 
 } // namespace sq
 
-#define SQ_ENUM_OPTION_PARSER(E)                                               \
+/// Makes T an llvm::cl option type read through sq::OptionText<T>.
+#define SQ_TEXT_OPTION_PARSER(T)                                               \
   namespace llvm::cl {                                                         \
-  template <> class parser<E> : public sq::EnumOptionParser<E> {               \
+  template <> class parser<T> : public sq::TextOptionParser<T> {               \
   public:                                                                      \
-    using sq::EnumOptionParser<E>::EnumOptionParser;                           \
+    using sq::TextOptionParser<T>::TextOptionParser;                           \
   };                                                                           \
   }
+#define SQ_ENUM_OPTION_PARSER(E)                                               \
+  template <> struct sq::OptionText<E> : sq::EnumOptionText<E> {};             \
+  SQ_TEXT_OPTION_PARSER(E)
 SQ_ENUM_OPTION_PARSER(sq::RotationMode)
 SQ_ENUM_OPTION_PARSER(sq::RotationInit)
 SQ_ENUM_OPTION_PARSER(sq::R3Mode)

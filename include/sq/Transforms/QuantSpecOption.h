@@ -13,6 +13,7 @@
 #ifndef SQ_TRANSFORMS_QUANTSPECOPTION_H
 #define SQ_TRANSFORMS_QUANTSPECOPTION_H
 
+#include "sq/Transforms/PassOptionTypes.h"
 #include "sq/Transforms/QuantSpec.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -32,20 +33,13 @@ inline llvm::raw_ostream &operator<<(llvm::raw_ostream &os,
 }
 } // namespace sq
 
-namespace llvm {
-namespace cl {
-template <> class parser<sq::QuantSpec> : public basic_parser<sq::QuantSpec> {
-public:
-  explicit parser(Option &o) : basic_parser(o) {}
-  /// Parses `arg` (quotes around it are dropped); errors through `o`.
-  bool parse(Option &o, StringRef argName, StringRef arg, sq::QuantSpec &val);
-  StringRef getValueName() const override { return "spec"; }
-  void printOptionDiff(const Option &o, const sq::QuantSpec &v,
-                       const OptionValue<sq::QuantSpec> &, size_t width) const;
-  static void print(raw_ostream &os, const sq::QuantSpec &v) { os << v; }
-  void anchor() override;
+template <> struct sq::OptionText<sq::QuantSpec> {
+  static bool parse(llvm::StringRef text, QuantSpec &spec, std::string &error) {
+    return readQuantSpecArgument(text, spec, error);
+  }
+  static std::string str(const QuantSpec &spec) { return spec.str(); }
+  static constexpr const char *valueName = "spec";
 };
-} // namespace cl
-} // namespace llvm
+SQ_TEXT_OPTION_PARSER(sq::QuantSpec)
 
 #endif // SQ_TRANSFORMS_QUANTSPECOPTION_H

@@ -107,12 +107,14 @@ def _compile_library():
     return _compiler
 
 
-def compile(model, output, quantize="w4a4kv4", rotate="learned", seed=0,
+def compile(model, output, quantize=None, rotate=None, seed=0,
             calib_data=None, tokenizer=None, calib_steps=0, emit="so"):
     """Compiles `model` (model.onnx, .mlir or .mlirbc) to `output` as
     sq-compile does (sq::compileModel): quantize is the --quantize spec or
-    "none", rotate one of learned, hadamard, random, file:PATH, none; emit
-    one of so, obj, llvm, mlir, sq. Raises sq.Error with the compiler's
+    "none" (default w4a4kv4), rotate one of learned (the default), hadamard,
+    random, file:PATH, none; emit one of so, obj, llvm, mlir, sq. As with
+    sq-compile, giving quantize or rotate for an already quantized input
+    prints a note that they are ignored. Raises sq.Error with the compiler's
     one-line message."""
     lib = _compile_library()
 

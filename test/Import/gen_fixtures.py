@@ -40,6 +40,7 @@ Broken fixtures: see BROKEN below.
 
 import math
 import os
+import random
 import shutil
 import sys
 
@@ -447,6 +448,15 @@ def main():
             t.raw_data = bf.tobytes()
     onnx.save_model(m, j("bf16-opset17.onnx"))
 
+    # Nodes in a shuffled order (a valid graph: ONNX Runtime sorts it, and so
+    # does the importer).
+    m = onnx.load(j("gqa-opset17.onnx"))
+    nodes = list(m.graph.node)
+    random.Random(0).shuffle(nodes)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save_model(m, j("unsorted-opset17.onnx"))
+
     genai_model(j("genai-gqa-fp16.onnx"), "gqa")
     genai_model(j("genai-mha-rotary.onnx"), "mha")
     genai_model(j("onnx23-attention.onnx"), "onnx23")
@@ -501,12 +511,11 @@ def main():
         t.data_type = onnx.TensorProto.COMPLEX64
 
     def cyclic(m):
+        # Softmax reads the output of the node that reads the Softmax.
         nodes = list(m.graph.node)
-        # Swap a consumer before its producer: the graph is no longer ordered.
         i = next(k for k, n in enumerate(nodes) if n.op_type == "Softmax")
-        nodes[i - 1], nodes[i] = nodes[i], nodes[i - 1]
-        del m.graph.node[:]
-        m.graph.node.extend(nodes)
+        pv = next(n for n in nodes if nodes[i].output[0] in n.input)
+        nodes[i].input[0] = pv.output[0]
 
     def negative_dim(m):
         t = next(t for t in m.graph.initializer if len(t.dims) == 2)

@@ -139,6 +139,12 @@ std::unique_ptr<OnnxModel> OnnxModel::load(llvm::StringRef path,
     error = path.str() + ": not an ONNX model with a graph (no nodes found)";
     return nullptr;
   }
+  std::string what;
+  if (!sortGraphNodes(*model->model.mutable_graph(), model->nodeFileIndex,
+                      what)) {
+    error = path.str() + ": " + what;
+    return nullptr;
+  }
   return model;
 }
 

@@ -49,6 +49,13 @@ struct TensorBytes {
   }
 };
 
+/// Reorders the nodes of `graph` so that each follows the producers of its
+/// inputs, keeping the file's order where it is already right; `fileIndex`
+/// gets each node's position in the file. False with `error` naming a node on
+/// a cycle (GraphOrder.cpp).
+bool sortGraphNodes(onnx::GraphProto &graph, std::vector<size_t> &fileIndex,
+                    std::string &error);
+
 class OnnxModel {
 public:
   /// Parses the file. On failure returns null and sets `error`.
@@ -57,6 +64,11 @@ public:
 
   const onnx::ModelProto &proto() const { return model; }
   const onnx::GraphProto &graph() const { return model.graph(); }
+  /// The position in the file of the node at `index` of graph(), whose
+  /// nodes are in dependency order (GraphOrder.cpp).
+  size_t fileIndex(size_t index) const {
+    return index < nodeFileIndex.size() ? nodeFileIndex[index] : index;
+  }
   llvm::StringRef path() const { return filePath; }
 
   /// Reads the bytes of a tensor (inline, typed fields or external data).
@@ -70,6 +82,7 @@ private:
                    std::string &error);
 
   onnx::ModelProto model;
+  std::vector<size_t> nodeFileIndex;
   std::string filePath, directory;
   std::unique_ptr<llvm::MemoryBuffer> fileBuffer;
   llvm::StringMap<std::shared_ptr<llvm::MemoryBuffer>> externalFiles;

@@ -129,8 +129,7 @@ bool Raiser::resolveInputs(const onnx::NodeProto &node,
     }
     return fail("input '" + name +
                 "' is not produced by an earlier node, an initializer or a "
-                "graph input (the graph is not topologically sorted, or has "
-                "a cycle)");
+                "graph input");
   }
   return true;
 }
@@ -444,7 +443,7 @@ bool Raiser::run(std::string &error) {
     std::vector<AValRef> outs;
     if (!evalNode(node, outs)) {
       error = "node '" + node.name() + "' (" + node.op_type() + ", #" +
-              std::to_string(index) + "): " + err;
+              std::to_string(model.fileIndex(index)) + "): " + err;
       return false;
     }
     for (int i = 0; i < node.output_size(); ++i)

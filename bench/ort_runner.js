@@ -1,8 +1,10 @@
 // Runs an ONNX model with onnxruntime (npm onnxruntime-node) for
 // bench/vs_onnxruntime.sh: the numeric cross-check and the speed baseline.
 //
-//   node bench/ort_runner.js compare MODEL TOKENS.bin SEQLEN SQ_LOGITS.bin
-//       logits of the first SEQLEN tokens vs SQ's (--logits-out); prints JSON
+//   node bench/ort_runner.js compare MODEL TOKENS.bin SEQLEN SQ_LOGITS.bin [PREFILL]
+//       logits of the first SEQLEN tokens vs SQ's (--logits-out); prints JSON.
+//       With PREFILL (a model with a KV cache): the first PREFILL tokens in
+//       one run, then one token a run, feeding the present caches back
 //   node bench/ort_runner.js bench MODEL PROMPT_LEN DECODE REPEATS
 //       prefill PROMPT_LEN seeded tokens, then DECODE single-token steps
 //       with the model's own KV cache when it has one; prints JSON
@@ -66,11 +68,30 @@ async function main() {
   const [mode, model, ...rest] = process.argv.slice(2);
   const session = await ort.InferenceSession.create(model, {intraOpNumThreads: Number(process.env.ORT_NUM_THREADS || 0)});
   if (mode === 'compare') {
-    const [tokensFile, seqlen, sqFile] = rest;
+    const [tokensFile, seqlen, sqFile, prefillArg] = rest;
     const raw = fs.readFileSync(tokensFile);
     const ids = Array.from({length: Number(seqlen)}, (_, i) => raw.readInt32LE(4 * i));
-    const out = await session.run(feeds(session, ids, 0, null));
-    const ref = toFloat32(out[session.outputNames[0]]);
+    let ref;
+    const prefill = Number(prefillArg || 0);
+    if (prefill > 0) {
+      if (!session.inputNames.some((n) => n.startsWith('past')))
+        throw new Error('PREFILL needs a model with past_key_values inputs');
+      const parts = [];
+      let past = null;
+      for (let done = 0; done < ids.length;) {
+        const n = done === 0 ? prefill : 1;
+        const out = await session.run(feeds(session, ids.slice(done, done + n), done, past));
+        parts.push(toFloat32(out[session.outputNames[0]]));
+        past = nextPast(session, out);
+        done += n;
+      }
+      ref = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) { ref.set(p, at); at += p.length; }
+    } else {
+      const out = await session.run(feeds(session, ids, 0, null));
+      ref = toFloat32(out[session.outputNames[0]]);
+    }
     const b = fs.readFileSync(sqFile);
     const sq = Float32Array.from({length: b.length / 4}, (_, i) => b.readFloatLE(4 * i));
     if (sq.length !== ref.length) throw new Error(`sizes differ: sq ${sq.length}, ort ${ref.length}`);

@@ -69,6 +69,10 @@ bool evaluatePerplexity(ModelBackend &model, ArrayRef<int64_t> ids,
   int64_t step = options.stride ? options.stride : seqlen;
   if (step <= 0 || step > seqlen)
     return failWith(error, "--stride must be in [1, seqlen]");
+  if (options.prefill < 0 || options.prefill >= seqlen)
+    if (options.prefill != 0)
+      return failWith(error, "--prefill must be in [1, seqlen - 1] (got " +
+                                 Twine(options.prefill) + ")");
   if (static_cast<int64_t>(ids.size()) < seqlen)
     return failWith(error, source + " has " + Twine(ids.size()) +
                                " tokens, fewer than one window of --seqlen " +
@@ -92,8 +96,27 @@ bool evaluatePerplexity(ModelBackend &model, ArrayRef<int64_t> ids,
       tokens.insert(tokens.end(), begin, begin + seqlen);
     }
     model.reset();
-    if (!model.forward(tokens, nb, seqlen, logits, error))
+    if (options.prefill > 0 && options.prefill < seqlen) {
+      // The prompt, then one token at a time through the cache.
+      logits.assign(nb * seqlen * vocab, 0.0f);
+      std::vector<float> part;
+      for (int64_t done = 0; done < seqlen;) {
+        int64_t n = done == 0 ? options.prefill : 1;
+        std::vector<int64_t> chunk;
+        for (int64_t b = 0; b < nb; ++b)
+          chunk.insert(chunk.end(), tokens.begin() + b * seqlen + done,
+                       tokens.begin() + b * seqlen + done + n);
+        if (!model.forward(chunk, nb, n, part, error))
+          return false;
+        for (int64_t b = 0; b < nb; ++b)
+          std::copy(part.begin() + b * n * vocab,
+                    part.begin() + (b + 1) * n * vocab,
+                    logits.begin() + (b * seqlen + done) * vocab);
+        done += n;
+      }
+    } else if (!model.forward(tokens, nb, seqlen, logits, error)) {
       return false;
+    }
     if (w0 == 0 && options.firstWindowLogits &&
         !options.firstWindowLogits(
             ArrayRef<float>(logits).take_front(seqlen * vocab), error))

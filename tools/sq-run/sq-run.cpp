@@ -86,6 +86,13 @@ static cl::opt<std::string> logitsOut(
              "window to FILE (float32, [seqlen, vocab]), e.g. to compare "
              "with another runtime"),
     cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<int64_t> prefill(
+    "prefill",
+    cl::desc("With --ppl/--tokens: run each window's first N tokens at once, "
+             "then the others one at a time through the KV cache, as "
+             "generation does (checks the cached path; the logits match a "
+             "single forward up to rounding)"),
+    cl::value_desc("N"), cl::init(0), cl::cat(category));
 static cl::opt<bool>
     bench("bench",
           cl::desc("Measure speed: prefill --prompt-len seeded random "
@@ -130,6 +137,7 @@ static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
   options.maxWindows = maxWindows;
   options.batch = batchSize;
   options.context = context;
+  options.prefill = prefill;
   options.progress = sys::Process::StandardErrIsDisplayed();
   if (!logitsOut.empty())
     options.firstWindowLogits = [](ArrayRef<float> logits, std::string &error) {

@@ -40,6 +40,10 @@ struct PerplexityOptions {
   int64_t batch = 1;      ///< windows per forward
   int64_t context = 0;    ///< the model's context; 0: from the model
   bool progress = false;  ///< a one-line progress bar on stderr
+  /// When in [1, seqlen): each window's first `prefill` tokens go through
+  /// the model at once, then the others one at a time through its KV cache,
+  /// as in generation (to check the cached path); 0: one forward a window.
+  int64_t prefill = 0;
   /// When set, called with the logits of the first window ([seqlen,
   /// vocab]); returning false (with `error`) stops the evaluation.
   std::function<bool(llvm::ArrayRef<float> logits, std::string &error)>

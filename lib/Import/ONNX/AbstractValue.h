@@ -76,6 +76,13 @@ struct AVal {
       0; // PairPart/PairMul: 0 real, 1 imaginary; PairRot: 0 r*c-i*s, 1 r*s+i*c
   bool unsq = false; // PairRot: unsqueezed for the stack
   CTensor c2;        // PairRot/PairRope: the second table
+  /// Concrete: non-empty when the value could not be computed at the probe
+  /// sizes ("node 'X' (Expand, #45): shapes do not broadcast"). A builder's
+  /// attention mask may only be valid for the shapes its runtime feeds
+  /// (prefill without a cache, or one token at a time); the attention that
+  /// reads it re-evaluates it at those shapes (Raiser::probeValue). Any
+  /// other use reports this error.
+  std::string invalid;
 
   static AValRef make(Kind kind) {
     auto a = std::make_shared<AVal>();

@@ -11,6 +11,11 @@
 
 #include "Raiser.h"
 
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+
 #include <cmath>
 
 using namespace mlir;
@@ -90,6 +95,100 @@ bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
   return true;
 }
 
+namespace {
+
+/// True when `mask` broadcasts onto scores [..., seq, past + seq] as 0 where
+/// a query may see a key (causal) and a large negative value elsewhere.
+bool isCausalBias(const CTensor &mask, int64_t seq, int64_t past,
+                  std::string &why) {
+  int64_t cols = past + seq;
+  int64_t r = mask.rank();
+  if (r < 2 || (mask.shape[r - 2] != seq && mask.shape[r - 2] != 1) ||
+      (mask.shape[r - 1] != cols && mask.shape[r - 1] != 1)) {
+    why =
+        "has shape [" +
+        llvm::join(llvm::map_range(mask.shape,
+                                   [](int64_t d) { return std::to_string(d); }),
+                   ", ") +
+        "], not [..., " + std::to_string(seq) + ", " + std::to_string(cols) +
+        "]";
+    return false;
+  }
+  int64_t rows = mask.shape[r - 2], width = mask.shape[r - 1];
+  int64_t plane = rows * width;
+  for (int64_t p = 0; p < mask.numel() / plane; ++p)
+    for (int64_t i = 0; i < seq; ++i)
+      for (int64_t j = 0; j < cols; ++j) {
+        double m = mask.data[p * plane + (rows == 1 ? 0 : i) * width +
+                             (width == 1 ? 0 : j)];
+        bool visible = j <= i + past;
+        if (visible ? m != 0.0 : m > -1e4) {
+          why = "is not causal: query " + std::to_string(i) + " and key " +
+                std::to_string(j) + " (after " + std::to_string(past) +
+                " cached tokens) get " + std::to_string(m);
+          return false;
+        }
+      }
+  return true;
+}
+
+} // namespace
+
+bool verifyCausalBias(Raiser &raiser, OpCall &call, size_t index) {
+  AValRef mask = call.input(index);
+  const std::string &name = call.node.input(index);
+  if (mask->kind != AVal::Concrete)
+    return raiser.fail("attention mask '" + name + "' is " +
+                       kindName(mask->kind) +
+                       ": expected one computed from attention_mask and the "
+                       "shapes");
+  // The shapes a runtime feeds: the probe, and with a cache a prompt without
+  // one and a single token after the cached ones. A builder's mask may be
+  // computable only for the last two (GenAI: no chunked prefill); the probe
+  // must then fail and both others hold.
+  struct Probe {
+    int64_t seq, past;
+  };
+  int64_t seq = raiser.options.probeSeq, past = raiser.positionStart;
+  std::vector<Probe> probes;
+  if (mask->invalid.empty())
+    probes.push_back({seq, past});
+  if (raiser.cached())
+    for (Probe p : {Probe{seq, 0}, Probe{1, raiser.options.probePast}})
+      probes.push_back(p);
+  if (probes.empty()) {
+    raiser.errNamesNode = true;
+    return raiser.fail(mask->invalid);
+  }
+  for (size_t i = 0; i < probes.size(); ++i) {
+    const Probe &p = probes[i];
+    CTensor value;
+    std::string why;
+    if (i == 0 && mask->invalid.empty())
+      value = mask->c;
+    else if (!raiser.probeValue(name, p.seq, p.past, value, why)) {
+      if (!mask->invalid.empty()) {
+        raiser.errNamesNode = true;
+        return raiser.fail(mask->invalid + " (and for " +
+                           std::to_string(p.seq) + " new tokens after " +
+                           std::to_string(p.past) + " cached ones: " + why +
+                           ")");
+      }
+      return raiser.fail("attention mask '" + name +
+                         "' cannot be computed for " + std::to_string(p.seq) +
+                         " new tokens after " + std::to_string(p.past) +
+                         " cached ones: " + why);
+    }
+    if (!isCausalBias(value, p.seq, p.past, why))
+      return raiser.fail("attention mask '" + name + "' for " +
+                         std::to_string(p.seq) + " new tokens after " +
+                         std::to_string(p.past) + " cached ones " + why +
+                         "; expected a causal mask (attention_mask assumed "
+                         "all ones)");
+  }
+  return true;
+}
+
 bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder) {
   std::vector<AValRef> &outs = call.outs;
   AValRef x;
@@ -161,36 +260,113 @@ bool microsoftRotaryEmbedding(Raiser &raiser, OpCall &call) {
   return rotaryEmbedding(raiser, call, /*onnxOrder=*/false);
 }
 
+/// A packed QKV projection (GroupQueryAttention with empty key and value
+/// inputs: the GenAI builder's fp32/int4 form) split into the q, k and v
+/// linears a LLaMA has: rows [0, q), [q, q + kv) and [q + kv, q + 2 kv) of
+/// the fused [out, in] weight.
+bool splitPackedQKV(Raiser &raiser, const AValRef &qkv, int64_t heads,
+                    int64_t kvHeads, AValRef &q, AValRef &k, AValRef &v) {
+  auto linear = qkv->v ? qkv->v.getDefiningOp<LinearOp>() : LinearOp();
+  auto weight =
+      linear ? linear.getWeight().getDefiningOp<WeightOp>() : WeightOp();
+  auto resource = weight
+                      ? dyn_cast<DenseResourceElementsAttr>(weight.getValue())
+                      : DenseResourceElementsAttr();
+  AsmResourceBlob *blob =
+      resource ? resource.getRawHandle().getBlob() : nullptr;
+  if (!blob || !linear.getOutput().use_empty())
+    return raiser.fail("packed QKV (empty key/value inputs) must be the "
+                       "output of one linear projection");
+  auto type = cast<RankedTensorType>(weight.getType());
+  int64_t rows = type.getDimSize(0), cols = type.getDimSize(1);
+  if (rows % (heads + 2 * kvHeads) != 0)
+    return raiser.fail("packed QKV of " + std::to_string(rows) +
+                       " features does not split into " +
+                       std::to_string(heads) + " query and 2 x " +
+                       std::to_string(kvHeads) + " key/value heads");
+  int64_t headDim = rows / (heads + 2 * kvHeads);
+  size_t elem = type.getElementTypeBitWidth() / 8;
+  ArrayRef<char> data = blob->getData();
+  std::string base = resource.getRawHandle().getKey().str();
+  int64_t starts[3] = {0, heads * headDim, (heads + kvHeads) * headDim};
+  int64_t sizes[3] = {heads * headDim, kvHeads * headDim, kvHeads * headDim};
+  const char *suffix[3] = {".q", ".k", ".v"};
+  AValRef *outs[3] = {&q, &k, &v};
+  raiser.builder.setInsertionPoint(linear);
+  for (int i = 0; i < 3; ++i) {
+    ArrayRef<char> part =
+        data.slice(starts[i] * cols * elem, sizes[i] * cols * elem);
+    auto partType =
+        RankedTensorType::get({sizes[i], cols}, type.getElementType());
+    auto attr = DenseResourceElementsAttr::get(
+        partType, base + suffix[i],
+        HeapAsmResourceBlob::allocateAndCopyWithAlign(part, elem));
+    Value w =
+        WeightOp::create(raiser.builder, raiser.loc, cast<ElementsAttr>(attr));
+    auto op =
+        LinearOp::create(raiser.builder, raiser.loc, linear.getInput(), w);
+    *outs[i] = raiser.act(op, raiser.flatView(sizes[i]));
+  }
+  raiser.builder.setInsertionPointToEnd(linear->getBlock());
+  return true;
+}
+
 /// GroupQueryAttention and MultiHeadAttention with separate q, k, v; caches
 /// are graph inputs.
 bool fusedAttention(Raiser &raiser, OpCall &call) {
   std::vector<AValRef> &outs = call.outs;
   bool gqa = call.op == "GroupQueryAttention";
   AValRef q, k, v;
-  if (!call.input(1) || !call.input(2))
-    return raiser.fail(call.op +
-                       " with packed QKV (empty key/value inputs) is not "
-                       "supported; export q, k and v separately");
-  if (!raiser.canonicalAct(call.input(0), q, "the query of attention") ||
-      !raiser.canonicalAct(call.input(1), k, "the key of attention") ||
-      !raiser.canonicalAct(call.input(2), v, "the value of attention"))
-    return false;
   int64_t heads = raiser.attrIntOr(call.node, "num_heads", 0);
   int64_t kvHeads =
       gqa ? raiser.attrIntOr(call.node, "kv_num_heads", 0) : heads;
   if (heads <= 0 || kvHeads <= 0)
     return raiser.fail(call.op + " needs num_heads" +
                        (gqa ? std::string(" and kv_num_heads") : ""));
+  if (!call.input(1) || !call.input(2)) {
+    AValRef qkv;
+    if (!gqa || call.input(1) || call.input(2))
+      return raiser.fail(call.op +
+                         " with packed QKV (empty key/value inputs) is not "
+                         "supported; export q, k and v separately");
+    if (!raiser.canonicalAct(call.input(0), qkv, "the packed QKV of attention"))
+      return false;
+    // With do_rotary the cos/sin caches give head_dim; the split must agree.
+    int64_t width = raiser.featureSize(qkv->view);
+    CTensor cosCache;
+    if (raiser.attrIntOr(call.node, "do_rotary", 0) && call.input(7) &&
+        raiser.concreteOf(call.input(7), cosCache) && cosCache.rank() == 2 &&
+        width != (heads + 2 * kvHeads) * 2 * cosCache.shape[1])
+      return raiser.fail("packed QKV of " + std::to_string(width) +
+                         " features is not " + std::to_string(heads) +
+                         " query and 2 x " + std::to_string(kvHeads) +
+                         " key/value heads of head_dim " +
+                         std::to_string(2 * cosCache.shape[1]) +
+                         " (the size of the cos/sin caches)");
+    if (!splitPackedQKV(raiser, qkv, heads, kvHeads, q, k, v))
+      return false;
+  } else if (!raiser.canonicalAct(call.input(0), q, "the query of attention") ||
+             !raiser.canonicalAct(call.input(1), k, "the key of attention") ||
+             !raiser.canonicalAct(call.input(2), v, "the value of attention")) {
+    return false;
+  }
   int64_t headDim = raiser.featureSize(q->view) / heads;
   size_t pastIdx = gqa ? 3 : 6;
   if (!gqa) {
-    if (raiser.attrIntOr(call.node, "unidirectional", 0) != 1)
-      return raiser.fail("MultiHeadAttention without unidirectional=1 is not "
-                         "causal: expected a decoder's causal self-attention");
-    for (size_t i = 3; i < 6; ++i)
+    for (size_t i = 3; i < 5; ++i)
       if (call.input(i))
-        return raiser.fail("MultiHeadAttention with bias or masks is not "
-                           "supported");
+        return raiser.fail("MultiHeadAttention with a bias or a key padding "
+                           "mask is not supported");
+    // Causal by the attribute, or by an additive attention_bias (the GenAI
+    // builder's), whose values are checked.
+    if (call.input(5)) {
+      if (!verifyCausalBias(raiser, call, 5))
+        return false;
+    } else if (raiser.attrIntOr(call.node, "unidirectional", 0) != 1) {
+      return raiser.fail("MultiHeadAttention without unidirectional=1 or an "
+                         "attention_bias is not causal: expected a decoder's "
+                         "causal self-attention");
+    }
   }
   if (gqa && raiser.attrIntOr(call.node, "do_rotary", 0)) {
     AValRef qr, kr;
@@ -217,6 +393,7 @@ void registerComMicrosoftOps(OpTable &t) {
   t.add(ms, "RotaryEmbedding", microsoftRotaryEmbedding, OpTable::Fallback);
   for (const char *op : {"GroupQueryAttention", "MultiHeadAttention"})
     t.add(ms, op, fusedAttention, OpTable::Fallback);
+  t.acceptInvalidOperands("MultiHeadAttention");
 }
 
 } // namespace onnx_import

@@ -225,9 +225,45 @@ bool evalExpand(const std::string &op, const std::vector<CTensor> &in,
       in[0], ones, r, [](double a, double) { return a; }, in[0].kind, error);
 }
 
+/// Tile: axis k repeated repeats[k] times.
+bool evalTile(const std::string &op, const std::vector<CTensor> &in,
+              const ConcreteAttrs &, CTensor &r, std::string &error) {
+  std::vector<int64_t> reps = in[1].asInts();
+  const CTensor &x = in[0];
+  if (static_cast<int64_t>(reps.size()) != x.rank()) {
+    error = "Tile repeats have " + std::to_string(reps.size()) +
+            " entries for a rank-" + std::to_string(x.rank()) + " input";
+    return false;
+  }
+  r.kind = x.kind;
+  r.shape = x.shape;
+  for (size_t k = 0; k < reps.size(); ++k) {
+    if (reps[k] < 0 ||
+        __builtin_mul_overflow(r.shape[k], reps[k], &r.shape[k])) {
+      error = "Tile repeats must be non-negative";
+      return false;
+    }
+  }
+  if (!checkSize(r.shape, error))
+    return false;
+  r.data.resize(r.numel());
+  if (r.data.empty())
+    return true;
+  std::vector<int64_t> idx(r.rank(), 0), xs = strides(x.shape);
+  for (double &v : r.data) {
+    int64_t src = 0;
+    for (int64_t k = 0; k < r.rank(); ++k)
+      src += (idx[k] % x.shape[k]) * xs[k];
+    v = x.data[src];
+    advanceIndex(idx, r.shape);
+  }
+  return true;
+}
+
 } // namespace
 
 void registerConcreteShapeOps(ConcreteTable &t) {
+  t["Tile"] = {2, evalTile};
   t["Shape"] = {1, evalShape};
   for (const char *op : {"Unsqueeze", "Squeeze"})
     t[op] = {1, evalUnsqueezeSqueeze};

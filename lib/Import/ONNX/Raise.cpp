@@ -185,10 +185,25 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
   const OpTable &table = opTable();
   auto handlers = table.lookup(node.domain(), op);
 
+  // An operand that could not be computed at the probe sizes: what is
+  // computed from it cannot be either (the error travels with it), and only
+  // ops that re-evaluate such operands may consume it.
+  AValRef invalid;
+  for (const AValRef &a : in)
+    if (a && a->kind == AVal::Concrete && !a->invalid.empty()) {
+      invalid = a;
+      break;
+    }
+  auto propagate = [&]() {
+    outs[0] = AVal::make(AVal::Concrete);
+    outs[0]->invalid = invalid->invalid;
+    return true;
+  };
+
   // Constant and Shape take any operands.
   for (const auto &[stage, handler] : handlers)
     if (stage == OpTable::PreFold)
-      return handler(*this, call);
+      return invalid ? propagate() : handler(*this, call);
 
   // Fully concrete operands: evaluate. Small weights count as constants
   // when they meet a constant (an index, a cos cache gathered at positions);
@@ -213,8 +228,21 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
   }
   if (!anyConcrete)
     allConcrete = false;
-  if (allConcrete)
-    return foldConcrete(node, in, outs[0]);
+  if (allConcrete) {
+    if (invalid)
+      return propagate();
+    if (foldConcrete(node, in, outs[0]))
+      return true;
+    // Deferred: the value may be read only where it is valid.
+    outs[0] = AVal::make(AVal::Concrete);
+    outs[0]->invalid = nodeLabel + ": " + err;
+    err.clear();
+    return true;
+  }
+  if (invalid && !table.acceptsInvalidOperands(op)) {
+    errNamesNode = true;
+    return fail(invalid->invalid);
+  }
 
   // Ops on activations and patterns.
   AValRef a = call.input(0);
@@ -235,6 +263,110 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
   return fail("unsupported op '" + op + "' on " + kindName(a->kind) +
               ": expected part of a LLaMA layer (RMSNorm, RoPE, "
               "attention, SwiGLU MLP) or a shape computation");
+}
+
+bool Raiser::probeValue(const std::string &name, int64_t seq, int64_t past,
+                        CTensor &out, std::string &why) {
+  // The main walk's state, restored on every path.
+  std::map<std::string, AValRef> saved;
+  saved.swap(values);
+  OnnxImportOptions savedOptions = options;
+  int64_t savedStart = positionStart;
+  std::string savedErr = err;
+  auto restore = [&](bool ok) {
+    values.swap(saved);
+    options = savedOptions;
+    positionStart = savedStart;
+    err = savedErr;
+    return ok;
+  };
+  options.probeSeq = seq;
+  options.probePast = past;
+  positionStart = hasCache ? past : 0;
+  if (!bindInputs(pendingInputs, forwardBody, why))
+    return restore(false);
+
+  // Depth-first over the producers, without recursion (graphs can be long
+  // chains); the graph is sorted and acyclic (GraphOrder.cpp).
+  const OpTable &table = opTable();
+  std::vector<const onnx::NodeProto *> stack;
+  auto resolved = [&](const std::string &v) {
+    return v.empty() || values.count(v) || initializers.count(v);
+  };
+  auto pushProducer = [&](const std::string &v) {
+    auto it = producers.find(v);
+    if (it == producers.end()) {
+      why = "'" + v + "' is not computed by the graph";
+      return false;
+    }
+    stack.push_back(it->second);
+    return true;
+  };
+  if (!resolved(name) && !pushProducer(name))
+    return restore(false);
+  size_t steps = 0;
+  while (!stack.empty()) {
+    if (++steps > 4 * producers.size() + 16) {
+      why = "the computation does not terminate";
+      return restore(false);
+    }
+    const onnx::NodeProto &node = *stack.back();
+    bool ready = true;
+    for (const std::string &v : node.input())
+      if (!resolved(v)) {
+        if (!pushProducer(v))
+          return restore(false);
+        ready = false;
+      }
+    if (!ready)
+      continue;
+    stack.pop_back();
+    if (node.output_size() == 0 || values.count(node.output(0)))
+      continue;
+    std::vector<AValRef> in;
+    if (!resolveInputs(node, in)) {
+      why = err;
+      return restore(false);
+    }
+    std::vector<AValRef> outs(std::max(1, node.output_size()), nullptr);
+    OpCall call{node, node.op_type(), in, outs};
+    bool preFold = false, ok = true;
+    for (const auto &[stage, handler] :
+         table.lookup(node.domain(), node.op_type()))
+      if (stage == OpTable::PreFold) {
+        preFold = true;
+        ok = handler(*this, call);
+        break;
+      }
+    if (!preFold) {
+      for (const AValRef &a : in)
+        if (a && a->kind != AVal::Concrete && a->kind != AVal::Weight) {
+          why = "it depends on " + std::string(kindName(a->kind)) + " (node '" +
+                node.name() + "')";
+          return restore(false);
+        }
+      ok = foldConcrete(node, in, outs[0]);
+    }
+    if (!ok) {
+      why = "node '" + node.name() + "' (" + node.op_type() + "): " + err;
+      return restore(false);
+    }
+    for (int i = 0; i < node.output_size(); ++i)
+      if (!node.output(i).empty())
+        values[node.output(i)] =
+            i < static_cast<int>(outs.size()) ? outs[i] : nullptr;
+  }
+  AValRef v;
+  auto it = values.find(name);
+  if (it != values.end())
+    v = it->second;
+  CTensor c;
+  if (!v || !concreteOf(v, c)) {
+    why = "'" + name + "' is not a constant there";
+    return restore(false);
+  }
+  out = std::move(c);
+  return restore(true);
 }
 
 //===----------------------------------------------------------------------===//
@@ -389,6 +521,10 @@ bool Raiser::returnResults(func::FuncOp func, ArrayRef<Type> argTypes,
       return false;
     }
     AValRef a = it->second;
+    if (a->kind == AVal::Concrete && !a->invalid.empty()) {
+      error = a->invalid;
+      return false;
+    }
     if (a->kind == AVal::Act && a->kv) {
       if (!a->kv->presentOut) {
         error = "graph output '" + output.name() +
@@ -436,14 +572,22 @@ bool Raiser::run(std::string &error) {
   Block *body = &func.getBody().front();
   if (!bindInputs(pending, body, error))
     return false;
+  pendingInputs = pending;
+  forwardBody = body;
+  for (const auto &node : graph.node())
+    for (const std::string &out : node.output())
+      if (!out.empty())
+        producers.try_emplace(out, &node);
 
   // Nodes in order.
   int index = 0;
   for (const auto &node : graph.node()) {
     std::vector<AValRef> outs;
+    nodeLabel = "node '" + node.name() + "' (" + node.op_type() + ", #" +
+                std::to_string(model.fileIndex(index)) + ")";
+    errNamesNode = false;
     if (!evalNode(node, outs)) {
-      error = "node '" + node.name() + "' (" + node.op_type() + ", #" +
-              std::to_string(model.fileIndex(index)) + "): " + err;
+      error = errNamesNode ? err : nodeLabel + ": " + err;
       return false;
     }
     for (int i = 0; i < node.output_size(); ++i)

@@ -22,6 +22,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 
 #include <map>
 
@@ -114,6 +115,15 @@ public:
   /// A node of `opType` needs operand `n - 1`; without it the error is
   /// "OP needs two inputs" (n = 2) before any Pattern or Fallback runs.
   void requireInputs(llvm::StringRef opType, unsigned n);
+  /// Nodes of `opType` see operands that could not be computed at the
+  /// probe sizes (AVal::invalid) instead of failing with their error: an
+  /// attention re-evaluates its mask at the shapes its runtime feeds.
+  void acceptInvalidOperands(llvm::StringRef opType) {
+    invalidOk.insert(opType);
+  }
+  bool acceptsInvalidOperands(llvm::StringRef opType) const {
+    return invalidOk.contains(opType);
+  }
 
   /// The handlers to try for a node, in order.
   std::vector<std::pair<Stage, OpHandler>> lookup(llvm::StringRef domain,
@@ -128,6 +138,7 @@ private:
   };
   llvm::StringMap<std::vector<Entry>> entries;
   llvm::StringMap<unsigned> arity;
+  llvm::StringSet<> invalidOk;
 };
 
 /// The table of all handlers, built once.
@@ -203,6 +214,16 @@ public:
   bool weightValue(const onnx::TensorProto *tensor, bool transpose,
                    mlir::Value &out);
 
+  /// True when the graph has KV-cache inputs.
+  bool cached() const { return hasCache; }
+  /// Evaluates the concrete value `name` (a mask, a shape) again as if the
+  /// graph ran `seq` new tokens after `past` cached ones; the values of
+  /// the main walk are left alone. False with `why` when the value cannot
+  /// be computed there (it depends on activations, or the graph's own
+  /// computation fails at those shapes).
+  bool probeValue(const std::string &name, int64_t seq, int64_t past,
+                  CTensor &out, std::string &why);
+
   OnnxModel &model;
   mlir::ModuleOp module;
   OnnxImportOptions options;
@@ -214,6 +235,10 @@ public:
   mlir::Value positions;
   /// The position of the probe's first token (its past length with a cache).
   int64_t positionStart = 0;
+  /// "node 'X' (Op, #i)" of the node being raised.
+  std::string nodeLabel;
+  /// `err` already names its node (an operand's deferred error).
+  bool errNamesNode = false;
 
 private:
   /// A graph input, before @forward exists.
@@ -239,6 +264,11 @@ private:
   std::map<std::string, AValRef> values;
   llvm::StringMap<const onnx::TensorProto *> initializers;
   bool hasCache = false;
+  /// For probeValue: the graph inputs, @forward's body and each value's
+  /// producer.
+  std::vector<PendingInput> pendingInputs;
+  mlir::Block *forwardBody = nullptr;
+  llvm::StringMap<const onnx::NodeProto *> producers;
 };
 
 //===----------------------------------------------------------------------===//
@@ -281,6 +311,11 @@ bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
 /// sin_cache) or, with `onnxOrder`, of opset 23 (X, cos_cache, sin_cache,
 /// position_ids) (ComMicrosoftOps.cpp).
 bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder);
+
+/// Checks that operand `index` of an attention node, an additive mask, is
+/// causal at the probe and, with a KV cache, for a prompt without cache and
+/// for one token after the cache (ComMicrosoftOps.cpp).
+bool verifyCausalBias(Raiser &raiser, OpCall &call, size_t index);
 
 /// A float attribute, `def` when absent.
 double attrFloat(const onnx::NodeProto &node, const char *name, double def);

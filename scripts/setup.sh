@@ -14,7 +14,13 @@ PACKAGES=(
   libopenblas-dev libsentencepiece-dev
   # unit tests; the Python binding's test (python3-numpy)
   libgtest-dev python3-numpy
+  # node runs onnxruntime (npm onnxruntime-node), the import tests' oracle
+  nodejs
 )
+# npm fetches onnxruntime-node (scripts/test.sh); some node builds bundle it.
+if ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(npm)
+fi
 # SQ_FUZZ=SECONDS scripts/test.sh: libFuzzer's runtime (libclang_rt.fuzzer)
 # and the sanitizer runtimes for clang-22; scripts/test.sh --asan (SQ_ASAN=1):
 # the sanitizer runtimes (only a Recommends of clang-22's packages).

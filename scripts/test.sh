@@ -42,6 +42,14 @@ scripts/setup.sh || { echo "test.sh: setup failed" >&2; exit 1; }
 scripts/build.sh "${BUILD_ARGS[@]}" || { echo "test.sh: build failed" >&2; exit 1; }
 
 BUILD_DIR=${SQ_BUILD_DIR:-build}
+
+# onnxruntime, the oracle of the import tests (lit feature "onnxruntime";
+# bench/ort_runner.js drives it). Without it those tests are skipped.
+if [ ! -d "$BUILD_DIR/ort/node_modules/onnxruntime-node" ] && command -v npm >/dev/null 2>&1; then
+  npm install --prefix "$BUILD_DIR/ort" --ignore-scripts --no-audit --no-fund \
+    onnxruntime-node@1.30.0 >/dev/null 2>&1 ||
+    echo "test.sh: could not install onnxruntime-node; the tests that compare with onnxruntime are skipped" >&2
+fi
 rm -f "$BUILD_DIR/test/lit-results.json" "$BUILD_DIR/ctest-results.xml"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" \
   --output-junit "$PWD/$BUILD_DIR/ctest-results.xml" "$@"

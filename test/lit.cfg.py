@@ -99,3 +99,15 @@ def _cuda_device():
         return False
 if _cuda_device():
     config.available_features.add("cuda-device")
+
+# onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
+# (scripts/test.sh installs it into build/ort when node and npm exist; see
+# bench/ort_runner.js). Tests that compare logits with it declare
+# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js.
+import shutil
+_ort_modules = os.environ.get("SQ_ORT_NODE_MODULES",
+                              os.path.join(config.sq_obj_root, "ort", "node_modules"))
+if shutil.which("node") and os.path.isdir(os.path.join(_ort_modules, "onnxruntime-node")):
+    config.available_features.add("onnxruntime")
+    config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
+        _ort_modules, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))

@@ -33,10 +33,11 @@ addtext() {
   rm -f "$tmp"
 }
 
-# onnx: every fixture, broken ones included (external data: the .onnx only;
+# onnx: every fixture, broken ones included, and the real exports of
+# test/Import/real (external data: the .onnx only;
 # the fuzzer's directory holds the data files of test/Import/Inputs/external*
 # and a weights.bin).
-mapfile -t onnx < <(find test/Import/Inputs -name '*.onnx' | sort)
+mapfile -t onnx < <(find test/Import/Inputs test/Import/real -name '*.onnx' | sort)
 add onnx "${onnx[@]}"
 
 # mlir: every .mlir under test/, split at `// -----` like -split-input-file.

@@ -62,7 +62,8 @@ const char *kindName(AVal::Kind k) {
 }
 
 bool isScalar(const AValRef &a, double &v) {
-  if (a->kind != AVal::Concrete || a->c.numel() != 1)
+  if (!a || a->kind != AVal::Concrete || a->c.numel() != 1 ||
+      a->c.data.size() != 1)
     return false;
   v = a->c.data[0];
   return true;

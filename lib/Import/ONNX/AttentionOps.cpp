@@ -194,8 +194,9 @@ bool maskAdd(Raiser &raiser, OpCall &call) {
 bool maskWhere(Raiser &raiser, OpCall &call) {
   AValRef a = call.input(0), b = call.input(1);
   AValRef &out = call.out();
-  if (!(call.in.size() == 3 && a->kind == AVal::Concrete &&
-        (b->kind == AVal::Scores || call.input(2)->kind == AVal::Scores)))
+  AValRef c = call.input(2);
+  if (!(call.in.size() == 3 && b && c && a->kind == AVal::Concrete &&
+        (b->kind == AVal::Scores || c->kind == AVal::Scores)))
     return call.decline();
   // masked_fill: where(cond, -inf, scores) or where(cond, scores, -inf).
   bool scoresWhenTrue = b->kind == AVal::Scores;

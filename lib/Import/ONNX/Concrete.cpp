@@ -22,6 +22,24 @@ bool needInputs(const std::string &op, const std::vector<CTensor> &in, size_t n,
     error = op + " needs " + std::to_string(n) + " inputs";
     return false;
   }
+  // Required operands must hold one value per element (an empty input name
+  // gives an empty tensor; Shape reads only the shape). Optional ones may be
+  // absent (empty), never inconsistent.
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (op == "Shape" || (i >= n && in[i].data.empty()))
+      continue;
+    int64_t numel = 1;
+    bool overflow = false;
+    for (int64_t d : in[i].shape)
+      overflow |= d < 0 || __builtin_mul_overflow(numel, d, &numel);
+    if (overflow || static_cast<int64_t>(in[i].data.size()) != numel) {
+      error = op + " operand " + std::to_string(i) +
+              (in[i].data.empty() ? " is missing"
+                                  : " has a shape that does not match its "
+                                    "values");
+      return false;
+    }
+  }
   return true;
 }
 

@@ -61,9 +61,13 @@ bool isCanonical(const View &view) {
 }
 
 std::string viewStr(const View &view) {
-  static const char *names[] = {"batch",     "seq",      "past",
-                                "total_seq", "heads",    "repeat",
-                                "head_dim",  "features", "1"};
+  // One name per AK, in its order.
+  static const char *names[] = {"batch", "seq",    "past",     "total_seq",
+                                "heads", "repeat", "head_dim", "features",
+                                "1",     "pairs",  "2"};
+  static_assert(sizeof(names) / sizeof(names[0]) ==
+                    static_cast<size_t>(AK::Two) + 1,
+                "one name per atom kind");
   std::string s = "[";
   for (size_t i = 0; i < view.size(); ++i) {
     if (i)

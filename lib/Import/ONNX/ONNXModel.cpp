@@ -140,7 +140,8 @@ std::unique_ptr<OnnxModel> OnnxModel::load(llvm::StringRef path,
     return nullptr;
   }
   std::string what;
-  if (!sortGraphNodes(*model->model.mutable_graph(), model->nodeFileIndex,
+  if (!inlineLocalFunctions(model->model, what) ||
+      !sortGraphNodes(*model->model.mutable_graph(), model->nodeFileIndex,
                       what)) {
     error = path.str() + ": " + what;
     return nullptr;

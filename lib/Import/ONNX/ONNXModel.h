@@ -56,6 +56,10 @@ struct TensorBytes {
 bool sortGraphNodes(onnx::GraphProto &graph, std::vector<size_t> &fileIndex,
                     std::string &error);
 
+/// Replaces the calls of model-local functions (the dynamo exporter's
+/// onnxscript functions) in the main graph by their bodies (Functions.cpp).
+bool inlineLocalFunctions(onnx::ModelProto &model, std::string &error);
+
 class OnnxModel {
 public:
   /// Parses the file. On failure returns null and sets `error`.

@@ -67,6 +67,28 @@ try:
 except ImportError:
     pass
 
+# onnxruntime as an oracle: node with the npm package onnxruntime-node, found
+# through $NODE_PATH or build/ort/node_modules (where bench/vs_onnxruntime.sh
+# installs it). Tests that run it declare "REQUIRES: onnxruntime" and call
+# node through %ort_env (which sets NODE_PATH).
+def _ort_node_modules():
+    import shutil
+    import subprocess
+    if not shutil.which("node"):
+        return None
+    for d in os.environ.get("NODE_PATH", "").split(os.pathsep) + [
+            os.path.join(config.sq_obj_root, "ort", "node_modules")]:
+        if d and os.path.isdir(os.path.join(d, "onnxruntime-node")):
+            probe = subprocess.run(["node", "-e", "require('onnxruntime-node')"],
+                                   env=dict(os.environ, NODE_PATH=d), capture_output=True)
+            if probe.returncode == 0:
+                return d
+    return None
+_ort = _ort_node_modules()
+if _ort:
+    config.available_features.add("onnxruntime")
+    config.substitutions.append(("%ort_env", "env NODE_PATH=" + _ort))
+
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
 _ptxas = None

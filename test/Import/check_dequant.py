@@ -3,6 +3,7 @@
 dequantizes them.
 
     check_dequant.py MODEL.onnx SQ.mlir WORKDIR
+    check_dequant.py --logits MODEL.onnx TOKENS.bin SEQLEN SQ_LOGITS WORKDIR TOL
 
 For every MatMulNBits and DequantizeLinear node of MODEL, a one-node graph
 is run by onnxruntime (node + onnxruntime-node; NODE_PATH must reach it):
@@ -13,6 +14,13 @@ bit for bit the sq.weight that sq-translate wrote to SQ.mlir (text, with the
 weights). Weights are matched by their Hugging Face names, which SQ gives
 them: layers.N.X_proj in the ONNX names, or lm_head. Prints one line per
 weight; exits 1 on any difference.
+
+With --logits: the logits SQ wrote (sq-run --logits-out, a float model of
+the dequantized weights) against onnxruntime's on the same tokens
+(bench/ort_runner.js compare), run with accuracy_level 0 (no int8
+activations in MatMulNBits) and basic graph optimizations (no quantized
+DequantizeLinear -> MatMul kernels): the file's float semantics. Fails when
+the relative error exceeds TOL.
 """
 
 import json
@@ -73,7 +81,30 @@ def sq_weights(mlir_path):
     return out
 
 
+def check_logits(model_path, tokens, seqlen, sq_logits, work, tol):
+    os.makedirs(work, exist_ok=True)
+    model = onnx.load(model_path)
+    for n in model.graph.node:
+        for a in n.attribute:
+            if n.op_type == "MatMulNBits" and a.name == "accuracy_level":
+                a.i = 0
+    path = os.path.join(work, "accuracy0.onnx")
+    onnx.save_model(model, path)
+    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
+                          "ort_runner.js")
+    env = dict(os.environ, ORT_OPT_LEVEL="basic", ORT_NUM_THREADS="1")
+    out = subprocess.run(["node", runner, "compare", path, tokens, seqlen, sq_logits],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    err = json.loads(out)["rel_max_error"]
+    ok = err <= float(tol)
+    print("logits %s onnxruntime's: relative error %.2g %s %s" % (
+        "match" if ok else "DIFFER from", err, "<=" if ok else ">", tol))
+    return 0 if ok else 1
+
+
 def main():
+    if sys.argv[1] == "--logits":
+        return check_logits(*sys.argv[2:8])
     model_path, mlir_path, work = sys.argv[1:4]
     os.makedirs(work, exist_ok=True)
     model = onnx.load(model_path)

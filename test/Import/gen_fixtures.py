@@ -564,7 +564,8 @@ def quantized_models(out):
       int4-nbits128-fp16.onnx  MatMulNBits block 128, fp16 scales and model,
                              fp16 zero points in the MLP
       qdq-int4-blocked.onnx  DequantizeLinear int4/uint4 blocks of 32, opset 23
-      qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel + Transpose"""
+      qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel + Transpose
+    and broken/nbits-*.onnx, copies of the first that must be refused."""
     j = lambda name: os.path.join(out, name)
     size = dict(H=128, heads=(4, 2), ffn=256, vocab=64)
     genai_model(j("int4-nbits32-zp.onnx"), "gqa", quant=nbits_quant(32, "packed", np.float32),
@@ -576,6 +577,37 @@ def quantized_models(out):
                 fp16=True, **size)
     genai_model(j("qdq-int4-blocked.onnx"), "onnx23", quant=qdq_quant("int4-blocked"), **size)
     genai_model(j("qdq-int8-axis.onnx"), "mha", quant=qdq_quant("int8-axis"), **mha)
+
+    # Broken copies: what the importer refuses, each with a one-line error.
+    os.makedirs(j("broken"), exist_ok=True)
+
+    def variant(name, edit):
+        m = onnx.load(j("int4-nbits32-zp.onnx"))
+        n = next(n for n in m.graph.node if n.op_type == "MatMulNBits")
+        edit(m, n)
+        onnx.save_model(m, os.path.join(out, "broken", name))
+
+    def g_idx(m, n):
+        k = next(a.i for a in n.attribute if a.name == "K")
+        m.graph.initializer.append(numpy_helper.from_array(
+            (np.arange(k) // 32).astype(np.int32), "g_idx"))
+        n.input.extend(["g_idx"])
+
+    def bias(m, n):
+        m.graph.initializer.append(numpy_helper.from_array(
+            np.zeros(next(a.i for a in n.attribute if a.name == "N"), np.float32), "bias"))
+        n.input.extend(["", "bias"])
+
+    def attr(key, value):
+        def edit(m, n):
+            next(a for a in n.attribute if a.name == key).i = value
+        return edit
+
+    variant("nbits-g-idx.onnx", g_idx)
+    variant("nbits-bias.onnx", bias)
+    variant("nbits-bits3.onnx", attr("bits", 3))
+    variant("nbits-wrong-k.onnx", attr("K", 64))
+    variant("nbits-wrong-block.onnx", attr("block_size", 64))
 
 
 def main():
@@ -595,7 +627,6 @@ def main():
         quantized_models(out)
         print("fixtures written to", out)
         return
-    quantized_models(out)
 
     for opset in (14, 16, 17):
         export(build(), j("gqa-opset%d.onnx" % opset), opset)
@@ -741,6 +772,7 @@ def main():
     gqa.input[1] = ""
     gqa.input[2] = ""
     onnx.save_model(packed, os.path.join(b, "genai-packed-qkv.onnx"))
+    quantized_models(out)  # after broken/ is made afresh: it adds to it
     print("fixtures written to", out)
 
 

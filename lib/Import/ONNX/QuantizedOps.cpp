@@ -14,11 +14,11 @@
 // The weights are dequantized exactly as onnxruntime computes them: the
 // integer q - zp times the scale, rounded once to the scale's type (the
 // product is exact in double); with float zero points (MatMulNBits),
-// q * scale + (-scale * zp) in float32 steps. The result is an ordinary float weight: a
-// MatMulNBits becomes an sq.linear of an sq.weight [N, K], a DequantizeLinear
-// a Weight that the MatMul/Transpose/Gather handlers use as any initializer.
-// The module gets `sq.prequantized` (what was found), from which
-// importOnnxModel warns once that quantizing again compounds the errors.
+// q * scale + (-scale * zp) in float32 steps. The result is an ordinary float
+// weight: a MatMulNBits becomes an sq.linear of an sq.weight [N, K], a
+// DequantizeLinear a Weight that the MatMul/Transpose/Gather handlers use as
+// any initializer. The module gets `sq.prequantized` (what was found), from
+// which importOnnxModel warns once that quantizing again compounds the errors.
 //
 //===----------------------------------------------------------------------===//
 
@@ -131,10 +131,9 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
                            "the input A of MatMulNBits (a linear layer)"))
     return false;
   if (raiser.featureSize(x->view) != K)
-    return raiser.fail("MatMulNBits with K=" + std::to_string(K) +
-                       " but the activation has " +
-                       std::to_string(raiser.featureSize(x->view)) +
-                       " features");
+    return raiser.fail(
+        "MatMulNBits with K=" + std::to_string(K) + " but the activation has " +
+        std::to_string(raiser.featureSize(x->view)) + " features");
 
   int64_t blocks = (K + block - 1) / block;
   int64_t blob = block * bits / 8;
@@ -143,20 +142,22 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
       !constantBytes(raiser, call.input(2), "its scales", scales))
     return false;
   const std::string &bName = call.input(1)->tensor->name();
-  if (b.dtype != DType::U8 || b.numElements() != N * blocks * blob)
-    return raiser.fail("MatMulNBits weight '" + bName + "' is " +
-                       dtypeName(b.dtype) + " " + dimsStr(b.dims) +
-                       "; expected uint8 [" + std::to_string(N) + ", " +
-                       std::to_string(blocks) + ", " + std::to_string(blob) +
-                       "] for K=" + std::to_string(K) +
-                       ", bits=" + std::to_string(bits) +
-                       ", block_size=" + std::to_string(block));
+  // [N, blocks, blob] (older files: the same bytes as [N, blocks * blob]).
+  bool bShape =
+      b.numElements() == N * blocks * blob &&
+      (b.dims.size() != 3 || b.dims == std::vector<int64_t>{N, blocks, blob});
+  if (b.dtype != DType::U8 || !bShape)
+    return raiser.fail(
+        "MatMulNBits weight '" + bName + "' is " + dtypeName(b.dtype) + " " +
+        dimsStr(b.dims) + "; expected uint8 [" + std::to_string(N) + ", " +
+        std::to_string(blocks) + ", " + std::to_string(blob) +
+        "] for K=" + std::to_string(K) + ", bits=" + std::to_string(bits) +
+        ", block_size=" + std::to_string(block));
   if (!isFloat(scales.dtype) || scales.numElements() != N * blocks)
-    return raiser.fail("MatMulNBits scales '" +
-                       call.input(2)->tensor->name() + "' are " +
-                       dtypeName(scales.dtype) + " " + dimsStr(scales.dims) +
-                       "; expected " + std::to_string(N * blocks) +
-                       " float32, float16 or bfloat16 values");
+    return raiser.fail(
+        "MatMulNBits scales '" + call.input(2)->tensor->name() + "' are " +
+        dtypeName(scales.dtype) + " " + dimsStr(scales.dims) + "; expected " +
+        std::to_string(N * blocks) + " float32, float16 or bfloat16 values");
   bool hasZp = call.input(3) != nullptr, floatZp = false;
   int64_t zpRow = (blocks * bits + 7) / 8; // packed bytes per row
   if (hasZp) {
@@ -165,12 +166,11 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
     floatZp = zp.dtype == scales.dtype;
     if (!(floatZp && zp.numElements() == N * blocks) &&
         !(zp.dtype == DType::U8 && zp.numElements() == N * zpRow))
-      return raiser.fail("MatMulNBits zero points '" +
-                         call.input(3)->tensor->name() + "' are " +
-                         dtypeName(zp.dtype) + " " + dimsStr(zp.dims) +
-                         "; expected uint8 [" + std::to_string(N * zpRow) +
-                         "] (packed) or " + dtypeName(scales.dtype) + " [" +
-                         std::to_string(N * blocks) + "]");
+      return raiser.fail(
+          "MatMulNBits zero points '" + call.input(3)->tensor->name() +
+          "' are " + dtypeName(zp.dtype) + " " + dimsStr(zp.dims) +
+          "; expected uint8 [" + std::to_string(N * zpRow) + "] (packed) or " +
+          dtypeName(scales.dtype) + " [" + std::to_string(N * blocks) + "]");
   }
 
   // Dequantize into [N, K] of the scales' type.
@@ -202,8 +202,9 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
           appendFloat(raw, (q - z) * scale, scales.dtype);
       }
     }
-  notePrequantized(raiser, std::to_string(bits) + "-bit (com.microsoft "
-                                                  "MatMulNBits, block_size " +
+  notePrequantized(raiser, std::to_string(bits) +
+                               "-bit (com.microsoft "
+                               "MatMulNBits, block_size " +
                                std::to_string(block) + ")");
   Value weight;
   if (!raiser.weightValue(&w, /*transpose=*/false, weight))
@@ -229,8 +230,9 @@ bool integerCodes(Raiser &raiser, const AValRef &a, std::vector<int32_t> &q,
     return false;
   if (isFloat(t.dtype) || t.dtype == DType::F64 || t.dtype == DType::Bool ||
       t.dtype == DType::I64)
-    return raiser.fail("DequantizeLinear of " + std::string(dtypeName(t.dtype)) +
-                       " '" + a->tensor->name() +
+    return raiser.fail("DequantizeLinear of " +
+                       std::string(dtypeName(t.dtype)) + " '" +
+                       a->tensor->name() +
                        "': expected int4, uint4, int8, uint8 or int32 codes");
   dims = t.dims;
   dtype = t.dtype;
@@ -278,8 +280,7 @@ bool dequantizeLinear(Raiser &raiser, OpCall &call) {
     DType requested;
     // A Constant node's scale arrives without its type: take the output's.
     if (sa->kind == AVal::Concrete &&
-        toDType(static_cast<int>(outputDtype), requested) &&
-        isFloat(requested))
+        toDType(static_cast<int>(outputDtype), requested) && isFloat(requested))
       outType = requested;
     if (!toDType(static_cast<int>(outputDtype), requested) ||
         requested != outType)
@@ -331,8 +332,8 @@ bool dequantizeLinear(Raiser &raiser, OpCall &call) {
     stride[d] = stride[d + 1] * dims[d + 1];
     scaleStride[d] = scaleStride[d + 1] * scaleDims[d + 1];
   }
-  std::string name = xa->kind == AVal::Weight ? xa->tensor->name()
-                                               : node.output(0);
+  std::string name =
+      xa->kind == AVal::Weight ? xa->tensor->name() : node.output(0);
   onnx::TensorProto &w = makeTensor(raiser, name, outType, dims);
   std::string &raw = *w.mutable_raw_data();
   raw.reserve(tensorBytes(outType, numel));
@@ -354,16 +355,15 @@ bool dequantizeLinear(Raiser &raiser, OpCall &call) {
   int bits = qType == DType::I4 || qType == DType::U4   ? 4
              : qType == DType::I8 || qType == DType::U8 ? 8
                                                         : 32;
-  notePrequantized(raiser,
-                   std::to_string(bits) + "-bit (" +
-                       (qType == DType::I32 ? std::string("int")
-                                            : dtypeName(qType)) +
-                       " DequantizeLinear, " +
-                       (perTensor ? std::string("per tensor")
-                        : block > 0
-                            ? "block_size " + std::to_string(block)
-                            : "per axis " + std::to_string(axis)) +
-                       ")");
+  notePrequantized(
+      raiser,
+      std::to_string(bits) + "-bit (" +
+          (qType == DType::I32 ? std::string("int") : dtypeName(qType)) +
+          " DequantizeLinear, " +
+          (perTensor   ? std::string("per tensor")
+           : block > 0 ? "block_size " + std::to_string(block)
+                       : "per axis " + std::to_string(axis)) +
+          ")");
   AValRef out = AVal::make(AVal::Weight);
   out->tensor = &w;
   call.out() = out;

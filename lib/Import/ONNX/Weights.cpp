@@ -27,7 +27,8 @@ namespace onnx_import {
 
 double tensorElement(const TensorBytes &t, int64_t i) {
   if (isPacked4(t.dtype)) {
-    unsigned nibble = (static_cast<uint8_t>(t.bytes[i / 2]) >> (4 * (i % 2))) & 0xF;
+    unsigned nibble =
+        (static_cast<uint8_t>(t.bytes[i / 2]) >> (4 * (i % 2))) & 0xF;
     // int4: two's complement in four bits.
     return t.dtype == DType::I4 && nibble >= 8 ? int(nibble) - 16 : int(nibble);
   }

@@ -5,8 +5,8 @@
 // otherwise hands the node to the handlers that an OpTable (OpTable.cpp)
 // holds for its (domain, op_type). The handlers live in one file per
 // component and domain (ShapeOps, LinearOps, RMSNormOps, RopeOps,
-// InterleavedRopeOps, AttentionOps, ComMicrosoftOps, Opset23Ops) and use the
-// Raiser's helpers declared here.
+// InterleavedRopeOps, AttentionOps, ComMicrosoftOps, Opset23Ops,
+// QuantizedOps) and use the Raiser's helpers declared here.
 //
 //===----------------------------------------------------------------------===//
 

@@ -495,7 +495,8 @@ def qdq_quant(form):
     (opset 21 block_size; int4 symmetric for attention, uint4 with zero
     points for the MLP and lm_head); "int8-axis" stores [N, K] per output
     channel (int8 symmetric for attention, uint8 with zero points for the
-    MLP and lm_head) and transposes it for the MatMul."""
+    MLP; lm_head int8 with one scale for the tensor) and transposes it for
+    the MatMul."""
     from onnx import TensorProto
 
     def tensor(name, dtype, dims, values):
@@ -546,9 +547,14 @@ def qdq_quant(form):
             q = np.clip(np.round(wt / scale[:, None]), -128, 127)
             dt = TensorProto.INT8
         ins = [name + "_quantized", name + "_scale", name + "_zero_point"]
+        if name == "lm_head":  # one scale for the whole tensor, no zero point
+            scale = np.array((np.abs(wt).max() / 127)).astype(np.float32).astype(np.float64)
+            q = np.clip(np.round(wt / scale), -128, 127)
+            dt, ins = TensorProto.INT8, ins[:2]
         inits.append(tensor(ins[0], dt, [N, K], q))
         inits.append(numpy_helper.from_array(scale.astype(np.float32), ins[1]))
-        inits.append(tensor(ins[2], dt, [N], zp))
+        if len(ins) == 3:
+            inits.append(tensor(ins[2], dt, [N], zp))
         wd = node("DequantizeLinear", ins, [name + "_dq"], axis=0)
         wt_ = node("Transpose", [wd], [name + "_dqT"], perm=[1, 0])
         return node("MatMul", [x, wt_], [out])
@@ -564,7 +570,8 @@ def quantized_models(out):
       int4-nbits128-fp16.onnx  MatMulNBits block 128, fp16 scales and model,
                              fp16 zero points in the MLP
       qdq-int4-blocked.onnx  DequantizeLinear int4/uint4 blocks of 32, opset 23
-      qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel + Transpose
+      qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel (lm_head per
+                             tensor) + Transpose
     and broken/nbits-*.onnx, copies of the first that must be refused."""
     j = lambda name: os.path.join(out, name)
     size = dict(H=128, heads=(4, 2), ffn=256, vocab=64)

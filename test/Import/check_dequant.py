@@ -58,14 +58,17 @@ const ort = require('onnxruntime-node');
 """
 
 
-def hf_name(onnx_name):
+def hf_names(onnx_name):
+    """The SQ weights a quantized ONNX weight became (q, k and v for a packed
+    qkv_proj, whose rows SQ splits in this order)."""
     if "lm_head" in onnx_name:
-        return "lm_head.weight"
-    m = re.search(r"layers\.(\d+)\..*?\b(q|k|v|o|gate|up|down)_proj", onnx_name.replace("/", "."))
+        return ["lm_head.weight"]
+    m = re.search(r"layers\.(\d+)\..*?\b(qkv|q|k|v|o|gate|up|down)_proj", onnx_name.replace("/", "."))
     if not m:
         sys.exit("check_dequant.py: cannot tell which layer '%s' is" % onnx_name)
-    part = "self_attn" if m.group(2) in "qkvo" else "mlp"
-    return "model.layers.%s.%s.%s_proj.weight" % (m.group(1), part, m.group(2))
+    part = "self_attn" if m.group(2) in ("qkv", "q", "k", "v", "o") else "mlp"
+    projs = ["q", "k", "v"] if m.group(2) == "qkv" else [m.group(2)]
+    return ["model.layers.%s.%s.%s_proj.weight" % (m.group(1), part, p) for p in projs]
 
 
 def sq_weights(mlir_path):
@@ -153,7 +156,7 @@ def main():
                               opset_imports=opsets)
         m.ir_version = 10
         onnx.save_model(m, path)
-        expect.append((hf_name(name), stype, out, fix))
+        expect.append((hf_names(name), stype, out, fix))
 
     script = os.path.join(work, "run.js")
     open(script, "w").write(ORT_SCRIPT)
@@ -162,9 +165,13 @@ def main():
 
     sq = sq_weights(mlir_path)
     bad = 0
-    for name, stype, out, fix in expect:
+    for names, stype, out, fix in expect:
         ort = np.ascontiguousarray(fix(np.fromfile(out, dtype=NP[stype])))
-        shape, elt, raw = sq[name]
+        # A packed weight: the rows of its parts, in order.
+        shape = [sum(sq[n][0][0] for n in names)] + sq[names[0]][0][1:]
+        elt = sq[names[0]][1]
+        raw = b"".join(sq[n][2] for n in names)
+        name = "+".join(names)
         ok = list(ort.shape) == shape and ort.tobytes() == raw
         diff = "" if ok else " (shape %s vs %s, %s)" % (list(ort.shape), shape, elt)
         if not ok and list(ort.shape) == shape:

@@ -278,11 +278,13 @@ def build(**kw):
 
 
 def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, vocab=VOCAB,
-                opset=None):
+                opset=None, packed_qkv=False):
     """A 2-layer LLaMA in the ONNX Runtime GenAI model-builder form.
 
     `quant` (see quantized_models) writes every linear layer pre-quantized;
-    fp16, H, heads (q, kv), ffn and vocab override the kind's sizes."""
+    fp16, H, heads (q, kv), ffn and vocab override the kind's sizes;
+    packed_qkv (kind gqa) computes q, k and v with one linear layer
+    (qkv_proj) and gives GroupQueryAttention empty key and value."""
     from onnx import TensorProto, helper
 
     VOCAB, FFN = vocab, ffn
@@ -356,9 +358,12 @@ def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, 
             nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
                                           name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
             n, h = outs[0], outs[3]
-        q = linear(n, p + "q_proj", [H, heads * hd], "l%d_q" % l)
-        k = linear(n, p + "k_proj", [H, kv * hd], "l%d_k" % l)
-        v = linear(n, p + "v_proj", [H, kv * hd], "l%d_v" % l)
+        if packed_qkv:
+            q, k, v = linear(n, p + "qkv_proj", [H, (heads + 2 * kv) * hd], "l%d_qkv" % l), "", ""
+        else:
+            q = linear(n, p + "q_proj", [H, heads * hd], "l%d_q" % l)
+            k = linear(n, p + "k_proj", [H, kv * hd], "l%d_k" % l)
+            v = linear(n, p + "v_proj", [H, kv * hd], "l%d_v" % l)
         if kind in ("gqa", "onnx23"):
             pk, pv = "past_key_values.%d.key" % l, "past_key_values.%d.value" % l
             for name in (pk, pv):
@@ -569,6 +574,8 @@ def quantized_models(out):
                              8-bit lm_head, RotaryEmbedding + MultiHeadAttention, fp32
       int4-nbits128-fp16.onnx  MatMulNBits block 128, fp16 scales and model,
                              fp16 zero points in the MLP
+      int4-packed-qkv.onnx   block 32, q, k and v packed in one MatMulNBits
+                             (GroupQueryAttention with empty key and value)
       qdq-int4-blocked.onnx  DequantizeLinear int4/uint4 blocks of 32, opset 23
       qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel (lm_head per
                              tensor) + Transpose
@@ -582,6 +589,9 @@ def quantized_models(out):
                 quant=nbits_quant(64, None, np.float32, lm_head_bits=8), **mha)
     genai_model(j("int4-nbits128-fp16.onnx"), "gqa", quant=nbits_quant(128, "float", np.float16),
                 fp16=True, **size)
+    # The GenAI builder's own int4 form: q, k and v in one MatMulNBits.
+    genai_model(j("int4-packed-qkv.onnx"), "gqa", quant=nbits_quant(32, None, np.float32),
+                fp16=False, packed_qkv=True, **size)
     genai_model(j("qdq-int4-blocked.onnx"), "onnx23", quant=qdq_quant("int4-blocked"), **size)
     genai_model(j("qdq-int8-axis.onnx"), "mha", quant=qdq_quant("int8-axis"), **mha)
 

@@ -209,8 +209,9 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
   Value weight;
   if (!raiser.weightValue(&w, /*transpose=*/false, weight))
     return false;
-  // The dequantized copy now lives in the sq.weight.
-  w.clear_raw_data();
+  // The dequantized copy now lives in the sq.weight: free this one (clear()
+  // would keep its capacity).
+  std::string().swap(*w.mutable_raw_data());
   auto op = LinearOp::create(raiser.builder, raiser.loc, x->v, weight);
   call.out() = raiser.act(op, raiser.flatView(N));
   return true;

@@ -113,12 +113,13 @@ bool matMulNBits(Raiser &raiser, OpCall &call) {
   if (bits != 2 && bits != 4 && bits != 8)
     return raiser.fail("MatMulNBits with bits=" + std::to_string(bits) +
                        ": expected 2, 4 or 8");
-  if (K <= 0 || N <= 0 || block < 16 || (block & (block - 1)))
+  if (K <= 0 || N <= 0 || K > (int64_t(1) << 30) || N > (int64_t(1) << 30) ||
+      block < 16 || block > (int64_t(1) << 20) || (block & (block - 1)))
     return raiser.fail("MatMulNBits with K=" + std::to_string(K) +
                        ", N=" + std::to_string(N) +
                        ", block_size=" + std::to_string(block) +
-                       ": expected positive K and N and a power-of-two "
-                       "block_size of at least 16");
+                       ": expected K and N in [1, 2^30] and a power-of-two "
+                       "block_size in [16, 2^20]");
   if (call.input(4))
     return raiser.fail("MatMulNBits with a g_idx input (act-order GPTQ "
                        "groups) is not supported; expected contiguous blocks "
@@ -293,7 +294,7 @@ bool dequantizeLinear(Raiser &raiser, OpCall &call) {
   if (za && !raiser.concreteOf(za, zero))
     return raiser.fail(std::string("DequantizeLinear zero point is ") +
                        kindName(za->kind) + "; expected a constant");
-  if (za && zero.shape != scale.shape)
+  if (za && zero.numel() != scale.numel())
     return raiser.fail("DequantizeLinear zero point " + dimsStr(zero.shape) +
                        " and scale " + dimsStr(scale.shape) +
                        " differ in shape");

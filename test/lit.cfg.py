@@ -67,28 +67,6 @@ try:
 except ImportError:
     pass
 
-# onnxruntime as an oracle: node with the npm package onnxruntime-node, found
-# through $NODE_PATH or build/ort/node_modules (where bench/vs_onnxruntime.sh
-# installs it). Tests that run it declare "REQUIRES: onnxruntime" and call
-# node through %ort_env (which sets NODE_PATH).
-def _ort_node_modules():
-    import shutil
-    import subprocess
-    if not shutil.which("node"):
-        return None
-    for d in os.environ.get("NODE_PATH", "").split(os.pathsep) + [
-            os.path.join(config.sq_obj_root, "ort", "node_modules")]:
-        if d and os.path.isdir(os.path.join(d, "onnxruntime-node")):
-            probe = subprocess.run(["node", "-e", "require('onnxruntime-node')"],
-                                   env=dict(os.environ, NODE_PATH=d), capture_output=True)
-            if probe.returncode == 0:
-                return d
-    return None
-_ort = _ort_node_modules()
-if _ort:
-    config.available_features.add("onnxruntime")
-    config.substitutions.append(("%ort_env", "env NODE_PATH=" + _ort))
-
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
 _ptxas = None
@@ -125,7 +103,8 @@ if _cuda_device():
 # onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
 # (scripts/test.sh installs it into build/ort when node and npm exist; see
 # bench/ort_runner.js). Tests that compare logits with it declare
-# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js.
+# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js, %ort_env
+# sets NODE_PATH for a command that runs node.
 import shutil
 _ort_modules = os.environ.get("SQ_ORT_NODE_MODULES",
                               os.path.join(config.sq_obj_root, "ort", "node_modules"))
@@ -133,3 +112,5 @@ if shutil.which("node") and os.path.isdir(os.path.join(_ort_modules, "onnxruntim
     config.available_features.add("onnxruntime")
     config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
         _ort_modules, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
+    # For scripts that run node themselves (test/Import/check_dequant.py).
+    config.substitutions.append(("%ort_env", "env NODE_PATH=%s" % _ort_modules))

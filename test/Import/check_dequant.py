@@ -113,6 +113,12 @@ def main():
     model = onnx.load(model_path)
     g = model.graph
     inits = {t.name: t for t in g.initializer}
+    for n in g.node:  # Constant nodes count as initializers
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            inits[t.name] = t
     consumers = {}
     for n in g.node:
         for i in n.input:

@@ -500,8 +500,8 @@ def qdq_quant(form):
     (opset 21 block_size; int4 symmetric for attention, uint4 with zero
     points for the MLP and lm_head); "int8-axis" stores [N, K] per output
     channel (int8 symmetric for attention, uint8 with zero points for the
-    MLP; lm_head int8 with one scale for the tensor) and transposes it for
-    the MatMul."""
+    MLP; lm_head int8 with one scale for the tensor, a Constant node) and
+    transposes it for the MatMul."""
     from onnx import TensorProto
 
     def tensor(name, dtype, dims, values):
@@ -557,7 +557,10 @@ def qdq_quant(form):
             q = np.clip(np.round(wt / scale), -128, 127)
             dt, ins = TensorProto.INT8, ins[:2]
         inits.append(tensor(ins[0], dt, [N, K], q))
-        inits.append(numpy_helper.from_array(scale.astype(np.float32), ins[1]))
+        if name == "lm_head":  # the scale from a Constant node
+            node("Constant", [], [ins[1]], value=numpy_helper.from_array(scale.astype(np.float32)))
+        else:
+            inits.append(numpy_helper.from_array(scale.astype(np.float32), ins[1]))
         if len(ins) == 3:
             inits.append(tensor(ins[2], dt, [N], zp))
         wd = node("DequantizeLinear", ins, [name + "_dq"], axis=0)

@@ -8,7 +8,9 @@
 //   node bench/ort_runner.js bench MODEL PROMPT_LEN DECODE REPEATS
 //       prefill PROMPT_LEN seeded tokens, then DECODE single-token steps
 //       with the model's own KV cache when it has one; prints JSON
-// ORT_NUM_THREADS sets intra-op threads (default 0: onnxruntime's choice).
+// ORT_NUM_THREADS sets intra-op threads (default 0: onnxruntime's choice);
+// ORT_OPT_LEVEL the graph optimizations (default all; 'basic' keeps
+// DequantizeLinear -> MatMul in float instead of quantized kernels).
 'use strict';
 const fs = require('fs');
 const ort = require('onnxruntime-node');
@@ -66,7 +68,9 @@ function toFloat32(t) {
 
 async function main() {
   const [mode, model, ...rest] = process.argv.slice(2);
-  const session = await ort.InferenceSession.create(model, {intraOpNumThreads: Number(process.env.ORT_NUM_THREADS || 0)});
+  const session = await ort.InferenceSession.create(model, {
+    intraOpNumThreads: Number(process.env.ORT_NUM_THREADS || 0),
+    graphOptimizationLevel: process.env.ORT_OPT_LEVEL || 'all'});
   if (mode === 'compare') {
     const [tokensFile, seqlen, sqFile, prefillArg] = rest;
     const raw = fs.readFileSync(tokensFile);

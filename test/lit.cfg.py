@@ -103,7 +103,8 @@ if _cuda_device():
 # onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
 # (scripts/test.sh installs it into build/ort when node and npm exist; see
 # bench/ort_runner.js). Tests that compare logits with it declare
-# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js.
+# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js, %ort_env
+# sets NODE_PATH for a command that runs node.
 import shutil
 _ort_modules = os.environ.get("SQ_ORT_NODE_MODULES",
                               os.path.join(config.sq_obj_root, "ort", "node_modules"))
@@ -111,3 +112,5 @@ if shutil.which("node") and os.path.isdir(os.path.join(_ort_modules, "onnxruntim
     config.available_features.add("onnxruntime")
     config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
         _ort_modules, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
+    # For scripts that run node themselves (test/Import/check_dequant.py).
+    config.substitutions.append(("%ort_env", "env NODE_PATH=%s" % _ort_modules))

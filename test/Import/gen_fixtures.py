@@ -4,6 +4,7 @@
 Run with Debian's python3 (python3-torch, python3-onnx, python3-numpy):
 
     /usr/bin/python3 test/Import/gen_fixtures.py [OUTDIR]
+    /usr/bin/python3 test/Import/gen_fixtures.py --only int4 [OUTDIR]   # no torch needed
 
 A small Hugging Face-style PyTorch LLaMA (RMSNorm computed in float32,
 rotate-half RoPE, grouped-query attention with repeat_kv, causal mask,
@@ -35,6 +36,8 @@ Valid fixtures (name: what varies)
                           position_ids input, float32
   onnx23-attention.onnx   ONNX opset 23: RMSNormalization, RotaryEmbedding and
                           Attention (is_causal, GQA, KV cache), onnx.helper
+  int4-*.onnx, qdq-*.onnx pre-quantized linear layers (MatMulNBits, DequantizeLinear):
+                          see quantized_models()
 Broken fixtures: see BROKEN below.
 """
 
@@ -47,8 +50,14 @@ import sys
 import numpy as np
 import onnx
 from onnx import numpy_helper
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ImportError:  # --only int4 builds its fixtures with onnx.helper alone
+    torch = None
+
+    class nn:  # lets the torch model classes below be defined (never used)
+        Module = object
 
 VOCAB, HIDDEN, LAYERS, FFN = 32, 16, 2, 24
 
@@ -268,17 +277,24 @@ def build(**kw):
     return model
 
 
-def genai_model(path, kind):
-    """A 2-layer LLaMA in the ONNX Runtime GenAI model-builder form."""
+def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, vocab=VOCAB,
+                opset=None, packed_qkv=False):
+    """A 2-layer LLaMA in the ONNX Runtime GenAI model-builder form.
+
+    `quant` (see quantized_models) writes every linear layer pre-quantized;
+    fp16, H, heads (q, kv), ffn and vocab override the kind's sizes;
+    packed_qkv (kind gqa) computes q, k and v with one linear layer
+    (qkv_proj) and gives GroupQueryAttention empty key and value."""
     from onnx import TensorProto, helper
 
+    VOCAB, FFN = vocab, ffn
     rng = np.random.default_rng(7)
     # bench/vs_onnxruntime.sh checks these fixtures against onnxruntime,
     # whose fp16 GroupQueryAttention needs head_dim % 16 == 0.
-    H = 32 if kind == "gqa" else HIDDEN
-    heads, kv = (2, 2) if kind == "mha" else (2, 1)
+    H = H or (32 if kind == "gqa" else HIDDEN)
+    heads, kv = heads or ((2, 2) if kind == "mha" else (2, 1))
     hd = H // heads
-    fp16 = kind == "gqa"
+    fp16 = kind == "gqa" if fp16 is None else fp16
     wdt = np.float16 if fp16 else np.float32
     ttype = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     inits, nodes = [], []
@@ -296,6 +312,14 @@ def genai_model(path, kind):
     def node(op, ins, outs, domain="", **attrs):
         nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
         return outs[0]
+
+    def linear(x, name, shape, out):
+        """x times the weight `name` [in, out], as MatMul or pre-quantized."""
+        w = weight(name, shape)
+        if quant is None:
+            return node("MatMul", [x, w], [out])
+        t = inits.pop()  # replaced by its quantized form
+        return quant(x, name, numpy_helper.to_array(t).astype(np.float64), out, node, inits)
 
     inv = 1.0 / (10000.0 ** (np.arange(0, hd, 2) / hd))
     freqs = np.outer(np.arange(64), inv)
@@ -334,9 +358,12 @@ def genai_model(path, kind):
             nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
                                           name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
             n, h = outs[0], outs[3]
-        q = node("MatMul", [n, weight(p + "q_proj", [H, heads * hd])], ["l%d_q" % l])
-        k = node("MatMul", [n, weight(p + "k_proj", [H, kv * hd])], ["l%d_k" % l])
-        v = node("MatMul", [n, weight(p + "v_proj", [H, kv * hd])], ["l%d_v" % l])
+        if packed_qkv:
+            q, k, v = linear(n, p + "qkv_proj", [H, (heads + 2 * kv) * hd], "l%d_qkv" % l), "", ""
+        else:
+            q = linear(n, p + "q_proj", [H, heads * hd], "l%d_q" % l)
+            k = linear(n, p + "k_proj", [H, kv * hd], "l%d_k" % l)
+            v = linear(n, p + "v_proj", [H, kv * hd], "l%d_v" % l)
         if kind in ("gqa", "onnx23"):
             pk, pv = "past_key_values.%d.key" % l, "past_key_values.%d.value" % l
             for name in (pk, pv):
@@ -367,7 +394,7 @@ def genai_model(path, kind):
                       domain="com.microsoft", interleaved=0, num_heads=kv)
             a = node("MultiHeadAttention", [qr, kr, v], ["l%d_attn" % l], domain="com.microsoft",
                      num_heads=heads, unidirectional=1)
-        o = node("MatMul", [a, weight(p + "o_proj", [heads * hd, H])], ["l%d_o" % l])
+        o = linear(a, p + "o_proj", [heads * hd, H], "l%d_o" % l)
         ln2 = weight(p + "post_attention_layernorm.weight", [H], ones=True)
         if kind == "onnx23":
             h = node("Add", [h, o], ["l%d_h1" % l])
@@ -379,12 +406,12 @@ def genai_model(path, kind):
             nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
                                           name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
         n2, h = outs[0], outs[3]
-        g = node("MatMul", [n2, weight(p + "gate_proj", [H, FFN])], ["l%d_gate" % l])
-        u = node("MatMul", [n2, weight(p + "up_proj", [H, FFN])], ["l%d_up" % l])
+        g = linear(n2, p + "gate_proj", [H, FFN], "l%d_gate" % l)
+        u = linear(n2, p + "up_proj", [H, FFN], "l%d_up" % l)
         sg = node("Sigmoid", [g], ["l%d_sig" % l])
         silu = node("Mul", [g, sg], ["l%d_silu" % l])
         m = node("Mul", [silu, u], ["l%d_mlp" % l])
-        pending = node("MatMul", [m, weight(p + "down_proj", [FFN, H])], ["l%d_down" % l])
+        pending = linear(m, p + "down_proj", [FFN, H], "l%d_down" % l)
     if kind == "onnx23":
         h = node("Add", [h, pending], ["final_h"])
         node("RMSNormalization", [h, weight("model.norm.weight", [H], ones=True)], ["final_norm"],
@@ -394,20 +421,232 @@ def genai_model(path, kind):
         nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
                                       [pending, h, weight("model.norm.weight", [H], ones=True)], outs,
                                       name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
-    node("MatMul", ["final_norm", weight("lm_head", [H, VOCAB])], ["logits"])
+    linear("final_norm", "lm_head", [H, VOCAB], "logits")
     graph = helper.make_graph(nodes, "genai-llama", inputs, outputs, inits)
-    opset = 23 if kind == "onnx23" else 17
+    opset = opset or (23 if kind == "onnx23" else 17)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
                                                     helper.make_opsetid("com.microsoft", 1)])
     onnx.save_model(model, path)
     return model
 
 
+# --- pre-quantized weights (no torch needed: gen_fixtures.py --only int4) ---
+
+ONNX_UINT4, ONNX_INT4 = 21, 22  # TensorProto data types (onnx >= 1.16)
+
+
+def pack4(codes):
+    """4-bit codes (0..15) packed two per byte, low nibble first."""
+    c = np.asarray(codes, dtype=np.uint8).reshape(-1)
+    if c.size % 2:
+        c = np.append(c, np.uint8(0))
+    return (c[0::2] | (c[1::2] << 4)).astype(np.uint8)
+
+
+def nbits_quant(block, zero_points, scale_dtype, lm_head_bits=4):
+    """com.microsoft MatMulNBits, as the GenAI builder writes it: B [N,
+    blocks, block * bits / 8] packed along K, low bits first, scales [N *
+    blocks]. zero_points: None (the default, 2^(bits-1)), "packed" (uint8,
+    [N * ceil(blocks * bits / 8)]) or "float" (the scales' type, [N * blocks];
+    for the MLP only, the attention keeps the default). lm_head_bits: 4 or 8."""
+
+    def pack(codes, bits):
+        c = np.asarray(codes, dtype=np.uint8)
+        return pack4(c) if bits == 4 else c.reshape(-1)
+
+    def quant(x, name, w, out, node, inits):
+        bits = lm_head_bits if name == "lm_head" else 4
+        zkind = zero_points
+        if zkind == "float" and not any(p in name for p in ("gate", "up", "down")):
+            zkind = None
+        top = 2 ** bits - 1
+        K, N = w.shape
+        nb = -(-K // block)
+        b = np.zeros((N, nb * block))
+        b[:, :K] = w.T
+        b = b.reshape(N, nb, block)
+        if zkind:
+            lo, hi = np.minimum(b.min(-1), 0), np.maximum(b.max(-1), 0)
+            scale = ((hi - lo) / top).astype(scale_dtype).astype(np.float64)
+            scale[scale == 0] = 1
+            zp = np.clip(np.round(-lo / scale), 0, top)
+            if zkind == "float":  # a fractional zero point, as HQQ writes
+                zp = (zp + 0.25).astype(scale_dtype).astype(np.float64)
+        else:
+            scale = (np.abs(b).max(-1) / (top // 2)).astype(scale_dtype).astype(np.float64)
+            scale[scale == 0] = 1
+            zp = np.full(scale.shape, float(2 ** (bits - 1)))
+        q = np.clip(np.round(b / scale[..., None] + zp[..., None]), 0, top).astype(np.uint8)
+        base = name + ".MatMul.weight_"
+        ins = [x, base + "Q%d" % bits, base + "scales"]
+        inits.append(numpy_helper.from_array(pack(q, bits).reshape(N, nb, block * bits // 8),
+                                             ins[1]))
+        inits.append(numpy_helper.from_array(scale.reshape(-1).astype(scale_dtype), ins[2]))
+        if zkind == "packed":
+            z = np.concatenate([pack(r, bits) for r in zp.astype(np.uint8)])
+        elif zkind == "float":
+            z = zp.reshape(-1).astype(scale_dtype)
+        if zkind:
+            ins.append(base + "zp")
+            inits.append(numpy_helper.from_array(z, ins[-1]))
+        return node("MatMulNBits", ins, [out], domain="com.microsoft", K=K, N=N, bits=bits,
+                    block_size=block, accuracy_level=4)
+    return quant
+
+
+def qdq_quant(form):
+    """DequantizeLinear of the weights, then MatMul (Olive / ORT's QDQ
+    quantizers): "int4-blocked" stores [K, N] in blocks of 32 along K
+    (opset 21 block_size; int4 symmetric for attention, uint4 with zero
+    points for the MLP and lm_head); "int8-axis" stores [N, K] per output
+    channel (int8 symmetric for attention, uint8 with zero points for the
+    MLP; lm_head int8 with one scale for the tensor, a Constant node) and
+    transposes it for the MatMul."""
+    from onnx import TensorProto
+
+    def tensor(name, dtype, dims, values):
+        t = TensorProto()
+        t.name, t.data_type = name, dtype
+        t.dims.extend(dims)
+        if dtype in (ONNX_INT4, ONNX_UINT4):
+            t.raw_data = pack4(np.asarray(values).astype(np.int64) & 0xF).tobytes()
+        else:
+            t.raw_data = np.asarray(values).astype(
+                np.int8 if dtype == TensorProto.INT8 else np.uint8).tobytes()
+        return t
+
+    def quant(x, name, w, out, node, inits):
+        K, N = w.shape
+        asym = "_proj" not in name or "mlp" in name or any(
+            p in name for p in ("gate", "up", "down"))
+        if form == "int4-blocked":
+            blk = 32
+            b = w.reshape(K // blk, blk, N)
+            qmax, qmin, dt = (15, 0, ONNX_UINT4) if asym else (7, -8, ONNX_INT4)
+            if asym:
+                lo, hi = np.minimum(b.min(1), 0), np.maximum(b.max(1), 0)
+                scale = ((hi - lo) / 15).astype(np.float32).astype(np.float64)
+                zp = np.clip(np.round(-lo / scale), 0, 15)
+            else:
+                scale = (np.abs(b).max(1) / 7).astype(np.float32).astype(np.float64)
+                zp = np.zeros_like(scale)
+            q = np.clip(np.round(b / scale[:, None, :]) + zp[:, None, :], qmin, qmax)
+            ins = [name + "_quantized", name + "_scale"]
+            inits.append(tensor(ins[0], dt, [K, N], q.reshape(K, N)))
+            inits.append(numpy_helper.from_array(scale.astype(np.float32), ins[1]))
+            if asym:
+                ins.append(name + "_zero_point")
+                inits.append(tensor(ins[2], dt, list(scale.shape), zp))
+            wd = node("DequantizeLinear", ins, [name + "_dq"], axis=0, block_size=blk)
+            return node("MatMul", [x, wd], [out])
+        wt = w.T  # [N, K]
+        if asym:
+            lo, hi = np.minimum(wt.min(1), 0), np.maximum(wt.max(1), 0)
+            scale = ((hi - lo) / 255).astype(np.float32).astype(np.float64)
+            zp = np.clip(np.round(-lo / scale), 0, 255)
+            q = np.clip(np.round(wt / scale[:, None]) + zp[:, None], 0, 255)
+            dt = TensorProto.UINT8
+        else:
+            scale = (np.abs(wt).max(1) / 127).astype(np.float32).astype(np.float64)
+            zp = np.zeros_like(scale)
+            q = np.clip(np.round(wt / scale[:, None]), -128, 127)
+            dt = TensorProto.INT8
+        ins = [name + "_quantized", name + "_scale", name + "_zero_point"]
+        if name == "lm_head":  # one scale for the whole tensor, no zero point
+            scale = np.array((np.abs(wt).max() / 127)).astype(np.float32).astype(np.float64)
+            q = np.clip(np.round(wt / scale), -128, 127)
+            dt, ins = TensorProto.INT8, ins[:2]
+        inits.append(tensor(ins[0], dt, [N, K], q))
+        if name == "lm_head":  # the scale from a Constant node
+            node("Constant", [], [ins[1]], value=numpy_helper.from_array(scale.astype(np.float32)))
+        else:
+            inits.append(numpy_helper.from_array(scale.astype(np.float32), ins[1]))
+        if len(ins) == 3:
+            inits.append(tensor(ins[2], dt, [N], zp))
+        wd = node("DequantizeLinear", ins, [name + "_dq"], axis=0)
+        wt_ = node("Transpose", [wd], [name + "_dqT"], perm=[1, 0])
+        return node("MatMul", [x, wt_], [out])
+    return quant
+
+
+def quantized_models(out):
+    """LLaMAs whose linear layers are pre-quantized (hidden 128, 4 heads of
+    32, 2 KV heads (4 with MultiHeadAttention), MLP 256, vocabulary 64):
+      int4-nbits32-zp.onnx   MatMulNBits block 32 with packed zero points, GQA, fp32
+      int4-nbits64.onnx      MatMulNBits block 64 without zero points (8), an
+                             8-bit lm_head, RotaryEmbedding + MultiHeadAttention, fp32
+      int4-nbits128-fp16.onnx  MatMulNBits block 128, fp16 scales and model,
+                             fp16 zero points in the MLP
+      int4-packed-qkv.onnx   block 32, q, k and v packed in one MatMulNBits
+                             (GroupQueryAttention with empty key and value)
+      qdq-int4-blocked.onnx  DequantizeLinear int4/uint4 blocks of 32, opset 23
+      qdq-int8-axis.onnx     DequantizeLinear int8/uint8 per channel (lm_head per
+                             tensor) + Transpose
+    and broken/nbits-*.onnx, copies of the first that must be refused."""
+    j = lambda name: os.path.join(out, name)
+    size = dict(H=128, heads=(4, 2), ffn=256, vocab=64)
+    genai_model(j("int4-nbits32-zp.onnx"), "gqa", quant=nbits_quant(32, "packed", np.float32),
+                fp16=False, **size)
+    mha = dict(size, heads=(4, 4))  # MultiHeadAttention: as many KV heads as heads
+    genai_model(j("int4-nbits64.onnx"), "mha",
+                quant=nbits_quant(64, None, np.float32, lm_head_bits=8), **mha)
+    genai_model(j("int4-nbits128-fp16.onnx"), "gqa", quant=nbits_quant(128, "float", np.float16),
+                fp16=True, **size)
+    # The GenAI builder's own int4 form: q, k and v in one MatMulNBits.
+    genai_model(j("int4-packed-qkv.onnx"), "gqa", quant=nbits_quant(32, None, np.float32),
+                fp16=False, packed_qkv=True, **size)
+    genai_model(j("qdq-int4-blocked.onnx"), "onnx23", quant=qdq_quant("int4-blocked"), **size)
+    genai_model(j("qdq-int8-axis.onnx"), "mha", quant=qdq_quant("int8-axis"), **mha)
+
+    # Broken copies: what the importer refuses, each with a one-line error.
+    os.makedirs(j("broken"), exist_ok=True)
+
+    def variant(name, edit):
+        m = onnx.load(j("int4-nbits32-zp.onnx"))
+        n = next(n for n in m.graph.node if n.op_type == "MatMulNBits")
+        edit(m, n)
+        onnx.save_model(m, os.path.join(out, "broken", name))
+
+    def g_idx(m, n):
+        k = next(a.i for a in n.attribute if a.name == "K")
+        m.graph.initializer.append(numpy_helper.from_array(
+            (np.arange(k) // 32).astype(np.int32), "g_idx"))
+        n.input.extend(["g_idx"])
+
+    def bias(m, n):
+        m.graph.initializer.append(numpy_helper.from_array(
+            np.zeros(next(a.i for a in n.attribute if a.name == "N"), np.float32), "bias"))
+        n.input.extend(["", "bias"])
+
+    def attr(key, value):
+        def edit(m, n):
+            next(a for a in n.attribute if a.name == key).i = value
+        return edit
+
+    variant("nbits-g-idx.onnx", g_idx)
+    variant("nbits-bias.onnx", bias)
+    variant("nbits-bits3.onnx", attr("bits", 3))
+    variant("nbits-wrong-k.onnx", attr("K", 64))
+    variant("nbits-wrong-block.onnx", attr("block_size", 64))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "Inputs")
+    args = sys.argv[1:]
+    only = None
+    if args[:1] == ["--only"]:
+        only, args = args[1] if len(args) > 1 else "", args[2:]
+        if only != "int4":
+            sys.exit("gen_fixtures.py: --only int4 is the only subset (no torch needed)")
+    out = args[0] if args else os.path.join(here, "Inputs")
     os.makedirs(out, exist_ok=True)
     j = lambda *p: os.path.join(out, *p)
+    if only == "int4" or torch is None:
+        if only is None:
+            print("gen_fixtures.py: torch is not installed: writing the --only int4 fixtures only")
+        quantized_models(out)
+        print("fixtures written to", out)
+        return
 
     for opset in (14, 16, 17):
         export(build(), j("gqa-opset%d.onnx" % opset), opset)
@@ -553,6 +792,7 @@ def main():
     gqa.input[1] = ""
     gqa.input[2] = ""
     onnx.save_model(packed, os.path.join(b, "genai-packed-qkv.onnx"))
+    quantized_models(out)  # after broken/ is made afresh: it adds to it
     print("fixtures written to", out)
 
 

@@ -14,6 +14,7 @@
 #include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Process.h"
@@ -86,6 +87,14 @@ int main(int argc, char **argv) {
     return error("refusing to write bytecode to a terminal; use -o FILE");
 
   mlir::MLIRContext context;
+  // The importer's warnings (an already quantized file) go to stderr.
+  mlir::ScopedDiagnosticHandler warnings(&context, [](mlir::Diagnostic &d) {
+    if (d.getSeverity() != mlir::DiagnosticSeverity::Warning &&
+        d.getSeverity() != mlir::DiagnosticSeverity::Remark)
+      return mlir::failure();
+    errs() << "sq-translate: warning: " << d.str() << "\n";
+    return mlir::success();
+  });
   std::string message;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       sq::importOnnxModel(inputFile, &context, message);

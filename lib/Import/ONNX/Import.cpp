@@ -74,16 +74,30 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
 
   // The importer builds valid IR by construction; verify to be sure, with
   // the diagnostics captured into the one-line error.
-  std::string diag;
-  ScopedDiagnosticHandler handler(context, [&](Diagnostic &d) {
-    if (diag.empty())
-      diag = d.str();
-    return success();
-  });
-  if (failed(verify(*module))) {
-    error = path.str() +
-            ": internal error, the imported IR does not verify: " + diag;
-    return nullptr;
+  {
+    std::string diag;
+    ScopedDiagnosticHandler handler(context, [&](Diagnostic &d) {
+      if (diag.empty())
+        diag = d.str();
+      return success();
+    });
+    if (failed(verify(*module))) {
+      error = path.str() +
+              ": internal error, the imported IR does not verify: " + diag;
+      return nullptr;
+    }
   }
+  // Weights that were already quantized (QuantizedOps.cpp) are imported
+  // dequantized, exactly; say once that quantizing them again adds a second
+  // rounding on top of the first. (sq-compile and sq-translate print
+  // warnings on stderr.)
+  if (auto q = (*module)->getAttrOfType<StringAttr>("sq.prequantized"))
+    emitWarning(UnknownLoc::get(context))
+        << path << ": the weights are already quantized, " << q.getValue()
+        << "; they are imported dequantized (exactly), and quantizing them "
+           "again (sq-compile's default --quantize=w4a4kv4) compounds the "
+           "rounding errors: --quantize=w16a4kv4 leaves the weights "
+           "unquantized, --quantize=none --rotate=none runs the file's own "
+           "weights";
   return module;
 }

@@ -39,6 +39,12 @@ bool sq::onnx_import::toDType(int onnxType, DType &dtype) {
   case onnx::TensorProto::BOOL:
     dtype = DType::Bool;
     return true;
+  case kOnnxInt4:
+    dtype = DType::I4;
+    return true;
+  case kOnnxUInt4:
+    dtype = DType::U4;
+    return true;
   default:
     return false;
   }
@@ -58,9 +64,17 @@ size_t sq::onnx_import::dtypeSize(DType dtype) {
   case DType::I8:
   case DType::U8:
   case DType::Bool:
+  case DType::I4:
+  case DType::U4:
     return 1;
   }
   return 1;
+}
+
+size_t sq::onnx_import::tensorBytes(DType dtype, int64_t count) {
+  if (isPacked4(dtype))
+    return static_cast<size_t>(count + 1) / 2;
+  return static_cast<size_t>(count) * dtypeSize(dtype);
 }
 
 const char *sq::onnx_import::dtypeName(DType dtype) {
@@ -83,11 +97,19 @@ const char *sq::onnx_import::dtypeName(DType dtype) {
     return "uint8";
   case DType::Bool:
     return "bool";
+  case DType::I4:
+    return "int4";
+  case DType::U4:
+    return "uint4";
   }
   return "?";
 }
 
 std::string sq::onnx_import::onnxTypeName(int onnxType) {
+  if (onnxType == kOnnxInt4)
+    return "INT4";
+  if (onnxType == kOnnxUInt4)
+    return "UINT4";
   if (onnx::TensorProto_DataType_IsValid(onnxType))
     return onnx::TensorProto_DataType_Name(
         static_cast<onnx::TensorProto_DataType>(onnxType));
@@ -238,7 +260,7 @@ bool OnnxModel::readTensor(const onnx::TensorProto &tensor, TensorBytes &out,
     error = name + " has unsupported data type " +
             onnxTypeName(tensor.data_type()) +
             " (supported: float32, float16, bfloat16, float64, int64, int32, "
-            "int8, uint8, bool)";
+            "int8, uint8, int4, uint4, bool)";
     return false;
   }
   out.dims.assign(tensor.dims().begin(), tensor.dims().end());
@@ -247,7 +269,7 @@ bool OnnxModel::readTensor(const onnx::TensorProto &tensor, TensorBytes &out,
     error = name + ": " + error;
     return false;
   }
-  size_t expected = static_cast<size_t>(count) * dtypeSize(out.dtype);
+  size_t expected = tensorBytes(out.dtype, count);
 
   if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
     std::string location;
@@ -328,6 +350,8 @@ bool OnnxModel::readTensor(const onnx::TensorProto &tensor, TensorBytes &out,
     break;
   case DType::U8:
   case DType::Bool:
+  case DType::I4: // int32_data holds the packed bytes, one per entry
+  case DType::U4:
     copyField<uint8_t>(tensor.int32_data(), out.owned);
     break;
   }

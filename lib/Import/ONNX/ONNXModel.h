@@ -24,12 +24,22 @@ namespace sq {
 namespace onnx_import {
 
 /// Element types the importer understands.
-enum class DType { F32, F16, BF16, F64, I64, I32, I8, U8, Bool };
+enum class DType { F32, F16, BF16, F64, I64, I32, I8, U8, Bool, I4, U4 };
+
+/// ONNX's 4-bit integer types (onnx 1.16; the TensorProto enum of the
+/// installed onnx may predate them): two per byte, low nibble first.
+constexpr int kOnnxUInt4 = 21, kOnnxInt4 = 22;
 
 /// Maps an ONNX TensorProto data type; false if unsupported.
 bool toDType(int onnxType, DType &dtype);
-/// Bytes per element.
+/// Bytes per element (1 for the packed 4-bit types: see tensorBytes).
 size_t dtypeSize(DType dtype);
+/// Bytes that `count` elements take (4-bit types: two per byte).
+size_t tensorBytes(DType dtype, int64_t count);
+/// True for the 4-bit types, stored two per byte.
+inline bool isPacked4(DType dtype) {
+  return dtype == DType::I4 || dtype == DType::U4;
+}
 const char *dtypeName(DType dtype);
 /// The ONNX name of a data type number, for messages.
 std::string onnxTypeName(int onnxType);

@@ -77,6 +77,7 @@ const OpTable &opTable() {
     registerAttentionOps(t);
     registerComMicrosoftOps(t);
     registerOpset23Ops(t);
+    registerQuantizedOps(t);
     return t;
   }();
   return table;

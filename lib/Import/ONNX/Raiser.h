@@ -5,8 +5,8 @@
 // otherwise hands the node to the handlers that an OpTable (OpTable.cpp)
 // holds for its (domain, op_type). The handlers live in one file per
 // component and domain (ShapeOps, LinearOps, RMSNormOps, RopeOps,
-// InterleavedRopeOps, AttentionOps, ComMicrosoftOps, Opset23Ops) and use the
-// Raiser's helpers declared here.
+// InterleavedRopeOps, AttentionOps, ComMicrosoftOps, Opset23Ops,
+// QuantizedOps) and use the Raiser's helpers declared here.
 //
 //===----------------------------------------------------------------------===//
 
@@ -153,6 +153,7 @@ void registerInterleavedRopeOps(OpTable &table);
 void registerAttentionOps(OpTable &table);
 void registerComMicrosoftOps(OpTable &table);
 void registerOpset23Ops(OpTable &table);
+void registerQuantizedOps(OpTable &table);
 
 //===----------------------------------------------------------------------===//
 // The raiser
@@ -239,6 +240,9 @@ public:
   std::string nodeLabel;
   /// `err` already names its node (an operand's deferred error).
   bool errNamesNode = false;
+  /// Tensors the importer makes (dequantized weights, QuantizedOps.cpp):
+  /// Weight values point into them.
+  std::vector<std::unique_ptr<onnx::TensorProto>> madeTensors;
 
 private:
   /// A graph input, before @forward exists.
@@ -274,6 +278,9 @@ private:
 //===----------------------------------------------------------------------===//
 // Helpers shared by handler files
 //===----------------------------------------------------------------------===//
+
+/// Element `i` of a tensor as a double (Weights.cpp).
+double tensorElement(const TensorBytes &t, int64_t i);
 
 /// Decodes a small tensor into a concrete one (Weights.cpp).
 bool toConcrete(const TensorBytes &t, CTensor &c, std::string &error);

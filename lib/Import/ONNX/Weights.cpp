@@ -25,9 +25,13 @@ using namespace mlir;
 namespace sq {
 namespace onnx_import {
 
-namespace {
-
-double elementAt(const TensorBytes &t, int64_t i) {
+double tensorElement(const TensorBytes &t, int64_t i) {
+  if (isPacked4(t.dtype)) {
+    unsigned nibble =
+        (static_cast<uint8_t>(t.bytes[i / 2]) >> (4 * (i % 2))) & 0xF;
+    // int4: two's complement in four bits.
+    return t.dtype == DType::I4 && nibble >= 8 ? int(nibble) - 16 : int(nibble);
+  }
   const char *p = t.bytes.data() + i * dtypeSize(t.dtype);
   switch (t.dtype) {
   case DType::F32: {
@@ -65,9 +69,14 @@ double elementAt(const TensorBytes &t, int64_t i) {
   case DType::U8:
   case DType::Bool:
     return static_cast<uint8_t>(*p);
+  case DType::I4:
+  case DType::U4:
+    break; // above
   }
   return 0;
 }
+
+namespace {
 
 /// dst[c][r] = src[r][c] for a rows x cols matrix of `elem`-byte elements,
 /// in 64x64 tiles so that both sides stream through the cache.
@@ -160,7 +169,7 @@ bool toConcrete(const TensorBytes &t, CTensor &c, std::string &error) {
   }
   c.data.resize(t.numElements());
   for (int64_t i = 0; i < t.numElements(); ++i)
-    c.data[i] = elementAt(t, i);
+    c.data[i] = tensorElement(t, i);
   return true;
 }
 

@@ -99,3 +99,18 @@ def _cuda_device():
         return False
 if _cuda_device():
     config.available_features.add("cuda-device")
+
+# onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
+# (bench/ort_runner.js), found through NODE_PATH or in build/ort, where
+# bench/vs_onnxruntime.sh installs it. Tests that compare with it declare
+# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js.
+import shutil
+_node = shutil.which("node")
+for _dir in os.environ.get("NODE_PATH", "").split(os.pathsep) + [
+        os.path.join(config.sq_obj_root, "ort", "node_modules")]:
+    if _node and _dir and os.path.isdir(os.path.join(_dir, "onnxruntime-node")):
+        config.available_features.add("onnxruntime")
+        config.substitutions.append(("%ort_runner", "env NODE_PATH=%s %s %s" % (
+            os.path.abspath(_dir), _node,
+            os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
+        break

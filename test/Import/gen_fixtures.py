@@ -41,6 +41,9 @@ Valid fixtures (name: what varies)
                           Attention (is_causal, GQA, KV cache), onnx.helper
   qwen2-bias.onnx         (--only bias) the opset-23 form with Qwen2's biases
                           on q/k/v (MatMul then Add of a [out] vector)
+  genai-qwen2-fp16.onnx   (--only bias) genai-gqa-fp16.onnx's form with fp16
+                          q/k/v biases (MatMul then Add), as the GenAI builder
+                          writes Qwen2
   torch-qkv-bias-opset17.onnx  (--only bias) gqa-opset17.onnx with q/k/v
                           biases in the TorchScript form (Add(bias, MatMul))
   torch-headdim-opset17.onnx  (--only bias) the TorchScript exporter's form
@@ -552,6 +555,8 @@ def bias_fixtures(j):
     genai_model(j("qwen2-bias.onnx"), "onnx23", bias=("q", "k", "v"), seed=11)
     genai_model(j("headdim-bias.onnx"), "onnx23", num_heads=4, num_kv_heads=2, head_dim=8,
                 bias=("q", "k", "v", "o", "gate", "up", "down"), seed=12)
+    # The GenAI builder's form of Qwen2 (fp16, GroupQueryAttention).
+    genai_model(j("genai-qwen2-fp16.onnx"), "gqa", bias=("q", "k", "v"), seed=14)
     # The TorchScript form of biased q/k/v (nn.Linear(bias=True) exports as
     # MatMul then Add(bias, product)): gqa-opset17.onnx with biases added.
     src = j("gqa-opset17.onnx")

@@ -80,9 +80,9 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     rows of v_proj get `R2^T`, every head's columns of o_proj get `R2`.
     Biases follow the outputs: a writer's bias gets `b <- R1^T b`, v_proj's
     (Qwen2) `R2^T` per KV head, and the biases of the other readers (q, k,
-    gate, up) are left alone. The float model computes the same function; the rotated weights and
-    activations have fewer outliers, which is what makes 4-bit quantization
-    work.
+    gate, up) are left alone. The float model computes the same function;
+    the rotated weights and activations have fewer outliers, which is what
+    makes 4-bit quantization work.
 
     Modes: `learned`, the default (SpinQuant: R1/R2 learned by Cayley SGD
     from a randomized Hadamard initialization, as described below; the

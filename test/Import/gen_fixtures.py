@@ -44,6 +44,9 @@ Valid fixtures (name: what varies)
   genai-qwen2-fp16.onnx   (--only bias) genai-gqa-fp16.onnx's form with fp16
                           q/k/v biases (MatMul then Add), as the GenAI builder
                           writes Qwen2
+  genai-skip-bias.onnx    (--only bias) genai-mha-rotary.onnx's form with
+                          biases on all projections, o_proj's and down_proj's
+                          passed to SkipSimplifiedLayerNormalization (input 3)
   torch-qkv-bias-opset17.onnx  (--only bias) gqa-opset17.onnx with q/k/v
                           biases in the TorchScript form (Add(bias, MatMul))
   torch-headdim-opset17.onnx  (--only bias) the TorchScript exporter's form
@@ -326,12 +329,17 @@ def genai_model(path, kind, bias=(), num_heads=None, num_kv_heads=None, head_dim
         nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
         return outs[0]
 
+    skip_bias = {}  # o/down output -> its bias, the SkipSimplifiedLayerNorm's input 3
+
     def linear(x, proj, p, shape, out):
         y = node("MatMul", [x, weight(p + proj, shape)], [out])
         if proj.split("_")[0] in bias:
             b = weight(p + proj + ".bias", [shape[1]], scale=0.5)
-            # torch.onnx writes Add(bias, MatMul): both orders occur.
-            y = node("Add", [b, y] if proj[0] in "qkg" else [y, b], [out + "_bias"])
+            if kind != "onnx23" and proj in ("o_proj", "down_proj"):
+                skip_bias[y] = [b]  # as the GenAI builder fuses it
+            else:
+                # torch.onnx writes Add(bias, MatMul): both orders occur.
+                y = node("Add", [b, y] if proj[0] in "qkg" else [y, b], [out + "_bias"])
         return y
 
     inv = 1.0 / (10000.0 ** (np.arange(0, hd, 2) / hd))
@@ -368,7 +376,8 @@ def genai_model(path, kind, bias=(), num_heads=None, num_kv_heads=None, head_dim
             n = node("SimplifiedLayerNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
         else:
             outs = ["l%d_n1" % l, "", "", "l%d_h" % l]
-            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                          [pending, h, ln1] + skip_bias.get(pending, []), outs,
                                           name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
             n, h = outs[0], outs[3]
         q = linear(n, "q_proj", p, [H, heads * hd], "l%d_q" % l)
@@ -413,7 +422,8 @@ def genai_model(path, kind, bias=(), num_heads=None, num_kv_heads=None, head_dim
         else:
             outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
         if kind != "onnx23":
-            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                          [o, h, ln2] + skip_bias.get(o, []), outs,
                                           name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
         n2, h = outs[0], outs[3]
         g = linear(n2, "gate_proj", p, [H, FFN], "l%d_gate" % l)
@@ -429,7 +439,8 @@ def genai_model(path, kind, bias=(), num_heads=None, num_kv_heads=None, head_dim
     else:
         outs = ["final_norm", "", "", "final_h"]
         nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
-                                      [pending, h, weight("model.norm.weight", [H], ones=True)], outs,
+                                      [pending, h, weight("model.norm.weight", [H], ones=True)] +
+                                      skip_bias.get(pending, []), outs,
                                       name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
     node("MatMul", ["final_norm", weight("lm_head", [H, VOCAB])], ["logits"])
     graph = helper.make_graph(nodes, "genai-llama", inputs, outputs, inits)
@@ -557,6 +568,10 @@ def bias_fixtures(j):
                 bias=("q", "k", "v", "o", "gate", "up", "down"), seed=12)
     # The GenAI builder's form of Qwen2 (fp16, GroupQueryAttention).
     genai_model(j("genai-qwen2-fp16.onnx"), "gqa", bias=("q", "k", "v"), seed=14)
+    # fp32 RotaryEmbedding + MultiHeadAttention with biases everywhere: o_proj's
+    # and down_proj's as SkipSimplifiedLayerNormalization's bias input.
+    genai_model(j("genai-skip-bias.onnx"), "mha", bias=("q", "k", "v", "o", "gate", "up", "down"),
+                seed=15)
     # The TorchScript form of biased q/k/v (nn.Linear(bias=True) exports as
     # MatMul then Add(bias, product)): gqa-opset17.onnx with biases added.
     src = j("gqa-opset17.onnx")

@@ -79,43 +79,35 @@ bool linear(Raiser &raiser, OpCall &call) {
   return true;
 }
 
-/// Linear output + a constant vector of its out_features (a weight or a
-/// Constant, shaped [out] or [1, ..., 1, out], in either operand order):
-/// the linear's bias. The bias is stored as an fp32 sq.weight (it is small
-/// and added in fp32 by every backend) named like its initializer; a new
-/// sq.linear with the bias replaces the biasless one for this value (the
-/// old one stays for any other reader and is dropped when unused).
-bool linearBias(Raiser &raiser, OpCall &call) {
-  auto isLinear = [](const AValRef &a) {
-    if (!a || a->kind != AVal::Act || a->kv)
+} // namespace
+
+bool isBiaslessLinear(const AValRef &a) {
+  if (!a || a->kind != AVal::Act || a->kv)
+    return false;
+  auto l = a->v.getDefiningOp<LinearOp>();
+  return l && !l.getBias();
+}
+
+bool isBiasVector(const AValRef &b) {
+  if (!b)
+    return false;
+  std::vector<int64_t> dims;
+  if (b->kind == AVal::Weight)
+    dims.assign(b->tensor->dims().begin(), b->tensor->dims().end());
+  else if (b->kind == AVal::Concrete && b->c.kind == CTensor::Float)
+    dims = b->c.shape;
+  else
+    return false;
+  if (dims.empty())
+    return false;
+  for (size_t i = 0; i + 1 < dims.size(); ++i)
+    if (dims[i] != 1)
       return false;
-    auto l = a->v.getDefiningOp<LinearOp>();
-    return l && !l.getBias();
-  };
-  auto isVector = [](const AValRef &b) {
-    if (!b)
-      return false;
-    std::vector<int64_t> dims;
-    if (b->kind == AVal::Weight)
-      dims.assign(b->tensor->dims().begin(), b->tensor->dims().end());
-    else if (b->kind == AVal::Concrete && b->c.kind == CTensor::Float)
-      dims = b->c.shape;
-    else
-      return false;
-    if (dims.empty())
-      return false;
-    for (size_t i = 0; i + 1 < dims.size(); ++i)
-      if (dims[i] != 1)
-        return false;
-    return dims.back() > 1;
-  };
-  AValRef x, b;
-  if (!call.commuted(
-          [&](const AValRef &p, const AValRef &q) {
-            return isLinear(p) && isVector(q);
-          },
-          x, b))
-    return call.decline();
+  return dims.back() > 1;
+}
+
+bool addLinearBias(Raiser &raiser, OpCall &call, const AValRef &x,
+                   const AValRef &b, AValRef &out) {
   auto linear = x->v.getDefiningOp<LinearOp>();
   int64_t outF = linear.getWeight().getType().getDimSize(0);
   std::string name =
@@ -146,8 +138,23 @@ bool linearBias(Raiser &raiser, OpCall &call) {
       WeightOp::create(raiser.builder, raiser.loc, cast<ElementsAttr>(attr));
   auto op = LinearOp::create(raiser.builder, raiser.loc, linear.getInput(),
                              linear.getWeight(), bias);
-  call.out() = raiser.act(op, x->view);
+  out = raiser.act(op, x->view);
   return true;
+}
+
+namespace {
+
+/// Linear output + a constant vector of its out_features (in either operand
+/// order): the linear's bias (addLinearBias).
+bool linearBias(Raiser &raiser, OpCall &call) {
+  AValRef x, b;
+  if (!call.commuted(
+          [&](const AValRef &p, const AValRef &q) {
+            return isBiaslessLinear(p) && isBiasVector(q);
+          },
+          x, b))
+    return call.decline();
+  return addLinearBias(raiser, call, x, b, call.out());
 }
 
 /// `OpT` of two [batch, seq, features] activations of one type; `operand`

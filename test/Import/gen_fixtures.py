@@ -53,7 +53,7 @@ Valid fixtures (name: what varies)
                           written node by node (onnx.helper), head_dim 8 with
                           4 heads over hidden 16, GQA, q/k/v biases
   headdim-bias.onnx       (--only bias) the opset-23 form with an explicit
-                          head_dim (hidden 16, 4 heads of 8: q_proj [16, 32])
+                          head_dim (hidden 16, 4 heads of 8: q_proj 16 -> 32)
                           and biases on all seven projections
 Broken fixtures: see BROKEN below.
 """
@@ -299,7 +299,8 @@ def genai_model(path, kind, bias=(), num_heads=None, num_kv_heads=None, head_dim
 
     `bias` names the projections ("q", "k", "v", "o", "gate", "up", "down")
     that get a bias, added by an Add of an [out] initializer after their
-    MatMul; `num_heads`, `num_kv_heads` and `head_dim` override the defaults
+    MatMul (o's and down's are SkipSimplifiedLayerNormalization's bias input
+    in the com.microsoft kinds); `num_heads`, `num_kv_heads` and `head_dim` override the defaults
     (head_dim = hidden / heads)."""
     from onnx import TensorProto, helper
 

@@ -589,14 +589,18 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
                             n.getEpsilon().convertToDouble(), dy, dx);
       give(n.getInput(), std::move(dx));
     } else if (auto l = dyn_cast<LinearOp>(op)) {
-      exec::Tensor dx, dw;
-      bool needX = wants(l.getInput()), needW = wants(l.getWeight());
+      exec::Tensor dx, dw, db;
+      bool needX = wants(l.getInput()), needW = wants(l.getWeight()),
+           needB = l.getBias() && wants(l.getBias());
       exec::linearBackward(get(l.getInput()), get(l.getWeight()), dy,
-                           needX ? &dx : nullptr, needW ? &dw : nullptr);
+                           needX ? &dx : nullptr, needW ? &dw : nullptr,
+                           needB ? &db : nullptr);
       if (needX)
         give(l.getInput(), std::move(dx));
       if (needW)
         give(l.getWeight(), std::move(dw));
+      if (needB)
+        give(l.getBias(), std::move(db));
     } else if (auto r = dyn_cast<RopeOp>(op)) {
       exec::Tensor dx;
       exec::ropeBackward(dy, get(r.getPositions()), r.getNumHeads(),

@@ -72,7 +72,7 @@ void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
 }
 
 void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
-                    Tensor *dx, Tensor *dW) {
+                    Tensor *dx, Tensor *dW, Tensor *db) {
   int64_t k = x.lastDim(), m = x.numel() / k, n = w.shape[0];
   if (dx) {
     // [m, n] x [n, k].
@@ -87,6 +87,16 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f,
                 dOut.data->data(), n, x.data->data(), k, 0.0f, dW->data->data(),
                 k);
+  }
+  if (db) {
+    std::vector<double> sum(n, 0.0);
+    const float *g = dOut.data->data();
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        sum[j] += g[i * n + j];
+    *db = like({n});
+    for (int64_t j = 0; j < n; ++j)
+      (*db->data)[j] = static_cast<float>(sum[j]);
   }
 }
 

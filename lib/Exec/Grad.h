@@ -33,9 +33,10 @@ void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
 
 /// linear(): y = x W^T (+ b), x [..., in], W [out, in]. dx = dOut W (when dx
 /// is not null); dW = dOut^T x, [out, in], summed over all rows of x (when
-/// dW is not null).
+/// dW is not null); db = dOut summed over all rows, [out] (when db is not
+/// null).
 void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
-                    Tensor *dx, Tensor *dW);
+                    Tensor *dx, Tensor *dW, Tensor *db = nullptr);
 
 /// rope(): a rotation of every pair by pos * inv_freq; its VJP is the
 /// rotation by the negated angle (same layouts, same float32 angles).

@@ -39,9 +39,12 @@ namespace sq {
 
 namespace {
 
-enum class Role { Embedding, Reader, Writer };
+/// Output: the bias of a reader (v_proj's), on the output side, which R1
+/// leaves alone (only R2 rotates it).
+enum class Role { Embedding, Reader, Writer, Output };
 
-/// A weight that R1 (and maybe R2) rotates, [rows, cols] row-major.
+/// A weight that R1 (and maybe R2) rotates, [rows, cols] row-major; a bias
+/// [n] is a column [n, 1].
 struct Entry {
   std::string name;
   Role role;
@@ -167,7 +170,7 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
     e.name = name;
     e.role = role;
     e.rows = type.getDimSize(0);
-    e.cols = type.getDimSize(1);
+    e.cols = type.getRank() > 1 ? type.getDimSize(1) : 1;
     index[name] = impl.entries.size();
     impl.entries.push_back(std::move(e));
     return &impl.entries.back();
@@ -189,6 +192,9 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
       e->quantize = impl.spec.quantizesWeights() && !head;
       e->linear = linear;
     }
+    // A writer's bias is rotated by R1 like its rows (b' = R1^T b).
+    if (writes && linear.getBias())
+      add(linear.getBias(), Role::Writer, linear);
   });
   module.walk([&](AttentionOp attn) {
     auto v = attn.getValue().getDefiningOp<LinearOp>();
@@ -208,6 +214,12 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                         "write it");
     impl.entries[vi->second].r2Layer = impl.layers;
     impl.entries[vi->second].isValue = true;
+    // v_proj's bias: R2^T on the blocks of each KV head, no R1.
+    if (v.getBias())
+      if (Entry *b = add(v.getBias(), Role::Output, v)) {
+        b->r2Layer = impl.layers;
+        b->isValue = true;
+      }
     impl.entries[oi->second].r2Layer = impl.layers;
     ++impl.layers;
   });
@@ -373,7 +385,9 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       continue;
     }
     std::vector<float> w(e.rows * e.cols);
-    if (e.role != Role::Writer) { // W R1
+    if (e.role == Role::Output) {
+      w = e.base;
+    } else if (e.role != Role::Writer) { // W R1
       gemm(false, false, e.rows, n, n, e.base.data(), n, r1.data(), n, w.data(),
            n);
     } else { // R1^T W
@@ -384,9 +398,10 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       const std::vector<float> &q = r2[e.r2Layer];
       e.partial = w;
       if (e.isValue) { // rows of each KV head: R2^T A_h
+        int64_t c = e.cols;
         for (int64_t r0 = 0; r0 < e.rows; r0 += d)
-          gemm(true, false, d, n, d, q.data(), d, e.partial.data() + r0 * n, n,
-               w.data() + r0 * n, n);
+          gemm(true, false, d, c, d, q.data(), d, e.partial.data() + r0 * c, c,
+               w.data() + r0 * c, c);
       } else { // columns of each head: A_h R2 ([rows * heads, d] x R2)
         gemm(false, false, e.rows * e.cols / d, d, d, e.partial.data(), d,
              q.data(), d, w.data(), d);
@@ -459,11 +474,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       std::vector<float> dA(dW.size());
       if (e.isValue) {
         // W' = blockdiag(R2^T) A: dR2 += sum_h A_h dW'_h^T, dA_h = R2 dW'_h.
+        int64_t c = e.cols;
         for (int64_t r0 = 0; r0 < e.rows; r0 += d) {
-          gemm(false, true, d, d, n, e.partial.data() + r0 * n, n,
-               dW.data() + r0 * n, n, g.data(), d, 1.0f);
-          gemm(false, false, d, n, d, q.data(), d, dW.data() + r0 * n, n,
-               dA.data() + r0 * n, n);
+          gemm(false, true, d, d, c, e.partial.data() + r0 * c, c,
+               dW.data() + r0 * c, c, g.data(), d, 1.0f);
+          gemm(false, false, d, c, d, q.data(), d, dW.data() + r0 * c, c,
+               dA.data() + r0 * c, c);
         }
       } else {
         // W' = A blockdiag(R2): dR2 += sum_h A_h^T dW'_h, dA = dW' R2^T.
@@ -475,6 +491,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       }
       dW.swap(dA);
     }
+    if (e.role == Role::Output) // no R1
+      continue;
     if (e.rowsOnly) { // only the rows read contribute
       std::vector<float> rows = gatherRows(e.base, n),
                          drows = gatherRows(dW, n);

@@ -161,8 +161,9 @@ struct SpinQuantRotatePass
     return r;
   }
 
-  /// Applies `fn` to the fp32 values of `weight` ([rows, cols]) and writes
-  /// them back; a weight shared with other ops is copied first.
+  /// Applies `fn` to the fp32 values of `weight` ([rows, cols]; a bias
+  /// [n] is a column [n, 1]) and writes them back; a weight shared with
+  /// other ops is copied first.
   bool
   rewrite(Value weightValue, Operation *user,
           function_ref<void(numerics::FloatBuffer &, int64_t, int64_t)> fn) {
@@ -174,7 +175,7 @@ struct SpinQuantRotatePass
     }
     weight = unshareWeight(weight, user);
     auto shape = cast<RankedTensorType>(weightValue.getType()).getShape();
-    fn(w, shape[0], shape[1]);
+    fn(w, shape[0], shape.size() > 1 ? shape[1] : 1);
     writeWeightValues(weight, std::move(w), weightType);
     return true;
   }
@@ -304,7 +305,9 @@ struct SpinQuantRotatePass
     if (!ok)
       return signalPassFailure();
 
-    // R1: embedding and readers W <- W R1, writers W <- R1^T W. A signed
+    // R1: embedding and readers W <- W R1, writers W <- R1^T W and their
+    // biases b <- R1^T b (a reader's bias is on its output side: R1 leaves
+    // it alone). A signed
     // Hadamard R1 = diag(s) H / sqrt(n) is applied with the fast transform
     // per row (w R1 = transform(w * s)) instead of a dense product.
     std::vector<float> signs;
@@ -346,14 +349,16 @@ struct SpinQuantRotatePass
       } else if (reads) {
         ok = rewrite(linear.getWeight(), linear, colR1);
       } else if (writes) {
-        ok = rewrite(linear.getWeight(), linear, rowR1T);
+        ok = rewrite(linear.getWeight(), linear, rowR1T) &&
+             (!linear.getBias() || rewrite(linear.getBias(), linear, rowR1T));
       }
     });
     if (!ok)
       return signalPassFailure();
 
-    // R2 per layer: v_proj rows of each KV head <- R2^T, o_proj columns of
-    // each head <- R2.
+    // R2 per layer: v_proj rows of each KV head <- R2^T (and its bias, the
+    // same blocks of a column), o_proj columns of each head <- R2 (its bias
+    // is on the residual side: R1's).
     int64_t layer = 0;
     module.walk([&](AttentionOp attn) {
       if (!ok)
@@ -374,10 +379,11 @@ struct SpinQuantRotatePass
       ++layer;
       if (!ok)
         return;
-      ok = rewrite(v.getWeight(), v,
-                   [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
-                     multiplyRowBlocksByRT(w, rows, cols, r2, headDim);
-                   }) &&
+      auto rowsR2T = [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
+        multiplyRowBlocksByRT(w, rows, cols, r2, headDim);
+      };
+      ok = rewrite(v.getWeight(), v, rowsR2T) &&
+           (!v.getBias() || rewrite(v.getBias(), v, rowsR2T)) &&
            rewrite(o.getWeight(), o,
                    [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
                      multiplyColumnBlocks(w, rows, cols, r2, headDim);

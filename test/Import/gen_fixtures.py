@@ -4,7 +4,10 @@
 Run with Debian's python3 (python3-torch, python3-onnx, python3-numpy):
 
     /usr/bin/python3 test/Import/gen_fixtures.py [OUTDIR]
-    /usr/bin/python3 test/Import/gen_fixtures.py --only int4 [OUTDIR]   # no torch needed
+    /usr/bin/python3 test/Import/gen_fixtures.py --only int4,bias [OUTDIR]
+
+`--only NAME[,NAME...]` writes only the named groups of fixtures that are
+built with onnx.helper (no torch needed): see HELPER_FIXTURES.
 
 A small Hugging Face-style PyTorch LLaMA (RMSNorm computed in float32,
 rotate-half RoPE, grouped-query attention with repeat_kv, causal mask,
@@ -38,6 +41,22 @@ Valid fixtures (name: what varies)
                           Attention (is_causal, GQA, KV cache), onnx.helper
   int4-*.onnx, qdq-*.onnx pre-quantized linear layers (MatMulNBits, DequantizeLinear):
                           see quantized_models()
+  qwen2-bias.onnx         (--only bias) the opset-23 form with Qwen2's biases
+                          on q/k/v (MatMul then Add of a [out] vector)
+  genai-qwen2-fp16.onnx   (--only bias) genai-gqa-fp16.onnx's form with fp16
+                          q/k/v biases (MatMul then Add), as the GenAI builder
+                          writes Qwen2
+  genai-skip-bias.onnx    (--only bias) genai-mha-rotary.onnx's form with
+                          biases on all projections, o_proj's and down_proj's
+                          passed to SkipSimplifiedLayerNormalization (input 3)
+  torch-qkv-bias-opset17.onnx  (--only bias) gqa-opset17.onnx with q/k/v
+                          biases in the TorchScript form (Add(bias, MatMul))
+  torch-headdim-opset17.onnx  (--only bias) the TorchScript exporter's form
+                          written node by node (onnx.helper), head_dim 8 with
+                          4 heads over hidden 16, GQA, q/k/v biases
+  headdim-bias.onnx       (--only bias) the opset-23 form with an explicit
+                          head_dim (hidden 16, 4 heads of 8: q_proj 16 -> 32)
+                          and biases on all seven projections
 Broken fixtures: see BROKEN below.
 """
 
@@ -53,7 +72,7 @@ from onnx import numpy_helper
 try:
     import torch
     from torch import nn
-except ImportError:  # --only int4 builds its fixtures with onnx.helper alone
+except ImportError:  # the onnx.helper fixtures (--only) need no torch
     torch = None
 
     class nn:  # lets the torch model classes below be defined (never used)
@@ -278,22 +297,29 @@ def build(**kw):
 
 
 def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, vocab=VOCAB,
-                opset=None, packed_qkv=False):
+                opset=None, packed_qkv=False, bias=(), num_heads=None, num_kv_heads=None,
+                head_dim=None, seed=7):
     """A 2-layer LLaMA in the ONNX Runtime GenAI model-builder form.
 
     `quant` (see quantized_models) writes every linear layer pre-quantized;
     fp16, H, heads (q, kv), ffn and vocab override the kind's sizes;
     packed_qkv (kind gqa) computes q, k and v with one linear layer
-    (qkv_proj) and gives GroupQueryAttention empty key and value."""
+    (qkv_proj) and gives GroupQueryAttention empty key and value.
+    `bias` names the projections ("q", "k", "v", "o", "gate", "up", "down")
+    that get a bias, added by an Add of an [out] initializer after their
+    MatMul (o's and down's are SkipSimplifiedLayerNormalization's bias input
+    in the com.microsoft kinds); `num_heads`, `num_kv_heads` and `head_dim`
+    override the defaults (head_dim = hidden / heads)."""
     from onnx import TensorProto, helper
 
     VOCAB, FFN = vocab, ffn
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     # bench/vs_onnxruntime.sh checks these fixtures against onnxruntime,
     # whose fp16 GroupQueryAttention needs head_dim % 16 == 0.
     H = H or (32 if kind == "gqa" else HIDDEN)
     heads, kv = heads or ((2, 2) if kind == "mha" else (2, 1))
-    hd = H // heads
+    heads, kv = num_heads or heads, num_kv_heads or kv
+    hd = head_dim or H // heads
     fp16 = kind == "gqa" if fp16 is None else fp16
     wdt = np.float16 if fp16 else np.float32
     ttype = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
@@ -313,13 +339,26 @@ def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, 
         nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
         return outs[0]
 
+    skip_bias = {}  # o/down output -> its bias, the SkipSimplifiedLayerNorm's input 3
+
     def linear(x, name, shape, out):
-        """x times the weight `name` [in, out], as MatMul or pre-quantized."""
+        """x times the weight `name` [in, out], as MatMul or pre-quantized,
+        plus its bias when `bias` names it."""
         w = weight(name, shape)
         if quant is None:
-            return node("MatMul", [x, w], [out])
-        t = inits.pop()  # replaced by its quantized form
-        return quant(x, name, numpy_helper.to_array(t).astype(np.float64), out, node, inits)
+            y = node("MatMul", [x, w], [out])
+        else:
+            t = inits.pop()  # replaced by its quantized form
+            y = quant(x, name, numpy_helper.to_array(t).astype(np.float64), out, node, inits)
+        proj = name.split(".")[-1]
+        if proj.split("_")[0] in bias:
+            b = weight(name + ".bias", [shape[1]], scale=0.5)
+            if kind != "onnx23" and proj in ("o_proj", "down_proj"):
+                skip_bias[y] = [b]  # as the GenAI builder fuses it
+            else:
+                # torch.onnx writes Add(bias, MatMul): both orders occur.
+                y = node("Add", [b, y] if proj[0] in "qkg" else [y, b], [out + "_bias"])
+        return y
 
     inv = 1.0 / (10000.0 ** (np.arange(0, hd, 2) / hd))
     freqs = np.outer(np.arange(64), inv)
@@ -355,7 +394,8 @@ def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, 
             n = node("SimplifiedLayerNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
         else:
             outs = ["l%d_n1" % l, "", "", "l%d_h" % l]
-            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                          [pending, h, ln1] + skip_bias.get(pending, []), outs,
                                           name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
             n, h = outs[0], outs[3]
         if packed_qkv:
@@ -403,7 +443,8 @@ def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, 
         else:
             outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
         if kind != "onnx23":
-            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                          [o, h, ln2] + skip_bias.get(o, []), outs,
                                           name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
         n2, h = outs[0], outs[3]
         g = linear(n2, p + "gate_proj", [H, FFN], "l%d_gate" % l)
@@ -419,7 +460,8 @@ def genai_model(path, kind, quant=None, fp16=None, H=None, heads=None, ffn=FFN, 
     else:
         outs = ["final_norm", "", "", "final_h"]
         nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
-                                      [pending, h, weight("model.norm.weight", [H], ones=True)], outs,
+                                      [pending, h, weight("model.norm.weight", [H], ones=True)] +
+                                      skip_bias.get(pending, []), outs,
                                       name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
     linear("final_norm", "lm_head", [H, VOCAB], "logits")
     graph = helper.make_graph(nodes, "genai-llama", inputs, outputs, inits)
@@ -630,23 +672,188 @@ def quantized_models(out):
     variant("nbits-wrong-block.onnx", attr("block_size", 64))
 
 
+def torchscript_form_model(path, heads, kv, hd, bias=(), seed=5):
+    """A 2-layer Hugging Face LLaMA written node by node as torch.onnx's
+    TorchScript exporter writes it (opset 17): RMSNorm from Pow/ReduceMean/
+    Sqrt/Div, q/k/v Reshape [b, s, heads, head_dim] and Transpose, rotate-half
+    RoPE from Slice/Neg/Concat over cos/sin gathered by position_ids, repeat_kv
+    by Unsqueeze/Expand/Reshape, scores / sqrt(head_dim) + a Trilu causal
+    mask, Softmax, the output Reshape [b, s, heads * head_dim]. Shapes come
+    from Shape/Gather of the input, so any batch and length run. `hd` need not
+    be HIDDEN / heads; `bias` as in genai_model (Add(bias, MatMul))."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    H, rep = HIDDEN, heads // kv
+    inits, nodes = [], []
+    count = [0]
+
+    def const(array, dtype=np.int64):  # a Constant node, as torch.onnx writes
+        count[0] += 1
+        name = "/Constant_%d_output_0" % count[0]
+        nodes.append(helper.make_node("Constant", [], [name], name=name[:-9], value=numpy_helper.from_array(
+            np.asarray(array, dtype=dtype))))
+        return name
+
+    def node(op, ins, **attrs):
+        count[0] += 1
+        out = "/%s_%d" % (op, count[0])
+        nodes.append(helper.make_node(op, ins, [out], name=out, **attrs))
+        return out
+
+    def weight(name, shape, scale=None, ones=False):
+        a = (1.0 + 0.1 * rng.standard_normal(shape)) if ones else \
+            rng.standard_normal(shape) * (scale or 1.0 / math.sqrt(shape[0]))
+        inits.append(numpy_helper.from_array(a.astype(np.float32), name))
+        return name
+
+    def linear(x, name, shape):
+        y = node("MatMul", [x, weight(name + ".weight_t", shape)])
+        if name.split(".")[-1].split("_")[0] in bias:
+            y = node("Add", [weight(name + ".bias", [shape[1]], scale=0.5), y])
+        return y
+
+    def norm(x, name):
+        sq = node("Pow", [x, const(2.0, np.float32)])
+        ms = node("ReduceMean", [sq], axes=[-1], keepdims=1)
+        r = node("Sqrt", [node("Add", [ms, const(1e-5, np.float32)])])
+        inv = node("Div", [const(1.0, np.float32), r])
+        return node("Mul", [weight(name, [H], ones=True), node("Mul", [x, inv])])
+
+    def dim(x, i):  # Unsqueeze(Gather(Shape(x), i)): a 1-element shape piece
+        return node("Unsqueeze", [node("Gather", [node("Shape", [x]), const(i)], axis=0), const([0])])
+
+    def rotate_half(x):
+        a = node("Slice", [x, const([0]), const([hd // 2]), const([3]), const([1])])
+        b = node("Slice", [x, const([hd // 2]), const([2 ** 62]), const([3]), const([1])])
+        return node("Concat", [node("Neg", [b]), a], axis=-1)
+
+    inv = 1.0 / (10000.0 ** (np.arange(0, hd, 2) / hd))
+    emb = np.concatenate([np.outer(np.arange(64), inv)] * 2, axis=1)
+    cos = node("Unsqueeze", [node("Gather", [const(np.cos(emb), np.float32), "position_ids"], axis=0),
+                             const([1])])
+    sin = node("Unsqueeze", [node("Gather", [const(np.sin(emb), np.float32), "position_ids"], axis=0),
+                             const([1])])
+    h = node("Gather", [weight("embed_tokens.weight", [VOCAB, H], 0.5), "input_ids"], axis=0)
+    b, s = dim(h, 0), dim(h, 1)
+    # The causal mask [s, s]: -max above the diagonal.
+    full = node("ConstantOfShape", [node("Concat", [s, s], axis=0)],
+                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [-3.4028234663852886e38]))
+    mask = node("Trilu", [full, const(1)], upper=1)
+    for l in range(LAYERS):
+        p = "layers.%d." % l
+        n = norm(h, p + "input_layernorm.weight")
+
+        def heads_of(x, count):
+            x = node("Reshape", [x, node("Concat", [b, s, const([count]), const([hd])], axis=0)])
+            return node("Transpose", [x], perm=[0, 2, 1, 3])
+
+        q = heads_of(linear(n, p + "self_attn.q_proj", [H, heads * hd]), heads)
+        k = heads_of(linear(n, p + "self_attn.k_proj", [H, kv * hd]), kv)
+        v = heads_of(linear(n, p + "self_attn.v_proj", [H, kv * hd]), kv)
+        q = node("Add", [node("Mul", [q, cos]), node("Mul", [rotate_half(q), sin])])
+        k = node("Add", [node("Mul", [k, cos]), node("Mul", [rotate_half(k), sin])])
+
+        def repeat_kv(x):
+            x = node("Unsqueeze", [x, const([2])])
+            x = node("Expand", [x, node("Concat", [b, const([kv]), const([rep]), s, const([hd])], axis=0)])
+            return node("Reshape", [x, node("Concat", [b, const([heads]), s, const([hd])], axis=0)])
+
+        k, v = repeat_kv(k), repeat_kv(v)
+        scores = node("Div", [node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])]),
+                              const(math.sqrt(hd), np.float32)])
+        probs = node("Softmax", [node("Add", [scores, mask])], axis=-1)
+        a = node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        a = node("Reshape", [a, node("Concat", [b, s, const([heads * hd])], axis=0)])
+        h = node("Add", [h, linear(a, p + "self_attn.o_proj", [heads * hd, H])])
+        n2 = norm(h, p + "post_attention_layernorm.weight")
+        g = linear(n2, p + "mlp.gate_proj", [H, FFN])
+        u = linear(n2, p + "mlp.up_proj", [H, FFN])
+        m = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), u])
+        h = node("Add", [h, linear(m, p + "mlp.down_proj", [FFN, H])])
+    n = norm(h, "norm.weight")
+    logits = node("MatMul", [n, weight("lm_head.weight_t", [H, VOCAB])])
+    nodes[-1].output[0] = "logits"
+    graph = helper.make_graph(
+        nodes, "torchscript-llama",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB])], inits)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def bias_fixtures(j):
+    """Qwen2-style q/k/v biases and an explicit head_dim (onnx.helper)."""
+    genai_model(j("qwen2-bias.onnx"), "onnx23", bias=("q", "k", "v"), seed=11)
+    genai_model(j("headdim-bias.onnx"), "onnx23", num_heads=4, num_kv_heads=2, head_dim=8,
+                bias=("q", "k", "v", "o", "gate", "up", "down"), seed=12)
+    # The GenAI builder's form of Qwen2 (fp16, GroupQueryAttention).
+    genai_model(j("genai-qwen2-fp16.onnx"), "gqa", bias=("q", "k", "v"), seed=14)
+    # fp32 RotaryEmbedding + MultiHeadAttention with biases everywhere: o_proj's
+    # and down_proj's as SkipSimplifiedLayerNormalization's bias input.
+    genai_model(j("genai-skip-bias.onnx"), "mha", bias=("q", "k", "v", "o", "gate", "up", "down"),
+                seed=15)
+    # The TorchScript form of biased q/k/v (nn.Linear(bias=True) exports as
+    # MatMul then Add(bias, product)): gqa-opset17.onnx with biases added.
+    src = j("gqa-opset17.onnx")
+    if not os.path.exists(src):
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "gqa-opset17.onnx")
+    m = onnx.load(src)
+    rng = np.random.default_rng(13)
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        proj = n.name.split("/")[-2] if n.op_type == "MatMul" else ""
+        if proj in ("q_proj", "k_proj", "v_proj"):
+            w = next(t for t in m.graph.initializer if t.name == n.input[1])
+            name = n.name.split("/")[1] + ".self_attn.%s.bias" % proj
+            bias = (0.5 * rng.standard_normal(w.dims[1])).astype(np.float32)
+            m.graph.initializer.append(numpy_helper.from_array(bias, name))
+            out = n.output[0]
+            n.output[0] = out.replace("MatMul_output_0", "MatMul_product")
+            nodes.append(onnx.helper.make_node("Add", [name, n.output[0]], [out],
+                                               name=n.name.replace("MatMul", "Add")))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save_model(m, j("torch-qkv-bias-opset17.onnx"))
+    # The TorchScript form with an explicit head_dim (4 heads of 8 over hidden
+    # 16, GQA 2 KV heads) and Qwen2's q/k/v biases.
+    torchscript_form_model(j("torch-headdim-opset17.onnx"), 4, 2, 8, bias=("q", "k", "v"))
+    # broken/bias-size.onnx: q_proj's bias one entry short.
+    os.makedirs(j("broken"), exist_ok=True)
+    m = onnx.load(j("qwen2-bias.onnx"))
+    t = next(t for t in m.graph.initializer if t.name.endswith("q_proj.bias"))
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t)[:-1], t.name))
+    onnx.save_model(m, j("broken", "bias-size.onnx"))
+
+
+# Groups of fixtures built with onnx.helper alone: `--only NAME` writes them
+# without torch.
+HELPER_FIXTURES = {"int4": lambda j: quantized_models(j("")), "bias": bias_fixtures}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     args = sys.argv[1:]
     only = None
-    if args[:1] == ["--only"]:
-        only, args = args[1] if len(args) > 1 else "", args[2:]
-        if only != "int4":
-            sys.exit("gen_fixtures.py: --only int4 is the only subset (no torch needed)")
+    if args[:1] == ["--only"] and len(args) > 1:
+        only = args[1].split(",")
+        args = args[2:]
+        unknown = [n for n in only if n not in HELPER_FIXTURES]
+        if unknown:
+            sys.exit("gen_fixtures.py: unknown group %s; expected one of %s" %
+                     (", ".join(unknown), ", ".join(sorted(HELPER_FIXTURES))))
     out = args[0] if args else os.path.join(here, "Inputs")
     os.makedirs(out, exist_ok=True)
     j = lambda *p: os.path.join(out, *p)
-    if only == "int4" or torch is None:
-        if only is None:
-            print("gen_fixtures.py: torch is not installed: writing the --only int4 fixtures only")
-        quantized_models(out)
+    if only is not None:
+        for name in only:
+            HELPER_FIXTURES[name](j)
         print("fixtures written to", out)
         return
+    if torch is None:
+        sys.exit("gen_fixtures.py: torch is needed for the exported fixtures "
+                 "(--only %s needs none)" % ",".join(sorted(HELPER_FIXTURES)))
 
     for opset in (14, 16, 17):
         export(build(), j("gqa-opset%d.onnx" % opset), opset)
@@ -792,7 +999,9 @@ def main():
     gqa.input[1] = ""
     gqa.input[2] = ""
     onnx.save_model(packed, os.path.join(b, "genai-packed-qkv.onnx"))
-    quantized_models(out)  # after broken/ is made afresh: it adds to it
+    # After broken/ is made afresh: the groups add to it.
+    for group in HELPER_FIXTURES.values():
+        group(j)
     print("fixtures written to", out)
 
 

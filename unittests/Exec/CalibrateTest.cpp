@@ -200,7 +200,11 @@ INSTANTIATE_TEST_SUITE_P(
         GradCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard"},
         GradCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard", true},
         GradCase{"interleaved-opset17.onnx", "sq-fuse-norms,sq-online-hadamard",
-                 true}),
+                 true},
+        // Qwen2's q/k/v biases (v's rotated by R2); an explicit head_dim
+        // with biases on every projection (o/down's rotated by R1).
+        GradCase{"qwen2-bias.onnx", "sq-fuse-norms"},
+        GradCase{"headdim-bias.onnx", "sq-fuse-norms,sq-online-hadamard"}),
     [](const auto &info) {
       std::string name =
           std::string(info.param.fixture) +
@@ -212,6 +216,33 @@ INSTANTIATE_TEST_SUITE_P(
           c = '_';
       return name;
     });
+
+// Without quantization the rotations cancel: the objective's loss at
+// random R1/R2 is the loss at the identity, also with biases (the writers'
+// rotated by R1, v_proj's by R2) and an explicit head_dim.
+TEST(Calibration, FloatLossIsInvariantWithBiases) {
+  for (const char *fixture : {"qwen2-bias.onnx", "headdim-bias.onnx"}) {
+    mlir::MLIRContext ctx;
+    auto module =
+        load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture),
+             "sq-fuse-norms,sq-online-hadamard");
+    ASSERT_TRUE(module);
+    std::string error;
+    auto obj = RotationObjective::create(*module, spec("w16a16"), error);
+    ASSERT_TRUE(obj) << error;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < 2 * 9; ++i)
+      tokens.push_back((i * 5 + 1) % obj->vocabSize());
+    double base, rotated;
+    ASSERT_TRUE(obj->evaluate(identityRotations(*obj), tokens, 2, 9, base,
+                              nullptr, error))
+        << error;
+    ASSERT_TRUE(obj->evaluate(randomRotations(*obj, 3, 30), tokens, 2, 9,
+                              rotated, nullptr, error))
+        << error;
+    EXPECT_NEAR(rotated, base, 1e-5 * std::fabs(base)) << fixture;
+  }
+}
 
 // With fake quantization on the path the gradient is the straight-through
 // one: still finite, non-zero, and the same for the same input.

@@ -200,6 +200,23 @@ TEST(Grad, Linear) {
   EXPECT_EQ(*dWOnly.data, *dW.data);
 }
 
+TEST(Grad, LinearBias) {
+  // db = dy summed over the rows (32 outputs: enough entries to check).
+  Tensor x = randn({2, 3, 5}, 8), w = randn({32, 5}, 9), bias = randn({32}, 10);
+  Tensor C = randn({2, 3, 32}, 11);
+  auto f = [&] {
+    Tensor y;
+    linear(x, w, &bias, y);
+    return inner(y, C);
+  };
+  Tensor dx, db;
+  linearBackward(x, w, C, &dx, nullptr, &db);
+  EXPECT_GRAD(compare(bias, db, f), "db");
+  Tensor dbOnly;
+  linearBackward(x, w, C, nullptr, nullptr, &dbOnly);
+  EXPECT_EQ(*dbOnly.data, *db.data);
+}
+
 TEST(Grad, Rope) {
   Tensor positions = intTensor({2, 3}, {0, 1, 2, 7, 11, 30});
   for (bool interleaved : {false, true}) {

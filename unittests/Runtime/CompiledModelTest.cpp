@@ -137,6 +137,13 @@ const Case kCases[] = {
     // 16-bit embedding tables and lm_head stay 16-bit in the sidecar.
     {"genai-gqa-fp16", "none"},
     {"bf16-opset17", "none"},
+    // Biases (added after the GEMM, fp32) and an explicit head_dim.
+    {"headdim-bias", "none"},
+    {"headdim-bias", "w4a16"},
+    {"headdim-bias", "w4a4kv4"},
+    {"qwen2-bias", "w4a4kv4"},
+    {"torch-headdim-opset17", "w4a4kv4"},
+    {"genai-qwen2-fp16", "w4a4kv4"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CompiledModel, ::testing::ValuesIn(kCases),

@@ -123,6 +123,11 @@ const Case kCases[] = {
     {"bf16-opset17", "w4a8kv8"},
     {"kvcache-opset17", "w4a4kv4"},
     {"posids-opset17", "w4a4kv4,wgroup=8"},
+    // Biases (the GEMM kernels' bias operand) and an explicit head_dim.
+    {"headdim-bias", "w4a16"},
+    {"headdim-bias", "w4a4kv4"},
+    {"qwen2-bias", "w4a4kv4"},
+    {"torch-headdim-opset17", "w4a4kv4"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModel, ::testing::ValuesIn(kCases),

@@ -77,10 +77,12 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     weightless RMSNorm: q, k, v, gate, up, lm_head) get `W <- W R1`, the
     linears that write it (o_proj, down_proj) get `W <- R1^T W`. R2
     (head_dim x head_dim, one per layer) rotates the values: every KV head's
-    rows of v_proj get `R2^T`, every head's columns of o_proj get `R2`. The
-    float model computes the same function; the rotated weights and
-    activations have fewer outliers, which is what makes 4-bit quantization
-    work.
+    rows of v_proj get `R2^T`, every head's columns of o_proj get `R2`.
+    Biases follow the outputs: a writer's bias gets `b <- R1^T b`, v_proj's
+    (Qwen2) `R2^T` per KV head, and the biases of the other readers (q, k,
+    gate, up) are left alone. The float model computes the same function;
+    the rotated weights and activations have fewer outliers, which is what
+    makes 4-bit quantization work.
 
     Modes: `learned`, the default (SpinQuant: R1/R2 learned by Cayley SGD
     from a randomized Hadamard initialization, as described below; the

@@ -228,7 +228,9 @@ bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder) {
 
 namespace {
 
-/// x + skip, then RMSNorm: outputs (normed, -, -, x + skip).
+/// x + skip (+ bias), then RMSNorm: outputs (normed, -, -, x + skip). A
+/// bias is the bias of the linear layer (o_proj, down_proj) that computes x
+/// (or skip).
 bool skipSimplifiedLayerNorm(Raiser &raiser, OpCall &call) {
   std::vector<AValRef> &outs = call.outs;
   AValRef x, skip;
@@ -240,9 +242,16 @@ bool skipSimplifiedLayerNorm(Raiser &raiser, OpCall &call) {
   if (!call.input(2) || call.input(2)->kind != AVal::Weight)
     return raiser.fail(
         "SkipSimplifiedLayerNormalization without a scale weight");
-  if (call.input(3))
-    return raiser.fail("SkipSimplifiedLayerNormalization with a bias: LLaMA "
-                       "layers have none");
+  if (AValRef bias = call.input(3)) {
+    AValRef &linear = isBiaslessLinear(x) ? x : skip;
+    if (!isBiaslessLinear(linear) || !isBiasVector(bias))
+      return raiser.fail("SkipSimplifiedLayerNormalization with a bias that "
+                         "is not a constant vector added to a linear layer's "
+                         "output; expected the bias of the o_proj or "
+                         "down_proj that computes its input");
+    if (!addLinearBias(raiser, call, linear, bias, linear))
+      return false;
+  }
   auto sum = AddOp::create(raiser.builder, raiser.loc, x->v, skip->v);
   Value gamma;
   if (!raiser.weightValue(call.input(2)->tensor, false, gamma))

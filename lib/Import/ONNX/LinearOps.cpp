@@ -2,12 +2,18 @@
 //
 // The dense parts of a LLaMA layer: the token embedding (Gather of the
 // ids from a [vocab, hidden] weight), linear layers (MatMul by a weight
-// [in, out], or a Transpose of [out, in]), residual additions, and the
-// SwiGLU MLP (Sigmoid and Mul as silu(gate), times up).
+// [in, out], or a Transpose of [out, in]; an Add of a constant [out] vector
+// to one is its bias, as Qwen2's q/k/v projections have), residual
+// additions, and the SwiGLU MLP (Sigmoid and Mul as silu(gate), times up).
 //
 //===----------------------------------------------------------------------===//
 
 #include "Raiser.h"
+
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+
+#include <cmath>
 
 using namespace mlir;
 
@@ -73,6 +79,84 @@ bool linear(Raiser &raiser, OpCall &call) {
   return true;
 }
 
+} // namespace
+
+bool isBiaslessLinear(const AValRef &a) {
+  if (!a || a->kind != AVal::Act || a->kv)
+    return false;
+  auto l = a->v.getDefiningOp<LinearOp>();
+  return l && !l.getBias();
+}
+
+bool isBiasVector(const AValRef &b) {
+  if (!b)
+    return false;
+  std::vector<int64_t> dims;
+  if (b->kind == AVal::Weight)
+    dims.assign(b->tensor->dims().begin(), b->tensor->dims().end());
+  else if (b->kind == AVal::Concrete && b->c.kind == CTensor::Float)
+    dims = b->c.shape;
+  else
+    return false;
+  if (dims.empty())
+    return false;
+  for (size_t i = 0; i + 1 < dims.size(); ++i)
+    if (dims[i] != 1)
+      return false;
+  return dims.back() > 1;
+}
+
+bool addLinearBias(Raiser &raiser, OpCall &call, const AValRef &x,
+                   const AValRef &b, AValRef &out) {
+  auto linear = x->v.getDefiningOp<LinearOp>();
+  int64_t outF = linear.getWeight().getType().getDimSize(0);
+  std::string name =
+      b->kind == AVal::Weight ? b->tensor->name() : call.node.output(0);
+  CTensor c;
+  if (!raiser.concreteOf(b, c))
+    return false;
+  if (x->view.size() != 3 || raiser.featureSize(x->view) != outF ||
+      c.numel() != outF)
+    return raiser.fail("bias '" + name + "' has " + std::to_string(c.numel()) +
+                       " entries but the linear layer it is added to has " +
+                       std::to_string(outF) + " output features");
+  std::vector<float> values(c.data.begin(), c.data.end());
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      return raiser.fail("bias '" + name +
+                         "' holds a non-finite value (NaN or Inf) at element " +
+                         std::to_string(i) +
+                         ": the model's weights are corrupt");
+  auto type = RankedTensorType::get({outF}, raiser.builder.getF32Type());
+  ArrayRef<char> bytes(reinterpret_cast<const char *>(values.data()),
+                       values.size() * sizeof(float));
+  auto blob =
+      HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(float));
+  auto attr = DenseResourceElementsAttr::get(type, name.empty() ? "bias" : name,
+                                             std::move(blob));
+  Value bias =
+      WeightOp::create(raiser.builder, raiser.loc, cast<ElementsAttr>(attr));
+  auto op = LinearOp::create(raiser.builder, raiser.loc, linear.getInput(),
+                             linear.getWeight(), bias);
+  out = raiser.act(op, x->view);
+  return true;
+}
+
+namespace {
+
+/// Linear output + a constant vector of its out_features (in either operand
+/// order): the linear's bias (addLinearBias).
+bool linearBias(Raiser &raiser, OpCall &call) {
+  AValRef x, b;
+  if (!call.commuted(
+          [&](const AValRef &p, const AValRef &q) {
+            return isBiaslessLinear(p) && isBiasVector(q);
+          },
+          x, b))
+    return call.decline();
+  return addLinearBias(raiser, call, x, b, call.out());
+}
+
 /// `OpT` of two [batch, seq, features] activations of one type; `operand`
 /// and `what` name them in messages.
 template <typename OpT>
@@ -135,6 +219,7 @@ bool product(Raiser &raiser, OpCall &call) {
 void registerLinearOps(OpTable &t) {
   t.add("", "Gather", embedding, OpTable::Fallback);
   t.add("", "MatMul", linear);
+  t.add("", "Add", linearBias);
   t.add("", "Add", residualAdd, OpTable::Fallback);
   t.add("", "Sigmoid", sigmoid, OpTable::Fallback);
   t.add("", "Mul", silu);

@@ -324,6 +324,19 @@ bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder);
 /// for one token after the cache (ComMicrosoftOps.cpp).
 bool verifyCausalBias(Raiser &raiser, OpCall &call, size_t index);
 
+/// True when `a` is the output of an sq.linear without a bias, and when `b`
+/// is a constant vector (a weight or Constant shaped [n] or [1, ..., 1, n],
+/// n > 1) that can be one (LinearOps.cpp).
+bool isBiaslessLinear(const AValRef &a);
+bool isBiasVector(const AValRef &b);
+
+/// `x` (isBiaslessLinear) + `b` (isBiasVector) as a new sq.linear with the
+/// bias, stored as an fp32 sq.weight named like its initializer (or the
+/// node's output); fails naming the bias when its size is not the linear's
+/// out_features (LinearOps.cpp).
+bool addLinearBias(Raiser &raiser, OpCall &call, const AValRef &x,
+                   const AValRef &b, AValRef &out);
+
 /// A float attribute, `def` when absent.
 double attrFloat(const onnx::NodeProto &node, const char *name, double def);
 

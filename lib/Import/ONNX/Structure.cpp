@@ -6,7 +6,10 @@
 //   h2 = h1 + linear_down(silu(linear_gate(n2)) * linear_up(n2))
 // then a final rms_norm and the lm_head linear. This file walks that chain,
 // reports the first place where the graph differs, renames every weight to
-// its Hugging Face name and records the configuration on the module.
+// its Hugging Face name (a linear's bias `....q_proj.bias` beside its
+// `....q_proj.weight`) and records the configuration on the module
+// (`attention_bias` / `mlp_bias` = true only when such biases exist, as
+// Qwen2's q/k/v projections have).
 //
 //===----------------------------------------------------------------------===//
 
@@ -92,8 +95,16 @@ private:
       eps = epsOf(n);
     return std::fabs(epsOf(n) - eps) <= 1e-12;
   }
-  static void nameLinear(LinearOp op, StringRef name) {
+  /// Names the weight `name` (`....weight`) and the bias, if any, the same
+  /// with `.bias`; returns whether the linear has a bias.
+  static bool nameLinear(LinearOp op, StringRef name) {
     renameWeight(weightOf(op.getWeight()), name);
+    if (!op.getBias())
+      return false;
+    if (WeightOp bias = weightOf(op.getBias()))
+      renameWeight(bias,
+                   (name.drop_back(StringRef("weight").size()) + "bias").str());
+    return true;
   }
   static void nameNorm(RMSNormOp op, StringRef name) {
     if (op.getScale())
@@ -127,6 +138,8 @@ private:
   double theta = -1, eps = -1;
   std::optional<RopeLayout> ropeLayout;
   bool cache = false;
+  /// Some q/k/v/o (gate/up/down) projection has a bias.
+  bool attentionBias = false, mlpBias = false;
 };
 
 bool StructureWalker::run() {
@@ -163,7 +176,7 @@ bool StructureWalker::run() {
 /// The final norm and the lm_head: names them and records sq.config.
 bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
   nameNorm(norm, "model.norm.weight");
-  nameLinear(head, "lm_head.weight");
+  bool headBias = nameLinear(head, "lm_head.weight");
   if (head.getOutput().getType().getDimSize(2) != vocab)
     return fail("lm_head produces " +
                 std::to_string(head.getOutput().getType().getDimSize(2)) +
@@ -199,6 +212,14 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
       b.getNamedAttr("tie_word_embeddings", b.getBoolAttr(tied)),
       b.getNamedAttr("kv_cache", b.getBoolAttr(cache)),
   };
+  // Only when present, so that the configuration of a plain LLaMA keeps its
+  // keys (Hugging Face's LLaMA config spells them this way).
+  if (attentionBias)
+    config.push_back(b.getNamedAttr("attention_bias", b.getBoolAttr(true)));
+  if (mlpBias)
+    config.push_back(b.getNamedAttr("mlp_bias", b.getBoolAttr(true)));
+  if (headBias)
+    config.push_back(b.getNamedAttr("lm_head_bias", b.getBoolAttr(true)));
   module->setAttr("sq.config", b.getDictionaryAttr(config));
   if (layer == 0)
     return fail("the model has no decoder layer");
@@ -247,14 +268,14 @@ bool StructureWalker::attentionBlock(RMSNormOp n1, ArrayRef<LinearOp> readers,
   headDim = hd;
   cache = attn.hasCache();
   nameNorm(n1, layerName("input_layernorm.weight"));
-  nameLinear(q, layerName("self_attn.q_proj.weight"));
-  nameLinear(k, layerName("self_attn.k_proj.weight"));
-  nameLinear(v, layerName("self_attn.v_proj.weight"));
+  attentionBias |= nameLinear(q, layerName("self_attn.q_proj.weight"));
+  attentionBias |= nameLinear(k, layerName("self_attn.k_proj.weight"));
+  attentionBias |= nameLinear(v, layerName("self_attn.v_proj.weight"));
 
   LinearOp o = singleUser<LinearOp>(attn.getOutput());
   if (!o || !attn.getOutput().hasOneUse())
     return fail(where("the attention output must feed only o_proj"));
-  nameLinear(o, layerName("self_attn.o_proj.weight"));
+  attentionBias |= nameLinear(o, layerName("self_attn.o_proj.weight"));
   return addedToStream(o, h, "o_proj", h1);
 }
 
@@ -294,9 +315,9 @@ bool StructureWalker::mlpBlock(Value h1) {
   if (ffn >= 0 && ffn != f)
     return fail(where("intermediate size differs from the previous layers"));
   ffn = f;
-  nameLinear(gate, layerName("mlp.gate_proj.weight"));
-  nameLinear(up, layerName("mlp.up_proj.weight"));
-  nameLinear(down, layerName("mlp.down_proj.weight"));
+  mlpBias |= nameLinear(gate, layerName("mlp.gate_proj.weight"));
+  mlpBias |= nameLinear(up, layerName("mlp.up_proj.weight"));
+  mlpBias |= nameLinear(down, layerName("mlp.down_proj.weight"));
   return addedToStream(down, h1, "down_proj", h);
 }
 

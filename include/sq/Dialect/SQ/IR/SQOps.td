@@ -101,10 +101,14 @@ def SQ_LinearOp : SQ_Op<"linear", [Pure]> {
   let description = [{
     `weight` is `[out_features, in_features]`; the input's last dimension is
     `in_features` and the result's is `out_features`. The optional bias has
-    shape `[out_features]`.
+    shape `[out_features]` (Qwen2's q/k/v projections have one; the
+    importer stores biases in fp32). The rotation passes treat it as part
+    of the output: R1 rotates the bias of a linear that writes the residual
+    stream, R2 v_proj's; quantization keeps it in float.
 
     ```mlir
     %y = sq.linear %x, %w : (tensor<1x8x64xf32>, tensor<172x64xf32>) -> tensor<1x8x172xf32>
+    %q = sq.linear %x, %wq, %bq : (tensor<1x8x64xf32>, tensor<64x64xf32>, tensor<64xf32>) -> tensor<1x8x64xf32>
     ```
   }];
   let arguments = (ins SQ_FloatTensor:$input, SQ_FloatTensor:$weight,

@@ -67,6 +67,35 @@ try:
 except ImportError:
     pass
 
+# onnxruntime as a numeric oracle: node with npm onnxruntime-node, found
+# through NODE_PATH, SQ_ORT_NODE_PATH or the build's ort/node_modules
+# (bench/vs_onnxruntime.sh installs it there). Tests use "%ort_node
+# SCRIPT.js ..." under "REQUIRES: onnxruntime" or "%if onnxruntime %{ %}".
+def _ort_node_path():
+    import shutil
+    import subprocess
+    if not shutil.which("node"):
+        return None
+    for path in (os.environ.get("SQ_ORT_NODE_PATH"), os.environ.get("NODE_PATH"),
+                 os.path.join(config.sq_obj_root, "ort", "node_modules")):
+        if not path:
+            continue
+        try:
+            ok = subprocess.run(
+                ["node", "-e", "require('onnxruntime-node')"],
+                env=dict(os.environ, NODE_PATH=path), capture_output=True,
+                timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return path
+    return None
+_ort_path = _ort_node_path()
+if _ort_path:
+    config.available_features.add("onnxruntime")
+    config.substitutions.append(
+        ("%ort_node", "env NODE_PATH=" + _ort_path + " node"))
+
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
 _ptxas = None

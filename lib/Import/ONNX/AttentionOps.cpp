@@ -79,7 +79,7 @@ bool attentionOutput(Raiser &raiser, OpCall &call) {
     }
     auto op = AttentionOp::create(
         raiser.builder, raiser.loc, qType, presentTypes, q->v, keyNew, valueNew,
-        pastK, pastV, heads, kvHeads, scaleAttr, scores->causal);
+        pastK, pastV, heads, kvHeads, scaleAttr, scores->causal, IntegerAttr());
     if (k->kv) {
       k->kv->presentOut = op.getPresent()[0];
       v->kv->presentOut = op.getPresent()[1];

@@ -77,6 +77,7 @@ const OpTable &opTable() {
     registerAttentionOps(t);
     registerComMicrosoftOps(t);
     registerOpset23Ops(t);
+    registerStaticCacheOps(t);
     return t;
   }();
   return table;

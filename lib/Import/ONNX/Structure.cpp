@@ -199,6 +199,17 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
       b.getNamedAttr("tie_word_embeddings", b.getBoolAttr(tied)),
       b.getNamedAttr("kv_cache", b.getBoolAttr(cache)),
   };
+  // A sliding window common to every layer (Mistral's sliding_window).
+  std::optional<int64_t> window;
+  bool uniform = true;
+  module.walk([&](AttentionOp a) {
+    int64_t w = a.getWindow().value_or(0);
+    uniform &= !window || *window == w;
+    window = w;
+  });
+  if (uniform && window && *window)
+    config.push_back(
+        b.getNamedAttr("sliding_window", b.getI64IntegerAttr(*window)));
   module->setAttr("sq.config", b.getDictionaryAttr(config));
   if (layer == 0)
     return fail("the model has no decoder layer");

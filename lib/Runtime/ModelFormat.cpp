@@ -204,7 +204,7 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
       std::string extra;
       if (ls >> extra) {
         if (extra != "window" || !(ls >> a.window) || a.window <= 0 ||
-            !a.causal)
+            !a.causal || (ls >> extra))
           return bad("bad attention entry");
       }
       m.attentions.push_back(a);

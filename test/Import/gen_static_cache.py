@@ -16,7 +16,7 @@ file does not have.
 --bnsh       4-D caches [batch, kv_heads, max_seq, head_dim], Attention on
              4-D q/k/v
 --mask future  the mask also shows the next position (not causal)
---mask nonpad  the mask ignores nonpad_kv_seqlen but Attention gets none
+--mask nonpad  the mask ignores nonpad_kv_seqlen and Attention gets none
 --mode circular  TensorScatter as a ring buffer
 """
 

@@ -178,7 +178,12 @@ bool attentionMask(Raiser &raiser, OpCall &call, int64_t totalKeys,
   if (first < 0 || cols < totalKeys)
     return raiser.fail("Attention's attn_mask covers " + std::to_string(cols) +
                        " keys at the probe, fewer than the " +
-                       std::to_string(totalKeys) + " keys attended to");
+                       std::to_string(totalKeys) + " keys attended to" +
+                       (raiser.staticCache
+                            ? std::string(" (a static cache shorter than the "
+                                          "importer's probe, past + seq "
+                                          "tokens, is not supported)")
+                            : std::string()));
   if (raiser.staticCache) {
     // The mask again with every slot but the last seq written: a sliding
     // window shorter than the cache shows there.

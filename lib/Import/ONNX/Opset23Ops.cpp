@@ -73,6 +73,10 @@ bool onnxAttention(Raiser &raiser, OpCall &call) {
   int64_t keys = axisSize(kView[kView.size() - 2]);
   if (call.input(4))
     keys += raiser.options.probePast;
+  if (call.input(4) && raiser.staticCache)
+    return raiser.fail("Attention with past_key/past_value in a graph with "
+                       "static caches: expected the caches written by "
+                       "TensorScatter");
   int64_t window = 0;
   if (call.input(3) && !attentionMask(raiser, call, keys, window))
     return false;

@@ -37,9 +37,10 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
   (*module)->setAttr("sq.source", builder.getStringAttr(path));
 
   // The context length is not in the graph; take it from a config.json
-  // (Hugging Face: max_position_embeddings) or info.json (seq_len) next to
-  // the model when there is one.
-  for (const char *name : {"config.json", "info.json"}) {
+  // (Hugging Face: max_position_embeddings), info.json (seq_len) or
+  // genai_config.json (ONNX Runtime GenAI: model.context_length) next to the
+  // model when there is one.
+  for (const char *name : {"config.json", "info.json", "genai_config.json"}) {
     llvm::SmallString<256> sibling(path);
     llvm::sys::path::remove_filename(sibling);
     llvm::sys::path::append(sibling, name);
@@ -57,6 +58,9 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
       context = obj->getInteger("max_position_embeddings");
       if (!context)
         context = obj->getInteger("seq_len");
+      if (const llvm::json::Object *genai = obj->getObject("model");
+          genai && !context)
+        context = genai->getInteger("context_length");
     }
     if (context && *context > 0) {
       auto config = (*module)->getAttrOfType<DictionaryAttr>("sq.config");

@@ -67,6 +67,42 @@ try:
 except ImportError:
     pass
 
+# onnxruntime as a numeric oracle: node with npm onnxruntime-node, found
+# through SQ_ORT_NODE_MODULES, SQ_ORT_NODE_PATH, NODE_PATH or the build's
+# ort/node_modules (scripts/test.sh and bench/vs_onnxruntime.sh install it
+# there), and only if it loads. Tests declare "REQUIRES: onnxruntime" (or use
+# "%if onnxruntime %{ %}") and run "%ort_runner compare ..."
+# (bench/ort_runner.js), "%ort_node SCRIPT.js ...", or "%ort_env CMD" for a
+# command that runs node itself.
+def _ort_node_path():
+    import shutil
+    import subprocess
+    if not shutil.which("node"):
+        return None
+    for path in (os.environ.get("SQ_ORT_NODE_MODULES"), os.environ.get("SQ_ORT_NODE_PATH"),
+                 os.environ.get("NODE_PATH"),
+                 os.path.join(config.sq_obj_root, "ort", "node_modules")):
+        if not path:
+            continue
+        try:
+            ok = subprocess.run(
+                ["node", "-e", "require('onnxruntime-node')"],
+                env=dict(os.environ, NODE_PATH=path), capture_output=True,
+                timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return path
+    return None
+_ort_path = _ort_node_path()
+if _ort_path:
+    config.available_features.add("onnxruntime")
+    config.substitutions.append(
+        ("%ort_node", "env NODE_PATH=" + _ort_path + " node"))
+    config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
+        _ort_path, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
+    config.substitutions.append(("%ort_env", "env NODE_PATH=" + _ort_path))
+
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
 _ptxas = None
@@ -100,17 +136,3 @@ def _cuda_device():
 if _cuda_device():
     config.available_features.add("cuda-device")
 
-# onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
-# (scripts/test.sh installs it into build/ort when node and npm exist; see
-# bench/ort_runner.js). Tests that compare logits with it declare
-# "REQUIRES: onnxruntime"; %ort_runner runs bench/ort_runner.js, %ort_env
-# sets NODE_PATH for a command that runs node.
-import shutil
-_ort_modules = os.environ.get("SQ_ORT_NODE_MODULES",
-                              os.path.join(config.sq_obj_root, "ort", "node_modules"))
-if shutil.which("node") and os.path.isdir(os.path.join(_ort_modules, "onnxruntime-node")):
-    config.available_features.add("onnxruntime")
-    config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
-        _ort_modules, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
-    # For scripts that run node themselves (test/Import/check_dequant.py).
-    config.substitutions.append(("%ort_env", "env NODE_PATH=%s" % _ort_modules))

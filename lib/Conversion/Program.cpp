@@ -239,6 +239,7 @@ LogicalResult Lowering::plan() {
       d.scale = a.getScale() ? a.getScale()->convertToDouble()
                              : 1.0 / std::sqrt(double(d.headDim));
       d.causal = a.getCausal();
+      d.window = a.getWindow().value_or(0);
       if (auto f = a.getKey().getDefiningOp<FakeQuantOp>();
           f && folded.count(f))
         d.keyQuant = quantDesc(f.getQuant());

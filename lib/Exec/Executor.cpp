@@ -302,7 +302,7 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
       exec::attention(q, k, v, cache.keys ? *cache.keys : empty,
                       cache.values ? *cache.values : empty, cached,
                       a.getNumHeads(), a.getNumKvHeads(), scale, a.getCausal(),
-                      out, present[0], present[1]);
+                      a.getWindow().value_or(0), out, present[0], present[1]);
       // The cache shares the present buffers (no copy).
       if (!training) {
         cache.keys = present[0].data;
@@ -615,7 +615,8 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       exec::Tensor dq, dk, dv;
       exec::attentionBackward(q, get(a.getKey()), get(a.getValue()),
                               a.getNumHeads(), a.getNumKvHeads(), scale,
-                              a.getCausal(), dy, dq, dk, dv);
+                              a.getCausal(), a.getWindow().value_or(0), dy, dq,
+                              dk, dv);
       give(a.getQuery(), std::move(dq));
       give(a.getKey(), std::move(dk));
       give(a.getValue(), std::move(dv));

@@ -133,8 +133,8 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
 
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                        int64_t heads, int64_t kvHeads, double scale,
-                       bool causal, const Tensor &dOut, Tensor &dq, Tensor &dk,
-                       Tensor &dv) {
+                       bool causal, int64_t window, const Tensor &dOut,
+                       Tensor &dq, Tensor &dk, Tensor &dv) {
   int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
   int64_t total = k.shape[1], kvf = k.shape[2], d = qf / heads;
   int64_t group = heads / kvHeads;
@@ -154,7 +154,8 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
       // P, exactly as attention() computes it.
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   fscale, qb, qf, kb, kvf, 0.0f, probs.data(), total);
-      numerics::attentionSoftmaxRows(probs.data(), seq, total, offset, causal);
+      numerics::attentionSoftmaxRows(probs.data(), seq, total, offset, causal,
+                                     window);
       // dV += P^T dO: [total, seq] x [seq, d].
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, total, d, seq, 1.0f,
                   probs.data(), total, gb, qf, 1.0f,

@@ -49,8 +49,8 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
 /// does; dk and dv sum over the heads of each group.
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                        int64_t heads, int64_t kvHeads, double scale,
-                       bool causal, const Tensor &dOut, Tensor &dq, Tensor &dk,
-                       Tensor &dv);
+                       bool causal, int64_t window, const Tensor &dOut,
+                       Tensor &dq, Tensor &dk, Tensor &dv);
 
 /// silu(): y = x * sigmoid(x).
 void siluBackward(const Tensor &x, const Tensor &dOut, Tensor &dx);

@@ -73,7 +73,8 @@ void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
 void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                const FloatBuffer &cacheK, const FloatBuffer &cacheV,
                int64_t cached, int64_t heads, int64_t kvHeads, double scale,
-               bool causal, Tensor &out, Tensor &presentK, Tensor &presentV) {
+               bool causal, int64_t window, Tensor &out, Tensor &presentK,
+               Tensor &presentV) {
   int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
   int64_t newKv = k.shape[1], kvf = k.shape[2], d = qf / heads;
   int64_t total = cached + newKv, group = heads / kvHeads;
@@ -105,7 +106,8 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   static_cast<float>(scale), qb, qf, kb, kvf, 0.0f,
                   scores.data(), total);
-      numerics::attentionSoftmaxRows(scores.data(), seq, total, offset, causal);
+      numerics::attentionSoftmaxRows(scores.data(), seq, total, offset, causal,
+                                     window);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
                   1.0f, scores.data(), total, vb, kvf, 0.0f,
                   out.data->data() + b * seq * qf + h * d, qf);

@@ -54,11 +54,13 @@ void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
           bool interleaved, Tensor &out);
 /// Causal grouped-query attention. `cacheK`/`cacheV` hold `cached` tokens
 /// per sequence ([batch, cached, kv_features]); `presentK/V` return
-/// cache ++ new.
+/// cache ++ new. A sliding `window` (> 0) limits each query to the last
+/// `window` keys up to its own position.
 void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                const FloatBuffer &cacheK, const FloatBuffer &cacheV,
                int64_t cached, int64_t heads, int64_t kvHeads, double scale,
-               bool causal, Tensor &out, Tensor &presentK, Tensor &presentV);
+               bool causal, int64_t window, Tensor &out, Tensor &presentK,
+               Tensor &presentV);
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
 void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);

@@ -86,10 +86,15 @@ std::string Manifest::serialize() const {
     os << "qlinear " << q.weight << " " << q.scales << " " << q.zeros << " "
        << q.bias << " " << q.n << " " << q.k << " " << quantText(q.weightQuant)
        << " " << quantText(q.actQuant) << "\n";
-  for (const AttentionDesc &a : attentions)
+  for (const AttentionDesc &a : attentions) {
     os << "attention " << a.heads << " " << a.kvHeads << " " << a.headDim << " "
        << a.scale << " " << (a.causal ? 1 : 0) << " " << quantText(a.keyQuant)
-       << " " << quantText(a.valueQuant) << "\n";
+       << " " << quantText(a.valueQuant);
+    // Written only when set: manifests without it stay as they were.
+    if (a.window)
+      os << " window " << a.window;
+    os << "\n";
+  }
   os << "end\n";
   return os.str();
 }
@@ -196,6 +201,12 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
           a.heads % a.kvHeads)
         return bad("bad attention entry");
       a.causal = causal != 0;
+      std::string extra;
+      if (ls >> extra) {
+        if (extra != "window" || !(ls >> a.window) || a.window <= 0 ||
+            !a.causal || (ls >> extra))
+          return bad("bad attention entry");
+      }
       m.attentions.push_back(a);
     } else if (key == "end") {
       ended = true;

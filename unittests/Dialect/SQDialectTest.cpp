@@ -128,9 +128,9 @@ TEST_F(SQDialectTest, HeadDimAccessors) {
   auto rope = RopeOp::create(builder, loc, q, pos, 8, llvm::APFloat(10000.0),
                              RopeLayout::RotateHalf);
   EXPECT_EQ(rope.getHeadDim(), 8);
-  auto attn =
-      AttentionOp::create(builder, loc, q.getType(), TypeRange(), q, k, k,
-                          Value(), Value(), 8, 4, FloatAttr(), /*causal=*/true);
+  auto attn = AttentionOp::create(builder, loc, q.getType(), TypeRange(), q, k,
+                                  k, Value(), Value(), 8, 4, FloatAttr(),
+                                  /*causal=*/true, IntegerAttr());
   EXPECT_EQ(attn.getHeadDim(), 8);
   EXPECT_TRUE(succeeded(verify(attn)));
   auto had = HadamardOp::create(builder, loc, q, IntegerAttr(), IntegerAttr());

@@ -113,10 +113,10 @@ Check compare(Tensor &x, const Tensor &grad, const std::function<double()> &f,
   } while (0)
 
 Tensor attend(const Tensor &q, const Tensor &k, const Tensor &v, int64_t heads,
-              int64_t kvHeads, double scale, bool causal) {
+              int64_t kvHeads, double scale, bool causal, int64_t window = 0) {
   Tensor out, presentK, presentV;
   FloatBuffer none;
-  attention(q, k, v, none, none, 0, heads, kvHeads, scale, causal, out,
+  attention(q, k, v, none, none, 0, heads, kvHeads, scale, causal, window, out,
             presentK, presentV);
   return out;
 }
@@ -232,7 +232,8 @@ TEST(Grad, Rope) {
   }
 }
 
-void checkAttention(int64_t heads, int64_t kvHeads, bool causal) {
+void checkAttention(int64_t heads, int64_t kvHeads, bool causal,
+                    int64_t window = 0) {
   const int64_t batch = 2, seq = 5, d = 8;
   double scale = 1.0 / std::sqrt(double(d));
   Tensor q = randn({batch, seq, heads * d}, 14);
@@ -240,10 +241,11 @@ void checkAttention(int64_t heads, int64_t kvHeads, bool causal) {
   Tensor v = randn({batch, seq, kvHeads * d}, 16);
   Tensor C = randn({batch, seq, heads * d}, 17);
   auto f = [&] {
-    return inner(attend(q, k, v, heads, kvHeads, scale, causal), C);
+    return inner(attend(q, k, v, heads, kvHeads, scale, causal, window), C);
   };
   Tensor dq, dk, dv;
-  attentionBackward(q, k, v, heads, kvHeads, scale, causal, C, dq, dk, dv);
+  attentionBackward(q, k, v, heads, kvHeads, scale, causal, window, C, dq, dk,
+                    dv);
   EXPECT_GRAD(compare(q, dq, f), "dq");
   EXPECT_GRAD(compare(k, dk, f), "dk");
   EXPECT_GRAD(compare(v, dv, f), "dv");
@@ -252,6 +254,8 @@ void checkAttention(int64_t heads, int64_t kvHeads, bool causal) {
 TEST(Grad, AttentionCausalGroupedQuery) { checkAttention(4, 2, true); }
 
 TEST(Grad, AttentionMultiHeadNonCausal) { checkAttention(2, 2, false); }
+
+TEST(Grad, AttentionSlidingWindow) { checkAttention(4, 2, true, 2); }
 
 TEST(Grad, Silu) {
   Tensor x = randn({4, 10}, 18, 2.0f), C = randn({4, 10}, 19);

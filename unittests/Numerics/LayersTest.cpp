@@ -79,6 +79,33 @@ TEST(Layers, AttentionSoftmaxMatchesNaiveDouble) {
     }
 }
 
+TEST(Layers, AttentionSoftmaxSlidingWindow) {
+  // Query i (at key position i + cached) sees keys (p - window, p].
+  for (int64_t window : {1, 3, 8})
+    for (int64_t cached : {0, 4}) {
+      int64_t rows = 6, total = rows + cached;
+      std::vector<float> s = randomScores(rows * total, 3, 8.0f), p = s;
+      attentionSoftmaxRows(p.data(), rows, total, cached, true, window);
+      for (int64_t i = 0; i < rows; ++i) {
+        int64_t pos = i + cached, lo = std::max<int64_t>(0, pos - window + 1);
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = lo; j <= pos; ++j)
+          mx = std::max(mx, double(s[i * total + j]));
+        for (int64_t j = lo; j <= pos; ++j)
+          sum += std::exp(double(s[i * total + j]) - mx);
+        for (int64_t j = 0; j < total; ++j) {
+          bool visible = j >= lo && j <= pos;
+          double want =
+              visible ? std::exp(double(s[i * total + j]) - mx) / sum : 0;
+          EXPECT_NEAR(p[i * total + j], want, 1e-6)
+              << "row " << i << " key " << j << " window " << window;
+          if (!visible)
+            EXPECT_EQ(p[i * total + j], 0.0f);
+        }
+      }
+    }
+}
+
 TEST(Layers, AttentionSoftmaxIsTheOldLoopBitForBit) {
   for (bool causal : {true, false})
     for (int64_t cached : {0, 1, 17})

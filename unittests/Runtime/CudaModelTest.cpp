@@ -433,11 +433,12 @@ TEST_F(CudaModel, RunsThroughTheCApi) {
   EXPECT_EQ(at.l(16), 32);
   EXPECT_NEAR(at.f(17), 1.0 / std::sqrt(32.0), 1e-7);
   EXPECT_EQ(at.i(18), 1);
-  EXPECT_EQ(at.i(19), 4);  // kbits
-  EXPECT_EQ(at.i(20), 0);  // ksym
-  EXPECT_EQ(at.l(21), 32); // kgroup
-  EXPECT_EQ(at.i(22), 0);  // vbits
-  EXPECT_EQ(at.l(24), D);  // vgroup: the whole row
+  EXPECT_EQ(at.l(19), 0);  // no sliding window
+  EXPECT_EQ(at.i(20), 4);  // kbits
+  EXPECT_EQ(at.i(21), 0);  // ksym
+  EXPECT_EQ(at.l(22), 32); // kgroup
+  EXPECT_EQ(at.i(23), 0);  // vbits
+  EXPECT_EQ(at.l(25), D);  // vgroup: the whole row
 
   // Decode one token per sequence.
   const int32_t next[2] = {4, 12};

@@ -46,6 +46,8 @@ Manifest sample() {
   a.keyQuant.bits = 4;
   a.keyQuant.group = 4;
   m.attentions.push_back(a);
+  a.window = 8; // a sliding window: " window 8" ends its line
+  m.attentions.push_back(a);
   return m;
 }
 
@@ -63,6 +65,10 @@ TEST(ModelFormat, RoundTrips) {
   EXPECT_EQ(back.weights[1].bytes(), 32u * 8); // 15 nibbles -> 8 bytes
   EXPECT_EQ(back.qlinears[0].actQuant.clip, 0.9);
   EXPECT_EQ(back.attentions[0].keyQuant.group, 4);
+  ASSERT_EQ(back.attentions.size(), 2u);
+  EXPECT_EQ(back.attentions[0].window, 0);
+  EXPECT_EQ(back.attentions[1].window, 8);
+  EXPECT_NE(text.find(" window 8\n"), std::string::npos);
 }
 
 TEST(ModelFormat, RejectsBadManifests) {
@@ -87,6 +93,16 @@ TEST(ModelFormat, RejectsBadManifests) {
   EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nattention 3 2 4 0.5 1 "
                                "none none\nend\n",
                                m, error)); // 3 heads over 2 KV heads
+  for (const char *tail : {"window 0", "window", "windows 4", "window 4 5"})
+    EXPECT_FALSE(Manifest::parse(std::string("sq-model 1\nslots 2\nattention "
+                                             "4 2 4 0.5 1 none none ") +
+                                     tail + "\nend\n",
+                                 m, error))
+        << tail;
+  // A window needs causal attention.
+  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nattention 4 2 4 0.5 0 "
+                               "none none window 4\nend\n",
+                               m, error));
   // Declared sizes that would overflow the sidecar's byte arithmetic.
   EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 1\nweight 0 0 0 "
                                "4611686018427387904 4 w\nend\n",

@@ -74,7 +74,7 @@ static struct kernel kernels[] = {
     {.name = "sq_attention",
      .params = "pppppppppp"
                "lllllll"
-               "fiiiliil"},
+               "filiiliil"},
 };
 enum { kNumKernels = sizeof(kernels) / sizeof(kernels[0]) };
 

@@ -65,15 +65,37 @@ inline void softmaxPrefix(float *row, int64_t visible, int64_t total) {
     row[j] = 0.0f;
 }
 
+/// Softmax, in place, over the scores [lo, hi) of the `total` scores of
+/// `row`; the masked rest becomes 0 (softmaxPrefix over a window).
+inline void softmaxRange(float *row, int64_t lo, int64_t hi, int64_t total) {
+  for (int64_t j = 0; j < std::min(lo, total); ++j)
+    row[j] = 0.0f;
+  lo = std::max<int64_t>(lo, 0);
+  softmaxPrefix(row + lo, hi - lo, total - lo);
+}
+
+/// The keys [lo, hi) that the query at key position `position` sees among
+/// `total`: with `causal`, keys up to its own position, and with a sliding
+/// `window` (> 0, causal only) just the last `window` of them.
+inline void visibleKeys(int64_t position, int64_t total, bool causal,
+                        int64_t window, int64_t &lo, int64_t &hi) {
+  hi = causal ? std::min(total, position + 1) : total;
+  lo = causal && window > 0 ? std::max<int64_t>(0, position - window + 1) : 0;
+}
+
 /// The attention probabilities of `rows` queries over `total` keys from
 /// their scores ([rows, total] row-major, in place): with `causal`, query i
 /// sees keys [0, i + offset] (offset = total - rows, the cached positions
-/// before the queries), otherwise every key.
+/// before the queries), otherwise every key; a sliding `window` (> 0)
+/// keeps only the last `window` of those.
 inline void attentionSoftmaxRows(float *scores, int64_t rows, int64_t total,
-                                 int64_t offset, bool causal) {
-  for (int64_t i = 0; i < rows; ++i)
-    softmaxPrefix(scores + i * total,
-                  causal ? std::min(total, i + offset + 1) : total, total);
+                                 int64_t offset, bool causal,
+                                 int64_t window = 0) {
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t lo, hi;
+    visibleKeys(i + offset, total, causal, window, lo, hi);
+    softmaxRange(scores + i * total, lo, hi, total);
+  }
 }
 
 } // namespace numerics

@@ -66,6 +66,7 @@ struct AttentionDesc {
   int64_t heads = 0, kvHeads = 0, headDim = 0;
   double scale = 0;
   bool causal = true;
+  int64_t window = 0; // sliding window (keys p - window < j <= p); 0: none
   QuantDesc keyQuant, valueQuant; // the KV cache's quantizers
 };
 

@@ -3843,9 +3843,11 @@ gpu.module @sq_kernels {
   }
 
   // sq_attention(out, q, k*, v*, batch, seq, cached, capacity, heads, kv_heads,
-  // head_dim, scale, causal, kbits, ksym, kgroup, vbits, vsym, vgroup): causal
-  // GQA of query i (of seq new ones) over keys 0 .. cached + i (all cached + seq
-  // when causal == 0), keys/values dequantized from the cache as KVStore::read.
+  // head_dim, scale, causal, window, kbits, ksym, kgroup, vbits, vsym, vgroup):
+  // causal GQA of query i (of seq new ones) over keys 0 .. cached + i (all
+  // cached + seq when causal == 0); with window > 0 (causal only) just the keys
+  // cached + i - window + 1 .. cached + i (numerics::visibleKeys); keys/values
+  // dequantized from the cache as KVStore::read.
   // As rt::attention: score_j = (sum_e q_e k_je, over e in order) * scale,
   // p_j = exp(score_j - max), out_e = sum_j (p_j * (1 / sum p)) v_je over j in
   // order; sum p is a block reduction (the CPU sums in order: rounding only).
@@ -3853,9 +3855,9 @@ gpu.module @sq_kernels {
   // seq): block (b heads + h, i); phase 1 thread x computes scores of keys x,
   // x + 128, ... into shared memory; block max; phase 2 exponentials and block
   // sum; phase 3 thread x computes output features x, x + 128, ...
-  gpu.func @sq_attention(%out: !llvm.ptr, %q: !llvm.ptr, %kcodes: !llvm.ptr, %kscales: !llvm.ptr, %kzeros: !llvm.ptr, %kfp: !llvm.ptr, %vcodes: !llvm.ptr, %vscales: !llvm.ptr, %vzeros: !llvm.ptr, %vfp: !llvm.ptr, %batch: i64, %seq: i64, %cached: i64, %capacity: i64, %heads: i64, %kv_heads: i64, %head_dim: i64, %scale: f32, %causal: i32, %kbits: i32, %ksym: i32, %kgroup: i64, %vbits: i32, %vsym: i32, %vgroup: i64) kernel attributes {known_block_size = array<i32: 128, 1, 1>} {
+  gpu.func @sq_attention(%out: !llvm.ptr, %q: !llvm.ptr, %kcodes: !llvm.ptr, %kscales: !llvm.ptr, %kzeros: !llvm.ptr, %kfp: !llvm.ptr, %vcodes: !llvm.ptr, %vscales: !llvm.ptr, %vzeros: !llvm.ptr, %vfp: !llvm.ptr, %batch: i64, %seq: i64, %cached: i64, %capacity: i64, %heads: i64, %kv_heads: i64, %head_dim: i64, %scale: f32, %causal: i32, %window: i64, %kbits: i32, %ksym: i32, %kgroup: i64, %vbits: i32, %vsym: i32, %vgroup: i64) kernel attributes {known_block_size = array<i32: 128, 1, 1>} {
     %cf32_17 = arith.constant 1.0 : f32
-    %cf32_2 = arith.constant 0xFF800000 : f32
+    %cf32_3 = arith.constant 0xFF800000 : f32
     %cf32_5 = arith.constant 0.0 : f32
     %ci32_0 = arith.constant 0 : i32
     %ci32_1 = arith.constant 1 : i32
@@ -3888,211 +3890,220 @@ gpu.module @sq_kernels {
     %v14 = arith.addi %v13, %ci64_1 : i64
     %v15 = arith.minsi %v11, %v14 : i64
     %v16 = arith.select %v12, %v15, %v11 : i64
-    %v17 = arith.muli %kv_heads, %head_dim : i64
-    %v18 = arith.muli %heads, %head_dim : i64
-    %v19 = arith.muli %v7, %seq : i64
-    %v20 = arith.addi %v19, %v6 : i64
-    %v21 = arith.muli %v20, %v18 : i64
-    %v22 = arith.muli %v8, %head_dim : i64
-    %v23 = arith.addi %v21, %v22 : i64
-    %v24 = arith.muli %v7, %capacity : i64
-    %v25 = arith.muli %v10, %head_dim : i64
-    %v26 = llvm.mlir.addressof @sq_dyn_smem : !llvm.ptr<3>
-    %r27 = scf.for %i27 = %v2 to %v16 step %ci64_128 iter_args(%a27_0 = %cf32_2) -> (f32) : i64 {
-      %r28 = scf.for %i28 = %ci64_0 to %head_dim step %ci64_1 iter_args(%a28_0 = %cf32_5) -> (f32) : i64 {
-        %v29 = arith.addi %v23, %i28 : i64
-        %v30 = llvm.getelementptr %q[%v29] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-        %v31 = llvm.load %v30 : !llvm.ptr -> f32
-        %v32 = arith.addi %v24, %i27 : i64
-        %v33 = arith.addi %v25, %i28 : i64
-        %v34 = arith.cmpi eq, %kbits, %ci32_0 : i32
-        %f35 = scf.if %v34 -> (f32) {
-          %v36 = arith.muli %v32, %v17 : i64
-          %v37 = arith.addi %v36, %v33 : i64
-          %v38 = llvm.getelementptr %kfp[%v37] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v39 = llvm.load %v38 : !llvm.ptr -> f32
-          scf.yield %v39 : f32
+    %v17 = arith.cmpi sgt, %window, %ci64_0 : i64
+    %v18 = arith.andi %v12, %v17 : i1
+    %v19 = arith.addi %cached, %v6 : i64
+    %v20 = arith.subi %v19, %window : i64
+    %v21 = arith.addi %v20, %ci64_1 : i64
+    %v22 = arith.maxsi %ci64_0, %v21 : i64
+    %v23 = arith.select %v18, %v22, %ci64_0 : i64
+    %v24 = arith.muli %kv_heads, %head_dim : i64
+    %v25 = arith.muli %heads, %head_dim : i64
+    %v26 = arith.muli %v7, %seq : i64
+    %v27 = arith.addi %v26, %v6 : i64
+    %v28 = arith.muli %v27, %v25 : i64
+    %v29 = arith.muli %v8, %head_dim : i64
+    %v30 = arith.addi %v28, %v29 : i64
+    %v31 = arith.muli %v7, %capacity : i64
+    %v32 = arith.muli %v10, %head_dim : i64
+    %v33 = llvm.mlir.addressof @sq_dyn_smem : !llvm.ptr<3>
+    %v34 = arith.addi %v23, %v2 : i64
+    %r35 = scf.for %i35 = %v34 to %v16 step %ci64_128 iter_args(%a35_0 = %cf32_3) -> (f32) : i64 {
+      %r36 = scf.for %i36 = %ci64_0 to %head_dim step %ci64_1 iter_args(%a36_0 = %cf32_5) -> (f32) : i64 {
+        %v37 = arith.addi %v30, %i36 : i64
+        %v38 = llvm.getelementptr %q[%v37] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+        %v39 = llvm.load %v38 : !llvm.ptr -> f32
+        %v40 = arith.addi %v31, %i35 : i64
+        %v41 = arith.addi %v32, %i36 : i64
+        %v42 = arith.cmpi eq, %kbits, %ci32_0 : i32
+        %f43 = scf.if %v42 -> (f32) {
+          %v44 = arith.muli %v40, %v24 : i64
+          %v45 = arith.addi %v44, %v41 : i64
+          %v46 = llvm.getelementptr %kfp[%v45] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v47 = llvm.load %v46 : !llvm.ptr -> f32
+          scf.yield %v47 : f32
         } else {
-          %v40 = arith.cmpi sle, %kbits, %ci32_4 : i32
-          %v41 = arith.addi %v17, %ci64_1 : i64
-          %v42 = arith.divsi %v41, %ci64_2 : i64
-          %v43 = arith.select %v40, %v42, %v17 : i64
-          %v44 = arith.muli %v32, %v43 : i64
-          %v45 = arith.shrui %v33, %ci64_1 : i64
-          %v46 = arith.select %v40, %v45, %v33 : i64
-          %v47 = arith.addi %v44, %v46 : i64
-          %v48 = llvm.getelementptr %kcodes[%v47] : (!llvm.ptr, i64) -> !llvm.ptr, i8
-          %v49 = llvm.load %v48 : !llvm.ptr -> i8
-          %v50 = arith.extui %v49 : i8 to i32
-          %v51 = arith.andi %v33, %ci64_1 : i64
-          %v52 = arith.shli %v51, %ci64_2 : i64
-          %v53 = arith.trunci %v52 : i64 to i32
-          %v54 = arith.shrui %v50, %v53 : i32
-          %v55 = arith.andi %v54, %ci32_15 : i32
-          %v56 = arith.select %v40, %v55, %v50 : i32
-          %v57 = arith.cmpi ne, %ksym, %ci32_0 : i32
-          %v58 = arith.subi %kbits, %ci32_1 : i32
-          %v59 = arith.shli %ci32_1, %v58 : i32
-          %v60 = arith.select %v57, %v59, %ci32_0 : i32
-          %v61 = arith.cmpi sgt, %kgroup, %ci64_0 : i64
-          %v62 = arith.select %v61, %kgroup, %v17 : i64
-          %v63 = arith.divsi %v17, %v62 : i64
-          %v64 = arith.muli %v32, %v63 : i64
-          %v65 = arith.divsi %v33, %v62 : i64
-          %v66 = arith.addi %v64, %v65 : i64
-          %v67 = llvm.getelementptr %kzeros[%v66] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v68 = llvm.load %v67 : !llvm.ptr -> f32
-          %v69 = llvm.getelementptr %kscales[%v66] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v70 = llvm.load %v69 : !llvm.ptr -> f32
-          %v71 = arith.subi %v56, %v60 : i32
-          %v72 = arith.sitofp %v71 : i32 to f32
-          %v73 = arith.subf %v72, %v68 : f32
-          %v74 = arith.mulf %v73, %v70 : f32
-          scf.yield %v74 : f32
+          %v48 = arith.cmpi sle, %kbits, %ci32_4 : i32
+          %v49 = arith.addi %v24, %ci64_1 : i64
+          %v50 = arith.divsi %v49, %ci64_2 : i64
+          %v51 = arith.select %v48, %v50, %v24 : i64
+          %v52 = arith.muli %v40, %v51 : i64
+          %v53 = arith.shrui %v41, %ci64_1 : i64
+          %v54 = arith.select %v48, %v53, %v41 : i64
+          %v55 = arith.addi %v52, %v54 : i64
+          %v56 = llvm.getelementptr %kcodes[%v55] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+          %v57 = llvm.load %v56 : !llvm.ptr -> i8
+          %v58 = arith.extui %v57 : i8 to i32
+          %v59 = arith.andi %v41, %ci64_1 : i64
+          %v60 = arith.shli %v59, %ci64_2 : i64
+          %v61 = arith.trunci %v60 : i64 to i32
+          %v62 = arith.shrui %v58, %v61 : i32
+          %v63 = arith.andi %v62, %ci32_15 : i32
+          %v64 = arith.select %v48, %v63, %v58 : i32
+          %v65 = arith.cmpi ne, %ksym, %ci32_0 : i32
+          %v66 = arith.subi %kbits, %ci32_1 : i32
+          %v67 = arith.shli %ci32_1, %v66 : i32
+          %v68 = arith.select %v65, %v67, %ci32_0 : i32
+          %v69 = arith.cmpi sgt, %kgroup, %ci64_0 : i64
+          %v70 = arith.select %v69, %kgroup, %v24 : i64
+          %v71 = arith.divsi %v24, %v70 : i64
+          %v72 = arith.muli %v40, %v71 : i64
+          %v73 = arith.divsi %v41, %v70 : i64
+          %v74 = arith.addi %v72, %v73 : i64
+          %v75 = llvm.getelementptr %kzeros[%v74] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v76 = llvm.load %v75 : !llvm.ptr -> f32
+          %v77 = llvm.getelementptr %kscales[%v74] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v78 = llvm.load %v77 : !llvm.ptr -> f32
+          %v79 = arith.subi %v64, %v68 : i32
+          %v80 = arith.sitofp %v79 : i32 to f32
+          %v81 = arith.subf %v80, %v76 : f32
+          %v82 = arith.mulf %v81, %v78 : f32
+          scf.yield %v82 : f32
         }
-        %v75 = arith.mulf %v31, %f35 : f32
-        %v76 = arith.addf %a28_0, %v75 : f32
-        scf.yield %v76 : f32
+        %v83 = arith.mulf %v39, %f43 : f32
+        %v84 = arith.addf %a36_0, %v83 : f32
+        scf.yield %v84 : f32
       }
-      %v77 = arith.mulf %r28, %scale : f32
-      %v78 = llvm.getelementptr %v26[%i27] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-      llvm.store %v77, %v78 : f32, !llvm.ptr<3>
-      %v79 = arith.maximumf %a27_0, %v77 : f32
-      scf.yield %v79 : f32
+      %v85 = arith.mulf %r36, %scale : f32
+      %v86 = llvm.getelementptr %v33[%i35] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+      llvm.store %v85, %v86 : f32, !llvm.ptr<3>
+      %v87 = arith.maximumf %a35_0, %v85 : f32
+      scf.yield %v87 : f32
     }
-    %s80, %s80_ok = gpu.shuffle xor %r27, %ci32_16, %ci32_32 : f32
-    %v81 = arith.maxnumf %r27, %s80 : f32
-    %s82, %s82_ok = gpu.shuffle xor %v81, %ci32_8, %ci32_32 : f32
-    %v83 = arith.maxnumf %v81, %s82 : f32
-    %s84, %s84_ok = gpu.shuffle xor %v83, %ci32_4, %ci32_32 : f32
-    %v85 = arith.maxnumf %v83, %s84 : f32
-    %s86, %s86_ok = gpu.shuffle xor %v85, %ci32_2, %ci32_32 : f32
-    %v87 = arith.maxnumf %v85, %s86 : f32
-    %s88, %s88_ok = gpu.shuffle xor %v87, %ci32_1, %ci32_32 : f32
-    %v89 = arith.maxnumf %v87, %s88 : f32
-    %v90 = llvm.mlir.addressof @sq_red : !llvm.ptr<3>
-    %v91 = arith.andi %v2, %ci64_31 : i64
-    %v92 = arith.shrui %v2, %ci64_5 : i64
+    %s88, %s88_ok = gpu.shuffle xor %r35, %ci32_16, %ci32_32 : f32
+    %v89 = arith.maxnumf %r35, %s88 : f32
+    %s90, %s90_ok = gpu.shuffle xor %v89, %ci32_8, %ci32_32 : f32
+    %v91 = arith.maxnumf %v89, %s90 : f32
+    %s92, %s92_ok = gpu.shuffle xor %v91, %ci32_4, %ci32_32 : f32
+    %v93 = arith.maxnumf %v91, %s92 : f32
+    %s94, %s94_ok = gpu.shuffle xor %v93, %ci32_2, %ci32_32 : f32
+    %v95 = arith.maxnumf %v93, %s94 : f32
+    %s96, %s96_ok = gpu.shuffle xor %v95, %ci32_1, %ci32_32 : f32
+    %v97 = arith.maxnumf %v95, %s96 : f32
+    %v98 = llvm.mlir.addressof @sq_red : !llvm.ptr<3>
+    %v99 = arith.andi %v2, %ci64_31 : i64
+    %v100 = arith.shrui %v2, %ci64_5 : i64
     gpu.barrier
-    %v93 = arith.cmpi eq, %v91, %ci64_0 : i64
-    scf.if %v93 {
-      %v95 = arith.addi %ci64_0, %v92 : i64
-      %v96 = llvm.getelementptr %v90[%v95] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-      llvm.store %v89, %v96 : f32, !llvm.ptr<3>
+    %v101 = arith.cmpi eq, %v99, %ci64_0 : i64
+    scf.if %v101 {
+      %v103 = arith.addi %ci64_0, %v100 : i64
+      %v104 = llvm.getelementptr %v98[%v103] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+      llvm.store %v97, %v104 : f32, !llvm.ptr<3>
     }
     gpu.barrier
-    %v97 = llvm.getelementptr %v90[%ci64_0] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v98 = llvm.load %v97 : !llvm.ptr<3> -> f32
-    %v99 = llvm.getelementptr %v90[%ci64_1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v100 = llvm.load %v99 : !llvm.ptr<3> -> f32
-    %v101 = arith.maxnumf %v98, %v100 : f32
-    %v102 = llvm.getelementptr %v90[%ci64_2] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v103 = llvm.load %v102 : !llvm.ptr<3> -> f32
-    %v104 = arith.maxnumf %v101, %v103 : f32
-    %v105 = llvm.getelementptr %v90[%ci64_3] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v105 = llvm.getelementptr %v98[%ci64_0] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
     %v106 = llvm.load %v105 : !llvm.ptr<3> -> f32
-    %v107 = arith.maxnumf %v104, %v106 : f32
-    %r108 = scf.for %i108 = %v2 to %v16 step %ci64_128 iter_args(%a108_0 = %cf32_5) -> (f32) : i64 {
-      %v109 = llvm.getelementptr %v26[%i108] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-      %v110 = llvm.load %v109 : !llvm.ptr<3> -> f32
-      %v111 = arith.subf %v110, %v107 : f32
-      %v112 = math.exp %v111 : f32
-      llvm.store %v112, %v109 : f32, !llvm.ptr<3>
-      %v113 = arith.addf %a108_0, %v112 : f32
-      scf.yield %v113 : f32
+    %v107 = llvm.getelementptr %v98[%ci64_1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v108 = llvm.load %v107 : !llvm.ptr<3> -> f32
+    %v109 = arith.maxnumf %v106, %v108 : f32
+    %v110 = llvm.getelementptr %v98[%ci64_2] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v111 = llvm.load %v110 : !llvm.ptr<3> -> f32
+    %v112 = arith.maxnumf %v109, %v111 : f32
+    %v113 = llvm.getelementptr %v98[%ci64_3] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v114 = llvm.load %v113 : !llvm.ptr<3> -> f32
+    %v115 = arith.maxnumf %v112, %v114 : f32
+    %v116 = arith.addi %v23, %v2 : i64
+    %r117 = scf.for %i117 = %v116 to %v16 step %ci64_128 iter_args(%a117_0 = %cf32_5) -> (f32) : i64 {
+      %v118 = llvm.getelementptr %v33[%i117] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+      %v119 = llvm.load %v118 : !llvm.ptr<3> -> f32
+      %v120 = arith.subf %v119, %v115 : f32
+      %v121 = math.exp %v120 : f32
+      llvm.store %v121, %v118 : f32, !llvm.ptr<3>
+      %v122 = arith.addf %a117_0, %v121 : f32
+      scf.yield %v122 : f32
     }
-    %s114, %s114_ok = gpu.shuffle xor %r108, %ci32_16, %ci32_32 : f32
-    %v115 = arith.addf %r108, %s114 : f32
-    %s116, %s116_ok = gpu.shuffle xor %v115, %ci32_8, %ci32_32 : f32
-    %v117 = arith.addf %v115, %s116 : f32
-    %s118, %s118_ok = gpu.shuffle xor %v117, %ci32_4, %ci32_32 : f32
-    %v119 = arith.addf %v117, %s118 : f32
-    %s120, %s120_ok = gpu.shuffle xor %v119, %ci32_2, %ci32_32 : f32
-    %v121 = arith.addf %v119, %s120 : f32
-    %s122, %s122_ok = gpu.shuffle xor %v121, %ci32_1, %ci32_32 : f32
-    %v123 = arith.addf %v121, %s122 : f32
-    %v124 = llvm.mlir.addressof @sq_red : !llvm.ptr<3>
-    %v125 = arith.andi %v2, %ci64_31 : i64
-    %v126 = arith.shrui %v2, %ci64_5 : i64
+    %s123, %s123_ok = gpu.shuffle xor %r117, %ci32_16, %ci32_32 : f32
+    %v124 = arith.addf %r117, %s123 : f32
+    %s125, %s125_ok = gpu.shuffle xor %v124, %ci32_8, %ci32_32 : f32
+    %v126 = arith.addf %v124, %s125 : f32
+    %s127, %s127_ok = gpu.shuffle xor %v126, %ci32_4, %ci32_32 : f32
+    %v128 = arith.addf %v126, %s127 : f32
+    %s129, %s129_ok = gpu.shuffle xor %v128, %ci32_2, %ci32_32 : f32
+    %v130 = arith.addf %v128, %s129 : f32
+    %s131, %s131_ok = gpu.shuffle xor %v130, %ci32_1, %ci32_32 : f32
+    %v132 = arith.addf %v130, %s131 : f32
+    %v133 = llvm.mlir.addressof @sq_red : !llvm.ptr<3>
+    %v134 = arith.andi %v2, %ci64_31 : i64
+    %v135 = arith.shrui %v2, %ci64_5 : i64
     gpu.barrier
-    %v127 = arith.cmpi eq, %v125, %ci64_0 : i64
-    scf.if %v127 {
-      %v129 = arith.addi %ci64_0, %v126 : i64
-      %v130 = llvm.getelementptr %v124[%v129] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-      llvm.store %v123, %v130 : f32, !llvm.ptr<3>
+    %v136 = arith.cmpi eq, %v134, %ci64_0 : i64
+    scf.if %v136 {
+      %v138 = arith.addi %ci64_0, %v135 : i64
+      %v139 = llvm.getelementptr %v133[%v138] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+      llvm.store %v132, %v139 : f32, !llvm.ptr<3>
     }
     gpu.barrier
-    %v131 = llvm.getelementptr %v124[%ci64_0] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v132 = llvm.load %v131 : !llvm.ptr<3> -> f32
-    %v133 = llvm.getelementptr %v124[%ci64_1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v134 = llvm.load %v133 : !llvm.ptr<3> -> f32
-    %v135 = arith.addf %v132, %v134 : f32
-    %v136 = llvm.getelementptr %v124[%ci64_2] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v137 = llvm.load %v136 : !llvm.ptr<3> -> f32
-    %v138 = arith.addf %v135, %v137 : f32
-    %v139 = llvm.getelementptr %v124[%ci64_3] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
-    %v140 = llvm.load %v139 : !llvm.ptr<3> -> f32
-    %v141 = arith.addf %v138, %v140 : f32
-    %v142 = arith.divf %cf32_17, %v141 : f32
-    scf.for %i143 = %v2 to %head_dim step %ci64_128 : i64 {
-      %r144 = scf.for %i144 = %ci64_0 to %v16 step %ci64_1 iter_args(%a144_0 = %cf32_5) -> (f32) : i64 {
-        %v145 = llvm.getelementptr %v26[%i144] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-        %v146 = llvm.load %v145 : !llvm.ptr<3> -> f32
-        %v147 = arith.mulf %v146, %v142 : f32
-        %v148 = arith.addi %v24, %i144 : i64
-        %v149 = arith.addi %v25, %i143 : i64
-        %v150 = arith.cmpi eq, %vbits, %ci32_0 : i32
-        %f151 = scf.if %v150 -> (f32) {
-          %v152 = arith.muli %v148, %v17 : i64
-          %v153 = arith.addi %v152, %v149 : i64
-          %v154 = llvm.getelementptr %vfp[%v153] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v155 = llvm.load %v154 : !llvm.ptr -> f32
-          scf.yield %v155 : f32
+    %v140 = llvm.getelementptr %v133[%ci64_0] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v141 = llvm.load %v140 : !llvm.ptr<3> -> f32
+    %v142 = llvm.getelementptr %v133[%ci64_1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v143 = llvm.load %v142 : !llvm.ptr<3> -> f32
+    %v144 = arith.addf %v141, %v143 : f32
+    %v145 = llvm.getelementptr %v133[%ci64_2] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v146 = llvm.load %v145 : !llvm.ptr<3> -> f32
+    %v147 = arith.addf %v144, %v146 : f32
+    %v148 = llvm.getelementptr %v133[%ci64_3] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f64
+    %v149 = llvm.load %v148 : !llvm.ptr<3> -> f32
+    %v150 = arith.addf %v147, %v149 : f32
+    %v151 = arith.divf %cf32_17, %v150 : f32
+    scf.for %i152 = %v2 to %head_dim step %ci64_128 : i64 {
+      %r153 = scf.for %i153 = %v23 to %v16 step %ci64_1 iter_args(%a153_0 = %cf32_5) -> (f32) : i64 {
+        %v154 = llvm.getelementptr %v33[%i153] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+        %v155 = llvm.load %v154 : !llvm.ptr<3> -> f32
+        %v156 = arith.mulf %v155, %v151 : f32
+        %v157 = arith.addi %v31, %i153 : i64
+        %v158 = arith.addi %v32, %i152 : i64
+        %v159 = arith.cmpi eq, %vbits, %ci32_0 : i32
+        %f160 = scf.if %v159 -> (f32) {
+          %v161 = arith.muli %v157, %v24 : i64
+          %v162 = arith.addi %v161, %v158 : i64
+          %v163 = llvm.getelementptr %vfp[%v162] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v164 = llvm.load %v163 : !llvm.ptr -> f32
+          scf.yield %v164 : f32
         } else {
-          %v156 = arith.cmpi sle, %vbits, %ci32_4 : i32
-          %v157 = arith.addi %v17, %ci64_1 : i64
-          %v158 = arith.divsi %v157, %ci64_2 : i64
-          %v159 = arith.select %v156, %v158, %v17 : i64
-          %v160 = arith.muli %v148, %v159 : i64
-          %v161 = arith.shrui %v149, %ci64_1 : i64
-          %v162 = arith.select %v156, %v161, %v149 : i64
-          %v163 = arith.addi %v160, %v162 : i64
-          %v164 = llvm.getelementptr %vcodes[%v163] : (!llvm.ptr, i64) -> !llvm.ptr, i8
-          %v165 = llvm.load %v164 : !llvm.ptr -> i8
-          %v166 = arith.extui %v165 : i8 to i32
-          %v167 = arith.andi %v149, %ci64_1 : i64
-          %v168 = arith.shli %v167, %ci64_2 : i64
-          %v169 = arith.trunci %v168 : i64 to i32
-          %v170 = arith.shrui %v166, %v169 : i32
-          %v171 = arith.andi %v170, %ci32_15 : i32
-          %v172 = arith.select %v156, %v171, %v166 : i32
-          %v173 = arith.cmpi ne, %vsym, %ci32_0 : i32
-          %v174 = arith.subi %vbits, %ci32_1 : i32
-          %v175 = arith.shli %ci32_1, %v174 : i32
-          %v176 = arith.select %v173, %v175, %ci32_0 : i32
-          %v177 = arith.cmpi sgt, %vgroup, %ci64_0 : i64
-          %v178 = arith.select %v177, %vgroup, %v17 : i64
-          %v179 = arith.divsi %v17, %v178 : i64
-          %v180 = arith.muli %v148, %v179 : i64
-          %v181 = arith.divsi %v149, %v178 : i64
-          %v182 = arith.addi %v180, %v181 : i64
-          %v183 = llvm.getelementptr %vzeros[%v182] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v184 = llvm.load %v183 : !llvm.ptr -> f32
-          %v185 = llvm.getelementptr %vscales[%v182] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-          %v186 = llvm.load %v185 : !llvm.ptr -> f32
-          %v187 = arith.subi %v172, %v176 : i32
-          %v188 = arith.sitofp %v187 : i32 to f32
-          %v189 = arith.subf %v188, %v184 : f32
-          %v190 = arith.mulf %v189, %v186 : f32
-          scf.yield %v190 : f32
+          %v165 = arith.cmpi sle, %vbits, %ci32_4 : i32
+          %v166 = arith.addi %v24, %ci64_1 : i64
+          %v167 = arith.divsi %v166, %ci64_2 : i64
+          %v168 = arith.select %v165, %v167, %v24 : i64
+          %v169 = arith.muli %v157, %v168 : i64
+          %v170 = arith.shrui %v158, %ci64_1 : i64
+          %v171 = arith.select %v165, %v170, %v158 : i64
+          %v172 = arith.addi %v169, %v171 : i64
+          %v173 = llvm.getelementptr %vcodes[%v172] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+          %v174 = llvm.load %v173 : !llvm.ptr -> i8
+          %v175 = arith.extui %v174 : i8 to i32
+          %v176 = arith.andi %v158, %ci64_1 : i64
+          %v177 = arith.shli %v176, %ci64_2 : i64
+          %v178 = arith.trunci %v177 : i64 to i32
+          %v179 = arith.shrui %v175, %v178 : i32
+          %v180 = arith.andi %v179, %ci32_15 : i32
+          %v181 = arith.select %v165, %v180, %v175 : i32
+          %v182 = arith.cmpi ne, %vsym, %ci32_0 : i32
+          %v183 = arith.subi %vbits, %ci32_1 : i32
+          %v184 = arith.shli %ci32_1, %v183 : i32
+          %v185 = arith.select %v182, %v184, %ci32_0 : i32
+          %v186 = arith.cmpi sgt, %vgroup, %ci64_0 : i64
+          %v187 = arith.select %v186, %vgroup, %v24 : i64
+          %v188 = arith.divsi %v24, %v187 : i64
+          %v189 = arith.muli %v157, %v188 : i64
+          %v190 = arith.divsi %v158, %v187 : i64
+          %v191 = arith.addi %v189, %v190 : i64
+          %v192 = llvm.getelementptr %vzeros[%v191] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v193 = llvm.load %v192 : !llvm.ptr -> f32
+          %v194 = llvm.getelementptr %vscales[%v191] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+          %v195 = llvm.load %v194 : !llvm.ptr -> f32
+          %v196 = arith.subi %v181, %v185 : i32
+          %v197 = arith.sitofp %v196 : i32 to f32
+          %v198 = arith.subf %v197, %v193 : f32
+          %v199 = arith.mulf %v198, %v195 : f32
+          scf.yield %v199 : f32
         }
-        %v191 = arith.mulf %v147, %f151 : f32
-        %v192 = arith.addf %a144_0, %v191 : f32
-        scf.yield %v192 : f32
+        %v200 = arith.mulf %v156, %f160 : f32
+        %v201 = arith.addf %a153_0, %v200 : f32
+        scf.yield %v201 : f32
       }
-      %v193 = arith.addi %v23, %i143 : i64
-      %v194 = llvm.getelementptr %out[%v193] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-      llvm.store %r144, %v194 : f32, !llvm.ptr
+      %v202 = arith.addi %v30, %i152 : i64
+      %v203 = llvm.getelementptr %out[%v202] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+      llvm.store %r153, %v203 : f32, !llvm.ptr
     }
     gpu.return
   }

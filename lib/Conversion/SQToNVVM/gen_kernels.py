@@ -834,10 +834,12 @@ def kv_read(f, codes, scales, zeros, fp, row, c, feats, bits, sym, group):
 
 
 def attention():
-    f = Fn("sq_attention", [("out", P), ("q", P), ("kcodes", P), ("kscales", P), ("kzeros", P), ("kfp", P), ("vcodes", P), ("vscales", P), ("vzeros", P), ("vfp", P), ("batch", "i64"), ("seq", "i64"), ("cached", "i64"), ("capacity", "i64"), ("heads", "i64"), ("kv_heads", "i64"), ("head_dim", "i64"), ("scale", "f32"), ("causal", "i32"), ("kbits", "i32"), ("ksym", "i32"), ("kgroup", "i64"), ("vbits", "i32"), ("vsym", "i32"), ("vgroup", "i64")], 128, """sq_attention(out, q, k*, v*, batch, seq, cached, capacity, heads, kv_heads,
-head_dim, scale, causal, kbits, ksym, kgroup, vbits, vsym, vgroup): causal
-GQA of query i (of seq new ones) over keys 0 .. cached + i (all cached + seq
-when causal == 0), keys/values dequantized from the cache as KVStore::read.
+    f = Fn("sq_attention", [("out", P), ("q", P), ("kcodes", P), ("kscales", P), ("kzeros", P), ("kfp", P), ("vcodes", P), ("vscales", P), ("vzeros", P), ("vfp", P), ("batch", "i64"), ("seq", "i64"), ("cached", "i64"), ("capacity", "i64"), ("heads", "i64"), ("kv_heads", "i64"), ("head_dim", "i64"), ("scale", "f32"), ("causal", "i32"), ("window", "i64"), ("kbits", "i32"), ("ksym", "i32"), ("kgroup", "i64"), ("vbits", "i32"), ("vsym", "i32"), ("vgroup", "i64")], 128, """sq_attention(out, q, k*, v*, batch, seq, cached, capacity, heads, kv_heads,
+head_dim, scale, causal, window, kbits, ksym, kgroup, vbits, vsym, vgroup):
+causal GQA of query i (of seq new ones) over keys 0 .. cached + i (all
+cached + seq when causal == 0); with window > 0 (causal only) just the keys
+cached + i - window + 1 .. cached + i (numerics::visibleKeys); keys/values
+dequantized from the cache as KVStore::read.
 As rt::attention: score_j = (sum_e q_e k_je, over e in order) * scale,
 p_j = exp(score_j - max), out_e = sum_j (p_j * (1 / sum p)) v_je over j in
 order; sum p is a block reduction (the CPU sums in order: rounding only).
@@ -855,6 +857,9 @@ sum; phase 3 thread x computes output features x, x + 128, ...""")
     total = f.add("%cached", "%seq")
     causal = f.cmp("ne", "%causal", f.c(0, "i32"))
     visible = f.sel(causal, f.smin(total, f.add(f.add("%cached", i), f.c(1, "i64"))), total)
+    windowed = f.and_(causal, f.cmp("sgt", "%window", f.c(0, "i64")))
+    wlo = f.smax(f.c(0, "i64"), f.add(f.sub(f.add("%cached", i), "%window"), f.c(1, "i64")))
+    lo = f.sel(windowed, wlo, f.c(0, "i64"))
     kvf = f.mul("%kv_heads", d)
     qf = f.mul("%heads", d)
     qrow = f.add(f.mul(f.add(f.mul(b, "%seq"), i), qf), f.mul(h, d))
@@ -862,7 +867,7 @@ sum; phase 3 thread x computes output features x, x + 128, ...""")
     fo = f.mul(g, d)
     s = f.addr("sq_dyn_smem")
     ninf = f.c(float("-inf"), "f32")
-    j, (mx,), (rmx,) = f.for_(tid, visible, f.c(128, "i64"), [ninf])
+    j, (mx,), (rmx,) = f.for_(f.add(lo, tid), visible, f.c(128, "i64"), [ninf])
     e, (acc,), (dot,) = f.for_(f.c(0, "i64"), d, f.c(1, "i64"), [f.c(0.0, "f32")])
     qe = f.ld("%q", f.add(qrow, e), "f32")
     ke = kv_read(f, "%kcodes", "%kscales", "%kzeros", "%kfp", f.add(cbase, j), f.add(fo, e), kvf, "%kbits", "%ksym", "%kgroup")
@@ -871,7 +876,7 @@ sum; phase 3 thread x computes output features x, x + 128, ...""")
     f.st(s, j, sc)
     f.end([f.op("arith.maximumf %s, %s : f32" % (mx, sc), "f32")])
     (gmax,) = f.block_reduce([(rmx, "max")], tid)
-    j, (acc,), (rsum,) = f.for_(tid, visible, f.c(128, "i64"), [f.c(0.0, "f32")])
+    j, (acc,), (rsum,) = f.for_(f.add(lo, tid), visible, f.c(128, "i64"), [f.c(0.0, "f32")])
     pj = f.gep(s, j, "f32")
     ex = f.math("exp", f.sub(f.load(pj, "f32"), gmax))
     f.store(ex, pj)
@@ -879,7 +884,7 @@ sum; phase 3 thread x computes output features x, x + 128, ...""")
     (tot,) = f.block_reduce([(rsum, "add")], tid)  # starts with a barrier
     inv = f.div(f.c(1.0, "f32"), tot)
     e, _, _ = strided(f, tid, d, 128)
-    j, (acc,), (o,) = f.for_(f.c(0, "i64"), visible, f.c(1, "i64"), [f.c(0.0, "f32")])
+    j, (acc,), (o,) = f.for_(lo, visible, f.c(1, "i64"), [f.c(0.0, "f32")])
     p = f.mul(f.ld(s, j, "f32"), inv)
     ve = kv_read(f, "%vcodes", "%vscales", "%vzeros", "%vfp", f.add(cbase, j), f.add(fo, e), kvf, "%vbits", "%vsym", "%vgroup")
     f.end([f.add(acc, f.mul(p, ve))])

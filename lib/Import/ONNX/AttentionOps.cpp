@@ -79,7 +79,7 @@ bool attentionOutput(Raiser &raiser, OpCall &call) {
     }
     auto op = AttentionOp::create(
         raiser.builder, raiser.loc, qType, presentTypes, q->v, keyNew, valueNew,
-        pastK, pastV, heads, kvHeads, scaleAttr, scores->causal);
+        pastK, pastV, heads, kvHeads, scaleAttr, scores->causal, IntegerAttr());
     if (k->kv) {
       k->kv->presentOut = op.getPresent()[0];
       v->kv->presentOut = op.getPresent()[1];
@@ -246,7 +246,9 @@ bool kvConcat(Raiser &raiser, OpCall &call) {
     int64_t rank = static_cast<int64_t>(a->view.size());
     if (axis < 0)
       axis += rank;
-    bool pastIsArg = isa<BlockArgument>(a->v);
+    // A static cache (StaticCache.cpp) is written by TensorScatter, never
+    // concatenated to.
+    bool pastIsArg = isa<BlockArgument>(a->v) && !raiser.staticCache;
     if (pastIsArg && rank == static_cast<int64_t>(b->view.size()) &&
         axis >= 0 && axis < rank && a->view[axis].size() == 1 &&
         a->view[axis][0].kind == AK::P && b->view[axis].size() == 1 &&

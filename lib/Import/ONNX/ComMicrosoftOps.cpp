@@ -60,28 +60,42 @@ bool ropeFromCaches(Raiser &raiser, const AValRef &x, const AValRef &cosCache,
 /// The sq.attention of a fused attention op (GroupQueryAttention,
 /// MultiHeadAttention, ONNX Attention): outputs are (output, present_key,
 /// present_value); caches must be graph inputs. `scale` 0 means default.
+/// Keys and values already written into a static cache (TensorScatter,
+/// StaticCache.cpp) attend to that cache.
 bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
                     const AValRef &k, const AValRef &v, const AValRef &pastK,
                     const AValRef &pastV, int64_t heads, int64_t kvHeads,
                     int64_t headDim, double scale, const onnx::NodeProto &node,
-                    std::vector<AValRef> &outs) {
+                    std::vector<AValRef> &outs, int64_t window) {
   if (static_cast<bool>(pastK) != static_cast<bool>(pastV) ||
       (pastK && (pastK->kind != AVal::Act || !isa<BlockArgument>(pastK->v))))
     return raiser.fail(op + " past_key/past_value must both be graph inputs");
+  if (static_cast<bool>(k->kv) != static_cast<bool>(v->kv) || (k->kv && pastK))
+    return raiser.fail(op + " keys and values differ in KV-cache use");
   FloatAttr scaleAttr;
   if (scale != 0.0 &&
       std::fabs(scale - 1.0 / std::sqrt(double(headDim))) > 1e-6 * scale)
     scaleAttr = raiser.builder.getF64FloatAttr(scale);
   SmallVector<Type> presentTypes;
-  Value pk, pv;
+  Value pk, pv, keyNew = k->kv ? k->kvNew : k->v,
+                valueNew = v->kv ? v->kvNew : v->v;
   if (pastK) {
     pk = pastK->v;
     pv = pastV->v;
-    presentTypes = {pk.getType(), pv.getType()};
+  } else if (k->kv) {
+    pk = k->kv->past;
+    pv = v->kv->past;
   }
+  if (pk)
+    presentTypes = {pk.getType(), pv.getType()};
   auto attn = AttentionOp::create(
       raiser.builder, raiser.loc, cast<RankedTensorType>(q->v.getType()),
-      presentTypes, q->v, k->v, v->v, pk, pv, heads, kvHeads, scaleAttr, true);
+      presentTypes, q->v, keyNew, valueNew, pk, pv, heads, kvHeads, scaleAttr,
+      true, window ? raiser.builder.getI64IntegerAttr(window) : IntegerAttr());
+  if (k->kv) {
+    k->kv->presentOut = attn.getPresent()[0];
+    v->kv->presentOut = attn.getPresent()[1];
+  }
   outs.assign(std::max(3, node.output_size()), nullptr);
   outs[0] = raiser.act(attn.getOutput(), q->view);
   if (pastK)
@@ -196,11 +210,12 @@ bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder) {
     return false;
   // com.microsoft: (input, position_ids, cos_cache, sin_cache); ONNX
   // opset 23: (X, cos_cache, sin_cache, position_ids).
+  // Without position_ids (opset 23), cos/sin are already gathered at the
+  // positions: [batch, seq, rotary_dim/2].
   AValRef cosIn = call.input(2), sinIn = call.input(3);
+  bool gathered = false;
   if (onnxOrder) {
-    if (!call.input(3))
-      return raiser.fail("RotaryEmbedding without position_ids (pre-gathered "
-                         "caches) is not supported");
+    gathered = !call.input(3);
     cosIn = call.input(1);
     sinIn = call.input(2);
   }
@@ -208,9 +223,13 @@ bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder) {
     return raiser.fail(
         "partial rotary (rotary_embedding_dim) is not supported");
   CTensor c;
-  if (!cosIn || !raiser.concreteOf(cosIn, c) || c.rank() != 2)
-    return raiser.fail("RotaryEmbedding needs a constant cos_cache");
-  int64_t headDim = 2 * c.shape[1];
+  if (!cosIn || !raiser.concreteOf(cosIn, c) || c.rank() != (gathered ? 3 : 2))
+    return raiser.fail(
+        gathered ? "RotaryEmbedding without position_ids needs cos/sin "
+                   "gathered at the positions, constant at the probe "
+                   "([batch, seq, rotary_dim/2])"
+                 : "RotaryEmbedding needs a constant cos_cache");
+  int64_t headDim = 2 * c.shape.back();
   int64_t heads = raiser.attrIntOr(call.node, "num_heads", 0);
   if (!heads)
     heads = raiser.featureSize(x->view) / headDim;
@@ -218,9 +237,10 @@ bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder) {
   if (!isCanonical(x->view))
     return raiser.fail("RotaryEmbedding on 4-D [batch, heads, seq, head_dim] "
                        "input is not supported; expected [batch, seq, hidden]");
-  if (!ropeFromCaches(raiser, x, cosIn, sinIn,
-                      raiser.attrIntOr(call.node, "interleaved", 0) != 0, heads,
-                      out))
+  bool interleaved = raiser.attrIntOr(call.node, "interleaved", 0) != 0;
+  if (gathered
+          ? !ropeFromGathered(raiser, x, cosIn, sinIn, interleaved, heads, out)
+          : !ropeFromCaches(raiser, x, cosIn, sinIn, interleaved, heads, out))
     return false;
   outs = {out};
   return true;

@@ -78,6 +78,7 @@ const OpTable &opTable() {
     registerComMicrosoftOps(t);
     registerOpset23Ops(t);
     registerQuantizedOps(t);
+    registerStaticCacheOps(t);
     return t;
   }();
   return table;

@@ -1,8 +1,10 @@
 //===- Opset23Ops.cpp - fused ops of ONNX opset 23 ------------------------===//
 //
-// The default domain's fused LLaMA ops of opset 23: Attention (is_causal,
-// 3-D inputs with q_num_heads/kv_num_heads or 4-D [batch, heads, seq,
-// head_dim]) and RotaryEmbedding (X, cos_cache, sin_cache, position_ids).
+// The default domain's fused LLaMA ops of opset 23: Attention (is_causal
+// or an explicit causal mask, possibly with a sliding window, 3-D inputs
+// with q_num_heads/kv_num_heads or 4-D [batch, heads, seq, head_dim]; keys
+// and values from a static cache, StaticCache.cpp) and RotaryEmbedding (X,
+// cos_cache, sin_cache, position_ids; or cos/sin already gathered).
 // RMSNormalization is with the other RMSNorm forms (RMSNormOps.cpp).
 //
 //===----------------------------------------------------------------------===//
@@ -28,15 +30,11 @@ bool onnxAttention(Raiser &raiser, OpCall &call) {
       !raiser.asAct(call.input(1), k, "the key of Attention") ||
       !raiser.asAct(call.input(2), v, "the value of Attention"))
     return false;
-  if (call.input(3))
+  if (!call.input(3) && raiser.attrIntOr(call.node, "is_causal", 0) != 1)
     return raiser.fail(
-        "Attention with an explicit attn_mask: expected is_causal=1 "
-        "(a decoder's causal self-attention)");
-  if (raiser.attrIntOr(call.node, "is_causal", 0) != 1)
-    return raiser.fail(
-        "Attention without is_causal=1: expected a decoder's causal "
+        "Attention without is_causal=1 or a mask: expected a decoder's causal "
         "self-attention");
-  if (raiser.attrIntOr(call.node, "softcap", 0) != 0 ||
+  if (attrFloat(call.node, "softcap", 0.0) != 0.0 ||
       raiser.attrIntOr(call.node, "qk_matmul_output_mode", 0) != 0)
     return raiser.fail("Attention with softcap or qk_matmul_output_mode is not "
                        "supported");
@@ -60,16 +58,33 @@ bool onnxAttention(Raiser &raiser, OpCall &call) {
   bool layoutOk = fourD ? bnsh(q->view) && bnsh(k->view) && bnsh(v->view)
                         : isCanonical(q->view) && isCanonical(k->view) &&
                               isCanonical(v->view);
-  if (!layoutOk || heads <= 0 || kvHeads <= 0 || k->kv || v->kv)
+  bool kvOk = static_cast<bool>(k->kv) == static_cast<bool>(v->kv) &&
+              (!k->kv || (!call.input(4) && !call.input(5)));
+  if (!layoutOk || heads <= 0 || kvHeads <= 0 || !kvOk)
     return raiser.fail(
         "Attention inputs laid out as " + viewStr(q->view) + ", " +
         viewStr(k->view) +
         ": expected [batch, seq, heads*head_dim] with "
         "q_num_heads/kv_num_heads, or [batch, heads, seq, head_dim]");
   int64_t headDim = raiser.featureSize(q->view) / (fourD ? 1 : heads);
-  return buildAttention(raiser, call.op, q, k, v, call.input(4), call.input(5),
-                        heads, kvHeads, headDim,
-                        attrFloat(call.node, "scale", 0.0), call.node, outs);
+  // The keys attended to: past ++ new (a static cache's first slots, or
+  // past_key ++ key).
+  const View &kView = k->view;
+  int64_t keys = axisSize(kView[kView.size() - 2]);
+  if (call.input(4))
+    keys += raiser.options.probePast;
+  if (call.input(4) && raiser.staticCache)
+    return raiser.fail("Attention with past_key/past_value in a graph with "
+                       "static caches: expected the caches written by "
+                       "TensorScatter");
+  int64_t window = 0;
+  if (call.input(3) && !attentionMask(raiser, call, keys, window))
+    return false;
+  if (call.input(6) && !checkNonpad(raiser, call, keys))
+    return false;
+  return buildAttention(
+      raiser, call.op, q, k, v, call.input(4), call.input(5), heads, kvHeads,
+      headDim, attrFloat(call.node, "scale", 0.0), call.node, outs, window);
 }
 
 /// RotaryEmbedding with the ONNX argument order.

@@ -408,7 +408,40 @@ bool Raiser::declareInputs(std::vector<PendingInput> &pending,
                        std::to_string(d[3].dim_value()) + ")");
       kvFeatures = d[1].dim_value() * d[3].dim_value();
       hasCache = true;
-      pending.push_back({name, 2});
+      pending.push_back({name, 2, 4});
+    } else if (name.find("key_cache") == 0 || name.find("value_cache") == 0) {
+      // A static cache (ONNX Runtime's opset-24 builders): max_seq slots
+      // written in place by TensorScatter at write_indices, as [batch,
+      // max_seq, kv_heads * head_dim] or [batch, kv_heads, max_seq,
+      // head_dim].
+      const auto &d = type.shape().dim();
+      bool ok =
+          rank == 3 ? d[2].has_dim_value() && d[2].dim_value() > 0
+          : rank == 4
+              ? d[1].has_dim_value() && d[3].has_dim_value() &&
+                    d[1].dim_value() > 0 && d[3].dim_value() > 0 &&
+                    d[1].dim_value() <= (int64_t(1) << 31) / d[3].dim_value()
+              : false;
+      if (!ok)
+        return failRun("graph input '" + name +
+                       "' is a static KV cache but not [batch, max_seq, "
+                       "kv_heads * head_dim] or [batch, kv_heads, max_seq, "
+                       "head_dim] with static features");
+      int64_t features =
+          rank == 3 ? d[2].dim_value() : d[1].dim_value() * d[3].dim_value();
+      if (features > (int64_t(1) << 31))
+        return failRun("graph input '" + name +
+                       "' declares an absurdly large KV cache");
+      const auto &seqDim = d[rank == 3 ? 1 : 2];
+      kvFeatures = features;
+      hasCache = true;
+      staticCache = true;
+      pending.push_back(
+          {name, 4, rank, seqDim.has_dim_value() ? seqDim.dim_value() : 0});
+    } else if (name == "write_indices") {
+      pending.push_back({name, 5});
+    } else if (name == "nonpad_kv_seqlen") {
+      pending.push_back({name, 6});
     } else if (name == "input_ids") {
       pending.push_back({name, 0});
     } else if (name == "position_ids") {
@@ -418,9 +451,16 @@ bool Raiser::declareInputs(std::vector<PendingInput> &pending,
     } else {
       return failRun("graph input '" + name +
                      "' is not one a LLaMA export has (input_ids, "
-                     "position_ids, attention_mask, past_key_values.*)");
+                     "position_ids, attention_mask, past_key_values.*, or "
+                     "key_cache.*, value_cache.*, write_indices, "
+                     "nonpad_kv_seqlen with static caches)");
     }
   }
+  bool dynamicCache =
+      llvm::any_of(pending, [](const PendingInput &p) { return p.kind == 2; });
+  if (staticCache && dynamicCache)
+    return failRun("the graph mixes static caches (key_cache.*) and "
+                   "past_key_values.* inputs");
   return true;
 }
 
@@ -435,10 +475,12 @@ func::FuncOp Raiser::createForward(const std::vector<PendingInput> &pending,
       RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, i64);
   argTypes.assign({idsType, idsType});
   argNames = {"input_ids", "positions"};
+  SmallVector<const PendingInput *> caches;
   for (const PendingInput &p : pending)
-    if (p.kind == 2) {
+    if (p.kind == 2 || p.kind == 4) {
       argTypes.push_back(actType(kvFeatures));
       argNames.push_back(p.name);
+      caches.push_back(&p);
     }
   builder.setInsertionPointToEnd(module.getBody());
   auto func = func::FuncOp::create(builder, loc, "forward",
@@ -446,11 +488,23 @@ func::FuncOp Raiser::createForward(const std::vector<PendingInput> &pending,
   Block *body = func.addEntryBlock();
   for (size_t i = 0; i < argNames.size(); ++i) {
     func.setArgAttr(i, "sq.name", builder.getStringAttr(argNames[i]));
-    // ONNX caches are [batch, kv_heads, past_seq, head_dim]; here they are
-    // [batch, past_seq, kv_heads * head_dim].
-    if (i >= 2)
-      func.setArgAttr(i, "sq.onnx_layout",
-                      builder.getStringAttr("batch,heads,seq,head_dim"));
+    if (i < 2)
+      continue;
+    // ONNX caches are [batch, kv_heads, past_seq, head_dim] (or, static,
+    // [batch, max_seq, kv_heads * head_dim]); here they are [batch,
+    // past_seq, kv_heads * head_dim]. A static cache ("static:" layouts)
+    // has max_seq slots, written at write_indices = past_seq, the first
+    // nonpad_kv_seqlen = past_seq + seq of them valid: the argument is its
+    // first past_seq slots and the result its first past_seq + seq.
+    const PendingInput &p = *caches[i - 2];
+    std::string layout =
+        p.rank == 3 ? "batch,seq,heads*head_dim" : "batch,heads,seq,head_dim";
+    if (p.kind == 4)
+      layout = "static:" + layout;
+    func.setArgAttr(i, "sq.onnx_layout", builder.getStringAttr(layout));
+    if (p.kind == 4 && p.capacity > 0)
+      func.setArgAttr(i, "sq.onnx_max_seq",
+                      builder.getI64IntegerAttr(p.capacity));
   }
   builder.setInsertionPointToStart(body);
   positions = body->getArgument(1);
@@ -485,6 +539,23 @@ bool Raiser::bindInputs(const std::vector<PendingInput> &pending, Block *body,
       c->c.shape = {options.probeBatch, total};
       c->c.data.assign(options.probeBatch * total, 1.0);
       values[p.name] = c;
+    } else if (p.kind == 5 || p.kind == 6) {
+      // write_indices = past_length, nonpad_kv_seqlen = past_length + seq:
+      // the static cache used as a growing one.
+      AValRef c = AVal::make(AVal::Concrete);
+      c->c.kind = CTensor::Int;
+      c->c.shape = {options.probeBatch};
+      c->c.data.assign(options.probeBatch,
+                       positionStart + (p.kind == 6 ? options.probeSeq : 0));
+      values[p.name] = c;
+    } else if (p.rank == 3) {
+      // A static cache [B, max_seq, K*D]: its first past_seq slots.
+      Value arg = body->getArgument(cacheArg);
+      View view = {
+          {{AK::B, options.probeBatch}},
+          {{AK::P, options.probePast}},
+          {{AK::F, cast<RankedTensorType>(arg.getType()).getDimSize(2)}}};
+      values[p.name] = act(body->getArgument(cacheArg++), view);
     } else {
       // [B, K, P, D] in ONNX; [B, P, K*D] here.
       const auto &d = [&]() -> const onnx::TensorShapeProto & {
@@ -514,6 +585,7 @@ bool Raiser::returnResults(func::FuncOp func, ArrayRef<Type> argTypes,
   const onnx::GraphProto &graph = model.graph();
   SmallVector<Value> results;
   SmallVector<std::string> resultNames;
+  SmallVector<BlockArgument> resultPast; // per result: its cache argument
   for (const auto &output : graph.output()) {
     auto it = values.find(output.name());
     if (it == values.end() || !it->second) {
@@ -532,6 +604,7 @@ bool Raiser::returnResults(func::FuncOp func, ArrayRef<Type> argTypes,
         return false;
       }
       results.push_back(a->kv->presentOut);
+      resultPast.push_back(dyn_cast<BlockArgument>(a->kv->past));
     } else {
       AValRef x;
       if (!canonicalAct(a, x, "the logits")) {
@@ -539,6 +612,7 @@ bool Raiser::returnResults(func::FuncOp func, ArrayRef<Type> argTypes,
         return false;
       }
       results.push_back(x->v);
+      resultPast.push_back(nullptr);
     }
     resultNames.push_back(output.name());
   }
@@ -549,9 +623,11 @@ bool Raiser::returnResults(func::FuncOp func, ArrayRef<Type> argTypes,
   func.setFunctionType(builder.getFunctionType(argTypes, resultTypes));
   for (size_t i = 0; i < resultNames.size(); ++i) {
     func.setResultAttr(i, "sq.name", builder.getStringAttr(resultNames[i]));
-    if (i > 0)
-      func.setResultAttr(i, "sq.onnx_layout",
-                         builder.getStringAttr("batch,heads,seq,head_dim"));
+    // A present cache is laid out as its past argument.
+    if (BlockArgument past = resultPast[i])
+      for (StringRef attr : {"sq.onnx_layout", "sq.onnx_max_seq"})
+        if (Attribute a = func.getArgAttr(past.getArgNumber(), attr))
+          func.setResultAttr(i, attr, a);
   }
   return true;
 }

@@ -154,6 +154,7 @@ void registerAttentionOps(OpTable &table);
 void registerComMicrosoftOps(OpTable &table);
 void registerOpset23Ops(OpTable &table);
 void registerQuantizedOps(OpTable &table);
+void registerStaticCacheOps(OpTable &table);
 
 //===----------------------------------------------------------------------===//
 // The raiser
@@ -244,11 +245,26 @@ public:
   /// Weight values point into them.
   std::vector<std::unique_ptr<onnx::TensorProto>> madeTensors;
 
+  /// The graph has static caches (key_cache.* written by TensorScatter at
+  /// write_indices; StaticCache.cpp).
+  bool staticCache = false;
+
+  /// Evaluates the graph value `name` again, concretely, with the graph
+  /// inputs in `rebind` given other values (StaticCache.cpp): the mask of a
+  /// static cache at a second probe. Every node on the way must fold to a
+  /// constant.
+  bool reevaluate(const std::string &name,
+                  const std::map<std::string, AValRef> &rebind, CTensor &out);
+
 private:
   /// A graph input, before @forward exists.
   struct PendingInput {
     std::string name;
-    int kind; // 0 ids, 1 positions, 2 past, 3 attention mask
+    // 0 ids, 1 positions, 2 past, 3 attention mask, 4 static cache,
+    // 5 write_indices, 6 nonpad_kv_seqlen
+    int kind;
+    int rank = 0;         // caches: 3 ([batch, seq, kv*hd]) or 4 (BNSH)
+    int64_t capacity = 0; // static caches: max_seq when declared
   };
 
   bool declareInputs(std::vector<PendingInput> &pending, int64_t &kvFeatures,
@@ -312,7 +328,27 @@ bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
                     const AValRef &k, const AValRef &v, const AValRef &pastK,
                     const AValRef &pastV, int64_t heads, int64_t kvHeads,
                     int64_t headDim, double scale, const onnx::NodeProto &node,
-                    std::vector<AValRef> &outs);
+                    std::vector<AValRef> &outs, int64_t window = 0);
+
+/// Checks the explicit mask of an ONNX Attention (input 3) against its
+/// values (StaticCache.cpp): 0 (or true) where a query may see a key, very
+/// negative (false) elsewhere, causal over `totalKeys` keys, with
+/// `window` set to the sliding window it also applies (0: none). With a
+/// static cache, the mask is evaluated again with the cache full to find
+/// a window the probe is too short to show.
+bool attentionMask(Raiser &raiser, OpCall &call, int64_t totalKeys,
+                   int64_t &window);
+
+/// Checks ONNX Attention's nonpad_kv_seqlen (input 6): every sequence's
+/// keys are all valid (StaticCache.cpp).
+bool checkNonpad(Raiser &raiser, OpCall &call, int64_t totalKeys);
+
+/// RoPE from cos/sin already gathered at the positions ([batch, seq,
+/// rotary_dim/2], ONNX RotaryEmbedding without position_ids)
+/// (StaticCache.cpp).
+bool ropeFromGathered(Raiser &raiser, const AValRef &x, const AValRef &cosIn,
+                      const AValRef &sinIn, bool interleaved, int64_t heads,
+                      AValRef &out);
 
 /// RotaryEmbedding of com.microsoft (input, position_ids, cos_cache,
 /// sin_cache) or, with `onnxOrder`, of opset 23 (X, cos_cache, sin_cache,

@@ -220,6 +220,17 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
     config.push_back(b.getNamedAttr("mlp_bias", b.getBoolAttr(true)));
   if (headBias)
     config.push_back(b.getNamedAttr("lm_head_bias", b.getBoolAttr(true)));
+  // A sliding window common to every layer (Mistral's sliding_window).
+  std::optional<int64_t> window;
+  bool uniform = true;
+  module.walk([&](AttentionOp a) {
+    int64_t w = a.getWindow().value_or(0);
+    uniform &= !window || *window == w;
+    window = w;
+  });
+  if (uniform && window && *window)
+    config.push_back(
+        b.getNamedAttr("sliding_window", b.getI64IntegerAttr(*window)));
   module->setAttr("sq.config", b.getDictionaryAttr(config));
   if (layer == 0)
     return fail("the model has no decoder layer");

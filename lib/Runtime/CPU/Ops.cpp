@@ -396,12 +396,16 @@ static inline void attentionJob(const float *q, const KVStore &keys,
   for (int64_t h = g * perGroup; h < (g + 1) * perGroup; ++h)
     for (int64_t i = 0; i < seq; ++i) {
       const float *qi = q + (b * seq + i) * qf + h * d;
-      int64_t visible = desc.causal ? std::min(total, cached + i + 1) : total;
+      // Keys [lo, hi): causal, and the last `window` of them (Layers.h).
+      int64_t lo, hi;
+      numerics::visibleKeys(cached + i, total, desc.causal, desc.window, lo,
+                            hi);
+      int64_t visible = hi - lo;
       for (int64_t j = 0; j < visible; ++j)
         scores[j] = 0.0f;
       for (int64_t e = 0; e < d; ++e) {
         float qe = qi[e];
-        const float *ke = k + e * total;
+        const float *ke = k + e * total + lo;
         for (int64_t j = 0; j < visible; ++j)
           scores[j] += qe * ke[j];
       }
@@ -413,7 +417,7 @@ static inline void attentionJob(const float *q, const KVStore &keys,
         o[e] = 0.0f;
       for (int64_t j = 0; j < visible; ++j) {
         float p = scores[j];
-        const float *vj = v + j * d;
+        const float *vj = v + (lo + j) * d;
         for (int64_t e = 0; e < d; ++e)
           o[e] += p * vj[e];
       }

@@ -1,4 +1,5 @@
-//===- KernelABI.h - the GPU kernels of a compiled model ---------*- C++ -*-===//
+//===- KernelABI.h - the GPU kernels of a compiled model ---------*- C++
+//-*-===//
 //
 // The contract between the kernel library (lib/Conversion/SQToNVVM/
 // Kernels.mlir, compiled to PTX by LLVM's NVPTX backend and embedded in
@@ -111,12 +112,14 @@ namespace cuda {
 // sq_attention(out, q, kcodes, kscales, kzeros, kfp, vcodes, vscales,
 //              vzeros, vfp, batch: i64, seq: i64, cached: i64,
 //              capacity: i64, heads: i64, kv_heads: i64, head_dim: i64,
-//              scale: f32, causal: i32, kbits: i32, ksym: i32,
-//              kgroup: i64, vbits: i32, vsym: i32, vgroup: i64)
+//              scale: f32, causal: i32, window: i64, kbits: i32,
+//              ksym: i32, kgroup: i64, vbits: i32, vsym: i32, vgroup: i64)
 //   Causal grouped-query attention of the seq new queries (q [batch * seq,
 //   heads * head_dim]) over the cached + seq keys/values (already
 //   appended), dequantized ((q - z) s) from the cache. Query i of a
-//   sequence sees keys 0 .. cached + i. out [batch * seq, heads * head_dim].
+//   sequence sees keys 0 .. cached + i; with a sliding window > 0 only
+//   cached + i - window + 1 .. cached + i. out [batch * seq, heads *
+//   head_dim].
 //   grid (batch * heads, seq), block 128, dyn smem 4 * (cached + seq).
 
 } // namespace cuda

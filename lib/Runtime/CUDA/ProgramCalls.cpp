@@ -261,6 +261,7 @@ SQ_PROGRAM_CALL void sqcu_attention(void *ctx, int32_t out, int32_t q,
       .i64(d.headDim)
       .f32(float(d.scale))
       .i32(d.causal ? 1 : 0)
+      .i64(d.window)
       .i32(int32_t(kc.quant.bits))
       .i32(kc.quant.symmetric ? 1 : 0)
       .i64(kc.group)

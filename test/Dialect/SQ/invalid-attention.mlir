@@ -111,3 +111,21 @@ func.func @attention_causal_cache(%q: tensor<1x8x64xf32>, %k: tensor<1x2x32xf32>
       -> tensor<1x5x32xf32>, tensor<1x5x32xf32>
   return
 }
+
+// -----
+
+func.func @attention_window_not_causal(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>) {
+  // expected-error@+1 {{a sliding window (window 4) needs causal attention: it limits how far back a query looks}}
+  %o = sq.attention %q, %k, %k heads 8 kv_heads 4 window 4
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  return
+}
+
+// -----
+
+func.func @attention_window_zero(%q: tensor<1x8x64xf32>, %k: tensor<1x8x32xf32>) {
+  // expected-error@+1 {{attribute 'window' failed to satisfy constraint}}
+  %o = sq.attention %q, %k, %k heads 8 kv_heads 4 causal window 0
+      : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  return
+}

@@ -35,6 +35,8 @@ func.func @blocks(%ids: tensor<1x8xi64>, %pos: tensor<1x8xi64>, %table: tensor<5
   %kr = sq.rope %k, %pos heads 4 theta 5.000000e+05 interleaved : tensor<1x8x32xf32>, tensor<1x8xi64>
   // CHECK: %[[A:.*]] = sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   %a = sq.attention %qr, %kr, %k heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 causal window 4 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
+  %aw = sq.attention %qr, %kr, %k heads 8 kv_heads 4 causal window 4 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 scale 2.500000e-01 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   %a2 = sq.attention %qr, %kr, %k heads 8 kv_heads 4 scale 0.25 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] cache %{{.*}}, %{{.*}} heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32> -> tensor<1x?x32xf32>, tensor<1x?x32xf32>

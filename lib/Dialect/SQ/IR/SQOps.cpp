@@ -401,6 +401,10 @@ LogicalResult AttentionOp::verify() {
     if (!(scale->convertToDouble() > 0.0))
       return emitOpError() << "scale must be positive, got "
                            << formatFloat(scale->convertToDouble());
+  if (getWindow() && !getCausal())
+    return emitOpError() << "a sliding window (window " << *getWindow()
+                         << ") needs causal attention: it limits how far "
+                            "back a query looks";
   if (getCausal() && !ShapedType::isDynamic(q.getDimSize(1)) &&
       !ShapedType::isDynamic(totalKv) && totalKv < q.getDimSize(1))
     return emitOpError() << "causal attention needs at least as many keys ("

@@ -178,6 +178,10 @@ def SQ_AttentionOp : SQ_Op<"attention", [Pure, AttrSizedOperandSegments,
     where `total_kv` counts the cached keys too: the queries are the last
     `seq` positions of the key sequence.
 
+    `window W` (with `causal`) is a sliding window: query `i`, at key
+    position `p = i + (total_kv - seq)`, sees the keys `p - W < j <= p`,
+    the last `W` positions up to its own (Mistral's `sliding_window`).
+
     ```mlir
     %o = sq.attention %q, %k, %v heads 8 kv_heads 4 causal
            : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
@@ -192,12 +196,13 @@ def SQ_AttentionOp : SQ_Op<"attention", [Pure, AttrSizedOperandSegments,
                        Optional<SQ_FloatTensor>:$past_value,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
-                       OptionalAttr<F64Attr>:$scale, UnitAttr:$causal);
+                       OptionalAttr<F64Attr>:$scale, UnitAttr:$causal,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$window);
   let results = (outs SQ_FloatTensor:$output, Variadic<SQ_FloatTensor>:$present);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`cache` $past_key^ `,` $past_value)?
     `heads` $num_heads `kv_heads` $num_kv_heads
-    (`scale` $scale^)? (`causal` $causal^)? attr-dict
+    (`scale` $scale^)? (`causal` $causal^)? (`window` $window^)? attr-dict
     `:` type($query) `,` type($key) `,` type($value)
     (`,` type($past_key)^ `,` type($past_value))? (`->` type($present)^)?
   }];

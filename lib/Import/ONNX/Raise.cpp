@@ -266,7 +266,8 @@ bool Raiser::evalNode(const onnx::NodeProto &node, std::vector<AValRef> &outs) {
 }
 
 bool Raiser::probeValue(const std::string &name, int64_t seq, int64_t past,
-                        CTensor &out, std::string &why) {
+                        CTensor &out, std::string &why,
+                        const std::map<std::string, AValRef> *rebind) {
   // The main walk's state, restored on every path.
   std::map<std::string, AValRef> saved;
   saved.swap(values);
@@ -285,6 +286,9 @@ bool Raiser::probeValue(const std::string &name, int64_t seq, int64_t past,
   positionStart = hasCache ? past : 0;
   if (!bindInputs(pendingInputs, forwardBody, why))
     return restore(false);
+  if (rebind)
+    for (const auto &[input, value] : *rebind)
+      values[input] = value;
 
   // Depth-first over the producers, without recursion (graphs can be long
   // chains); the graph is sorted and acyclic (GraphOrder.cpp).

@@ -223,8 +223,11 @@ public:
   /// the main walk are left alone. False with `why` when the value cannot
   /// be computed there (it depends on activations, or the graph's own
   /// computation fails at those shapes).
+  /// `rebind` gives graph inputs other values after they are bound (a
+  /// static cache's write_indices).
   bool probeValue(const std::string &name, int64_t seq, int64_t past,
-                  CTensor &out, std::string &why);
+                  CTensor &out, std::string &why,
+                  const std::map<std::string, AValRef> *rebind = nullptr);
 
   OnnxModel &model;
   mlir::ModuleOp module;
@@ -249,10 +252,9 @@ public:
   /// write_indices; StaticCache.cpp).
   bool staticCache = false;
 
-  /// Evaluates the graph value `name` again, concretely, with the graph
-  /// inputs in `rebind` given other values (StaticCache.cpp): the mask of a
-  /// static cache at a second probe. Every node on the way must fold to a
-  /// constant.
+  /// probeValue at the probe sizes with the graph inputs in `rebind` given
+  /// other values, failing with the error set (StaticCache.cpp): the mask of
+  /// a static cache with the cache full.
   bool reevaluate(const std::string &name,
                   const std::map<std::string, AValRef> &rebind, CTensor &out);
 

@@ -30,61 +30,8 @@ namespace onnx_import {
 bool Raiser::reevaluate(const std::string &name,
                         const std::map<std::string, AValRef> &rebind,
                         CTensor &out) {
-  const onnx::GraphProto &graph = model.graph();
-  std::map<std::string, int> producer;
-  for (int i = 0; i < graph.node_size(); ++i)
-    for (const std::string &o : graph.node(i).output())
-      producer[o] = i;
-  // The nodes `name` depends on.
-  std::vector<char> inCone(graph.node_size(), 0);
-  std::vector<std::string> stack = {name};
-  std::set<std::string> seen;
-  while (!stack.empty()) {
-    std::string n = stack.back();
-    stack.pop_back();
-    if (n.empty() || !seen.insert(n).second)
-      continue;
-    auto it = producer.find(n);
-    if (it == producer.end())
-      continue;
-    inCone[it->second] = 1;
-    for (const std::string &in : graph.node(it->second).input())
-      stack.push_back(in);
-  }
-  std::map<std::string, AValRef> saved = values;
-  for (const auto &[input, value] : rebind)
-    values[input] = value;
-  for (int i = 0; i < graph.node_size(); ++i)
-    if (inCone[i])
-      for (const std::string &o : graph.node(i).output())
-        values.erase(o);
   std::string why;
-  // The graph is sorted: evaluate the cone in order.
-  for (int i = 0; i < graph.node_size() && why.empty(); ++i) {
-    if (!inCone[i])
-      continue;
-    const onnx::NodeProto &node = graph.node(i);
-    std::vector<AValRef> outs;
-    if (!evalNode(node, outs)) {
-      why = "node '" + node.name() + "' (" + node.op_type() + "): " + err;
-      break;
-    }
-    for (int o = 0; o < node.output_size(); ++o)
-      values[node.output(o)] =
-          o < static_cast<int>(outs.size()) ? outs[o] : nullptr;
-    if (!outs[0] || outs[0]->kind != AVal::Concrete)
-      why = "node '" + node.name() + "' (" + node.op_type() +
-            ") depends on activations";
-  }
-  if (why.empty()) {
-    auto it = values.find(name);
-    if (it == values.end() || !it->second || it->second->kind != AVal::Concrete)
-      why = "'" + name + "' is not a constant";
-    else
-      out = it->second->c;
-  }
-  values = std::move(saved);
-  if (!why.empty())
+  if (!probeValue(name, options.probeSeq, options.probePast, out, why, &rebind))
     return fail("evaluating '" + name + "' with the static cache full: " + why);
   return true;
 }

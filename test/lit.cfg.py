@@ -99,3 +99,17 @@ def _cuda_device():
         return False
 if _cuda_device():
     config.available_features.add("cuda-device")
+
+# onnxruntime as a numeric oracle: node with the npm package onnxruntime-node
+# (bench/vs_onnxruntime.sh installs it into build/ort), found through
+# SQ_ORT_NODE_MODULES, NODE_PATH or <build>/ort/node_modules. Tests that run
+# bench/ort_runner.js declare "REQUIRES: onnxruntime".
+import shutil as _shutil
+_ort_dirs = [os.environ.get("SQ_ORT_NODE_MODULES", "")]
+_ort_dirs += os.environ.get("NODE_PATH", "").split(os.pathsep)
+_ort_dirs.append(os.path.join(config.sq_obj_root, "ort", "node_modules"))
+for _d in _ort_dirs:
+    if _d and os.path.isdir(os.path.join(_d, "onnxruntime-node")) and _shutil.which("node"):
+        config.available_features.add("onnxruntime")
+        config.environment["NODE_PATH"] = os.path.abspath(_d)
+        break

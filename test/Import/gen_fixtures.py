@@ -48,7 +48,9 @@ Valid fixtures (name: what varies)
                           writes them: lm_head a transposed copy of the embedding
   genai-tied-shared.onnx  same, lm_head a Transpose of the embedding initializer
     (only these two, without torch: gen_fixtures.py --only tied-genai [OUTDIR])
-Broken fixtures: see BROKEN below.
+Broken fixtures: see BROKEN below; broken/rope-sharp-cut.onnx (--only
+rope-scaling too): frequencies divided by 3 from index 20 on, not a
+LLaMA-3.1 scaling.
 """
 
 import math
@@ -433,14 +435,16 @@ def llama3_inv_freq(theta, hd, factor, low, high, original):
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rope_scaling_model(path, form, factor):
+def rope_scaling_model(path, form, factor, sharp_cut=False):
     """A 2-layer LLaMA with LLaMA-3.1/3.2 RoPE scaling (theta 500000,
     head_dim 64, low/high frequency factors 1 and 4, original context 8192),
     built with onnx.helper. form "gqa": the GenAI builder's fp16 form, the
     scaled frequencies baked into GroupQueryAttention's cos/sin caches (512
     positions); form "invfreq": float32, the scaled inv_freq an initializer
     and the tables computed in the graph from position_ids (TorchScript /
-    optimum style), rotate-half RoPE, then MultiHeadAttention."""
+    optimum style), rotate-half RoPE, then MultiHeadAttention. sharp_cut:
+    the frequencies from index 20 on divided by `factor`, with no band
+    between (no RoPE scaling known to the importer)."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(11)
@@ -466,6 +470,9 @@ def rope_scaling_model(path, form, factor):
         return outs[0]
 
     inv = llama3_inv_freq(500000.0, hd, factor, 1.0, 4.0, 8192)
+    if sharp_cut:
+        inv = llama3_inv_freq(500000.0, hd, 1.0, 1.0, 4.0, 8192)
+        inv[20:] /= np.float32(factor)
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
     outputs = [helper.make_tensor_value_info("logits", ttype, ["batch", "seq", VOCAB])]
     if form == "gqa":
@@ -585,6 +592,8 @@ def tied_genai_fixtures(out):
 def rope_scaling_fixtures(out):
     rope_scaling_model(os.path.join(out, "llama31-rope-gqa-fp16.onnx"), "gqa", 8.0)
     rope_scaling_model(os.path.join(out, "llama32-rope-invfreq.onnx"), "invfreq", 32.0)
+    os.makedirs(os.path.join(out, "broken"), exist_ok=True)
+    rope_scaling_model(os.path.join(out, "broken", "rope-sharp-cut.onnx"), "gqa", 3.0, sharp_cut=True)
 
 
 def main():
@@ -747,6 +756,8 @@ def main():
     graph_variant("mismatched-shapes.onnx", mismatched)
     graph_variant("unknown-op.onnx", unknown_op)
     graph_variant("short-raw-data.onnx", short_raw)
+
+    rope_scaling_model(os.path.join(b, "rope-sharp-cut.onnx"), "gqa", 3.0, sharp_cut=True)
 
     packed = onnx.load(j("genai-gqa-fp16.onnx"))
     gqa = next(n for n in packed.graph.node if n.op_type == "GroupQueryAttention")

@@ -118,8 +118,10 @@ struct RopeTables {
         if (mismatch.empty() && (dc > tolerance || ds > tolerance))
           mismatch = "row " + std::to_string(r) + ", column " +
                      std::to_string(d) + ": cos " +
-                     std::to_string(cosT[r * cols + d]) + ", expected " +
-                     std::to_string(std::cos(angle));
+                     std::to_string(cosT[r * cols + d]) + ", sin " +
+                     std::to_string(sinT[r * cols + d]) + ", expected " +
+                     std::to_string(std::cos(angle)) + ", " +
+                     std::to_string(std::sin(angle));
       }
     return worst;
   }

@@ -39,11 +39,13 @@ Valid fixtures (name: what varies)
                           8, 1, 4, 8192; theta 500000, head_dim 64) baked into
                           the fp16 cos/sin caches of GroupQueryAttention
                           (do_rotary, KV cache), onnx.helper
+  llama3-rope-band-gqa-fp16.onnx  as llama31-rope-gqa-fp16 with uncommon
+                          llama3 values: factor 16, 2, 4, 8192
   llama32-rope-invfreq.onnx   LLaMA-3.2 scaling (factor 32) as an inv_freq
                           initializer: Cos/Sin of MatMul(position_ids, inv_freq),
                           rotate-half with Slice/Neg/Concat, then
                           MultiHeadAttention; float32, onnx.helper
-    (only these two, without torch: gen_fixtures.py --only rope-scaling [OUTDIR])
+    (only these three, without torch: gen_fixtures.py --only rope-scaling [OUTDIR])
   genai-tied-copy.onnx    genai-gqa-fp16 with tied embeddings as the GenAI builder
                           writes them: lm_head a transposed copy of the embedding
   genai-tied-shared.onnx  same, lm_head a Transpose of the embedding initializer
@@ -435,7 +437,7 @@ def llama3_inv_freq(theta, hd, factor, low, high, original):
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rope_scaling_model(path, form, factor, sharp_cut=False):
+def rope_scaling_model(path, form, factor, sharp_cut=False, band=(1.0, 4.0, 8192)):
     """A 2-layer LLaMA with LLaMA-3.1/3.2 RoPE scaling (theta 500000,
     head_dim 64, low/high frequency factors 1 and 4, original context 8192),
     built with onnx.helper. form "gqa": the GenAI builder's fp16 form, the
@@ -444,7 +446,8 @@ def rope_scaling_model(path, form, factor, sharp_cut=False):
     and the tables computed in the graph from position_ids (TorchScript /
     optimum style), rotate-half RoPE, then MultiHeadAttention. sharp_cut:
     the frequencies from index 20 on divided by `factor`, with no band
-    between (no RoPE scaling known to the importer)."""
+    between (no RoPE scaling known to the importer). band: low_freq_factor,
+    high_freq_factor, original_max_position_embeddings."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(11)
@@ -469,7 +472,7 @@ def rope_scaling_model(path, form, factor, sharp_cut=False):
         nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
         return outs[0]
 
-    inv = llama3_inv_freq(500000.0, hd, factor, 1.0, 4.0, 8192)
+    inv = llama3_inv_freq(500000.0, hd, factor, *band)
     if sharp_cut:
         inv = llama3_inv_freq(500000.0, hd, 1.0, 1.0, 4.0, 8192)
         inv[20:] /= np.float32(factor)
@@ -592,6 +595,9 @@ def tied_genai_fixtures(out):
 def rope_scaling_fixtures(out):
     rope_scaling_model(os.path.join(out, "llama31-rope-gqa-fp16.onnx"), "gqa", 8.0)
     rope_scaling_model(os.path.join(out, "llama32-rope-invfreq.onnx"), "invfreq", 32.0)
+    # Not the common values: one interpolated frequency only; the importer
+    # reads it as the equivalent low_freq_factor 1, 2, 4096.
+    rope_scaling_model(os.path.join(out, "llama3-rope-band-gqa-fp16.onnx"), "gqa", 16.0, band=(2.0, 4.0, 8192))
     os.makedirs(os.path.join(out, "broken"), exist_ok=True)
     rope_scaling_model(os.path.join(out, "broken", "rope-sharp-cut.onnx"), "gqa", 3.0, sharp_cut=True)
 

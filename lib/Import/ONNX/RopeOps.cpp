@@ -144,8 +144,15 @@ bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
                double &bestResidual) {
   std::vector<float> base = numerics::ropeInverseFrequencies(t.headDim, theta);
   int64_t half = t.half();
+  // The tables' rounding (about 5e-4 for fp16, 1e-7 for fp32), from how far
+  // cos^2 + sin^2 strays from 1.
+  double noise = 1e-7;
+  for (size_t k = 0; k < t.cosT.size(); ++k)
+    noise = std::max(
+        noise,
+        std::fabs(t.cosT[k] * t.cosT[k] + t.sinT[k] * t.sinT[k] - 1.0) / 2);
   // Measured frequency of every index, and whether it is readable: its phase
-  // moves by more than the fp16 noise over the rows.
+  // moves by far more than the rounding over the rows.
   std::vector<double> freq(half, 0.0);
   std::vector<bool> readable(half, false);
   for (int64_t d = 0; d < t.cols; ++d) {
@@ -153,7 +160,7 @@ bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
     if (t.halves && d >= half)
       continue;
     freq[i] = t.frequency(d);
-    readable[i] = freq[i] * static_cast<double>(t.rows - 1) > 0.05;
+    readable[i] = freq[i] * static_cast<double>(t.rows - 1) > 50 * noise;
   }
   // The factor: the largest base/measured ratio of a readable index (the
   // interpolated band scales by less).
@@ -183,6 +190,7 @@ bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
     // s = (original / wavelen - low) / (high - low) = a x + b, x = 1/wavelen.
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     int n = 0;
+    std::vector<std::pair<double, double>> points; // (x, s)
     for (int64_t i = 0; i < half; ++i) {
       if (!readable[i])
         continue;
@@ -196,6 +204,7 @@ bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
       sxx += x * x;
       sxy += x * smooth;
       ++n;
+      points.push_back({x, smooth});
     }
     double det = n * sxx - sx * sx;
     if (n >= 2 && det > 0) {
@@ -209,6 +218,18 @@ bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
     }
     for (double original : {8192.0, 4096.0, 16384.0, 2048.0, 32768.0})
       bands.push_back({1.0, 4.0, original});
+    // Too few interpolated points for a line: a power-of-two original
+    // context, and high_freq_factor from the points' s = (original x - 1) /
+    // (high - 1).
+    if (!points.empty())
+      for (double original = 1024; original <= 131072; original *= 2) {
+        double high = 0;
+        for (auto [x, smooth] : points)
+          high += 1.0 + (original * x - 1.0) / smooth;
+        high /= static_cast<double>(points.size());
+        if (high > 1.0)
+          bands.push_back({1.0, std::round(high * 2) / 2, original});
+      }
     return bands;
   };
   bool found = false;

@@ -102,6 +102,8 @@ if _ort_path:
     config.substitutions.append(("%ort_runner", "env NODE_PATH=%s node %s" % (
         _ort_path, os.path.join(config.sq_src_root, "bench", "ort_runner.js"))))
     config.substitutions.append(("%ort_env", "env NODE_PATH=" + _ort_path))
+    # Tests that run plain "node SCRIPT.js" find it through NODE_PATH.
+    config.environment["NODE_PATH"] = _ort_path
 
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".

@@ -406,10 +406,15 @@ LogicalResult Lowering::emit() {
       call("sqrt_qlinear", {ctx, i32(out), i32(in), i32(qlinearIndex[&op]),
                             i64(block), i64(seed)});
     } else if (auto r = dyn_cast<RopeOp>(op)) {
+      // LLaMA-3.1 scaling: factor, low/high frequency factors, original max
+      // positions (factor 0: none).
+      numerics::RopeScaling s = ropeScalingOf(r);
       call("sqrt_rope", {ctx, i32(out), i32(slotOf(r.getInput())),
                          i64(lastDim(r.getInput())), i64(r.getNumHeads()),
                          f64(r.getTheta().convertToDouble()),
-                         i32(r.getLayout() == RopeLayout::Interleaved)});
+                         i32(r.getLayout() == RopeLayout::Interleaved),
+                         f64(s.factor), f64(s.lowFreqFactor),
+                         f64(s.highFreqFactor), f64(s.originalMaxPositions)});
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       call("sqrt_attention",
            {ctx, i32(out), i32(slotOf(a.getQuery())), i32(slotOf(a.getKey())),

@@ -288,7 +288,8 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
     } else if (auto r = dyn_cast<RopeOp>(op)) {
       exec::rope(get(r.getInput()), get(r.getPositions()), r.getNumHeads(),
                  r.getTheta().convertToDouble(),
-                 r.getLayout() == RopeLayout::Interleaved, out);
+                 r.getLayout() == RopeLayout::Interleaved, out,
+                 ropeScalingOf(r));
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       static Executor::Impl::Cache none;
       Executor::Impl::Cache &cache = training ? none : impl.caches[&op];
@@ -605,7 +606,8 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       exec::Tensor dx;
       exec::ropeBackward(dy, get(r.getPositions()), r.getNumHeads(),
                          r.getTheta().convertToDouble(),
-                         r.getLayout() == RopeLayout::Interleaved, dx);
+                         r.getLayout() == RopeLayout::Interleaved, dx,
+                         ropeScalingOf(r));
       give(r.getInput(), std::move(dx));
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       const exec::Tensor &q = get(a.getQuery());

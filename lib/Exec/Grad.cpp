@@ -101,14 +101,15 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
 }
 
 void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
-                  double theta, bool interleaved, Tensor &dx) {
+                  double theta, bool interleaved, Tensor &dx,
+                  const numerics::RopeScaling &scaling) {
   int64_t f = dOut.lastDim(), tokens = dOut.numel() / f, d = f / heads,
           half = d / 2;
   // Unpaired components (none unless d is odd) are passed through.
   dx = like(dOut.shape);
   *dx.data = *dOut.data;
   // The angles exactly as rope() computes them.
-  std::vector<float> inv = numerics::ropeInverseFrequencies(d, theta);
+  std::vector<float> inv = numerics::ropeInverseFrequencies(d, theta, scaling);
   std::vector<float> c(half), s(half);
   for (int64_t t = 0; t < tokens; ++t) {
     numerics::ropeAngles(inv.data(), half, (*positions.ints)[t], c.data(),

@@ -42,7 +42,8 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
 /// rotation by the negated angle (same layouts, same float32 angles).
 /// Components in no pair (an odd head dim) pass through.
 void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
-                  double theta, bool interleaved, Tensor &dx);
+                  double theta, bool interleaved, Tensor &dx,
+                  const numerics::RopeScaling &scaling = {});
 
 /// attention() without KV cache (cached = 0): q [b, s, heads * d], k and v
 /// [b, t, kvHeads * d]. The probabilities are recomputed as the forward

@@ -63,11 +63,11 @@ void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
 }
 
 void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
-          bool interleaved, Tensor &out) {
+          bool interleaved, Tensor &out, const numerics::RopeScaling &scaling) {
   int64_t f = x.lastDim(), tokens = x.numel() / f;
   out = like(x.shape);
   numerics::ropeRows(x.data->data(), positions.ints->data(), tokens, f, heads,
-                     theta, interleaved, out.data->data());
+                     theta, interleaved, out.data->data(), scaling);
 }
 
 void attention(const Tensor &q, const Tensor &k, const Tensor &v,

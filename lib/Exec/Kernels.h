@@ -9,6 +9,8 @@
 #ifndef SQ_LIB_EXEC_KERNELS_H
 #define SQ_LIB_EXEC_KERNELS_H
 
+#include "sq/Numerics/Layers.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,7 +53,8 @@ bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
 void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out);
 void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out);
 void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
-          bool interleaved, Tensor &out);
+          bool interleaved, Tensor &out,
+          const numerics::RopeScaling &scaling = {});
 /// Causal grouped-query attention. `cacheK`/`cacheV` hold `cached` tokens
 /// per sequence ([batch, cached, kv_features]); `presentK/V` return
 /// cache ++ new. A sliding `window` (> 0) limits each query to the last

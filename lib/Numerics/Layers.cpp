@@ -21,11 +21,30 @@ void rmsNormRows(const float *x, const float *scale, int64_t rows, int64_t dim,
   }
 }
 
-std::vector<float> ropeInverseFrequencies(int64_t headDim, double theta) {
+float scaleRopeFrequency(float inv, const RopeScaling &scaling) {
+  if (!scaling.enabled())
+    return inv;
+  float factor = static_cast<float>(scaling.factor);
+  float wavelen = static_cast<float>(2.0 * M_PI) / inv;
+  if (wavelen < scaling.originalMaxPositions / scaling.highFreqFactor)
+    return inv;
+  if (wavelen > scaling.originalMaxPositions / scaling.lowFreqFactor)
+    return inv / factor;
+  float smooth =
+      (static_cast<float>(scaling.originalMaxPositions) / wavelen -
+       static_cast<float>(scaling.lowFreqFactor)) /
+      static_cast<float>(scaling.highFreqFactor - scaling.lowFreqFactor);
+  return (1.0f - smooth) * inv / factor + smooth * inv;
+}
+
+std::vector<float> ropeInverseFrequencies(int64_t headDim, double theta,
+                                          const RopeScaling &scaling) {
   std::vector<float> inv(headDim / 2);
   for (int64_t i = 0; i < headDim / 2; ++i)
-    inv[i] = 1.0f / static_cast<float>(std::pow(
-                        theta, static_cast<double>(2 * i) / double(headDim)));
+    inv[i] = scaleRopeFrequency(
+        1.0f / static_cast<float>(std::pow(theta, static_cast<double>(2 * i) /
+                                                      double(headDim))),
+        scaling);
   return inv;
 }
 
@@ -41,9 +60,10 @@ void ropeAngles(const float *inv, int64_t half, int64_t position, float *cos,
 
 void ropeRows(const float *x, const int64_t *positions, int64_t rows,
               int64_t dim, int64_t heads, double theta, bool interleaved,
-              float *out) {
+              float *out, const RopeScaling &scaling) {
   int64_t d = dim / heads, half = d / 2;
-  std::vector<float> inv = ropeInverseFrequencies(d, theta), c(half), s(half);
+  std::vector<float> inv = ropeInverseFrequencies(d, theta, scaling), c(half),
+                     s(half);
   for (int64_t t = 0; t < rows; ++t) {
     ropeAngles(inv.data(), half, positions[t], c.data(), s.data());
     const float *in = x + t * dim;

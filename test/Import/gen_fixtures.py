@@ -57,7 +57,24 @@ Valid fixtures (name: what varies)
   headdim-bias.onnx       (--only bias) the opset-23 form with an explicit
                           head_dim (hidden 16, 4 heads of 8: q_proj 16 -> 32)
                           and biases on all seven projections
-Broken fixtures: see BROKEN below.
+  llama31-rope-gqa-fp16.onnx  LLaMA-3.1 RoPE scaling (rope_type llama3: factor
+                          8, 1, 4, 8192; theta 500000, head_dim 64) baked into
+                          the fp16 cos/sin caches of GroupQueryAttention
+                          (do_rotary, KV cache), onnx.helper
+  llama3-rope-band-gqa-fp16.onnx  as llama31-rope-gqa-fp16 with uncommon
+                          llama3 values: factor 16, 2, 4, 8192
+  llama32-rope-invfreq.onnx   LLaMA-3.2 scaling (factor 32) as an inv_freq
+                          initializer: Cos/Sin of MatMul(position_ids, inv_freq),
+                          rotate-half with Slice/Neg/Concat, then
+                          MultiHeadAttention; float32, onnx.helper
+                          (these three: --only rope-scaling)
+  genai-tied-copy.onnx    genai-gqa-fp16 with tied embeddings as the GenAI builder
+                          writes them: lm_head a transposed copy of the embedding
+  genai-tied-shared.onnx  same, lm_head a Transpose of the embedding initializer
+                          (these two: --only tied-genai)
+Broken fixtures: see BROKEN below; broken/rope-sharp-cut.onnx (--only
+rope-scaling too): frequencies divided by 3 from index 20 on, not a
+LLaMA-3.1 scaling.
 """
 
 import math
@@ -827,9 +844,187 @@ def bias_fixtures(j):
     onnx.save_model(m, j("broken", "bias-size.onnx"))
 
 
+def llama3_inv_freq(theta, hd, factor, low, high, original):
+    """transformers' _compute_llama3_parameters (float32, as torch)."""
+    inv = (1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))).astype(np.float32)
+    wavelen = np.float32(2 * math.pi) / inv
+    scaled = np.where(wavelen > original / low, inv / np.float32(factor), inv)
+    smooth = ((np.float32(original) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
+    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
+    medium = ~(wavelen < original / high) & ~(wavelen > original / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_scaling_model(path, form, factor, sharp_cut=False, band=(1.0, 4.0, 8192)):
+    """A 2-layer LLaMA with LLaMA-3.1/3.2 RoPE scaling (theta 500000,
+    head_dim 64, low/high frequency factors 1 and 4, original context 8192),
+    built with onnx.helper. form "gqa": the GenAI builder's fp16 form, the
+    scaled frequencies baked into GroupQueryAttention's cos/sin caches (512
+    positions); form "invfreq": float32, the scaled inv_freq an initializer
+    and the tables computed in the graph from position_ids (TorchScript /
+    optimum style), rotate-half RoPE, then MultiHeadAttention. sharp_cut:
+    the frequencies from index 20 on divided by `factor`, with no band
+    between (no RoPE scaling known to the importer). band: low_freq_factor,
+    high_freq_factor, original_max_position_embeddings."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(11)
+    H, heads, hd = 128, 2, 64
+    kv = 1 if form == "gqa" else 2
+    fp16 = form == "gqa"
+    wdt = np.float16 if fp16 else np.float32
+    ttype = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    inits, nodes = [], []
+
+    def weight(name, shape, ones=False):
+        a = (1.0 + 0.1 * rng.standard_normal(shape)) if ones else \
+            rng.standard_normal(shape) * (1.0 / math.sqrt(shape[0]))
+        inits.append(numpy_helper.from_array(a.astype(wdt), name))
+        return name
+
+    def const(name, array):
+        inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(op, ins, outs, domain="", **attrs):
+        nodes.append(helper.make_node(op, ins, outs, name="/" + outs[0], domain=domain, **attrs))
+        return outs[0]
+
+    inv = llama3_inv_freq(500000.0, hd, factor, *band)
+    if sharp_cut:
+        inv = llama3_inv_freq(500000.0, hd, 1.0, 1.0, 4.0, 8192)
+        inv[20:] /= np.float32(factor)
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    outputs = [helper.make_tensor_value_info("logits", ttype, ["batch", "seq", VOCAB])]
+    if form == "gqa":
+        freqs = np.outer(np.arange(512, dtype=np.float32), inv).astype(np.float32)
+        cos_cache = const("cos_cache", np.cos(freqs).astype(wdt))
+        sin_cache = const("sin_cache", np.sin(freqs).astype(wdt))
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]))
+        one = const("one", np.array(1, dtype=np.int64))
+        axis1 = const("axis1", np.array([1], dtype=np.int64))
+        s = node("ReduceSum", ["attention_mask", axis1], ["mask_sum"], keepdims=0)
+        s = node("Sub", [s, one], ["seqlens_minus_one"])
+        seqlens = node("Cast", [s], ["seqlens_k"], to=TensorProto.INT32)
+        total = node("Gather", [node("Shape", ["attention_mask"], ["mask_shape"]), one], ["total_len64"], axis=0)
+        total = node("Cast", [total], ["total_sequence_length"], to=TensorProto.INT32)
+    else:
+        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
+        # freqs = position_ids[..., None] @ inv_freq[None, :]; emb = cat(freqs, freqs)
+        pos = node("Cast", ["position_ids"], ["pos_f"], to=TensorProto.FLOAT)
+        pos = node("Unsqueeze", [pos, const("axis_last", np.array([2], dtype=np.int64))], ["pos_col"])
+        freqs = node("MatMul", [pos, const("inv_freq", inv[None, :])], ["freqs"])
+        emb = node("Concat", [freqs, freqs], ["emb"], axis=-1)
+        heads_axis = const("heads_axis", np.array([2], dtype=np.int64))
+        cos4 = node("Unsqueeze", [node("Cos", [emb], ["cos"]), heads_axis], ["cos4"])
+        sin4 = node("Unsqueeze", [node("Sin", [emb], ["sin"]), heads_axis], ["sin4"])
+        starts1 = const("half_start", np.array([0], dtype=np.int64))
+        mid = const("half_mid", np.array([hd // 2], dtype=np.int64))
+        end = const("half_end", np.array([hd], dtype=np.int64))
+        axis3 = const("axis3", np.array([3], dtype=np.int64))
+
+        def rope(x, n, tag):
+            x4 = node("Reshape", [x, const(tag + "_shape4", np.array([0, 0, n, hd], dtype=np.int64))], [tag + "_4"])
+            x1 = node("Slice", [x4, starts1, mid, axis3], [tag + "_x1"])
+            x2 = node("Slice", [x4, mid, end, axis3], [tag + "_x2"])
+            rot = node("Concat", [node("Neg", [x2], [tag + "_negx2"]), x1], [tag + "_rot"], axis=-1)
+            y = node("Add", [node("Mul", [x4, cos4], [tag + "_xcos"]), node("Mul", [rot, sin4], [tag + "_rsin"])],
+                     [tag + "_rope4"])
+            return node("Reshape", [y, const(tag + "_shape3", np.array([0, 0, n * hd], dtype=np.int64))],
+                        [tag + "_rope"])
+
+    h = node("Gather", [weight("model.embed_tokens.weight", [VOCAB, H]), "input_ids"], ["embeds"])
+    pending = None
+    for l in range(LAYERS):
+        p = "model.layers.%d." % l
+        ln1 = weight(p + "input_layernorm.weight", [H], ones=True)
+        if pending is None:
+            n = node("SimplifiedLayerNormalization", [h, ln1], ["l%d_n1" % l], axis=-1, epsilon=1e-5)
+        else:
+            outs = ["l%d_n1" % l, "", "", "l%d_h" % l]
+            nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, ln1], outs,
+                                          name="/l%d_skipln1" % l, domain="com.microsoft", epsilon=1e-5))
+            n, h = outs[0], outs[3]
+        q = node("MatMul", [n, weight(p + "q_proj", [H, heads * hd])], ["l%d_q" % l])
+        k = node("MatMul", [n, weight(p + "k_proj", [H, kv * hd])], ["l%d_k" % l])
+        v = node("MatMul", [n, weight(p + "v_proj", [H, kv * hd])], ["l%d_v" % l])
+        if form == "gqa":
+            pk, pv = "past_key_values.%d.key" % l, "past_key_values.%d.value" % l
+            for name in (pk, pv):
+                inputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "past_seq", hd]))
+            ok, ov = "present.%d.key" % l, "present.%d.value" % l
+            for name in (ok, ov):
+                outputs.append(helper.make_tensor_value_info(name, ttype, ["batch", kv, "total_seq", hd]))
+            nodes.append(helper.make_node(
+                "GroupQueryAttention", [q, k, v, pk, pv, seqlens, total, cos_cache, sin_cache],
+                ["l%d_attn" % l, ok, ov], name="/l%d_gqa" % l, domain="com.microsoft",
+                num_heads=heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
+                scale=1.0 / math.sqrt(hd)))
+            a = "l%d_attn" % l
+        else:
+            a = node("MultiHeadAttention", [rope(q, heads, "l%d_q" % l), rope(k, kv, "l%d_k" % l), v],
+                     ["l%d_attn" % l], domain="com.microsoft", num_heads=heads, unidirectional=1)
+        o = node("MatMul", [a, weight(p + "o_proj", [heads * hd, H])], ["l%d_o" % l])
+        ln2 = weight(p + "post_attention_layernorm.weight", [H], ones=True)
+        outs = ["l%d_n2" % l, "", "", "l%d_h1" % l]
+        nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [o, h, ln2], outs,
+                                      name="/l%d_skipln2" % l, domain="com.microsoft", epsilon=1e-5))
+        n2, h = outs[0], outs[3]
+        g = node("MatMul", [n2, weight(p + "gate_proj", [H, FFN])], ["l%d_gate" % l])
+        u = node("MatMul", [n2, weight(p + "up_proj", [H, FFN])], ["l%d_up" % l])
+        silu = node("Mul", [g, node("Sigmoid", [g], ["l%d_sig" % l])], ["l%d_silu" % l])
+        m = node("Mul", [silu, u], ["l%d_mlp" % l])
+        pending = node("MatMul", [m, weight(p + "down_proj", [FFN, H])], ["l%d_down" % l])
+    outs = ["final_norm", "", "", "final_h"]
+    nodes.append(helper.make_node("SkipSimplifiedLayerNormalization",
+                                  [pending, h, weight("model.norm.weight", [H], ones=True)], outs,
+                                  name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
+    node("MatMul", ["final_norm", weight("lm_head", [H, VOCAB])], ["logits"])
+    graph = helper.make_graph(nodes, "llama3-rope-scaling", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    onnx.save_model(model, path)
+    return model
+
+
+def tied_genai_fixtures(out):
+    """Tied embeddings in the GenAI builder's form, from genai-gqa-fp16.onnx
+    (built here): lm_head a [hidden, vocab] copy of the transposed embedding
+    (genai-tied-copy.onnx), or the embedding initializer itself read through
+    a Transpose node (genai-tied-shared.onnx)."""
+    src = os.path.join(out, "genai-gqa-fp16.onnx")
+    if not os.path.exists(src):
+        genai_model(src, "gqa")
+    for name, shared in (("genai-tied-copy.onnx", False), ("genai-tied-shared.onnx", True)):
+        m = onnx.load(src)
+        inits = {t.name: t for t in m.graph.initializer}
+        emb = numpy_helper.to_array(inits["model.embed_tokens.weight"])
+        head = next(n for n in m.graph.node if n.output[0] == "logits")
+        if shared:
+            m.graph.initializer.remove(inits[head.input[1]])
+            m.graph.node.insert(0, onnx.helper.make_node(
+                "Transpose", ["model.embed_tokens.weight"], ["lm_head_t"], name="/lm_head_t", perm=[1, 0]))
+            head.input[1] = "lm_head_t"
+        else:
+            inits[head.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(emb.T), head.input[1]))
+        onnx.save_model(m, os.path.join(out, name))
+
+
+def rope_scaling_fixtures(out):
+    rope_scaling_model(os.path.join(out, "llama31-rope-gqa-fp16.onnx"), "gqa", 8.0)
+    rope_scaling_model(os.path.join(out, "llama32-rope-invfreq.onnx"), "invfreq", 32.0)
+    # Not the common values: one interpolated frequency only; the importer
+    # reads it as the equivalent low_freq_factor 1, 2, 4096.
+    rope_scaling_model(os.path.join(out, "llama3-rope-band-gqa-fp16.onnx"), "gqa", 16.0, band=(2.0, 4.0, 8192))
+    os.makedirs(os.path.join(out, "broken"), exist_ok=True)
+    rope_scaling_model(os.path.join(out, "broken", "rope-sharp-cut.onnx"), "gqa", 3.0, sharp_cut=True)
+
+
 # Groups of fixtures built with onnx.helper alone: `--only NAME` writes them
 # without torch.
-HELPER_FIXTURES = {"int4": lambda j: quantized_models(j("")), "bias": bias_fixtures}
+HELPER_FIXTURES = {"int4": lambda j: quantized_models(j("")), "bias": bias_fixtures,
+                   "rope-scaling": lambda j: rope_scaling_fixtures(j("")),
+                   "tied-genai": lambda j: tied_genai_fixtures(j(""))}
 
 
 def main():

@@ -126,7 +126,7 @@ TEST_F(SQDialectTest, HeadDimAccessors) {
   Value k = arg(f32({1, 8, 32}));
   Value pos = arg(RankedTensorType::get({1, 8}, builder.getI64Type()));
   auto rope = RopeOp::create(builder, loc, q, pos, 8, llvm::APFloat(10000.0),
-                             RopeLayout::RotateHalf);
+                             RopeLayout::RotateHalf, RopeScalingAttr());
   EXPECT_EQ(rope.getHeadDim(), 8);
   auto attn = AttentionOp::create(builder, loc, q.getType(), TypeRange(), q, k,
                                   k, Value(), Value(), 8, 4, FloatAttr(),

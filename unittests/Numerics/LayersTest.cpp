@@ -136,3 +136,37 @@ TEST(Layers, SoftmaxPrefixZeroesTheMaskedTail) {
 }
 
 } // namespace
+
+// LLaMA-3.1 RoPE scaling (transformers' _compute_llama3_parameters) against
+// the formula in double: head_dim 128, theta 500000, factor 8, 1, 4, 8192
+// gives all three bands (kept, interpolated, divided by the factor).
+TEST(Layers, Llama3RopeScalingBands) {
+  RopeScaling scaling{8.0, 1.0, 4.0, 8192.0};
+  std::vector<float> plain = ropeInverseFrequencies(128, 500000.0);
+  std::vector<float> scaled = ropeInverseFrequencies(128, 500000.0, scaling);
+  ASSERT_EQ(scaled.size(), 64u);
+  int kept = 0, divided = 0, between = 0;
+  for (size_t i = 0; i < scaled.size(); ++i) {
+    double inv = std::pow(500000.0, -2.0 * double(i) / 128.0);
+    double wavelen = 2 * M_PI / inv, expected = inv;
+    if (wavelen > 8192.0) {
+      expected = inv / 8;
+      ++divided;
+    } else if (wavelen >= 2048.0) {
+      double s = (8192.0 / wavelen - 1.0) / 3.0;
+      expected = (1 - s) * inv / 8 + s * inv;
+      EXPECT_LT(scaled[i], plain[i]);
+      EXPECT_GT(scaled[i], plain[i] / 8);
+      ++between;
+    } else {
+      EXPECT_EQ(scaled[i], plain[i]);
+      ++kept;
+    }
+    EXPECT_NEAR(scaled[i], expected, 1e-6 * expected) << "frequency " << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(between, 0);
+  EXPECT_GT(divided, 0);
+  // No scaling (factor 0) is the plain table.
+  EXPECT_EQ(ropeInverseFrequencies(128, 500000.0, RopeScaling{}), plain);
+}

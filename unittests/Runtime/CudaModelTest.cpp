@@ -45,7 +45,9 @@ void sqcu_linear(void *ctx, int32_t out, int32_t in, int32_t weight,
 void sqcu_qlinear(void *ctx, int32_t out, int32_t in, int32_t index,
                   int64_t hadamard, int64_t seed);
 void sqcu_rope(void *ctx, int32_t out, int32_t in, int64_t dim, int64_t heads,
-               double theta, int32_t interleaved);
+               double theta, int32_t interleaved, double factor,
+               double lowFreqFactor, double highFreqFactor,
+               double originalMaxPositions);
 void sqcu_attention(void *ctx, int32_t out, int32_t q, int32_t k, int32_t v,
                     int32_t index);
 void sqcu_rotate(void *ctx, int32_t out, int32_t in, int32_t rotation,
@@ -67,7 +69,7 @@ void sq_model_program(void *ctx) {
   sqcu_embedding(ctx, 6, 0, 64);
   sqcu_rms_norm(ctx, 7, 6, 4, 64, 1e-5);
   sqcu_qlinear(ctx, 8, 7, 0, 64, 0);
-  sqcu_rope(ctx, 9, 8, 64, 2, 10000.0, 0);
+  sqcu_rope(ctx, 9, 8, 64, 2, 10000.0, 0, 0.0, 1.0, 4.0, 8192.0);
   sqcu_attention(ctx, 10, 9, 7, 8, 0);
   sqcu_silu(ctx, 11, 10, 64);
   sqcu_mul(ctx, 12, 11, 10, 64);

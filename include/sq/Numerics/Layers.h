@@ -29,9 +29,29 @@ namespace numerics {
 void rmsNormRows(const float *x, const float *scale, int64_t rows, int64_t dim,
                  double eps, float *out);
 
+/// LLaMA-3.1/3.2 RoPE scaling (Hugging Face rope_type "llama3"): with
+/// wavelen = 2 pi / inv_freq, frequencies whose wavelength is below
+/// originalMaxPositions / highFreqFactor are kept, those above
+/// originalMaxPositions / lowFreqFactor are divided by `factor`, and those
+/// between are interpolated: s = (originalMaxPositions / wavelen -
+/// lowFreqFactor) / (highFreqFactor - lowFreqFactor), inv_freq = (1 - s) *
+/// inv_freq / factor + s * inv_freq. factor 0 means no scaling.
+struct RopeScaling {
+  double factor = 0;
+  double lowFreqFactor = 1;
+  double highFreqFactor = 4;
+  double originalMaxPositions = 8192;
+  bool enabled() const { return factor > 0; }
+};
+
 /// RoPE's inverse frequencies 1 / theta^(2i / headDim), i < headDim / 2, as
-/// PyTorch computes them (fp32).
-std::vector<float> ropeInverseFrequencies(int64_t headDim, double theta);
+/// PyTorch computes them (fp32), then scaled as `scaling` says (in fp32, as
+/// transformers' _compute_llama3_parameters).
+std::vector<float> ropeInverseFrequencies(int64_t headDim, double theta,
+                                          const RopeScaling &scaling = {});
+
+/// One inverse frequency `inv` scaled as `scaling` says (fp32).
+float scaleRopeFrequency(float inv, const RopeScaling &scaling);
 
 /// cos and sin of position * inv[i] (fp32 angles), i < half.
 void ropeAngles(const float *inv, int64_t half, int64_t position, float *cos,
@@ -42,7 +62,7 @@ void ropeAngles(const float *inv, int64_t half, int64_t position, float *cos,
 /// (2i, 2i+1).
 void ropeRows(const float *x, const int64_t *positions, int64_t rows,
               int64_t dim, int64_t heads, double theta, bool interleaved,
-              float *out);
+              float *out, const RopeScaling &scaling = {});
 
 /// Softmax, in place, over the first `visible` of the `total` scores of
 /// `row`; the masked rest [visible, total) becomes 0. fp32 throughout: the

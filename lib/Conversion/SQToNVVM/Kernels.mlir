@@ -330,17 +330,25 @@ gpu.module @sq_kernels {
     gpu.return
   }
 
-  // sq_rope(out, in, positions: i64*, rows, dim, heads, theta, interleaved):
+  // sq_rope(out, in, positions: i64*, rows, dim, heads, theta, interleaved, factor, low_freq_factor,
+  //         high_freq_factor, original):
   // head_dim d = dim / heads, inv_freq[i] = 1 / float(pow(double(theta), 2i / d))
-  // (f64 pow as the CPU runtime), angle = float(pos) * inv_freq[i] in fp32,
+  // (f64 pow as the CPU runtime); with factor > 0, LLaMA-3.1 scaling as
+  // numerics::scaleRopeFrequency: wavelen = float(2 pi) / inv_freq, kept below
+  // original / high_freq_factor, divided by factor above original /
+  // low_freq_factor (bounds compared in f64), else with s = (original / wavelen
+  // - low) / (high - low): (1 - s) * inv / factor + s * inv in fp32;
+  // angle = float(pos) * inv_freq[i] in fp32,
   // cos/sin from libdevice; rotate_half pairs (i, i + d/2) or interleaved pairs
   // (2i, 2i+1).
   // Thread mapping: grid rows, block 128; block r handles row r, thread x the
   // pairs p = x, x + 128, ... of the heads * d/2 pairs (head p / (d/2), pair
   // p % (d/2)). in == out is allowed (each pair is read before it is written by
   // the same thread).
-  gpu.func @sq_rope(%out: !llvm.ptr, %in: !llvm.ptr, %positions: !llvm.ptr, %rows: i64, %dim: i64, %heads: i64, %theta: f32, %interleaved: i32) kernel attributes {known_block_size = array<i32: 128, 1, 1>} {
+  gpu.func @sq_rope(%out: !llvm.ptr, %in: !llvm.ptr, %positions: !llvm.ptr, %rows: i64, %dim: i64, %heads: i64, %theta: f32, %interleaved: i32, %factor: f32, %low_freq_factor: f32, %high_freq_factor: f32, %original: f32) kernel attributes {known_block_size = array<i32: 128, 1, 1>} {
     %cf32_3 = arith.constant 1.0 : f32
+    %cf32_4 = arith.constant 6.283185307179586 : f32
+    %cf32_5 = arith.constant 0.0 : f32
     %ci32_0 = arith.constant 0 : i32
     %ci64_1 = arith.constant 1 : i64
     %ci64_128 = arith.constant 128 : i64
@@ -368,40 +376,63 @@ gpu.module @sq_kernels {
       %v21 = math.powf %v12, %v20 : f64
       %v22 = arith.truncf %v21 : f64 to f32
       %v23 = arith.divf %cf32_3, %v22 : f32
-      %v24 = arith.mulf %v10, %v23 : f32
-      %v25 = math.cos %v24 : f32
-      %v26 = math.sin %v24 : f32
-      %v27 = arith.muli %v15, %v5 : i64
-      %v28 = arith.addi %v11, %v27 : i64
-      %v29 = arith.muli %v16, %ci64_2 : i64
-      %v30 = arith.select %v13, %v29, %v16 : i64
-      %v31 = arith.addi %v28, %v30 : i64
-      %v32 = arith.addi %v29, %ci64_1 : i64
-      %v33 = arith.addi %v16, %v6 : i64
-      %v34 = arith.select %v13, %v32, %v33 : i64
-      %v35 = arith.addi %v28, %v34 : i64
-      %v36 = llvm.getelementptr %in[%v31] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-      %v37 = llvm.load %v36 : !llvm.ptr -> f32
-      %v38 = llvm.getelementptr %in[%v35] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-      %v39 = llvm.load %v38 : !llvm.ptr -> f32
-      %v40 = arith.mulf %v37, %v25 : f32
-      %v41 = arith.mulf %v39, %v26 : f32
-      %v42 = arith.subf %v40, %v41 : f32
-      %f43 = scf.if %v13 -> (f32) {
-        %v44 = arith.mulf %v37, %v26 : f32
-        %v45 = arith.mulf %v39, %v25 : f32
-        %v46 = arith.addf %v44, %v45 : f32
-        scf.yield %v46 : f32
+      %v24 = arith.divf %cf32_4, %v23 : f32
+      %v25 = arith.extf %v24 : f32 to f64
+      %v26 = arith.extf %original : f32 to f64
+      %v27 = arith.extf %high_freq_factor : f32 to f64
+      %v28 = arith.divf %v26, %v27 : f64
+      %v29 = arith.cmpf olt, %v25, %v28 : f64
+      %v30 = arith.extf %low_freq_factor : f32 to f64
+      %v31 = arith.divf %v26, %v30 : f64
+      %v32 = arith.cmpf ogt, %v25, %v31 : f64
+      %v33 = arith.divf %original, %v24 : f32
+      %v34 = arith.subf %v33, %low_freq_factor : f32
+      %v35 = arith.subf %high_freq_factor, %low_freq_factor : f32
+      %v36 = arith.divf %v34, %v35 : f32
+      %v37 = arith.subf %cf32_3, %v36 : f32
+      %v38 = arith.mulf %v37, %v23 : f32
+      %v39 = arith.divf %v38, %factor : f32
+      %v40 = arith.mulf %v36, %v23 : f32
+      %v41 = arith.addf %v39, %v40 : f32
+      %v42 = arith.divf %v23, %factor : f32
+      %v43 = arith.select %v32, %v42, %v41 : f32
+      %v44 = arith.select %v29, %v23, %v43 : f32
+      %v45 = arith.cmpf ogt, %factor, %cf32_5 : f32
+      %v46 = arith.select %v45, %v44, %v23 : f32
+      %v47 = arith.mulf %v10, %v46 : f32
+      %v48 = math.cos %v47 : f32
+      %v49 = math.sin %v47 : f32
+      %v50 = arith.muli %v15, %v5 : i64
+      %v51 = arith.addi %v11, %v50 : i64
+      %v52 = arith.muli %v16, %ci64_2 : i64
+      %v53 = arith.select %v13, %v52, %v16 : i64
+      %v54 = arith.addi %v51, %v53 : i64
+      %v55 = arith.addi %v52, %ci64_1 : i64
+      %v56 = arith.addi %v16, %v6 : i64
+      %v57 = arith.select %v13, %v55, %v56 : i64
+      %v58 = arith.addi %v51, %v57 : i64
+      %v59 = llvm.getelementptr %in[%v54] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+      %v60 = llvm.load %v59 : !llvm.ptr -> f32
+      %v61 = llvm.getelementptr %in[%v58] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+      %v62 = llvm.load %v61 : !llvm.ptr -> f32
+      %v63 = arith.mulf %v60, %v48 : f32
+      %v64 = arith.mulf %v62, %v49 : f32
+      %v65 = arith.subf %v63, %v64 : f32
+      %f66 = scf.if %v13 -> (f32) {
+        %v67 = arith.mulf %v60, %v49 : f32
+        %v68 = arith.mulf %v62, %v48 : f32
+        %v69 = arith.addf %v67, %v68 : f32
+        scf.yield %v69 : f32
       } else {
-        %v47 = arith.mulf %v39, %v25 : f32
-        %v48 = arith.mulf %v37, %v26 : f32
-        %v49 = arith.addf %v47, %v48 : f32
-        scf.yield %v49 : f32
+        %v70 = arith.mulf %v62, %v48 : f32
+        %v71 = arith.mulf %v60, %v49 : f32
+        %v72 = arith.addf %v70, %v71 : f32
+        scf.yield %v72 : f32
       }
-      %v50 = llvm.getelementptr %out[%v31] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-      llvm.store %v42, %v50 : f32, !llvm.ptr
-      %v51 = llvm.getelementptr %out[%v35] : (!llvm.ptr, i64) -> !llvm.ptr, f32
-      llvm.store %f43, %v51 : f32, !llvm.ptr
+      %v73 = llvm.getelementptr %out[%v54] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+      llvm.store %v65, %v73 : f32, !llvm.ptr
+      %v74 = llvm.getelementptr %out[%v58] : (!llvm.ptr, i64) -> !llvm.ptr, f32
+      llvm.store %f66, %v74 : f32, !llvm.ptr
     }
     gpu.return
   }

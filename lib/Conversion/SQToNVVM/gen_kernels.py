@@ -9,6 +9,7 @@ unrolled mma fragments of the two GEMMs, which are tedious and error prone by
 hand. Kernels.mlir is checked in; regenerate it after editing this file.
 """
 
+import math
 import sys
 
 NULL_OK = "!llvm.ptr"
@@ -418,9 +419,16 @@ x + 256, ... in f64, block reduction (warp shuffles, then warps in order).""")
 
 
 def rope():
-    f = Fn("sq_rope", [("out", P), ("in", P), ("positions", P), ("rows", "i64"), ("dim", "i64"), ("heads", "i64"), ("theta", "f32"), ("interleaved", "i32")], 128, """sq_rope(out, in, positions: i64*, rows, dim, heads, theta, interleaved):
+    f = Fn("sq_rope", [("out", P), ("in", P), ("positions", P), ("rows", "i64"), ("dim", "i64"), ("heads", "i64"), ("theta", "f32"), ("interleaved", "i32"),
+                       ("factor", "f32"), ("low_freq_factor", "f32"), ("high_freq_factor", "f32"), ("original", "f32")], 128, """sq_rope(out, in, positions: i64*, rows, dim, heads, theta, interleaved, factor, low_freq_factor,
+        high_freq_factor, original):
 head_dim d = dim / heads, inv_freq[i] = 1 / float(pow(double(theta), 2i / d))
-(f64 pow as the CPU runtime), angle = float(pos) * inv_freq[i] in fp32,
+(f64 pow as the CPU runtime); with factor > 0, LLaMA-3.1 scaling as
+numerics::scaleRopeFrequency: wavelen = float(2 pi) / inv_freq, kept below
+original / high_freq_factor, divided by factor above original /
+low_freq_factor (bounds compared in f64), else with s = (original / wavelen
+- low) / (high - low): (1 - s) * inv / factor + s * inv in fp32;
+angle = float(pos) * inv_freq[i] in fp32,
 cos/sin from libdevice; rotate_half pairs (i, i + d/2) or interleaved pairs
 (2i, 2i+1).
 Thread mapping: grid rows, block 128; block r handles row r, thread x the
@@ -441,7 +449,17 @@ the same thread).""")
     i = f.rem(p, half)
     ex = f.div(f.sitofp(f.mul(i, f.c(2, "i64")), "f64"), f.sitofp(d, "f64"))
     pw = f.op("math.powf %s, %s : f64" % (th, ex), "f64")
-    inv = f.div(f.c(1.0, "f32"), f.truncf(pw))
+    inv0 = f.div(f.c(1.0, "f32"), f.truncf(pw))
+    wl = f.div(f.c(2.0 * math.pi, "f32"), inv0)
+    wld = f.extf(wl)
+    orig = f.extf("%original")
+    keep = f.cmp("olt", wld, f.div(orig, f.extf("%high_freq_factor")))
+    low = f.cmp("ogt", wld, f.div(orig, f.extf("%low_freq_factor")))
+    smooth = f.div(f.sub(f.div("%original", wl), "%low_freq_factor"),
+                   f.sub("%high_freq_factor", "%low_freq_factor"))
+    mid = f.add(f.div(f.mul(f.sub(f.c(1.0, "f32"), smooth), inv0), "%factor"), f.mul(smooth, inv0))
+    scaled = f.sel(keep, inv0, f.sel(low, f.div(inv0, "%factor"), mid))
+    inv = f.sel(f.cmp("ogt", "%factor", f.c(0.0, "f32")), scaled, inv0)
     ang = f.mul(pos, inv)
     cs = f.math("cos", ang)
     sn = f.math("sin", ang)

@@ -83,21 +83,42 @@ bool evalTrilu(const std::string &op, const std::vector<CTensor> &in,
 
 bool evalMatMul(const std::string &op, const std::vector<CTensor> &in,
                 const ConcreteAttrs &, CTensor &r, std::string &error) {
+  // Matrices in the last two axes, numpy-broadcast leading (batch) axes:
+  // [m, k] x [k, n], or [b, d/2, 1] x [b, 1, s] as Hugging Face's rotary
+  // embedding computes its angles.
   const CTensor &a = in[0], &b = in[1];
-  if (a.rank() != 2 || b.rank() != 2 || a.shape[1] != b.shape[0]) {
-    error = "only 2-D MatMul is evaluated on constants";
+  if (a.rank() < 2 || b.rank() < 2 ||
+      a.shape[a.rank() - 1] != b.shape[b.rank() - 2]) {
+    error = "MatMul on constants needs [..., m, k] x [..., k, n] operands";
     return false;
   }
-  int64_t m = a.shape[0], k = a.shape[1], n = b.shape[1];
+  int64_t m = a.shape[a.rank() - 2], k = a.shape[a.rank() - 1],
+          n = b.shape[b.rank() - 1];
+  CTensor aBatch, bBatch;
+  aBatch.shape.assign(a.shape.begin(), a.shape.end() - 2);
+  bBatch.shape.assign(b.shape.begin(), b.shape.end() - 2);
+  std::vector<int64_t> batch;
+  if (!broadcastShape(aBatch.shape, bBatch.shape, batch, error))
+    return false;
   r.kind = resultKind(a, b);
-  r.shape = {m, n};
+  r.shape = batch;
+  r.shape.push_back(m);
+  r.shape.push_back(n);
   if (!checkSize(r.shape, error))
     return false;
-  r.data.assign(m * n, 0.0);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t l = 0; l < k; ++l)
-        r.data[i * n + j] += a.data[i * k + l] * b.data[l * n + j];
+  r.data.assign(r.numel(), 0.0);
+  int64_t batches = r.numel() / (m * n);
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (int64_t t = 0; t < batches; ++t) {
+    const double *pa = a.data.data() + bcastIndex(aBatch, idx) * m * k;
+    const double *pb = b.data.data() + bcastIndex(bBatch, idx) * k * n;
+    double *pr = r.data.data() + t * m * n;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < k; ++l)
+          pr[i * n + j] += pa[i * k + l] * pb[l * n + j];
+    advanceIndex(idx, batch);
+  }
   return true;
 }
 

@@ -9,9 +9,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "Raiser.h"
+#include "sq/Numerics/Layers.h"
+
+#include "llvm/ADT/STLExtras.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 using namespace mlir;
 
@@ -71,11 +75,191 @@ bool extractTable(const View &view, const CTensor &table,
   return true;
 }
 
-/// Checks that the tables are cos/sin(position * theta^(-2i/head_dim)) at
-/// positions firstPosition + row, recovers theta and builds sq.rope. For
-/// rotate_half the tables have head_dim columns (frequency i at columns i
-/// and i + head_dim/2); for interleaved, head_dim/2 (one per pair).
-/// firstPosition < 0 means positionStart (the probe's past length).
+namespace {
+
+/// The tables of one RoPE and how to read them.
+struct RopeTables {
+  const std::vector<double> &cosT, &sinT;
+  int64_t rows, cols, headDim, firstPosition;
+  bool halves;
+
+  int64_t half() const { return headDim / 2; }
+  /// The frequency index of column d.
+  int64_t freqIndex(int64_t d) const { return halves ? d % (cols / 2) : d; }
+
+  /// The frequency of column d from its phase, unwrapped over all rows (fp16
+  /// tables are too coarse for a two-row difference).
+  double frequency(int64_t d) const {
+    double phase = 0;
+    for (int64_t r = 1; r < rows; ++r) {
+      double c0 = cosT[(r - 1) * cols + d], s0 = sinT[(r - 1) * cols + d],
+             c1 = cosT[r * cols + d], s1 = sinT[r * cols + d];
+      phase += std::atan2(s1 * c0 - c1 * s0, c1 * c0 + s1 * s0);
+    }
+    return phase / static_cast<double>(rows - 1);
+  }
+
+  /// The largest difference between the tables and cos/sin(position *
+  /// inv[i]), with the angle in fp32 as the executor computes it; `mismatch`
+  /// describes the first entry off by more than the tolerance (fp16 tables
+  /// are within 5e-4; an fp32 angle of a large position is off by its
+  /// rounding), after which the scan stops at the end of its row.
+  double residual(const std::vector<float> &inv, std::string &mismatch) const {
+    double worst = 0;
+    mismatch.clear();
+    for (int64_t r = 0; r < rows && mismatch.empty(); ++r)
+      for (int64_t d = 0; d < cols; ++d) {
+        double angle =
+            static_cast<float>(firstPosition + r) * inv[freqIndex(d)];
+        double tolerance = 2e-3 + 2.5e-7 * std::fabs(angle);
+        double dc = std::fabs(cosT[r * cols + d] - std::cos(angle)),
+               ds = std::fabs(sinT[r * cols + d] - std::sin(angle));
+        worst = std::max({worst, dc, ds});
+        if (mismatch.empty() && (dc > tolerance || ds > tolerance))
+          mismatch = "row " + std::to_string(r) + ", column " +
+                     std::to_string(d) + ": cos " +
+                     std::to_string(cosT[r * cols + d]) + ", sin " +
+                     std::to_string(sinT[r * cols + d]) + ", expected " +
+                     std::to_string(std::cos(angle)) + ", " +
+                     std::to_string(std::sin(angle));
+      }
+    return worst;
+  }
+};
+
+/// `v` rounded to two significant digits (10000, 500000, 1e6, ...).
+double twoDigits(double v) {
+  double magnitude = std::pow(10.0, std::floor(std::log10(v)) - 1);
+  return std::round(v / magnitude) * magnitude;
+}
+
+/// Fits LLaMA-3.1 RoPE scaling (rope_type llama3) with base `theta` to the
+/// tables: the factor from the low-frequency columns (scaled by 1/factor),
+/// the band between from the interpolated columns (their scale is linear in
+/// 1/wavelen; low_freq_factor is taken as 1, which fixes the scale of the
+/// three band parameters), then the common values (8 or 32; 1, 4 and 8192).
+/// Every candidate is checked against every table entry; the one that fits
+/// best wins. False when none fits.
+bool fitLlama3(const RopeTables &t, double theta, numerics::RopeScaling &best,
+               double &bestResidual) {
+  std::vector<float> base = numerics::ropeInverseFrequencies(t.headDim, theta);
+  int64_t half = t.half();
+  // The tables' rounding (about 5e-4 for fp16, 1e-7 for fp32), from how far
+  // cos^2 + sin^2 strays from 1.
+  double noise = 1e-7;
+  for (size_t k = 0; k < t.cosT.size(); ++k)
+    noise = std::max(
+        noise,
+        std::fabs(t.cosT[k] * t.cosT[k] + t.sinT[k] * t.sinT[k] - 1.0) / 2);
+  // Measured frequency of every index, and whether it is readable: its phase
+  // moves by far more than the rounding over the rows.
+  std::vector<double> freq(half, 0.0);
+  std::vector<bool> readable(half, false);
+  for (int64_t d = 0; d < t.cols; ++d) {
+    int64_t i = t.freqIndex(d);
+    if (t.halves && d >= half)
+      continue;
+    freq[i] = t.frequency(d);
+    readable[i] = freq[i] * static_cast<double>(t.rows - 1) > 50 * noise;
+  }
+  // The factor: the largest base/measured ratio of a readable index (the
+  // interpolated band scales by less).
+  double factorEstimate = 0;
+  for (int64_t i = 0; i < half; ++i)
+    if (readable[i] && freq[i] > 0)
+      factorEstimate = std::max(factorEstimate, base[i] / freq[i]);
+  std::vector<double> factors;
+  auto addFactor = [&](double f) {
+    if (f > 1.0 + 1e-9 && std::isfinite(f) &&
+        llvm::find(factors, f) == factors.end())
+      factors.push_back(f);
+  };
+  if (factorEstimate > 1.05) {
+    addFactor(std::round(factorEstimate));
+    addFactor(std::round(factorEstimate * 2) / 2);
+  }
+  for (double f : {8.0, 32.0, 16.0, 4.0, 2.0, 64.0})
+    addFactor(f);
+  // Band parameters (low_freq_factor, high_freq_factor, original max
+  // positions) for each factor: fitted, then common.
+  struct Band {
+    double low, high, original;
+  };
+  auto bandsFor = [&](double factor) {
+    std::vector<Band> bands;
+    // s = (original / wavelen - low) / (high - low) = a x + b, x = 1/wavelen.
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int n = 0;
+    std::vector<std::pair<double, double>> points; // (x, s)
+    for (int64_t i = 0; i < half; ++i) {
+      if (!readable[i])
+        continue;
+      double ratio = freq[i] / base[i];
+      double smooth = (ratio - 1.0 / factor) / (1.0 - 1.0 / factor);
+      if (smooth < 0.03 || smooth > 0.97)
+        continue;
+      double x = base[i] / (2.0 * M_PI);
+      sx += x;
+      sy += smooth;
+      sxx += x * x;
+      sxy += x * smooth;
+      ++n;
+      points.push_back({x, smooth});
+    }
+    double det = n * sxx - sx * sx;
+    if (n >= 2 && det > 0) {
+      double a = (n * sxy - sx * sy) / det, b = (sy - a * sx) / n;
+      if (a > 0 && b < 0) {
+        double high = 1.0 - 1.0 / b, original = -a / b;
+        bands.push_back({1.0, std::round(high * 2) / 2, std::round(original)});
+        bands.push_back({1.0, std::round(high * 2) / 2,
+                         std::exp2(std::round(std::log2(original)))});
+      }
+    }
+    for (double original : {8192.0, 4096.0, 16384.0, 2048.0, 32768.0})
+      bands.push_back({1.0, 4.0, original});
+    // Too few interpolated points for a line: a power-of-two original
+    // context, and high_freq_factor from the points' s = (original x - 1) /
+    // (high - 1).
+    if (!points.empty())
+      for (double original = 1024; original <= 131072; original *= 2) {
+        double high = 0;
+        for (auto [x, smooth] : points)
+          high += 1.0 + (original * x - 1.0) / smooth;
+        high /= static_cast<double>(points.size());
+        if (high > 1.0)
+          bands.push_back({1.0, std::round(high * 2) / 2, original});
+      }
+    return bands;
+  };
+  bool found = false;
+  std::string mismatch;
+  for (double factor : factors)
+    for (const Band &band : bandsFor(factor)) {
+      if (!(band.high > band.low) || !(band.original >= 1))
+        continue;
+      numerics::RopeScaling scaling{factor, band.low, band.high, band.original};
+      double r = t.residual(
+          numerics::ropeInverseFrequencies(t.headDim, theta, scaling),
+          mismatch);
+      if (mismatch.empty() && (!found || r < bestResidual)) {
+        found = true;
+        best = scaling;
+        bestResidual = r;
+      }
+    }
+  return found;
+}
+
+} // namespace
+
+/// Checks that the tables are cos/sin(position * inv_freq[i]) at positions
+/// firstPosition + row, with inv_freq[i] = theta^(-2i/head_dim) or those
+/// frequencies scaled as LLaMA-3.1 does (rope_type llama3), recovers theta
+/// (and the scaling) and builds sq.rope. For rotate_half the tables have
+/// head_dim columns (frequency i at columns i and i + head_dim/2); for
+/// interleaved, head_dim/2 (one per pair). firstPosition < 0 means
+/// positionStart (the probe's past length).
 bool finishRope(Raiser &raiser, const AValRef &x, const View &resultView,
                 const std::vector<double> &cosT,
                 const std::vector<double> &sinT, int64_t rows, int64_t cols,
@@ -85,56 +269,62 @@ bool finishRope(Raiser &raiser, const AValRef &x, const View &resultView,
     firstPosition = raiser.positionStart;
   bool halves = layout == RopeLayout::RotateHalf;
   int64_t headDim = halves ? cols : 2 * cols;
-  auto freqIndex = [&](int64_t d) { return halves ? d % (cols / 2) : d; };
   if (rows < 2 || (halves && cols % 2) || cols < 2)
     return raiser.fail(
         "RoPE needs an even head_dim and at least two positions");
-  // The frequency of column 1 from its phase, unwrapped over all rows
-  // (fp16 tables are too coarse for a two-row difference).
-  double phase = 0;
-  for (int64_t r = 1; r < rows; ++r) {
-    double c0 = cosT[(r - 1) * cols + 1], s0 = sinT[(r - 1) * cols + 1],
-           c1 = cosT[r * cols + 1], s1 = sinT[r * cols + 1];
-    phase += std::atan2(s1 * c0 - c1 * s0, c1 * c0 + s1 * s0);
-  }
-  double f1 = phase / static_cast<double>(rows - 1);
+  RopeTables tables{cosT, sinT, rows, cols, headDim, firstPosition, halves};
+  // Theta from the frequency of column 1 (a high frequency, which LLaMA-3.1
+  // scaling leaves alone).
+  double f1 = tables.frequency(1);
   if (!(f1 > 0 && f1 < 1))
     return raiser.fail("cannot read a RoPE frequency from the cos/sin tables");
   double estimate = std::pow(f1, -static_cast<double>(headDim) / 2.0);
   // Prefer the estimate rounded to two significant digits (10000, 500000,
   // 1e6, ...) when it reproduces the tables.
-  double magnitude = std::pow(10.0, std::floor(std::log10(estimate)) - 1);
-  double candidates[] = {std::round(estimate / magnitude) * magnitude,
-                         estimate};
+  double candidates[] = {twoDigits(estimate), estimate};
   std::string mismatch;
-  for (double theta : candidates) {
-    mismatch.clear();
-    for (int64_t r = 0; r < rows && mismatch.empty(); ++r)
-      for (int64_t d = 0; d < cols; ++d) {
-        double angle = (firstPosition + r) *
-                       std::pow(theta, -2.0 * freqIndex(d) / headDim);
-        if (std::fabs(cosT[r * cols + d] - std::cos(angle)) > 2e-3 ||
-            std::fabs(sinT[r * cols + d] - std::sin(angle)) > 2e-3) {
-          mismatch = "row " + std::to_string(r) + ", column " +
-                     std::to_string(d) + ": cos " +
-                     std::to_string(cosT[r * cols + d]) + ", expected " +
-                     std::to_string(std::cos(angle));
-          break;
-        }
-      }
+  std::optional<double> theta;
+  double plainResidual = 0;
+  for (double c : candidates) {
+    plainResidual =
+        tables.residual(numerics::ropeInverseFrequencies(headDim, c), mismatch);
     if (mismatch.empty()) {
-      estimate = theta;
+      theta = c;
       break;
     }
   }
-  if (!mismatch.empty())
-    return raiser.fail(
-        std::string("the cos/sin tables are not ") +
-        (halves ? "rotate-half" : "interleaved") +
-        " RoPE tables at positions past_length + i for any theta "
-        "(best estimate " +
-        std::to_string(estimate) + "; " + mismatch + ")");
-  double theta = estimate;
+  // Otherwise LLaMA-3.1 scaling of either theta. Tables of a few probe
+  // positions may pass as plain tables when only the low frequencies are
+  // scaled (their angles stay small): fp32 tables then fit the scaled
+  // frequencies far better than the plain ones, which wins.
+  std::optional<numerics::RopeScaling> scaling;
+  if (!theta || (plainResidual > 1e-5 && rows <= 64)) {
+    std::string plainMismatch = mismatch;
+    double bestResidual = 0;
+    std::optional<double> scaledTheta;
+    for (double c : candidates) {
+      numerics::RopeScaling s;
+      double r;
+      if (fitLlama3(tables, c, s, r) && (!scaling || r < bestResidual)) {
+        scaledTheta = c;
+        scaling = s;
+        bestResidual = r;
+      }
+      if (scaling)
+        break;
+    }
+    if (theta && scaling && !(bestResidual < plainResidual / 10))
+      scaling.reset();
+    else if (scaling)
+      theta = scaledTheta;
+    if (!theta)
+      return raiser.fail(
+          std::string("the cos/sin tables are not ") +
+          (halves ? "rotate-half" : "interleaved") +
+          " RoPE tables at positions past_length + i for any theta, with or "
+          "without LLaMA-3.1 (llama3) frequency scaling (best estimate " +
+          std::to_string(estimate) + "; " + plainMismatch + ")");
+  }
   for (const Axis &axis : x->view)
     for (const Atom &a : axis)
       if (a.kind == AK::N && !heads)
@@ -142,9 +332,18 @@ bool finishRope(Raiser &raiser, const AValRef &x, const View &resultView,
   if (!heads)
     return raiser.fail("RoPE on an activation without heads " +
                        viewStr(x->view));
-  auto op =
-      RopeOp::create(raiser.builder, raiser.loc, x->v, raiser.positions, heads,
-                     raiser.builder.getF64FloatAttr(theta).getValue(), layout);
+  RopeScalingAttr scalingAttr;
+  if (scaling) {
+    Builder &b = raiser.builder;
+    scalingAttr = RopeScalingAttr::get(
+        b.getContext(), b.getF64FloatAttr(scaling->factor).getValue(),
+        b.getF64FloatAttr(scaling->lowFreqFactor).getValue(),
+        b.getF64FloatAttr(scaling->highFreqFactor).getValue(),
+        static_cast<int64_t>(scaling->originalMaxPositions));
+  }
+  auto op = RopeOp::create(
+      raiser.builder, raiser.loc, x->v, raiser.positions, heads,
+      raiser.builder.getF64FloatAttr(*theta).getValue(), layout, scalingAttr);
   out = raiser.act(op, resultView);
   return true;
 }

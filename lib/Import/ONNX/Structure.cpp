@@ -137,6 +137,8 @@ private:
   int64_t layer = 0, heads = -1, kvHeads = -1, headDim = -1, ffn = -1;
   double theta = -1, eps = -1;
   std::optional<RopeLayout> ropeLayout;
+  /// The layers' RoPE scaling (null: none), once a layer was seen.
+  std::optional<RopeScalingAttr> ropeScaling;
   bool cache = false;
   /// Some q/k/v/o (gate/up/down) projection has a bias.
   bool attentionBias = false, mlpBias = false;
@@ -231,6 +233,25 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
   if (uniform && window && *window)
     config.push_back(
         b.getNamedAttr("sliding_window", b.getI64IntegerAttr(*window)));
+  if (ropeScaling && *ropeScaling) {
+    RopeScalingAttr s = *ropeScaling;
+    config.push_back(b.getNamedAttr(
+        "rope_scaling",
+        b.getDictionaryAttr({
+            b.getNamedAttr("rope_type", b.getStringAttr("llama3")),
+            b.getNamedAttr("factor",
+                           b.getF64FloatAttr(s.getFactor().convertToDouble())),
+            b.getNamedAttr(
+                "low_freq_factor",
+                b.getF64FloatAttr(s.getLowFreqFactor().convertToDouble())),
+            b.getNamedAttr(
+                "high_freq_factor",
+                b.getF64FloatAttr(s.getHighFreqFactor().convertToDouble())),
+            b.getNamedAttr(
+                "original_max_position_embeddings",
+                b.getI64IntegerAttr(s.getOriginalMaxPositionEmbeddings())),
+        })));
+  }
   module->setAttr("sq.config", b.getDictionaryAttr(config));
   if (layer == 0)
     return fail("the model has no decoder layer");
@@ -270,6 +291,10 @@ bool StructureWalker::attentionBlock(RMSNormOp n1, ArrayRef<LinearOp> readers,
       (ropeLayout && *ropeLayout != qRope.getLayout()))
     return fail(where("RoPE layout differs between q, k or layers"));
   ropeLayout = qRope.getLayout();
+  if (qRope.getScalingAttr() != kRope.getScalingAttr() ||
+      (ropeScaling && *ropeScaling != qRope.getScalingAttr()))
+    return fail(where("RoPE scaling differs between q, k or layers"));
+  ropeScaling = qRope.getScalingAttr();
   int64_t hd = attn.getHeadDim();
   if ((heads >= 0 && (heads != attn.getNumHeads() ||
                       kvHeads != attn.getNumKvHeads() || headDim != hd)))

@@ -127,14 +127,18 @@ SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,
 }
 
 SQ_PROGRAM_CALL void sqrt_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
-                               int64_t heads, double theta,
-                               int32_t interleaved) {
+                               int64_t heads, double theta, int32_t interleaved,
+                               double factor, double lowFreqFactor,
+                               double highFreqFactor,
+                               double originalMaxPositions) {
   Exec &x = X(ctx);
   if (x.failed)
     return;
   float *o = x.out(out, x.tokens * dim);
-  sq::numerics::ropeRows(x.in(in), x.positions.data(), x.tokens, dim, heads,
-                         theta, interleaved != 0, o);
+  sq::numerics::ropeRows(
+      x.in(in), x.positions.data(), x.tokens, dim, heads, theta,
+      interleaved != 0, o,
+      {factor, lowFreqFactor, highFreqFactor, originalMaxPositions});
 }
 
 SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,

@@ -36,9 +36,11 @@ namespace cuda {
 //   out = in / sqrt(mean(in^2) + eps) * scale, per row. grid rows, block 256.
 //
 // sq_rope(out, in, positions: i64*, rows: i64, dim: i64, heads: i64,
-//         theta: f32, interleaved: i32)
+//         theta: f32, interleaved: i32, factor: f32, low_freq_factor: f32,
+//         high_freq_factor: f32, original_max_positions: f32)
 //   Rotary embedding of each head (head_dim = dim / heads), position
-//   positions[row]; inv_freq[i] = 1 / theta^(2i / head_dim) in fp32;
+//   positions[row]; inv_freq[i] = 1 / theta^(2i / head_dim) in fp32, then
+//   (factor > 0) LLaMA-3.1 scaling as numerics::scaleRopeFrequency;
 //   rotate_half pairs (i, i + hd/2), interleaved pairs (2i, 2i+1).
 //   grid rows, block 128.
 //

@@ -189,8 +189,10 @@ SQ_PROGRAM_CALL void sqcu_qlinear(void *ctx, int32_t out, int32_t in,
 }
 
 SQ_PROGRAM_CALL void sqcu_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
-                               int64_t heads, double theta,
-                               int32_t interleaved) {
+                               int64_t heads, double theta, int32_t interleaved,
+                               double factor, double lowFreqFactor,
+                               double highFreqFactor,
+                               double originalMaxPositions) {
   Exec &x = X(ctx);
   if (x.failed)
     return;
@@ -205,7 +207,11 @@ SQ_PROGRAM_CALL void sqcu_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
       .i64(dim)
       .i64(heads)
       .f32(float(theta))
-      .i32(interleaved ? 1 : 0);
+      .i32(interleaved ? 1 : 0)
+      .f32(float(factor))
+      .f32(float(lowFreqFactor))
+      .f32(float(highFreqFactor))
+      .f32(float(originalMaxPositions));
   x.launch(kRope, x.tokens, 1, 128, 0, a.params());
 }
 

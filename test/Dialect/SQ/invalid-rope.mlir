@@ -47,3 +47,19 @@ func.func @rope_zero_heads(%x: tensor<1x8x64xf32>, %p: tensor<1x8xi64>) {
   %y = sq.rope %x, %p heads 0 theta 1.0e4 rotate_half : tensor<1x8x64xf32>, tensor<1x8xi64>
   return
 }
+
+// -----
+
+func.func @rope_scaling_factor(%x: tensor<1x8x64xf32>, %p: tensor<1x8xi64>) {
+  // expected-error@+1 {{llama3 RoPE scaling factor must be positive, got 0.0}}
+  %y = sq.rope %x, %p heads 8 theta 5.0e5 rotate_half scaling <factor = 0.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192> : tensor<1x8x64xf32>, tensor<1x8xi64>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_band(%x: tensor<1x8x64xf32>, %p: tensor<1x8xi64>) {
+  // expected-error@+1 {{llama3 RoPE scaling needs 0 < low_freq_factor < high_freq_factor, got 4.0 and 1.0}}
+  %y = sq.rope %x, %p heads 8 theta 5.0e5 rotate_half scaling <factor = 8.0, low_freq_factor = 4.0, high_freq_factor = 1.0, original_max_position_embeddings = 8192> : tensor<1x8x64xf32>, tensor<1x8xi64>
+  return
+}

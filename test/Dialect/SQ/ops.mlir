@@ -33,6 +33,8 @@ func.func @blocks(%ids: tensor<1x8xi64>, %pos: tensor<1x8xi64>, %table: tensor<5
   %qr = sq.rope %q, %pos heads 8 theta 1.000000e+04 rotate_half : tensor<1x8x64xf32>, tensor<1x8xi64>
   // CHECK: %[[KR:.*]] = sq.rope %[[K]], %{{.*}} heads 4 theta 5.000000e+05 interleaved : tensor<1x8x32xf32>, tensor<1x8xi64>
   %kr = sq.rope %k, %pos heads 4 theta 5.000000e+05 interleaved : tensor<1x8x32xf32>, tensor<1x8xi64>
+  // CHECK: sq.rope %[[K]], %{{.*}} heads 4 theta 5.000000e+05 rotate_half scaling <factor = 8.000000e+00, low_freq_factor = 1.000000e+00, high_freq_factor = 4.000000e+00, original_max_position_embeddings = 8192> : tensor<1x8x32xf32>, tensor<1x8xi64>
+  %ks = sq.rope %k, %pos heads 4 theta 5.000000e+05 rotate_half scaling <factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192> : tensor<1x8x32xf32>, tensor<1x8xi64>
   // CHECK: %[[A:.*]] = sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   %a = sq.attention %qr, %kr, %k heads 8 kv_heads 4 causal : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>
   // CHECK: sq.attention %[[QR]], %[[KR]], %[[K]] heads 8 kv_heads 4 causal window 4 : tensor<1x8x64xf32>, tensor<1x8x32xf32>, tensor<1x8x32xf32>

@@ -16,6 +16,18 @@ using namespace sq;
 #include "sq/Dialect/SQ/IR/SQDialect.cpp.inc"
 #include "sq/Dialect/SQ/IR/SQEnums.cpp.inc"
 
+// APFloat parameters of declarative attribute formats (#sq.llama3_scaling).
+namespace mlir {
+template <> struct FieldParser<llvm::APFloat> {
+  static FailureOr<llvm::APFloat> parse(AsmParser &parser) {
+    double value;
+    if (parser.parseFloat(value))
+      return failure();
+    return llvm::APFloat(value);
+  }
+};
+} // namespace mlir
+
 #define GET_ATTRDEF_CLASSES
 #include "sq/Dialect/SQ/IR/SQAttrs.cpp.inc"
 
@@ -58,6 +70,32 @@ LogicalResult QuantAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "clip ratio must be in (0, 1], got "
                        << formatFloat(clip)
                        << " (it shrinks the range before scales are computed)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RopeScalingAttr: #sq.llama3_scaling<factor = F, low_freq_factor = L,
+//   high_freq_factor = H, original_max_position_embeddings = N>
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+RopeScalingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                        llvm::APFloat factor, llvm::APFloat lowFreqFactor,
+                        llvm::APFloat highFreqFactor,
+                        int64_t originalMaxPositionEmbeddings) {
+  double f = factor.convertToDouble(), lo = lowFreqFactor.convertToDouble(),
+         hi = highFreqFactor.convertToDouble();
+  if (!(f > 0.0))
+    return emitError() << "llama3 RoPE scaling factor must be positive, got "
+                       << formatFloat(f);
+  if (!(lo > 0.0 && hi > lo))
+    return emitError() << "llama3 RoPE scaling needs 0 < low_freq_factor < "
+                          "high_freq_factor, got "
+                       << formatFloat(lo) << " and " << formatFloat(hi);
+  if (originalMaxPositionEmbeddings <= 0)
+    return emitError() << "llama3 RoPE scaling needs a positive "
+                          "original_max_position_embeddings, got "
+                       << originalMaxPositionEmbeddings;
   return success();
 }
 

@@ -20,6 +20,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "sq/Numerics/Float16.h"
+#include "sq/Numerics/Layers.h"
 
 #include <optional>
 #include <string>
@@ -55,5 +56,21 @@ inline std::optional<numerics::FloatFormat> floatFormatOf(mlir::Type type) {
 
 #define GET_OP_CLASSES
 #include "sq/Dialect/SQ/IR/SQOps.h.inc"
+
+namespace sq {
+/// The frequency scaling of an sq.rope as the shared RoPE arithmetic
+/// (sq/Numerics/Layers.h) takes it: factor 0 (none) without the attribute.
+inline numerics::RopeScaling ropeScalingOf(RopeOp op) {
+  numerics::RopeScaling s;
+  if (RopeScalingAttr a = op.getScalingAttr()) {
+    s.factor = a.getFactor().convertToDouble();
+    s.lowFreqFactor = a.getLowFreqFactor().convertToDouble();
+    s.highFreqFactor = a.getHighFreqFactor().convertToDouble();
+    s.originalMaxPositions =
+        static_cast<double>(a.getOriginalMaxPositionEmbeddings());
+  }
+  return s;
+}
+} // namespace sq
 
 #endif // SQ_DIALECT_SQ_IR_SQ_H

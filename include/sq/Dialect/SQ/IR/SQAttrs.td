@@ -72,4 +72,32 @@ def SQ_QuantAttr : AttrDef<SQ_Dialect, "Quant"> {
   }];
 }
 
+def SQ_RopeScalingAttr : AttrDef<SQ_Dialect, "RopeScaling"> {
+  let mnemonic = "llama3_scaling";
+  let summary = "LLaMA-3.1/3.2 RoPE frequency scaling (rope_type llama3)";
+  let description = [{
+    Hugging Face's `rope_scaling = {rope_type = "llama3", ...}`: with
+    `wavelen = 2 pi / inv_freq`, frequencies whose wavelength is below
+    `original_max_position_embeddings / high_freq_factor` are kept, those
+    above `original_max_position_embeddings / low_freq_factor` are divided
+    by `factor`, and those between are interpolated linearly in
+    `original_max_position_embeddings / wavelen` (LLaMA-3.1: factor 8,
+    LLaMA-3.2: 32; both 1, 4 and 8192).
+
+    ```mlir
+    #sq.llama3_scaling<factor = 8.000000e+00, low_freq_factor = 1.000000e+00,
+                       high_freq_factor = 4.000000e+00,
+                       original_max_position_embeddings = 8192>
+    ```
+  }];
+  let parameters = (ins
+    APFloatParameter<"scale of the low frequencies">:$factor,
+    APFloatParameter<"low frequency factor">:$low_freq_factor,
+    APFloatParameter<"high frequency factor">:$high_freq_factor,
+    "int64_t":$original_max_position_embeddings
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 #endif // SQ_DIALECT_SQ_IR_SQATTRS_TD

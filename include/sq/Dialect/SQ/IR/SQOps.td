@@ -138,17 +138,24 @@ def SQ_RopeOp : SQ_Op<"rope", [Pure, AllTypesMatch<["input", "output"]>]> {
     * `rotate_half` (Hugging Face): element `i` pairs with `i + head_dim/2`.
     * `interleaved` (Meta's original LLaMA, llama2.c): `2i` pairs with `2i+1`.
 
+    With `scaling` (LLaMA-3.1/3.2, `#sq.llama3_scaling`), the frequencies are
+    then scaled as Hugging Face's `rope_type = "llama3"` does.
+
     ```mlir
     %q = sq.rope %x, %pos heads 8 theta 1.000000e+04 rotate_half : tensor<1x8x64xf32>, tensor<1x8xi64>
+    %k = sq.rope %x, %pos heads 8 theta 5.000000e+05 rotate_half scaling <factor = 8.000000e+00,
+           low_freq_factor = 1.000000e+00, high_freq_factor = 4.000000e+00,
+           original_max_position_embeddings = 8192> : tensor<1x8x64xf32>, tensor<1x8xi64>
     ```
   }];
   let arguments = (ins SQ_FloatTensor:$input, SQ_IntTensor:$positions,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
-                       F64Attr:$theta, SQ_RopeLayout:$layout);
+                       F64Attr:$theta, SQ_RopeLayout:$layout,
+                       OptionalAttr<SQ_RopeScalingAttr>:$scaling);
   let results = (outs SQ_FloatTensor:$output);
   let assemblyFormat = [{
-    $input `,` $positions `heads` $num_heads `theta` $theta $layout attr-dict
-    `:` type($input) `,` type($positions)
+    $input `,` $positions `heads` $num_heads `theta` $theta $layout
+    (`scaling` $scaling^)? attr-dict `:` type($input) `,` type($positions)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{

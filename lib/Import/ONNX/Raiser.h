@@ -6,7 +6,7 @@
 // holds for its (domain, op_type). The handlers live in one file per
 // component and domain (ShapeOps, LinearOps, RMSNormOps, RopeOps,
 // InterleavedRopeOps, AttentionOps, ComMicrosoftOps, Opset23Ops,
-// QuantizedOps) and use the Raiser's helpers declared here.
+// QuantizedOps, StaticCache) and use the Raiser's helpers declared here.
 //
 //===----------------------------------------------------------------------===//
 

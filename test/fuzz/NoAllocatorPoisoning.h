@@ -1,9 +1,10 @@
-//===- NoAllocatorPoisoning.h - force-included in SQ_FUZZ builds ----------===//
+//===- NoAllocatorPoisoning.h - force-included in ASan builds -------------===//
 //
 // LLVM's BumpPtrAllocator (inline, in headers) poisons slabs with ASan when
 // the includer is instrumented, but libMLIR.so/libLLVM.so are not: memory
 // that our inlined code poisons and the library's copy hands out unpoisoned
-// gives false use-after-poison reports. Turn the annotations off.
+// gives false use-after-poison reports. Turn the annotations off (in the
+// fuzz build and in the sanitizer suite's, CMakeLists.txt).
 //
 //===----------------------------------------------------------------------===//
 

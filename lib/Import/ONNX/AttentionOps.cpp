@@ -11,34 +11,56 @@
 
 #include "Raiser.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+
 #include <cmath>
 
 using namespace mlir;
 
 namespace sq {
 namespace onnx_import {
+
+bool isCausalMaskTensor(const CTensor &mask, int64_t seq, int64_t past,
+                        std::string &why) {
+  int64_t cols = past + seq;
+  int64_t r = mask.rank();
+  if (r < 2 || mask.shape[r - 2] != seq || mask.shape[r - 1] != cols) {
+    why =
+        "has shape [" +
+        llvm::join(llvm::map_range(mask.shape,
+                                   [](int64_t d) { return std::to_string(d); }),
+                   ", ") +
+        "], not [..., " + std::to_string(seq) + ", " + std::to_string(cols) +
+        "]";
+    return false;
+  }
+  int64_t plane = seq * cols;
+  for (int64_t p = 0; p < mask.numel() / plane; ++p)
+    for (int64_t i = 0; i < seq; ++i)
+      for (int64_t j = 0; j < cols; ++j) {
+        double m = mask.data[p * plane + i * cols + j];
+        bool visible = j <= i + past;
+        if (visible ? m != 0.0 : m > -1e4) {
+          why = "is not causal: query " + std::to_string(i) + " and key " +
+                std::to_string(j) + " (after " + std::to_string(past) +
+                " cached tokens) get " + std::to_string(m);
+          return false;
+        }
+      }
+  return true;
+}
+
 namespace {
 
 /// The mask broadcasts onto the scores as 0 where a query may see a key and
 /// a large negative value elsewhere.
 bool isCausalMask(Raiser &raiser, const CTensor &mask, const AValRef &scores) {
   // Scores are [..., seq, kv_seq]; the mask broadcasts onto them.
-  const View &kv = scores->y->view;
-  int64_t rows = raiser.options.probeSeq, cols = axisSize(kv.back());
-  if (mask.rank() < 2 || mask.shape[mask.rank() - 2] != rows ||
-      mask.shape[mask.rank() - 1] != cols)
-    return false;
-  int64_t offset = cols - rows;
-  int64_t plane = rows * cols;
-  for (int64_t p = 0; p < mask.numel() / plane; ++p)
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        double m = mask.data[p * plane + i * cols + j];
-        bool visible = j <= i + offset;
-        if (visible ? m != 0.0 : m > -1e4)
-          return false;
-      }
-  return true;
+  int64_t rows = raiser.options.probeSeq;
+  int64_t cols = axisSize(scores->y->view.back());
+  std::string why;
+  return isCausalMaskTensor(mask, rows, cols - rows, why);
 }
 
 /// Probabilities x values: the sq.attention. (A weight as the second operand

@@ -13,8 +13,6 @@
 
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
-#include "llvm/ADT/STLExtras.h"
-#include "llvm/ADT/StringExtras.h"
 
 #include <cmath>
 
@@ -38,13 +36,24 @@ bool ropeFromCaches(Raiser &raiser, const AValRef &x, const AValRef &cosCache,
   if (raiser.positionStart + raiser.options.probeSeq > rows)
     return raiser.fail(
         "the cos/sin caches are shorter than the probe positions");
+  return ropeFromHalfTables(raiser, x, c.data, s.data, rows, half, interleaved,
+                            heads, out, /*firstPosition=*/0);
+}
+
+bool ropeFromHalfTables(Raiser &raiser, const AValRef &x,
+                        const std::vector<double> &cosHalf,
+                        const std::vector<double> &sinHalf, int64_t rows,
+                        int64_t half, bool interleaved, int64_t heads,
+                        AValRef &out, int64_t firstPosition) {
+  // Rotate-half repeats the half-width tables over both halves; interleaved
+  // pairs use them as they are.
   int64_t cols = interleaved ? half : 2 * half;
   std::vector<double> cosT(rows * cols), sinT(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t d = 0; d < cols; ++d) {
       int64_t src = r * half + (d % half);
-      cosT[r * cols + d] = c.data[src];
-      sinT[r * cols + d] = s.data[src];
+      cosT[r * cols + d] = cosHalf[src];
+      sinT[r * cols + d] = sinHalf[src];
     }
   if (heads * cols != raiser.featureSize(x->view))
     return raiser.fail("RoPE over " + std::to_string(heads) + " heads of " +
@@ -54,7 +63,7 @@ bool ropeFromCaches(Raiser &raiser, const AValRef &x, const AValRef &cosCache,
   return finishRope(raiser, x, x->view, cosT, sinT, rows, cols,
                     interleaved ? RopeLayout::Interleaved
                                 : RopeLayout::RotateHalf,
-                    out, heads, /*firstPosition=*/0);
+                    out, heads, firstPosition);
 }
 
 /// The sq.attention of a fused attention op (GroupQueryAttention,
@@ -109,45 +118,6 @@ bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
   return true;
 }
 
-namespace {
-
-/// True when `mask` broadcasts onto scores [..., seq, past + seq] as 0 where
-/// a query may see a key (causal) and a large negative value elsewhere.
-bool isCausalBias(const CTensor &mask, int64_t seq, int64_t past,
-                  std::string &why) {
-  int64_t cols = past + seq;
-  int64_t r = mask.rank();
-  if (r < 2 || (mask.shape[r - 2] != seq && mask.shape[r - 2] != 1) ||
-      (mask.shape[r - 1] != cols && mask.shape[r - 1] != 1)) {
-    why =
-        "has shape [" +
-        llvm::join(llvm::map_range(mask.shape,
-                                   [](int64_t d) { return std::to_string(d); }),
-                   ", ") +
-        "], not [..., " + std::to_string(seq) + ", " + std::to_string(cols) +
-        "]";
-    return false;
-  }
-  int64_t rows = mask.shape[r - 2], width = mask.shape[r - 1];
-  int64_t plane = rows * width;
-  for (int64_t p = 0; p < mask.numel() / plane; ++p)
-    for (int64_t i = 0; i < seq; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        double m = mask.data[p * plane + (rows == 1 ? 0 : i) * width +
-                             (width == 1 ? 0 : j)];
-        bool visible = j <= i + past;
-        if (visible ? m != 0.0 : m > -1e4) {
-          why = "is not causal: query " + std::to_string(i) + " and key " +
-                std::to_string(j) + " (after " + std::to_string(past) +
-                " cached tokens) get " + std::to_string(m);
-          return false;
-        }
-      }
-  return true;
-}
-
-} // namespace
-
 bool verifyCausalBias(Raiser &raiser, OpCall &call, size_t index) {
   AValRef mask = call.input(index);
   const std::string &name = call.node.input(index);
@@ -193,7 +163,7 @@ bool verifyCausalBias(Raiser &raiser, OpCall &call, size_t index) {
                          " new tokens after " + std::to_string(p.past) +
                          " cached ones: " + why);
     }
-    if (!isCausalBias(value, p.seq, p.past, why))
+    if (!isCausalMaskTensor(value, p.seq, p.past, why))
       return raiser.fail("attention mask '" + name + "' for " +
                          std::to_string(p.seq) + " new tokens after " +
                          std::to_string(p.past) + " cached ones " + why +

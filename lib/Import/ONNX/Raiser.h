@@ -325,6 +325,16 @@ bool ropeFromCaches(Raiser &raiser, const AValRef &x, const AValRef &cosCache,
                     const AValRef &sinCache, bool interleaved, int64_t heads,
                     AValRef &out);
 
+/// RoPE from half-width cos/sin tables [rows, rotary_dim/2] (row-major in
+/// `cosHalf`/`sinHalf`; a cache from position 0, or rows gathered at the
+/// probe positions with `firstPosition` -1): checks that the rotation covers
+/// every feature and builds sq.rope (ComMicrosoftOps.cpp).
+bool ropeFromHalfTables(Raiser &raiser, const AValRef &x,
+                        const std::vector<double> &cosHalf,
+                        const std::vector<double> &sinHalf, int64_t rows,
+                        int64_t half, bool interleaved, int64_t heads,
+                        AValRef &out, int64_t firstPosition = -1);
+
 /// The sq.attention of a fused attention op (ComMicrosoftOps.cpp).
 bool buildAttention(Raiser &raiser, const std::string &op, const AValRef &q,
                     const AValRef &k, const AValRef &v, const AValRef &pastK,
@@ -356,6 +366,12 @@ bool ropeFromGathered(Raiser &raiser, const AValRef &x, const AValRef &cosIn,
 /// sin_cache) or, with `onnxOrder`, of opset 23 (X, cos_cache, sin_cache,
 /// position_ids) (ComMicrosoftOps.cpp).
 bool rotaryEmbedding(Raiser &raiser, OpCall &call, bool onnxOrder);
+
+/// True when `mask` ([..., seq, past + seq]) is 0 where a query may see a
+/// key (causal) and very negative elsewhere; else false with `why`
+/// ("has shape ...", "is not causal: ...") (AttentionOps.cpp).
+bool isCausalMaskTensor(const CTensor &mask, int64_t seq, int64_t past,
+                        std::string &why);
 
 /// Checks that operand `index` of an attention node, an additive mask, is
 /// causal at the probe and, with a KV cache, for a prompt without cache and

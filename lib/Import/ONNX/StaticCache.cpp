@@ -207,7 +207,7 @@ bool ropeFromGathered(Raiser &raiser, const AValRef &x, const AValRef &cosIn,
     return raiser.fail("RotaryEmbedding without position_ids needs cos/sin "
                        "gathered at the positions, constant at the probe: "
                        "[batch, seq, rotary_dim/2]");
-  int64_t half = c.shape[2], cols = interleaved ? half : 2 * half;
+  int64_t half = c.shape[2];
   int64_t plane = seq * half;
   // One table for every sequence (all are at positions past + i).
   for (int64_t i = plane; i < c.numel(); ++i)
@@ -215,23 +215,9 @@ bool ropeFromGathered(Raiser &raiser, const AValRef &x, const AValRef &cosIn,
         std::fabs(s.data[i] - s.data[i % plane]) > 1e-6)
       return raiser.fail("RotaryEmbedding's gathered cos/sin differ between "
                          "sequences at the same positions");
-  std::vector<double> cosT(seq * cols), sinT(seq * cols);
-  for (int64_t r = 0; r < seq; ++r)
-    for (int64_t d = 0; d < cols; ++d) {
-      int64_t src = r * half + (d % half);
-      cosT[r * cols + d] = c.data[src];
-      sinT[r * cols + d] = s.data[src];
-    }
-  if (heads * cols != raiser.featureSize(x->view))
-    return raiser.fail("RoPE over " + std::to_string(heads) + " heads of " +
-                       std::to_string(cols) + " does not cover the " +
-                       std::to_string(raiser.featureSize(x->view)) +
-                       " features (partial rotary is not supported)");
-  // The rows are the probe's positions past + i.
-  return finishRope(raiser, x, x->view, cosT, sinT, seq, cols,
-                    interleaved ? RopeLayout::Interleaved
-                                : RopeLayout::RotateHalf,
-                    out, heads);
+  // The rows are the probe's positions past + i (the first sequence's).
+  return ropeFromHalfTables(raiser, x, c.data, s.data, seq, half, interleaved,
+                            heads, out);
 }
 
 namespace {

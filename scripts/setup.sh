@@ -12,8 +12,10 @@ PACKAGES=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   # reference executor: BLAS and the SentencePiece tokenizer
   libopenblas-dev libsentencepiece-dev
-  # unit tests; the Python binding's test (python3-numpy)
-  libgtest-dev python3-numpy
+  # unit tests; the Python binding's test (python3-numpy); the import tests
+  # that write ONNX variants or read fixtures with the onnx package
+  # (gen_static_cache.py, check_dequant.py)
+  libgtest-dev python3-numpy python3-onnx
   # node runs onnxruntime (npm onnxruntime-node), the import tests' oracle
   nodejs
 )

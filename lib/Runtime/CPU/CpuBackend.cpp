@@ -10,6 +10,11 @@
 
 #include "sq/Numerics/Quantize.h"
 
+#include <algorithm>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace sq {
@@ -94,7 +99,49 @@ CpuModel::createContext(int64_t maxContext, int64_t maxBatch, sq_error **err) {
   c->exec.model = this;
   c->exec.context = c.get();
   c->exec.slots.resize(manifest.numSlots);
+  if (const char *p = std::getenv("SQ_PROFILE"); p && *p && *p != '0') {
+    c->profile = std::make_unique<Profile>();
+    c->exec.profile = c->profile.get();
+  }
   return c;
+}
+
+CpuContext::~CpuContext() {
+  if (profile)
+    profile->print();
+}
+
+const char *Profile::name(Op op) {
+  static const char *const names[NumOps] = {
+      "embedding",         "rms_norm",          "linear (float)",
+      "R4 hadamard",       "activation quant",  "integer gemm",
+      "qlinear (float)",   "rope",              "kv-cache append",
+      "attention",         "rotate",            "hadamard (R3)",
+      "fake_quant",        "last rows"};
+  return names[op];
+}
+
+void Profile::print() const {
+  for (int phase = 0; phase < 2; ++phase) {
+    if (!runs[phase])
+      continue;
+    std::fprintf(stderr,
+                 "sq profile: %s: %lld runs, %lld tokens, %.3f ms per run\n",
+                 phase ? "decode" : "prefill", (long long)runs[phase],
+                 (long long)tokens[phase], 1e3 * total[phase] / runs[phase]);
+    double sum = 0;
+    for (int op = 0; op < NumOps; ++op)
+      sum += seconds[phase][op];
+    auto line = [&](const char *what, double s) {
+      std::fprintf(stderr, "  %-18s %9.3f ms/run %5.1f%%\n", what,
+                   1e3 * s / runs[phase],
+                   total[phase] > 0 ? 100 * s / total[phase] : 0.0);
+    };
+    for (int op = 0; op < NumOps; ++op)
+      if (seconds[phase][op] > 0)
+        line(name(Op(op)), seconds[phase][op]);
+    line("other", std::max(0.0, total[phase] - sum));
+  }
 }
 
 bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
@@ -103,7 +150,18 @@ bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
   x.begin(batch, n, cached);
   x.ids = tokens;
   x.fillPositions(x.positions);
+  if (!profile) {
+    sq_model_program(&x);
+    return x.finish(error);
+  }
+  x.phase = n == 1 ? 1 : 0;
+  auto t0 = std::chrono::steady_clock::now();
   sq_model_program(&x);
+  profile->total[x.phase] +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  profile->runs[x.phase] += 1;
+  profile->tokens[x.phase] += batch * n;
   return x.finish(error);
 }
 

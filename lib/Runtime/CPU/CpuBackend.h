@@ -52,6 +52,35 @@ private:
 
 class CpuContext;
 
+/// SQ_PROFILE=1: where a context's runs spend their time, per kind of
+/// program call, decode runs (one token per sequence) apart from prefill
+/// runs; printed to stderr when the context is freed. "other" is the rest
+/// of the run: the program's own elementwise loops (add, mul, silu).
+struct Profile {
+  enum Op {
+    Embedding,
+    RMSNorm,
+    Linear16,  // float linears (the 16-bit lm_head)
+    Hadamard,  // online Hadamard fused in front of a quantized linear (R4)
+    ActQuant,  // activation quantization
+    Gemm,      // integer GEMM/GEMV
+    QLinearFloat, // quantized linears on the float path
+    Rope,
+    KVAppend,  // quantizing new keys/values into the cache
+    Attention, // attention over the cache
+    Rotate,
+    OnlineHadamard, // standalone sq.hadamard (R3)
+    FakeQuant,
+    LastRows, // selecting the rows the logits need
+    NumOps
+  };
+  static const char *name(Op op);
+  double seconds[2][NumOps] = {};
+  double total[2] = {};
+  int64_t runs[2] = {}, tokens[2] = {};
+  void print() const;
+};
+
 /// What the generated program's `ctx` points to during one call.
 struct Exec : ProgramRun {
   CpuModel *model = nullptr;
@@ -61,6 +90,8 @@ struct Exec : ProgramRun {
   std::vector<std::vector<float>> slots;
   std::vector<float> scratch;
   QuantizedActs acts;
+  Profile *profile = nullptr; // SQ_PROFILE set
+  int phase = 0;              // 0: prefill run, 1: decode run
 
   bool isWeight(int slot) const {
     return slot >= 0 && slot < int(model->weights.size());
@@ -86,8 +117,11 @@ public:
            std::string &error) override;
   bool readLogits(float *logits, bool every, std::string &error) override;
 
+  ~CpuContext() override;
+
   std::vector<std::unique_ptr<KVStore[]>> caches; // [attention] -> {K, V}
   Exec exec;
+  std::unique_ptr<Profile> profile;
 };
 
 } // namespace rt

@@ -15,6 +15,7 @@
 #include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -24,6 +25,39 @@ SQ_RUNTIME_USES_CAPI
 using namespace sq::rt;
 
 static Exec &X(void *ctx) { return *static_cast<Exec *>(ctx); }
+
+namespace {
+/// Adds the time until the end of its scope (or until stop()) to `op` of
+/// the run's profile (SQ_PROFILE); nothing without one.
+class Timed {
+public:
+  Timed(Exec &x, Profile::Op op) : x(x), op(op) {
+    if (x.profile)
+      t0 = std::chrono::steady_clock::now();
+  }
+  ~Timed() { stop(); }
+  /// Ends this interval and starts one for `next`.
+  void then(Profile::Op next) {
+    stop();
+    op = next;
+    if (x.profile)
+      t0 = std::chrono::steady_clock::now();
+  }
+  void stop() {
+    if (!x.profile || op == Profile::NumOps)
+      return;
+    x.profile->seconds[x.phase][op] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    op = Profile::NumOps;
+  }
+
+private:
+  Exec &x;
+  Profile::Op op;
+  std::chrono::steady_clock::time_point t0;
+};
+} // namespace
 
 SQ_PROGRAM_CALL int64_t sqrt_tokens(void *ctx) { return X(ctx).tokensToRun(); }
 
@@ -39,6 +73,7 @@ SQ_PROGRAM_CALL void sqrt_embedding(void *ctx, int32_t out, int32_t table,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::Embedding);
   float *o = x.out(out, x.tokens * dim);
   FloatStorage storage = x.model->manifest.weights[table].storage;
   const uint8_t *t = x.model->weights[table];
@@ -60,6 +95,7 @@ SQ_PROGRAM_CALL void sqrt_rms_norm(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::RMSNorm);
   float *o = x.out(out, x.tokens * dim);
   sq::numerics::rmsNormRows(x.in(in), scale >= 0 ? x.in(scale) : nullptr,
                             x.tokens, dim, eps, o);
@@ -71,6 +107,7 @@ SQ_PROGRAM_CALL void sqrt_linear(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::Linear16);
   float *o = x.out(out, x.tokens * n);
   const float *b = bias >= 0 ? x.in(bias) : nullptr;
   FloatStorage storage = x.model->manifest.weights[weight].storage;
@@ -89,6 +126,7 @@ SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::Hadamard);
   const PreparedQLinear &q = x.model->qlinears[index];
   const QLinearDesc &d = q.desc;
   const float *input = x.in(in);
@@ -102,9 +140,11 @@ SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,
     input = x.scratch.data();
   }
   if (q.integer) {
+    timed.then(Profile::ActQuant);
     quantizeActivations(input, x.tokens, d.k, d.actQuant.bits,
                         d.actQuant.symmetric, d.actQuant.group, d.actQuant.clip,
                         x.acts, pool);
+    timed.then(Profile::Gemm);
     qgemm(x.acts, q.packed, o, x.model->kernels, pool);
     if (q.bias)
       for (int64_t t = 0; t < x.tokens; ++t)
@@ -112,6 +152,7 @@ SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,
           o[t * d.n + j] += q.bias[j];
     return;
   }
+  timed.then(Profile::QLinearFloat);
   if (d.actQuant.bits) {
     sq::numerics::QuantGrid grid;
     grid.bits = d.actQuant.bits;
@@ -134,6 +175,7 @@ SQ_PROGRAM_CALL void sqrt_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::Rope);
   float *o = x.out(out, x.tokens * dim);
   sq::numerics::ropeRows(
       x.in(in), x.positions.data(), x.tokens, dim, heads, theta,
@@ -146,6 +188,7 @@ SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::KVAppend);
   const AttentionDesc &d = x.model->manifest.attentions[index];
   KVStore *store = x.context->caches[index].get();
   int64_t kvf = d.kvHeads * d.headDim;
@@ -154,6 +197,7 @@ SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,
     store[0].append(b, x.cached, keys + b * x.seq * kvf, x.seq);
     store[1].append(b, x.cached, values + b * x.seq * kvf, x.seq);
   }
+  timed.then(Profile::Attention);
   float *o = x.out(out, x.tokens * d.heads * d.headDim);
   attention(x.in(q), store[0], store[1], x.batch, x.seq, x.cached, d, o,
             &ThreadPool::global());
@@ -167,6 +211,7 @@ SQ_PROGRAM_CALL void sqrt_rotate(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::Rotate);
   if (!x.checkRotation(n, block))
     return;
   float *o = x.out(out, x.tokens * n);
@@ -179,6 +224,7 @@ SQ_PROGRAM_CALL void sqrt_hadamard(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::OnlineHadamard);
   float *o = x.out(out, x.tokens * dim);
   orthogonalTransformRows(x.in(in), x.tokens * dim / block, block,
                           uint64_t(seed), o, &ThreadPool::global());
@@ -191,6 +237,7 @@ SQ_PROGRAM_CALL void sqrt_fake_quant(void *ctx, int32_t out, int32_t in,
   Exec &x = X(ctx);
   if (x.failed)
     return;
+  Timed timed(x, Profile::FakeQuant);
   float *o = x.out(out, x.tokens * dim);
   sq::numerics::QuantGrid grid;
   grid.bits = unsigned(bits);

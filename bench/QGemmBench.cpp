@@ -208,7 +208,8 @@ std::string shapeName(int64_t m, Shape s) {
 
 int main(int argc, char **argv) {
   for (KernelPath path :
-       {KernelPath::AVX512VNNI, KernelPath::AVX2, KernelPath::Scalar}) {
+       {KernelPath::AMX, KernelPath::AVX512VNNI, KernelPath::AVX2,
+        KernelPath::Scalar}) {
     if (!kernelPathSupported(path))
       continue;
     for (unsigned actBits : {4u, 8u})

@@ -53,7 +53,7 @@ def load(path):
 for t in threads:
     r = load(f"{out}/t{t}.json")
     d = load(f"{out}/t{t}-blasdefault.json")
-    paths = [p for p in ("avx512vnni", "avx2", "scalar")
+    paths = [p for p in ("amx", "avx512vnni", "avx2", "scalar")
              if any(k.startswith(f"QGemm/{p}/") for k in r)]
     shapes = []
     for k in r:

@@ -57,6 +57,7 @@ public:
 
 private:
   LogicalResult plan();
+  void planLastRows();
   LogicalResult emit();
   LogicalResult writeWeights(const std::string &path);
 
@@ -103,6 +104,11 @@ private:
   llvm::DenseMap<Operation *, HadamardOp> fusedHadamard; // qlinear -> h
   llvm::DenseMap<Operation *, int> qlinearIndex, attentionIndex;
   int logitsSlot = -1;
+  // The head (planLastRows): from `headStart` on, every op works row by row
+  // towards the logits only; `headInputs` are the values it reads from
+  // before (slot, row length).
+  Operation *headStart = nullptr;
+  SmallVector<std::pair<int, int64_t>> headInputs;
 };
 
 int Lowering::weightSlot(Value v, Operation *user, StringRef what,
@@ -287,7 +293,75 @@ LogicalResult Lowering::plan() {
     }
   }
   manifest.numSlots = next;
+  if (!gpu)
+    planLastRows();
   return success();
+}
+
+/// The ops at the end of @forward that only compute the logits, row by row
+/// (final norm, lm_head, anything per token between them): when the caller
+/// wants the last position's logits only (sq_prefill, sq_decode), the
+/// program selects the last row of each sequence before them
+/// (sqrt_last_rows) and runs them on those rows alone.
+void Lowering::planLastRows() {
+  Block &body = forward.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  Value logits = ret.getOperand(0);
+  llvm::DenseSet<Operation *> head;
+  auto rowWise = [](Operation &op) {
+    if (auto f = dyn_cast<FakeQuantOp>(op))
+      return f.getQuant().getGranularity() != Granularity::PerTensor;
+    return isa<RMSNormOp, LinearOp, QLinearOp, HadamardOp, RotateOp, AddOp,
+               MulOp, SiluOp>(op);
+  };
+  // Backwards: an op is in the head if it is row-wise and every use of its
+  // result is a head op or the logits.
+  for (Operation &op : llvm::reverse(body)) {
+    if (!rowWise(op) || op.getNumResults() != 1)
+      continue;
+    bool onlyHead = !op.getResult(0).use_empty();
+    for (OpOperand &use : op.getResult(0).getUses()) {
+      Operation *user = use.getOwner();
+      if (user == ret ? use.getOperandNumber() != 0 : !head.count(user))
+        onlyHead = false;
+    }
+    if (onlyHead)
+      head.insert(&op);
+  }
+  if (!head.count(logits.getDefiningOp()))
+    return;
+  // The head must be the end of the program: the first head op, and only
+  // head ops (or weights) after it.
+  Operation *start = nullptr;
+  for (Operation &op : body) {
+    if (head.count(&op)) {
+      if (!start)
+        start = &op;
+    } else if (start && !isa<WeightOp, func::ReturnOp>(op)) {
+      start = nullptr; // a non-head op after a head op: give up at this one
+    }
+  }
+  if (!start)
+    return;
+  // What the head reads from the ops before it.
+  llvm::DenseSet<int> seen;
+  for (Operation *op = start; op; op = op->getNextNode()) {
+    if (!head.count(op))
+      continue;
+    for (Value v : op->getOperands()) {
+      if (v.getDefiningOp<WeightOp>())
+        continue;
+      Value r = resolve(v);
+      if (Operation *def = r.getDefiningOp(); def && head.count(def))
+        continue;
+      if (isa<BlockArgument>(r) || !slots.count(r))
+        return; // reads an argument of @forward: keep every row
+      int slot = slots.lookup(r);
+      if (seen.insert(slot).second)
+        headInputs.push_back({slot, lastDim(r)});
+    }
+  }
+  headStart = start;
 }
 
 Value Lowering::call(StringRef cpuName, ArrayRef<Value> args, Type result) {
@@ -373,6 +447,13 @@ LogicalResult Lowering::emit() {
   Block &body = forward.getBody().front();
   for (Operation &op : body) {
     current = &op;
+    if (&op == headStart) {
+      // Only the rows the logits need from here on (a no-op when the caller
+      // asked for every position's logits).
+      for (auto [slot, dim] : headInputs)
+        call("sqrt_last_rows", {ctx, i32(slot), i64(dim)});
+      call("sqrt_last_rows", {ctx, i32(-1), i64(0)});
+    }
     if (isa<WeightOp>(op) || folded.count(&op))
       continue;
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {

@@ -37,6 +37,7 @@ void ProgramRun::begin(int64_t batch, int64_t n, int64_t cached) {
   tokens = batch * n;
   this->cached = cached;
   logits = -1;
+  narrowed = false;
   failed = false;
   error.clear();
 }

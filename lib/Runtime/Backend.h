@@ -99,6 +99,10 @@ public:
   Model &model;
   const int64_t maxContext, maxBatch;
   int64_t cached = 0, batch = 0; // tokens per sequence, sequences
+  /// Set by the C API before run(): only each sequence's last logits are
+  /// wanted (sq_prefill, sq_decode), so the program may compute the head on
+  /// the last rows only.
+  bool lastOnly = false;
 };
 
 /// What the generated program's `ctx` points to during one run, as far as
@@ -107,7 +111,9 @@ public:
 /// the calls after it do nothing.
 struct ProgramRun {
   int64_t batch = 0, seq = 0, tokens = 0, cached = 0;
-  int logits = -1; // the slot of the logits (set by the program)
+  int logits = -1;       // the slot of the logits (set by the program)
+  bool lastOnly = false; // the caller wants each sequence's last logits only
+  bool narrowed = false; // the program kept only those rows (sqrt_last_rows)
   bool failed = false;
   std::string error;
 

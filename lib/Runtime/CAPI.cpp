@@ -86,6 +86,7 @@ sq_status run(sq_context *ctx, const int32_t *tokens, int64_t batch, int64_t n,
   std::string message;
   if (sq_status s = checkRunArguments(fn, c, tokens, batch, n, message))
     return fail(err, s, message);
+  c.lastOnly = !every;
   if (!c.run(tokens, batch, n, message))
     return fail(err, SQ_ERR_INTERNAL, std::string(fn) + ": " + message);
   c.cached += n;

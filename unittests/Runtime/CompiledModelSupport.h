@@ -57,6 +57,8 @@ struct Compiled {
   sq_context *ctx = nullptr;
   decltype(&sq_forward) forward = nullptr;
   decltype(&sq_decode) decode = nullptr;
+  decltype(&sq_prefill) prefill = nullptr;
+  decltype(&sq_context_reset) reset = nullptr;
   int64_t vocab = 0;
   std::string error;
   sq_status status = SQ_OK; // of a failed sq_model_open / sq_context_create
@@ -73,7 +75,10 @@ struct Compiled {
     auto code = (decltype(&sq_error_code))dlsym(lib, "sq_error_code");
     forward = (decltype(&sq_forward))dlsym(lib, "sq_forward");
     decode = (decltype(&sq_decode))dlsym(lib, "sq_decode");
-    if (!openFn || !create || !vocabFn || !msg || !code || !forward || !decode)
+    prefill = (decltype(&sq_prefill))dlsym(lib, "sq_prefill");
+    reset = (decltype(&sq_context_reset))dlsym(lib, "sq_context_reset");
+    if (!openFn || !create || !vocabFn || !msg || !code || !forward ||
+        !decode || !prefill || !reset)
       return error = "missing C API symbols", false;
     sq_error *err = nullptr;
     model = openFn(path.c_str(), &err);

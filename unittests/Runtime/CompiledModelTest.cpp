@@ -82,6 +82,16 @@ TEST_P(CompiledModel, MatchesExecutor) {
   sq_error *err = nullptr;
   ASSERT_EQ(so.forward(so.ctx, ids32.data(), batch, seq, got.data(), &err),
             SQ_OK);
+  // sq_prefill computes the head on each sequence's last row only: the
+  // same bits as those rows of sq_forward.
+  so.reset(so.ctx);
+  std::vector<float> last(batch * vocab);
+  ASSERT_EQ(so.prefill(so.ctx, ids32.data(), batch, seq, last.data(), &err),
+            SQ_OK);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t v = 0; v < vocab; ++v)
+      ASSERT_EQ(last[b * vocab + v], got[((b + 1) * seq - 1) * vocab + v])
+          << "sequence " << b << ", logit " << v;
   allWant = want;
   allGot = got;
   // Decode: each sequence's greedy token from the executor's logits.

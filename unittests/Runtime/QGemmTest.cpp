@@ -27,8 +27,8 @@ namespace {
 
 std::vector<KernelPath> availablePaths() {
   std::vector<KernelPath> paths;
-  for (KernelPath p :
-       {KernelPath::Scalar, KernelPath::AVX2, KernelPath::AVX512VNNI})
+  for (KernelPath p : {KernelPath::Scalar, KernelPath::AVX2,
+                       KernelPath::AVX512VNNI, KernelPath::AMX})
     if (kernelPathSupported(p))
       paths.push_back(p);
   return paths;
@@ -204,6 +204,20 @@ TEST(QGemm, MixedGroupsAndPaddedK) {
     checkCase({7, 9, 96, wBits, 4, false, 96 / 4, 0}, seed++); // group 24
     checkCase({1, 1, 1, wBits, 8, false, 0, 0}, seed++);
   }
+}
+
+// The AMX path takes 32-row tiles (the rest of the rows go to the VNNI
+// tiles) over K tiles of 64 within each kernel block: several row tiles, a
+// remainder, panels past the first, one and several blocks; the same bits
+// as every other path (checkCase compares them).
+TEST(QGemm, RowTilesOfThirtyTwo) {
+  uint32_t seed = 400;
+  for (unsigned wBits : {4u, 8u})
+    for (int64_t m : {32, 64, 97}) {
+      checkCase({m, 130, 256, wBits, 4, true, 0, 0}, seed++);
+      checkCase({m, 67, 384, wBits, 8, false, 128, 0}, seed++);
+      checkCase({m, 67, 384, wBits, 4, true, 0, 64}, seed++);
+    }
 }
 
 TEST(QGemm, ExtremeValuesNoSaturation) {

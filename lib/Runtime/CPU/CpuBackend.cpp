@@ -113,11 +113,10 @@ CpuContext::~CpuContext() {
 
 const char *Profile::name(Op op) {
   static const char *const names[NumOps] = {
-      "embedding",         "rms_norm",          "linear (float)",
-      "R4 hadamard",       "activation quant",  "integer gemm",
-      "qlinear (float)",   "rope",              "kv-cache append",
-      "attention",         "rotate",            "hadamard (R3)",
-      "fake_quant",        "last rows"};
+      "embedding",        "rms_norm",     "linear (float)",  "R4 hadamard",
+      "activation quant", "integer gemm", "qlinear (float)", "rope",
+      "kv-cache append",  "attention",    "rotate",          "hadamard (R3)",
+      "fake_quant",       "last rows"};
   return names[op];
 }
 
@@ -148,6 +147,7 @@ bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
                      std::string &error) {
   Exec &x = exec;
   x.begin(batch, n, cached);
+  x.lastOnly = lastOnly;
   x.ids = tokens;
   x.fillPositions(x.positions);
   if (!profile) {
@@ -165,10 +165,14 @@ bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
   return x.finish(error);
 }
 
-bool CpuContext::readLogits(float *logits, bool every, std::string &) {
+bool CpuContext::readLogits(float *logits, bool every, std::string &error) {
   Exec &x = exec;
   int64_t vocab = model.manifest.vocabSize;
   const float *l = x.in(x.logits);
+  if (every && x.narrowed) {
+    error = "the last run computed the last position's logits only";
+    return false;
+  }
   if (every)
     std::memcpy(logits, l, x.tokens * vocab * sizeof(float));
   else

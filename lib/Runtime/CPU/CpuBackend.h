@@ -60,10 +60,10 @@ struct Profile {
   enum Op {
     Embedding,
     RMSNorm,
-    Linear16,  // float linears (the 16-bit lm_head)
-    Hadamard,  // online Hadamard fused in front of a quantized linear (R4)
-    ActQuant,  // activation quantization
-    Gemm,      // integer GEMM/GEMV
+    Linear16,     // float linears (the 16-bit lm_head)
+    Hadamard,     // online Hadamard fused in front of a quantized linear (R4)
+    ActQuant,     // activation quantization
+    Gemm,         // integer GEMM/GEMV
     QLinearFloat, // quantized linears on the float path
     Rope,
     KVAppend,  // quantizing new keys/values into the cache

@@ -248,6 +248,26 @@ SQ_PROGRAM_CALL void sqrt_fake_quant(void *ctx, int32_t out, int32_t in,
   sq::numerics::fakeQuantRows(x.in(in), x.tokens * dim / cols, cols, grid, o);
 }
 
+/// With the caller wanting each sequence's last logits only: keeps the last
+/// row (of `dim` values) of each sequence of `slot`; slot -1 then makes
+/// the rest of the program run on those rows (tokens = batch, seq = 1).
+SQ_PROGRAM_CALL void sqrt_last_rows(void *ctx, int32_t slot, int64_t dim) {
+  Exec &x = X(ctx);
+  if (x.failed || !x.lastOnly || x.seq == 1)
+    return;
+  Timed timed(x, Profile::LastRows);
+  if (slot < 0) {
+    x.seq = 1;
+    x.tokens = x.batch;
+    x.narrowed = true;
+    return;
+  }
+  float *rows = x.slots[slot].data();
+  for (int64_t b = 0; b < x.batch; ++b)
+    std::memmove(rows + b * dim, rows + ((b + 1) * x.seq - 1) * dim,
+                 dim * sizeof(float));
+}
+
 SQ_PROGRAM_CALL void sqrt_logits(void *ctx, int32_t slot) {
   X(ctx).logits = slot;
 }

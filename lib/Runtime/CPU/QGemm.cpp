@@ -40,6 +40,10 @@
 #include <immintrin.h>
 #define SQ_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #define SQ_TARGET_AVX2 __attribute__((target("avx2")))
+#define SQ_TARGET_AMX                                                          \
+  __attribute__((target("avx512f,avx512bw,avx512vnni,amx-tile,amx-int8")))
+#include <sys/syscall.h>
+#include <unistd.h>
 #else
 #define SQ_X86 0
 #endif
@@ -198,6 +202,12 @@ SQ_TARGET_VNNI void blockEndVNNI(const Plan &p, int64_t m0, int64_t panel,
   }
 }
 
+/// How far ahead of the weights the GEMV prefetches, in bytes.
+static const int64_t kPrefetch = [] {
+  const char *e = std::getenv("SQ_GEMV_PREFETCH");
+  return e ? std::atoll(e) : int64_t(2048);
+}();
+
 template <int MR>
 SQ_TARGET_VNNI void tileVNNI(const Plan &p, int64_t m0, int64_t panel) {
   const __m512i nib = _mm512_set1_epi8(0x0F);
@@ -215,6 +225,11 @@ SQ_TARGET_VNNI void tileVNNI(const Plan &p, int64_t m0, int64_t panel) {
     if (p.w4) {
       for (; c < ce; ++c) {
         const uint8_t *wc = wp + c * 256;
+        if (MR == 1) // the GEMV streams the weights: read ahead
+          for (int j = 0; j < 4; ++j)
+            _mm_prefetch(reinterpret_cast<const char *>(wc) + kPrefetch +
+                             64 * j,
+                         _MM_HINT_T0);
         __m512i v[4];
         for (int j = 0; j < 4; ++j)
           v[j] = _mm512_and_si512(_mm512_loadu_si512(wc + 64 * j), nib);
@@ -291,6 +306,123 @@ void panelVNNI(const Plan &p, int64_t panel, int64_t m0, int64_t m1) {
     }
     m0 += rows;
   }
+}
+
+//===----------------------------------------------------------------------===//
+// AMX path (Sapphire Rapids and newer): tiles of 32 rows x 64 columns as 2 x 2
+// tiles of 16 x 16 int32 per half panel, TDPBUSD over 64 K values at a time;
+// rows past the last whole 32 and GEMVs take the VNNI tiles. The integer
+// sums of a block are exact, and the block ends are blockEndVNNI's, so the
+// results are the VNNI path's bits.
+//===----------------------------------------------------------------------===//
+
+constexpr int64_t kRowsAMX = 32;
+
+/// The tile configuration (ldtilecfg's 64-byte layout, palette 1): tiles
+/// 0-3 accumulators, 4-5 activations, 6-7 weights; 16 rows x 64 bytes each.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, startRow = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+  TileConfig() {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      rows[t] = 16;
+    }
+  }
+};
+
+/// The weights of one panel in the int8 chunk layout (2 x 4 x 64 bytes per
+/// chunk of 8 K values: 64-byte row h * 4 + j holds columns 16 j..16 j + 15,
+/// K values 4 h..4 h + 3 of the chunk), which is a TDPBUSD weight tile of 16
+/// rows at a stride of 256 bytes. int8 weights are stored so; int4 ones are
+/// unpacked into `buffer` (nibbles 0..15, the bias of 8 as in the VNNI path).
+SQ_TARGET_AMX const uint8_t *panelWeightsAMX(const Plan &p, int64_t panel,
+                                             std::vector<uint8_t> &buffer) {
+  const uint8_t *wp = p.w + panel * p.panelBytes;
+  if (!p.w4)
+    return wp;
+  const int64_t chunks = p.kPadded / kChunk;
+  buffer.resize(chunks * 512 + 64);
+  uint8_t *dst = buffer.data() +
+                 (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64;
+  const __m512i nib = _mm512_set1_epi8(0x0F);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int j = 0; j < 4; ++j) {
+      __m512i v = _mm512_loadu_si512(wp + c * 256 + 64 * j);
+      _mm512_store_si512(dst + c * 512 + 64 * j, _mm512_and_si512(v, nib));
+      _mm512_store_si512(dst + c * 512 + 256 + 64 * j,
+                         _mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
+    }
+  return dst;
+}
+
+SQ_TARGET_AMX void panelAMX(const Plan &p, int64_t panel, int64_t m0,
+                            int64_t m1) {
+  static thread_local std::vector<uint8_t> buffer;
+  int64_t whole = (m1 - m0) / kRowsAMX * kRowsAMX;
+  if (whole > 0) {
+    static const TileConfig config;
+    _tile_loadconfig(&config);
+    const uint8_t *w = panelWeightsAMX(p, panel, buffer);
+    alignas(64) int32_t ibuf[kRowsAMX][kPanel];
+    alignas(64) float fbuf[kRowsAMX][kPanel];
+    for (int64_t r0 = m0; r0 < m0 + whole; r0 += kRowsAMX) {
+      const uint8_t *a0 = p.codes + r0 * p.lda;
+      const uint8_t *a1 = a0 + 16 * p.lda;
+      for (int64_t b = 0; b < p.blocks; ++b) {
+        // K tiles of 64 values (8 chunks) of block b.
+        int64_t t0 = p.chunkBegin(b) / 8, t1 = p.chunkEnd(b) / 8;
+        for (int half = 0; half < 2; ++half) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+          for (int64_t t = t0; t < t1; ++t) {
+            const uint8_t *wt = w + t * 8 * 512 + half * 128;
+            _tile_loadd(4, a0 + t * 64, p.lda);
+            _tile_loadd(5, a1 + t * 64, p.lda);
+            _tile_loadd(6, wt, 256);
+            _tile_loadd(7, wt + 64, 256);
+            _tile_dpbusd(0, 4, 6);
+            _tile_dpbusd(1, 4, 7);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+          }
+          _tile_stored(0, &ibuf[0][half * 32], kPanel * 4);
+          _tile_stored(1, &ibuf[0][half * 32 + 16], kPanel * 4);
+          _tile_stored(2, &ibuf[16][half * 32], kPanel * 4);
+          _tile_stored(3, &ibuf[16][half * 32 + 16], kPanel * 4);
+        }
+        blockEndVNNI<16>(p, r0, panel, b, ibuf, fbuf);
+        blockEndVNNI<16>(p, r0 + 16, panel, b, ibuf + 16, fbuf + 16);
+      }
+      if (p.blocks > 1) {
+        int64_t nv = p.validCols(panel);
+        for (int r = 0; r < kRowsAMX; ++r)
+          std::memcpy(p.out + (r0 + r) * p.n + panel * kPanel, fbuf[r],
+                      nv * sizeof(float));
+      }
+    }
+    _tile_release();
+  }
+  if (m0 + whole < m1)
+    panelVNNI(p, panel, m0 + whole, m1);
+}
+
+/// Whether the OS lets this process use the AMX tile data (Linux asks for
+/// it with arch_prctl once per process).
+bool amxUsable() {
+  static const bool usable = [] {
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) // AMX-TILE, AMX-INT8
+      return false;
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+  }();
+  return usable;
 }
 
 //===----------------------------------------------------------------------===//
@@ -460,6 +592,8 @@ const char *kernelPathName(KernelPath path) {
     return "avx2";
   case KernelPath::AVX512VNNI:
     return "avx512vnni";
+  case KernelPath::AMX:
+    return "amx";
   }
   return "unknown";
 }
@@ -475,6 +609,8 @@ bool kernelPathSupported(KernelPath path) {
     return __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vnni");
+  case KernelPath::AMX:
+    return kernelPathSupported(KernelPath::AVX512VNNI) && amxUsable();
 #else
   default:
     return false;
@@ -484,6 +620,8 @@ bool kernelPathSupported(KernelPath path) {
 }
 
 static KernelPath bestPath() {
+  if (kernelPathSupported(KernelPath::AMX))
+    return KernelPath::AMX;
   if (kernelPathSupported(KernelPath::AVX512VNNI))
     return KernelPath::AVX512VNNI;
   if (kernelPathSupported(KernelPath::AVX2))
@@ -498,7 +636,9 @@ KernelPath selectKernelPath(std::string *note) {
     return best;
   std::string name(env);
   KernelPath want;
-  if (name == "avx512vnni" || name == "avx512")
+  if (name == "amx")
+    want = KernelPath::AMX;
+  else if (name == "avx512vnni" || name == "avx512")
     want = KernelPath::AVX512VNNI;
   else if (name == "avx2")
     want = KernelPath::AVX2;
@@ -507,7 +647,7 @@ KernelPath selectKernelPath(std::string *note) {
   else {
     if (note)
       *note = "unknown SQ_CPU_KERNEL='" + name +
-              "' (avx512vnni|avx2|scalar), "
+              "' (amx|avx512vnni|avx2|scalar), "
               "using " +
               kernelPathName(best);
     return best;
@@ -684,7 +824,13 @@ void quantizeActivations(const float *x, int64_t m, int64_t k, unsigned bits,
   int64_t groups = (k + g - 1) / g;
   out.m = m;
   out.k = k;
+  // The row stride: K rounded up to 64, plus 64 when that is a multiple of
+  // 1 KiB, so that the rows of a tile (16 rows for AMX, 6 for VNNI) do not
+  // all fall into the same L1 set (4 KiB aliasing: with K = 4096 the AMX
+  // tiles ran at 40% of their speed).
   out.kPadded = roundUp(k, 64);
+  if (out.kPadded % 1024 == 0)
+    out.kPadded += 64;
   out.group = g == k ? 0 : g;
   out.codes.assign(m * out.kPadded, 0);
   out.scales.assign(m * groups, 1.0f);
@@ -749,8 +895,13 @@ void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
 
   // Per (row, block): activation scale, zero point and bias * sum of codes
   // (int4 weights are stored biased by 8 for the SIMD paths).
-  std::vector<float> sa(m * blocks);
-  std::vector<int32_t> za(m * blocks), cq(m * blocks);
+  // Reused between calls (no allocation per decoded token); per thread, as
+  // contexts may run concurrently.
+  static thread_local std::vector<float> sa;
+  static thread_local std::vector<int32_t> za, cq;
+  sa.resize(m * blocks);
+  za.resize(m * blocks);
+  cq.resize(m * blocks);
   const int32_t bias = p.w4 ? 8 : 0;
   for (int64_t r = 0; r < m; ++r) {
     const uint8_t *codes = p.codes + r * p.lda;
@@ -770,19 +921,25 @@ void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
   p.cq = cq.data();
 
   void (*panelFn)(const Plan &, int64_t, int64_t, int64_t) = panelScalar;
+  int64_t rowsPerItem = kRowsPerItem;
 #if SQ_X86
-  if (path == KernelPath::AVX512VNNI)
+  // AMX: K tiles of 64 values must not straddle kernel blocks; each work
+  // item unpacks its panel once, so items take more rows.
+  if (path == KernelPath::AMX && weight.blockSize % 64 == 0 && m >= kRowsAMX) {
+    panelFn = panelAMX;
+    rowsPerItem = 8 * kRowsPerItem;
+  } else if (path == KernelPath::AMX || path == KernelPath::AVX512VNNI)
     panelFn = panelVNNI;
   else if (path == KernelPath::AVX2)
     panelFn = panelAVX2;
 #endif
-  const int64_t rowItems = (m + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t rowItems = (m + rowsPerItem - 1) / rowsPerItem;
   const int64_t items = weight.panels * rowItems;
   auto work = [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
       int64_t panel = it / rowItems, ri = it % rowItems;
-      int64_t m0 = ri * kRowsPerItem,
-              m1 = std::min<int64_t>(m, m0 + kRowsPerItem);
+      int64_t m0 = ri * rowsPerItem,
+              m1 = std::min<int64_t>(m, m0 + rowsPerItem);
       panelFn(p, panel, m0, m1);
     }
   };

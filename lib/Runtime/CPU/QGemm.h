@@ -12,7 +12,7 @@
 // which equals the executor's sum_k ((q - z) sa) (w sw) up to float
 // rounding (the integer part is exact). Plain C++ with per-function target
 // attributes: AVX-512 VNNI, AVX2 and portable scalar paths, chosen once by
-// CPU features (or SQ_CPU_KERNEL=avx512vnni|avx2|scalar). No MLIR/LLVM.
+// CPU features (or SQ_CPU_KERNEL=amx|avx512vnni|avx2|scalar). No MLIR/LLVM.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,7 +30,10 @@ namespace rt {
 class ThreadPool;
 
 /// Which instruction path the kernels use.
-enum class KernelPath { Scalar, AVX2, AVX512VNNI };
+/// AMX: the AVX-512 VNNI path with AMX tiles (TDPBUSD) for GEMMs of 32 rows
+/// or more (Sapphire Rapids and newer; Linux grants the tile state per
+/// process).
+enum class KernelPath { Scalar, AVX2, AVX512VNNI, AMX };
 const char *kernelPathName(KernelPath path);
 /// The best path this CPU supports, or the one SQ_CPU_KERNEL names (an
 /// unknown or unsupported name falls back to the best with a warning in
@@ -74,11 +77,11 @@ bool packWeight(const uint8_t *packed, const float *scales, int64_t n,
 
 /// Quantized activations [M, K] in the kernels' layout.
 struct QuantizedActs {
-  int64_t m = 0, k = 0, kPadded = 0;
-  int64_t group = 0;          // K values per scale (0 = per token)
-  std::vector<uint8_t> codes; // [M, kPadded], q in [0, 2^bits - 1]
-  std::vector<float> scales;  // [M, groups]
-  std::vector<int32_t> zeros; // [M, groups]
+  int64_t m = 0, k = 0, kPadded = 0; // kPadded: the row stride (>= K, zeros)
+  int64_t group = 0;                 // K values per scale (0 = per token)
+  std::vector<uint8_t> codes;        // [M, kPadded], q in [0, 2^bits - 1]
+  std::vector<float> scales;         // [M, groups]
+  std::vector<int32_t> zeros;        // [M, groups]
 };
 
 /// Quantizes x [M, K] (row-major, fp32) with SpinQuant's quantizer

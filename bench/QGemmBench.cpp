@@ -207,9 +207,8 @@ std::string shapeName(int64_t m, Shape s) {
 } // namespace
 
 int main(int argc, char **argv) {
-  for (KernelPath path :
-       {KernelPath::AMX, KernelPath::AVX512VNNI, KernelPath::AVX2,
-        KernelPath::Scalar}) {
+  for (KernelPath path : {KernelPath::AMX, KernelPath::AVX512VNNI,
+                          KernelPath::AVX2, KernelPath::Scalar}) {
     if (!kernelPathSupported(path))
       continue;
     for (unsigned actBits : {4u, 8u})

@@ -77,8 +77,8 @@ TEST(Linear16, SameBitsAsTheAVX2Sums) {
                 referenceDot(x.data() + i * k, w.data() + j * k, k, bf16) +
                 bias[j];
             ASSERT_EQ(out[i * n + j], want)
-                << (bf16 ? "bf16" : "f16") << " k=" << k << " m=" << m
-                << " at " << i << "," << j;
+                << (bf16 ? "bf16" : "f16") << " k=" << k << " m=" << m << " at "
+                << i << "," << j;
           }
       }
 }

@@ -97,8 +97,15 @@ SQ_PROGRAM_CALL void sqrt_rms_norm(void *ctx, int32_t out, int32_t in,
     return;
   Timed timed(x, Profile::RMSNorm);
   float *o = x.out(out, x.tokens * dim);
-  sq::numerics::rmsNormRows(x.in(in), scale >= 0 ? x.in(scale) : nullptr,
-                            x.tokens, dim, eps, o);
+  const float *i = x.in(in), *s = scale >= 0 ? x.in(scale) : nullptr;
+  // Row by row: the same bits however the rows are split.
+  auto rows = [&](int64_t r0, int64_t r1) {
+    sq::numerics::rmsNormRows(i + r0 * dim, s, r1 - r0, dim, eps, o + r0 * dim);
+  };
+  if (x.tokens >= 16)
+    ThreadPool::global().parallelFor(x.tokens, rows);
+  else
+    rows(0, x.tokens);
 }
 
 SQ_PROGRAM_CALL void sqrt_linear(void *ctx, int32_t out, int32_t in,
@@ -177,10 +184,17 @@ SQ_PROGRAM_CALL void sqrt_rope(void *ctx, int32_t out, int32_t in, int64_t dim,
     return;
   Timed timed(x, Profile::Rope);
   float *o = x.out(out, x.tokens * dim);
-  sq::numerics::ropeRows(
-      x.in(in), x.positions.data(), x.tokens, dim, heads, theta,
-      interleaved != 0, o,
-      {factor, lowFreqFactor, highFreqFactor, originalMaxPositions});
+  const float *i = x.in(in);
+  auto rows = [&](int64_t r0, int64_t r1) {
+    sq::numerics::ropeRows(
+        i + r0 * dim, x.positions.data() + r0, r1 - r0, dim, heads, theta,
+        interleaved != 0, o + r0 * dim,
+        {factor, lowFreqFactor, highFreqFactor, originalMaxPositions});
+  };
+  if (x.tokens >= 16)
+    ThreadPool::global().parallelFor(x.tokens, rows);
+  else
+    rows(0, x.tokens);
 }
 
 SQ_PROGRAM_CALL void sqrt_attention(void *ctx, int32_t out, int32_t q,

@@ -5,9 +5,8 @@
 // (`sq_model_manifest`, include/sq/Runtime/ModelFormat.h) and the weights
 // sidecar. The heavy ops are calls into the runtime: sqrt_* for the CPU
 // (lib/Runtime/CPU/ProgramCalls.cpp), sqcu_* for CUDA
-// (lib/Runtime/CUDA/ProgramCalls.cpp); elementwise ops are scf loops in the
-// program on the CPU and kernel calls on the GPU. Used by --sq-lower-cpu
-// (SQToCPU) and --sq-lower-nvptx (SQToNVVM).
+// (lib/Runtime/CUDA/ProgramCalls.cpp), elementwise ops included. Used by
+// --sq-lower-cpu (SQToCPU) and --sq-lower-nvptx (SQToNVVM).
 //
 //===----------------------------------------------------------------------===//
 
@@ -386,52 +385,16 @@ Value Lowering::call(StringRef cpuName, ArrayRef<Value> args, Type result) {
 
 void Lowering::emitElementwise(Operation *op, int out, ArrayRef<int> ins,
                                int64_t dim) {
-  if (gpu) {
-    SmallVector<Value> args = {ctx, i32(out)};
-    for (int s : ins)
-      args.push_back(i32(s));
-    args.push_back(i64(dim));
-    call(isa<AddOp>(op)   ? "sqrt_add"
-         : isa<MulOp>(op) ? "sqrt_mul"
-                          : "sqrt_silu",
-         args);
-    return;
-  }
-  auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
-  Value tokens = call("sqrt_tokens", {ctx}, b.getI64Type());
-  Value numel = arith::MulIOp::create(b, loc(), tokens, i64(dim));
-  SmallVector<Value> inPtrs;
+  // Runtime calls on both targets: the CPU runtime splits the elements over
+  // its threads with the executor's arithmetic (silu: x / (1 + exp(-x))).
+  SmallVector<Value> args = {ctx, i32(out)};
   for (int s : ins)
-    inPtrs.push_back(call("sqrt_slot", {ctx, i32(s), i64(0)}, ptrType));
-  Value outPtr = call("sqrt_slot", {ctx, i32(out), numel}, ptrType);
-  Value zero = arith::ConstantIndexOp::create(b, loc(), 0);
-  Value one = arith::ConstantIndexOp::create(b, loc(), 1);
-  Value upper = arith::IndexCastOp::create(b, loc(), b.getIndexType(), numel);
-  auto loop = scf::ForOp::create(b, loc(), zero, upper, one);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value i = arith::IndexCastOp::create(b, loc(), b.getI64Type(),
-                                       loop.getInductionVar());
-  Type f32 = b.getF32Type();
-  SmallVector<Value> x;
-  for (Value p : inPtrs) {
-    Value at = LLVM::GEPOp::create(b, loc(), ptrType, f32, p, ValueRange{i});
-    x.push_back(LLVM::LoadOp::create(b, loc(), f32, at));
-  }
-  Value y;
-  if (isa<AddOp>(op)) {
-    y = arith::AddFOp::create(b, loc(), x[0], x[1]);
-  } else if (isa<MulOp>(op)) {
-    y = arith::MulFOp::create(b, loc(), x[0], x[1]);
-  } else { // silu: x / (1 + exp(-x)), as the executor
-    Value neg = arith::NegFOp::create(b, loc(), x[0]);
-    Value e = math::ExpOp::create(b, loc(), neg);
-    Value oneF = arith::ConstantOp::create(b, loc(), b.getF32FloatAttr(1.0f));
-    Value den = arith::AddFOp::create(b, loc(), oneF, e);
-    y = arith::DivFOp::create(b, loc(), x[0], den);
-  }
-  Value at = LLVM::GEPOp::create(b, loc(), ptrType, f32, outPtr, ValueRange{i});
-  LLVM::StoreOp::create(b, loc(), y, at);
+    args.push_back(i32(s));
+  args.push_back(i64(dim));
+  call(isa<AddOp>(op)   ? "sqrt_add"
+       : isa<MulOp>(op) ? "sqrt_mul"
+                        : "sqrt_silu",
+       args);
 }
 
 LogicalResult Lowering::emit() {

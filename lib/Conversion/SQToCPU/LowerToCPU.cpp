@@ -1,8 +1,8 @@
 //===- LowerToCPU.cpp - sq @forward to a CPU program ----------------------===//
 //
 // --sq-lower-cpu: the program of lowerToProgram (../Program.cpp) calling the
-// CPU runtime (sqrt_*, lib/Runtime/CPU/ProgramCalls.cpp), with elementwise
-// ops as scf loops in the program; and the pipeline that takes it to LLVM.
+// CPU runtime (sqrt_*, lib/Runtime/CPU/ProgramCalls.cpp), elementwise ops
+// included; and the pipeline that takes it to LLVM.
 //
 //===----------------------------------------------------------------------===//
 

@@ -116,7 +116,7 @@ const char *Profile::name(Op op) {
       "embedding",        "rms_norm",     "linear (float)",  "R4 hadamard",
       "activation quant", "integer gemm", "qlinear (float)", "rope",
       "kv-cache append",  "attention",    "rotate",          "hadamard (R3)",
-      "fake_quant",       "last rows"};
+      "fake_quant",       "last rows",    "add/mul/silu"};
   return names[op];
 }
 

@@ -55,7 +55,7 @@ class CpuContext;
 /// SQ_PROFILE=1: where a context's runs spend their time, per kind of
 /// program call, decode runs (one token per sequence) apart from prefill
 /// runs; printed to stderr when the context is freed. "other" is the rest
-/// of the run: the program's own elementwise loops (add, mul, silu).
+/// of the run (the calls' own overhead).
 struct Profile {
   enum Op {
     Embedding,
@@ -71,7 +71,8 @@ struct Profile {
     Rotate,
     OnlineHadamard, // standalone sq.hadamard (R3)
     FakeQuant,
-    LastRows, // selecting the rows the logits need
+    LastRows,    // selecting the rows the logits need
+    Elementwise, // add, mul, silu
     NumOps
   };
   static const char *name(Op op);

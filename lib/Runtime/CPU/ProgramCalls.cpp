@@ -15,7 +15,9 @@
 #include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -58,15 +60,6 @@ private:
   std::chrono::steady_clock::time_point t0;
 };
 } // namespace
-
-SQ_PROGRAM_CALL int64_t sqrt_tokens(void *ctx) { return X(ctx).tokensToRun(); }
-
-SQ_PROGRAM_CALL float *sqrt_slot(void *ctx, int32_t slot, int64_t numel) {
-  Exec &x = X(ctx);
-  if (numel > 0)
-    return x.out(slot, numel);
-  return const_cast<float *>(x.in(slot));
-}
 
 SQ_PROGRAM_CALL void sqrt_embedding(void *ctx, int32_t out, int32_t table,
                                     int64_t dim) {
@@ -280,6 +273,46 @@ SQ_PROGRAM_CALL void sqrt_last_rows(void *ctx, int32_t slot, int64_t dim) {
   for (int64_t b = 0; b < x.batch; ++b)
     std::memmove(rows + b * dim, rows + ((b + 1) * x.seq - 1) * dim,
                  dim * sizeof(float));
+}
+
+/// Elementwise ops of rows of `dim` (add, mul: same shapes), split over the
+/// threads in prefill; the executor's arithmetic, element by element.
+template <typename F>
+static void elementwise(Exec &x, int32_t out, int32_t a, int32_t b, int64_t dim,
+                        F f) {
+  if (x.failed)
+    return;
+  Timed timed(x, Profile::Elementwise);
+  int64_t n = x.tokens * dim;
+  const float *pa = x.in(a), *pb = b >= 0 ? x.in(b) : nullptr;
+  float *o = x.out(out, n);
+  auto range = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      o[i] = f(pa[i], pb ? pb[i] : 0.0f);
+  };
+  constexpr int64_t kChunk = 4096;
+  if (n >= 4 * kChunk)
+    ThreadPool::global().parallelFor(
+        (n + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
+          range(c0 * kChunk, std::min(n, c1 * kChunk));
+        });
+  else
+    range(0, n);
+}
+
+SQ_PROGRAM_CALL void sqrt_add(void *ctx, int32_t out, int32_t a, int32_t b,
+                              int64_t dim) {
+  elementwise(X(ctx), out, a, b, dim, [](float u, float v) { return u + v; });
+}
+
+SQ_PROGRAM_CALL void sqrt_mul(void *ctx, int32_t out, int32_t a, int32_t b,
+                              int64_t dim) {
+  elementwise(X(ctx), out, a, b, dim, [](float u, float v) { return u * v; });
+}
+
+SQ_PROGRAM_CALL void sqrt_silu(void *ctx, int32_t out, int32_t a, int64_t dim) {
+  elementwise(X(ctx), out, a, -1, dim,
+              [](float u, float) { return u / (1.0f + std::exp(-u)); });
 }
 
 SQ_PROGRAM_CALL void sqrt_logits(void *ctx, int32_t slot) {

@@ -229,12 +229,29 @@ for s in $SHAPES; do
     done
   done
 done
+# Same weights: do the two peers compute the same logits? (8 tokens; as decode_ratios.sh)
+if has llama.cpp && has ort; then
+  TMP=$(mktemp -d)
+  trap 'rm -rf "$TMP"' EXIT
+  "$PY" -c "import struct; open('$TMP/t.bin','wb').write(struct.pack('<8i', 1, 300, 1000, 5000, 31999, 7, 77, 777))"
+  for s in $SHAPES; do
+    L=${LAYERS:-$(full_layers "$s")}
+    D=$M/$s-l$L
+    run node bench/llama_cpp_runner.mjs "$D/q4_0.gguf" --tokens "$TMP/t.bin" --seqlen 8 --logits-out "$TMP/l.bin" >/dev/null
+    if [ "$DRY" = 1 ]; then
+      run node bench/ort_runner.js compare "$D/ort/model.onnx" "$TMP/t.bin" 8 "$TMP/l.bin"
+    else
+      emit "$(node bench/ort_runner.js compare "$D/ort/model.onnx" "$TMP/t.bin" 8 "$TMP/l.bin" || true)" \
+        kind=check shape="$s" layers="$L"
+    fi
+  done
+fi
 [ "$DRY" = 1 ] && exit 0
 
 # --- the table --------------------------------------------------------------
 CMDLINE="bench/ratios.sh $ARGS"
 SECTION=$("$PY" bench/ratios_table.py "$J" --models "$M" --prompts "$PROMPTS" --short "$SHORT" \
-          --busy-max "$BUSYMAX" --command "$CMDLINE" --sq-compile "$SQC")
+          --decode "$DECODE" --long-decode "$LDECODE" --busy-max "$BUSYMAX" --command "$CMDLINE" --sq-compile "$SQC")
 if [ -n "$OUT" ]; then printf '%s\n' "$SECTION" > "$OUT"; log "wrote $OUT"; fi
 if [ -n "$UPDATE" ]; then
   "$PY" - "$UPDATE" "$SECTION" <<'PY'

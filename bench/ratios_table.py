@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--models", required=True)
     ap.add_argument("--prompts", default="128 512 2048")
     ap.add_argument("--short", type=int, default=16)
+    ap.add_argument("--decode", type=int, default=32)
+    ap.add_argument("--long-decode", type=int, default=8)
     ap.add_argument("--busy-max", type=float, default=15)
     ap.add_argument("--command", default="bench/ratios.sh")
     ap.add_argument("--sq-compile", default="")
@@ -63,10 +65,11 @@ def main():
                 (res["read_nt_gbs"], res.get("read_nt_variant", ""))
             bw[t] = (gbs, var, r["busy0"], r["busy1"])
 
+    checks = [r for r in runs if r.get("kind") == "check"]
     groups = {}  # (shape, layers, threads) -> engine -> list of runs
     order = []
     for r in runs:
-        if r.get("kind") == "bandwidth":
+        if r.get("kind") in ("bandwidth", "check"):
             continue
         key = (r["shape"], int(r["layers"]), int(r["threads"]))
         if key not in groups:
@@ -77,7 +80,6 @@ def main():
     cols = (["load s"] + ["prefill tok/s @%d" % p for p in prompts] + ["decode tok/s @%d" % a.short]
             + ["ms/token @%d" % p for p in prompts] + ["% of bound", "MB/token", "peak RSS MB",
                                                        "CPU busy % before/after"])
-    # Direction per column for the ratio rows: all are plain SQ / peer.
     out = []
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cpu = ""
@@ -99,12 +101,12 @@ def main():
             "%d thread%s %.1f GB/s (%s; CPU busy %s%%/%s%%)" % (t, "s" if t > 1 else "", g, v, b0, b1)
             for t, (g, v, b0, b1) in sorted(bw.items())) + ".")
     out.append("")
-    out.append("Decode tok/s @%d: %s decoded tokens after a %d-token prompt (median); prefill tok/s @P and "
-               "ms/token @P: a P-token prompt, then decoding at context P. %% of bound = decode tok/s @%d / "
+    out.append("Decode tok/s @%d: %d decoded tokens after a %d-token prompt (median); prefill tok/s @P and "
+               "ms/token @P: a P-token prompt, then %d tokens decoded at context P. %% of bound = decode tok/s @%d / "
                "(read GB/s at that thread count / weight bytes per token). Ratio rows: SQ's value / the peer's "
                "in each column (tok/s and %%: > 1 is SQ ahead; s, ms, MB: < 1 is SQ ahead). Rows marked "
                "**loaded** saw more than %g%% CPU busy (other processes) before or after one of their runs: "
-               "their numbers are low and noisy." % (a.short, "the" if True else "", a.short, a.short, a.busy_max))
+               "their numbers are low and noisy." % (a.short, a.decode, a.short, a.long_decode, a.short, a.busy_max))
     out.append("")
     out.append("| shape | layers | threads | engine | " + " | ".join(cols) + " |")
     out.append("|" + "---|" * (4 + len(cols)))
@@ -193,6 +195,11 @@ def main():
                     else:
                         cells.append("-")
                 out.append("| %s | %d | %d | *SQ / %s* | %s |" % (shape, layers, threads, peer, " | ".join(cells)))
+    for c in checks:
+        res = c.get("result")
+        notes.append("%s, %s layers: peer cross-check (same Q4_0 weights, 8 tokens), onnxruntime vs llama.cpp "
+                     "logits: %s" % (c["shape"], c["layers"], "rel. max error %.3g" % res["rel_max_error"]
+                                     if res else "failed (%s)" % c.get("error", "no result")))
     if notes:
         out.append("")
         for n in dict.fromkeys(notes):

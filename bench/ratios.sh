@@ -82,8 +82,8 @@ done
 for n in $THREADS_LIST $PROMPTS $SHORT $DECODE $LDECODE $REPEATS $LREPEATS ${LAYERS:-1}; do
   case "$n" in ''|*[!0-9]*|0) echo "ratios.sh: '$n' is not a positive integer" >&2; exit 2 ;; esac
 done
-if [ -n "$UPDATE" ] && { ! grep -q '^<!-- ratios:begin -->' "$UPDATE" || ! grep -q '^<!-- ratios:end -->' "$UPDATE"; }; then
-  echo "ratios.sh: $UPDATE has no <!-- ratios:begin --> / <!-- ratios:end --> lines to rewrite" >&2; exit 2
+if [ -n "$UPDATE" ] && { ! grep -qs '^<!-- ratios:begin -->' "$UPDATE" || ! grep -qs '^<!-- ratios:end -->' "$UPDATE"; }; then
+  echo "ratios.sh: $UPDATE is missing or has no <!-- ratios:begin --> / <!-- ratios:end --> lines to rewrite" >&2; exit 2
 fi
 P=build/bench-peers
 M=$P/models
@@ -251,7 +251,7 @@ fi
 # --- the table --------------------------------------------------------------
 CMDLINE="bench/ratios.sh $ARGS"
 SECTION=$("$PY" bench/ratios_table.py "$J" --models "$M" --prompts "$PROMPTS" --short "$SHORT" \
-          --decode "$DECODE" --long-decode "$LDECODE" --busy-max "$BUSYMAX" --command "$CMDLINE" --sq-compile "$SQC")
+          --decode "$DECODE" --long-decode "$LDECODE" --busy-max "$BUSYMAX" --command "$CMDLINE" --sq-compile "$(has sq && echo "$SQC")")
 if [ -n "$OUT" ]; then printf '%s\n' "$SECTION" > "$OUT"; log "wrote $OUT"; fi
 if [ -n "$UPDATE" ]; then
   "$PY" - "$UPDATE" "$SECTION" <<'PY'

@@ -3,7 +3,7 @@
  * every weight once per token, so tokens/s <= bandwidth / weight bytes per
  * token).
  *
- *   bench/bandwidth [--mib N] [--threads T] [--repeats R] [--json]
+ *   bench/bandwidth [--mib N] [--threads T] [--repeats R] [--no-thp] [--json]
  *
  * read:  sum of a N MiB buffer (default 2048 MiB, several times any L3 so
  *        that it measures DRAM: this machine's L3 is 300 MB), read only, by
@@ -20,7 +20,8 @@
  *                     each stream
  *        (the 64-byte loads are AVX-512 when compiled with it, else AVX2
  *        pairs, else uint64). The buffer asks for transparent huge pages
- *        (madvise), so TLB misses do not limit the read.
+ *        (madvise; --no-thp: 4 KiB pages, as the kernel of old had), so TLB
+ *        misses do not limit the read.
  * triad: a[i] = b[i] + s * c[i] over three arrays of N/3 MiB each (doubles,
  *        carved from the same buffer), counted as 3 x N/3 MiB moved (the
  *        STREAM convention: the write-allocate read of a[] is not counted).
@@ -214,14 +215,16 @@ static size_t read_bytes(size_t n, int active) {
 
 int main(int argc, char **argv) {
   size_t mib = 2048;
-  int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), repeats = 5, json = 0;
+  int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), repeats = 5, json = 0, thp = 1;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = strtoul(argv[++i], NULL, 10);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--no-thp")) thp = 0;
     else if (!strcmp(argv[i], "--json")) json = 1;
     else {
-      fprintf(stderr, "usage: %s [--mib N] [--threads T] [--repeats R] [--json]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--mib N] [--threads T] [--repeats R] [--no-thp] [--json]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -234,8 +237,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bandwidth: cannot allocate %zu MiB\n", mib);
     return 1;
   }
-#ifdef MADV_HUGEPAGE
-  madvise(buf, bytes, MADV_HUGEPAGE);
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+  madvise(buf, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 #endif
   size_t tbytes = (bytes / 3) & ~(size_t)4095;
   double *a = (double *)buf, *b = (double *)((char *)buf + tbytes),
@@ -298,11 +301,11 @@ int main(int argc, char **argv) {
   variant_name(win[0], name[0], sizeof name[0]);
   variant_name(win[1], name[1], sizeof name[1]);
   if (json) {
-    printf("{\"buffer_mib\": %zu, \"threads\": %d, \"read_1t_gbs\": %.2f, \"read_nt_gbs\": %.2f, "
+    printf("{\"buffer_mib\": %zu, \"huge_pages\": %s, \"threads\": %d, \"read_1t_gbs\": %.2f, \"read_nt_gbs\": %.2f, "
            "\"read_1t_variant\": \"%s\", \"read_nt_variant\": \"%s\", "
            "\"read_scalar8_1t_gbs\": %.2f, \"read_scalar8_nt_gbs\": %.2f, "
            "\"triad_1t_gbs\": %.2f, \"triad_nt_gbs\": %.2f, \"variants\": {",
-           mib, threads, read[win[0]][0], read[win[1]][1], name[0], name[1], read[0][0],
+           mib, thp ? "true" : "false", threads, read[win[0]][0], read[win[1]][1], name[0], name[1], read[0][0],
            read[0][1], triad_best[0], triad_best[1]);
     for (int v = 0; v < NVARIANTS; ++v) {
       char n[32];
@@ -311,8 +314,8 @@ int main(int argc, char **argv) {
     }
     printf("}, \"checksum\": %llu}\n", (unsigned long long)(sum & 0xffff));
   } else {
-    printf("buffer %zu MiB (read), 3 x %zu MiB (triad), best of %d\n", mib, tbytes >> 20,
-           repeats);
+    printf("buffer %zu MiB (read), 3 x %zu MiB (triad), %s pages, best of %d\n", mib,
+           tbytes >> 20, thp ? "huge" : "4 KiB", repeats);
     printf("%-12s %12s %12s\n", "kernel", "1 thread", "threads");
     for (int v = 0; v < NVARIANTS; ++v) {
       char n[32];

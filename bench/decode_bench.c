@@ -10,7 +10,11 @@
  * sq_decode steps, each feeding back the argmax of the previous logits (greedy,
  * as llama.cpp's loop in bench/llama_cpp_runner.mjs does). Prints the median
  * decode tokens/s and ms/token, prefill tokens/s, and the size of the weights
- * sidecar (a proxy for the bytes read per decoded token). Kernel threads:
+ * sidecar (a proxy for the bytes read per decoded token), the seconds
+ * sq_model_open took and the process's peak resident memory (getrusage
+ * ru_maxrss: the weights, the context and the runtime's buffers, as the
+ * kernel counted them). --prompt N makes the decode steps run after an
+ * N-token context (decode ms/token at context N). Kernel threads:
  * SQ_NUM_THREADS (the runtime's default is the core count).
  *
  * Build: cc -O2 -I include bench/decode_bench.c -o decode_bench -ldl
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -173,13 +178,16 @@ int main(int argc, char **argv) {
   struct stat st;
   long long wbytes = stat(wpath, &st) == 0 ? (long long)st.st_size : -1;
   const char *threads = getenv("SQ_NUM_THREADS");
+  struct rusage ru;
+  long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
   if (json) {
     printf("{\"decode_tokens_per_s\": %.4f, \"ms_per_token\": %.4f, \"prefill_tokens_per_s\": %.4f, "
            "\"weights_file_bytes\": %lld, \"layers\": %lld, \"vocab\": %lld, \"open_s\": %.3f, "
+           "\"peak_rss_bytes\": %lld, "
            "\"threads\": \"%s\", \"prompt\": %d, \"decode\": %d, \"repeats\": %d, "
            "\"description\": \"",
            decode / d, 1000 * d / decode, prompt / p, wbytes, (long long)cfg.num_layers,
-           (long long)vocab, open_s, threads ? threads : "default", prompt, decode, repeats);
+           (long long)vocab, open_s, peak_rss, threads ? threads : "default", prompt, decode, repeats);
     for (const char *s = api.model_description(m); s && *s; ++s)
       if (*s == '"' || *s == '\\') printf("\\%c", *s);
       else if ((unsigned char)*s >= 0x20) putchar(*s);
@@ -192,9 +200,10 @@ int main(int argc, char **argv) {
            (long long)vocab);
     printf("weights      %lld bytes (%s)\n", wbytes, wpath);
     printf("open         %.3f s\n", open_s);
+    printf("peak RSS     %.1f MB\n", peak_rss / 1e6);
     printf("prefill      %d tokens: %.1f tokens/s\n", prompt, prompt / p);
-    printf("decode       %d tokens: %.2f tokens/s, %.2f ms/token (median of %d)\n", decode,
-           decode / d, 1000 * d / decode, repeats);
+    printf("decode       %d tokens after %d: %.2f tokens/s, %.2f ms/token (median of %d)\n", decode,
+           prompt, decode / d, 1000 * d / decode, repeats);
   }
   api.context_free(c);
   api.model_free(m);

@@ -168,9 +168,10 @@ print("decode, LLaMA-2-7B shape (hidden 4096, 32 heads, ffn 11008, vocab 32000),
       % (layers, ll["decode"], ll["prompt"], threads, ll["repeats"], len(lls)))
 print("CPU busy (all processes) just before/after the measurements: %s%% / %s%%%s" % (
     busy0, busy1, "  -- other work was running: numbers are low and noisy" if max(int(busy0), int(busy1)) > 15 else ""))
-print("bandwidth: read %.1f GB/s (%d threads; 1 thread %.1f), triad %.1f GB/s (1 thread %.1f); "
+print("bandwidth: read %.1f GB/s (%d threads, kernel %s; 1 thread %.1f), triad %.1f GB/s (1 thread %.1f); "
       "bound = read GB/s / bytes per token"
-      % (gbs, bw["threads"], bw["read_1t_gbs"], bw["triad_nt_gbs"], bw["triad_1t_gbs"]))
+      % (gbs, bw["threads"], bw.get("read_nt_variant", "scalar8"), bw["read_1t_gbs"], bw["triad_nt_gbs"],
+         bw["triad_1t_gbs"]))
 rows = []
 sq_bytes, sq_head = None, ""
 if sq:

@@ -5,15 +5,18 @@
 //   node bench/llama_cpp_runner.mjs MODEL.gguf [--prompt 16] [--decode 32]
 //        [--repeats 3] [--threads 2] [--node-modules DIR]
 //
-// Loads MODEL on the CPU (no GPU layers, mmap), one context of 512 tokens
+// Loads MODEL on the CPU (no GPU layers, mmap), one context of prompt +
+// decode tokens (at least 512; batches of 512, llama.cpp's default micro-batch)
 // with --threads threads, then per repeat: clears the sequence, evaluates a
 // --prompt token prompt (seeded token ids, no text; the prompt's logits are
 // computed but not sampled) with evaluateWithoutGeneratingNewTokens, and times
 // --decode single-token steps of LlamaContextSequence.evaluate() (greedy:
 // each step samples the next token from the logits and feeds it back, the way
 // llama.cpp's own decode loop does). Prints JSON with the median of the
-// repeats: decode tokens/s and ms/token, prompt tokens/s, the CPU backend
-// variant ggml loaded.
+// repeats: decode tokens/s and ms/token (after the --prompt tokens: decode
+// at that context), prompt (prefill) tokens/s, the seconds loadModel +
+// createContext took (load_s), the process's peak RSS (peak_rss_bytes, node's
+// own ~50 MB included), the CPU backend variant ggml loaded.
 //
 //   node bench/llama_cpp_runner.mjs MODEL.gguf --tokens T.bin --seqlen N --logits-out L.bin
 // instead writes the logits of every one of the first N int32 token ids of
@@ -50,8 +53,11 @@ const llama = await getLlama({
   logLevel: LlamaLogLevel.info,
   logger: (level, message) => { logs.push(message); },
 });
+const tLoad = process.hrtime.bigint();
 const m = await llama.loadModel({modelPath: path.resolve(model), gpuLayers: 0, useMmap: true});
-const ctx = await m.createContext({contextSize: 512, batchSize: 512, sequences: 1, threads: opt.threads});
+const contextSize = Math.max(512, Math.ceil((opt.prompt + opt.decode + 8) / 256) * 256);
+const ctx = await m.createContext({contextSize, batchSize: 512, sequences: 1, threads: opt.threads});
+const loadS = Number(process.hrtime.bigint() - tLoad) / 1e9;
 const seq = ctx.getSequence();
 
 if (opt['logits-out']) {
@@ -60,7 +66,8 @@ if (opt['logits-out']) {
   const n = Number(opt.seqlen);
   const ids = Array.from({length: n}, (_, i) => raw.readInt32LE(4 * i));
   const res = await seq.controlledEvaluate(ids.map((t) => [t, {generateNext: {logits: true}}]));
-  const nv = Math.max(...res.map((r) => Math.max(...r.next.logits.keys()))) + 1;
+  let nv = 0;  // (no spread: 128256 arguments overflow the stack)
+  for (const r of res) for (const k of r.next.logits.keys()) if (k + 1 > nv) nv = k + 1;
   const out = new Float32Array(n * nv);
   res.forEach((r, i) => { for (const [k, v] of r.next.logits) out[i * nv + k] = v; });
   fs.writeFileSync(opt['logits-out'], Buffer.from(out.buffer));
@@ -100,6 +107,8 @@ console.log(JSON.stringify({
   decode_tokens_per_s: opt.decode / d,
   ms_per_token: 1000 * d / opt.decode,
   prompt_tokens_per_s: (opt.prompt - 1) / median(prefill),
+  load_s: loadS,
+  peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
   threads: ctx.currentThreads ?? opt.threads,
   prompt: opt.prompt, decode: opt.decode, repeats: opt.repeats,
   backend: backend.slice(0, 4),

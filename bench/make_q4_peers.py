@@ -1,11 +1,16 @@
 #!/usr/bin/python3
-"""Writes the same random LLaMA-2-7B-shaped int4 layer stack for two peers.
+"""Writes the same random LLaMA-shaped int4 layer stack for two peers.
 
-    /usr/bin/python3 bench/make_q4_peers.py [--gguf FILE] [--onnx DIR]
+    /usr/bin/python3 bench/make_q4_peers.py [--gguf FILE] [--onnx DIR] [--shape S]
         [--layers N] [--block 32|128] [--accuracy-level 0|4] [--seed S]
 
-Shape: hidden 4096, 32 heads (head_dim 128, no GQA), FFN 11008, vocab 32000
-(LLaMA-2-7B), --layers of its 32 layers (default 4). Every weight is drawn
+--shape (bench/llama_shapes.py): llama2-7b (default: hidden 4096, 32 heads,
+head_dim 128, no GQA, FFN 11008, vocab 32000, theta 10000), llama3.2-1b
+(hidden 2048, 16 layers, 32 heads / 8 KV heads, head_dim 64, FFN 8192, vocab
+128256, tied embeddings, theta 500000 with llama3 RoPE scaling, factor 32) or
+llama3.1-8b (4096, 32 layers, 32 / 8 KV heads, FFN 14336, vocab 128256,
+untied, theta 500000, llama3 scaling factor 8); --layers of its layers
+(default 4). Every weight is drawn
 uniformly at random (std 0.02) and quantized with ggml's Q4_0 rule (blocks
 of 32 along the input dimension, d = the signed absmax / -8 stored as fp16,
 q = min(15, trunc(x / d + 8.5)), value = (q - 8) * d).
@@ -13,10 +18,15 @@ q = min(15, trunc(x / d + 8.5)), value = (q - 8) * d).
 --gguf FILE: a GGUF v3 file for llama.cpp, architecture "llama", file type
   MOSTLY_Q4_0. Every 2-D tensor is Q4_0, including token_embd and output
   (a "pure" Q4_0 file; llama-quantize would have used Q6_K for output); the
-  RMSNorm weights are F32 (ones). Tokenizer metadata: a SentencePiece-style
-  ("llama") vocabulary of 32000 made-up pieces: <unk>, <s>, </s>, the 256
-  byte pieces <0x00>..<0xFF>, then "tok259".. (enough for llama.cpp to load
-  it; the benchmark feeds token ids, never text).
+  RMSNorm weights are F32 (ones). GQA is llama.head_count_kv; theta is
+  llama.rope.freq_base; LLaMA-3 RoPE scaling is the F32 tensor
+  rope_freqs.weight (head_dim/2 factors by which llama.cpp divides each
+  frequency, as convert_hf_to_gguf.py writes it); tied embeddings: no
+  output.weight (llama.cpp then reads token_embd for the head). Tokenizer
+  metadata: a SentencePiece-style ("llama") vocabulary of the shape's size
+  (32000 or 128256) of made-up pieces: <unk>, <s>, </s>, the 256 byte pieces
+  <0x00>..<0xFF>, then "tok259".. (enough for llama.cpp to load it; the
+  benchmark feeds token ids, never text).
 --onnx DIR: DIR/model.onnx + DIR/model.onnx.data for onnxruntime, a decode
   graph with a KV cache in the ONNX Runtime GenAI form: fp32 activations,
   the 7 linears per layer and the LM head as com.microsoft::MatMulNBits
@@ -24,17 +34,21 @@ q = min(15, trunc(x / d + 8.5)), value = (q - 8) * d).
   fp32 scales, accuracy_level --accuracy-level: 4 = int8 activations, like
   llama.cpp's q4_0 x q8_0 dot products), SimplifiedLayerNormalization /
   SkipSimplifiedLayerNormalization, GroupQueryAttention (do_rotary, past and
-  present KV in BNSH fp32) over the cached tokens, SiLU-gated MLP. The token
-  embedding is an fp16 Gather (+ Cast); it is not counted in bytes per token
-  (one row per token is read). With --block 32 the MatMulNBits weights are
+  present KV in BNSH fp32, kv_num_heads the shape's KV heads, cos/sin caches
+  of the (scaled) frequencies) over the cached tokens, SiLU-gated MLP. The
+  token embedding is an fp16 Gather (+ Cast); it is not counted in bytes per
+  token (one row per token is read). Tied: the LM head's MatMulNBits holds the
+  embedding's int4 weights. With --block 32 the MatMulNBits weights are
   bit-for-bit the Q4_0 weights of the GGUF file (same q, same d); with
   --block 128 they are re-quantized from the same floats.
   Inputs: input_ids, attention_mask, past_key_values.L.key/value; outputs:
   logits and present.L.key/value (what bench/ort_runner.js bench expects).
 
 Prints one JSON line on stdout: the files and their weight bytes per decoded
-token (every linear + LM head + norms; not the embedding table).
-Needs Debian's python3-numpy (and python3-onnx for --onnx).
+token (every linear + LM head + norms; not the embedding table, except as
+the tied LM head). Every tensor is generated, quantized and written in pieces
+of 1024 rows, so memory stays small (the 8B shape's GGUF is ~4.6 GB, its ONNX
+~5.3 GB). Needs Debian's python3-numpy (and python3-onnx for --onnx).
 """
 
 import argparse
@@ -45,9 +59,12 @@ import sys
 
 import numpy as np
 
-HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 4096, 32, 32, 11008, 32000
-HEAD_DIM = HIDDEN // HEADS
-CTX = 4096
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_shapes import SHAPES, gguf_rope_factors, inverse_frequencies  # noqa: E402
+
+# Set from --shape in main().
+HIDDEN = HEADS = KV_HEADS = FFN = VOCAB = HEAD_DIM = CTX = None
+SHAPE = None
 QK = 32  # Q4_0 block
 GGML_F32, GGML_F16, GGML_Q4_0 = 0, 1, 2
 Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes, ggml's block_q4_0
@@ -163,6 +180,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gguf")
     ap.add_argument("--onnx")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="llama2-7b")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--block", type=int, default=32, choices=(32, 64, 128))
     ap.add_argument("--accuracy-level", type=int, default=4)
@@ -170,14 +188,26 @@ def main():
     args = ap.parse_args()
     if not args.gguf and not args.onnx:
         ap.error("nothing to write: give --gguf and/or --onnx")
+    global HIDDEN, HEADS, KV_HEADS, FFN, VOCAB, HEAD_DIM, CTX, SHAPE
+    SHAPE = SHAPES[args.shape]
+    HIDDEN, HEADS, KV_HEADS, FFN, VOCAB, CTX = (SHAPE[k] for k in ("hidden", "heads", "kv_heads", "ffn",
+                                                                      "vocab", "context"))
+    HEAD_DIM = HIDDEN // HEADS
+    tied = SHAPE["tied"]
+    rope_factors = gguf_rope_factors(SHAPE)
     L = args.layers
+    if L < 1:
+        ap.error("--layers must be >= 1")
     rng = np.random.default_rng(args.seed)
     amp = 0.02 * np.sqrt(3.0)  # uniform(-amp, amp) has std 0.02
 
     # (name in GGUF, name in ONNX, out features N, in features K, kind)
     tensors = [("token_embd.weight", "embed", VOCAB, HIDDEN, "embed"),
-               ("output_norm.weight", "final_norm_w", HIDDEN, 1, "norm"),
-               ("output.weight", "lm_head", VOCAB, HIDDEN, "linear")]
+               ("output_norm.weight", "final_norm_w", HIDDEN, 1, "norm")]
+    if not tied:
+        tensors.append(("output.weight", "lm_head", VOCAB, HIDDEN, "linear"))
+    if rope_factors is not None:
+        tensors.append(("rope_freqs.weight", None, HEAD_DIM // 2, 1, "rope"))
     for l in range(L):
         b = "blk.%d." % l
         o = "l%d_" % l
@@ -195,7 +225,7 @@ def main():
     if args.gguf:
         gg = GGUFWriter(args.gguf)
         gg.add("general.architecture", gg.T_STRING, "llama")
-        gg.add("general.name", gg.T_STRING, "synthetic-llama-2-7b-shape-%dL-q4_0" % L)
+        gg.add("general.name", gg.T_STRING, "synthetic-%s-shape-%dL-q4_0" % (args.shape, L))
         gg.add("general.file_type", gg.T_U32, 2)  # LLAMA_FTYPE_MOSTLY_Q4_0
         gg.add("general.quantization_version", gg.T_U32, 2)
         gg.add("general.alignment", gg.T_U32, ALIGN)
@@ -205,7 +235,7 @@ def main():
         gg.add("llama.block_count", gg.T_U32, L)
         gg.add("llama.feed_forward_length", gg.T_U32, FFN)
         gg.add("llama.rope.dimension_count", gg.T_U32, HEAD_DIM)
-        gg.add("llama.rope.freq_base", gg.T_F32, 10000.0)
+        gg.add("llama.rope.freq_base", gg.T_F32, SHAPE["theta"])
         gg.add("llama.attention.head_count", gg.T_U32, HEADS)
         gg.add("llama.attention.head_count_kv", gg.T_U32, KV_HEADS)
         gg.add("llama.attention.layer_norm_rms_epsilon", gg.T_F32, 1e-5)
@@ -223,7 +253,7 @@ def main():
         gg.add("tokenizer.ggml.add_bos_token", gg.T_BOOL, True)
         gg.add("tokenizer.ggml.add_eos_token", gg.T_BOOL, False)
         for gname, _, n, k, kind in tensors:
-            if kind == "norm":
+            if kind in ("norm", "rope"):
                 gg.add_tensor(gname, [n], GGML_F32)
             else:
                 gg.add_tensor(gname, [k, n], GGML_Q4_0)  # ne0 = K (contiguous), ne1 = N
@@ -235,21 +265,26 @@ def main():
         os.makedirs(args.onnx, exist_ok=True)
         ox = {"data": open(os.path.join(args.onnx, "model.onnx.data.tmp"), "wb"), "inits": {}}
 
-    def onnx_external(name, dtype, dims, raw):
+    def onnx_end(name, dtype, dims, off):
+        """Declares the bytes written to the data file since offset `off` as tensor `name`."""
         from onnx import TensorProto
         t = TensorProto()
         t.name = name
         t.data_type = dtype
         t.dims.extend(dims)
         t.data_location = TensorProto.EXTERNAL
-        off = ox["data"].tell()
-        ox["data"].write(raw)
-        for key, v in (("location", "model.onnx.data"), ("offset", str(off)), ("length", str(len(raw)))):
+        length = ox["data"].tell() - off
+        for key, v in (("location", "model.onnx.data"), ("offset", str(off)), ("length", str(length))):
             e = t.external_data.add()
             e.key, e.value = key, v
         pad = (-ox["data"].tell()) % 64
         ox["data"].write(b"\0" * pad)
         ox["inits"][name] = t
+
+    def onnx_external(name, dtype, dims, raw):
+        off = ox["data"].tell()
+        ox["data"].write(raw)
+        onnx_end(name, dtype, dims, off)
 
     bytes_gguf = bytes_onnx = 0
     for gname, oname, n, k, kind in tensors:
@@ -265,7 +300,19 @@ def main():
                 onnx_external(oname, TensorProto.FLOAT, [n], w.tobytes())
                 bytes_onnx += w.nbytes
             continue
-        B, S, E = [], [], []  # ONNX pieces: packed weights, scales, fp16 embedding rows
+        if kind == "rope":  # GGUF only; the ONNX graph bakes the scaling into its cos/sin caches
+            if gg:
+                gg.write(gname, rope_factors.astype("<f4").tobytes())
+                gg.end_tensor(gname)
+                bytes_gguf += rope_factors.nbytes
+            continue
+        # ONNX: the packed weights (or fp16 embedding rows) go straight to the
+        # data file; the scales (1/8 of the packed bytes) are kept until the
+        # tensor ends; a tied head's packed weights too (the embedding's rows
+        # are being written meanwhile).
+        S, HB, HS = [], [], []
+        head_from_embed = ox and kind == "embed" and tied
+        off = ox["data"].tell() if ox else 0
         chunk = 1024
         for r0 in range(0, n, chunk):
             rows = min(chunk, n - r0)
@@ -279,26 +326,35 @@ def main():
             if ox:
                 if kind == "embed":
                     deq = (q.astype(np.float32) - 8) * d.astype(np.float32)[..., None]
-                    E.append(deq.reshape(rows, k).astype(np.float16).tobytes())
-                else:
+                    ox["data"].write(deq.reshape(rows, k).astype(np.float16).tobytes())
+                if kind != "embed" or head_from_embed:
                     if args.block == QK:
                         qq, dd = q, d.astype(np.float32)
                     else:
                         qq, dd = quantize_sym_zp8(x, args.block)
                     pk = qq.reshape(rows, k // args.block, args.block // 2, 2)
-                    B.append((pk[..., 0] | (pk[..., 1] << 4)).tobytes())
-                    S.append(dd.astype(np.float32).tobytes())
+                    packed = (pk[..., 0] | (pk[..., 1] << 4)).tobytes()
+                    if head_from_embed:
+                        HB.append(packed)
+                        HS.append(dd.astype(np.float32).tobytes())
+                    else:
+                        ox["data"].write(packed)
+                        S.append(dd.astype(np.float32).tobytes())
         if gg:
             gg.end_tensor(gname)
-            if kind != "embed":
+            if kind != "embed" or tied:  # a tied head reads token_embd
                 bytes_gguf += n * k // QK * 18
         if ox:
             from onnx import TensorProto
+            nb = k // args.block
             if kind == "embed":
-                onnx_external(oname, TensorProto.FLOAT16, [n, k], b"".join(E))
+                onnx_end(oname, TensorProto.FLOAT16, [n, k], off)
+                if head_from_embed:
+                    onnx_external("lm_head_B", TensorProto.UINT8, [n, nb, args.block // 2], b"".join(HB))
+                    onnx_external("lm_head_scales", TensorProto.FLOAT, [n * nb], b"".join(HS))
+                    bytes_onnx += n * k // 2 + n * nb * 4
             else:
-                nb = k // args.block
-                onnx_external(oname + "_B", TensorProto.UINT8, [n, nb, args.block // 2], b"".join(B))
+                onnx_end(oname + "_B", TensorProto.UINT8, [n, nb, args.block // 2], off)
                 onnx_external(oname + "_scales", TensorProto.FLOAT, [n * nb], b"".join(S))
                 bytes_onnx += n * k // 2 + n * nb * 4
     if gg:
@@ -309,7 +365,7 @@ def main():
         os.replace(os.path.join(args.onnx, "model.onnx.data.tmp"), os.path.join(args.onnx, "model.onnx.data"))
         write_onnx_graph(args, ox["inits"])
 
-    out = {"layers": L}
+    out = {"layers": L, "shape": args.shape}
     if gg:
         out.update(gguf=args.gguf, gguf_file_bytes=os.path.getsize(args.gguf), gguf_bytes_per_token=bytes_gguf)
     if ox:
@@ -338,8 +394,8 @@ def write_onnx_graph(args, inits):
         return node("MatMulNBits", [x, w + "_B", w + "_scales"], [out], domain="com.microsoft",
                     K=k, N=n, bits=4, block_size=args.block, accuracy_level=args.accuracy_level)
 
-    inv = 1.0 / (10000.0 ** (np.arange(0, HEAD_DIM, 2) / HEAD_DIM))
-    freqs = np.outer(np.arange(CTX), inv)
+    inv = inverse_frequencies(SHAPE)
+    freqs = np.outer(np.arange(CTX, dtype=np.float32), inv).astype(np.float32)
     cos_cache = small("cos_cache", np.cos(freqs).astype(np.float32))
     sin_cache = small("sin_cache", np.sin(freqs).astype(np.float32))
     one = small("one", np.array(1, dtype=np.int64))
@@ -397,7 +453,7 @@ def write_onnx_graph(args, inits):
     nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [pending, h, "final_norm_w"], outs,
                                   name="/final_skipln", domain="com.microsoft", epsilon=1e-5))
     linear("final_n", "lm_head", VOCAB, HIDDEN, "logits")
-    graph = helper.make_graph(nodes, "synthetic-llama-2-7b-matmulnbits", inputs, outputs, init_list)
+    graph = helper.make_graph(nodes, "synthetic-%s-matmulnbits" % args.shape, inputs, outputs, init_list)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8

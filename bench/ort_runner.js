@@ -7,7 +7,10 @@
 //       one run, then one token a run, feeding the present caches back
 //   node bench/ort_runner.js bench MODEL PROMPT_LEN DECODE REPEATS
 //       prefill PROMPT_LEN seeded tokens, then DECODE single-token steps
-//       with the model's own KV cache when it has one; prints JSON
+//       with the model's own KV cache when it has one (decode after a
+//       PROMPT_LEN context); prints JSON: prefill and decode tokens/s (median),
+//       decode ms/token, load_s (InferenceSession.create), peak_rss_bytes
+//       (the process's, node's own ~50 MB included)
 // ORT_NUM_THREADS sets intra-op threads (default 0: onnxruntime's choice);
 // ORT_OPT_LEVEL the graph optimizations (default all; 'basic' keeps
 // DequantizeLinear -> MatMul in float instead of quantized kernels).
@@ -68,9 +71,11 @@ function toFloat32(t) {
 
 async function main() {
   const [mode, model, ...rest] = process.argv.slice(2);
+  const tLoad = process.hrtime.bigint();
   const session = await ort.InferenceSession.create(model, {
     intraOpNumThreads: Number(process.env.ORT_NUM_THREADS || 0),
     graphOptimizationLevel: process.env.ORT_OPT_LEVEL || 'all'});
+  const loadS = Number(process.hrtime.bigint() - tLoad) / 1e9;
   if (mode === 'compare') {
     const [tokensFile, seqlen, sqFile, prefillArg] = rest;
     const raw = fs.readFileSync(tokensFile);
@@ -132,6 +137,10 @@ async function main() {
     console.log(JSON.stringify({
       prefill_tokens_per_s: promptLen / p,
       decode_tokens_per_s: hasCache ? decode / median(dec) : null,
+      ms_per_token: hasCache ? 1000 * median(dec) / decode : null,
+      load_s: loadS,
+      peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+      prompt: promptLen, decode, repeats,
     }));
   } else {
     throw new Error('usage: ort_runner.js compare|bench ...');

@@ -54,12 +54,8 @@ std::vector<float> randomFloats(size_t count, uint32_t seed) {
   return v;
 }
 
-const PackedWeight &weightFor(Shape s) {
-  static std::vector<std::pair<std::pair<int64_t, int64_t>, PackedWeight *>>
-      cache;
-  for (auto &e : cache)
-    if (e.first == std::make_pair(s.k, s.n))
-      return *e.second;
+/// A random int4 weight of shape `s`, packed into memory of its own.
+PackedWeight packRandom(Shape s) {
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> val(-8, 7);
   std::vector<int8_t> values(s.n * s.k);
@@ -68,10 +64,20 @@ const PackedWeight &weightFor(Shape s) {
   std::vector<uint8_t> packed(s.n * sq::numerics::packedBytes(s.k, 4));
   sq::numerics::packInt4Rows(values.data(), s.n, s.k, packed.data());
   std::vector<float> scales(s.n, 0.01f);
-  auto *w = new PackedWeight;
+  PackedWeight w;
   std::string error;
-  if (!packWeight(packed.data(), scales.data(), s.n, s.k, 4, 0, 0, *w, error))
+  if (!packWeight(packed.data(), scales.data(), s.n, s.k, 4, 0, 0, w, error))
     std::fprintf(stderr, "packWeight: %s\n", error.c_str());
+  return w;
+}
+
+const PackedWeight &weightFor(Shape s) {
+  static std::vector<std::pair<std::pair<int64_t, int64_t>, PackedWeight *>>
+      cache;
+  for (auto &e : cache)
+    if (e.first == std::make_pair(s.k, s.n))
+      return *e.second;
+  auto *w = new PackedWeight(packRandom(s));
   cache.push_back({{s.k, s.n}, w});
   return *w;
 }
@@ -107,15 +113,8 @@ void benchQGemm(benchmark::State &state, KernelPath path, unsigned actBits,
 void benchQGemmCold(benchmark::State &state, KernelPath path, Shape s) {
   const int copies = s.k * s.n > 4096 * 4096 ? 8 : 22; // 176 MB of int4
   std::vector<PackedWeight> weights(copies);
-  for (PackedWeight &w : weights) {
-    // Pack each copy itself (a vector copy would not keep the alignment).
-    const PackedWeight &src = weightFor(s);
-    w = src;
-    w.dataOffset =
-        (64 - int64_t(reinterpret_cast<uintptr_t>(w.data.data()) % 64)) % 64;
-    std::memmove(w.data.data() + w.dataOffset, src.data.data() + src.dataOffset,
-                 w.data.size() - 64);
-  }
+  for (PackedWeight &w : weights)
+    w = packRandom(s); // memory of its own (a PackedWeight copy shares it)
   std::vector<float> x = randomFloats(s.k, 2);
   QuantizedActs acts;
   quantizeActivations(x.data(), 1, s.k, 4, false, 0, 1.0, acts);

@@ -176,18 +176,18 @@ rows = []
 sq_bytes, sq_head = None, ""
 if sq:
     # Bytes per token from the manifest sq-compile embeds in model.so
-    # ("weight SLOT BITS STORAGE ROWS COLS NAME" lines, STORAGE 0 fp32, 1 f16,
-    # 2 bf16; lib/Runtime/ModelFormat.cpp):
+    # ("weight SLOT BITS STORAGE ROWS COLS KERNELBLOCK NAME" lines, STORAGE 0
+    # fp32, 1 f16, 2 bf16; lib/Runtime/ModelFormat.cpp):
     # every weight but the embedding table; fallback: the sidecar's size.
     try:
         text = open(sys.argv[12], "rb").read()
         man = text[text.index(b"sq-model "):].split(b"\0")[0].decode()
-        ws = [l.split(" ", 6)[1:] for l in man.splitlines() if l.startswith("weight ")]
+        ws = [l.split(" ", 7)[1:] for l in man.splitlines() if l.startswith("weight ")]
         nbytes = lambda b, st, r, c: r * ((c * b + 7) // 8) if b else r * c * (4 if st == 0 else 2)
-        sq_bytes = sum(nbytes(int(b), int(st), int(r), int(c)) for _, b, st, r, c, n in ws
+        sq_bytes = sum(nbytes(int(b), int(st), int(r), int(c)) for _, b, st, r, c, _kb, n in ws
                        if "embed_tokens" not in n)
         fmt = lambda b, st: "int%s" % b if int(b) else ("fp32", "fp16", "bf16")[int(st)]
-        sq_head = ",".join("%s %s" % (n, fmt(b, st)) for _, b, st, r, c, n in ws if "lm_head" in n)
+        sq_head = ",".join("%s %s" % (n, fmt(b, st)) for _, b, st, r, c, _kb, n in ws if "lm_head" in n)
         label = "SQ w4a4kv4 (manifest weights - embedding)"
     except (OSError, ValueError, IndexError):
         sq_bytes, label = sq["weights_file_bytes"], "SQ w4a4kv4 (bytes: weights sidecar size)"

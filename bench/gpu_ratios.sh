@@ -167,14 +167,14 @@ fi
 import json, re, sys
 r, so, peak, layers = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 # Weight bytes per token from the manifest embedded in model.so ("weight SLOT
-# BITS STORAGE ROWS COLS NAME", STORAGE 0 fp32, 1 f16, 2 bf16): every weight
+# BITS STORAGE ROWS COLS KERNELBLOCK NAME", STORAGE 0 fp32, 1 f16, 2 bf16): every weight
 # but the embedding table, as decode_ratios.sh counts them.
 text = open(so, "rb").read()
 man = text[text.index(b"sq-model "):].split(b"\0")[0].decode()
-ws = [l.split(" ", 6)[1:] for l in man.splitlines() if l.startswith("weight ")]
+ws = [l.split(" ", 7)[1:] for l in man.splitlines() if l.startswith("weight ")]
 nbytes = lambda b, st, r, c: r * ((c * b + 7) // 8) if b else r * c * (4 if st == 0 else 2)
 total = layer = 0
-for _, b, st, rows, cols, name in ws:
+for _, b, st, rows, cols, _kb, name in ws:
     if "embed_tokens" in name:
         continue
     n = nbytes(int(b), int(st), int(rows), int(cols))

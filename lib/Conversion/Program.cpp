@@ -15,6 +15,8 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Buffer.h"
 #include "sq/Numerics/Float16.h"
+#include "sq/Numerics/Pack.h"
+#include "sq/Runtime/KernelLayout.h"
 #include "sq/Runtime/ModelFormat.h"
 
 #include "mlir/IR/Builders.h"
@@ -57,6 +59,7 @@ public:
 private:
   LogicalResult plan();
   void planLastRows();
+  void planKernelLayouts();
   LogicalResult emit();
   LogicalResult writeWeights(const std::string &path);
 
@@ -102,6 +105,9 @@ private:
   llvm::DenseSet<Operation *> folded;           // results alias operand 0
   llvm::DenseMap<Operation *, HadamardOp> fusedHadamard; // qlinear -> h
   llvm::DenseMap<Operation *, int> qlinearIndex, attentionIndex;
+  /// By weight slot: the quantized linear whose kernel layout the weight is
+  /// written in (CPU), or -1 (the !sq.packed rows, float weights).
+  std::vector<int> layoutOf;
   int logitsSlot = -1;
   // The head (planLastRows): from `headStart` on, every op works row by row
   // towards the logits only; `headInputs` are the values it reads from
@@ -498,6 +504,37 @@ LogicalResult Lowering::emit() {
   return success();
 }
 
+/// The CPU runtime runs the quantized linears of integerPathLayout on its
+/// integer kernels: their weights go into the sidecar in the kernels' layout
+/// (sq/Runtime/KernelLayout.h) instead of the !sq.packed rows, so that
+/// loading maps them as they are. A weight several linears share keeps its
+/// rows unless they all run with the same layout.
+void Lowering::planKernelLayouts() {
+  layoutOf.assign(manifest.weights.size(), -1);
+  std::vector<bool> rows(manifest.weights.size(), false);
+  for (size_t i = 0; i < manifest.qlinears.size(); ++i) {
+    const rt::QLinearDesc &q = manifest.qlinears[i];
+    rt::KernelLayout layout;
+    int &use = layoutOf[q.weight];
+    if (!rt::integerPathLayout(q, layout))
+      rows[q.weight] = true;
+    else if (use < 0)
+      use = int(i);
+    else if (manifest.qlinears[use].actQuant.group != q.actQuant.group ||
+             manifest.qlinears[use].weightQuant.group != q.weightQuant.group)
+      rows[q.weight] = true;
+  }
+  for (size_t w = 0; w < layoutOf.size(); ++w) {
+    if (rows[w])
+      layoutOf[w] = -1;
+    if (layoutOf[w] < 0)
+      continue;
+    rt::KernelLayout layout;
+    rt::integerPathLayout(manifest.qlinears[layoutOf[w]], layout);
+    manifest.weights[w].kernelBlock = layout.blockSize;
+  }
+}
+
 LogicalResult Lowering::writeWeights(const std::string &path) {
   std::string manifestText = manifest.serialize();
   uint64_t headerBytes, total;
@@ -510,6 +547,21 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
     if (ec)
       return module.emitError()
              << "cannot write '" << tmp << "': " << ec.message();
+    auto abandon = [&]() -> LogicalResult {
+      os.close();
+      llvm::sys::fs::remove(tmp);
+      return failure();
+    };
+    auto blobOf = [&](WeightOp w, ArrayRef<char> &data) -> LogicalResult {
+      auto resource = cast<DenseResourceElementsAttr>(w.getValue());
+      AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+      if (!blob)
+        return w.emitOpError() << "weight '" << w.getName()
+                               << "' has no data (was the IR printed with "
+                                  "elided resources?)";
+      data = blob->getData();
+      return success();
+    };
     os << rt::sidecarHeader(
         manifest, rt::fnv1a(manifestText.data(), manifestText.size()));
     uint64_t at = headerBytes;
@@ -518,25 +570,46 @@ LogicalResult Lowering::writeWeights(const std::string &path) {
       const rt::WeightDesc &d = manifest.weights[i];
       os.write_zeros(offsets[i] - at);
       at = offsets[i];
-      auto resource = cast<DenseResourceElementsAttr>(w.getValue());
-      AsmResourceBlob *blob = resource.getRawHandle().getBlob();
-      if (!blob) {
-        os.close();
-        llvm::sys::fs::remove(tmp);
-        return w.emitOpError() << "weight '" << w.getName()
-                               << "' has no data (was the IR printed with "
-                                  "elided resources?)";
-      }
-      ArrayRef<char> data = blob->getData();
+      ArrayRef<char> data;
+      if (failed(blobOf(w, data)))
+        return abandon();
       if (d.packedBits) {
-        if (data.size() != d.bytes()) {
-          os.close();
-          llvm::sys::fs::remove(tmp);
+        uint64_t rowBytes =
+            uint64_t(d.rows) * numerics::packedBytes(d.cols, d.packedBits);
+        if (data.size() != rowBytes) {
+          (void)abandon();
           return w.emitOpError()
                  << "weight '" << w.getName() << "' has " << data.size()
-                 << " bytes, expected " << d.bytes();
+                 << " bytes, expected " << rowBytes;
         }
-        os.write(data.data(), data.size());
+        if (layoutOf.empty() || layoutOf[i] < 0) {
+          os.write(data.data(), data.size());
+        } else {
+          // The kernels' layout, built from the rows and the fp32 scales.
+          const rt::QLinearDesc &q = manifest.qlinears[layoutOf[i]];
+          rt::KernelLayout layout;
+          rt::integerPathLayout(q, layout);
+          WeightOp sw = weightOps[q.scales];
+          ArrayRef<char> sdata;
+          if (failed(blobOf(sw, sdata)))
+            return abandon();
+          Type st = cast<RankedTensorType>(sw.getType()).getElementType();
+          int64_t groups = layout.group ? d.cols / layout.group : 1;
+          int64_t sn = d.rows * groups;
+          if (sdata.size() != size_t(sn) * (st.isF32() ? 4 : 2)) {
+            (void)abandon();
+            return sw.emitOpError() << "weight scales '" << sw.getName()
+                                    << "' do not match their weight";
+          }
+          std::vector<float> scales(sn);
+          numerics::widenToFloat(sdata.data(), sn, *floatFormatOf(st),
+                                 scales.data());
+          std::vector<uint8_t> bytes(layout.bytes());
+          rt::writeKernelLayout(layout,
+                                reinterpret_cast<const uint8_t *>(data.data()),
+                                scales.data(), bytes.data());
+          os.write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
+        }
       } else {
         Type et = cast<RankedTensorType>(w.getType()).getElementType();
         int64_t n = d.rows * d.cols;
@@ -613,7 +686,11 @@ LogicalResult Lowering::run(const std::string &weightsFile,
   manifest.vocabSize = logits.getDimSize(2);
   manifest.description = description;
 
-  if (failed(plan()) || failed(emit()))
+  if (failed(plan()))
+    return failure();
+  if (!gpu)
+    planKernelLayouts();
+  if (failed(emit()))
     return failure();
   if (!weightsFile.empty() && failed(writeWeights(weightsFile)))
     return failure();

@@ -2,6 +2,7 @@
 
 #include "sq/Runtime/ModelFormat.h"
 #include "sq/Numerics/Pack.h"
+#include "sq/Runtime/KernelLayout.h"
 
 #include <cerrno>
 #include <cstring>
@@ -16,6 +17,8 @@ namespace sq {
 namespace rt {
 
 uint64_t WeightDesc::bytes() const {
+  if (packedBits && kernelBlock)
+    return kernelLayoutBytes(rows, cols, packedBits, kernelBlock);
   if (packedBits)
     return uint64_t(rows) * numerics::packedBytes(cols, packedBits);
   return uint64_t(rows) * uint64_t(cols) *
@@ -81,7 +84,8 @@ std::string Manifest::serialize() const {
   os << "slots " << numSlots << "\n";
   for (const WeightDesc &w : weights)
     os << "weight " << w.slot << " " << w.packedBits << " " << int(w.storage)
-       << " " << w.rows << " " << w.cols << " " << w.name << "\n";
+       << " " << w.rows << " " << w.cols << " " << w.kernelBlock << " "
+       << w.name << "\n";
   for (const QLinearDesc &q : qlinears)
     os << "qlinear " << q.weight << " " << q.scales << " " << q.zeros << " "
        << q.bias << " " << q.n << " " << q.k << " " << quantText(q.weightQuant)
@@ -165,7 +169,8 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
     } else if (key == "weight") {
       WeightDesc w;
       int storage = 0;
-      if (!(ls >> w.slot >> w.packedBits >> storage >> w.rows >> w.cols) ||
+      if (!(ls >> w.slot >> w.packedBits >> storage >> w.rows >> w.cols >>
+            w.kernelBlock) ||
           storage < 0 || storage > 2)
         return bad("bad weight entry");
       w.storage = FloatStorage(storage);
@@ -180,6 +185,12 @@ bool Manifest::parse(const std::string &text, Manifest &m, std::string &error) {
       if (w.rows > limit || w.cols > limit || w.rows > limit / w.cols)
         return bad("weight '" + w.name + "' of " + std::to_string(w.rows) +
                    " x " + std::to_string(w.cols) + " values is too large");
+      // A kernel layout: packed, in blocks that divide K.
+      if (w.kernelBlock < 0 ||
+          (w.kernelBlock &&
+           (!w.packedBits || w.kernelBlock > w.cols || w.cols % w.kernelBlock)))
+        return bad("weight '" + w.name + "' has a bad kernel block " +
+                   std::to_string(w.kernelBlock));
       m.weights.push_back(w);
     } else if (key == "qlinear") {
       QLinearDesc q;
@@ -330,7 +341,8 @@ bool WeightsFile::open(const std::string &file, const Manifest &m,
   }
   if (get32(p + 8) != kSidecarVersion) {
     error = file + ": weights file version " + std::to_string(get32(p + 8)) +
-            ", expected " + std::to_string(kSidecarVersion);
+            ", expected " + std::to_string(kSidecarVersion) +
+            " (recompile the model)";
     return false;
   }
   if (get32(p + 12) != m.weights.size() ||

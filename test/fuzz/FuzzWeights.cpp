@@ -1,7 +1,8 @@
 //===- FuzzWeights.cpp - fuzz the weights sidecar reader ------------------===//
 //
 // rt::WeightsFile::open on the input bytes (written to a temporary file)
-// against a fixed manifest with three weights (fp32, bf16, packed int4).
+// against a fixed manifest with four weights (fp32, bf16, packed int4 rows,
+// int4 in the CPU kernels' layout).
 // It must never crash; when it accepts a file, the file must hold the exact
 // header the manifest plans and every weight must lie inside it (each byte
 // is read, so a bad offset faults).
@@ -22,13 +23,14 @@
 
 using namespace sq::rt;
 
-static const char *kManifestText = "sq-model 1\n"
+static const char *kManifestText = "sq-model 2\n"
                                    "config vocab=16 hidden=8\n"
                                    "description fuzz\n"
-                                   "slots 3\n"
-                                   "weight 0 0 0 4 8 embed\n"
-                                   "weight 1 0 2 3 5 norm\n"
-                                   "weight 2 4 0 8 7 packed\n"
+                                   "slots 4\n"
+                                   "weight 0 0 0 4 8 0 embed\n"
+                                   "weight 1 0 2 3 5 0 norm\n"
+                                   "weight 2 4 0 8 7 0 packed\n"
+                                   "weight 3 4 0 8 64 32 kernel\n"
                                    "end\n";
 
 static const Manifest &manifest() {

@@ -80,7 +80,7 @@ if [ -x "$SQ_COMPILE" ]; then
     [ "$q" = none ] && rot=none
     if "$SQ_COMPILE" test/Import/Inputs/gqa-opset17.onnx -o "$tmpd/m.so" \
       --rotate=$rot --quantize=$q >/dev/null 2>&1; then
-      strings -n 1 "$tmpd/m.so" | sed -n '/^sq-model 1$/,/^end$/p' >"$tmpd/manifest"
+      strings -n 1 "$tmpd/m.so" | sed -n '/^sq-model 2$/,/^end$/p' >"$tmpd/manifest"
       add manifest "$tmpd/manifest"
       # The sidecar's header (hash mismatch against the fuzzer's manifest,
       # but real structure) and the first KB.
@@ -92,7 +92,7 @@ if [ -x "$SQ_COMPILE" ]; then
 else
   echo "make_corpora: $SQ_COMPILE not found, no compiled-model seeds" >&2
 fi
-addtext manifest "$(printf 'sq-model 1\nconfig vocab=256 hidden=64 heads=4 kv_heads=2\ndescription a model\nslots 2\nweight 0 0 1 256 64 embed\nweight 1 4 0 64 64 l0.q\nqlinear 1 -1 -1 -1 64 64 4:sym:0:1 4:asym:32:0.9\nattention 4 2 16 0.25 1 4:asym:16:1 none\nend\n')"
+addtext manifest "$(printf 'sq-model 2\nconfig vocab=256 hidden=64 heads=4 kv_heads=2\ndescription a model\nslots 2\nweight 0 0 1 256 64 0 embed\nweight 1 4 0 64 64 32 l0.q\nqlinear 1 -1 -1 -1 64 64 4:sym:0:1 4:asym:32:0.9\nattention 4 2 16 0.25 1 4:asym:16:1 none\nend\n')"
 
 # weights: the fuzzer writes its valid sidecar and damaged ones.
 if [ -x "$BUILD_DIR/fuzz/sq-fuzz-weights" ]; then

@@ -76,42 +76,45 @@ TEST(ModelFormat, RejectsBadManifests) {
   Manifest m;
   std::string error;
   EXPECT_FALSE(Manifest::parse("", m, error));
-  EXPECT_FALSE(Manifest::parse("sq-model 2\nend\n", m, error));
-  EXPECT_NE(error.find("manifest version 2"), std::string::npos) << error;
+  // The previous version (no kernel layouts) and a future one.
+  EXPECT_FALSE(Manifest::parse("sq-model 1\nend\n", m, error));
+  EXPECT_NE(error.find("manifest version 1"), std::string::npos) << error;
+  EXPECT_FALSE(Manifest::parse("sq-model 3\nend\n", m, error));
+  EXPECT_NE(error.find("manifest version 3"), std::string::npos) << error;
   // Truncated: no "end".
   EXPECT_FALSE(Manifest::parse(good.substr(0, good.size() / 2), m, error));
   // Found by fuzzing: a second "slots" line below a listed weight's slot.
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 3\nweight 2 0 0 1 4 w\n"
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 3\nweight 2 0 0 1 4 0 w\n"
                                "slots 1\nend\n",
                                m, error));
   EXPECT_NE(error.find("line 4"), std::string::npos) << error;
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nweight 5 0 0 1 4 w\nend\n",
-                               m, error));
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nqlinear 0 1 -1 -1 4 4 "
+  EXPECT_FALSE(Manifest::parse(
+      "sq-model 2\nslots 2\nweight 5 0 0 1 4 0 w\nend\n", m, error));
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 2\nqlinear 0 1 -1 -1 4 4 "
                                "9:sym:0:1 none\nend\n",
                                m, error));
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nattention 3 2 4 0.5 1 "
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 2\nattention 3 2 4 0.5 1 "
                                "none none\nend\n",
                                m, error)); // 3 heads over 2 KV heads
   for (const char *tail : {"window 0", "window", "windows 4", "window 4 5"})
-    EXPECT_FALSE(Manifest::parse(std::string("sq-model 1\nslots 2\nattention "
+    EXPECT_FALSE(Manifest::parse(std::string("sq-model 2\nslots 2\nattention "
                                              "4 2 4 0.5 1 none none ") +
                                      tail + "\nend\n",
                                  m, error))
         << tail;
   // A window needs causal attention.
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 2\nattention 4 2 4 0.5 0 "
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 2\nattention 4 2 4 0.5 0 "
                                "none none window 4\nend\n",
                                m, error));
   // Declared sizes that would overflow the sidecar's byte arithmetic.
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 1\nweight 0 0 0 "
-                               "4611686018427387904 4 w\nend\n",
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 1\nweight 0 0 0 "
+                               "4611686018427387904 4 0 w\nend\n",
                                m, error));
   EXPECT_NE(error.find("too large"), std::string::npos) << error;
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nslots 1\nweight 0 0 0 "
-                               "3037000500 3037000500 w\nend\n",
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nslots 1\nweight 0 0 0 "
+                               "3037000500 3037000500 0 w\nend\n",
                                m, error));
-  EXPECT_FALSE(Manifest::parse("sq-model 1\nbogus\nend\n", m, error));
+  EXPECT_FALSE(Manifest::parse("sq-model 2\nbogus\nend\n", m, error));
   EXPECT_NE(error.find("unknown entry 'bogus'"), std::string::npos);
 }
 

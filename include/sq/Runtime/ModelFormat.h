@@ -12,7 +12,15 @@
 //    one (offset, bytes) pair per weight, then the weights, each aligned to
 //    64 bytes. Float weights are fp32, except linear weights and embedding
 //    tables, which keep a 16-bit type (f16/bf16) when the model has one;
-//    packed weights are the !sq.packed bytes of lib/Numerics/Pack.h.
+//    packed weights are the !sq.packed bytes of lib/Numerics/Pack.h, except
+//    the weights of the quantized linears the CPU runtime runs on its
+//    integer kernels (integerPathLayout), which the CPU lowering writes in
+//    the kernels' own layout (sq/Runtime/KernelLayout.h; their manifest
+//    entry names the kernel block size): the runtime maps them as they are,
+//    with no copy and no repacking at load.
+//
+// Version 2 (both the manifest and the sidecar): kernel-layout weights.
+// Files of another version are refused with a one-line error.
 //
 // Plain C++ (no MLIR/LLVM): the runtime links it.
 //
@@ -28,8 +36,8 @@
 namespace sq {
 namespace rt {
 
-constexpr int kManifestVersion = 1;
-constexpr uint32_t kSidecarVersion = 1;
+constexpr int kManifestVersion = 2;
+constexpr uint32_t kSidecarVersion = 2;
 constexpr uint64_t kSidecarAlign = 64;
 /// "SQWEIGHT"
 constexpr char kSidecarMagic[8] = {'S', 'Q', 'W', 'E', 'I', 'G', 'H', 'T'};
@@ -53,6 +61,10 @@ struct WeightDesc {
   /// and embedding tables (the kernels widen them on the fly).
   FloatStorage storage = FloatStorage::F32;
   int64_t rows = 1, cols = 0;
+  /// Packed weights: 0 for the !sq.packed rows; otherwise the weight is in
+  /// the CPU kernels' layout (KernelLayout.h) with kernel blocks of this
+  /// many K values (a divisor of cols).
+  int64_t kernelBlock = 0;
   uint64_t bytes() const;
 };
 

@@ -1,8 +1,10 @@
 //===- CpuBackend.cpp - the CPU backend of the C API ----------------------===//
 //
-// Loading a model for the CPU kernels (the weights sidecar mapped, quantized
-// linears packed for the integer GEMM or dequantized), contexts with their KV
-// caches, and one run of the program --sq-lower-cpu generates.
+// Loading a model for the CPU kernels (the weights sidecar mapped; the
+// quantized linears of the integer GEMM read their weights where they are
+// mapped, in the layout the compiler wrote; the others are dequantized),
+// contexts with their KV caches, and one run of the program --sq-lower-cpu
+// generates.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,13 +46,27 @@ sq_status CpuModel::prepareQLinears(sq_error **err) {
                   sidecar + ": weight '" + wd.name +
                       "' does not match its quantized linear");
     std::string error;
-    if (d.weightQuant.symmetric && d.zeros < 0 && d.actQuant.bits &&
-        (d.weightQuant.bits == 4 || d.weightQuant.bits == 8) &&
-        packWeight(weights[d.weight], f32(d.scales), d.n, d.k,
-                   d.weightQuant.bits, d.weightQuant.group, d.actQuant.group,
-                   q.packed, error)) {
+    KernelLayout layout;
+    bool integer = integerPathLayout(d, layout);
+    if (wd.kernelBlock && (!integer || layout.blockSize != wd.kernelBlock))
+      return fail(err, SQ_ERR_FORMAT,
+                  sidecar + ": weight '" + wd.name +
+                      "' is in a kernel layout its quantized linear does not "
+                      "run with");
+    if (wd.kernelBlock) {
+      // Written in the kernels' layout at compile time: used where it is
+      // mapped, shared with every process that maps the same file.
+      if (!viewPackedWeight(layout, weights[d.weight], wd.bytes(), q.packed,
+                            error))
+        return fail(err, SQ_ERR_FORMAT,
+                    sidecar + ": weight '" + wd.name + "': " + error);
       q.integer = true;
-      // The kernels read their own copy: the mapped bytes are not needed.
+    } else if (integer && packWeight(weights[d.weight], f32(d.scales), d.n, d.k,
+                                     d.weightQuant.bits, d.weightQuant.group,
+                                     d.actQuant.group, q.packed, error)) {
+      // Rows the compiler did not lay out (a weight two linears share):
+      // the kernels read their own copy, the mapped bytes are not needed.
+      q.integer = true;
       file.release(d.weight, wd.bytes());
     } else {
       // Weight-only quantization (W4A16) and asymmetric weights run on

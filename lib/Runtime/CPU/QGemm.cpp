@@ -1,6 +1,7 @@
 //===- QGemm.cpp - integer GEMM/GEMV on packed int4/int8 weights ----------===//
 //
-// Layout (built by packWeight, shared by every path):
+// Layout (sq/Runtime/KernelLayout.h: written into the sidecar by the
+// compiler, or built by packWeight; shared by every path):
 //
 //  * N is split in panels of 64 output columns (the last one padded with
 //    zero weights), K in chunks of 8 values (K padded to kPadded, a multiple
@@ -55,10 +56,10 @@ namespace {
 
 constexpr int64_t kPanel = 64; // output columns per panel
 constexpr int64_t kChunk = 8;  // K values per chunk
+static_assert(kPanel == kKernelPanel && kChunk == kKernelChunk,
+              "the kernels read sq/Runtime/KernelLayout.h's layout");
 
 int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-int64_t chunkBytes(unsigned bits) { return bits == 4 ? 256 : 512; }
 
 int32_t load32(const uint8_t *p) {
   int32_t v;
@@ -668,93 +669,46 @@ KernelPath selectKernelPath(std::string *note) {
 bool packWeight(const uint8_t *packed, const float *scales, int64_t n,
                 int64_t k, unsigned bits, int64_t weightGroup, int64_t actGroup,
                 PackedWeight &out, std::string &error) {
-  if (n <= 0 || k <= 0) {
-    error = "weight shape must be positive";
+  KernelLayout layout;
+  if (!planKernelLayout(n, k, bits, weightGroup, actGroup, layout, error))
     return false;
-  }
-  if (bits != 4 && bits != 8) {
-    error = "weights must have 4 or 8 bits, not " + std::to_string(bits);
-    return false;
-  }
   if (!packed || !scales) {
     error = "null weight data or scales";
     return false;
   }
-  auto normalize = [&](int64_t g, const char *what) -> int64_t {
-    if (g < 0 || (g > 0 && k % g)) {
-      error = std::string(what) + " group " + std::to_string(g) +
-              " does not divide K = " + std::to_string(k);
-      return -1;
-    }
-    return g == 0 ? k : g;
-  };
-  int64_t wg = normalize(weightGroup, "weight");
-  if (wg < 0)
+  uint64_t bytes = layout.bytes();
+  void *memory = std::aligned_alloc(64, roundUp(int64_t(bytes), 64));
+  if (!memory) {
+    error = "out of memory for a packed weight of " + std::to_string(bytes) +
+            " bytes";
     return false;
-  int64_t ag = normalize(actGroup, "activation");
-  if (ag < 0)
+  }
+  std::shared_ptr<void> owned(memory, std::free);
+  writeKernelLayout(layout, packed, scales, static_cast<uint8_t *>(memory));
+  if (!viewPackedWeight(layout, static_cast<const uint8_t *>(memory), bytes,
+                        out, error))
     return false;
-  int64_t bs = std::min(wg, ag);
-  if (std::max(wg, ag) % bs) {
-    error = "weight group " + std::to_string(wg) + " and activation group " +
-            std::to_string(ag) + " do not nest";
+  out.owned = std::move(owned);
+  return true;
+}
+
+bool viewPackedWeight(const KernelLayout &layout, const uint8_t *bytes,
+                      uint64_t size, PackedWeight &out, std::string &error) {
+  if (size != layout.bytes()) {
+    error = "kernel layout of " + std::to_string(size) + " bytes, expected " +
+            std::to_string(layout.bytes());
+    return false;
+  }
+  if (reinterpret_cast<uintptr_t>(bytes) % 64) {
+    error = "kernel layout not 64-byte aligned";
     return false;
   }
   out = PackedWeight();
-  out.n = n;
-  out.k = k;
-  out.kPadded = roundUp(k, 64);
-  out.bits = bits;
-  out.group = wg == k ? 0 : wg;
-  out.actGroup = ag == k ? 0 : ag;
-  out.blockSize = bs;
-  out.blocks = k / bs;
-  out.panels = (n + kPanel - 1) / kPanel;
-  int64_t wGroups = k / wg;
-  out.scales.assign(scales, scales + n * wGroups);
-
-  const int64_t chunks = out.kPadded / kChunk;
-  const int64_t panelBytes = chunks * chunkBytes(bits);
-  out.data.assign(out.panels * panelBytes + 64, 0);
-  out.dataOffset =
-      (64 - int64_t(reinterpret_cast<uintptr_t>(out.data.data()) % 64)) % 64;
-  out.blockSums.assign(out.panels * out.blocks * kPanel, 0);
-  out.blockScales.assign(out.panels * out.blocks * kPanel, 0.0f);
-
-  const size_t rowBytes = numerics::packedBytes(k, bits);
-  std::vector<int8_t> row(out.kPadded, 0);
-  for (int64_t nn = 0; nn < out.panels * kPanel; ++nn) {
-    int64_t panel = nn / kPanel, col = nn % kPanel;
-    std::fill(row.begin(), row.end(), 0);
-    if (nn < n) {
-      if (bits == 4)
-        numerics::unpackInt4(packed + nn * rowBytes, k, row.data());
-      else
-        std::memcpy(row.data(), packed + nn * rowBytes, k);
-      for (int64_t b = 0; b < out.blocks; ++b) {
-        int32_t sum = 0;
-        for (int64_t kk = b * bs; kk < (b + 1) * bs; ++kk)
-          sum += row[kk];
-        int64_t at = (panel * out.blocks + b) * kPanel + col;
-        out.blockSums[at] = sum;
-        out.blockScales[at] = scales[nn * wGroups + b * bs / wg];
-      }
-    }
-    uint8_t *dst = out.data.data() + out.dataOffset + panel * panelBytes;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int8_t *v = row.data() + c * kChunk;
-      if (bits == 4) {
-        uint8_t *d = dst + c * 256 + col * 4;
-        for (int t = 0; t < 4; ++t)
-          d[t] = static_cast<uint8_t>((v[t] + 8) | ((v[t + 4] + 8) << 4));
-      } else {
-        for (int h = 0; h < 2; ++h)
-          for (int t = 0; t < 4; ++t)
-            dst[c * 512 + h * 256 + col * 4 + t] =
-                static_cast<uint8_t>(v[h * 4 + t]);
-      }
-    }
-  }
+  static_cast<KernelLayout &>(out) = layout;
+  out.data = bytes;
+  out.blockSums = reinterpret_cast<const int32_t *>(bytes + layout.dataBytes());
+  out.blockScales = reinterpret_cast<const float *>(bytes + layout.dataBytes() +
+                                                    layout.sumsBytes());
   return true;
 }
 
@@ -886,10 +840,10 @@ void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
   p.kPadded = weight.kPadded;
   p.blocks = blocks;
   p.blockSize = weight.blockSize;
-  p.w = weight.data.data() + weight.dataOffset;
-  p.panelBytes = weight.kPadded / kChunk * chunkBytes(weight.bits);
-  p.bsum = weight.blockSums.data();
-  p.bscale = weight.blockScales.data();
+  p.w = weight.data;
+  p.panelBytes = weight.panelBytes();
+  p.bsum = weight.blockSums;
+  p.bscale = weight.blockScales;
   p.out = out;
   p.w4 = weight.bits == 4;
 

@@ -19,7 +19,10 @@
 #ifndef SQ_LIB_RUNTIME_CPU_QGEMM_H
 #define SQ_LIB_RUNTIME_CPU_QGEMM_H
 
+#include "sq/Runtime/KernelLayout.h"
+
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -43,37 +46,32 @@ KernelPath selectKernelPath(std::string *note = nullptr);
 /// best supported path when given one that is not.
 bool kernelPathSupported(KernelPath path);
 
-/// A weight [N, K] in the kernels' layout, built once at load (or compile)
-/// time from the !sq.packed format of lib/Numerics/Pack.h.
-struct PackedWeight {
-  int64_t n = 0, k = 0;
-  int64_t kPadded = 0; // K rounded up to a multiple of 64 (zeros appended)
-  unsigned bits = 4;   // 4 or 8, signed symmetric
-  int64_t group = 0;   // K values per weight scale (0 or K: per channel)
-  std::vector<uint8_t> data; // layout owned by QGemm.cpp
-  std::vector<float> scales; // [N, K / group]
-  // Whatever else the kernels need (e.g. per-block sums of w), filled by
-  // packWeight.
-  std::vector<int32_t> blockSums;
-  int64_t blockSize = 0;
-  // Kernel layout (QGemm.cpp): N in panels of 64 columns (padded with zero
-  // weights), K in kernel blocks of `blockSize` values (the finer of the two
-  // groups; the last block runs to kPadded). blockSums and blockScales are
-  // [panels, blocks, 64]: sum of w and the weight scale of each block.
-  int64_t actGroup = 0;   // the activation group given to packWeight
-  int64_t panels = 0;     // ceil(N / 64)
-  int64_t blocks = 0;     // K / blockSize
-  int64_t dataOffset = 0; // layout starts at data.data() + dataOffset
-  std::vector<float> blockScales;
+/// A weight [N, K] in the kernels' layout (sq/Runtime/KernelLayout.h): a
+/// view of its three arrays, each 64-byte aligned. They lie in the mapped
+/// weights sidecar (viewPackedWeight: the compiler wrote the layout) or in
+/// memory the PackedWeight owns (packWeight: built here from the !sq.packed
+/// rows, for unit tests and benchmarks). Copies share the owned memory.
+struct PackedWeight : KernelLayout {
+  const uint8_t *data = nullptr;      // panels x panelBytes()
+  const int32_t *blockSums = nullptr; // [panels, blocks, 64]
+  const float *blockScales = nullptr; // [panels, blocks, 64]
+  std::shared_ptr<void> owned;        // packWeight's memory, if any
 };
 
-/// Builds a PackedWeight from `packed` (rows of packedBytes(K, bits) bytes in
-/// the Pack.h format, two's complement) and `scales` [N, groups]. `actGroup`
-/// is the activation's group along K (0 = per token); the kernel blocks are
-/// the finer of the two groups. Returns false with `error` on bad sizes.
+/// Builds a PackedWeight that owns its layout from `packed` (rows of
+/// packedBytes(K, bits) bytes in the Pack.h format, two's complement) and
+/// `scales` [N, groups]. `actGroup` is the activation's group along K (0 =
+/// per token); the kernel blocks are the finer of the two groups. Returns
+/// false with `error` on bad sizes.
 bool packWeight(const uint8_t *packed, const float *scales, int64_t n,
                 int64_t k, unsigned bits, int64_t weightGroup, int64_t actGroup,
                 PackedWeight &out, std::string &error);
+
+/// A PackedWeight over `bytes` (layout.bytes() of them, e.g. in the mapped
+/// sidecar, which outlives the view), without copying. False with `error`
+/// when `size` is not the layout's or `bytes` is not 64-byte aligned.
+bool viewPackedWeight(const KernelLayout &layout, const uint8_t *bytes,
+                      uint64_t size, PackedWeight &out, std::string &error);
 
 /// Quantized activations [M, K] in the kernels' layout.
 struct QuantizedActs {

@@ -15,7 +15,8 @@ const char *quantSpecHelp() {
          "options: wgroup=N, wsym|wasym, wclip, gptq, nsamples=N, damp=F, "
          "block=N, actorder, asym|sym, aclip=R, kgroup=N, vgroup=N, kclip=R, "
          "vclip=R, mode=fake|real, calib=FILE, tokenizer=byte|sp:PATH, "
-         "seqlen=N (e.g. w4a4kv4,gptq,wgroup=128); none: the float model";
+         "seqlen=N, head=8|16 (e.g. w4a4kv4,gptq,wgroup=128); none: the float "
+         "model";
 }
 
 namespace {
@@ -168,7 +169,15 @@ bool parseQuantSpec(const std::string &text, QuantSpec &spec,
       good = ratio(spec.vClip, 0, true);
     else if (key == "seqlen")
       good = integer(spec.seqlen, 1);
-    else if (key == "mode") {
+    else if (key == "head") {
+      good = value == "8" || value == "16";
+      if (good)
+        spec.headBits = value == "8" ? 8 : 16;
+      else
+        good = fail("'" + p +
+                    "': head (the lm_head's bits) is 8 or 16 (16: float, "
+                    "the default)");
+    } else if (key == "mode") {
       good = value == "fake" || value == "real";
       spec.modeGiven = good;
       if (good)
@@ -234,6 +243,8 @@ std::string QuantSpec::str() const {
     os << ",calib=" << calib << ",tokenizer=" << tokenizer;
   if (seqlen)
     os << ",seqlen=" << seqlen;
+  if (headBits != 16)
+    os << ",head=" << headBits;
   if (os.str() == "w16a16kv16")
     return "none";
   return os.str();

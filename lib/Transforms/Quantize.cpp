@@ -5,6 +5,8 @@
 //    MSE clip search) or GPTQ, per channel or in groups;
 //  * activations: an sq.fake_quant before every linear but lm_head, per
 //    token (o_proj's input in groups of head_dim);
+//  * lm_head only with head=8: int8 symmetric per-channel weights (RTN or
+//    GPTQ as the others, quantized last) and 8-bit per-token input;
 //  * KV cache: sq.fake_quant on the keys (after R3) and values entering
 //    each attention, asymmetric, in groups of head_dim.
 // mode=fake keeps float weights that went through quantize-dequantize;
@@ -27,6 +29,7 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/SmallPtrSet.h"
 
 #include <map>
 
@@ -121,15 +124,27 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
       return signalPassFailure();
     }
     MLIRContext *ctx = &getContext();
-    // Linear layers: lm_head (feeds the return) stays 16-bit.
-    SmallVector<LinearOp> linears;
+    // Linear layers: lm_head (feeds the return) stays 16-bit unless head=8,
+    // and then comes last (GPTQ: its Hessian is collected on the model
+    // whose decoder layers are all quantized).
+    SmallVector<LinearOp> linears, heads;
     func.walk([&](LinearOp l) {
       bool isHead = llvm::any_of(l.getOutput().getUsers(), [](Operation *u) {
         return isa<func::ReturnOp>(u);
       });
       if (!isHead)
         linears.push_back(l);
+      else if (spec.quantizesHead())
+        heads.push_back(l);
     });
+    llvm::SmallPtrSet<Operation *, 2> headOps(heads.begin(), heads.end());
+    linears.append(heads.begin(), heads.end());
+    // The head's weight grid: int8, symmetric, per output channel; RTN
+    // (with the spec's clip search) or GPTQ with the spec's settings.
+    QuantSpec headSpec = spec;
+    headSpec.wBits = spec.headBits;
+    headSpec.wSym = true;
+    headSpec.wGroup = 0;
     OpBuilder b(ctx);
 
     // 1. Weights. GPTQ goes layer by layer: the Hessians of layer N are
@@ -149,14 +164,16 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
     SmallVector<Operation *> quantizedOps; // linear or qlinear, in order
     for (size_t idx = 0; idx < linears.size(); ++idx) {
       LinearOp l = linears[idx];
-      if (!spec.quantizesWeights()) {
+      bool isHead = headOps.count(l);
+      const QuantSpec &ws = isHead ? headSpec : spec;
+      if (!ws.quantizesWeights()) {
         quantizedOps.push_back(l);
         continue;
       }
       auto weight = l.getWeight().getDefiningOp<WeightOp>();
       int64_t rows = l.getWeight().getType().getDimSize(0),
               cols = l.getWeight().getType().getDimSize(1);
-      if (spec.gptq && layerOf(l) != collectedLayer) {
+      if (ws.gptq && layerOf(l) != collectedLayer) {
         collectedLayer = layerOf(l);
         SmallVector<Operation *> layerOps;
         for (size_t j = idx; j < linears.size(); ++j)
@@ -171,17 +188,17 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
         l.emitOpError() << "weight must be a float sq.weight with data";
         return signalPassFailure();
       }
-      if (spec.wGroup && cols % spec.wGroup) {
-        l.emitOpError() << "wgroup=" << spec.wGroup << " does not divide the "
+      if (ws.wGroup && cols % ws.wGroup) {
+        l.emitOpError() << "wgroup=" << ws.wGroup << " does not divide the "
                         << cols << " input features of '" << weight.getName()
                         << "'";
         return signalPassFailure();
       }
       numerics::QuantizedWeight q;
       std::string error;
-      bool good = quantizeWeight(w.data(), rows, cols, spec,
-                                 spec.gptq ? &hessians[l].hessian() : nullptr,
-                                 q, error);
+      bool good =
+          quantizeWeight(w.data(), rows, cols, ws,
+                         ws.gptq ? &hessians[l].hessian() : nullptr, q, error);
       if (!good) {
         l.emitOpError() << "cannot quantize '" << weight.getName()
                         << "': " << error;
@@ -195,13 +212,17 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
         continue;
       }
       // mode=real: sq.qlinear over the packed weight with fp32 scales (and
-      // zero points when asymmetric).
-      std::string name = weight.getName().str();
+      // zero points when asymmetric). A head tied to the embedding gets its
+      // own quantized copy, named as an untied head; the embedding keeps
+      // the float table.
+      std::string name = isHead && !weight->hasOneUse()
+                             ? std::string("lm_head.weight")
+                             : weight.getName().str();
       std::vector<char> packed = packRows(q);
       b.setInsertionPoint(l);
       Location loc = l.getLoc();
       auto packedType =
-          PackedType::get(ctx, {rows, cols}, spec.wBits <= 4 ? 4u : 8u);
+          PackedType::get(ctx, {rows, cols}, ws.wBits <= 4 ? 4u : 8u);
       WeightOp qw = makeWeight(b, loc, name + ".qweight", packedType,
                                RankedTensorType::get({int64_t(packed.size())},
                                                      IntegerType::get(ctx, 8)),
@@ -215,15 +236,19 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
       WeightOp scales = makeWeight(b, loc, name + ".scales", scaleType,
                                    scaleType, bytesOf(q.scales));
       Value zeros;
-      if (!spec.wSym)
+      if (!ws.wSym)
         zeros = makeWeight(b, loc, name + ".zeros", scaleType, scaleType,
                            bytesOf(q.zeros));
-      QuantAttr wq = makeQuant(ctx, spec.wBits, spec.wSym, spec.wGroup,
+      QuantAttr wq = makeQuant(ctx, ws.wBits, ws.wSym, ws.wGroup,
                                /*perChannel=*/true, 1.0);
       auto ql = QLinearOp::create(b, loc, l.getInput(), qw, scales, zeros,
                                   l.getBias(), wq, QuantAttr());
       l.getOutput().replaceAllUsesWith(ql.getOutput());
       hessians.erase(l);
+      if (isHead) {
+        headOps.erase(l);
+        headOps.insert(ql);
+      }
       l.erase();
       if (weight->use_empty())
         weight.erase();
@@ -231,7 +256,9 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
     }
 
     // 2. Activations: per token before every linear but lm_head (o_proj's
-    // input in groups of head_dim); qlinear takes it as act_quant.
+    // input in groups of head_dim); qlinear takes it as act_quant. With
+    // head=8, lm_head's input too, at 8 bits per token (the spec's sym/asym,
+    // no clipping) whatever the other activations' bits.
     llvm::DenseMap<std::pair<Value, Attribute>, Value> quantized;
     auto fakeQuant = [&](Value v, QuantAttr q, Operation *user) -> Value {
       auto key = std::make_pair(v, Attribute(q));
@@ -243,19 +270,23 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
       quantized[key] = r;
       return r;
     };
-    if (spec.quantizesActivations())
-      for (Operation *op : quantizedOps) {
-        Value input = op->getOperand(0);
-        int64_t group = 0;
-        if (auto attn = input.getDefiningOp<AttentionOp>())
-          group = attn.getHeadDim();
-        QuantAttr aq =
-            makeQuant(ctx, spec.aBits, spec.aSym, group, false, spec.aClip);
-        if (auto ql = dyn_cast<QLinearOp>(op))
-          ql.setActQuantAttr(aq);
-        else
-          op->setOperand(0, fakeQuant(input, aq, op));
-      }
+    for (Operation *op : quantizedOps) {
+      bool isHead = headOps.count(op);
+      if (!isHead && !spec.quantizesActivations())
+        continue;
+      Value input = op->getOperand(0);
+      int64_t group = 0;
+      if (auto attn = input.getDefiningOp<AttentionOp>(); attn && !isHead)
+        group = attn.getHeadDim();
+      QuantAttr aq =
+          isHead
+              ? makeQuant(ctx, spec.headBits, spec.aSym, 0, false, 1.0)
+              : makeQuant(ctx, spec.aBits, spec.aSym, group, false, spec.aClip);
+      if (auto ql = dyn_cast<QLinearOp>(op))
+        ql.setActQuantAttr(aq);
+      else
+        op->setOperand(0, fakeQuant(input, aq, op));
+    }
 
     // 3. KV cache: keys after R3 (the sq.hadamard feeding the attention)
     // and values, asymmetric, in groups of head_dim unless given.

@@ -30,8 +30,9 @@ static cl::opt<std::string> output("o", cl::desc("Output file"),
 static cl::opt<std::string> quantize(
     "quantize",
     cl::desc("Quantization spec, as sq-opt's --quantize (default w4a4kv4: "
-             "int4 weights, activations and KV cache, RTN; 'none' keeps the "
-             "float model). mode=real is implied"),
+             "int4 weights, activations and KV cache, RTN, lm_head in float; "
+             "add ,head=8 for an int8 lm_head; 'none' keeps the float "
+             "model). mode=real is implied"),
     cl::init("w4a4kv4"), cl::cat(category));
 static cl::opt<std::string> rotate(
     "rotate",

@@ -286,6 +286,24 @@ TEST(QuantSpec, NoneModeAndTrainingSpec) {
   EXPECT_EQ(act.wBits, 16u);
   EXPECT_EQ(act.aBits, 4u);
   EXPECT_FALSE(act.gptq);
+  // head=: 16 (float) by default and when written; 8 round-trips; neither
+  // training spec carries it (lm_head stays float while rotations learn).
+  EXPECT_EQ(s.headBits, 16u);
+  EXPECT_FALSE(s.quantizesHead());
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4,head=16", s, error)) << error;
+  EXPECT_EQ(s.headBits, 16u);
+  EXPECT_EQ(s.str(), "w4a4kv4");
+  ASSERT_TRUE(parseQuantSpec("w4a4kv4,gptq,head=8", s, error)) << error;
+  EXPECT_EQ(s.headBits, 8u);
+  EXPECT_TRUE(s.quantizesHead());
+  QuantSpec again;
+  ASSERT_TRUE(parseQuantSpec(s.str(), again, error)) << error;
+  EXPECT_EQ(again.headBits, 8u);
+  EXPECT_EQ(again.str(), s.str());
+  EXPECT_EQ(s.trainingSpec().headBits, 16u);
+  EXPECT_EQ(s.activationsOnly().headBits, 16u);
+  ASSERT_TRUE(parseQuantSpec("w16a16,head=8", s, error)) << error;
+  EXPECT_FALSE(s.quantizesNothing());
 }
 
 TEST(QuantSpec, NamesTheBadPart) {
@@ -309,6 +327,8 @@ TEST(QuantSpec, NamesTheBadPart) {
       {"w3a4,mode=real", "mode=real packs 4- or 8-bit weights, not 3"},
       {"w16a4,gptq", "gptq needs quantized weights"},
       {"w4a4,tokenizer=bpe", "tokenizer is byte or sp:PATH"},
+      {"w4a4,head=4", "'head=4': head (the lm_head's bits) is 8 or 16"},
+      {"w4a4,head", "'head': head (the lm_head's bits) is 8 or 16"},
   };
   for (const Case &c : cases) {
     QuantSpec s;

@@ -133,6 +133,9 @@ const Case kCases[] = {
     {"gqa-opset17", "w16a16kv4"},
     {"gqa-opset17", "w4a4kv4"},
     {"gqa-opset17", "w8a8kv8"},
+    // The 8-bit lm_head (int8 x int8 qlinear; tied: its own copy).
+    {"gqa-opset17", "w4a4kv4,head=8"},
+    {"tied-opset17", "w4a4kv4,head=8"},
     {"mha-opset17", "w4a4kv4"},
     {"interleaved-opset17", "none"},
     {"interleaved-opset17", "w4a4kv4"},

@@ -201,7 +201,8 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "learned: the quantization trained under, in --sq-quantize's "
            "language (w16a4kv4: the official recipe before GPTQ; w4a4kv4: "
            "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
-           "float model's Hessians, recomputed every step)">,
+           "float model's Hessians, recomputed every step; head=8 is "
+           "accepted and ignored: lm_head stays float while training)">,
     Option<"init", "init", "::sq::RotationInit",
            /*default=*/"::sq::RotationInit::Hadamard",
            "learned: initial rotations: hadamard or random">,
@@ -290,12 +291,15 @@ def SQQuantize : Pass<"sq-quantize", "::mlir::ModuleOp"> {
     | `asym` / `sym`, `aclip=R` | activations, per token, dynamic (asym, 1.0) |
     | `kgroup=N`, `vgroup=N`, `kclip=R`, `vclip=R` | KV cache, asymmetric (groups of head_dim, 1.0) |
     | `mode=fake` / `mode=real` | fake: float weights through quantize-dequantize; real: `sq.qlinear` with packed int4/int8 weights (fake) |
+    | `head=8` / `head=16` | lm_head: 8 quantizes it too, int8 symmetric per-output-channel weights (RTN, or GPTQ with `gptq`, last) and its input 8-bit per token (the spec's `asym`/`sym`, no clip), so a compiled model reads 1 byte per head weight on the integer path; 16 keeps it in float, as SpinQuant does (16) |
 
     What is quantized: the weights of every linear layer but lm_head; the
     input of every such linear (per token; o_proj's input in groups of
     head_dim), with an `sq.fake_quant` (or `sq.qlinear`'s `act_quant`);
     the keys (after R3) and values entering each attention. lm_head and
-    its input stay in float. GPTQ runs layer by layer: layer N's Hessians
+    its input stay in float unless `head=8` (a head tied to the embedding
+    then gets its own int8 copy, `lm_head.weight.qweight`; the embedding
+    keeps the float table). GPTQ runs layer by layer: layer N's Hessians
     come from the calibration text run through the model whose earlier
     layers are already quantized (activations in float); group scales are
     fixed from the unmodified weight before the column updates (the
@@ -309,6 +313,7 @@ def SQQuantize : Pass<"sq-quantize", "::mlir::ModuleOp"> {
     sq-opt --sq-spinquant-rotate --sq-quantize=w4a4kv4 model.mlir
     sq-opt --sq-quantize=w4a16,wgroup=128,mode=real model.mlir
     sq-opt --sq-quantize=w4a4kv4,gptq,calib=wiki.valid.txt model.mlir
+    sq-opt --sq-quantize=w4a4kv4,head=8,mode=real model.mlir    # 8-bit lm_head
     ```
   }];
 }

@@ -13,6 +13,9 @@
 //   mode=fake | real           (fake: float weights through quantize-
 //                               dequantize; real: sq.qlinear, packed)
 //   calib=FILE tokenizer=byte|sp:PATH seqlen=N   (GPTQ calibration text)
+//   head=8 | head=16           (lm_head: 8-bit symmetric per-channel
+//                               weights and 8-bit per-token input, or
+//                               float as SpinQuant keeps it: the default)
 //
 // Plain C++ (the fuzz target and the tools parse it too).
 //
@@ -42,6 +45,10 @@ struct QuantSpec {
   bool modeGiven = false;
   std::string calib, tokenizer = "byte";
   int64_t seqlen = 0; ///< 0: the model's context, at most 2048
+  /// lm_head: 16 keeps it in float (SpinQuant's choice, the default); 8
+  /// quantizes its weight to int8 (symmetric, per output channel; RTN or
+  /// GPTQ as the other linears) and its input to 8 bits per token.
+  unsigned headBits = 16;
 
   /// The bit widths alone, every option at its default.
   static QuantSpec bits(unsigned w, unsigned a, unsigned k, unsigned v) {
@@ -57,7 +64,8 @@ struct QuantSpec {
   bool quantizesNothing() const { return str() == "none"; }
   /// What the rotations of `--rotate=learned` train under when this spec is
   /// deployed: the bit widths (no options); with gptq, float weights (the
-  /// official recipe trains before GPTQ).
+  /// official recipe trains before GPTQ). head=8 is not trained under:
+  /// lm_head stays in float while the rotations learn.
   QuantSpec trainingSpec() const {
     return bits(gptq ? 16 : wBits, aBits, kBits, vBits);
   }
@@ -67,10 +75,12 @@ struct QuantSpec {
     QuantSpec s = *this;
     s.wBits = 16;
     s.gptq = false;
+    s.headBits = 16; // an 8-bit head is a weight quantization too
     return s;
   }
   bool quantizesWeights() const { return wBits < 16; }
   bool quantizesActivations() const { return aBits < 16; }
+  bool quantizesHead() const { return headBits < 16; }
   /// The canonical spelling (round-trips through parseQuantSpec).
   std::string str() const;
 };

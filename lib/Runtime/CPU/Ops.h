@@ -50,12 +50,28 @@ public:
                 const QuantDesc &quant);
   ~KVStore();
   /// Stores `count` rows (tokens) of sequence `b` from position `at`.
-  void append(int64_t b, int64_t at, const float *rows, int64_t count);
+  /// `simd` false forces the scalar path (tests); both give the same bits.
+  void append(int64_t b, int64_t at, const float *rows, int64_t count,
+              bool simd = true);
   /// Rows [begin, end) of sequence `b`, features [f0, f0 + nf), as fp32
   /// ((q - z) s, exactly sq.fake_quant's values).
   void read(int64_t b, int64_t begin, int64_t end, int64_t f0, int64_t nf,
-            float *out) const;
+            float *out, bool simd = true) const;
   uint64_t bytes() const;
+
+  /// The raw storage, for the kernels and the tests that compare it bit for
+  /// bit: row (b, t) is row b * capacity + t of `codes` (rowBytes each),
+  /// `scales`/`zeros` (groups each) or `floats` (features each).
+  struct Layout {
+    int64_t batch, capacity, features, group, groups, rowBytes;
+    QuantDesc quant;
+    const uint8_t *codes;
+    const float *floats, *scales, *zeros;
+  };
+  Layout layout() const {
+    return {batch,  capacity, features, group, groups,
+            rowBytes, quant,  codes,    floats, scales, zeros};
+  }
 
 private:
   int64_t batch = 0, capacity = 0, features = 0, groups = 1, group = 0;
@@ -67,9 +83,18 @@ private:
 
 /// Causal GQA attention of `seq` new queries per sequence after `cached`
 /// tokens; the new keys/values are already appended to the stores.
+/// Per output, the same operations in the same order as a plain loop over
+/// the dequantized cache: a score is the sequential sum over the head
+/// dimension (fused multiply-adds on the AVX2 path, as the compiler
+/// contracted them before), softmaxPrefix over the visible keys, and an
+/// output the sequential sum over the visible keys. `simd` false forces the
+/// scalar path (tests). Jobs: (sequence, KV head, block of queries); the
+/// cache is dequantized a tile at a time into per-thread scratch that is
+/// reused across calls, and read once per job.
 void attention(const float *q, const KVStore &keys, const KVStore &values,
                int64_t batch, int64_t seq, int64_t cached,
-               const AttentionDesc &desc, float *out, ThreadPool *pool);
+               const AttentionDesc &desc, float *out, ThreadPool *pool,
+               bool simd = true);
 
 } // namespace rt
 } // namespace sq

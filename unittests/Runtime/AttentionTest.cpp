@@ -160,8 +160,8 @@ void refAttention(const float *q, const KVStore &keys, const KVStore &values,
       continue;
     }
 #endif
-    refAttentionJob<0>(q, keys, values, b, g, seq, cached, desc, out,
-                       k.data(), v.data(), scores.data());
+    refAttentionJob<0>(q, keys, values, b, g, seq, cached, desc, out, k.data(),
+                       v.data(), scores.data());
   }
 }
 
@@ -254,7 +254,8 @@ TEST(KVStore, AppendAndReadMatchTheOldKernelsBitForBit) {
         }
       // read of any feature range, from odd offsets too.
       for (int64_t f0 : {int64_t(0), int64_t(1), c.headDim})
-        for (int64_t nf : {features - f0, std::min<int64_t>(17, features - f0)}) {
+        for (int64_t nf :
+             {features - f0, std::min<int64_t>(17, features - f0)}) {
           std::vector<float> got((capacity - 2) * nf), want(got.size());
           store.read(1, 2, capacity, f0, nf, got.data(), simd);
           refRead(s, 1, 2, capacity, f0, nf, want.data());

@@ -418,8 +418,8 @@ inline void dequantScalar(const uint8_t *src, int64_t c0, int64_t n,
 __attribute__((target("avx2,fma"))) inline void
 dequant8AVX2(__m128i bytes8, __m256i off, __m256 vz, __m256 vs, float *p) {
   __m256i u = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes8), off);
-  _mm256_storeu_ps(
-      p, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), vz), vs));
+  _mm256_storeu_ps(p,
+                   _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), vz), vs));
 }
 
 /// dequantScalar, 16 codes at a time (the same integer subtraction, exact
@@ -544,9 +544,7 @@ struct AttentionJob {
   const AttentionDesc *desc;
   float *out;
 
-  int64_t rows() const {
-    return (i1 - i0) * (desc->heads / desc->kvHeads);
-  }
+  int64_t rows() const { return (i1 - i0) * (desc->heads / desc->kvHeads); }
   int64_t query(int64_t r) const { return i0 + r % (i1 - i0); }
   int64_t head(int64_t r) const {
     return g * (desc->heads / desc->kvHeads) + r / (i1 - i0);

@@ -69,8 +69,8 @@ public:
     const float *floats, *scales, *zeros;
   };
   Layout layout() const {
-    return {batch,  capacity, features, group, groups,
-            rowBytes, quant,  codes,    floats, scales, zeros};
+    return {batch, capacity, features, group,  groups, rowBytes,
+            quant, codes,    floats,   scales, zeros};
   }
 
 private:

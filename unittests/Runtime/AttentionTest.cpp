@@ -12,6 +12,7 @@
 #include "Ops.h"
 #include "QGemm.h"
 
+#include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
 
@@ -321,6 +322,27 @@ TEST(Attention, MatchesTheOldKernelBitForBit) {
         }
         EXPECT_TRUE(nonzero);
       }
+}
+
+// The online Hadamard (R4) over several rows on the pool: each row exactly
+// numerics' transform, in place or not.
+TEST(OrthogonalTransformRows, PoolRowsMatchTheSerialTransform) {
+  std::mt19937 rng(3);
+  ThreadPool pool(2);
+  for (int64_t n : {11008, 13696, 4096}) {
+    ASSERT_FALSE(numerics::preferDenseTransform(n)) << n;
+    int64_t rows = 5;
+    std::vector<float> x(rows * n);
+    fillNormal(x, rng, 1.0f);
+    std::vector<float> want = x;
+    for (int64_t r = 0; r < rows; ++r)
+      numerics::orthogonalTransformInPlace(want.data() + r * n, n, 9);
+    std::vector<float> got(x.size()), inPlace = x;
+    orthogonalTransformRows(x.data(), rows, n, 9, got.data(), &pool);
+    orthogonalTransformRows(inPlace.data(), rows, n, 9, inPlace.data(), &pool);
+    EXPECT_TRUE(sameBits(got, want)) << n;
+    EXPECT_TRUE(sameBits(inPlace, want)) << n;
+  }
 }
 
 } // namespace

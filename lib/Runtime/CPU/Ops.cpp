@@ -219,10 +219,18 @@ rowsTimesMatrixAVX2(const float *x, int64_t rows, const float *t, int64_t n,
 void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
                              uint64_t seed, float *out, ThreadPool *pool) {
   if (!numerics::preferDenseTransform(n)) {
-    if (out != x)
-      std::memcpy(out, x, rows * n * sizeof(float));
-    for (int64_t r = 0; r < rows; ++r)
-      numerics::orthogonalTransformInPlace(out + r * n, n, seed);
+    // The fast transform row by row (each row's result does not depend on
+    // the thread), several rows across the pool.
+    auto body = [&](int64_t r0, int64_t r1) {
+      if (out != x)
+        std::memcpy(out + r0 * n, x + r0 * n, (r1 - r0) * n * sizeof(float));
+      for (int64_t r = r0; r < r1; ++r)
+        numerics::orthogonalTransformInPlace(out + r * n, n, seed);
+    };
+    if (pool && rows > 1 && rows * n >= 4096)
+      pool->parallelFor(rows, body);
+    else
+      body(0, rows);
     return;
   }
   const std::vector<float> &t = numerics::denseTransform(n, seed);

@@ -213,8 +213,8 @@ void fillNormal(std::vector<float> &v, std::mt19937 &rng, float sd) {
 TEST(KVStore, AppendAndReadMatchTheOldKernelsBitForBit) {
   std::mt19937 rng(7);
   for (const Case &c : cases())
-    for (bool simd : {true, false}) {
-      SCOPED_TRACE(std::string(c.name) + (simd ? " simd" : " scalar"));
+    for (int simd : {2, 1, 0}) {
+      SCOPED_TRACE(std::string(c.name) + " simd " + std::to_string(simd));
       int64_t features = c.kvHeads * c.headDim, batch = 2, capacity = 9;
       KVStore store;
       ASSERT_TRUE(store.allocate(batch, capacity, features, c.quant));
@@ -276,12 +276,12 @@ TEST(Attention, MatchesTheOldKernelBitForBit) {
   const Shape shapes[] = {{1, 0}, {1, 37}, {5, 3}, {45, 0}, {70, 13}};
   for (const Case &c : cases())
     for (const Shape &sh : shapes)
-      for (bool simd : {true, false}) {
+      for (int simd : {2, 1, 0}) {
         if (simd && !cpuHasAVX2())
           continue;
         SCOPED_TRACE(std::string(c.name) + " seq " + std::to_string(sh.seq) +
-                     " cached " + std::to_string(sh.cached) +
-                     (simd ? " simd" : " scalar"));
+                     " cached " + std::to_string(sh.cached) + " simd " +
+                     std::to_string(simd));
         AttentionDesc desc;
         desc.heads = c.heads;
         desc.kvHeads = c.kvHeads;
@@ -307,7 +307,7 @@ TEST(Attention, MatchesTheOldKernelBitForBit) {
         std::vector<float> want(q.size(), -1.0f), got(q.size(), -2.0f),
             gotSerial(q.size(), -3.0f);
         refAttention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
-                     want.data(), simd);
+                     want.data(), simd > 0);
         attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
                   got.data(), &pool, simd);
         attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <tuple>
 
 namespace sq {
 namespace numerics {
@@ -253,6 +254,135 @@ bool splitHadamardSize(int64_t n, int &m, int64_t &pow2) {
   return false;
 }
 
+namespace {
+
+#if defined(__x86_64__)
+bool haveAVX2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
+}
+#endif
+
+/// out[a * p + b] = sum over c in order of sign[a * m + c] * src[c * p + b]
+/// (sign +-1: the products are exact, so each step rounds as the add or
+/// subtract of +-src would), from 0. Blocks of 4 outputs x 16 columns keep
+/// their sums in registers while the m input rows stream past once.
+template <int Dummy>
+inline void signedRowSumsImpl(const float *src, const float *sign, int64_t m,
+                              int64_t p, float *out) {
+  for (int64_t a0 = 0; a0 < m; a0 += 4) {
+    int64_t na = std::min<int64_t>(4, m - a0);
+    const float *s0 = sign + a0 * m;
+    for (int64_t b0 = 0; b0 < p; b0 += 16) {
+      int64_t nb = std::min<int64_t>(16, p - b0);
+      if (na == 4 && nb == 16) {
+        float acc[4][16] = {};
+        for (int64_t c = 0; c < m; ++c) {
+          const float *row = src + c * p + b0;
+          float w0 = s0[c], w1 = s0[m + c], w2 = s0[2 * m + c],
+                w3 = s0[3 * m + c];
+          for (int b = 0; b < 16; ++b) {
+            acc[0][b] += w0 * row[b];
+            acc[1][b] += w1 * row[b];
+            acc[2][b] += w2 * row[b];
+            acc[3][b] += w3 * row[b];
+          }
+        }
+        for (int k = 0; k < 4; ++k)
+          for (int b = 0; b < 16; ++b)
+            out[(a0 + k) * p + b0 + b] = acc[k][b];
+        continue;
+      }
+      for (int64_t k = 0; k < na; ++k)
+        for (int64_t b = b0; b < b0 + nb; ++b) {
+          float acc = 0.0f;
+          for (int64_t c = 0; c < m; ++c)
+            acc += s0[k * m + c] * src[c * p + b];
+          out[(a0 + k) * p + b] = acc;
+        }
+    }
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void signedRowSumsAVX2(const float *src,
+                                                       const float *sign,
+                                                       int64_t m, int64_t p,
+                                                       float *out) {
+  signedRowSumsImpl<1>(src, sign, m, p, out);
+}
+#endif
+
+void signedRowSums(const float *src, const float *sign, int64_t m, int64_t p,
+                   float *out) {
+#if defined(__x86_64__)
+  if (haveAVX2())
+    return signedRowSumsAVX2(src, sign, m, p, out);
+#endif
+  signedRowSumsImpl<0>(src, sign, m, p, out);
+}
+
+/// out[a * p + b] = float(sum over c in order of double(src[c * p + b]) *
+/// w[a * m + c]) * scale, the sums in double from 0 (multiply, then add: no
+/// FMA target, so the compiler cannot contract them). Blocks of 4 outputs x
+/// 8 columns in registers.
+template <int Dummy>
+inline void weightedRowSumsImpl(const float *src, const double *w, int64_t m,
+                                int64_t p, float scale, float *out) {
+  for (int64_t a0 = 0; a0 < m; a0 += 4) {
+    int64_t na = std::min<int64_t>(4, m - a0);
+    const double *w0 = w + a0 * m;
+    for (int64_t b0 = 0; b0 < p; b0 += 8) {
+      int64_t nb = std::min<int64_t>(8, p - b0);
+      if (na == 4 && nb == 8) {
+        double acc[4][8] = {};
+        for (int64_t c = 0; c < m; ++c) {
+          const float *row = src + c * p + b0;
+          double q0 = w0[c], q1 = w0[m + c], q2 = w0[2 * m + c],
+                 q3 = w0[3 * m + c];
+          for (int b = 0; b < 8; ++b) {
+            double v = row[b];
+            acc[0][b] += v * q0;
+            acc[1][b] += v * q1;
+            acc[2][b] += v * q2;
+            acc[3][b] += v * q3;
+          }
+        }
+        for (int k = 0; k < 4; ++k)
+          for (int b = 0; b < 8; ++b)
+            out[(a0 + k) * p + b0 + b] = static_cast<float>(acc[k][b]) * scale;
+        continue;
+      }
+      for (int64_t k = 0; k < na; ++k)
+        for (int64_t b = b0; b < b0 + nb; ++b) {
+          double acc = 0;
+          for (int64_t c = 0; c < m; ++c)
+            acc += double(src[c * p + b]) * w0[k * m + c];
+          out[(a0 + k) * p + b] = static_cast<float>(acc) * scale;
+        }
+    }
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void
+weightedRowSumsAVX2(const float *src, const double *w, int64_t m, int64_t p,
+                    float scale, float *out) {
+  weightedRowSumsImpl<1>(src, w, m, p, scale, out);
+}
+#endif
+
+void weightedRowSums(const float *src, const double *w, int64_t m, int64_t p,
+                     float scale, float *out) {
+#if defined(__x86_64__)
+  if (haveAVX2())
+    return weightedRowSumsAVX2(src, w, m, p, scale, out);
+#endif
+  weightedRowSumsImpl<0>(src, w, m, p, scale, out);
+}
+
+} // namespace
+
 /// x <- x * (H_n / sqrt(n)), or x * (H_n / sqrt(n))^T when `transpose`.
 /// H_n = H_m (kron) H_p with H_p symmetric, so only the dense factor H_m is
 /// applied transposed.
@@ -265,30 +395,24 @@ static bool hadamardTransform(float *x, int64_t n, bool transpose) {
   // 1. Sylvester butterflies over b for every a.
   sylvesterButterflies(x, m, p);
   // 2. The dense m x m factor across a: row a of the result (length p) is
-  // sum_c H[c][a] * row c (H[a][c] when transposed), contiguous over b so
-  // the inner loop vectorizes.
+  // sum_c H[c][a] * row c (H[a][c] when transposed), each element summed in
+  // the order of c from 0.
   if (m > 1) {
-    static thread_local std::map<int, std::vector<int8_t>> cache;
+    // The signs of output a, contiguous over c.
+    static thread_local std::map<std::pair<int, bool>, std::vector<float>>
+        cache;
     static thread_local std::vector<float> scratch;
-    std::vector<int8_t> &H = cache[m];
-    if (H.empty())
-      H = hadamardMatrix(m);
-    scratch.assign(x, x + n);
-    const float *src = scratch.data();
-    for (int a = 0; a < m; ++a) {
-      float *out = x + a * p;
-      for (int64_t b = 0; b < p; ++b)
-        out[b] = 0.0f;
-      for (int c = 0; c < m; ++c) {
-        const float *row = src + c * p;
-        if ((transpose ? H[a * m + c] : H[c * m + a]) > 0)
-          for (int64_t b = 0; b < p; ++b)
-            out[b] += row[b];
-        else
-          for (int64_t b = 0; b < p; ++b)
-            out[b] -= row[b];
-      }
+    std::vector<float> &sign = cache[{m, transpose}];
+    if (sign.empty()) {
+      std::vector<int8_t> H = hadamardMatrix(m);
+      sign.resize(size_t(m) * m);
+      for (int a = 0; a < m; ++a)
+        for (int c = 0; c < m; ++c)
+          sign[a * m + c] =
+              (transpose ? H[a * m + c] : H[c * m + a]) > 0 ? 1.0f : -1.0f;
     }
+    scratch.assign(x, x + n);
+    signedRowSums(scratch.data(), sign.data(), m, p, x);
   }
   float scale = 1.0f / std::sqrt(static_cast<float>(n));
   for (int64_t i = 0; i < n; ++i)
@@ -379,26 +503,25 @@ static bool orthogonalTransform(float *x, int64_t n, uint64_t seed,
     return true;
   int64_t p = n & -n; // the largest power of two dividing n
   int64_t m = n / p;
-  static thread_local std::map<std::pair<int64_t, uint64_t>,
+  // The weights of output a, contiguous over c: Q's column a (row a when
+  // transposed).
+  static thread_local std::map<std::tuple<int64_t, uint64_t, bool>,
                                std::vector<double>>
       cache;
-  std::vector<double> &q = cache[{m, seed}];
-  if (q.empty())
-    q = randomOrthogonalMatrix(m, seed);
+  static thread_local std::vector<float> scratch;
+  std::vector<double> &w = cache[{m, seed, transpose}];
+  if (w.empty()) {
+    std::vector<double> q = randomOrthogonalMatrix(m, seed);
+    w.resize(size_t(m) * m);
+    for (int64_t a = 0; a < m; ++a)
+      for (int64_t c = 0; c < m; ++c)
+        w[a * m + c] = transpose ? q[a * m + c] : q[c * m + a];
+  }
   // Butterflies over the 2^k factor, then the m x m factor: index a*p + b.
   sylvesterButterflies(x, m, p);
-  std::vector<double> column(m);
   float scale = 1.0f / std::sqrt(static_cast<float>(p));
-  for (int64_t b = 0; b < p; ++b) {
-    for (int64_t c = 0; c < m; ++c)
-      column[c] = x[c * p + b];
-    for (int64_t a = 0; a < m; ++a) {
-      double s = 0;
-      for (int64_t c = 0; c < m; ++c)
-        s += column[c] * (transpose ? q[a * m + c] : q[c * m + a]);
-      x[a * p + b] = static_cast<float>(s) * scale;
-    }
-  }
+  scratch.assign(x, x + n);
+  weightedRowSums(scratch.data(), w.data(), m, p, scale, x);
   return false;
 }
 

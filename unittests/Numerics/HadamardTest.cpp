@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 using namespace sq::numerics;
@@ -213,6 +214,110 @@ TEST(Hadamard, RejectsUnsupportedSizes) {
   std::vector<float> x(231 * 128, 1.0f);
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 231 * 128));
   EXPECT_FALSE(hadamardTransformInPlace(x.data(), 6));
+}
+
+//===----------------------------------------------------------------------===//
+// The transforms' dense factors against the loops they replaced (kept here
+// as the reference): the same sums in the same order, so identical bits.
+//===----------------------------------------------------------------------===//
+
+void refButterflies(float *x, int64_t m, int64_t p) {
+  for (int64_t a = 0; a < m; ++a) {
+    float *v = x + a * p;
+    for (int64_t len = 1; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; ++j) {
+          float u = v[j], w = v[j + len];
+          v[j] = u + w;
+          v[j + len] = u - w;
+        }
+  }
+}
+
+/// The old hadamardTransform.
+bool refHadamard(float *x, int64_t n, bool transpose) {
+  int m;
+  int64_t p;
+  if (!splitHadamardSize(n, m, p))
+    return false;
+  refButterflies(x, m, p);
+  if (m > 1) {
+    std::vector<int8_t> H = hadamardMatrix(m);
+    std::vector<float> scratch(x, x + n);
+    const float *src = scratch.data();
+    for (int a = 0; a < m; ++a) {
+      float *out = x + a * p;
+      for (int64_t b = 0; b < p; ++b)
+        out[b] = 0.0f;
+      for (int c = 0; c < m; ++c) {
+        const float *row = src + c * p;
+        if ((transpose ? H[a * m + c] : H[c * m + a]) > 0)
+          for (int64_t b = 0; b < p; ++b)
+            out[b] += row[b];
+        else
+          for (int64_t b = 0; b < p; ++b)
+            out[b] -= row[b];
+      }
+    }
+  }
+  float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int64_t i = 0; i < n; ++i)
+    x[i] *= scale;
+  return true;
+}
+
+/// The old orthogonalTransform (the random orthogonal fallback).
+bool refOrthogonal(float *x, int64_t n, uint64_t seed, bool transpose) {
+  if (refHadamard(x, n, transpose))
+    return true;
+  int64_t p = n & -n;
+  int64_t m = n / p;
+  std::vector<double> q = randomOrthogonalMatrix(m, seed);
+  refButterflies(x, m, p);
+  std::vector<double> column(m);
+  float scale = 1.0f / std::sqrt(static_cast<float>(p));
+  for (int64_t b = 0; b < p; ++b) {
+    for (int64_t c = 0; c < m; ++c)
+      column[c] = x[c * p + b];
+    for (int64_t a = 0; a < m; ++a) {
+      double s = 0;
+      for (int64_t c = 0; c < m; ++c)
+        s += column[c] * (transpose ? q[a * m + c] : q[c * m + a]);
+      x[a * p + b] = static_cast<float>(s) * scale;
+    }
+  }
+  return false;
+}
+
+TEST(Hadamard, TransformsMatchTheOldLoopsBitForBit) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  // Hadamard sizes (LLaMA-2-7B's R4 172 * 64, the byte model's 172 * 2,
+  // 12 * 2, 28 * 16, a bare 172, a power of two) and fallback sizes (231 *
+  // 128, 107 * 128, 15, 25 * 2, 45 * 4).
+  for (int64_t n : {11008, 344, 24, 448, 172, 256, 29568, 13696, 15, 50, 180})
+    for (bool transpose : {false, true}) {
+      std::vector<float> x(n);
+      for (float &v : x)
+        v = dist(rng);
+      x[1] = 0.0f;
+      x[n - 1] = -0.0f;
+      std::vector<float> got = x, want = x;
+      bool hadamard =
+          transpose ? orthogonalTransformTransposeInPlace(got.data(), n, 17)
+                    : orthogonalTransformInPlace(got.data(), n, 17);
+      EXPECT_EQ(hadamard, refOrthogonal(want.data(), n, 17, transpose)) << n;
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float)))
+          << n << (transpose ? " transposed" : "");
+      EXPECT_NE(0, std::memcmp(got.data(), x.data(), n * sizeof(float)));
+      if (hadamard) {
+        std::vector<float> h = x;
+        ASSERT_TRUE(hadamardTransformInPlace(h.data(), n));
+        std::vector<float> r = x;
+        refHadamard(r.data(), n, false);
+        EXPECT_EQ(0, std::memcmp(h.data(), r.data(), n * sizeof(float))) << n;
+      }
+    }
 }
 
 } // namespace

@@ -50,12 +50,29 @@ public:
                 const QuantDesc &quant);
   ~KVStore();
   /// Stores `count` rows (tokens) of sequence `b` from position `at`.
-  void append(int64_t b, int64_t at, const float *rows, int64_t count);
+  /// `simd`: 0 forces the scalar path, 1 at most AVX2, 2 the best this CPU
+  /// has (tests compare them); all give the same bits.
+  void append(int64_t b, int64_t at, const float *rows, int64_t count,
+              int simd = 2);
   /// Rows [begin, end) of sequence `b`, features [f0, f0 + nf), as fp32
   /// ((q - z) s, exactly sq.fake_quant's values).
   void read(int64_t b, int64_t begin, int64_t end, int64_t f0, int64_t nf,
-            float *out) const;
+            float *out, int simd = 2) const;
   uint64_t bytes() const;
+
+  /// The raw storage, for the kernels and the tests that compare it bit for
+  /// bit: row (b, t) is row b * capacity + t of `codes` (rowBytes each),
+  /// `scales`/`zeros` (groups each) or `floats` (features each).
+  struct Layout {
+    int64_t batch, capacity, features, group, groups, rowBytes;
+    QuantDesc quant;
+    const uint8_t *codes;
+    const float *floats, *scales, *zeros;
+  };
+  Layout layout() const {
+    return {batch, capacity, features, group,  groups, rowBytes,
+            quant, codes,    floats,   scales, zeros};
+  }
 
 private:
   int64_t batch = 0, capacity = 0, features = 0, groups = 1, group = 0;
@@ -67,9 +84,19 @@ private:
 
 /// Causal GQA attention of `seq` new queries per sequence after `cached`
 /// tokens; the new keys/values are already appended to the stores.
+/// Per output, the same operations in the same order as a plain loop over
+/// the dequantized cache: a score is the sequential sum over the head
+/// dimension (fused multiply-adds on the SIMD paths, as the compiler
+/// contracted them before), softmaxPrefix over the visible keys, and an
+/// output the sequential sum over the visible keys. `simd`: 0 forces the
+/// scalar path, 1 AVX2, 2 (default) the best (AVX-512 dequantization where
+/// the CPU has it); tests compare them. Jobs: (sequence, span of KV heads,
+/// block of queries); the cache is dequantized a tile of keys at a time
+/// into per-thread scratch reused across calls, and read once per job.
 void attention(const float *q, const KVStore &keys, const KVStore &values,
                int64_t batch, int64_t seq, int64_t cached,
-               const AttentionDesc &desc, float *out, ThreadPool *pool);
+               const AttentionDesc &desc, float *out, ThreadPool *pool,
+               int simd = 2);
 
 } // namespace rt
 } // namespace sq

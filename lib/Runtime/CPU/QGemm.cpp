@@ -203,11 +203,10 @@ SQ_TARGET_VNNI void blockEndVNNI(const Plan &p, int64_t m0, int64_t panel,
   }
 }
 
-/// How far ahead of the weights the GEMV prefetches, in bytes.
-static const int64_t kPrefetch = [] {
-  const char *e = std::getenv("SQ_GEMV_PREFETCH");
-  return e ? std::atoll(e) : int64_t(2048);
-}();
+/// How far ahead of the weights the GEMV prefetches, in bytes: 2 KiB took
+/// the 2-thread GEMV from 15.8 to 21 GB/s on a Xeon with 16.5 GB/s of
+/// plain streaming read (1 KiB: 19-21, 4 KiB: 20-21).
+constexpr int64_t kPrefetch = 2048;
 
 template <int MR>
 SQ_TARGET_VNNI void tileVNNI(const Plan &p, int64_t m0, int64_t panel) {

@@ -220,6 +220,18 @@ TEST(QGemm, RowTilesOfThirtyTwo) {
     }
 }
 
+// The GEMV reads groups of 4 panels (256 columns) as separate streams: a
+// group and a rest, one and several blocks, both weight widths.
+TEST(QGemm, GemvPanelGroups) {
+  uint32_t seed = 500;
+  for (unsigned wBits : {4u, 8u})
+    for (int64_t n : {256, 300, 577}) {
+      checkCase({1, n, 384, wBits, 4, true, 0, 0}, seed++);
+      checkCase({1, n, 384, wBits, 8, false, 128, 0}, seed++);
+      checkCase({1, n, 384, wBits, 4, true, 0, 64}, seed++);
+    }
+}
+
 TEST(QGemm, ExtremeValuesNoSaturation) {
   // Codes 0/255 against weights -128/127 (and -8/7): the worst case for
   // vpmaddubsw's int16 saturation.

@@ -163,6 +163,7 @@ bool CpuContext::run(const int32_t *tokens, int64_t batch, int64_t n,
                      std::string &error) {
   Exec &x = exec;
   x.begin(batch, n, cached);
+  x.actsSlot = -1;
   x.lastOnly = lastOnly;
   x.ids = tokens;
   x.fillPositions(x.positions);

@@ -102,7 +102,16 @@ struct Exec : ProgramRun {
       return model->f32(slot);
     return slots[slot].data();
   }
+  /// `acts` holds the quantized rows of this slot (tokens x actsK under
+  /// actsQuant), or actsSlot is -1: q/k/v_proj (and gate/up_proj) quantize
+  /// the same input once. Any write to the slot forgets it.
+  int actsSlot = -1;
+  int64_t actsK = 0, actsTokens = 0;
+  QuantDesc actsQuant;
+
   float *out(int slot, int64_t numel) {
+    if (slot == actsSlot)
+      actsSlot = -1;
     std::vector<float> &s = slots[slot];
     if (int64_t(s.size()) < numel)
       s.resize(numel);

@@ -141,9 +141,19 @@ SQ_PROGRAM_CALL void sqrt_qlinear(void *ctx, int32_t out, int32_t in,
   }
   if (q.integer) {
     timed.then(Profile::ActQuant);
-    quantizeActivations(input, x.tokens, d.k, d.actQuant.bits,
-                        d.actQuant.symmetric, d.actQuant.group, d.actQuant.clip,
-                        x.acts, pool);
+    const QuantDesc &a = d.actQuant;
+    bool reuse = !hadamard && x.actsSlot == in && x.actsK == d.k &&
+                 x.actsTokens == x.tokens && x.actsQuant.bits == a.bits &&
+                 x.actsQuant.symmetric == a.symmetric &&
+                 x.actsQuant.group == a.group && x.actsQuant.clip == a.clip;
+    if (!reuse) {
+      quantizeActivations(input, x.tokens, d.k, a.bits, a.symmetric, a.group,
+                          a.clip, x.acts, pool);
+      x.actsSlot = hadamard ? -1 : in;
+      x.actsK = d.k;
+      x.actsTokens = x.tokens;
+      x.actsQuant = a;
+    }
     timed.then(Profile::Gemm);
     qgemm(x.acts, q.packed, o, x.model->kernels, pool);
     if (q.bias)
@@ -269,6 +279,8 @@ SQ_PROGRAM_CALL void sqrt_last_rows(void *ctx, int32_t slot, int64_t dim) {
     x.narrowed = true;
     return;
   }
+  if (slot == x.actsSlot)
+    x.actsSlot = -1;
   float *rows = x.slots[slot].data();
   for (int64_t b = 0; b < x.batch; ++b)
     std::memmove(rows + b * dim, rows + ((b + 1) * x.seq - 1) * dim,

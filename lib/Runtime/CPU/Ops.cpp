@@ -722,6 +722,24 @@ float *scratch(size_t n) {
   return buffer.data();
 }
 
+/// Between the two passes of a job: each row's visible scores scaled and
+/// turned into probabilities, its output zeroed for the value pass.
+void softmaxRows(const AttentionJob &job, float *scores, int64_t span,
+                 int64_t kLo, float scale) {
+  int64_t d = job.desc->headDim;
+  for (int64_t r = 0; r < job.rows(); ++r) {
+    int64_t lo, hi;
+    job.visible(r, lo, hi);
+    float *row = scores + r * span + (lo - kLo);
+    for (int64_t j = 0; j < hi - lo; ++j)
+      row[j] *= scale;
+    numerics::softmaxPrefix(row, hi - lo, hi - lo);
+    float *o = job.outRow(r);
+    for (int64_t e = 0; e < d; ++e)
+      o[e] = 0.0f;
+  }
+}
+
 /// The scalar path: dequantized tiles of keys and values, per score and per
 /// output the sums of the plain loop (multiply, then add).
 void attentionJobScalar(const AttentionJob &job) {
@@ -756,17 +774,7 @@ void attentionJobScalar(const AttentionJob &job) {
       }
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t lo, hi;
-    job.visible(r, lo, hi);
-    float *row = scores + r * span + (lo - kLo);
-    for (int64_t j = 0; j < hi - lo; ++j)
-      row[j] *= scale;
-    numerics::softmaxPrefix(row, hi - lo, hi - lo);
-    float *o = job.outRow(r);
-    for (int64_t e = 0; e < d; ++e)
-      o[e] = 0.0f;
-  }
+  softmaxRows(job, scores, span, kLo, scale);
   for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
     int64_t nj = std::min(kTile, kHi - j0);
     job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
@@ -932,17 +940,7 @@ attentionJobAVX2(const AttentionJob &job) {
       }
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t lo, hi;
-    job.visible(r, lo, hi);
-    float *row = scores + r * span + (lo - kLo);
-    for (int64_t j = 0; j < hi - lo; ++j)
-      row[j] *= scale;
-    numerics::softmaxPrefix(row, hi - lo, hi - lo);
-    float *o = job.outRow(r);
-    for (int64_t e = 0; e < d; ++e)
-      o[e] = 0.0f;
-  }
+  softmaxRows(job, scores, span, kLo, scale);
   for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
     int64_t nj = std::min(kTile, kHi - j0);
     job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));

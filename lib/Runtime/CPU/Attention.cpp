@@ -1,0 +1,722 @@
+//===- Attention.cpp - the KV cache and attention of the CPU runtime ------===//
+//
+// KVStore (Ops.h: the quantized KV cache, append and read) and attention over
+// it, split from Ops.cpp: scalar, AVX2 and AVX-512 paths chosen at run time,
+// the same bits as the plain loops they replaced
+// (unittests/Runtime/AttentionTest.cpp).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Ops.h"
+#include "QGemm.h"
+
+#include "sq/Numerics/Layers.h"
+#include "sq/Numerics/Quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace sq {
+namespace rt {
+
+//===----------------------------------------------------------------------===//
+// KV cache
+//===----------------------------------------------------------------------===//
+
+KVStore::~KVStore() {
+  std::free(codes);
+  std::free(floats);
+  std::free(scales);
+  std::free(zeros);
+}
+
+bool KVStore::allocate(int64_t b, int64_t cap, int64_t f, const QuantDesc &q) {
+  batch = b;
+  capacity = cap;
+  features = f;
+  quant = q;
+  size_t rows = size_t(b) * size_t(cap);
+  if (!q.bits) {
+    floats = static_cast<float *>(std::malloc(rows * f * sizeof(float)));
+    return floats != nullptr;
+  }
+  group = q.group ? q.group : f;
+  groups = f / group;
+  rowBytes = q.bits <= 4 ? (f + 1) / 2 : f;
+  codes = static_cast<uint8_t *>(std::malloc(rows * rowBytes));
+  scales = static_cast<float *>(std::malloc(rows * groups * sizeof(float)));
+  zeros = static_cast<float *>(std::malloc(rows * groups * sizeof(float)));
+  return codes && scales && zeros;
+}
+
+uint64_t KVStore::bytes() const {
+  uint64_t rows = uint64_t(batch) * capacity;
+  if (!quant.bits)
+    return rows * features * 4;
+  return rows * (rowBytes + 8 * groups);
+}
+
+namespace {
+
+/// The code stored for one value: numerics::quantizeValue, offset by
+/// 2^(bits-1) when signed (symmetric).
+inline uint8_t kvCode(float x, float scale, float zero,
+                      const numerics::QuantGrid &grid) {
+  int64_t v = numerics::quantizeValue(x, scale, zero, grid);
+  return static_cast<uint8_t>(
+      grid.symmetric ? v + (int64_t(1) << (grid.bits - 1)) : v);
+}
+
+/// Stores the codes of values [c0, c0 + n) of one group into `dst` (the
+/// row's code bytes, zeroed beforehand for <= 4 bits).
+inline void kvCodesScalar(const float *x, int64_t c0, int64_t n, float scale,
+                          float zero, const numerics::QuantGrid &grid,
+                          uint8_t *dst) {
+  for (int64_t c = c0; c < c0 + n; ++c) {
+    uint8_t u = kvCode(x[c], scale, zero, grid);
+    if (grid.bits <= 4)
+      dst[c / 2] |= uint8_t(u << (4 * (c % 2)));
+    else
+      dst[c] = u;
+  }
+}
+
+#if defined(__x86_64__)
+/// The codes of 8 values (kvCode, masked to a byte as its uint8_t cast):
+/// the same division, round to nearest (current mode, as nearbyint), zero
+/// point, clamp and truncation. std::min(std::max(q, lo), hi): max_ps and
+/// min_ps return their second operand when the comparison fails, as
+/// std::max/min return their first.
+__attribute__((target("avx2,fma"))) inline __m256i
+codes8AVX2(const float *p, __m256 vs, __m256 vz, __m256 lo, __m256 hi,
+           __m256i off) {
+  __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(p), vs),
+                             _MM_FROUND_CUR_DIRECTION);
+  q = _mm256_add_ps(q, vz);
+  q = _mm256_min_ps(hi, _mm256_max_ps(lo, q));
+  return _mm256_and_si256(_mm256_add_epi32(_mm256_cvttps_epi32(q), off),
+                          _mm256_set1_epi32(0xFF));
+}
+
+/// kvCodesScalar, 16 values at a time: the same division, round to nearest
+/// (current mode, as nearbyint), zero point, clamp (max then min, with
+/// std::max/min's operand order) and truncation.
+__attribute__((target("avx2,fma"))) void
+kvCodesAVX2(const float *x, int64_t c0, int64_t n, float scale, float zero,
+            const numerics::QuantGrid &grid, uint8_t *dst) {
+  bool nibbles = grid.bits <= 4;
+  int64_t c = c0, end = c0 + n;
+  if (nibbles && (c & 1) && c < end) {
+    kvCodesScalar(x, c, 1, scale, zero, grid, dst);
+    ++c;
+  }
+  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero);
+  const __m256 lo = _mm256_set1_ps(float(grid.qmin())),
+               hi = _mm256_set1_ps(float(grid.qmax()));
+  const __m256i off =
+      _mm256_set1_epi32(grid.symmetric ? (1 << (grid.bits - 1)) : 0);
+  for (; c + 16 <= end; c += 16) {
+    __m256i w = _mm256_packus_epi32(codes8AVX2(x + c, vs, vz, lo, hi, off),
+                                    codes8AVX2(x + c + 8, vs, vz, lo, hi, off));
+    w = _mm256_permute4x64_epi64(w, 0xD8); // 16 x u16 in order
+    __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w),
+                                 _mm256_extracti128_si256(w, 1));
+    if (!nibbles) {
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + c), b);
+      continue;
+    }
+    // Byte k = code 2k | code (2k + 1) << 4.
+    __m128i pair = _mm_or_si128(b, _mm_srli_epi16(b, 4));
+    pair = _mm_and_si128(pair, _mm_set1_epi16(0xFF));
+    _mm_storel_epi64(reinterpret_cast<__m128i *>(dst + c / 2),
+                     _mm_packus_epi16(pair, pair));
+  }
+  kvCodesScalar(x, c, end - c, scale, zero, grid, dst);
+}
+
+bool haveAVX2() {
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2;
+}
+bool haveAVX512() {
+  static const bool avx512 = haveAVX2() && __builtin_cpu_supports("avx512f") &&
+                             __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl");
+  return avx512;
+}
+#else
+bool haveAVX2() { return false; }
+bool haveAVX512() { return false; }
+#endif
+
+/// The dequantization path for a `simd` level (0 scalar, 1 at most AVX2,
+/// 2 the best this CPU has): 0, 1 (AVX2) or 2 (AVX-512).
+int dequantPath(int simd) {
+  if (simd <= 0 || !haveAVX2())
+    return 0;
+  return simd >= 2 && haveAVX512() ? 2 : 1;
+}
+
+/// (u - offset - zero) * scale for the codes [c0, c0 + n) of one group.
+inline void dequantScalar(const uint8_t *src, int64_t c0, int64_t n,
+                          unsigned bits, int64_t offset, float zero,
+                          float scale, float *o) {
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t c = c0 + i;
+    int64_t u = bits <= 4 ? (src[c / 2] >> (4 * (c % 2))) & 0xF : src[c];
+    o[i] = (float(u - offset) - zero) * scale;
+  }
+}
+
+#if defined(__x86_64__)
+/// (u - offset - zero) * scale for the 8 codes in the low bytes.
+__attribute__((target("avx2,fma"))) inline void
+dequant8AVX2(__m128i bytes8, __m256i off, __m256 vz, __m256 vs, float *p) {
+  __m256i u = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes8), off);
+  _mm256_storeu_ps(p,
+                   _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), vz), vs));
+}
+
+/// dequantScalar, 16 codes at a time (the same integer subtraction, exact
+/// conversion, subtraction and multiplication).
+__attribute__((target("avx2,fma"))) void
+dequantAVX2(const uint8_t *src, int64_t c0, int64_t n, unsigned bits,
+            int64_t offset, float zero, float scale, float *o) {
+  int64_t i = 0;
+  bool nibbles = bits <= 4;
+  if (nibbles && (c0 & 1) && n > 0) {
+    dequantScalar(src, c0, 1, bits, offset, zero, scale, o);
+    i = 1;
+  }
+  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero);
+  const __m256i off = _mm256_set1_epi32(int(offset));
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  for (; i + 16 <= n; i += 16) {
+    int64_t c = c0 + i;
+    __m128i codes;
+    if (nibbles) {
+      __m128i by =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(src + c / 2));
+      codes = _mm_unpacklo_epi8(_mm_and_si128(by, low4),
+                                _mm_and_si128(_mm_srli_epi16(by, 4), low4));
+    } else {
+      codes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + c));
+    }
+    dequant8AVX2(codes, off, vz, vs, o + i);
+    dequant8AVX2(_mm_srli_si128(codes, 8), off, vz, vs, o + i + 8);
+  }
+  dequantScalar(src, c0 + i, n - i, bits, offset, zero, scale, o + i);
+}
+#endif
+
+#if defined(__x86_64__)
+/// dequantScalar for <= 4-bit codes, 16 at a time through a table: entry u
+/// of the 16-entry table is (u - offset - zero) * scale computed as
+/// dequantScalar does (the same bits), and vpermps looks the codes up (it
+/// reads the low 4 bits of each index: the byte for an even code, the byte
+/// shifted right by 4 for an odd one).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
+dequantNibblesAVX512(const uint8_t *src, int64_t c0, int64_t n, int64_t offset,
+                     float zero, float scale, float *o) {
+  int64_t i = 0;
+  if ((c0 & 1) && n > 0) {
+    dequantScalar(src, c0, 1, 4, offset, zero, scale, o);
+    i = 1;
+  }
+  const __m512i iota =
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512 table =
+      _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
+                                      iota, _mm512_set1_epi32(int(offset)))),
+                                  _mm512_set1_ps(zero)),
+                    _mm512_set1_ps(scale));
+  const __m512i shifts =
+      _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+  for (; i + 32 <= n; i += 32) {
+    const uint8_t *p = src + (c0 + i) / 2;
+    __m128i by = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    __m512i i0 = _mm512_srlv_epi32(
+        _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(by, by)), shifts);
+    __m512i i1 = _mm512_srlv_epi32(
+        _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(by, by)), shifts);
+    _mm512_storeu_ps(o + i, _mm512_permutexvar_ps(i0, table));
+    _mm512_storeu_ps(o + i + 16, _mm512_permutexvar_ps(i1, table));
+  }
+  for (; i + 16 <= n; i += 16) {
+    __m128i by =
+        _mm_loadl_epi64(reinterpret_cast<const __m128i *>(src + (c0 + i) / 2));
+    __m512i i0 = _mm512_srlv_epi32(
+        _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(by, by)), shifts);
+    _mm512_storeu_ps(o + i, _mm512_permutexvar_ps(i0, table));
+  }
+  dequantScalar(src, c0 + i, n - i, 4, offset, zero, scale, o + i);
+}
+#endif
+
+/// Features [f0, f0 + nf) of cache row `row` as fp32, group by group, on
+/// dequantization path `path` (dequantPath).
+inline void dequantRow(const KVStore::Layout &s, size_t row, int64_t f0,
+                       int64_t nf, float *out, int path) {
+  if (!s.quant.bits) {
+    std::memcpy(out, s.floats + row * s.features + f0, nf * sizeof(float));
+    return;
+  }
+  const uint8_t *src = s.codes + row * s.rowBytes;
+  int64_t offset = s.quant.symmetric ? (int64_t(1) << (s.quant.bits - 1)) : 0;
+  for (int64_t c = f0; c < f0 + nf;) {
+    int64_t g = c / s.group, end = std::min((g + 1) * s.group, f0 + nf);
+    float zero = s.zeros[row * s.groups + g],
+          scale = s.scales[row * s.groups + g];
+#if defined(__x86_64__)
+    if (path == 2 && s.quant.bits <= 4)
+      dequantNibblesAVX512(src, c, end - c, offset, zero, scale,
+                           out + (c - f0));
+    else if (path >= 1)
+      dequantAVX2(src, c, end - c, s.quant.bits, offset, zero, scale,
+                  out + (c - f0));
+    else
+#endif
+      dequantScalar(src, c, end - c, s.quant.bits, offset, zero, scale,
+                    out + (c - f0));
+    (void)path;
+    c = end;
+  }
+}
+
+/// Prefetches what dequantRow(row, f0, nf) reads: rows of one KV head are a
+/// stride apart (codes, scales and zeros in three arrays), which the
+/// hardware prefetchers do not follow, so a job asks for the next tile's
+/// rows while it works on the current one.
+inline void prefetchRow(const KVStore::Layout &s, size_t row, int64_t f0,
+                        int64_t nf) {
+  auto lines = [](const void *p, size_t bytes) {
+    const char *c = static_cast<const char *>(p);
+    for (size_t i = 0; i < bytes; i += 64)
+      __builtin_prefetch(c + i);
+    __builtin_prefetch(c + bytes - 1);
+  };
+  if (nf <= 0)
+    return;
+  if (!s.quant.bits) {
+    lines(s.floats + row * s.features + f0, nf * sizeof(float));
+    return;
+  }
+  bool nibbles = s.quant.bits <= 4;
+  lines(s.codes + row * s.rowBytes + (nibbles ? f0 / 2 : f0),
+        nibbles ? (nf + 1) / 2 : nf);
+  int64_t g0 = f0 / s.group, g1 = (f0 + nf - 1) / s.group;
+  lines(s.scales + row * s.groups + g0, (g1 - g0 + 1) * sizeof(float));
+  lines(s.zeros + row * s.groups + g0, (g1 - g0 + 1) * sizeof(float));
+}
+
+} // namespace
+
+void KVStore::append(int64_t b, int64_t at, const float *in, int64_t count,
+                     int simd) {
+  bool avx2 = simd > 0 && haveAVX2();
+  for (int64_t t = 0; t < count; ++t) {
+    size_t row = size_t(b) * capacity + at + t;
+    const float *x = in + t * features;
+    if (!quant.bits) {
+      std::memcpy(floats + row * features, x, features * sizeof(float));
+      continue;
+    }
+    numerics::QuantGrid grid;
+    grid.bits = quant.bits;
+    grid.symmetric = quant.symmetric;
+    grid.clip = quant.clip;
+    uint8_t *dst = codes + row * rowBytes;
+    if (quant.bits <= 4)
+      std::memset(dst, 0, rowBytes);
+    for (int64_t g = 0; g < groups; ++g) {
+      float scale, zero;
+      numerics::groupScale(x + g * group, group, grid, 1.0, scale, zero);
+      scales[row * groups + g] = scale;
+      zeros[row * groups + g] = zero;
+#if defined(__x86_64__)
+      if (avx2) {
+        kvCodesAVX2(x, g * group, group, scale, zero, grid, dst);
+        continue;
+      }
+#endif
+      kvCodesScalar(x, g * group, group, scale, zero, grid, dst);
+    }
+  }
+}
+
+void KVStore::read(int64_t b, int64_t begin, int64_t end, int64_t f0,
+                   int64_t nf, float *out, int simd) const {
+  int path = dequantPath(simd);
+  Layout s = layout();
+  for (int64_t t = begin; t < end; ++t)
+    dequantRow(s, size_t(b) * capacity + t, f0, nf, out + (t - begin) * nf,
+               path);
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Keys (and values) per tile: four AVX2 vectors of scores.
+constexpr int64_t kTile = 32;
+/// Queries per job in a long prefill.
+constexpr int64_t kQueryBlock = 32;
+
+/// One job: the query rows [i0, i1) of sequence b for every query head of
+/// the KV heads [g0, g1). Row r of the job is query i0 + r % nq of head
+/// g0 * perGroup + r / nq (nq = i1 - i0): the rows of KV head g are
+/// [(g - g0) * perGroup * nq, (g - g0 + 1) * perGroup * nq). Several KV
+/// heads per job read whole cache lines of each row (their codes, scales
+/// and zeros are adjacent) while the tile is hot.
+struct AttentionJob {
+  const float *q;
+  KVStore::Layout keys, values;
+  int64_t b, g0, g1, i0, i1, seq, cached;
+  const AttentionDesc *desc;
+  float *out;
+  int path; // dequantization path (dequantPath)
+
+  int64_t perHead() const { return (i1 - i0) * (desc->heads / desc->kvHeads); }
+  int64_t rows() const { return (g1 - g0) * perHead(); }
+  int64_t query(int64_t r) const { return i0 + r % (i1 - i0); }
+  int64_t head(int64_t r) const {
+    return g0 * (desc->heads / desc->kvHeads) + r / (i1 - i0);
+  }
+  const float *queryRow(int64_t r) const {
+    return q + (b * seq + query(r)) * desc->heads * desc->headDim +
+           head(r) * desc->headDim;
+  }
+  float *outRow(int64_t r) const {
+    return out + (b * seq + query(r)) * desc->heads * desc->headDim +
+           head(r) * desc->headDim;
+  }
+  void visible(int64_t r, int64_t &lo, int64_t &hi) const {
+    numerics::visibleKeys(cached + query(r), cached + seq, desc->causal,
+                          desc->window, lo, hi);
+  }
+  size_t row(const KVStore::Layout &s, int64_t t) const {
+    return size_t(b) * s.capacity + t;
+  }
+  /// Prefetches rows [t0, t1) of `s` for the job's KV heads.
+  void prefetch(const KVStore::Layout &s, int64_t t0, int64_t t1) const {
+    int64_t d = desc->headDim;
+    for (int64_t t = t0; t < t1; ++t)
+      prefetchRow(s, row(s, t), g0 * d, (g1 - g0) * d);
+  }
+};
+
+/// Per-thread scratch, grown on demand and kept (pool threads persist).
+float *scratch(size_t n) {
+  static thread_local std::vector<float> buffer;
+  if (buffer.size() < n)
+    buffer.resize(n);
+  return buffer.data();
+}
+
+/// Between the two passes of a job: each row's visible scores scaled and
+/// turned into probabilities, its output zeroed for the value pass.
+void softmaxRows(const AttentionJob &job, float *scores, int64_t span,
+                 int64_t kLo, float scale) {
+  int64_t d = job.desc->headDim;
+  for (int64_t r = 0; r < job.rows(); ++r) {
+    int64_t lo, hi;
+    job.visible(r, lo, hi);
+    float *row = scores + r * span + (lo - kLo);
+    for (int64_t j = 0; j < hi - lo; ++j)
+      row[j] *= scale;
+    numerics::softmaxPrefix(row, hi - lo, hi - lo);
+    float *o = job.outRow(r);
+    for (int64_t e = 0; e < d; ++e)
+      o[e] = 0.0f;
+  }
+}
+
+/// The scalar path: dequantized tiles of keys and values, per score and per
+/// output the sums of the plain loop (multiply, then add).
+void attentionJobScalar(const AttentionJob &job) {
+  const AttentionDesc &desc = *job.desc;
+  int64_t d = desc.headDim, rows = job.rows();
+  int64_t kLo, kHi, unused;
+  job.visible(0, kLo, unused);
+  job.visible(job.i1 - job.i0 - 1, unused, kHi);
+  int64_t span = kHi - kLo;
+  float *tile = scratch(kTile * d + rows * span);
+  float *scores = tile + kTile * d;
+  float scale = static_cast<float>(desc.scale);
+  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
+    int64_t nj = std::min(kTile, kHi - j0);
+    job.prefetch(job.keys, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t jj = 0; jj < nj; ++jj)
+        dequantRow(job.keys, job.row(job.keys, j0 + jj), g * d, d,
+                   tile + jj * d, 0);
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        const float *qr = job.queryRow(r);
+        for (int64_t j = std::max(lo, j0); j < std::min(hi, j0 + nj); ++j) {
+          const float *k = tile + (j - j0) * d;
+          float s = 0.0f;
+          for (int64_t e = 0; e < d; ++e)
+            s += qr[e] * k[e];
+          scores[r * span + (j - kLo)] = s;
+        }
+      }
+    }
+  }
+  softmaxRows(job, scores, span, kLo, scale);
+  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
+    int64_t nj = std::min(kTile, kHi - j0);
+    job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t jj = 0; jj < nj; ++jj)
+        dequantRow(job.values, job.row(job.values, j0 + jj), g * d, d,
+                   tile + jj * d, 0);
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        const float *p = scores + r * span - kLo;
+        float *o = job.outRow(r);
+        for (int64_t j = std::max(lo, j0); j < std::min(hi, j0 + nj); ++j) {
+          const float *v = tile + (j - j0) * d;
+          for (int64_t e = 0; e < d; ++e)
+            o[e] += p[j] * v[e];
+        }
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__)
+/// Rows [0, 8) of `tile` (row stride d), features [e, e + 8), transposed
+/// into kt[e .. e + 8][8].
+__attribute__((target("avx2,fma"))) inline void
+transpose8x8(const float *tile, int64_t d, int64_t e, float *kt) {
+  __m256 r0 = _mm256_loadu_ps(tile + 0 * d + e),
+         r1 = _mm256_loadu_ps(tile + 1 * d + e),
+         r2 = _mm256_loadu_ps(tile + 2 * d + e),
+         r3 = _mm256_loadu_ps(tile + 3 * d + e),
+         r4 = _mm256_loadu_ps(tile + 4 * d + e),
+         r5 = _mm256_loadu_ps(tile + 5 * d + e),
+         r6 = _mm256_loadu_ps(tile + 6 * d + e),
+         r7 = _mm256_loadu_ps(tile + 7 * d + e);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+         t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
+         t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+         t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+         u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+         u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+         u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+         u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)),
+         u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+         u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)),
+         u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  float *o = kt + e * 8;
+  _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/// o[e] = fma(p[j], v[j][e], o[e]) for j in [jb, je) in order, for every
+/// e: 64 features (8 independent chains) at a time, then 8, then scalar.
+__attribute__((target("avx2,fma"))) inline void
+accumulateValues(const float *p, const float *tile, int64_t d, int64_t j0,
+                 int64_t jb, int64_t je, float *o) {
+  int64_t e = 0;
+  for (; e + 64 <= d; e += 64) {
+    __m256 a[8];
+    for (int k = 0; k < 8; ++k)
+      a[k] = _mm256_loadu_ps(o + e + 8 * k);
+    for (int64_t j = jb; j < je; ++j) {
+      __m256 pj = _mm256_set1_ps(p[j]);
+      const float *v = tile + (j - j0) * d + e;
+      for (int k = 0; k < 8; ++k)
+        a[k] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * k), a[k]);
+    }
+    for (int k = 0; k < 8; ++k)
+      _mm256_storeu_ps(o + e + 8 * k, a[k]);
+  }
+  for (; e + 8 <= d; e += 8) {
+    __m256 a0 = _mm256_loadu_ps(o + e);
+    for (int64_t j = jb; j < je; ++j)
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
+                           _mm256_loadu_ps(tile + (j - j0) * d + e), a0);
+    _mm256_storeu_ps(o + e, a0);
+  }
+  for (; e < d; ++e)
+    for (int64_t j = jb; j < je; ++j)
+      o[e] = std::fma(p[j], tile[(j - j0) * d + e], o[e]);
+}
+
+/// The AVX2 path over tiles of 32 keys: each group of 8 keys is dequantized,
+/// transposed to [d][8] and its scores are chains of d fused multiply-adds
+/// (one vector lane per key, four groups' chains interleaved); an output is
+/// a chain of fused multiply-adds over the visible values in key order (one
+/// lane per feature, 64 features' chains interleaved).
+__attribute__((target("avx2,fma"))) void
+attentionJobAVX2(const AttentionJob &job) {
+  const AttentionDesc &desc = *job.desc;
+  int64_t d = desc.headDim, rows = job.rows(), d8 = d & ~int64_t(7);
+  int64_t kLo, kHi, unused;
+  job.visible(0, kLo, unused);
+  job.visible(job.i1 - job.i0 - 1, unused, kHi);
+  // Score rows padded to whole groups of 8 so that a group's lanes store at
+  // once.
+  int64_t span = (kHi - kLo + 7) / 8 * 8;
+  float *tile = scratch(2 * kTile * d + rows * span);
+  float *kt = tile + kTile * d, *scores = kt + kTile * d;
+  float scale = static_cast<float>(desc.scale);
+  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
+    int64_t nj = std::min(kTile, kHi - j0), groups = (nj + 7) / 8;
+    job.prefetch(job.keys, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t jj = 0; jj < groups * 8; ++jj) {
+        if (jj < nj)
+          dequantRow(job.keys, job.row(job.keys, j0 + jj), g * d, d,
+                     tile + jj * d, job.path);
+        else
+          std::memset(tile + jj * d, 0, d * sizeof(float));
+      }
+      // Group s of 8 keys: kt + s * 8 * d, [d][8].
+      for (int64_t s = 0; s < groups; ++s) {
+        const float *rows8 = tile + s * 8 * d;
+        float *kts = kt + s * 8 * d;
+        for (int64_t e = 0; e < d8; e += 8)
+          transpose8x8(rows8, d, e, kts);
+        for (int64_t e = d8; e < d; ++e)
+          for (int64_t jj = 0; jj < 8; ++jj)
+            kts[e * 8 + jj] = rows8[jj * d + e];
+      }
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        if (j0 + nj <= lo || j0 >= hi)
+          continue;
+        const float *qr = job.queryRow(r);
+        float *sr = scores + r * span + (j0 - kLo);
+        int64_t s = 0;
+        for (; s + 4 <= groups; s += 4) {
+          const float *k0 = kt + s * 8 * d;
+          __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(),
+                 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+          for (int64_t e = 0; e < d; ++e) {
+            __m256 qe = _mm256_set1_ps(qr[e]);
+            a0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + e * 8), a0);
+            a1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + 8 * d + e * 8), a1);
+            a2 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + 16 * d + e * 8), a2);
+            a3 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + 24 * d + e * 8), a3);
+          }
+          _mm256_storeu_ps(sr + s * 8, a0);
+          _mm256_storeu_ps(sr + s * 8 + 8, a1);
+          _mm256_storeu_ps(sr + s * 8 + 16, a2);
+          _mm256_storeu_ps(sr + s * 8 + 24, a3);
+        }
+        for (; s < groups; ++s) {
+          const float *k0 = kt + s * 8 * d;
+          __m256 a0 = _mm256_setzero_ps();
+          for (int64_t e = 0; e < d; ++e)
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(qr[e]),
+                                 _mm256_loadu_ps(k0 + e * 8), a0);
+          _mm256_storeu_ps(sr + s * 8, a0);
+        }
+      }
+    }
+  }
+  softmaxRows(job, scores, span, kLo, scale);
+  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
+    int64_t nj = std::min(kTile, kHi - j0);
+    job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t jj = 0; jj < nj; ++jj)
+        dequantRow(job.values, job.row(job.values, j0 + jj), g * d, d,
+                   tile + jj * d, job.path);
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        int64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nj);
+        if (jb < je)
+          accumulateValues(scores + r * span - kLo, tile, d, j0, jb, je,
+                           job.outRow(r));
+      }
+    }
+  }
+}
+#endif
+
+} // namespace
+
+void attention(const float *q, const KVStore &keys, const KVStore &values,
+               int64_t batch, int64_t seq, int64_t cached,
+               const AttentionDesc &desc, float *out, ThreadPool *pool,
+               int simd) {
+  int64_t d = desc.headDim, kvHeads = desc.kvHeads, total = cached + seq;
+  int path = dequantPath(simd);
+  bool avx2 = path >= 1;
+  // Jobs (sequence, span of KV heads, block of queries), the blocks
+  // fastest: a run of consecutive jobs mixes short and long causal rows.
+  // KV heads per job: as many as leave about 4 jobs per thread, with a job's
+  // scores within about 1 MiB.
+  int64_t blocks = (seq + kQueryBlock - 1) / kQueryBlock;
+  int64_t threads = pool ? pool->size() : 1;
+  int64_t perHead = std::min(seq, kQueryBlock) * (desc.heads / kvHeads);
+  int64_t span = std::min(total, (kQueryBlock + total - seq));
+  int64_t headsPerJob = std::max<int64_t>(
+      1, std::min({kvHeads, batch * kvHeads * blocks / (4 * threads),
+                   (int64_t(1) << 18) / std::max<int64_t>(1, perHead * span)}));
+  int64_t spans = (kvHeads + headsPerJob - 1) / headsPerJob;
+  int64_t jobs = batch * spans * blocks;
+  KVStore::Layout kl = keys.layout(), vl = values.layout();
+  auto work = [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      int64_t blk = j % blocks, bs = j / blocks, sp = bs % spans;
+      AttentionJob job{q,
+                       kl,
+                       vl,
+                       bs / spans,
+                       sp * headsPerJob,
+                       std::min(kvHeads, (sp + 1) * headsPerJob),
+                       blk * kQueryBlock,
+                       std::min(seq, (blk + 1) * kQueryBlock),
+                       seq,
+                       cached,
+                       &desc,
+                       out,
+                       path};
+#if defined(__x86_64__)
+      if (avx2) {
+        attentionJobAVX2(job);
+        continue;
+      }
+#endif
+      attentionJobScalar(job);
+    }
+  };
+  if (pool && jobs > 1 && total * seq * d >= 4096)
+    pool->parallelFor(jobs, work);
+  else
+    work(0, jobs);
+  (void)avx2;
+}
+
+} // namespace rt
+} // namespace sq

@@ -44,6 +44,8 @@ mkdir -p "$M"
 PY=/usr/bin/python3
 CC=$(command -v clang-22 || command -v cc)
 log() { echo "[decode_ratios] $*" >&2; }
+run() { "$@"; }
+. bench/common.sh  # build_c, busy
 
 # --- tools (cached) ---------------------------------------------------------
 if ! "$PY" -c 'import numpy, onnx' 2>/dev/null; then
@@ -60,13 +62,6 @@ if [ ! -d "$NM/node-llama-cpp" ] || [ ! -d "$NM/@node-llama-cpp/linux-x64" ] ||
     node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 onnxruntime-node@1.30.0 >/dev/null
 fi
 export NODE_PATH=$PWD/$NM SQ_PEERS_NODE_MODULES=$PWD/$NM
-build_c() {  # build_c SRC OUT FLAGS...
-  local src=$1 out=$2; shift 2
-  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
-    log "building $out"
-    "$CC" "$@" "$src" -o "$out"
-  fi
-}
 build_c bench/bandwidth.c "$P/bandwidth" -O3 -march=native -pthread
 build_c bench/decode_bench.c "$P/decode_bench" -O2 -march=native -Iinclude -ldl
 
@@ -113,14 +108,6 @@ else
 fi
 
 # --- measurements -----------------------------------------------------------
-busy() {  # percent of all CPU time not idle over one second (other processes' load)
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local tot=0 i
-  for i in 1 2 3 4 5 6 7 8; do tot=$(( tot + ${b[$i]} - ${a[$i]} )); done
-  # idle + iowait count as idle
-  echo $(( 100 - 100 * (${b[4]} - ${a[4]} + ${b[5]} - ${a[5]}) / (tot > 0 ? tot : 1) ))
-}
 sync  # let the writeback of freshly generated models finish before timing
 BUSY0=$(busy)
 BWS=() LLS=() ORTS=() SQS=()

@@ -93,6 +93,7 @@ log() { echo "[ratios] $*" >&2; }
 run() {  # run CMD...: print it, and run it unless --dry-run
   if [ "$DRY" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
+. bench/common.sh  # build_c, busy
 has() { case " $ENGINES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # --- tools (cached) ---------------------------------------------------------
@@ -104,13 +105,6 @@ if { has llama.cpp || has ort; } && { [ ! -d "$NM/node-llama-cpp" ] ||
     node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 onnxruntime-node@1.30.0 >/dev/null
 fi
 export NODE_PATH=$PWD/$NM SQ_PEERS_NODE_MODULES=$PWD/$NM
-build_c() {  # build_c SRC OUT FLAGS...
-  local src=$1 out=$2; shift 2
-  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
-    log "building $out"
-    run "$CC" "$@" "$src" -o "$out"
-  fi
-}
 mkdir -p "$M" "$P/ratios"
 build_c bench/bandwidth.c "$P/bandwidth" -O3 -march=native -pthread
 has sq && build_c bench/decode_bench.c "$P/decode_bench" -O2 -march=native -Iinclude -ldl
@@ -168,13 +162,6 @@ for s in $SHAPES; do
 done
 
 # --- measurements -----------------------------------------------------------
-busy() {  # percent of all CPU time not idle over one second (other processes' load)
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local tot=0 i
-  for i in 1 2 3 4 5 6 7 8; do tot=$(( tot + ${b[$i]} - ${a[$i]} )); done
-  echo $(( 100 - 100 * (${b[4]} - ${a[4]} + ${b[5]} - ${a[5]}) / (tot > 0 ? tot : 1) ))
-}
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 J=$P/ratios/$RUN_ID.jsonl
 emit() {  # emit KEY=VALUE... JSON_OR_EMPTY: one line of $J

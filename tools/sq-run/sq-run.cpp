@@ -2,6 +2,7 @@
 //
 //   sq-run MODEL --ppl FILE --seqlen N [--max-windows K] [--stride S] [--json]
 //   sq-run MODEL --generate "PROMPT" -n N [--temperature T --top-p P --seed S]
+//   sq-run --tokenizer SPEC --encode FILE -o ids.bin [--add-special-tokens]
 //
 // MODEL is .onnx (imported on the fly), .mlir or .mlirbc, run by the
 // reference executor, or a model.so compiled by sq-compile, run through its
@@ -27,11 +28,26 @@ using namespace llvm;
 static cl::OptionCategory category("sq-run options");
 static cl::opt<std::string>
     modelPath(cl::Positional, cl::desc("<model.onnx|.mlir|.mlirbc|.so>"),
-              cl::Required, cl::cat(category));
+              cl::cat(category));
 static cl::opt<std::string> tokenizerSpec(
     "tokenizer",
-    cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes) or "
-             "'sp:PATH' (a SentencePiece .model)"),
+    cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes), "
+             "'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a Hugging "
+             "Face tokenizer.json in DIR, or the file itself)"),
+    cl::cat(category));
+static cl::opt<std::string> encodeFile(
+    "encode",
+    cl::desc("Write the token ids of the text in FILE to -o as int32 "
+             "little-endian (the format --tokens reads); needs --tokenizer, "
+             "no model. BOS/EOS are added only with --add-special-tokens"),
+    cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<std::string> outputFile("o", cl::desc("--encode: the ids file"),
+                                       cl::value_desc("FILE"),
+                                       cl::cat(category));
+static cl::opt<bool> addSpecialTokens(
+    "add-special-tokens",
+    cl::desc("--encode: add the BOS/EOS the tokenizer adds for a model input "
+             "(Hugging Face's add_special_tokens=True)"),
     cl::cat(category));
 static cl::opt<std::string>
     pplFile("ppl",
@@ -114,6 +130,26 @@ static cl::opt<int64_t>
 
 static int fail(const Twine &message) { return sq::fail("sq-run", message); }
 
+static int runEncode() {
+  if (tokenizerSpec.empty())
+    return fail("--encode needs --tokenizer (byte, sp:PATH or hf:DIR)");
+  if (outputFile.empty())
+    return fail("--encode needs -o FILE for the ids");
+  if (!modelPath.empty())
+    return fail("--encode takes no model ('" + modelPath + "')");
+  sq::TokenSource source;
+  source.path = encodeFile;
+  source.format = sq::TokenSource::Format::Text;
+  source.tokenizerSpec = tokenizerSpec;
+  source.addSpecialTokens = addSpecialTokens;
+  std::vector<int64_t> ids;
+  std::string error;
+  if (!sq::loadTokens(source, ids, error) ||
+      !sq::writeTokens(outputFile, ids, error))
+    return fail(error);
+  return 0;
+}
+
 static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
   sq::TokenSource source;
   if (!tokensFile.empty()) {
@@ -123,7 +159,8 @@ static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
     source.path = pplFile;
     source.format = sq::TokenSource::Format::Text;
     source.tokenizer = tok;
-    source.needsTokenizer = "--ppl needs --tokenizer (byte or sp:PATH) to "
+    source.needsTokenizer = "--ppl needs --tokenizer (byte, sp:PATH or "
+                            "hf:DIR) to "
                             "turn '" +
                             pplFile + "' into tokens";
   }
@@ -167,7 +204,14 @@ int main(int argc, char **argv) {
       "  sq-run model.onnx --ppl test.txt --tokenizer byte --seqlen 256 "
       "--json\n"
       "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
-      "time\" -n 40\n");
+      "time\" -n 40\n"
+      "  sq-run --tokenizer hf:llama-3-folder --encode text.txt -o ids.bin\n");
+  if (!encodeFile.empty())
+    return runEncode();
+  if (!outputFile.empty() || addSpecialTokens)
+    return fail("-o and --add-special-tokens go with --encode");
+  if (modelPath.empty())
+    return fail("no model given (sq-run MODEL ...; --encode needs none)");
   bool ppl = !pplFile.empty() || !tokensFile.empty();
   bool gen = prompt.getNumOccurrences() > 0;
   if (int(ppl) + int(gen) + int(bench) != 1)
@@ -202,7 +246,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!tok)
-    return fail("--generate needs --tokenizer (byte or sp:PATH)");
+    return fail("--generate needs --tokenizer (byte, sp:PATH or hf:DIR)");
   sq::GenerateOptions options;
   options.sampling.temperature = temperature;
   options.sampling.topP = topP;

@@ -42,6 +42,8 @@ struct TokenSource {
   std::string needsTokenizer;
   /// When > 0, every id must lie in [0, vocab).
   int64_t vocab = 0;
+  /// Text: add the tokenizer's BOS/EOS (Tokenizer::encodeWithSpecialTokens).
+  bool addSpecialTokens = false;
 };
 
 /// Reads the ids of `source` into `ids`. Returns false with a one-line
@@ -52,6 +54,12 @@ struct TokenSource {
 /// V [(tokenizer=SPEC)].
 bool loadTokens(const TokenSource &source, std::vector<int64_t> &ids,
                 std::string &error);
+
+/// Writes `ids` to `path` as little-endian int32 (what loadTokens reads from
+/// a .bin), through a temporary renamed into place: a failure leaves no
+/// file. False with "PATH: cannot write: REASON" (or an id outside int32).
+bool writeTokens(llvm::StringRef path, llvm::ArrayRef<int64_t> ids,
+                 std::string &error);
 
 } // namespace sq
 

@@ -66,8 +66,20 @@ bool loadTokens(const TokenSource &source, std::vector<int64_t> &ids,
         return false;
       tokenizer = made.get();
     }
-    ids = source.addSpecialTokens ? tokenizer->encodeWithSpecialTokens(bytes)
-                                  : tokenizer->encode(bytes);
+    auto encode = [&](StringRef text) {
+      return source.addSpecialTokens ? tokenizer->encodeWithSpecialTokens(text)
+                                     : tokenizer->encode(text);
+    };
+    if (!source.eachLine) {
+      ids = encode(bytes);
+    } else {
+      SmallVector<StringRef> lines;
+      bytes.split(lines, '\n');
+      for (StringRef line : lines) {
+        std::vector<int64_t> part = encode(line);
+        ids.insert(ids.end(), part.begin(), part.end());
+      }
+    }
   }
   if (source.vocab > 0)
     for (size_t i = 0; i < ids.size(); ++i)

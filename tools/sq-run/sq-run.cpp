@@ -3,6 +3,8 @@
 //   sq-run MODEL --ppl FILE --seqlen N [--max-windows K] [--stride S] [--json]
 //   sq-run MODEL --generate "PROMPT" -n N [--temperature T --top-p P --seed S]
 //   sq-run --tokenizer SPEC --encode FILE -o ids.bin [--add-special-tokens]
+//          [--lines]
+//   sq-run --tokenizer SPEC --decode ids.bin -o text.txt
 //
 // MODEL is .onnx (imported on the fly), .mlir or .mlirbc, run by the
 // reference executor, or a model.so compiled by sq-compile, run through its
@@ -130,6 +132,50 @@ static cl::opt<int64_t>
 
 static int fail(const Twine &message) { return sq::fail("sq-run", message); }
 
+static cl::opt<bool>
+    encodeLines("lines",
+                cl::desc("--encode: encode every line (split at \\n, "
+                         "without it) on its own; the ids are written one "
+                         "line after the other"),
+                cl::cat(category));
+
+static cl::opt<std::string>
+    decodeFile("decode",
+               cl::desc("Write the text of the int32 ids in FILE to -o "
+                        "(the tokenizer's decoder; needs --tokenizer, no "
+                        "model)"),
+               cl::value_desc("FILE"), cl::cat(category));
+
+static int runDecode() {
+  if (tokenizerSpec.empty())
+    return fail("--decode needs --tokenizer (byte, sp:PATH or hf:DIR)");
+  if (outputFile.empty())
+    return fail("--decode needs -o FILE for the text");
+  if (!modelPath.empty())
+    return fail("--decode takes no model ('" + modelPath + "')");
+  std::string error;
+  std::unique_ptr<sq::Tokenizer> tok =
+      sq::Tokenizer::create(tokenizerSpec, error);
+  if (!tok)
+    return fail(error);
+  sq::TokenSource source;
+  source.path = decodeFile;
+  source.format = sq::TokenSource::Format::Ids;
+  source.vocab = tok->vocabSize();
+  std::vector<int64_t> ids;
+  if (!sq::loadTokens(source, ids, error))
+    return fail(error);
+  std::string text = tok->decode(ids);
+  auto write = [&](raw_ostream &os, std::string &) {
+    os << text;
+    return true;
+  };
+  if (sq::writeFileAtomically(outputFile, write, error) !=
+      sq::WriteStatus::Written)
+    return fail(outputFile + ": cannot write: " + error);
+  return 0;
+}
+
 static int runEncode() {
   if (tokenizerSpec.empty())
     return fail("--encode needs --tokenizer (byte, sp:PATH or hf:DIR)");
@@ -142,6 +188,7 @@ static int runEncode() {
   source.format = sq::TokenSource::Format::Text;
   source.tokenizerSpec = tokenizerSpec;
   source.addSpecialTokens = addSpecialTokens;
+  source.eachLine = encodeLines;
   std::vector<int64_t> ids;
   std::string error;
   if (!sq::loadTokens(source, ids, error) ||
@@ -206,10 +253,15 @@ int main(int argc, char **argv) {
       "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
       "time\" -n 40\n"
       "  sq-run --tokenizer hf:llama-3-folder --encode text.txt -o ids.bin\n");
+  if (!encodeFile.empty() && !decodeFile.empty())
+    return fail("choose one of --encode and --decode");
   if (!encodeFile.empty())
     return runEncode();
-  if (!outputFile.empty() || addSpecialTokens)
-    return fail("-o and --add-special-tokens go with --encode");
+  if (!decodeFile.empty())
+    return runDecode();
+  if (!outputFile.empty() || addSpecialTokens || encodeLines)
+    return fail("-o, --add-special-tokens and --lines go with --encode "
+                "(-o also with --decode)");
   if (modelPath.empty())
     return fail("no model given (sq-run MODEL ...; --encode needs none)");
   bool ppl = !pplFile.empty() || !tokensFile.empty();

@@ -44,6 +44,9 @@ struct TokenSource {
   int64_t vocab = 0;
   /// Text: add the tokenizer's BOS/EOS (Tokenizer::encodeWithSpecialTokens).
   bool addSpecialTokens = false;
+  /// Text: encode every line (split at '\n', without it) on its own and
+  /// concatenate the ids (how per-line datasets are tokenized).
+  bool eachLine = false;
 };
 
 /// Reads the ids of `source` into `ids`. Returns false with a one-line

@@ -33,7 +33,7 @@ struct TokenSource {
   std::string name;
   Format format = Format::ByExtension;
   /// For text: a tokenizer to use, else one made from `tokenizerSpec`
-  /// ("byte" or "sp:PATH", as the user gave it; named in the vocabulary
+  /// ("byte", "sp:PATH" or "hf:DIR", as the user gave it; named in the vocabulary
   /// message), else from `defaultTokenizerSpec`. With none of the three,
   /// text is refused with `needsTokenizer` (say how to give one).
   const Tokenizer *tokenizer = nullptr;

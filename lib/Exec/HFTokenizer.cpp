@@ -161,6 +161,12 @@ public:
     while (start <= text.size()) {
       int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()),
                            text.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+        // The JIT's stack ran out (a pathological subject): the interpreter
+        // keeps its backtracking on the heap.
+        rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()),
+                         text.size(), start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                         md, nullptr);
       if (rc < 0)
         break;
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);

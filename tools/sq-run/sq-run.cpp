@@ -50,9 +50,9 @@ static cl::opt<std::string> encodeFile(
              "With --bench: also print JSON with the median encoding time "
              "of --repeats runs (MB/s, tokens/s)"),
     cl::value_desc("FILE"), cl::cat(category));
-static cl::opt<std::string> outputFile("o", cl::desc("--encode: the ids file"),
-                                       cl::value_desc("FILE"),
-                                       cl::cat(category));
+static cl::opt<std::string>
+    outputFile("o", cl::desc("--encode: the ids file; --decode: the text file"),
+               cl::value_desc("FILE"), cl::cat(category));
 static cl::opt<bool> addSpecialTokens(
     "add-special-tokens",
     cl::desc("--encode: add the BOS/EOS the tokenizer adds for a model input "

@@ -49,8 +49,9 @@ static cl::opt<std::string> calibData(
     cl::value_desc("FILE"), cl::cat(category));
 static cl::opt<std::string> tokenizer(
     "tokenizer",
-    cl::desc("How --calib-data becomes tokens: byte or sp:PATH (needed for "
-             "non-byte models with --rotate=learned)"),
+    cl::desc(
+        "How --calib-data becomes tokens: byte, sp:PATH or hf:DIR (needed for "
+        "non-byte models with --rotate=learned)"),
     cl::cat(category));
 static cl::opt<int64_t> calibSteps("calib-steps",
                                    cl::desc("Cayley SGD steps (default 100)"),

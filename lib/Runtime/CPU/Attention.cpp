@@ -784,6 +784,10 @@ accumulateValuesAVX512(const float *p, const float *tile, int64_t d, int64_t j0,
 /// features 2k and 2k + 1: one zero-extension gives both, the odd ones
 /// after a shift), interleaved back when stored; each lane's chain is the
 /// same.
+/// Rows ahead that valuesFusedAVX512 prefetches (about a DRAM latency of
+/// its work per row).
+constexpr size_t kValuePrefetch = 16;
+
 template <int C>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
 valuesFusedAVX512(const KVStore::Layout &s, size_t rowBase, int64_t f0,
@@ -814,7 +818,13 @@ valuesFusedAVX512(const KVStore::Layout &s, size_t rowBase, int64_t f0,
   for (int64_t j = jb; j < je; ++j) {
     size_t row = rowBase + j;
     const uint8_t *src = s.codes + row * s.rowBytes + f0 / 2;
-    __builtin_prefetch(src + 8 * s.rowBytes);
+    // Rows are a cache row apart: ask for the codes, scale and zero point
+    // kValuePrefetch rows ahead (the cache is out of the caches after a
+    // step's weights have streamed through).
+    __builtin_prefetch(src + kValuePrefetch * s.rowBytes);
+    __builtin_prefetch(src + kValuePrefetch * s.rowBytes + 32 * C - 1);
+    __builtin_prefetch(s.scales + s.param(row + kValuePrefetch, g0));
+    __builtin_prefetch(s.zeros + s.param(row + kValuePrefetch, g0));
     __m512 pj = _mm512_set1_ps(p[j]);
     __m512 table = _mm512_setzero_ps();
     int64_t tableGroup = -1;

@@ -170,6 +170,9 @@ def write_checkpoint(folder, tensors, max_shard_bytes=None, shards=None):
             size += t.nbytes
         groups.append(cur)
     n = len(groups)
+    if n == 1 and not shards:  # save_pretrained: one file needs no index
+        write_safetensors(os.path.join(folder, "model.safetensors"), tensors)
+        return
     weight_map = {}
     total = 0
     for i, g in enumerate(groups):
@@ -405,8 +408,8 @@ SYNTHETIC = {
                                  version="4.31.0"), {}),
     "tiny-llama3": (llama_config(64, 2, 4, 2, 128, 320, tie=True, rope_theta=500000.0,
                                  rope_scaling=llama3_scaling(32.0), max_pos=131072, head_dim=16,
-                                 bos=128000, eos=128001, dtype="bfloat16"), {}),
-    "tiny-qwen2": (qwen2_config(64, 2, 4, 2, 128, 288, dtype="float16", bos=256, eos=256), {}),
+                                 bos=309, eos=310, dtype="bfloat16"), {}),
+    "tiny-qwen2": (qwen2_config(64, 2, 4, 2, 128, 320, dtype="float16", bos=317, eos=317), {}),
     "tiny-mistral": (mistral_config(64, 2, 4, 2, 128, 256, max_pos=512), {}),
     "tiny-sharded": (llama_config(64, 3, 4, 2, 128, 256, tie=False, max_pos=512, dtype="float32"),
                      {"shards": 3}),
@@ -440,12 +443,19 @@ def write_synthetic(out, name, cfg, seed, full, shards=None):
     write_json(os.path.join(folder, "config.json"), cfg)
     write_json(os.path.join(folder, "generation_config.json"),
                generation_config(cfg, FULL_GENERATION.get(name)))
+    tokenizer = cfg["model_type"] == "qwen2" or (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3"
+    if tokenizer:
+        write_tokenizer_files(folder, *synthetic_tokenizer(cfg))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write("# %s (synthetic)\n\nWritten by test/HF/make_hf_checkpoints.py: seeded random %s "
-                "weights (%s), the configuration of %s. Not a trained model: no tokenizer files.\n"
+                "weights (%s), the configuration of %s. Not a trained model. %s\n"
                 % (name, dtype, "normal * 0.02, norms 1" if full else
                    "normal / sqrt(fan_in), norms 1 + 0.2 * normal",
-                   "the public checkpoint" if full else "a small model of this architecture"))
+                   "the public checkpoint" if full else "a small model of this architecture",
+                   "tokenizer.json: a byte-level BPE tokenizer in the form of the real one (same "
+                   "pre-tokenizer, normalizer, decoder and special tokens, at the ids config.json gives), with the 256 "
+                   "byte tokens and merges learned from a short text by make_hf_checkpoints.py, not the "
+                   "real vocabulary." if tokenizer else "No tokenizer files."))
     return folder
 
 
@@ -671,6 +681,184 @@ def spm_to_tokenizer_json(model_path):
     special_map = {k: {kk: v[kk] for kk in ("content", "lstrip", "normalized", "rstrip", "single_word")}
                    for k, v in special_map.items()}
     return tok, config, special_map
+
+
+# --------------------------------------------------------------------------
+# Synthetic byte-level BPE tokenizers (the form of LLaMA-3's and Qwen2's
+# tokenizer.json, with a small vocabulary learned here)
+
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# The text the merges are learned from (written for this purpose).
+BPE_TRAINING_TEXT = """\
+Hello! Once upon a time, there was a little robot named Bolt. Bolt liked to count: one, two, three,
+1234 and 5678. He said, "I'm here, and you're there; we'll meet where the river bends." The river
+was wide and the water was cold, but the robot wasn't afraid. The model reads the text, then the
+model writes the next word. Hello, hello, hello world. The quick brown fox jumps over the lazy dog.
+She sells sea shells by the sea shore; the shells she sells are surely sea shells.
+"""
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table, in GPT-2's order (the
+    printable bytes first, then the others mapped from U+0100 up)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [(b, chr(c)) for b, c in zip(bs, cs)]
+
+
+def _ascii_pretokenize(text, digits):
+    """The split regex for ASCII text (Python's re has no \p{L}); only used to
+    learn merges, so it need not be exact."""
+    import re
+    pat = (r"'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,%d}|"
+           r" ?[^\s A-Za-z0-9]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+") % digits
+    return re.findall(pat, text)
+
+
+def learn_merges(n_merges, digits):
+    table = dict(bytes_to_unicode())
+    words = {}
+    for w in _ascii_pretokenize(BPE_TRAINING_TEXT, digits):
+        key = tuple(table[b] for b in w.encode("utf-8"))
+        words[key] = words.get(key, 0) + 1
+    merges = []
+    for _ in range(n_merges):
+        counts = {}
+        for w, c in words.items():
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + c
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        new = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] = new.get(tuple(out), 0) + c
+        words = new
+    return merges
+
+
+def byte_level_tokenizer(style, n_merges, specials, bos, eos, max_len):
+    """tokenizer.json + tokenizer_config.json in LLaMA-3's or Qwen2's form.
+    specials: [(id, content)]; bos/eos: contents (bos None: no BOS added)."""
+    vocab = {}
+    for i, (_, ch) in enumerate(bytes_to_unicode()):
+        vocab[ch] = i
+    merges = learn_merges(n_merges, 3 if style == "llama3" else 1)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    added = [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, c in specials]
+    byte_level = lambda ps, tr, rx: {"type": "ByteLevel", "add_prefix_space": ps,  # noqa: E731
+                                     "trim_offsets": tr, "use_regex": rx}
+    ids = dict((c, i) for i, c in specials)
+    if style == "llama3":
+        normalizer = None
+        split = LLAMA3_SPLIT
+        post = {"type": "Sequence", "processors": [
+            byte_level(True, False, True),
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {bos: {"id": bos, "ids": [ids[bos]], "tokens": [bos]}}}]}
+        decoder = byte_level(True, True, True)
+        pre_bl = byte_level(False, True, False)
+    else:
+        normalizer = {"type": "NFC"}
+        split = QWEN2_SPLIT
+        post = byte_level(False, False, False)
+        decoder = byte_level(False, False, False)
+        pre_bl = byte_level(False, False, False)
+    tok = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": False},
+            pre_bl]},
+        "post_processor": post,
+        "decoder": decoder,
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None if style == "llama3" else "",
+            "end_of_word_suffix": None if style == "llama3" else "",
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": style == "llama3",
+            "vocab": vocab,
+            "merges": ["%s %s" % m for m in merges],
+        },
+    }
+    dec = {str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word",
+                                             "special")} for a in added}
+    if style == "llama3":
+        config = {"added_tokens_decoder": dec, "bos_token": bos, "clean_up_tokenization_spaces": True,
+                  "eos_token": eos, "model_input_names": ["input_ids", "attention_mask"],
+                  "model_max_length": max_len, "tokenizer_class": "PreTrainedTokenizerFast"}
+    else:
+        config = {"add_prefix_space": False, "added_tokens_decoder": dec,
+                  "additional_special_tokens": [c for _, c in specials if c != eos],
+                  "bos_token": None, "chat_template": None, "clean_up_tokenization_spaces": False,
+                  "eos_token": eos, "errors": "replace", "model_max_length": max_len, "pad_token": eos,
+                  "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None}
+    return tok, config, len(vocab)
+
+
+def write_tokenizer_files(folder, tok, config):
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    write_json(os.path.join(folder, "tokenizer_config.json"), config)
+
+
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>",
+                   "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+                   "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+QWEN2_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def synthetic_tokenizer(cfg):
+    """A byte-level BPE tokenizer for a synthetic LLaMA-3 or Qwen2 folder: the
+    256 byte tokens, merges up to below the first special id (or 256 merges),
+    and the model's special tokens at their ids (bos_token_id onwards)."""
+    first = cfg["bos_token_id"]
+    if cfg["model_type"] == "qwen2":
+        specials = [(first + i, c) for i, c in enumerate(QWEN2_SPECIALS)]
+        style, bos, eos = "qwen2", None, QWEN2_SPECIALS[0]
+    else:
+        specials = [(first + i, c) for i, c in enumerate(LLAMA3_SPECIALS)]
+        style, bos, eos = "llama3", LLAMA3_SPECIALS[0], LLAMA3_SPECIALS[1]
+    specials = [(i, c) for i, c in specials if i < cfg["vocab_size"]]
+    n_merges = min(first - 256, 256)
+    tok, config, n = byte_level_tokenizer(style, n_merges, specials, bos, eos,
+                                          cfg["max_position_embeddings"])
+    assert n <= first, (n, first)
+    return tok, config
 
 
 # --------------------------------------------------------------------------

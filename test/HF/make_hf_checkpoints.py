@@ -20,7 +20,8 @@ Small synthetic folders (seeded random weights; always written unless --only):
                 rope_theta 500000, tied, GQA, explicit head_dim, bfloat16
   tiny-qwen2    Qwen2ForCausalLM: q/k/v biases, tied, GQA, rms_norm_eps 1e-6,
                 sliding_window set but use_sliding_window false, float16
-  tiny-mistral  MistralForCausalLM: GQA, sliding_window null, bfloat16
+  tiny-mistral  MistralForCausalLM: GQA, sliding_window null, head_dim 32 over
+                hidden 64 with 4 heads (as Mistral-NeMo), bfloat16
   tiny-sharded  a LLaMA split over 3 shards with model.safetensors.index.json,
                 float32
 Converted real models (need the shared data, see --shared-data; skipped with
@@ -410,7 +411,8 @@ SYNTHETIC = {
                                  rope_scaling=llama3_scaling(32.0), max_pos=131072, head_dim=16,
                                  bos=309, eos=310, dtype="bfloat16"), {}),
     "tiny-qwen2": (qwen2_config(64, 2, 4, 2, 128, 320, dtype="float16", bos=317, eos=317), {}),
-    "tiny-mistral": (mistral_config(64, 2, 4, 2, 128, 256, max_pos=512), {}),
+    # head_dim 32 over hidden 64 / 4 heads, as Mistral-NeMo (head_dim 128, hidden 5120, 32 heads)
+    "tiny-mistral": (mistral_config(64, 2, 4, 2, 128, 256, max_pos=512, head_dim=32), {}),
     "tiny-sharded": (llama_config(64, 3, 4, 2, 128, 256, tie=False, max_pos=512, dtype="float32"),
                      {"shards": 3}),
 }

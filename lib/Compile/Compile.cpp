@@ -306,6 +306,16 @@ bool checkCompileOptions(const CompileOptions &o, std::string &error) {
     error = o.output + ": cannot write: it is a directory";
     return false;
   }
+  // The library and its sidecar are renamed into place: a device or a pipe
+  // (-o /dev/null) would be replaced, not written.
+  for (const std::string &path : {o.output, o.output + ".weights"}) {
+    sys::fs::file_status st;
+    if (!sys::fs::status(path, st) && sys::fs::exists(st) &&
+        !sys::fs::is_regular_file(st)) {
+      error = path + ": cannot write: not a regular file";
+      return false;
+    }
+  }
   return true;
 }
 

@@ -2,6 +2,7 @@
 
 #include "sq/Exec/ModelLoader.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/HF.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
@@ -35,9 +36,13 @@ static bool loadModule(StringRef path, LoadedModule &loaded,
     loaded.module = importOnnxModel(path, &ctx, error);
     return bool(loaded.module);
   }
+  if (isHFModelDir(path)) {
+    loaded.module = importHFModel(path, &ctx, error);
+    return bool(loaded.module);
+  }
   if (!path.ends_with(".mlir") && !path.ends_with(".mlirbc")) {
     error = "unknown model type '" + path.str() +
-            "': expected .onnx, .mlir, .mlirbc or .so";
+            "': expected .onnx, a Hugging Face folder, .mlir, .mlirbc or .so";
     return false;
   }
   std::string diag;

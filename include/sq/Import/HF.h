@@ -37,9 +37,9 @@ bool isHFModelDir(llvm::StringRef path);
 
 /// Imports the checkpoint folder `dir` into a new module in `context`. On
 /// failure returns null and sets `error` to a one-line message.
-mlir::OwningOpRef<mlir::ModuleOp>
-importHFModel(llvm::StringRef dir, mlir::MLIRContext *context,
-              std::string &error);
+mlir::OwningOpRef<mlir::ModuleOp> importHFModel(llvm::StringRef dir,
+                                                mlir::MLIRContext *context,
+                                                std::string &error);
 
 /// The tokenizer spec of a model path when none is given: "hf:DIR" for a
 /// Hugging Face folder, "" otherwise.

@@ -1,4 +1,5 @@
-//===- Safetensors.h - safetensors files and Hugging Face shards -*- C++ -*-===//
+//===- Safetensors.h - safetensors files and Hugging Face shards -*- C++
+//-*-===//
 //
 // A reader of the safetensors format (an 8-byte little-endian header length,
 // a JSON header, then the raw tensor bytes) and of Hugging Face checkpoint

@@ -16,8 +16,7 @@ DictionaryAttr buildConfigAttr(MLIRContext *context,
       b.getNamedAttr("hidden_size", b.getI64IntegerAttr(c.hiddenSize)),
       b.getNamedAttr("num_hidden_layers", b.getI64IntegerAttr(c.numLayers)),
       b.getNamedAttr("num_attention_heads", b.getI64IntegerAttr(c.numHeads)),
-      b.getNamedAttr("num_key_value_heads",
-                     b.getI64IntegerAttr(c.numKvHeads)),
+      b.getNamedAttr("num_key_value_heads", b.getI64IntegerAttr(c.numKvHeads)),
       b.getNamedAttr("head_dim", b.getI64IntegerAttr(c.headDim)),
       b.getNamedAttr("intermediate_size",
                      b.getI64IntegerAttr(c.intermediateSize)),
@@ -25,8 +24,7 @@ DictionaryAttr buildConfigAttr(MLIRContext *context,
       b.getNamedAttr("rope_layout",
                      b.getStringAttr(stringifyRopeLayout(c.ropeLayout))),
       b.getNamedAttr("rms_norm_eps", b.getF64FloatAttr(c.rmsNormEps)),
-      b.getNamedAttr("tie_word_embeddings",
-                     b.getBoolAttr(c.tieWordEmbeddings)),
+      b.getNamedAttr("tie_word_embeddings", b.getBoolAttr(c.tieWordEmbeddings)),
       b.getNamedAttr("kv_cache", b.getBoolAttr(c.kvCache)),
   };
   // Only when present, so that the configuration of a plain LLaMA keeps its
@@ -38,12 +36,12 @@ DictionaryAttr buildConfigAttr(MLIRContext *context,
   if (c.lmHeadBias)
     config.push_back(b.getNamedAttr("lm_head_bias", b.getBoolAttr(true)));
   if (c.slidingWindow > 0)
-    config.push_back(b.getNamedAttr("sliding_window",
-                                    b.getI64IntegerAttr(c.slidingWindow)));
+    config.push_back(
+        b.getNamedAttr("sliding_window", b.getI64IntegerAttr(c.slidingWindow)));
   if (c.maxPositionEmbeddings)
-    config.push_back(b.getNamedAttr(
-        "max_position_embeddings",
-        b.getI64IntegerAttr(*c.maxPositionEmbeddings)));
+    config.push_back(
+        b.getNamedAttr("max_position_embeddings",
+                       b.getI64IntegerAttr(*c.maxPositionEmbeddings)));
   if (RopeScalingAttr s = c.ropeScaling) {
     config.push_back(b.getNamedAttr(
         "rope_scaling",

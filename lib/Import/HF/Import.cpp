@@ -155,9 +155,8 @@ Value HFBuilder::linear(Value x, llvm::StringRef name, int64_t out, int64_t in,
                         bool bias, llvm::StringRef biasWhy, bool &ok) {
   Value w, b;
   std::string wName = (name + ".weight").str(), bName = (name + ".bias").str();
-  std::string what = "[" + std::to_string(out) + ", " + std::to_string(in) +
-                     "] from hidden_size, heads, head_dim and "
-                     "intermediate_size";
+  std::string what = "from hidden_size, num_attention_heads, "
+                     "num_key_value_heads, head_dim and intermediate_size";
   if (!weight(wName, {out, in}, what, w)) {
     ok = false;
     return {};

@@ -228,8 +228,9 @@ bool File::parseHeader(std::string &error) {
       }
       continue;
     }
+    StringRef keyName = key;
     auto tfail = [&](const Twine &what) {
-      return fail("tensor '" + StringRef(key) + "': " + what);
+      return fail("tensor '" + keyName + "': " + what);
     };
     const json::Object *t = value.getAsObject();
     if (!t)

@@ -34,7 +34,8 @@ static cl::opt<std::string> tokenizerSpec(
     "tokenizer",
     cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes), "
              "'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a Hugging Face "
-             "folder's tokenizer.json; the default when MODEL is a folder)"),
+             "folder's tokenizer.json; the default when MODEL is a folder "
+             "with one, else its tokenizer.model)"),
     cl::cat(category));
 static cl::opt<std::string>
     pplFile("ppl",

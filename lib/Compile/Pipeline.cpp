@@ -169,8 +169,8 @@ struct SpinQuantPipelineOptions
                      "(default: the embedded WikiText-2 excerpt)")};
   Option<std::string> tokenizer{
       *this, "tokenizer",
-      llvm::cl::desc("rotate=learned: tokenizer of calib-data: byte or "
-                     "sp:PATH")};
+      llvm::cl::desc("rotate=learned: tokenizer of calib-data: byte, "
+                     "sp:PATH or hf:DIR")};
   Option<int64_t> calibSteps{
       *this, "calib-steps",
       llvm::cl::desc("rotate=learned: Cayley SGD steps (0: the default, 100)"),

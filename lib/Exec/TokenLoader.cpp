@@ -4,7 +4,9 @@
 #include "sq/Support/ToolSupport.h"
 
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -64,7 +66,20 @@ bool loadTokens(const TokenSource &source, std::vector<int64_t> &ids,
         return false;
       tokenizer = made.get();
     }
-    ids = tokenizer->encode(bytes);
+    auto encode = [&](StringRef text) {
+      return source.addSpecialTokens ? tokenizer->encodeWithSpecialTokens(text)
+                                     : tokenizer->encode(text);
+    };
+    if (!source.eachLine) {
+      ids = encode(bytes);
+    } else {
+      SmallVector<StringRef> lines;
+      bytes.split(lines, '\n');
+      for (StringRef line : lines) {
+        std::vector<int64_t> part = encode(line);
+        ids.insert(ids.end(), part.begin(), part.end());
+      }
+    }
   }
   if (source.vocab > 0)
     for (size_t i = 0; i < ids.size(); ++i)
@@ -79,6 +94,27 @@ bool loadTokens(const TokenSource &source, std::vector<int64_t> &ids,
         return false;
       }
   return true;
+}
+
+bool writeTokens(StringRef path, ArrayRef<int64_t> ids, std::string &error) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < INT32_MIN || ids[i] > INT32_MAX) {
+      error = path.str() + ": token " + std::to_string(i) + " is " +
+              std::to_string(ids[i]) + ", outside int32";
+      return false;
+    }
+  auto write = [&](raw_ostream &os, std::string &) {
+    for (int64_t id : ids) {
+      uint32_t v = static_cast<uint32_t>(static_cast<int32_t>(id));
+      char b[4] = {char(v), char(v >> 8), char(v >> 16), char(v >> 24)};
+      os.write(b, 4);
+    }
+    return true;
+  };
+  if (writeFileAtomically(path, write, error) == WriteStatus::Written)
+    return true;
+  error = path.str() + ": cannot write: " + error;
+  return false;
 }
 
 } // namespace sq

@@ -1,6 +1,8 @@
-//===- Tokenizer.cpp - byte and SentencePiece tokenizers ------------------===//
+//===- Tokenizer.cpp - byte, SentencePiece and tokenizer.json tokenizers
+//---===//
 
 #include "sq/Exec/Tokenizer.h"
+#include "HFTokenizer.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -11,6 +13,16 @@
 using namespace sq;
 
 Tokenizer::~Tokenizer() = default;
+
+std::vector<int64_t>
+Tokenizer::encodeWithSpecialTokens(llvm::StringRef text) const {
+  std::vector<int64_t> ids;
+  if (bos() >= 0)
+    ids.push_back(bos());
+  std::vector<int64_t> body = encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
 
 namespace {
 
@@ -145,7 +157,16 @@ std::unique_ptr<Tokenizer> Tokenizer::create(llvm::StringRef spec,
     }
     return std::make_unique<SentencePieceTokenizer>(api, handle);
   }
+  if (spec.consume_front("hf:")) {
+    if (spec.empty()) {
+      error = "tokenizer 'hf:' needs a directory (hf:DIR, with "
+              "DIR/tokenizer.json) or a tokenizer.json file";
+      return nullptr;
+    }
+    return createHFTokenizer(spec, error);
+  }
   error = "unknown tokenizer '" + spec.str() +
-          "': use 'byte' or 'sp:PATH' (a SentencePiece .model)";
+          "': use 'byte', 'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a "
+          "Hugging Face tokenizer.json)";
   return nullptr;
 }

@@ -84,7 +84,8 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
   source.needsTokenizer =
       "calibration text needs the model's tokenizer: give "
       "tokenizer=sp:PATH (its SentencePiece model; byte-level "
-      "models, vocabulary 256, default to tokenizer=byte) or "
+      "models, vocabulary 256, default to tokenizer=byte), "
+      "tokenizer=hf:DIR (its tokenizer.json) or "
       "pre-tokenized data=FILE.bin (this model's vocabulary is " +
       std::to_string(vocab) + ")";
   source.vocab = vocab;

@@ -14,7 +14,7 @@ const char *quantSpecHelp() {
   return "wXaY[kvZ | kZvW] (bits 2-8 or 16) followed by comma-separated "
          "options: wgroup=N, wsym|wasym, wclip, gptq, nsamples=N, damp=F, "
          "block=N, actorder, asym|sym, aclip=R, kgroup=N, vgroup=N, kclip=R, "
-         "vclip=R, mode=fake|real, calib=FILE, tokenizer=byte|sp:PATH, "
+         "vclip=R, mode=fake|real, calib=FILE, tokenizer=byte|sp:PATH|hf:DIR, "
          "seqlen=N, head=8|16 (e.g. w4a4kv4,gptq,wgroup=128); none: the float "
          "model";
 }
@@ -188,12 +188,13 @@ bool parseQuantSpec(const std::string &text, QuantSpec &spec,
       good = !value.empty() || fail("'calib=' needs a file");
       spec.calib = value;
     } else if (key == "tokenizer") {
-      good =
-          value == "byte" || (value.rfind("sp:", 0) == 0 && value.size() > 3);
+      good = value == "byte" ||
+             ((value.rfind("sp:", 0) == 0 || value.rfind("hf:", 0) == 0) &&
+              value.size() > 3);
       if (good)
         spec.tokenizer = value;
       else
-        good = fail("'" + p + "': tokenizer is byte or sp:PATH");
+        good = fail("'" + p + "': tokenizer is byte, sp:PATH or hf:DIR");
     } else
       good = fail("unknown option '" + key + "'");
     if (!good)

@@ -29,7 +29,7 @@ LogicalResult loadCalibrationSamples(ModuleOp module, const QuantSpec &spec,
   if (spec.calib.empty())
     return emitError(module.getLoc())
            << "quantize: gptq needs calibration text: add "
-              "calib=FILE[,tokenizer=byte|sp:PATH] to the spec";
+              "calib=FILE[,tokenizer=byte|sp:PATH|hf:DIR] to the spec";
   TokenSource source;
   source.path = spec.calib;
   source.name = "calibration text '" + spec.calib + "'";

@@ -25,6 +25,8 @@ import sys
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_reference  # noqa: E402
 import make_hf_checkpoints as mk  # noqa: E402

@@ -433,7 +433,7 @@ FULL_GENERATION = {
 }
 
 
-def write_synthetic(out, name, cfg, seed, full, shards=None):
+def write_synthetic(out, name, cfg, seed, full, shards=None, tokenizer_from=None):
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
     dtype = cfg["torch_dtype"]
@@ -446,7 +446,11 @@ def write_synthetic(out, name, cfg, seed, full, shards=None):
     write_json(os.path.join(folder, "generation_config.json"),
                generation_config(cfg, FULL_GENERATION.get(name)))
     tokenizer = cfg["model_type"] == "qwen2" or (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3"
-    if tokenizer:
+    if tokenizer_from:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(os.path.join(tokenizer_from, f), os.path.join(folder, f))
+        tokenizer = False
+    elif tokenizer:
         write_tokenizer_files(folder, *synthetic_tokenizer(cfg))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write("# %s (synthetic)\n\nWritten by test/HF/make_hf_checkpoints.py: seeded random %s "
@@ -457,7 +461,9 @@ def write_synthetic(out, name, cfg, seed, full, shards=None):
                    "tokenizer.json: a byte-level BPE tokenizer in the form of the real one (same "
                    "pre-tokenizer, normalizer, decoder and special tokens, at the ids config.json gives), with the 256 "
                    "byte tokens and merges learned from a short text by make_hf_checkpoints.py, not the "
-                   "real vocabulary." if tokenizer else "No tokenizer files."))
+                   "real vocabulary." if tokenizer else
+                   "tokenizer.json and tokenizer_config.json copied from %s." % tokenizer_from
+                   if tokenizer_from else "No tokenizer files."))
     return folder
 
 
@@ -944,6 +950,10 @@ def main(argv=None):
                     help="also write the full-shape synthetic folders (tens of GB)")
     ap.add_argument("--shared-data", default=os.environ.get("SQ_SHARED_DATA", DEFAULT_SHARED),
                     help="the shared data folder (default: %(default)s)")
+    ap.add_argument("--tokenizer-from", metavar="DIR",
+                    help="copy tokenizer.json and tokenizer_config.json from DIR into the synthetic "
+                         "folders written (e.g. a real LLaMA-3 tokenizer for the llama-3.x shapes) "
+                         "instead of the small synthetic tokenizer")
     ap.add_argument("--seed", type=int, default=1234, help="seed of the synthetic weights (default: %(default)s)")
     args = ap.parse_args(argv)
 
@@ -952,9 +962,9 @@ def main(argv=None):
     for name in names:
         if name in SYNTHETIC:
             cfg, kw = SYNTHETIC[name]
-            write_synthetic(args.outdir, name, cfg, args.seed, False, **kw)
+            write_synthetic(args.outdir, name, cfg, args.seed, False, tokenizer_from=args.tokenizer_from, **kw)
         elif name in FULL:
-            write_synthetic(args.outdir, name, FULL[name], args.seed, True)
+            write_synthetic(args.outdir, name, FULL[name], args.seed, True, tokenizer_from=args.tokenizer_from)
         else:
             needed = {"stories260k": "llama2c/stories260K.bin",
                       "wiki2-byte": "wiki2-byte-llama/model.bin"}[name]

@@ -2,6 +2,9 @@
 //
 //   sq-run MODEL --ppl FILE --seqlen N [--max-windows K] [--stride S] [--json]
 //   sq-run MODEL --generate "PROMPT" -n N [--temperature T --top-p P --seed S]
+//   sq-run --tokenizer SPEC --encode FILE -o ids.bin [--add-special-tokens]
+//          [--lines]
+//   sq-run --tokenizer SPEC --decode ids.bin -o text.txt
 //
 // MODEL is .onnx or a Hugging Face checkpoint folder (imported on the
 // fly), .mlir or .mlirbc, run by the
@@ -29,13 +32,28 @@ using namespace llvm;
 static cl::OptionCategory category("sq-run options");
 static cl::opt<std::string>
     modelPath(cl::Positional, cl::desc("<model.onnx|DIR|.mlir|.mlirbc|.so>"),
-              cl::Required, cl::cat(category));
+              cl::cat(category));
 static cl::opt<std::string> tokenizerSpec(
     "tokenizer",
     cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes), "
              "'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a Hugging Face "
-             "folder's tokenizer.json; the default when MODEL is a folder "
-             "with one, else its tokenizer.model)"),
+             "tokenizer.json in DIR, or the file itself; the default when "
+             "MODEL is a folder with a tokenizer.json, else its "
+             "tokenizer.model)"),
+    cl::cat(category));
+static cl::opt<std::string> encodeFile(
+    "encode",
+    cl::desc("Write the token ids of the text in FILE to -o as int32 "
+             "little-endian (the format --tokens reads); needs --tokenizer, "
+             "no model. BOS/EOS are added only with --add-special-tokens"),
+    cl::value_desc("FILE"), cl::cat(category));
+static cl::opt<std::string> outputFile("o", cl::desc("--encode: the ids file"),
+                                       cl::value_desc("FILE"),
+                                       cl::cat(category));
+static cl::opt<bool> addSpecialTokens(
+    "add-special-tokens",
+    cl::desc("--encode: add the BOS/EOS the tokenizer adds for a model input "
+             "(Hugging Face's add_special_tokens=True)"),
     cl::cat(category));
 static cl::opt<std::string>
     pplFile("ppl",
@@ -118,6 +136,71 @@ static cl::opt<int64_t>
 
 static int fail(const Twine &message) { return sq::fail("sq-run", message); }
 
+static cl::opt<bool>
+    encodeLines("lines",
+                cl::desc("--encode: encode every line (split at \\n, "
+                         "without it) on its own; the ids are written one "
+                         "line after the other"),
+                cl::cat(category));
+
+static cl::opt<std::string>
+    decodeFile("decode",
+               cl::desc("Write the text of the int32 ids in FILE to -o "
+                        "(the tokenizer's decoder; needs --tokenizer, no "
+                        "model)"),
+               cl::value_desc("FILE"), cl::cat(category));
+
+static int runDecode() {
+  if (tokenizerSpec.empty())
+    return fail("--decode needs --tokenizer (byte, sp:PATH or hf:DIR)");
+  if (outputFile.empty())
+    return fail("--decode needs -o FILE for the text");
+  if (!modelPath.empty())
+    return fail("--decode takes no model ('" + modelPath + "')");
+  std::string error;
+  std::unique_ptr<sq::Tokenizer> tok =
+      sq::Tokenizer::create(tokenizerSpec, error);
+  if (!tok)
+    return fail(error);
+  sq::TokenSource source;
+  source.path = decodeFile;
+  source.format = sq::TokenSource::Format::Ids;
+  source.vocab = tok->vocabSize();
+  std::vector<int64_t> ids;
+  if (!sq::loadTokens(source, ids, error))
+    return fail(error);
+  std::string text = tok->decode(ids);
+  auto write = [&](raw_ostream &os, std::string &) {
+    os << text;
+    return true;
+  };
+  if (sq::writeFileAtomically(outputFile, write, error) !=
+      sq::WriteStatus::Written)
+    return fail(outputFile + ": cannot write: " + error);
+  return 0;
+}
+
+static int runEncode() {
+  if (tokenizerSpec.empty())
+    return fail("--encode needs --tokenizer (byte, sp:PATH or hf:DIR)");
+  if (outputFile.empty())
+    return fail("--encode needs -o FILE for the ids");
+  if (!modelPath.empty())
+    return fail("--encode takes no model ('" + modelPath + "')");
+  sq::TokenSource source;
+  source.path = encodeFile;
+  source.format = sq::TokenSource::Format::Text;
+  source.tokenizerSpec = tokenizerSpec;
+  source.addSpecialTokens = addSpecialTokens;
+  source.eachLine = encodeLines;
+  std::vector<int64_t> ids;
+  std::string error;
+  if (!sq::loadTokens(source, ids, error) ||
+      !sq::writeTokens(outputFile, ids, error))
+    return fail(error);
+  return 0;
+}
+
 static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
   sq::TokenSource source;
   if (!tokensFile.empty()) {
@@ -127,7 +210,8 @@ static int runPerplexity(sq::ModelBackend &model, const sq::Tokenizer *tok) {
     source.path = pplFile;
     source.format = sq::TokenSource::Format::Text;
     source.tokenizer = tok;
-    source.needsTokenizer = "--ppl needs --tokenizer (byte or sp:PATH) to "
+    source.needsTokenizer = "--ppl needs --tokenizer (byte, sp:PATH or "
+                            "hf:DIR) to "
                             "turn '" +
                             pplFile + "' into tokens";
   }
@@ -173,7 +257,19 @@ int main(int argc, char **argv) {
       "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
       "time\" -n 40\n"
       "  sq-run llama-folder --generate \"Hello\" -n 8   # a Hugging Face "
-      "folder: config.json + safetensors, its own tokenizer (hf:DIR)\n");
+      "folder: config.json + safetensors, its own tokenizer (hf:DIR)\n"
+      "  sq-run --tokenizer hf:llama-3-folder --encode text.txt -o ids.bin\n");
+  if (!encodeFile.empty() && !decodeFile.empty())
+    return fail("choose one of --encode and --decode");
+  if (!encodeFile.empty())
+    return runEncode();
+  if (!decodeFile.empty())
+    return runDecode();
+  if (!outputFile.empty() || addSpecialTokens || encodeLines)
+    return fail("-o, --add-special-tokens and --lines go with --encode "
+                "(-o also with --decode)");
+  if (modelPath.empty())
+    return fail("no model given (sq-run MODEL ...; --encode needs none)");
   bool ppl = !pplFile.empty() || !tokensFile.empty();
   bool gen = prompt.getNumOccurrences() > 0;
   if (int(ppl) + int(gen) + int(bench) != 1)
@@ -219,7 +315,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!tok)
-    return fail("--generate needs --tokenizer (byte or sp:PATH)");
+    return fail("--generate needs --tokenizer (byte, sp:PATH or hf:DIR)");
   sq::GenerateOptions options;
   options.sampling.temperature = temperature;
   options.sampling.topP = topP;

@@ -33,7 +33,7 @@ struct TokenSource {
   std::string name;
   Format format = Format::ByExtension;
   /// For text: a tokenizer to use, else one made from `tokenizerSpec`
-  /// ("byte" or "sp:PATH", as the user gave it; named in the vocabulary
+  /// ("byte", "sp:PATH" or "hf:DIR", as the user gave it; named in the vocabulary
   /// message), else from `defaultTokenizerSpec`. With none of the three,
   /// text is refused with `needsTokenizer` (say how to give one).
   const Tokenizer *tokenizer = nullptr;
@@ -42,6 +42,11 @@ struct TokenSource {
   std::string needsTokenizer;
   /// When > 0, every id must lie in [0, vocab).
   int64_t vocab = 0;
+  /// Text: add the tokenizer's BOS/EOS (Tokenizer::encodeWithSpecialTokens).
+  bool addSpecialTokens = false;
+  /// Text: encode every line (split at '\n', without it) on its own and
+  /// concatenate the ids (how per-line datasets are tokenized).
+  bool eachLine = false;
 };
 
 /// Reads the ids of `source` into `ids`. Returns false with a one-line
@@ -52,6 +57,12 @@ struct TokenSource {
 /// V [(tokenizer=SPEC)].
 bool loadTokens(const TokenSource &source, std::vector<int64_t> &ids,
                 std::string &error);
+
+/// Writes `ids` to `path` as little-endian int32 (what loadTokens reads from
+/// a .bin), through a temporary renamed into place: a failure leaves no
+/// file. False with "PATH: cannot write: REASON" (or an id outside int32).
+bool writeTokens(llvm::StringRef path, llvm::ArrayRef<int64_t> ids,
+                 std::string &error);
 
 } // namespace sq
 

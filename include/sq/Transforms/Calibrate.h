@@ -52,7 +52,7 @@ struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
   /// empty: the WikiText-2 excerpt embedded in SQ.
   std::string data;
-  /// "byte" or "sp:PATH"; empty: byte for a byte-level model (vocabulary
+  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model (vocabulary
   /// 256), an error otherwise.
   std::string tokenizer;
   int64_t samples = 128;

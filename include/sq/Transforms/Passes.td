@@ -87,7 +87,8 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     Modes: `learned`, the default (SpinQuant: R1/R2 learned by Cayley SGD
     from a randomized Hadamard initialization, as described below; the
     options marked "learned" apply; a model that is not
-    byte-level needs `tokenizer=sp:PATH` or pre-tokenized `data=`),
+    byte-level needs `tokenizer=sp:PATH`, `tokenizer=hf:DIR` or pre-tokenized
+    `data=`),
     `hadamard` (randomized Hadamard `diag(+-1) H / sqrt(n)`, sizes m * 2^k:
     QuaRot's rotations, no calibration), `random` (seeded random orthogonal
     matrices), `file` (read from `path`). `save=FILE` writes the rotations
@@ -170,9 +171,9 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "learned: calibration text (or pre-tokenized int32 ids, .bin); "
            "default: the WikiText-2 excerpt embedded in SQ">,
     Option<"tokenizer", "tokenizer", "std::string", /*default=*/"\"\"",
-           "learned: tokenizer of the calibration text: byte or sp:PATH "
-           "(default: byte for byte-level models, vocabulary 256; others "
-           "need sp:PATH or pre-tokenized data)">,
+           "learned: tokenizer of the calibration text: byte, sp:PATH or "
+           "hf:DIR (default: byte for byte-level models, vocabulary 256; "
+           "others need sp:PATH, hf:DIR or pre-tokenized data)">,
     Option<"samples", "samples", "int64_t", /*default=*/"128",
            "learned: calibration windows drawn from the text">,
     Option<"seqlen", "seqlen", "int64_t", /*default=*/"0",
@@ -287,7 +288,7 @@ def SQQuantize : Pass<"sq-quantize", "::mlir::ModuleOp"> {
     | `wsym` / `wasym` | symmetric or asymmetric weights (wsym) |
     | `wclip` | MSE clip search for weight scales: shrink 1.00, 0.99, ... 80 steps, error norm 2.4 (off) |
     | `gptq`, `nsamples=N`, `damp=F`, `block=N`, `actorder` | GPTQ instead of round-to-nearest (128, 0.01, 128, off) |
-    | `calib=FILE`, `tokenizer=byte\|sp:PATH`, `seqlen=N` | GPTQ calibration text (required with gptq; byte; the model's context, at most 2048) |
+    | `calib=FILE`, `tokenizer=byte\|sp:PATH\|hf:DIR`, `seqlen=N` | GPTQ calibration text (required with gptq; byte; the model's context, at most 2048) |
     | `asym` / `sym`, `aclip=R` | activations, per token, dynamic (asym, 1.0) |
     | `kgroup=N`, `vgroup=N`, `kclip=R`, `vclip=R` | KV cache, asymmetric (groups of head_dim, 1.0) |
     | `mode=fake` / `mode=real` | fake: float weights through quantize-dequantize; real: `sq.qlinear` with packed int4/int8 weights (fake) |

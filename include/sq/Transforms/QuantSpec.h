@@ -12,7 +12,7 @@
 //                                        head_dim unless given)
 //   mode=fake | real           (fake: float weights through quantize-
 //                               dequantize; real: sq.qlinear, packed)
-//   calib=FILE tokenizer=byte|sp:PATH seqlen=N   (GPTQ calibration text)
+//   calib=FILE tokenizer=byte|sp:PATH|hf:DIR seqlen=N   (GPTQ calibration text)
 //   head=8 | head=16           (lm_head: 8-bit symmetric per-channel
 //                               weights and 8-bit per-token input, or
 //                               float as SpinQuant keeps it: the default)

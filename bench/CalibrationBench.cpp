@@ -17,6 +17,7 @@
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Transforms/Calibrate.h"
 #include "sq/Transforms/Passes.h"
+#include "sq/Transforms/QuantSpec.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
@@ -61,7 +62,12 @@ struct Setup {
             mlir::parsePassPipeline("sq-fuse-norms,sq-online-hadamard", pm)) ||
         failed(pm.run(*module)))
       std::exit(1);
-    objective = RotationObjective::create(*module, "w16a4kv4", error);
+    QuantSpec spec;
+    if (!parseQuantSpec("w16a4kv4", spec, error)) {
+      fprintf(stderr, "%s\n", error.c_str());
+      std::exit(1);
+    }
+    objective = RotationObjective::create(*module, spec, error);
     if (!objective) {
       fprintf(stderr, "%s\n", error.c_str());
       std::exit(1);

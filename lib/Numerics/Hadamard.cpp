@@ -10,6 +10,10 @@
 #include <random>
 #include <tuple>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace sq {
 namespace numerics {
 
@@ -185,9 +189,70 @@ std::vector<int8_t> williamson(int w) {
 
 } // namespace
 
+#if defined(__x86_64__)
+/// AVX-512F and FMA (the AVX-512 butterflies and row sums).
+static bool haveAVX512() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
+                             __builtin_cpu_supports("fma") &&
+                             __builtin_cpu_supports("avx2");
+  return avx512;
+}
+
+/// One butterfly stage of span `len` < 16 inside each 16-float vector: lane
+/// j of a pair (j, j + len) becomes v[j] + v[j + len], lane j + len becomes
+/// v[j] - v[j + len] (the partner's value comes from a permute; an IEEE sum
+/// does not depend on the order of its operands, so these are the bits of
+/// the scalar loop).
+__attribute__((target("avx512f"))) inline __m512
+butterflyInVector(__m512 v, __m512i partner, __mmask16 upper) {
+  __m512 w = _mm512_permutexvar_ps(partner, v);
+  // Lower lanes: v + w (= v[j] + v[j + len]); upper lanes: w - v.
+  return _mm512_mask_sub_ps(_mm512_add_ps(v, w), upper, w, v);
+}
+
+/// sylvesterButterflies for p a multiple of 16: stages 1, 2, 4 and 8 inside
+/// each vector, then whole vectors; the same operations per element.
+__attribute__((target("avx512f"))) void
+sylvesterButterfliesAVX512(float *x, int64_t m, int64_t p) {
+  __m512i partner[4];
+  __mmask16 upper[4];
+  for (int s = 0; s < 4; ++s) {
+    alignas(64) int idx[16];
+    int mask = 0;
+    for (int j = 0; j < 16; ++j) {
+      idx[j] = j ^ (1 << s);
+      if (j & (1 << s))
+        mask |= 1 << j;
+    }
+    partner[s] = _mm512_load_si512(idx);
+    upper[s] = __mmask16(mask);
+  }
+  for (int64_t a = 0; a < m; ++a) {
+    float *v = x + a * p;
+    for (int64_t i = 0; i < p; i += 16) {
+      __m512 r = _mm512_loadu_ps(v + i);
+      for (int s = 0; s < 4; ++s)
+        r = butterflyInVector(r, partner[s], upper[s]);
+      _mm512_storeu_ps(v + i, r);
+    }
+    for (int64_t len = 16; len < p; len <<= 1)
+      for (int64_t i = 0; i < p; i += 2 * len)
+        for (int64_t j = i; j < i + len; j += 16) {
+          __m512 u = _mm512_loadu_ps(v + j), w = _mm512_loadu_ps(v + j + len);
+          _mm512_storeu_ps(v + j, _mm512_add_ps(u, w));
+          _mm512_storeu_ps(v + j + len, _mm512_sub_ps(u, w));
+        }
+  }
+}
+#endif
+
 /// Unnormalized Sylvester butterflies over the 2^k factor: each of the m
 /// blocks x[a*p .. a*p+p) becomes itself times H_p.
 static void sylvesterButterflies(float *x, int64_t m, int64_t p) {
+#if defined(__x86_64__)
+  if (p % 16 == 0 && haveAVX512())
+    return sylvesterButterfliesAVX512(x, m, p);
+#endif
   for (int64_t a = 0; a < m; ++a) {
     float *v = x + a * p;
     for (int64_t len = 1; len < p; len <<= 1)
@@ -313,9 +378,73 @@ __attribute__((target("avx2"))) void signedRowSumsAVX2(const float *src,
 }
 #endif
 
+#if defined(__x86_64__)
+
+/// signedRowSumsImpl with fused multiply-adds: a product by +-1 is exact,
+/// so fma(sign, x, acc) rounds as acc +- x does (the same bits). Blocks of 4
+/// outputs x 64 columns (16 registers), then 4 x 16, then the scalar tail.
+__attribute__((target("avx512f,avx2,fma"))) void
+signedRowSumsAVX512(const float *src, const float *sign, int64_t m, int64_t p,
+                    float *out) {
+  int64_t a0 = 0;
+  for (; a0 + 4 <= m; a0 += 4) {
+    const float *s0 = sign + a0 * m;
+    int64_t b0 = 0;
+    for (; b0 + 64 <= p; b0 += 64) {
+      __m512 acc[4][4];
+      for (int k = 0; k < 4; ++k)
+        for (int j = 0; j < 4; ++j)
+          acc[k][j] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < m; ++c) {
+        const float *row = src + c * p + b0;
+        __m512 r[4];
+        for (int j = 0; j < 4; ++j)
+          r[j] = _mm512_loadu_ps(row + 16 * j);
+        for (int k = 0; k < 4; ++k) {
+          __m512 w = _mm512_set1_ps(s0[k * m + c]);
+          for (int j = 0; j < 4; ++j)
+            acc[k][j] = _mm512_fmadd_ps(w, r[j], acc[k][j]);
+        }
+      }
+      for (int k = 0; k < 4; ++k)
+        for (int j = 0; j < 4; ++j)
+          _mm512_storeu_ps(out + (a0 + k) * p + b0 + 16 * j, acc[k][j]);
+    }
+    for (; b0 + 16 <= p; b0 += 16) {
+      __m512 acc[4];
+      for (int k = 0; k < 4; ++k)
+        acc[k] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < m; ++c) {
+        __m512 r = _mm512_loadu_ps(src + c * p + b0);
+        for (int k = 0; k < 4; ++k)
+          acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(s0[k * m + c]), r, acc[k]);
+      }
+      for (int k = 0; k < 4; ++k)
+        _mm512_storeu_ps(out + (a0 + k) * p + b0, acc[k]);
+    }
+    for (int64_t k = 0; k < 4; ++k)
+      for (int64_t b = b0; b < p; ++b) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < m; ++c)
+          acc = std::fma(s0[k * m + c], src[c * p + b], acc);
+        out[(a0 + k) * p + b] = acc;
+      }
+  }
+  for (; a0 < m; ++a0)
+    for (int64_t b = 0; b < p; ++b) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < m; ++c)
+        acc = std::fma(sign[a0 * m + c], src[c * p + b], acc);
+      out[a0 * p + b] = acc;
+    }
+}
+#endif
+
 void signedRowSums(const float *src, const float *sign, int64_t m, int64_t p,
                    float *out) {
 #if defined(__x86_64__)
+  if (haveAVX512())
+    return signedRowSumsAVX512(src, sign, m, p, out);
   if (haveAVX2())
     return signedRowSumsAVX2(src, sign, m, p, out);
 #endif

@@ -39,7 +39,7 @@ void refAppend(const KVStore::Layout &s, const float *x, uint8_t *dst,
   grid.symmetric = quant.symmetric;
   grid.clip = quant.clip;
   if (quant.bits <= 4)
-    std::memset(dst, 0, s.rowBytes);
+    std::memset(dst, 0, (s.features + 1) / 2);
   for (int64_t g = 0; g < s.groups; ++g) {
     float scale, zero;
     numerics::groupScale(x + g * s.group, s.group, grid, 1.0, scale, zero);
@@ -69,14 +69,12 @@ void refRead(const KVStore::Layout &s, int64_t b, int64_t begin, int64_t end,
       std::memcpy(o, s.floats + row * s.features + f0, nf * sizeof(float));
       continue;
     }
-    const uint8_t *src = s.codes + row * s.rowBytes;
     int64_t offset = quant.symmetric ? (int64_t(1) << (quant.bits - 1)) : 0;
     for (int64_t i = 0; i < nf; ++i) {
       int64_t c = f0 + i, g = c / s.group;
-      int64_t u =
-          quant.bits <= 4 ? (src[c / 2] >> (4 * (c % 2))) & 0xF : src[c];
-      float zero = s.zeros[row * s.groups + g];
-      o[i] = (float(u - offset) - zero) * s.scales[row * s.groups + g];
+      int64_t u = s.code(row, c); // either layout
+      float zero = s.zeros[s.param(row, g)];
+      o[i] = (float(u - offset) - zero) * s.scales[s.param(row, g)];
     }
   }
 }
@@ -189,6 +187,8 @@ std::vector<Case> cases() {
       {"float", 4, 4, 32, QuantDesc()},
       {"int4-sym-row", 4, 4, 128, quantDesc(4, true, 0)},
       {"int4-asym-head", 8, 2, 64, quantDesc(4, false, 64)},
+      {"int4-asym-mha-group32", 4, 4, 64, quantDesc(4, false, 32)},
+      {"int4-asym-mha-head256", 2, 2, 256, quantDesc(4, false, 256)},
       {"int4-asym-group32-gqa", 8, 2, 64, quantDesc(4, false, 32)},
       {"int8-sym-group16", 4, 2, 40, quantDesc(8, true, 16)},
       {"int8-asym-row", 2, 2, 24, quantDesc(8, false, 0)},
@@ -213,56 +213,72 @@ void fillNormal(std::vector<float> &v, std::mt19937 &rng, float sd) {
 TEST(KVStore, AppendAndReadMatchTheOldKernelsBitForBit) {
   std::mt19937 rng(7);
   for (const Case &c : cases())
-    for (int simd : {2, 1, 0}) {
-      SCOPED_TRACE(std::string(c.name) + " simd " + std::to_string(simd));
-      int64_t features = c.kvHeads * c.headDim, batch = 2, capacity = 9;
-      KVStore store;
-      ASSERT_TRUE(store.allocate(batch, capacity, features, c.quant));
-      std::vector<float> rows(capacity * features);
-      fillNormal(rows, rng, 2.0f);
-      // An all-zero row, outliers, and values on rounding ties.
-      std::fill(rows.begin() + features, rows.begin() + 2 * features, 0.0f);
-      rows[2 * features + 3] = 1e4f;
-      rows[3 * features + 1] = -3e3f;
-      for (int64_t i = 0; i < features; ++i)
-        rows[4 * features + i] = 0.5f * float(i % 9) - 2.0f;
-      for (int64_t b = 0; b < batch; ++b) {
-        // Two appends (a prefill and a step) per sequence.
-        store.append(b, 0, rows.data(), capacity - 1, simd);
-        store.append(b, capacity - 1, rows.data() + (capacity - 1) * features,
-                     1, simd);
-      }
-      KVStore::Layout s = store.layout();
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t t = 0; t < capacity; ++t) {
-          size_t row = size_t(b) * capacity + t;
-          const float *x = rows.data() + t * features;
-          if (!c.quant.bits) {
-            EXPECT_EQ(0, std::memcmp(s.floats + row * features, x,
-                                     features * sizeof(float)));
-            continue;
+    for (bool tiled : {false, true})
+      for (int simd : {2, 1, 0}) {
+        SCOPED_TRACE(std::string(c.name) + " simd " + std::to_string(simd) +
+                     (tiled ? " tiled" : ""));
+        int64_t features = c.kvHeads * c.headDim, batch = 2, capacity = 9;
+        KVStore store;
+        ASSERT_TRUE(store.allocate(batch, capacity, features, c.quant, tiled));
+        KVStore::Layout s = store.layout();
+        // Tiles only for <= 4-bit codes; the capacity is then whole tiles.
+        ASSERT_EQ(s.tiled, tiled && c.quant.bits && c.quant.bits <= 4);
+        ASSERT_EQ(s.capacity, s.tiled ? 16 : capacity);
+        std::vector<float> rows(capacity * features);
+        fillNormal(rows, rng, 2.0f);
+        // An all-zero row, outliers, and values on rounding ties.
+        std::fill(rows.begin() + features, rows.begin() + 2 * features, 0.0f);
+        rows[2 * features + 3] = 1e4f;
+        rows[3 * features + 1] = -3e3f;
+        for (int64_t i = 0; i < features; ++i)
+          rows[4 * features + i] = 0.5f * float(i % 9) - 2.0f;
+        // Rows written over (a sequence restarted): every nibble replaced.
+        std::vector<float> earlier(capacity * features);
+        fillNormal(earlier, rng, 3.0f);
+        for (int64_t b = 0; b < batch; ++b)
+          store.append(b, 0, earlier.data(), capacity, simd);
+        for (int64_t b = 0; b < batch; ++b) {
+          // Two appends (a prefill and a step) per sequence.
+          store.append(b, 0, rows.data(), capacity - 1, simd);
+          store.append(b, capacity - 1, rows.data() + (capacity - 1) * features,
+                       1, simd);
+        }
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t t = 0; t < capacity; ++t) {
+            size_t row = size_t(b) * s.capacity + t;
+            const float *x = rows.data() + t * features;
+            if (!c.quant.bits) {
+              EXPECT_EQ(0, std::memcmp(s.floats + row * features, x,
+                                       features * sizeof(float)));
+              continue;
+            }
+            std::vector<uint8_t> codes(c.quant.bits <= 4 ? (features + 1) / 2
+                                                         : features);
+            std::vector<float> scales(s.groups), zeros(s.groups);
+            refAppend(s, x, codes.data(), scales.data(), zeros.data());
+            for (int64_t f = 0; f < features; ++f) {
+              unsigned want = c.quant.bits <= 4
+                                  ? (codes[f / 2] >> (4 * (f % 2))) & 0xF
+                                  : codes[f];
+              ASSERT_EQ(want, s.code(row, f)) << "row " << row << " f " << f;
+            }
+            for (int64_t g = 0; g < s.groups; ++g) {
+              EXPECT_EQ(0, std::memcmp(&scales[g], s.scales + s.param(row, g),
+                                       sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(&zeros[g], s.zeros + s.param(row, g),
+                                       sizeof(float)));
+            }
           }
-          std::vector<uint8_t> codes(s.rowBytes);
-          std::vector<float> scales(s.groups), zeros(s.groups);
-          refAppend(s, x, codes.data(), scales.data(), zeros.data());
-          EXPECT_EQ(0, std::memcmp(codes.data(), s.codes + row * s.rowBytes,
-                                   s.rowBytes))
-              << "row " << row;
-          EXPECT_EQ(0, std::memcmp(scales.data(), s.scales + row * s.groups,
-                                   s.groups * sizeof(float)));
-          EXPECT_EQ(0, std::memcmp(zeros.data(), s.zeros + row * s.groups,
-                                   s.groups * sizeof(float)));
-        }
-      // read of any feature range, from odd offsets too.
-      for (int64_t f0 : {int64_t(0), int64_t(1), c.headDim})
-        for (int64_t nf :
-             {features - f0, std::min<int64_t>(17, features - f0)}) {
-          std::vector<float> got((capacity - 2) * nf), want(got.size());
-          store.read(1, 2, capacity, f0, nf, got.data(), simd);
-          refRead(s, 1, 2, capacity, f0, nf, want.data());
-          EXPECT_TRUE(sameBits(got, want)) << "f0 " << f0 << " nf " << nf;
-        }
-    }
+        // read of any feature range, from odd offsets too.
+        for (int64_t f0 : {int64_t(0), int64_t(1), c.headDim})
+          for (int64_t nf :
+               {features - f0, std::min<int64_t>(17, features - f0)}) {
+            std::vector<float> got((capacity - 2) * nf), want(got.size());
+            store.read(1, 2, capacity, f0, nf, got.data(), simd);
+            refRead(s, 1, 2, capacity, f0, nf, want.data());
+            EXPECT_TRUE(sameBits(got, want)) << "f0 " << f0 << " nf " << nf;
+          }
+      }
 }
 
 TEST(Attention, MatchesTheOldKernelBitForBit) {
@@ -272,56 +288,59 @@ TEST(Attention, MatchesTheOldKernelBitForBit) {
     int64_t seq, cached;
   };
   // Decode, a short prefill, prefill of several query blocks after a cache,
-  // and lengths that end mid-tile.
-  const Shape shapes[] = {{1, 0}, {1, 37}, {5, 3}, {45, 0}, {70, 13}};
+  // lengths that end mid-tile, and decode and prefill over several blocks of
+  // tiles (the tiled keys: 64 per block).
+  const Shape shapes[] = {{1, 0},   {1, 37},  {5, 3},   {45, 0},
+                          {70, 13}, {1, 150}, {33, 120}};
   for (const Case &c : cases())
     for (const Shape &sh : shapes)
-      for (int simd : {2, 1, 0}) {
-        if (simd && !cpuHasAVX2())
-          continue;
-        SCOPED_TRACE(std::string(c.name) + " seq " + std::to_string(sh.seq) +
-                     " cached " + std::to_string(sh.cached) + " simd " +
-                     std::to_string(simd));
-        AttentionDesc desc;
-        desc.heads = c.heads;
-        desc.kvHeads = c.kvHeads;
-        desc.headDim = c.headDim;
-        desc.scale = 1.0 / std::sqrt(double(c.headDim));
-        desc.causal = c.causal;
-        desc.window = c.window;
-        desc.keyQuant = desc.valueQuant = c.quant;
-        int64_t batch = 2, total = sh.cached + sh.seq;
-        int64_t kvf = c.kvHeads * c.headDim, qf = c.heads * c.headDim;
-        KVStore keys, values;
-        ASSERT_TRUE(keys.allocate(batch, total + 3, kvf, c.quant));
-        ASSERT_TRUE(values.allocate(batch, total + 3, kvf, c.quant));
-        std::vector<float> k(total * kvf), v(total * kvf);
-        for (int64_t b = 0; b < batch; ++b) {
-          fillNormal(k, rng, 1.5f);
-          fillNormal(v, rng, 1.0f);
-          keys.append(b, 0, k.data(), total);
-          values.append(b, 0, v.data(), total);
+      for (bool tiled : {false, true})
+        for (int simd : {2, 1, 0}) {
+          if (simd && !cpuHasAVX2())
+            continue;
+          SCOPED_TRACE(std::string(c.name) + " seq " + std::to_string(sh.seq) +
+                       " cached " + std::to_string(sh.cached) + " simd " +
+                       std::to_string(simd) + (tiled ? " tiled keys" : ""));
+          AttentionDesc desc;
+          desc.heads = c.heads;
+          desc.kvHeads = c.kvHeads;
+          desc.headDim = c.headDim;
+          desc.scale = 1.0 / std::sqrt(double(c.headDim));
+          desc.causal = c.causal;
+          desc.window = c.window;
+          desc.keyQuant = desc.valueQuant = c.quant;
+          int64_t batch = 2, total = sh.cached + sh.seq;
+          int64_t kvf = c.kvHeads * c.headDim, qf = c.heads * c.headDim;
+          KVStore keys, values;
+          ASSERT_TRUE(keys.allocate(batch, total + 3, kvf, c.quant, tiled));
+          ASSERT_TRUE(values.allocate(batch, total + 3, kvf, c.quant));
+          std::vector<float> k(total * kvf), v(total * kvf);
+          for (int64_t b = 0; b < batch; ++b) {
+            fillNormal(k, rng, 1.5f);
+            fillNormal(v, rng, 1.0f);
+            keys.append(b, 0, k.data(), total);
+            values.append(b, 0, v.data(), total);
+          }
+          std::vector<float> q(batch * sh.seq * qf);
+          fillNormal(q, rng, 1.5f);
+          std::vector<float> want(q.size(), -1.0f), got(q.size(), -2.0f),
+              gotSerial(q.size(), -3.0f);
+          refAttention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
+                       want.data(), simd > 0);
+          attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
+                    got.data(), &pool, simd);
+          attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
+                    gotSerial.data(), nullptr, simd);
+          EXPECT_TRUE(sameBits(got, want));
+          EXPECT_TRUE(sameBits(gotSerial, want));
+          // Not a vacuous comparison: the outputs are finite and not all 0.
+          bool nonzero = false;
+          for (float x : got) {
+            ASSERT_TRUE(std::isfinite(x));
+            nonzero |= x != 0.0f;
+          }
+          EXPECT_TRUE(nonzero);
         }
-        std::vector<float> q(batch * sh.seq * qf);
-        fillNormal(q, rng, 1.5f);
-        std::vector<float> want(q.size(), -1.0f), got(q.size(), -2.0f),
-            gotSerial(q.size(), -3.0f);
-        refAttention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
-                     want.data(), simd > 0);
-        attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
-                  got.data(), &pool, simd);
-        attention(q.data(), keys, values, batch, sh.seq, sh.cached, desc,
-                  gotSerial.data(), nullptr, simd);
-        EXPECT_TRUE(sameBits(got, want));
-        EXPECT_TRUE(sameBits(gotSerial, want));
-        // Not a vacuous comparison: the outputs are finite and not all 0.
-        bool nonzero = false;
-        for (float x : got) {
-          ASSERT_TRUE(std::isfinite(x));
-          nonzero |= x != 0.0f;
-        }
-        EXPECT_TRUE(nonzero);
-      }
 }
 
 // The online Hadamard (R4) over several rows on the pool: each row exactly

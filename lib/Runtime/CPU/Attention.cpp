@@ -37,18 +37,29 @@ KVStore::~KVStore() {
   std::free(zeros);
 }
 
-bool KVStore::allocate(int64_t b, int64_t cap, int64_t f, const QuantDesc &q) {
+bool KVStore::allocate(int64_t b, int64_t cap, int64_t f, const QuantDesc &q,
+                       bool tile) {
   batch = b;
-  capacity = cap;
   features = f;
   quant = q;
-  size_t rows = size_t(b) * size_t(cap);
+  tiled = tile && q.bits && q.bits <= 4;
+  capacity = tiled ? (cap + kKVTile - 1) / kKVTile * kKVTile : cap;
+  size_t rows = size_t(b) * size_t(capacity);
   if (!q.bits) {
     floats = static_cast<float *>(std::malloc(rows * f * sizeof(float)));
     return floats != nullptr;
   }
   group = q.group ? q.group : f;
   groups = f / group;
+  if (tiled) {
+    // Zeroed: a partial tile's lanes past the last token are read (and
+    // ignored) by the vector kernels.
+    rowBytes = 0;
+    codes = static_cast<uint8_t *>(std::calloc(rows / kKVTile * f * 8, 1));
+    scales = static_cast<float *>(std::calloc(rows * groups, sizeof(float)));
+    zeros = static_cast<float *>(std::calloc(rows * groups, sizeof(float)));
+    return codes && scales && zeros;
+  }
   rowBytes = q.bits <= 4 ? (f + 1) / 2 : f;
   codes = static_cast<uint8_t *>(std::malloc(rows * rowBytes));
   scales = static_cast<float *>(std::malloc(rows * groups * sizeof(float)));
@@ -60,7 +71,7 @@ uint64_t KVStore::bytes() const {
   uint64_t rows = uint64_t(batch) * capacity;
   if (!quant.bits)
     return rows * features * 4;
-  return rows * (rowBytes + 8 * groups);
+  return (tiled ? rows * features / 2 : rows * rowBytes) + rows * 8 * groups;
 }
 
 namespace {
@@ -269,12 +280,20 @@ inline void dequantRow(const KVStore::Layout &s, size_t row, int64_t f0,
     std::memcpy(out, s.floats + row * s.features + f0, nf * sizeof(float));
     return;
   }
-  const uint8_t *src = s.codes + row * s.rowBytes;
   int64_t offset = s.quant.symmetric ? (int64_t(1) << (s.quant.bits - 1)) : 0;
+  if (s.tiled) {
+    for (int64_t c = f0; c < f0 + nf; ++c) {
+      int64_t g = c / s.group;
+      out[c - f0] =
+          (float(int64_t(s.code(row, c)) - offset) - s.zeros[s.param(row, g)]) *
+          s.scales[s.param(row, g)];
+    }
+    return;
+  }
+  const uint8_t *src = s.codes + row * s.rowBytes;
   for (int64_t c = f0; c < f0 + nf;) {
     int64_t g = c / s.group, end = std::min((g + 1) * s.group, f0 + nf);
-    float zero = s.zeros[row * s.groups + g],
-          scale = s.scales[row * s.groups + g];
+    float zero = s.zeros[s.param(row, g)], scale = s.scales[s.param(row, g)];
 #if defined(__x86_64__)
     if (path == 2 && s.quant.bits <= 4)
       dequantNibblesAVX512(src, c, end - c, offset, zero, scale,
@@ -309,6 +328,8 @@ inline void prefetchRow(const KVStore::Layout &s, size_t row, int64_t f0,
     lines(s.floats + row * s.features + f0, nf * sizeof(float));
     return;
   }
+  if (s.tiled) // attentionJobTiled prefetches whole tiles itself
+    return;
   bool nibbles = s.quant.bits <= 4;
   lines(s.codes + row * s.rowBytes + (nibbles ? f0 / 2 : f0),
         nibbles ? (nf + 1) / 2 : nf);
@@ -333,14 +354,19 @@ void KVStore::append(int64_t b, int64_t at, const float *in, int64_t count,
     grid.bits = quant.bits;
     grid.symmetric = quant.symmetric;
     grid.clip = quant.clip;
-    uint8_t *dst = codes + row * rowBytes;
+    // A tiled store's codes go through a row-major row, then into the tile.
+    static thread_local std::vector<uint8_t> tiledRow;
+    if (tiled && tiledRow.size() < size_t(features + 1) / 2)
+      tiledRow.resize((features + 1) / 2);
+    uint8_t *dst = tiled ? tiledRow.data() : codes + row * rowBytes;
     if (quant.bits <= 4)
-      std::memset(dst, 0, rowBytes);
+      std::memset(dst, 0, tiled ? (features + 1) / 2 : rowBytes);
     for (int64_t g = 0; g < groups; ++g) {
       float scale, zero;
       numerics::groupScale(x + g * group, group, grid, 1.0, scale, zero);
-      scales[row * groups + g] = scale;
-      zeros[row * groups + g] = zero;
+      size_t param = layout().param(row, g);
+      scales[param] = scale;
+      zeros[param] = zero;
 #if defined(__x86_64__)
       if (avx2) {
         kvCodesAVX2(x, g * group, group, scale, zero, grid, dst);
@@ -348,6 +374,17 @@ void KVStore::append(int64_t b, int64_t at, const float *in, int64_t count,
       }
 #endif
       kvCodesScalar(x, g * group, group, scale, zero, grid, dst);
+    }
+    if (tiled) {
+      // Token l of the tile: byte l % 8 of each feature's 8, the low nibble
+      // for l < 8, the high one for l >= 8.
+      uint8_t *tile = codes + (row / kKVTile) * size_t(features) * 8 + row % 8;
+      unsigned shift = 4 * ((row % kKVTile) / 8);
+      uint8_t keep = uint8_t(0xF0 >> shift);
+      for (int64_t c = 0; c < features; ++c) {
+        uint8_t u = (dst[c / 2] >> (4 * (c % 2))) & 0xF;
+        tile[c * 8] = uint8_t((tile[c * 8] & keep) | (u << shift));
+      }
     }
   }
 }
@@ -537,10 +574,11 @@ transpose8x8(const float *tile, int64_t d, int64_t e, float *kt) {
 
 /// o[e] = fma(p[j], v[j][e], o[e]) for j in [jb, je) in order, for every
 /// e: 64 features (8 independent chains) at a time, then 8, then scalar.
+/// Features [e0, d) only when e0 is given.
 __attribute__((target("avx2,fma"))) inline void
 accumulateValues(const float *p, const float *tile, int64_t d, int64_t j0,
-                 int64_t jb, int64_t je, float *o) {
-  int64_t e = 0;
+                 int64_t jb, int64_t je, float *o, int64_t e0 = 0) {
+  int64_t e = e0;
   for (; e + 64 <= d; e += 64) {
     __m256 a[8];
     for (int k = 0; k < 8; ++k)
@@ -564,6 +602,376 @@ accumulateValues(const float *p, const float *tile, int64_t d, int64_t j0,
   for (; e < d; ++e)
     for (int64_t j = jb; j < je; ++j)
       o[e] = std::fma(p[j], tile[(j - j0) * d + e], o[e]);
+}
+
+/// Keys per block of the tiled path: four tiles, four (AVX-512) or eight
+/// (AVX2) independent chains of fused multiply-adds per query row.
+constexpr int64_t kTilesPerBlock = 4;
+
+/// Features [f0, f0 + d) of the tile whose first row is `row0` (a tiled
+/// store), dequantized into kt[e][16] as dequantScalar computes them (the
+/// same integer subtraction, exact conversion, subtraction and
+/// multiplication), 16 tokens per feature.
+__attribute__((target("avx2,fma"))) void keyTileAVX2(const KVStore::Layout &s,
+                                                     size_t row0, int64_t f0,
+                                                     int64_t d, float *kt) {
+  const uint8_t *tile = s.codes + row0 / kKVTile * size_t(s.features) * 8;
+  int64_t offset = s.quant.symmetric ? (int64_t(1) << (s.quant.bits - 1)) : 0;
+  const __m256i off = _mm256_set1_epi32(int(offset));
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  for (int64_t c = f0; c < f0 + d;) {
+    int64_t g = c / s.group, end = std::min((g + 1) * s.group, f0 + d);
+    const float *zero = s.zeros + s.param(row0, g),
+                *scale = s.scales + s.param(row0, g);
+    __m256 z0 = _mm256_loadu_ps(zero), z1 = _mm256_loadu_ps(zero + 8);
+    __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8);
+    for (; c < end; ++c) {
+      __m128i by =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(tile + c * 8));
+      // Tokens 0-7: the low nibbles; tokens 8-15: the high ones.
+      __m256 x0 = _mm256_cvtepi32_ps(
+          _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_and_si128(by, low4)), off));
+      __m256 x1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+          _mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(by, 4), low4)),
+          off));
+      float *o = kt + (c - f0) * kKVTile;
+      _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_sub_ps(x0, z0), s0));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_sub_ps(x1, z1), s1));
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
+keyTileAVX512(const KVStore::Layout &s, size_t row0, int64_t f0, int64_t d,
+              float *kt) {
+  const uint8_t *tile = s.codes + row0 / kKVTile * size_t(s.features) * 8;
+  int64_t offset = s.quant.symmetric ? (int64_t(1) << (s.quant.bits - 1)) : 0;
+  // float(u - offset) for u = 0..15 (exact), looked up by vpermps, which
+  // reads the low 4 bits of each index.
+  const __m512i iota =
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512 codeValue = _mm512_cvtepi32_ps(
+      _mm512_sub_epi32(iota, _mm512_set1_epi32(int(offset))));
+  const __m512i shifts =
+      _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t c = f0; c < f0 + d;) {
+    int64_t g = c / s.group, end = std::min((g + 1) * s.group, f0 + d);
+    __m512 vz = _mm512_loadu_ps(s.zeros + s.param(row0, g)),
+           vs = _mm512_loadu_ps(s.scales + s.param(row0, g));
+    for (; c < end; ++c) {
+      // The 8 bytes twice (movddup, a load); lane l: byte l % 8, shifted
+      // right by 4 for l >= 8; its low nibble is the code.
+      __m128i by = _mm_castpd_si128(
+          _mm_loaddup_pd(reinterpret_cast<const double *>(tile + c * 8)));
+      __m512i u = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(by), shifts);
+      __m512 x = _mm512_permutexvar_ps(u, codeValue);
+      _mm512_storeu_ps(kt + (c - f0) * kKVTile,
+                       _mm512_mul_ps(_mm512_sub_ps(x, vz), vs));
+    }
+  }
+}
+
+/// The scores of query row q against the nt tiles of kt ([nt][d][16]): for
+/// each key a chain of d fused multiply-adds in feature order, from 0.
+__attribute__((target("avx2,fma"))) void tileScoresAVX2(const float *q,
+                                                        const float *kt,
+                                                        int64_t d, int64_t nt,
+                                                        float *out) {
+  int64_t t = 0;
+  for (; t + 2 <= nt; t += 2) {
+    const float *k0 = kt + t * d * kKVTile, *k1 = k0 + d * kKVTile;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(),
+           a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      __m256 qe = _mm256_set1_ps(q[e]);
+      a0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + e * kKVTile), a0);
+      a1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + e * kKVTile + 8), a1);
+      a2 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k1 + e * kKVTile), a2);
+      a3 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k1 + e * kKVTile + 8), a3);
+    }
+    _mm256_storeu_ps(out + t * kKVTile, a0);
+    _mm256_storeu_ps(out + t * kKVTile + 8, a1);
+    _mm256_storeu_ps(out + t * kKVTile + 16, a2);
+    _mm256_storeu_ps(out + t * kKVTile + 24, a3);
+  }
+  for (; t < nt; ++t) {
+    const float *k0 = kt + t * d * kKVTile;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      __m256 qe = _mm256_set1_ps(q[e]);
+      a0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + e * kKVTile), a0);
+      a1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + e * kKVTile + 8), a1);
+    }
+    _mm256_storeu_ps(out + t * kKVTile, a0);
+    _mm256_storeu_ps(out + t * kKVTile + 8, a1);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
+tileScoresAVX512(const float *q, const float *kt, int64_t d, int64_t nt,
+                 float *out) {
+  int64_t t = 0;
+  for (; t + 4 <= nt; t += 4) {
+    const float *k0 = kt + t * d * kKVTile;
+    int64_t st = d * kKVTile;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(),
+           a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      __m512 qe = _mm512_set1_ps(q[e]);
+      const float *k = k0 + e * kKVTile;
+      a0 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(k), a0);
+      a1 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(k + st), a1);
+      a2 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(k + 2 * st), a2);
+      a3 = _mm512_fmadd_ps(qe, _mm512_loadu_ps(k + 3 * st), a3);
+    }
+    _mm512_storeu_ps(out + t * kKVTile, a0);
+    _mm512_storeu_ps(out + t * kKVTile + 16, a1);
+    _mm512_storeu_ps(out + t * kKVTile + 32, a2);
+    _mm512_storeu_ps(out + t * kKVTile + 48, a3);
+  }
+  for (; t < nt; ++t) {
+    const float *k0 = kt + t * d * kKVTile;
+    __m512 a0 = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; ++e)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[e]),
+                           _mm512_loadu_ps(k0 + e * kKVTile), a0);
+    _mm512_storeu_ps(out + t * kKVTile, a0);
+  }
+}
+
+/// accumulateValues with 16-lane vectors: the same chains (one lane per
+/// feature, in key order), so the same bits.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
+accumulateValuesAVX512(const float *p, const float *tile, int64_t d, int64_t j0,
+                       int64_t jb, int64_t je, float *o) {
+  int64_t e = 0;
+  for (; e + 128 <= d; e += 128) {
+    __m512 a[8];
+    for (int k = 0; k < 8; ++k)
+      a[k] = _mm512_loadu_ps(o + e + 16 * k);
+    for (int64_t j = jb; j < je; ++j) {
+      __m512 pj = _mm512_set1_ps(p[j]);
+      const float *v = tile + (j - j0) * d + e;
+      for (int k = 0; k < 8; ++k)
+        a[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * k), a[k]);
+    }
+    for (int k = 0; k < 8; ++k)
+      _mm512_storeu_ps(o + e + 16 * k, a[k]);
+  }
+  for (; e + 64 <= d; e += 64) {
+    __m512 a[4];
+    for (int k = 0; k < 4; ++k)
+      a[k] = _mm512_loadu_ps(o + e + 16 * k);
+    for (int64_t j = jb; j < je; ++j) {
+      __m512 pj = _mm512_set1_ps(p[j]);
+      const float *v = tile + (j - j0) * d + e;
+      for (int k = 0; k < 4; ++k)
+        a[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * k), a[k]);
+    }
+    for (int k = 0; k < 4; ++k)
+      _mm512_storeu_ps(o + e + 16 * k, a[k]);
+  }
+  if (e < d)
+    accumulateValues(p, tile, d, j0, jb, je, o, e);
+}
+
+/// One output row's chains over the visible values [jb, je), the values'
+/// 4-bit codes read straight from the row-major store (no tile): for each
+/// key a 16-entry table of (u - offset - zero) * scale per group (the bits
+/// of dequantScalar), looked up by vpermps, and fma(p[j], v, o) per
+/// feature in key order. The C * 32 features' sums stay in registers with
+/// the even and odd features apart (byte k of a 32-feature chunk holds
+/// features 2k and 2k + 1: one zero-extension gives both, the odd ones
+/// after a shift), interleaved back when stored; each lane's chain is the
+/// same.
+template <int C>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
+valuesFusedAVX512(const KVStore::Layout &s, size_t rowBase, int64_t f0,
+                  const float *p, int64_t jb, int64_t je, float *o) {
+  int64_t offset = s.quant.symmetric ? (int64_t(1) << (s.quant.bits - 1)) : 0;
+  const __m512i iota =
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512 base = _mm512_cvtepi32_ps(
+      _mm512_sub_epi32(iota, _mm512_set1_epi32(int(offset))));
+  // Even/odd lanes of a 32-float chunk (two vectors) and back.
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12,
+                                         10, 8, 6, 4, 2, 0);
+  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+  const __m512i low =
+      _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+  __m512 even[C], odd[C];
+  for (int k = 0; k < C; ++k) {
+    __m512 a = _mm512_loadu_ps(o + 32 * k),
+           b = _mm512_loadu_ps(o + 32 * k + 16);
+    even[k] = _mm512_permutex2var_ps(a, evens, b);
+    odd[k] = _mm512_permutex2var_ps(a, odds, b);
+  }
+  // The head within one group (the default, a group per head): one table
+  // per key, no group lookups in the loop.
+  int64_t g0 = f0 / s.group;
+  bool oneGroup = (f0 + 32 * C - 1) / s.group == g0;
+  for (int64_t j = jb; j < je; ++j) {
+    size_t row = rowBase + j;
+    const uint8_t *src = s.codes + row * s.rowBytes + f0 / 2;
+    __builtin_prefetch(src + 8 * s.rowBytes);
+    __m512 pj = _mm512_set1_ps(p[j]);
+    __m512 table = _mm512_setzero_ps();
+    int64_t tableGroup = -1;
+    if (oneGroup) {
+      size_t at = s.param(row, g0);
+      table = _mm512_mul_ps(_mm512_sub_ps(base, _mm512_set1_ps(s.zeros[at])),
+                            _mm512_set1_ps(s.scales[at]));
+      tableGroup = g0;
+    }
+    for (int k = 0; k < C; ++k) {
+      int64_t g = oneGroup ? g0 : (f0 + 32 * k) / s.group;
+      if (g != tableGroup) {
+        size_t at = s.param(row, g);
+        table = _mm512_mul_ps(_mm512_sub_ps(base, _mm512_set1_ps(s.zeros[at])),
+                              _mm512_set1_ps(s.scales[at]));
+        tableGroup = g;
+      }
+      __m512i bytes = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + 16 * k)));
+      even[k] =
+          _mm512_fmadd_ps(pj, _mm512_permutexvar_ps(bytes, table), even[k]);
+      odd[k] = _mm512_fmadd_ps(
+          pj, _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table),
+          odd[k]);
+    }
+  }
+  for (int k = 0; k < C; ++k) {
+    _mm512_storeu_ps(o + 32 * k, _mm512_permutex2var_ps(even[k], low, odd[k]));
+    _mm512_storeu_ps(o + 32 * k + 16,
+                     _mm512_permutex2var_ps(even[k], high, odd[k]));
+  }
+}
+
+/// Whether valuesFusedAVX512 takes the job's rows: one query row per KV head
+/// (decode without GQA: a tile of values would serve a single row), 4-bit
+/// row-major values, heads of 64, 128 or 256 features and groups of whole
+/// 32-feature chunks.
+bool fusedValues(const AttentionJob &job) {
+  const KVStore::Layout &s = job.values;
+  int64_t d = job.desc->headDim;
+  return job.path == 2 && job.perHead() == 1 && s.quant.bits == 4 && !s.tiled &&
+         (d == 64 || d == 128 || d == 256) && s.group % 32 == 0;
+}
+
+/// The value pass of the SIMD paths: per tile of kTile values, dequantized
+/// once for the job's KV heads, each row's output a chain of fused
+/// multiply-adds over its visible values in key order. `scores` rows are
+/// `span` apart, column 0 being key `origin`.
+__attribute__((target("avx2,fma"))) void
+valuePass(const AttentionJob &job, const float *scores, int64_t span,
+          int64_t origin, int64_t kLo, int64_t kHi, float *tile) {
+  int64_t d = job.desc->headDim;
+  bool wide = job.path == 2;
+  if (fusedValues(job)) {
+    for (int64_t r = 0; r < job.rows(); ++r) {
+      int64_t lo, hi;
+      job.visible(r, lo, hi);
+      int64_t f0 = (job.g0 + r / job.perHead()) * d;
+      const float *p = scores + r * span - origin;
+      size_t rowBase = job.row(job.values, 0);
+      if (d == 64)
+        valuesFusedAVX512<2>(job.values, rowBase, f0, p, lo, hi, job.outRow(r));
+      else if (d == 128)
+        valuesFusedAVX512<4>(job.values, rowBase, f0, p, lo, hi, job.outRow(r));
+      else
+        valuesFusedAVX512<8>(job.values, rowBase, f0, p, lo, hi, job.outRow(r));
+    }
+    return;
+  }
+  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
+    int64_t nj = std::min(kTile, kHi - j0);
+    job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t jj = 0; jj < nj; ++jj)
+        dequantRow(job.values, job.row(job.values, j0 + jj), g * d, d,
+                   tile + jj * d, job.path);
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        int64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nj);
+        if (jb >= je)
+          continue;
+        const float *p = scores + r * span - origin;
+        if (wide)
+          accumulateValuesAVX512(p, tile, d, j0, jb, je, job.outRow(r));
+        else
+          accumulateValues(p, tile, d, j0, jb, je, job.outRow(r));
+      }
+    }
+  }
+}
+
+/// The SIMD path over a tiled key store: blocks of kTilesPerBlock tiles
+/// dequantized straight into the [d][16] layout the score chains read (no
+/// transpose), then valuePass.
+__attribute__((target("avx2,fma"))) void
+attentionJobTiled(const AttentionJob &job) {
+  const AttentionDesc &desc = *job.desc;
+  int64_t d = desc.headDim, rows = job.rows();
+  int64_t kLo, kHi, unused;
+  job.visible(0, kLo, unused);
+  job.visible(job.i1 - job.i0 - 1, unused, kHi);
+  // Scores from the first key of kLo's tile, whole tiles per row.
+  int64_t origin = kLo / kKVTile * kKVTile;
+  int64_t span = (kHi - origin + kKVTile - 1) / kKVTile * kKVTile;
+  int64_t block = kTilesPerBlock * kKVTile;
+  float *kt = scratch(block * d + rows * span);
+  float *scores = kt + block * d;
+  bool wide = job.path == 2;
+  const KVStore::Layout &keys = job.keys;
+  int64_t f0 = job.g0 * d, nf = (job.g1 - job.g0) * d;
+  for (int64_t jb = origin; jb < kHi; jb += block) {
+    int64_t nt = std::min(kTilesPerBlock, (kHi - jb + kKVTile - 1) / kKVTile);
+    // The next block's tiles: the job's features are contiguous in a tile.
+    for (int64_t t = jb + block; t < std::min(jb + 2 * block, kHi);
+         t += kKVTile) {
+      const char *c = reinterpret_cast<const char *>(
+          keys.codes + job.row(keys, t) / kKVTile * keys.features * 8 + f0 * 8);
+      for (int64_t i = 0; i < nf * 8; i += 64)
+        __builtin_prefetch(c + i);
+      size_t row0 = job.row(keys, t);
+      for (int64_t g = f0 / keys.group; g <= (f0 + nf - 1) / keys.group; ++g) {
+        __builtin_prefetch(keys.scales + keys.param(row0, g));
+        __builtin_prefetch(keys.zeros + keys.param(row0, g));
+      }
+    }
+    for (int64_t g = job.g0; g < job.g1; ++g) {
+      for (int64_t t = 0; t < nt; ++t) {
+        size_t row0 = job.row(keys, jb + t * kKVTile);
+        if (wide)
+          keyTileAVX512(keys, row0, g * d, d, kt + t * kKVTile * d);
+        else
+          keyTileAVX2(keys, row0, g * d, d, kt + t * kKVTile * d);
+      }
+      int64_t r0 = (g - job.g0) * job.perHead();
+      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
+        int64_t lo, hi;
+        job.visible(r, lo, hi);
+        // The row's tiles in this block: those that hold a visible key.
+        int64_t ta = lo > jb ? (lo - jb) / kKVTile : 0;
+        int64_t tb =
+            hi <= jb ? 0 : std::min(nt, (hi - jb + kKVTile - 1) / kKVTile);
+        if (ta >= tb)
+          continue;
+        float *out = scores + r * span + (jb - origin) + ta * kKVTile;
+        if (wide)
+          tileScoresAVX512(job.queryRow(r), kt + ta * kKVTile * d, d, tb - ta,
+                           out);
+        else
+          tileScoresAVX2(job.queryRow(r), kt + ta * kKVTile * d, d, tb - ta,
+                         out);
+      }
+    }
+  }
+  softmaxRows(job, scores, span, origin, static_cast<float>(desc.scale));
+  valuePass(job, scores, span, origin, kLo, kHi, kt);
 }
 
 /// The AVX2 path over tiles of 32 keys: each group of 8 keys is dequantized,
@@ -642,24 +1050,7 @@ attentionJobAVX2(const AttentionJob &job) {
     }
   }
   softmaxRows(job, scores, span, kLo, scale);
-  for (int64_t j0 = kLo; j0 < kHi; j0 += kTile) {
-    int64_t nj = std::min(kTile, kHi - j0);
-    job.prefetch(job.values, j0 + kTile, std::min(j0 + 2 * kTile, kHi));
-    for (int64_t g = job.g0; g < job.g1; ++g) {
-      for (int64_t jj = 0; jj < nj; ++jj)
-        dequantRow(job.values, job.row(job.values, j0 + jj), g * d, d,
-                   tile + jj * d, job.path);
-      int64_t r0 = (g - job.g0) * job.perHead();
-      for (int64_t r = r0; r < r0 + job.perHead(); ++r) {
-        int64_t lo, hi;
-        job.visible(r, lo, hi);
-        int64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nj);
-        if (jb < je)
-          accumulateValues(scores + r * span - kLo, tile, d, j0, jb, je,
-                           job.outRow(r));
-      }
-    }
-  }
+  valuePass(job, scores, span, kLo, kLo, kHi, tile);
 }
 #endif
 
@@ -703,6 +1094,10 @@ void attention(const float *q, const KVStore &keys, const KVStore &values,
                        out,
                        path};
 #if defined(__x86_64__)
+      if (avx2 && kl.tiled) {
+        attentionJobTiled(job);
+        continue;
+      }
       if (avx2) {
         attentionJobAVX2(job);
         continue;

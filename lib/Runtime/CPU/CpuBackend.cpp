@@ -102,7 +102,8 @@ CpuModel::createContext(int64_t maxContext, int64_t maxBatch, sq_error **err) {
   for (const AttentionDesc &a : manifest.attentions) {
     std::unique_ptr<KVStore[]> kv(new KVStore[2]);
     int64_t kvf = a.kvHeads * a.headDim;
-    if (!kv[0].allocate(maxBatch, maxContext, kvf, a.keyQuant) ||
+    if (!kv[0].allocate(maxBatch, maxContext, kvf, a.keyQuant,
+                        /*tiled=*/true) ||
         !kv[1].allocate(maxBatch, maxContext, kvf, a.valueQuant)) {
       fail(err, SQ_ERR_OUT_OF_MEMORY,
            "sq_context_create: cannot allocate the KV cache for " +

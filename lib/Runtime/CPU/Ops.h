@@ -40,14 +40,26 @@ void orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
 void rotate(const float *x, const float *r, int64_t rows, int64_t n,
             bool transposed, float *out);
 
+/// Tokens per tile of a tiled KVStore.
+constexpr int64_t kKVTile = 16;
+
 /// One attention layer's KV cache: `capacity` tokens per sequence for
 /// `batch` sequences of `features` values, stored as integer codes (packed
 /// two per byte for <= 4 bits) with a scale and zero point per group, or as
 /// fp32 without a quantizer.
+///
+/// A store of <= 4-bit codes allocated `tiled` (the CPU backend's keys)
+/// keeps them feature-major in tiles of kKVTile = 16 tokens: tile T holds, for
+/// each feature c, the codes of its 16 tokens in 8 bytes (token l in byte
+/// l % 8, the low nibble for l < 8 and the high one for l >= 8), so that
+/// attention reads the 16 keys' values of a
+/// feature as one vector and computes 16 scores' chains without a
+/// transpose. Scales and zero points stay per row. The capacity is then
+/// rounded up to whole tiles.
 class KVStore {
 public:
   bool allocate(int64_t batch, int64_t capacity, int64_t features,
-                const QuantDesc &quant);
+                const QuantDesc &quant, bool tiled = false);
   ~KVStore();
   /// Stores `count` rows (tokens) of sequence `b` from position `at`.
   /// `simd`: 0 forces the scalar path, 1 at most AVX2, 2 the best this CPU
@@ -63,21 +75,45 @@ public:
   /// The raw storage, for the kernels and the tests that compare it bit for
   /// bit: row (b, t) is row b * capacity + t of `codes` (rowBytes each),
   /// `scales`/`zeros` (groups each) or `floats` (features each).
+  /// Tiled stores: tile T (rows [16 T, 16 T + 16)) starts at byte
+  /// T * features * 8 of `codes` (rowBytes is then 0), and its scales and
+  /// zero points are group-major too: group g of its 16 rows at
+  /// [(T * groups + g) * 16, + 16), one vector per group.
   struct Layout {
     int64_t batch, capacity, features, group, groups, rowBytes;
     QuantDesc quant;
     const uint8_t *codes;
     const float *floats, *scales, *zeros;
+    bool tiled;
+
+    /// The index of the scale and zero point of group g of row `row`.
+    size_t param(size_t row, int64_t g) const {
+      if (tiled)
+        return ((row / kKVTile) * size_t(groups) + size_t(g)) * kKVTile +
+               row % kKVTile;
+      return row * size_t(groups) + size_t(g);
+    }
+    /// The code of feature c in row `row` (a quantized store).
+    unsigned code(size_t row, int64_t c) const {
+      if (tiled)
+        return (codes[(row / kKVTile) * size_t(features) * 8 + size_t(c) * 8 +
+                      row % 8] >>
+                (4 * ((row % kKVTile) / 8))) &
+               0xF;
+      const uint8_t *src = codes + row * rowBytes;
+      return quant.bits <= 4 ? (src[c / 2] >> (4 * (c % 2))) & 0xF : src[c];
+    }
   };
   Layout layout() const {
     return {batch, capacity, features, group,  groups, rowBytes,
-            quant, codes,    floats,   scales, zeros};
+            quant, codes,    floats,   scales, zeros,  tiled};
   }
 
 private:
   int64_t batch = 0, capacity = 0, features = 0, groups = 1, group = 0;
   int64_t rowBytes = 0;
   QuantDesc quant;
+  bool tiled = false;
   uint8_t *codes = nullptr;
   float *floats = nullptr, *scales = nullptr, *zeros = nullptr;
 };

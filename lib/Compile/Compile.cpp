@@ -11,6 +11,7 @@
 #include "sq/Compile/Compile.h"
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/HF.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
@@ -195,8 +196,12 @@ mlir::OwningOpRef<mlir::ModuleOp> importModel(const std::string &input,
   }
   if (path.ends_with(".onnx"))
     return importOnnxModel(path, &ctx, error);
+  // A directory is a Hugging Face checkpoint folder.
+  if (isHFModelDir(path))
+    return importHFModel(path, &ctx, error);
   if (!path.ends_with(".mlir") && !path.ends_with(".mlirbc")) {
-    error = input + ": unknown model type (expected .onnx, .mlir or .mlirbc)";
+    error = input + ": unknown model type (expected .onnx, a Hugging Face "
+                    "folder, .mlir or .mlirbc)";
     return nullptr;
   }
   // A device or a pipe (/dev/zero) would be read without end.
@@ -306,6 +311,16 @@ bool checkCompileOptions(const CompileOptions &o, std::string &error) {
     error = o.output + ": cannot write: it is a directory";
     return false;
   }
+  // The library and its sidecar are renamed into place: a device or a pipe
+  // (-o /dev/null) would be replaced, not written.
+  for (const std::string &path : {o.output, o.output + ".weights"}) {
+    sys::fs::file_status st;
+    if (!sys::fs::status(path, st) && sys::fs::exists(st) &&
+        !sys::fs::is_regular_file(st)) {
+      error = path + ": cannot write: not a regular file";
+      return false;
+    }
+  }
   return true;
 }
 
@@ -344,12 +359,16 @@ bool compileModel(const CompileOptions &o, std::string &error) {
     summary = "input already quantized";
   } else {
     mlir::PassManager pm(&ctx);
-    if (!addSpinQuantRecipe(pm, o.recipe, error))
+    // A Hugging Face folder brings its tokenizer (calibration text).
+    RecipeOptions recipe = o.recipe;
+    if (recipe.tokenizer.empty())
+      recipe.tokenizer = defaultTokenizerSpec(o.input);
+    if (!addSpinQuantRecipe(pm, recipe, error))
       return false;
-    summary = o.recipe.summary();
+    summary = recipe.summary();
     Stage s("rotate and quantize", o.verbose);
     if (o.verbose)
-      errs() << "sq-compile: pipeline sq-spinquant{" << o.recipe.str() << "}\n";
+      errs() << "sq-compile: pipeline sq-spinquant{" << recipe.str() << "}\n";
     if (failed(pm.run(*module))) {
       error = diag.orElse("the rotate/quantize passes failed");
       return false;

@@ -2,6 +2,7 @@
 
 #include "sq/Exec/ModelLoader.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/HF.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
@@ -31,13 +32,26 @@ static bool loadModule(StringRef path, LoadedModule &loaded,
                        std::string &error) {
   mlir::MLIRContext &ctx = loaded.context;
   ctx.loadDialect<SQDialect, mlir::func::FuncDialect>();
+  // The importers' warnings (unknown config.json fields, already quantized
+  // weights) go to stderr; MLIR would drop them without a handler.
+  mlir::ScopedDiagnosticHandler warnings(&ctx, [](mlir::Diagnostic &d) {
+    if (d.getSeverity() != mlir::DiagnosticSeverity::Warning &&
+        d.getSeverity() != mlir::DiagnosticSeverity::Remark)
+      return mlir::failure();
+    errs() << "warning: " << d.str() << "\n";
+    return mlir::success();
+  });
   if (path.ends_with(".onnx")) {
     loaded.module = importOnnxModel(path, &ctx, error);
     return bool(loaded.module);
   }
+  if (isHFModelDir(path)) {
+    loaded.module = importHFModel(path, &ctx, error);
+    return bool(loaded.module);
+  }
   if (!path.ends_with(".mlir") && !path.ends_with(".mlirbc")) {
     error = "unknown model type '" + path.str() +
-            "': expected .onnx, .mlir, .mlirbc or .so";
+            "': expected .onnx, a Hugging Face folder, .mlir, .mlirbc or .so";
     return false;
   }
   std::string diag;

@@ -37,6 +37,31 @@ WriteStatus
 writeFileAtomically(StringRef path,
                     function_ref<bool(raw_ostream &, std::string &)> write,
                     std::string &error) {
+  // A device, FIFO or socket (/dev/null, /dev/stdout, a pipe) is written
+  // directly: renaming a temporary onto it would replace the node itself
+  // (for root, /dev/null would become a regular file).
+  sys::fs::file_status target;
+  if (!sys::fs::status(path, target) && sys::fs::exists(target) &&
+      !sys::fs::is_regular_file(target) && !sys::fs::is_directory(target)) {
+    std::error_code ec;
+    raw_fd_ostream os(path, ec);
+    if (ec) {
+      error = ec.message();
+      return WriteStatus::IOError;
+    }
+    if (!write(os, error)) {
+      os.close();
+      os.clear_error();
+      return WriteStatus::WriterFailed;
+    }
+    os.close();
+    if (os.has_error()) {
+      error = os.error().message();
+      os.clear_error();
+      return WriteStatus::IOError;
+    }
+    return WriteStatus::Written;
+  }
   std::string temp =
       (path + ".sqtmp" + Twine(sys::Process::getProcessId())).str();
   int fd;

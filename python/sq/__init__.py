@@ -109,8 +109,8 @@ def _compile_library():
 
 def compile(model, output, quantize=None, rotate=None, seed=0,
             calib_data=None, tokenizer=None, calib_steps=0, emit="so"):
-    """Compiles `model` (model.onnx, .mlir or .mlirbc) to `output` as
-    sq-compile does (sq::compileModel): quantize is the --quantize spec or
+    """Compiles `model` (model.onnx, a Hugging Face folder, .mlir or
+    .mlirbc) to `output` as sq-compile does (sq::compileModel): quantize is the --quantize spec or
     "none" (default w4a4kv4), rotate one of learned (the default), hadamard,
     random, file:PATH, none; emit one of so, obj, llvm, mlir, sq. As with
     sq-compile, giving quantize or rotate for an already quantized input

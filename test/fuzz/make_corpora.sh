@@ -12,7 +12,7 @@ BUILD_DIR=${1:-build-fuzz}
 OUT=$BUILD_DIR/fuzz/corpus
 SQ_COMPILE=${SQ_COMPILE:-build/bin/sq-compile}
 SQ_TOOLS=${SQ_TOOLS:-$(dirname "$SQ_COMPILE")}
-TARGETS=(manifest weights quantspec onnx mlir tokenizer rotation hftokenizer)
+TARGETS=(manifest weights quantspec onnx mlir tokenizer rotation hftokenizer safetensors)
 for t in "${TARGETS[@]}"; do mkdir -p "$OUT/$t"; done
 
 # add TARGET FILE...: copy each file under its content hash.
@@ -143,6 +143,54 @@ if [ -x "$BUILD_DIR/fuzz/sq-fuzz-rotation" ]; then
   add rotation "$tmpd"/*
   rm -rf "$tmpd"
 fi
+
+# safetensors: the first byte picks the reader (even: a safetensors file,
+# odd: a config.json). Small valid files of every float dtype written here,
+# the rotation files above, and the config.json files of the small Hugging
+# Face folders (test/HF/make_hf_checkpoints.py; needs /usr/bin/python3 with
+# numpy) with the headers of their weights (cut after the header).
+tmpd=$(mktemp -d)
+/usr/bin/python3 - "$tmpd" <<'PY' || true
+import json, struct, sys
+out = sys.argv[1]
+def st(tensors, name):
+    header, body = {"__metadata__": {"format": "pt"}}, b""
+    for tname, dtype, shape, raw in tensors:
+        header[tname] = {"dtype": dtype, "shape": shape,
+                         "data_offsets": [len(body), len(body) + len(raw)]}
+        body += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open("%s/%s" % (out, name), "wb") as f:
+        f.write(b"\0" + struct.pack("<Q", len(text)) + text + body)
+st([("a", "F32", [2, 2], struct.pack("<4f", 1, -2, 3.5, 0)),
+    ("b", "F16", [3], struct.pack("<3H", 0x3C00, 0x7C00, 0x8001)),
+    ("c", "BF16", [2, 1], struct.pack("<2H", 0x3F80, 0x7FC0)),
+    ("d", "I8", [0, 4], b"")], "mixed.seed")
+st([("model.embed_tokens.weight", "BF16", [4, 2], bytes(16)),
+    ("model.norm.weight", "F32", [2], struct.pack("<2f", 1, 1))], "names.seed")
+PY
+for f in "$tmpd"/*.seed; do [ -f "$f" ] && add safetensors "$f"; done
+for f in $(ls "$OUT/rotation" 2>/dev/null | head -20); do
+  { printf '\0'; cat "$OUT/rotation/$f"; } >"$tmpd/rot-$f"
+  add safetensors "$tmpd/rot-$f"
+done
+if /usr/bin/python3 test/HF/make_hf_checkpoints.py "$tmpd/hf" \
+  --only tiny-llama2 tiny-llama3 tiny-qwen2 tiny-mistral tiny-sharded >/dev/null 2>&1; then
+  for d in "$tmpd"/hf/*/; do
+    n=$(basename "$d")
+    { printf '\1'; cat "$d/config.json"; } >"$tmpd/$n.config"
+    add safetensors "$tmpd/$n.config"
+    for w in "$d"*.safetensors; do
+      len=$(od -An -tu8 -N8 "$w" | tr -d ' ')
+      { printf '\0'; head -c $((8 + len)) "$w"; } >"$tmpd/$n-$(basename "$w").head"
+      add safetensors "$tmpd/$n-$(basename "$w").head"
+    done
+  done
+else
+  echo "make_corpora: no Hugging Face folders (needs /usr/bin/python3 with numpy)" >&2
+fi
+rm -rf "$tmpd"
 
 # Regression inputs.
 for d in test/fuzz/regressions/*/; do

@@ -1,6 +1,6 @@
 //===- sq-compile.cpp - model.onnx to model.so ----------------------------===//
 //
-//   sq-compile model.onnx -o model.so [--quantize=SPEC] [--rotate=MODE]
+//   sq-compile model.onnx|DIR -o model.so [--quantize=SPEC] [--rotate=MODE]
 //              [--calib-data FILE] [--tokenizer T] [--target=cpu]
 //              [--emit=so|obj|llvm|mlir|sq] [--mcpu=CPU]
 //
@@ -22,7 +22,7 @@ using namespace llvm;
 
 static cl::OptionCategory category("sq-compile options");
 static cl::opt<std::string> input(cl::Positional,
-                                  cl::desc("<model.onnx|.mlir|.mlirbc>"),
+                                  cl::desc("<model.onnx|DIR|.mlir|.mlirbc>"),
                                   cl::Required, cl::cat(category));
 static cl::opt<std::string> output("o", cl::desc("Output file"),
                                    cl::value_desc("FILE"), cl::Required,
@@ -49,9 +49,9 @@ static cl::opt<std::string> calibData(
     cl::value_desc("FILE"), cl::cat(category));
 static cl::opt<std::string> tokenizer(
     "tokenizer",
-    cl::desc(
-        "How --calib-data becomes tokens: byte, sp:PATH or hf:DIR (needed for "
-        "non-byte models with --rotate=learned)"),
+    cl::desc("How --calib-data becomes tokens: byte, sp:PATH or hf:DIR "
+             "(needed for non-byte models with --rotate=learned; default "
+             "hf:DIR when the model is a Hugging Face folder DIR)"),
     cl::cat(category));
 static cl::opt<int64_t> calibSteps("calib-steps",
                                    cl::desc("Cayley SGD steps (default 100)"),
@@ -111,7 +111,9 @@ int main(int argc, char **argv) {
       "  sq-compile model.onnx -o model.mlirbc --emit=sq   # the quantized "
       "IR only\n"
       "  sq-compile model.onnx -o g.so --target=nvptx --sm=90  # NVIDIA GPU "
-      "(PTX, JIT-loaded)\n\n"
+      "(PTX, JIT-loaded)\n"
+      "  sq-compile llama-folder -o model.so         # a Hugging Face folder "
+      "(config.json + safetensors; its tokenizer calibrates)\n\n"
       "The weights go to FILE.weights next to FILE (mapped at load time); "
       "keep the two together. Run the result with sq-run model.so or "
       "through include/sq/Runtime/sq_runtime.h.\n");

@@ -6,7 +6,8 @@
 //          [--lines]
 //   sq-run --tokenizer SPEC --decode ids.bin -o text.txt
 //
-// MODEL is .onnx (imported on the fly), .mlir or .mlirbc, run by the
+// MODEL is .onnx or a Hugging Face checkpoint folder (imported on the
+// fly), .mlir or .mlirbc, run by the
 // reference executor, or a model.so compiled by sq-compile, run through its
 // C API (include/sq/Runtime/sq_runtime.h): see sq/Exec/ModelLoader.h. The
 // perplexity protocol and the benchmark live in sq/Exec/Evaluate.h,
@@ -19,6 +20,7 @@
 #include "sq/Exec/Generate.h"
 #include "sq/Exec/ModelLoader.h"
 #include "sq/Exec/TokenLoader.h"
+#include "sq/Import/HF.h"
 #include "sq/Support/ToolSupport.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -34,13 +36,15 @@ using namespace llvm;
 
 static cl::OptionCategory category("sq-run options");
 static cl::opt<std::string>
-    modelPath(cl::Positional, cl::desc("<model.onnx|.mlir|.mlirbc|.so>"),
+    modelPath(cl::Positional, cl::desc("<model.onnx|DIR|.mlir|.mlirbc|.so>"),
               cl::cat(category));
 static cl::opt<std::string> tokenizerSpec(
     "tokenizer",
     cl::desc("How text becomes token ids: 'byte' (raw UTF-8 bytes), "
-             "'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a Hugging "
-             "Face tokenizer.json in DIR, or the file itself)"),
+             "'sp:PATH' (a SentencePiece .model) or 'hf:DIR' (a Hugging Face "
+             "tokenizer.json in DIR, or the file itself; the default when "
+             "MODEL is a folder with a tokenizer.json, else its "
+             "tokenizer.model)"),
     cl::cat(category));
 static cl::opt<std::string> encodeFile(
     "encode",
@@ -293,6 +297,8 @@ int main(int argc, char **argv) {
       "--json\n"
       "  sq-run model.onnx --tokenizer sp:tok.model --generate \"Once upon a "
       "time\" -n 40\n"
+      "  sq-run llama-folder --generate \"Hello\" -n 8   # a Hugging Face "
+      "folder: config.json + safetensors, its own tokenizer (hf:DIR)\n"
       "  sq-run --tokenizer hf:llama-3-folder --encode text.txt -o ids.bin\n");
   if (!encodeFile.empty() && !decodeFile.empty())
     return fail("choose one of --encode and --decode");
@@ -312,9 +318,20 @@ int main(int argc, char **argv) {
                 "PROMPT and --bench");
   std::unique_ptr<sq::Tokenizer> tok;
   std::string error;
-  if (!tokenizerSpec.empty() &&
-      !(tok = sq::Tokenizer::create(tokenizerSpec, error)))
-    return fail(error);
+  // A Hugging Face folder brings its tokenizer; it is needed only to turn
+  // text into ids (--ppl FILE, --generate).
+  std::string spec = tokenizerSpec;
+  bool defaulted = false;
+  if (spec.empty()) {
+    spec = sq::defaultTokenizerSpec(modelPath);
+    defaulted = !spec.empty();
+  }
+  bool needsText = gen || !pplFile.empty();
+  if (!spec.empty() && !(tok = sq::Tokenizer::create(spec, error)) &&
+      (!defaulted || needsText))
+    return fail(defaulted ? error + " (the folder's tokenizer, used by "
+                                    "default; pass --tokenizer SPEC)"
+                          : error);
   std::unique_ptr<sq::ModelBackend> model =
       sq::openModel(modelPath, context, error);
   if (!model)

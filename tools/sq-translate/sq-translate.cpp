@@ -1,6 +1,7 @@
 //===- sq-translate.cpp - import models into the sq dialect ---------------===//
 //
 //   sq-translate --import-onnx model.onnx -o model.mlir [--emit-bytecode]
+//   sq-translate --import-hf DIR -o model.mlirbc --emit-bytecode
 //
 // The output is written to a temporary file and renamed at the end, so a
 // failed import leaves no output behind.
@@ -8,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/HF.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Support/ToolSupport.h"
 
@@ -28,7 +30,14 @@ static cl::opt<bool> importOnnx(
     cl::desc("Import an ONNX LLaMA model (with its external data) into the sq "
              "dialect"),
     cl::cat(category));
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.onnx>"),
+static cl::opt<bool> importHF(
+    "import-hf",
+    cl::desc("Import a Hugging Face checkpoint folder (config.json, "
+             "model.safetensors or shards with model.safetensors.index.json) "
+             "into the sq dialect"),
+    cl::cat(category));
+static cl::opt<std::string> inputFile(cl::Positional,
+                                      cl::desc("<model.onnx | DIR>"),
                                       cl::Required, cl::cat(category));
 static cl::opt<std::string> outputFile("o",
                                        cl::desc("Output file ('-' for "
@@ -72,16 +81,23 @@ int main(int argc, char **argv) {
       "sq-translate: import models into the sq dialect\n\n"
       "  sq-translate --import-onnx model.onnx -o model.mlir\n"
       "  sq-translate --import-onnx model.onnx --emit-bytecode -o "
+      "model.mlirbc\n"
+      "  sq-translate --import-hf llama-folder --emit-bytecode -o "
       "model.mlirbc\n\n"
       "The importer recognizes LLaMA-family graphs as exporters write them\n"
       "(RMSNorm, rotate-half RoPE, grouped-query attention with a causal\n"
       "mask and optional KV cache, SwiGLU) and writes one sq.attention, two\n"
       "sq.rms_norm and seven sq.linear per layer, weights as named\n"
       "resources, and the model configuration as the module attribute\n"
-      "sq.config.\n");
-  if (!importOnnx)
-    return error("nothing to do: pass --import-onnx (the only import "
-                 "supported so far)");
+      "sq.config.\n\n"
+      "--import-hf reads a Hugging Face folder (LlamaForCausalLM incl.\n"
+      "LLaMA-3.x rope_scaling, Qwen2ForCausalLM, MistralForCausalLM; F32,\n"
+      "F16 and BF16 safetensors, memory-mapped, shards through the index)\n"
+      "into the same IR, with the same weight names and sq.config.\n");
+  if (int(importOnnx) + int(importHF) != 1)
+    return error(importOnnx ? "choose one of --import-onnx and --import-hf"
+                            : "nothing to do: pass --import-onnx model.onnx "
+                              "or --import-hf DIR");
   if (emitBytecode && outputFile == "-" &&
       sys::Process::StandardOutIsDisplayed())
     return error("refusing to write bytecode to a terminal; use -o FILE");
@@ -97,7 +113,8 @@ int main(int argc, char **argv) {
   });
   std::string message;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      sq::importOnnxModel(inputFile, &context, message);
+      importHF ? sq::importHFModel(inputFile, &context, message)
+               : sq::importOnnxModel(inputFile, &context, message);
   if (!module)
     return error(message);
 

@@ -82,8 +82,8 @@ enum class Emit { SharedLibrary, Object, LLVMIR, LoweredMLIR, SQ, PTX };
 bool parseEmit(llvm::StringRef text, Emit &emit, std::string &error);
 
 struct CompileOptions {
-  /// model.onnx, .mlir or .mlirbc; the output file (`.weights` goes next
-  /// to it for so/obj).
+  /// model.onnx, a Hugging Face folder, .mlir or .mlirbc; the output file
+  /// (`.weights` goes next to it for so/obj).
   std::string input, output;
   RecipeOptions recipe;
   /// The user asked for a recipe (a note is printed when the input is

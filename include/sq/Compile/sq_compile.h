@@ -24,12 +24,13 @@
 extern "C" {
 #endif
 
-/* Compiles `input` (model.onnx, .mlir or .mlirbc) to `output`. quantize:
- * the --quantize spec or "none" (default w4a4kv4); rotate: learned,
- * hadamard, random, file:PATH or none (default learned); calib_data,
- * tokenizer, calib_steps: --rotate=learned's calibration (0 steps: the
- * default); emit: so, obj, llvm, mlir, sq (default so). Returns 0, or 1 with
- * a one-line message in `error` (truncated to error_size, NUL-terminated). */
+/* Compiles `input` (model.onnx, a Hugging Face folder, .mlir or .mlirbc)
+ * to `output`. quantize: the --quantize spec or "none" (default w4a4kv4);
+ * rotate: learned, hadamard, random, file:PATH or none (default learned);
+ * calib_data, tokenizer, calib_steps: --rotate=learned's calibration (0
+ * steps: the default); emit: so, obj, llvm, mlir, sq (default so). Returns
+ * 0, or 1 with a one-line message in `error` (truncated to error_size,
+ * NUL-terminated). */
 __attribute__((visibility("default"))) int
 sq_compile(const char *input, const char *output, const char *quantize,
            const char *rotate, uint64_t seed, const char *calib_data,

@@ -56,6 +56,8 @@ enum class WriteStatus {
 /// is removed and `path` is left as it was: a failed write (no space, a file
 /// size limit, a writer error) leaves neither a partial file nor the
 /// temporary. `write` returns false, with its message in `error`, to give up.
+/// A `path` that is a device, FIFO or socket (/dev/null, /dev/stdout) is
+/// written directly, never replaced.
 WriteStatus writeFileAtomically(
     llvm::StringRef path,
     llvm::function_ref<bool(llvm::raw_ostream &os, std::string &error)> write,

@@ -16,6 +16,7 @@
 #include "Raise.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/ModelConfig.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -197,31 +198,22 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
            std::memcmp(a->getData().data(), b->getData().data(),
                        a->getData().size()) == 0;
   }
-  Builder b(module.getContext());
-  SmallVector<NamedAttribute> config = {
-      b.getNamedAttr("vocab_size", b.getI64IntegerAttr(vocab)),
-      b.getNamedAttr("hidden_size", b.getI64IntegerAttr(hidden)),
-      b.getNamedAttr("num_hidden_layers", b.getI64IntegerAttr(layer)),
-      b.getNamedAttr("num_attention_heads", b.getI64IntegerAttr(heads)),
-      b.getNamedAttr("num_key_value_heads", b.getI64IntegerAttr(kvHeads)),
-      b.getNamedAttr("head_dim", b.getI64IntegerAttr(headDim)),
-      b.getNamedAttr("intermediate_size", b.getI64IntegerAttr(ffn)),
-      b.getNamedAttr("rope_theta", b.getF64FloatAttr(theta)),
-      b.getNamedAttr("rope_layout",
-                     b.getStringAttr(stringifyRopeLayout(
-                         ropeLayout.value_or(RopeLayout::RotateHalf)))),
-      b.getNamedAttr("rms_norm_eps", b.getF64FloatAttr(eps)),
-      b.getNamedAttr("tie_word_embeddings", b.getBoolAttr(tied)),
-      b.getNamedAttr("kv_cache", b.getBoolAttr(cache)),
-  };
-  // Only when present, so that the configuration of a plain LLaMA keeps its
-  // keys (Hugging Face's LLaMA config spells them this way).
-  if (attentionBias)
-    config.push_back(b.getNamedAttr("attention_bias", b.getBoolAttr(true)));
-  if (mlpBias)
-    config.push_back(b.getNamedAttr("mlp_bias", b.getBoolAttr(true)));
-  if (headBias)
-    config.push_back(b.getNamedAttr("lm_head_bias", b.getBoolAttr(true)));
+  ImportedModelConfig config;
+  config.vocabSize = vocab;
+  config.hiddenSize = hidden;
+  config.numLayers = layer;
+  config.numHeads = heads;
+  config.numKvHeads = kvHeads;
+  config.headDim = headDim;
+  config.intermediateSize = ffn;
+  config.ropeTheta = theta;
+  config.ropeLayout = ropeLayout.value_or(RopeLayout::RotateHalf);
+  config.rmsNormEps = eps;
+  config.tieWordEmbeddings = tied;
+  config.kvCache = cache;
+  config.attentionBias = attentionBias;
+  config.mlpBias = mlpBias;
+  config.lmHeadBias = headBias;
   // A sliding window common to every layer (Mistral's sliding_window).
   std::optional<int64_t> window;
   bool uniform = true;
@@ -231,28 +223,10 @@ bool StructureWalker::finish(RMSNormOp norm, LinearOp head) {
     window = w;
   });
   if (uniform && window && *window)
-    config.push_back(
-        b.getNamedAttr("sliding_window", b.getI64IntegerAttr(*window)));
-  if (ropeScaling && *ropeScaling) {
-    RopeScalingAttr s = *ropeScaling;
-    config.push_back(b.getNamedAttr(
-        "rope_scaling",
-        b.getDictionaryAttr({
-            b.getNamedAttr("rope_type", b.getStringAttr("llama3")),
-            b.getNamedAttr("factor",
-                           b.getF64FloatAttr(s.getFactor().convertToDouble())),
-            b.getNamedAttr(
-                "low_freq_factor",
-                b.getF64FloatAttr(s.getLowFreqFactor().convertToDouble())),
-            b.getNamedAttr(
-                "high_freq_factor",
-                b.getF64FloatAttr(s.getHighFreqFactor().convertToDouble())),
-            b.getNamedAttr(
-                "original_max_position_embeddings",
-                b.getI64IntegerAttr(s.getOriginalMaxPositionEmbeddings())),
-        })));
-  }
-  module->setAttr("sq.config", b.getDictionaryAttr(config));
+    config.slidingWindow = *window;
+  if (ropeScaling && *ropeScaling)
+    config.ropeScaling = *ropeScaling;
+  module->setAttr("sq.config", buildConfigAttr(module.getContext(), config));
   if (layer == 0)
     return fail("the model has no decoder layer");
   return true;

@@ -161,6 +161,12 @@ public:
     while (start <= text.size()) {
       int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()),
                            text.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+        // The JIT's stack ran out (a pathological subject): the interpreter
+        // keeps its backtracking on the heap.
+        rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()),
+                         text.size(), start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                         md, nullptr);
       if (rc < 0)
         break;
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -1386,14 +1392,9 @@ bool readPostProcessor(Reader &r, const json::Value *v, const std::string &path,
                     "RobertaProcessing, BertProcessing)");
 }
 
-std::unique_ptr<json::Value> readJson(const std::string &file,
-                                      std::string &error) {
-  auto buffer = MemoryBuffer::getFile(file, /*IsText=*/false);
-  if (!buffer) {
-    error = file + ": " + buffer.getError().message();
-    return nullptr;
-  }
-  Expected<json::Value> v = json::parse((*buffer)->getBuffer());
+std::unique_ptr<json::Value> parseJson(StringRef text, const std::string &file,
+                                       std::string &error) {
+  Expected<json::Value> v = json::parse(text);
   if (!v) {
     error = file + ": not JSON: " + toString(v.takeError());
     return nullptr;
@@ -1437,7 +1438,32 @@ std::unique_ptr<Tokenizer> createHFTokenizer(StringRef spec,
     error = file + ": not a regular file";
     return nullptr;
   }
-  std::unique_ptr<json::Value> root = readJson(file, error);
+  auto buffer = MemoryBuffer::getFile(file, /*IsText=*/false);
+  if (!buffer) {
+    error = file + ": " + buffer.getError().message();
+    return nullptr;
+  }
+  SmallString<256> configPath(dir);
+  sys::path::append(configPath, "tokenizer_config.json");
+  std::unique_ptr<MemoryBuffer> config;
+  if (sys::fs::exists(configPath)) {
+    auto c = MemoryBuffer::getFile(configPath, /*IsText=*/false);
+    if (!c) {
+      error = std::string(configPath) + ": " + c.getError().message();
+      return nullptr;
+    }
+    config = std::move(*c);
+  }
+  return createHFTokenizerFromJSON((*buffer)->getBuffer(), file,
+                                   config ? config->getBuffer() : "",
+                                   config ? configPath.str() : "", error);
+}
+
+std::unique_ptr<Tokenizer>
+createHFTokenizerFromJSON(StringRef text, StringRef name, StringRef configText,
+                          StringRef configName, std::string &error) {
+  std::string file = name.str();
+  std::unique_ptr<json::Value> root = parseJson(text, file, error);
   if (!root)
     return nullptr;
   Reader r;
@@ -1553,11 +1579,10 @@ std::unique_ptr<Tokenizer> createHFTokenizer(StringRef spec,
       return fail();
 
   // tokenizer_config.json: BOS/EOS.
-  SmallString<256> configPath(dir);
-  sys::path::append(configPath, "tokenizer_config.json");
-  if (sys::fs::exists(configPath)) {
-    std::string cfgFile = std::string(configPath);
-    std::unique_ptr<json::Value> cfgRoot = readJson(cfgFile, error);
+  if (!configName.empty()) {
+    std::string cfgFile = configName.str();
+    std::unique_ptr<json::Value> cfgRoot =
+        parseJson(configText, cfgFile, error);
     if (!cfgRoot)
       return nullptr;
     const json::Object *cfg = cfgRoot->getAsObject();

@@ -19,6 +19,15 @@ namespace sq {
 std::unique_ptr<Tokenizer> createHFTokenizer(llvm::StringRef path,
                                              std::string &error);
 
+/// The same from the files' contents; `name`/`configName` name them in
+/// messages, an empty `configName`: no tokenizer_config.json. For the fuzz
+/// target.
+std::unique_ptr<Tokenizer> createHFTokenizerFromJSON(llvm::StringRef json,
+                                                     llvm::StringRef name,
+                                                     llvm::StringRef config,
+                                                     llvm::StringRef configName,
+                                                     std::string &error);
+
 } // namespace sq
 
 #endif // SQ_LIB_EXEC_HFTOKENIZER_H

@@ -12,7 +12,7 @@ BUILD_DIR=${1:-build-fuzz}
 OUT=$BUILD_DIR/fuzz/corpus
 SQ_COMPILE=${SQ_COMPILE:-build/bin/sq-compile}
 SQ_TOOLS=${SQ_TOOLS:-$(dirname "$SQ_COMPILE")}
-TARGETS=(manifest weights quantspec onnx mlir tokenizer rotation safetensors)
+TARGETS=(manifest weights quantspec onnx mlir tokenizer rotation safetensors hftokenizer)
 for t in "${TARGETS[@]}"; do mkdir -p "$OUT/$t"; done
 
 # add TARGET FILE...: copy each file under its content hash.
@@ -70,6 +70,21 @@ printf 'h\xc3\xa9llo \xe2\x82\xac \x00\x01\xff' >"$tmp"
 add tokenizer "$tmp"
 rm -f "$tmp"
 add tokenizer data/calibration/README.md
+
+# hftokenizer: byte 0x00 + a tokenizer.json (the small ones of the bad-input
+# catalogue), byte 0x01 + text (the stress text, invalid UTF-8).
+tmpd=$(mktemp -d)
+python3 test/errors/Inputs/make_bad_tokenizer.py "$tmpd" >/dev/null 2>&1 || true
+for f in "$tmpd"/*/tokenizer.json; do
+  [ -f "$f" ] || continue
+  { printf '\000'; cat "$f"; } >"$tmpd/seed"
+  add hftokenizer "$tmpd/seed"
+done
+{ printf '\001'; cat test/Tokenizers/Inputs/stress.txt; } >"$tmpd/seed"
+add hftokenizer "$tmpd/seed"
+printf '\001bad \377 byte \342\202 cut \355\240\200 surrogate' >"$tmpd/seed"
+add hftokenizer "$tmpd/seed"
+rm -rf "$tmpd"
 
 # manifest + weights: a model compiled with build/bin/sq-compile (the float
 # model, hadamard rotations and w4a4kv4: three manifests).

@@ -24,7 +24,7 @@ if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   shift
 fi
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(manifest weights quantspec tokenizer rotation safetensors mlir onnx)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(manifest weights quantspec tokenizer hftokenizer rotation safetensors mlir onnx)
 TIMEOUT=${SQ_FUZZ_TIMEOUT:-25}
 SEED_ARGS=()
 [ -n "${SQ_FUZZ_SEED:-}" ] && SEED_ARGS=(-seed="$SQ_FUZZ_SEED")

@@ -133,8 +133,9 @@ TEST(TokenLoader, Errors) {
   EXPECT_EQ(error, "give tokenizer=");
   noTokenizer.tokenizerSpec = "bytes";
   EXPECT_FALSE(loadTokens(noTokenizer, ids, error));
-  EXPECT_EQ(error, "unknown tokenizer 'bytes': use 'byte' or 'sp:PATH' (a "
-                   "SentencePiece .model)");
+  EXPECT_EQ(error, "unknown tokenizer 'bytes': use 'byte', 'sp:PATH' (a "
+                   "SentencePiece .model) or 'hf:DIR' (a Hugging Face "
+                   "tokenizer.json)");
 
   TempFile big(".bin", int32s({1, 2, 40}));
   TokenSource vocab;

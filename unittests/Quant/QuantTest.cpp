@@ -326,7 +326,7 @@ TEST(QuantSpec, NamesTheBadPart) {
       {"w4a4,mode=fast", "mode is fake or real"},
       {"w3a4,mode=real", "mode=real packs 4- or 8-bit weights, not 3"},
       {"w16a4,gptq", "gptq needs quantized weights"},
-      {"w4a4,tokenizer=bpe", "tokenizer is byte or sp:PATH"},
+      {"w4a4,tokenizer=bpe", "tokenizer is byte, sp:PATH or hf:DIR"},
       {"w4a4,head=4", "'head=4': head (the lm_head's bits) is 8 or 16"},
       {"w4a4,head", "'head': head (the lm_head's bits) is 8 or 16"},
   };

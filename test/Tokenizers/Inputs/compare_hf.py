@@ -41,7 +41,10 @@ def main():
     modes = "whole,lines,special"
     if "--modes" in sys.argv:
         modes = sys.argv[sys.argv.index("--modes") + 1]
-    name = os.path.basename(os.path.dirname(os.path.abspath(tok_dir)))
+    # tokenizer-llama3/models -> tokenizer-llama3; a folder of its own: its name.
+    name = os.path.basename(os.path.abspath(tok_dir))
+    if name == "models":
+        name = os.path.basename(os.path.dirname(os.path.abspath(tok_dir)))
     counts = []
     for mode, sq_flags, js_flags in (("whole", [], []),
                                      ("lines", ["--lines"], ["--lines"]),

@@ -270,8 +270,9 @@ bool StructureWalker::attentionBlock(RMSNormOp n1, ArrayRef<LinearOp> readers,
     return fail(where("RoPE scaling differs between q, k or layers"));
   ropeScaling = qRope.getScalingAttr();
   int64_t hd = attn.getHeadDim();
-  if ((heads >= 0 && (heads != attn.getNumHeads() ||
-                      kvHeads != attn.getNumKvHeads() || headDim != hd)))
+  if ((heads >= 0 &&
+       (heads != int64_t(attn.getNumHeads()) ||
+        kvHeads != int64_t(attn.getNumKvHeads()) || headDim != hd)))
     return fail(where("head counts differ from the previous layers"));
   heads = attn.getNumHeads();
   kvHeads = attn.getNumKvHeads();

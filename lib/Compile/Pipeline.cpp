@@ -62,6 +62,8 @@ std::string RecipeOptions::str() const {
     s += " tokenizer=" + tokenizer;
   if (calibSteps > 0)
     s += " calib-steps=" + std::to_string(calibSteps);
+  if (calibSeqlen > 0)
+    s += " calib-seqlen=" + std::to_string(calibSeqlen);
   return s;
 }
 
@@ -109,6 +111,8 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
         o.tokenizer = options.tokenizer;
       if (options.calibSteps > 0)
         o.steps = options.calibSteps;
+      if (options.calibSeqlen > 0)
+        o.seqlen = options.calibSeqlen;
       break;
     case RotateChoice::Hadamard:
       o.mode = RotationMode::Hadamard;
@@ -175,6 +179,11 @@ struct SpinQuantPipelineOptions
       *this, "calib-steps",
       llvm::cl::desc("rotate=learned: Cayley SGD steps (0: the default, 100)"),
       llvm::cl::init(0)};
+  Option<int64_t> calibSeqlen{
+      *this, "calib-seqlen",
+      llvm::cl::desc("rotate=learned: tokens per calibration window (0: the "
+                     "default, the model's context up to 2048)"),
+      llvm::cl::init(0)};
 };
 } // namespace
 
@@ -198,6 +207,7 @@ void registerSpinQuantPipeline() {
         recipe.calibData = o.calibData;
         recipe.tokenizer = o.tokenizer;
         recipe.calibSteps = o.calibSteps;
+        recipe.calibSeqlen = o.calibSeqlen;
         std::string error;
         if (!addSpinQuantRecipe(pm, recipe, error))
           return errorHandler("sq-spinquant: " + error);

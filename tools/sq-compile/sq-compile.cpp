@@ -56,6 +56,12 @@ static cl::opt<std::string> tokenizer(
 static cl::opt<int64_t> calibSteps("calib-steps",
                                    cl::desc("Cayley SGD steps (default 100)"),
                                    cl::init(0), cl::cat(category));
+static cl::opt<int64_t> calibSeqlen(
+    "calib-seqlen",
+    cl::desc("Tokens per calibration window for --rotate=learned (default: "
+             "the model's context, at most 2048; shorter windows calibrate "
+             "faster, e.g. a first try on a large model)"),
+    cl::init(0), cl::cat(category));
 static cl::opt<uint64_t> seed("seed", cl::desc("Rotation seed"), cl::init(0),
                               cl::cat(category));
 static cl::opt<std::string>
@@ -131,6 +137,7 @@ int main(int argc, char **argv) {
   o.recipe.calibData = calibData;
   o.recipe.tokenizer = tokenizer;
   o.recipe.calibSteps = calibSteps;
+  o.recipe.calibSeqlen = calibSeqlen;
   o.recipeGiven = quantize.getNumOccurrences() || rotate.getNumOccurrences();
   o.input = input;
   o.output = output;

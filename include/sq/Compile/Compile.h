@@ -56,9 +56,12 @@ struct RecipeOptions {
   /// Seed of the rotations (and of the calibration windows).
   uint64_t seed = 0;
   /// rotate=learned: calibration text or .bin ids (empty: the embedded
-  /// WikiText-2 excerpt), its tokenizer, Cayley steps (0: the pass default).
+  /// WikiText-2 excerpt), its tokenizer, Cayley steps (0: the pass default)
+  /// and tokens per calibration window (0: the pass default, the model's
+  /// context up to 2048).
   std::string calibData, tokenizer;
   int64_t calibSteps = 0;
+  int64_t calibSeqlen = 0;
 
   /// The recipe as sq-spinquant's options (`quant=... rotate=... seed=...`,
   /// the rest when set): `sq-opt --sq-spinquant='<str()>'` reproduces it.

@@ -739,38 +739,35 @@ tileScoresAVX512(const float *q, const float *kt, int64_t d, int64_t nt,
   }
 }
 
+/// Features [e, e + 16 K) of accumulateValues's chains, K vectors of 16.
+template <int K>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) inline void
+accumulateBlockAVX512(const float *p, const float *tile, int64_t d, int64_t j0,
+                      int64_t jb, int64_t je, float *o, int64_t e) {
+  __m512 a[K];
+  for (int k = 0; k < K; ++k)
+    a[k] = _mm512_loadu_ps(o + e + 16 * k);
+  for (int64_t j = jb; j < je; ++j) {
+    __m512 pj = _mm512_set1_ps(p[j]);
+    const float *v = tile + (j - j0) * d + e;
+    for (int k = 0; k < K; ++k)
+      a[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * k), a[k]);
+  }
+  for (int k = 0; k < K; ++k)
+    _mm512_storeu_ps(o + e + 16 * k, a[k]);
+}
+
 /// accumulateValues with 16-lane vectors: the same chains (one lane per
-/// feature, in key order), so the same bits.
+/// feature, in key order), so the same bits; 128 features at a time, then
+/// 64, then accumulateValues for the rest.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void
 accumulateValuesAVX512(const float *p, const float *tile, int64_t d, int64_t j0,
                        int64_t jb, int64_t je, float *o) {
   int64_t e = 0;
-  for (; e + 128 <= d; e += 128) {
-    __m512 a[8];
-    for (int k = 0; k < 8; ++k)
-      a[k] = _mm512_loadu_ps(o + e + 16 * k);
-    for (int64_t j = jb; j < je; ++j) {
-      __m512 pj = _mm512_set1_ps(p[j]);
-      const float *v = tile + (j - j0) * d + e;
-      for (int k = 0; k < 8; ++k)
-        a[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * k), a[k]);
-    }
-    for (int k = 0; k < 8; ++k)
-      _mm512_storeu_ps(o + e + 16 * k, a[k]);
-  }
-  for (; e + 64 <= d; e += 64) {
-    __m512 a[4];
-    for (int k = 0; k < 4; ++k)
-      a[k] = _mm512_loadu_ps(o + e + 16 * k);
-    for (int64_t j = jb; j < je; ++j) {
-      __m512 pj = _mm512_set1_ps(p[j]);
-      const float *v = tile + (j - j0) * d + e;
-      for (int k = 0; k < 4; ++k)
-        a[k] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * k), a[k]);
-    }
-    for (int k = 0; k < 4; ++k)
-      _mm512_storeu_ps(o + e + 16 * k, a[k]);
-  }
+  for (; e + 128 <= d; e += 128)
+    accumulateBlockAVX512<8>(p, tile, d, j0, jb, je, o, e);
+  for (; e + 64 <= d; e += 64)
+    accumulateBlockAVX512<4>(p, tile, d, j0, jb, je, o, e);
   if (e < d)
     accumulateValues(p, tile, d, j0, jb, je, o, e);
 }

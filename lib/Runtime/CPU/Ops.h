@@ -118,6 +118,18 @@ private:
   float *floats = nullptr, *scales = nullptr, *zeros = nullptr;
 };
 
+/// The dequantization path of the cache kernels for a `simd` level (0
+/// scalar, 1 at most AVX2, 2 the best this CPU has): 0, 1 (AVX2) or 2
+/// (AVX-512).
+int dequantPath(int simd);
+/// Features [f0, f0 + nf) of cache row `row` as fp32 ((q - z) s), on
+/// dequantization path `path`.
+void dequantRow(const KVStore::Layout &s, size_t row, int64_t f0, int64_t nf,
+                float *out, int path);
+/// Prefetches what dequantRow(row, f0, nf) reads (row-major stores; tiled
+/// ones are prefetched by attention per tile).
+void prefetchRow(const KVStore::Layout &s, size_t row, int64_t f0, int64_t nf);
+
 /// Causal GQA attention of `seq` new queries per sequence after `cached`
 /// tokens; the new keys/values are already appended to the stores.
 /// Per output, the same operations in the same order as a plain loop over

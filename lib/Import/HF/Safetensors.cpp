@@ -453,6 +453,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(StringRef dir,
 
 void toFloat(StringRef bytes, DType dtype, float *out) {
   size_t n = bytes.size() / dtypeSize(dtype);
+  if (n == 0) // an empty tensor: its view and `out` may both be null
+    return;
   const char *p = bytes.data();
   switch (dtype) {
   case DType::F32:

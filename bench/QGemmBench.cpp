@@ -8,6 +8,9 @@
 // The weights of one shape fit in L3 (32 MB here) after the first call, so
 // QGemmCold cycles through copies totalling 176 MB (DRAM-bound decode), and
 // MemRead is the plain streaming-read bandwidth to compare with.
+// Linear16 is the 16-bit-weight GEMV of the lm_head at decode (M = 1, fp16
+// and bf16 weights, 1 GB: LLaMA-3's 128256 x 4096 head, from DRAM), with the
+// same GB counter.
 //
 //   SQ_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX \
 //     build/bench/sq-bench-qgemm
@@ -18,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Ops.h"
 #include "QGemm.h"
 
 #include "sq/Numerics/Pack.h"
@@ -198,6 +202,28 @@ void benchBlas(benchmark::State &state, int64_t m, Shape s) {
   setCounters(state, m, s, 4.0 * double(s.n) * s.k);
 }
 
+/// linear16 at M = 1 over a 16-bit head of n x k (GB counter: 2 n k bytes
+/// of weights per call).
+void benchLinear16(benchmark::State &state, FloatStorage format, int64_t k,
+                   int64_t n) {
+  std::vector<float> x = randomFloats(k, 2), out(n);
+  std::vector<uint16_t> w(size_t(n) * k);
+  std::mt19937 rng(4);
+  for (uint16_t &v : w) // small finite values in either format
+    v = uint16_t(format == FloatStorage::BF16 ? 0x3C00 | (rng() & 0x3FF)
+                                              : 0x2C00 | (rng() & 0x3FF));
+  ThreadPool &pool = ThreadPool::global();
+  for (auto _ : state) {
+    linear16(x.data(), w.data(), format, nullptr, 1, k, n, out.data(), &pool);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB"] =
+      benchmark::Counter(1e-9 * 2.0 * double(n) * k,
+                         benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = pool.size();
+}
+
 std::string shapeName(int64_t m, Shape s) {
   return "M" + std::to_string(m) + "/K" + std::to_string(s.k) + "/N" +
          std::to_string(s.n);
@@ -238,6 +264,14 @@ int main(int argc, char **argv) {
   benchmark::RegisterBenchmark("MemRead/256MB", benchMemRead)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
+  for (FloatStorage f : {FloatStorage::F16, FloatStorage::BF16})
+    benchmark::RegisterBenchmark((std::string("Linear16/") +
+                                  (f == FloatStorage::F16 ? "f16" : "bf16") +
+                                  "/M1/K4096/N128256")
+                                     .c_str(),
+                                 benchLinear16, f, 4096, 128256)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   for (Shape s : kShapes)
     for (int64_t m : kRows) {
       benchmark::RegisterBenchmark(("BLAS/sgemm/" + shapeName(m, s)).c_str(),

@@ -167,6 +167,47 @@ dot16AVX512(const float *x, const uint16_t *w, int64_t n, bool bf16) {
          (bf16 ? numerics::bf16ToFloat(w[i]) : numerics::halfToFloat(w[i]));
   return s;
 }
+
+/// dot16AVX512 for four weight rows at once (w, w + n, w + 2n, w + 3n):
+/// each row keeps its own accumulator, products and reduction, so every sum
+/// has dot16AVX512's bits; the four independent FMA chains hide the FMA
+/// latency that bounds one chain (one 64-byte row block per 4 cycles, about
+/// 20 GB/s per core) and the four streams are prefetched together.
+__attribute__((target("avx512f,avx512bw,f16c,fma"))) static void
+dot16x4AVX512(const float *x, const uint16_t *w, int64_t n, bool bf16,
+              float *out, int64_t stride) {
+  __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                 _mm512_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 xv = _mm512_loadu_ps(x + i);
+    for (int r = 0; r < 4; ++r) {
+      const uint16_t *wr = w + r * n + i;
+      _mm_prefetch(reinterpret_cast<const char *>(wr) + kPrefetch16,
+                   _MM_HINT_T0);
+      __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(wr));
+      __m512 wv = bf16 ? _mm512_castsi512_ps(
+                             _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                       : _mm512_cvtph_ps(h);
+      a[r] = _mm512_fmadd_ps(xv, wv, a[r]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    __m256 lo = _mm512_castps512_ps256(a[r]);
+    __m256 hi =
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[r]), 1));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, _mm256_add_ps(lo, hi));
+    float s = 0;
+    for (float v : lanes)
+      s += v;
+    const uint16_t *wr = w + r * n;
+    for (int64_t t = i; t < n; ++t)
+      s += x[t] *
+           (bf16 ? numerics::bf16ToFloat(wr[t]) : numerics::halfToFloat(wr[t]));
+    out[r * stride] = s;
+  }
+}
 #endif
 
 void linear16(const float *x, const uint16_t *w, FloatStorage format,
@@ -183,7 +224,18 @@ void linear16(const float *x, const uint16_t *w, FloatStorage format,
   static const bool avx2 = false;
 #endif
   auto body = [&](int64_t n0, int64_t n1) {
-    for (int64_t j = n0; j < n1; ++j)
+    int64_t j = n0;
+#if defined(__x86_64__)
+    if (avx512)
+      for (; j + 4 <= n1; j += 4)
+        for (int64_t i = 0; i < m; ++i) {
+          float *o = out + i * n + j;
+          dot16x4AVX512(x + i * k, w + j * k, k, bf16, o, 1);
+          for (int r = 0; r < 4; ++r) // as below, + 0 without a bias
+            o[r] += bias ? bias[j + r] : 0;
+        }
+#endif
+    for (; j < n1; ++j)
       for (int64_t i = 0; i < m; ++i) {
         const float *xi = x + i * k;
         const uint16_t *wj = w + j * k;

@@ -292,40 +292,45 @@ def llama_tensors(cfg, dtype, seed, full):
 # --------------------------------------------------------------------------
 # Configurations (field names and values as transformers writes them)
 
-def llama_config(hidden, layers, heads, kv_heads, inter, vocab, *, tie, rope_theta=10000.0,
-                 rope_scaling=None, max_pos=4096, head_dim=None, bos=1, eos=2, dtype="float16",
-                 eps=1e-05, version="4.45.0"):
+def decoder_config(architecture, model_type, hidden, layers, heads, kv_heads, inter, vocab, *, bos, eos,
+                   max_pos, dtype, eps, rope_theta, tie, version, head_dim=None, **fields):
+    """The config.json fields LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM share,
+    with the model's own `fields`, in transformers' order (sorted keys)."""
     cfg = {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
+        "architectures": [architecture],
         "attention_dropout": 0.0,
         "bos_token_id": bos,
         "eos_token_id": eos,
-    }
-    if head_dim is not None:
-        cfg["head_dim"] = head_dim
-    cfg.update({
         "hidden_act": "silu",
         "hidden_size": hidden,
         "initializer_range": 0.02,
         "intermediate_size": inter,
         "max_position_embeddings": max_pos,
-        "mlp_bias": False,
-        "model_type": "llama",
+        "model_type": model_type,
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
         "num_key_value_heads": kv_heads,
-        "pretraining_tp": 1,
         "rms_norm_eps": eps,
-        "rope_scaling": rope_scaling,
         "rope_theta": rope_theta,
         "tie_word_embeddings": tie,
         "torch_dtype": dtype,
         "transformers_version": version,
         "use_cache": True,
         "vocab_size": vocab,
-    })
-    return cfg
+    }
+    if head_dim is not None:
+        cfg["head_dim"] = head_dim
+    cfg.update(fields)
+    return dict(sorted(cfg.items()))
+
+
+def llama_config(hidden, layers, heads, kv_heads, inter, vocab, *, tie, rope_theta=10000.0,
+                 rope_scaling=None, max_pos=4096, head_dim=None, bos=1, eos=2, dtype="float16",
+                 eps=1e-05, version="4.45.0"):
+    return decoder_config("LlamaForCausalLM", "llama", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=bos, eos=eos, max_pos=max_pos, dtype=dtype, eps=eps, rope_theta=rope_theta,
+                          tie=tie, version=version, head_dim=head_dim, attention_bias=False,
+                          mlp_bias=False, pretraining_tp=1, rope_scaling=rope_scaling)
 
 
 def llama3_scaling(factor):
@@ -335,64 +340,17 @@ def llama3_scaling(factor):
 
 def qwen2_config(hidden, layers, heads, kv_heads, inter, vocab, *, max_pos=32768, dtype="bfloat16",
                  bos=151643, eos=151643, rope_theta=1000000.0, eps=1e-06, tie=True):
-    return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "max_window_layers": layers,
-        "model_type": "qwen2",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": eps,
-        "rope_scaling": None,
-        "rope_theta": rope_theta,
-        "sliding_window": max_pos,
-        "tie_word_embeddings": tie,
-        "torch_dtype": dtype,
-        "transformers_version": "4.43.1",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": vocab,
-    }
+    return decoder_config("Qwen2ForCausalLM", "qwen2", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=bos, eos=eos, max_pos=max_pos, dtype=dtype, eps=eps, rope_theta=rope_theta,
+                          tie=tie, version="4.43.1", max_window_layers=layers, rope_scaling=None,
+                          sliding_window=max_pos, use_sliding_window=False)
 
 
 def mistral_config(hidden, layers, heads, kv_heads, inter, vocab, *, max_pos=32768, dtype="bfloat16",
                    rope_theta=1000000.0, head_dim=None):
-    cfg = {
-        "architectures": ["MistralForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-    if head_dim is not None:
-        cfg["head_dim"] = head_dim
-    cfg.update({
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "model_type": "mistral",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": 1e-05,
-        "rope_theta": rope_theta,
-        "sliding_window": None,
-        "tie_word_embeddings": False,
-        "torch_dtype": dtype,
-        "transformers_version": "4.42.0.dev0",
-        "use_cache": True,
-        "vocab_size": vocab,
-    })
-    return cfg
+    return decoder_config("MistralForCausalLM", "mistral", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=1, eos=2, max_pos=max_pos, dtype=dtype, eps=1e-05, rope_theta=rope_theta,
+                          tie=False, version="4.42.0.dev0", head_dim=head_dim, sliding_window=None)
 
 
 def generation_config(cfg, extra=None):

@@ -10,10 +10,13 @@
 
 #include "HFTokenizerParts.h"
 
+#include "llvm/ADT/StringSwitch.h"
+
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 
 #include <algorithm>
+#include <optional>
 
 using namespace llvm;
 
@@ -206,7 +209,7 @@ struct ByteLevelPreTokenizer : PreTokenizer {
 
 struct MetaspacePreTokenizer : PreTokenizer {
   std::string replacement = "\xE2\x96\x81"; // U+2581
-  enum { Always, First, Never } prepend = Always;
+  enum Prepend { Always, First, Never } prepend = Always;
   bool split = true;
   Pattern replacementPattern;
   void apply(Pieces &pieces) const override {
@@ -305,20 +308,19 @@ std::unique_ptr<PreTokenizer> readPreTokenizer(Reader &r, const json::Value *v,
         !r.string(*o, path, "behavior", behavior) ||
         !r.boolean(*o, path, "invert", s->invert))
       return nullptr;
-    if (behavior == "Removed")
-      s->behavior = Behavior::Removed;
-    else if (behavior == "Isolated")
-      s->behavior = Behavior::Isolated;
-    else if (behavior == "MergedWithPrevious")
-      s->behavior = Behavior::MergedWithPrevious;
-    else if (behavior == "MergedWithNext")
-      s->behavior = Behavior::MergedWithNext;
-    else if (behavior == "Contiguous")
-      s->behavior = Behavior::Contiguous;
-    else
+    std::optional<Behavior> b =
+        StringSwitch<std::optional<Behavior>>(behavior)
+            .Case("Removed", Behavior::Removed)
+            .Case("Isolated", Behavior::Isolated)
+            .Case("MergedWithPrevious", Behavior::MergedWithPrevious)
+            .Case("MergedWithNext", Behavior::MergedWithNext)
+            .Case("Contiguous", Behavior::Contiguous)
+            .Default(std::nullopt);
+    if (!b)
       return r.fail(Reader::at(path, "behavior"),
                     "unknown split behavior '" + behavior + "'"),
              nullptr;
+    s->behavior = *b;
     return s;
   }
   if (type == "ByteLevel") {
@@ -343,23 +345,25 @@ std::unique_ptr<PreTokenizer> readPreTokenizer(Reader &r, const json::Value *v,
     std::string scheme;
     if (!r.string(*o, path, "prepend_scheme", scheme, /*required=*/false))
       return nullptr;
+    using Prepend = MetaspacePreTokenizer::Prepend;
     if (scheme.empty()) {
       // Files written before prepend_scheme: add_prefix_space.
       bool add = true;
       if (!r.boolean(*o, path, "add_prefix_space", add))
         return nullptr;
-      m->prepend =
-          add ? MetaspacePreTokenizer::Always : MetaspacePreTokenizer::Never;
-    } else if (scheme == "always")
-      m->prepend = MetaspacePreTokenizer::Always;
-    else if (scheme == "first")
-      m->prepend = MetaspacePreTokenizer::First;
-    else if (scheme == "never")
-      m->prepend = MetaspacePreTokenizer::Never;
-    else
-      return r.fail(Reader::at(path, "prepend_scheme"),
-                    "unknown scheme '" + scheme + "'"),
-             nullptr;
+      m->prepend = add ? Prepend::Always : Prepend::Never;
+    } else {
+      std::optional<Prepend> p = StringSwitch<std::optional<Prepend>>(scheme)
+                                     .Case("always", Prepend::Always)
+                                     .Case("first", Prepend::First)
+                                     .Case("never", Prepend::Never)
+                                     .Default(std::nullopt);
+      if (!p)
+        return r.fail(Reader::at(path, "prepend_scheme"),
+                      "unknown scheme '" + scheme + "'"),
+               nullptr;
+      m->prepend = *p;
+    }
     if (!r.boolean(*o, path, "split", m->split))
       return nullptr;
     m->replacementPattern.literal = m->replacement;

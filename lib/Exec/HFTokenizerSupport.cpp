@@ -226,28 +226,33 @@ bool Reader::string(const json::Object &o, const std::string &path,
   return true;
 }
 
-bool Reader::boolean(const json::Object &o, const std::string &path,
-                     StringRef key, bool &out) {
+/// An optional scalar o[key] read with `get` (absent or null: `out`
+/// unchanged); `expected` names the kind in the message.
+template <typename T>
+static bool optionalScalar(Reader &r, const json::Object &o,
+                           const std::string &path, StringRef key, T &out,
+                           std::optional<T> (json::Value::*get)() const,
+                           StringRef expected) {
   const json::Value *v = o.get(key);
   if (!v || v->kind() == json::Value::Null)
     return true;
-  std::optional<bool> b = v->getAsBoolean();
-  if (!b)
-    return fail(at(path, key), "expected true or false");
-  out = *b;
+  std::optional<T> x = (v->*get)();
+  if (!x)
+    return r.fail(Reader::at(path, key), "expected " + expected);
+  out = *x;
   return true;
+}
+
+bool Reader::boolean(const json::Object &o, const std::string &path,
+                     StringRef key, bool &out) {
+  return optionalScalar(*this, o, path, key, out, &json::Value::getAsBoolean,
+                        "true or false");
 }
 
 bool Reader::integer(const json::Object &o, const std::string &path,
                      StringRef key, int64_t &out) {
-  const json::Value *v = o.get(key);
-  if (!v || v->kind() == json::Value::Null)
-    return true;
-  std::optional<int64_t> i = v->getAsInteger();
-  if (!i)
-    return fail(at(path, key), "expected an integer");
-  out = *i;
-  return true;
+  return optionalScalar(*this, o, path, key, out, &json::Value::getAsInteger,
+                        "an integer");
 }
 
 bool Reader::pattern(const json::Object &o, const std::string &path,

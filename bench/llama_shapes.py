@@ -7,7 +7,13 @@ length they declare): 4096 positions, enough for a 2048-token prompt plus
 decoding; the real LLaMA-3 models declare 131072.
 """
 
+import os
+import sys
+
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from sqdev import rope  # noqa: E402
 
 SHAPES = {
     "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, ffn=11008, vocab=32000,
@@ -31,27 +37,20 @@ def head_dim(shape):
 
 def base_inverse_frequencies(shape):
     """theta^(-2i/d), float32, i < d/2."""
-    d = head_dim(shape)
-    return (1.0 / (shape["theta"] ** (np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / d))).astype(np.float32)
+    return rope.inverse_frequencies(shape["theta"], head_dim(shape))
 
 
 def inverse_frequencies(shape):
     """The RoPE inverse frequencies, with LLaMA-3.1/3.2 ("llama3") scaling when
-    the shape has it: transformers' _compute_llama3_parameters in float32 (the
-    same formula as test/Import/gen_fixtures.py llama3_inv_freq and SQ's
-    numerics::ropeInverseFrequencies)."""
+    the shape has it: transformers' _compute_llama3_parameters in float32
+    (python/sqdev/rope.py, the formula SQ's numerics::ropeInverseFrequencies
+    is checked against)."""
     inv = base_inverse_frequencies(shape)
     sc = shape["rope_scaling"]
     if not sc:
         return inv
-    factor, low, high = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
-    original = sc["original_max_position_embeddings"]
-    wavelen = np.float32(2 * np.pi) / inv
-    scaled = np.where(wavelen > original / low, inv / np.float32(factor), inv)
-    smooth = ((np.float32(original) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
-    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
-    medium = ~(wavelen < original / high) & ~(wavelen > original / low)
-    return np.where(medium, smoothed, scaled).astype(np.float32)
+    return rope.llama3_scaled(inv, sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"],
+                              sc["original_max_position_embeddings"])
 
 
 def gguf_rope_factors(shape):

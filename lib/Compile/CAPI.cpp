@@ -25,7 +25,8 @@ extern "C" int sq_compile(const char *input, const char *output,
                           const char *quantize, const char *rotate,
                           uint64_t seed, const char *calibData,
                           const char *tokenizer, int64_t calibSteps,
-                          const char *emit, char *error, size_t errorSize) {
+                          int64_t calibSeqlen, const char *emit, char *error,
+                          size_t errorSize) {
   if (!given(input) || !given(output))
     return report("sq_compile: input and output are required", error,
                   errorSize);
@@ -41,6 +42,7 @@ extern "C" int sq_compile(const char *input, const char *output,
   o.recipe.calibData = given(calibData) ? calibData : "";
   o.recipe.tokenizer = given(tokenizer) ? tokenizer : "";
   o.recipe.calibSteps = calibSteps;
+  o.recipe.calibSeqlen = calibSeqlen;
   o.recipeGiven = given(quantize) || given(rotate);
   if (const char *env = std::getenv("SQ_RUNTIME_DIR")) {
     o.runtimeDir = env;

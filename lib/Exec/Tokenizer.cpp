@@ -9,6 +9,7 @@
 #include "llvm/Support/Program.h"
 
 #include <dlfcn.h>
+#include <type_traits>
 
 using namespace sq;
 
@@ -72,18 +73,16 @@ struct SpmApi {
             std::string("cannot load the SentencePiece library: ") + dlerror();
         return false;
       }
-      api.load =
-          reinterpret_cast<decltype(api.load)>(dlsym(lib, "sq_spm_load"));
-      api.destroy =
-          reinterpret_cast<decltype(api.destroy)>(dlsym(lib, "sq_spm_destroy"));
-      api.encode =
-          reinterpret_cast<decltype(api.encode)>(dlsym(lib, "sq_spm_encode"));
-      api.decode =
-          reinterpret_cast<decltype(api.decode)>(dlsym(lib, "sq_spm_decode"));
-      api.release =
-          reinterpret_cast<decltype(api.release)>(dlsym(lib, "sq_spm_free"));
-      api.info =
-          reinterpret_cast<decltype(api.info)>(dlsym(lib, "sq_spm_info"));
+      auto bind = [lib](auto &fn, const char *name) {
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(
+            dlsym(lib, name));
+      };
+      bind(api.load, "sq_spm_load");
+      bind(api.destroy, "sq_spm_destroy");
+      bind(api.encode, "sq_spm_encode");
+      bind(api.decode, "sq_spm_decode");
+      bind(api.release, "sq_spm_free");
+      bind(api.info, "sq_spm_info");
       if (!api.load || !api.destroy || !api.encode || !api.decode ||
           !api.release || !api.info) {
         loadError = "the SentencePiece shim library is incomplete";

@@ -102,17 +102,21 @@ def _compile_library():
         lib.sq_compile.argtypes = [
             ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
             ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,
-            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+            ctypes.c_int64, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
         _compiler = lib
     return _compiler
 
 
 def compile(model, output, quantize=None, rotate=None, seed=0,
-            calib_data=None, tokenizer=None, calib_steps=0, emit="so"):
+            calib_data=None, tokenizer=None, calib_steps=0, calib_seqlen=0,
+            emit="so"):
     """Compiles `model` (model.onnx, a Hugging Face folder, .mlir or
     .mlirbc) to `output` as sq-compile does (sq::compileModel): quantize is the --quantize spec or
     "none" (default w4a4kv4), rotate one of learned (the default), hadamard,
-    random, file:PATH, none; emit one of so, obj, llvm, mlir, sq. As with
+    random, file:PATH, none; calib_data, tokenizer, calib_steps and
+    calib_seqlen (tokens per calibration window) are --rotate=learned's
+    calibration as sq-compile's --calib-* flags (0: the default); emit one
+    of so, obj, llvm, mlir, sq. As with
     sq-compile, giving quantize or rotate for an already quantized input
     prints a note that they are ignored. Raises sq.Error with the compiler's
     one-line message."""
@@ -124,7 +128,8 @@ def compile(model, output, quantize=None, rotate=None, seed=0,
     error = ctypes.create_string_buffer(4096)
     rc = lib.sq_compile(arg(model), arg(output), arg(quantize), arg(rotate),
                         int(seed), arg(calib_data), arg(tokenizer),
-                        int(calib_steps), arg(emit), error, len(error))
+                        int(calib_steps), int(calib_seqlen), arg(emit), error,
+                        len(error))
     if rc != 0:
         raise Error(error.value.decode(errors="replace"), 1)
     return output

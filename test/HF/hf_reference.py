@@ -29,6 +29,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from sqdev import rope  # noqa: E402
+
 SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
                       "F64": np.dtype("<f8")}
 
@@ -68,7 +71,7 @@ def load_folder(folder):
 
 def inv_freq(cfg, head_dim):
     theta = cfg.get("rope_theta", 10000.0)
-    f = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float64) / head_dim))
+    f = rope.inverse_frequencies(theta, head_dim, np.float64)
     rs = cfg.get("rope_scaling")
     if not rs:
         return f
@@ -78,15 +81,8 @@ def inv_freq(cfg, head_dim):
     if kind == "linear":
         return f / rs["factor"]
     if kind == "llama3":
-        factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
-        old = rs["original_max_position_embeddings"]
-        lo_wavelen, hi_wavelen = old / lo, old / hi
-        wavelen = 2 * math.pi / f
-        scaled = np.where(wavelen > lo_wavelen, f / factor, f)
-        smooth = (old / wavelen - lo) / (hi - lo)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < hi_wavelen) & ~(wavelen > lo_wavelen)
-        return np.where(medium, smoothed, scaled)
+        return rope.llama3_scaled(f, rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"],
+                                  rs["original_max_position_embeddings"])
     raise ValueError("rope_scaling type %r not supported by the reference" % kind)
 
 

@@ -56,6 +56,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))
 
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+from sqdev.sp_model import spm_to_tokenizer_json  # noqa: E402
+
 # --------------------------------------------------------------------------
 # safetensors
 
@@ -289,40 +292,45 @@ def llama_tensors(cfg, dtype, seed, full):
 # --------------------------------------------------------------------------
 # Configurations (field names and values as transformers writes them)
 
-def llama_config(hidden, layers, heads, kv_heads, inter, vocab, *, tie, rope_theta=10000.0,
-                 rope_scaling=None, max_pos=4096, head_dim=None, bos=1, eos=2, dtype="float16",
-                 eps=1e-05, version="4.45.0"):
+def decoder_config(architecture, model_type, hidden, layers, heads, kv_heads, inter, vocab, *, bos, eos,
+                   max_pos, dtype, eps, rope_theta, tie, version, head_dim=None, **fields):
+    """The config.json fields LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM share,
+    with the model's own `fields`, in transformers' order (sorted keys)."""
     cfg = {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
+        "architectures": [architecture],
         "attention_dropout": 0.0,
         "bos_token_id": bos,
         "eos_token_id": eos,
-    }
-    if head_dim is not None:
-        cfg["head_dim"] = head_dim
-    cfg.update({
         "hidden_act": "silu",
         "hidden_size": hidden,
         "initializer_range": 0.02,
         "intermediate_size": inter,
         "max_position_embeddings": max_pos,
-        "mlp_bias": False,
-        "model_type": "llama",
+        "model_type": model_type,
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
         "num_key_value_heads": kv_heads,
-        "pretraining_tp": 1,
         "rms_norm_eps": eps,
-        "rope_scaling": rope_scaling,
         "rope_theta": rope_theta,
         "tie_word_embeddings": tie,
         "torch_dtype": dtype,
         "transformers_version": version,
         "use_cache": True,
         "vocab_size": vocab,
-    })
-    return cfg
+    }
+    if head_dim is not None:
+        cfg["head_dim"] = head_dim
+    cfg.update(fields)
+    return dict(sorted(cfg.items()))
+
+
+def llama_config(hidden, layers, heads, kv_heads, inter, vocab, *, tie, rope_theta=10000.0,
+                 rope_scaling=None, max_pos=4096, head_dim=None, bos=1, eos=2, dtype="float16",
+                 eps=1e-05, version="4.45.0"):
+    return decoder_config("LlamaForCausalLM", "llama", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=bos, eos=eos, max_pos=max_pos, dtype=dtype, eps=eps, rope_theta=rope_theta,
+                          tie=tie, version=version, head_dim=head_dim, attention_bias=False,
+                          mlp_bias=False, pretraining_tp=1, rope_scaling=rope_scaling)
 
 
 def llama3_scaling(factor):
@@ -332,64 +340,17 @@ def llama3_scaling(factor):
 
 def qwen2_config(hidden, layers, heads, kv_heads, inter, vocab, *, max_pos=32768, dtype="bfloat16",
                  bos=151643, eos=151643, rope_theta=1000000.0, eps=1e-06, tie=True):
-    return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "max_window_layers": layers,
-        "model_type": "qwen2",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": eps,
-        "rope_scaling": None,
-        "rope_theta": rope_theta,
-        "sliding_window": max_pos,
-        "tie_word_embeddings": tie,
-        "torch_dtype": dtype,
-        "transformers_version": "4.43.1",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": vocab,
-    }
+    return decoder_config("Qwen2ForCausalLM", "qwen2", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=bos, eos=eos, max_pos=max_pos, dtype=dtype, eps=eps, rope_theta=rope_theta,
+                          tie=tie, version="4.43.1", max_window_layers=layers, rope_scaling=None,
+                          sliding_window=max_pos, use_sliding_window=False)
 
 
 def mistral_config(hidden, layers, heads, kv_heads, inter, vocab, *, max_pos=32768, dtype="bfloat16",
                    rope_theta=1000000.0, head_dim=None):
-    cfg = {
-        "architectures": ["MistralForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-    if head_dim is not None:
-        cfg["head_dim"] = head_dim
-    cfg.update({
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "model_type": "mistral",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": 1e-05,
-        "rope_theta": rope_theta,
-        "sliding_window": None,
-        "tie_word_embeddings": False,
-        "torch_dtype": dtype,
-        "transformers_version": "4.42.0.dev0",
-        "use_cache": True,
-        "vocab_size": vocab,
-    })
-    return cfg
+    return decoder_config("MistralForCausalLM", "mistral", hidden, layers, heads, kv_heads, inter, vocab,
+                          bos=1, eos=2, max_pos=max_pos, dtype=dtype, eps=1e-05, rope_theta=rope_theta,
+                          tie=False, version="4.42.0.dev0", head_dim=head_dim, sliding_window=None)
 
 
 def generation_config(cfg, extra=None):
@@ -547,148 +508,6 @@ def llama2c_config(c, bos, eos, max_pos, version="4.45.0"):
     return llama_config(c["dim"], c["layers"], c["heads"], c["kv_heads"], c["hidden"], c["vocab"],
                         tie=c["shared"], rope_theta=10000.0, max_pos=max_pos, bos=bos, eos=eos,
                         dtype="float32", version=version)
-
-
-# --------------------------------------------------------------------------
-# SentencePiece model -> tokenizer.json (transformers' LlamaConverter)
-
-def _varint(b, i):
-    r = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        r |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return r, i
-
-
-def _fields(b):
-    i = 0
-    while i < len(b):
-        key, i = _varint(b, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(b, i)
-        elif wire == 1:
-            v, i = b[i:i + 8], i + 8
-        elif wire == 5:
-            v, i = b[i:i + 4], i + 4
-        elif wire == 2:
-            n, i = _varint(b, i)
-            v, i = b[i:i + n], i + n
-        else:
-            raise ValueError("unsupported protobuf wire type %d" % wire)
-        yield field, v
-
-
-def read_sentencepiece(path):
-    """ModelProto -> (pieces [(piece, score, type)], trainer {field: value}, normalizer {field: value})."""
-    pieces, trainer, normalizer = [], {}, {}
-    for field, v in _fields(open(path, "rb").read()):
-        if field == 1:
-            p = {1: b"", 2: b"\0\0\0\0", 3: 1}
-            for g, x in _fields(v):
-                p[g] = x
-            pieces.append((p[1].decode("utf-8"), struct.unpack("<f", p[2])[0], p[3]))
-        elif field == 2:
-            trainer = {g: x for g, x in _fields(v)}
-        elif field == 3:
-            normalizer = {g: x for g, x in _fields(v)}
-    return pieces, trainer, normalizer
-
-
-def spm_merges(vocab, vocab_scores):
-    """transformers' generate_merges (convert_slow_tokenizer.py) for SentencePiece BPE:
-    every split of every piece into two pieces of the vocabulary, ordered by the
-    piece's score (highest first), then the longer left and right parts first,
-    then the vocabulary ids of the parts."""
-    merges = []
-    for merge, score in vocab_scores:
-        local = []
-        for i in range(1, len(merge)):
-            left, right = merge[:i], merge[i:]
-            if left in vocab and right in vocab:
-                local.append((left, right, score))
-        local.sort(key=lambda x: (vocab[x[0]], vocab[x[1]]))
-        merges.extend(local)
-    merges.sort(key=lambda x: (x[2], len(x[0]), len(x[1])), reverse=True)
-    return [(a, b) for a, b, _ in merges]
-
-
-def spm_to_tokenizer_json(model_path):
-    pieces, trainer, normalizer = read_sentencepiece(model_path)
-    if trainer.get(3, 1) != 2:
-        raise ValueError("%s: not a BPE SentencePiece model (model_type %s)" % (model_path, trainer.get(3, 1)))
-    unk_id = trainer.get(40, 0)
-    bos_id = trainer.get(41, 1)
-    eos_id = trainer.get(42, 2)
-    vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
-    vocab_scores = [(p, 0.0 if i < 3 else s) for i, (p, s, _) in enumerate(pieces)]
-    merges = spm_merges(vocab, vocab_scores)
-    special = {i for i, (_, _, t) in enumerate(pieces) if t in (2, 3)}
-    added = []
-    for i, (p, _, t) in enumerate(pieces):
-        if t in (2, 3, 4):
-            added.append({"id": i, "content": p, "single_word": False, "lstrip": False,
-                          "rstrip": False, "normalized": False, "special": i in special})
-    bos = pieces[bos_id][0]
-    tok = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": "\u2581"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
-        "pre_tokenizer": None,
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": bos, "type_id": 1}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}},
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
-            {"type": "ByteFallback"},
-            {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": pieces[unk_id][0],
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": True,
-            "byte_fallback": True,
-            "vocab": vocab,
-            "merges": ["%s %s" % m for m in merges],
-        },
-    }
-    added_decoder = {str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip",
-                                                       "single_word", "special")} for a in added}
-    config = {
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "added_tokens_decoder": added_decoder,
-        "bos_token": bos,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": pieces[eos_id][0],
-        "legacy": True,
-        "model_max_length": 1000000000000000019884624838656,
-        "pad_token": None,
-        "sp_model_kwargs": {},
-        "tokenizer_class": "LlamaTokenizer",
-        "unk_token": pieces[unk_id][0],
-    }
-    special_map = {"bos_token": added_decoder[str(bos_id)], "eos_token": added_decoder[str(eos_id)],
-                   "unk_token": added_decoder[str(unk_id)]}
-    special_map = {k: {kk: v[kk] for kk in ("content", "lstrip", "normalized", "rstrip", "single_word")}
-                   for k, v in special_map.items()}
-    return tok, config, special_map
 
 
 # --------------------------------------------------------------------------

@@ -95,6 +95,9 @@ except ImportError:  # the onnx.helper fixtures (--only) need no torch
     class nn:  # lets the torch model classes below be defined (never used)
         Module = object
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from sqdev import rope  # noqa: E402
+
 VOCAB, HIDDEN, LAYERS, FFN = 32, 16, 2, 24
 
 
@@ -846,13 +849,7 @@ def bias_fixtures(j):
 
 def llama3_inv_freq(theta, hd, factor, low, high, original):
     """transformers' _compute_llama3_parameters (float32, as torch)."""
-    inv = (1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))).astype(np.float32)
-    wavelen = np.float32(2 * math.pi) / inv
-    scaled = np.where(wavelen > original / low, inv / np.float32(factor), inv)
-    smooth = ((np.float32(original) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
-    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
-    medium = ~(wavelen < original / high) & ~(wavelen > original / low)
-    return np.where(medium, smoothed, scaled).astype(np.float32)
+    return rope.llama3_scaled(rope.inverse_frequencies(theta, hd), factor, low, high, original)
 
 
 def rope_scaling_model(path, form, factor, sharp_cut=False, band=(1.0, 4.0, 8192)):

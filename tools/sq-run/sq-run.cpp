@@ -157,14 +157,22 @@ static cl::opt<std::string>
                         "model)"),
                cl::value_desc("FILE"), cl::cat(category));
 
-static int runDecode() {
+/// --encode and --decode need a tokenizer and -o FILE (for `what`) and take
+/// no model: the message when they are not so given, or empty.
+static std::string tokenizerOnlyError(StringRef flag, StringRef what) {
   if (tokenizerSpec.empty())
-    return fail("--decode needs --tokenizer (byte, sp:PATH or hf:DIR)");
+    return (flag + " needs --tokenizer (byte, sp:PATH or hf:DIR)").str();
   if (outputFile.empty())
-    return fail("--decode needs -o FILE for the text");
+    return (flag + " needs -o FILE for the " + what).str();
   if (!modelPath.empty())
-    return fail("--decode takes no model ('" + modelPath + "')");
-  std::string error;
+    return (flag + " takes no model ('" + modelPath + "')").str();
+  return "";
+}
+
+static int runDecode() {
+  std::string error = tokenizerOnlyError("--decode", "text");
+  if (!error.empty())
+    return fail(error);
   std::unique_ptr<sq::Tokenizer> tok =
       sq::Tokenizer::create(tokenizerSpec, error);
   if (!tok)
@@ -188,12 +196,9 @@ static int runDecode() {
 }
 
 static int runEncode() {
-  if (tokenizerSpec.empty())
-    return fail("--encode needs --tokenizer (byte, sp:PATH or hf:DIR)");
-  if (outputFile.empty())
-    return fail("--encode needs -o FILE for the ids");
-  if (!modelPath.empty())
-    return fail("--encode takes no model ('" + modelPath + "')");
+  std::string error = tokenizerOnlyError("--encode", "ids");
+  if (!error.empty())
+    return fail(error);
   sq::TokenSource source;
   source.path = encodeFile;
   source.format = sq::TokenSource::Format::Text;
@@ -201,7 +206,6 @@ static int runEncode() {
   source.addSpecialTokens = addSpecialTokens;
   source.eachLine = encodeLines;
   std::vector<int64_t> ids;
-  std::string error;
   if (!bench) {
     if (!sq::loadTokens(source, ids, error) ||
         !sq::writeTokens(outputFile, ids, error))

@@ -13,6 +13,7 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/HFConfig.h"
+#include "sq/Import/ImportedModule.h"
 #include "sq/Import/ModelConfig.h"
 #include "sq/Import/Safetensors.h"
 
@@ -20,7 +21,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
-#include "mlir/IR/Verifier.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -381,21 +381,8 @@ OwningOpRef<ModuleOp> importHFModel(llvm::StringRef dir, MLIRContext *context,
         builder.getF64FloatAttr(cfg.ropeScaling->highFreqFactor).getValue(),
         cfg.ropeScaling->originalMaxPositions);
   (*module)->setAttr("sq.config", buildConfigAttr(context, config));
-  (*module)->setAttr("sq.source", builder.getStringAttr(dir));
-
-  {
-    std::string diag;
-    ScopedDiagnosticHandler handler(context, [&](Diagnostic &d) {
-      if (diag.empty())
-        diag = d.str();
-      return success();
-    });
-    if (failed(verify(*module))) {
-      error = dir.str() +
-              ": internal error, the imported IR does not verify: " + diag;
-      return nullptr;
-    }
-  }
+  if (!finishImportedModule(*module, dir, error))
+    return nullptr;
   if (!cfg.unknownFields.empty()) {
     std::string list;
     for (const std::string &f : cfg.unknownFields)

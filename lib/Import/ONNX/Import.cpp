@@ -4,12 +4,12 @@
 #include "Raise.h"
 
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Import/ImportedModule.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Support/BoundedJSON.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
-#include "mlir/IR/Verifier.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -34,7 +34,6 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
     error = path.str() + ": " + what;
     return nullptr;
   }
-  (*module)->setAttr("sq.source", builder.getStringAttr(path));
 
   // The context length is not in the graph; take it from a config.json
   // (Hugging Face: max_position_embeddings), info.json (seq_len) or
@@ -72,21 +71,8 @@ OwningOpRef<ModuleOp> sq::importOnnxModel(llvm::StringRef path,
     }
   }
 
-  // The importer builds valid IR by construction; verify to be sure, with
-  // the diagnostics captured into the one-line error.
-  {
-    std::string diag;
-    ScopedDiagnosticHandler handler(context, [&](Diagnostic &d) {
-      if (diag.empty())
-        diag = d.str();
-      return success();
-    });
-    if (failed(verify(*module))) {
-      error = path.str() +
-              ": internal error, the imported IR does not verify: " + diag;
-      return nullptr;
-    }
-  }
+  if (!finishImportedModule(*module, path, error))
+    return nullptr;
   // Weights that were already quantized (QuantizedOps.cpp) are imported
   // dequantized, exactly; say once that quantizing them again adds a second
   // rounding on top of the first. (sq-compile and sq-translate print

@@ -37,8 +37,12 @@ Kinds:
                              holding the one before twice (2^N elements)
 """
 
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "python"))
+from sqdev import protowire  # noqa: E402
 
 # --- protobuf wire format ----------------------------------------------------
 
@@ -127,51 +131,16 @@ def embedding_model(table, extra_nodes=(), out="h"):
 # --- patching an existing model's raw data ------------------------------------
 
 
-def read_varint(buf, pos):
-    shift = v = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return v, pos
-
-
-def fields(buf, start, end):
-    """(number, wire type, value start, value end) of each field."""
-    pos = start
-    while pos < end:
-        key, pos = read_varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            _, nxt = read_varint(buf, pos)
-            yield num, wire, pos, nxt
-        elif wire == 1:
-            yield num, wire, pos, pos + 8
-            nxt = pos + 8
-        elif wire == 2:
-            n, pos = read_varint(buf, pos)
-            nxt = pos + n
-            yield num, wire, pos, nxt
-        elif wire == 5:
-            nxt = pos + 4
-            yield num, wire, pos, nxt
-        else:
-            raise ValueError("unsupported wire type %d" % wire)
-        pos = nxt
-
-
 def patch_float(src, dst, name, index, value):
     buf = bytearray(open(src, "rb").read())
-    for num, _, gs, ge in fields(buf, 0, len(buf)):
+    for num, _, gs, ge in protowire.field_spans(buf):
         if num != 7:  # graph
             continue
-        for gnum, _, ts, te in fields(buf, gs, ge):
+        for gnum, _, ts, te in protowire.field_spans(buf, gs, ge):
             if gnum != 5:  # initializer
                 continue
             tname, raw = None, None
-            for tnum, _, s, e in fields(buf, ts, te):
+            for tnum, _, s, e in protowire.field_spans(buf, ts, te):
                 if tnum == 8:
                     tname = bytes(buf[s:e]).decode()
                 elif tnum == 9:

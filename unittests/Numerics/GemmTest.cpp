@@ -222,7 +222,7 @@ TEST_P(GemmPathTest, EdgeCases) {
   std::mt19937 rng(9);
   std::vector<float> w = randomVec(20 * 24, rng);
   PackedMatrix pw = PackedMatrix::fromFloat(w.data(), 20, 24);
-  int64_t m = 4100; // > one M block of 4096 rows
+  int64_t m = 4100; // > two M blocks of 2048 rows
   std::vector<float> a = randomVec(m * 24, rng);
   std::vector<float> c(m * 20, std::numeric_limits<float>::quiet_NaN());
   gemm(m, a.data(), 24, pw, Transpose::Yes, c.data(), 20, 1, 0, options());

@@ -18,7 +18,9 @@
 //
 // OpenBLAS 0.3.21 does not know this CPU: without OPENBLAS_CORETYPE it runs
 // its older AVX2 kernels (about half the speed). The threads of each side are
-// set per run (openblas_set_num_threads, a ThreadPool of that size).
+// set per run (openblas_set_num_threads, a ThreadPool of that size); a run
+// of SQ's paths starts 0.3 s after the last sgemm, when OpenBLAS' workers
+// have stopped spinning.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,8 +30,10 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
 extern "C" void openblas_set_num_threads(int);
@@ -101,6 +105,8 @@ void BM_Gemm(benchmark::State &state) {
   options.path = path;
   options.pool = &poolOf(threads);
   openblas_set_num_threads(threads);
+  if (impl != 0) // OpenBLAS' idle workers spin (sched_yield) for ~0.1 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
   for (auto _ : state) {
     if (impl == 0)
       cblas_sgemm(CblasRowMajor, CblasNoTrans,

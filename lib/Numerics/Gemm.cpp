@@ -803,27 +803,31 @@ PackedMatrix PackedMatrix::fromBits(const void *w, FloatFormat format,
   }
   pm.owned.reset(p);
   pm.base = p;
-  for (int64_t r = 0; r < rows; ++r) {
-    uint16_t *out = p + r * pm.rowStride;
-    switch (format) {
-    case FloatFormat::BF16:
-      std::memcpy(out, static_cast<const uint16_t *>(w) + r * ld, cols * 2);
-      break;
-    case FloatFormat::F16: {
-      const uint16_t *in = static_cast<const uint16_t *>(w) + r * ld;
-      for (int64_t c = 0; c < cols; ++c)
-        out[c] = roundBf16(halfToFloat(in[c]));
-      break;
+  int64_t stride = pm.rowStride;
+  // Rows in parallel (a 1B model's 2.5 GB are converted once at load).
+  ThreadPool::global().parallelFor(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      uint16_t *out = p + r * stride;
+      switch (format) {
+      case FloatFormat::BF16:
+        std::memcpy(out, static_cast<const uint16_t *>(w) + r * ld, cols * 2);
+        break;
+      case FloatFormat::F16: {
+        const uint16_t *in = static_cast<const uint16_t *>(w) + r * ld;
+        for (int64_t c = 0; c < cols; ++c)
+          out[c] = roundBf16(halfToFloat(in[c]));
+        break;
+      }
+      case FloatFormat::F32: {
+        const float *in = static_cast<const float *>(w) + r * ld;
+        for (int64_t c = 0; c < cols; ++c)
+          out[c] = roundBf16(in[c]);
+        break;
+      }
+      }
+      std::memset(out + cols, 0, (stride - cols) * 2);
     }
-    case FloatFormat::F32: {
-      const float *in = static_cast<const float *>(w) + r * ld;
-      for (int64_t c = 0; c < cols; ++c)
-        out[c] = roundBf16(in[c]);
-      break;
-    }
-    }
-    std::memset(out + cols, 0, (pm.rowStride - cols) * 2);
-  }
+  });
   return pm;
 }
 

@@ -26,6 +26,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace sq::numerics;
@@ -214,6 +215,44 @@ TEST_P(GemmPathTest, ThreadCountDoesNotChangeResults) {
       gemm(m, a.data(), k, pw, op, c2.data(), n, 1, 0, options(&two));
       ASSERT_EQ(c1, c2);
     }
+}
+
+/// Calls from inside the pool's jobs (run inline, e.g. attention heads in
+/// parallel) and from several threads at once give the same bits as one
+/// call alone.
+TEST_P(GemmPathTest, NestedAndConcurrentCalls) {
+  std::mt19937 rng(21);
+  int64_t m = 50, rows = 70, cols = 90;
+  std::vector<float> w = randomVec(rows * cols, rng);
+  PackedMatrix pw = PackedMatrix::fromFloat(w.data(), rows, cols);
+  std::vector<std::vector<float>> a(4), want(4), got(4);
+  ThreadPool pool(2);
+  for (int h = 0; h < 4; ++h) {
+    a[h] = randomVec(m * cols, rng);
+    want[h].resize(m * rows);
+    got[h].assign(m * rows, 0.0f);
+    gemm(m, a[h].data(), cols, pw, Transpose::Yes, want[h].data(), rows, 1, 0,
+         options(&pool));
+  }
+  pool.parallelFor(4, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h)
+      gemm(m, a[h].data(), cols, pw, Transpose::Yes, got[h].data(), rows, 1, 0,
+           options(&pool));
+  });
+  for (int h = 0; h < 4; ++h)
+    ASSERT_EQ(got[h], want[h]) << h;
+  for (auto &g : got)
+    std::fill(g.begin(), g.end(), 0.0f);
+  std::vector<std::thread> callers;
+  for (int h = 0; h < 4; ++h)
+    callers.emplace_back([&, h] {
+      gemm(m, a[h].data(), cols, pw, Transpose::Yes, got[h].data(), rows, 1, 0,
+           options(&pool));
+    });
+  for (auto &t : callers)
+    t.join();
+  for (int h = 0; h < 4; ++h)
+    ASSERT_EQ(got[h], want[h]) << h;
 }
 
 /// beta == 0 does not read C; k == 0 scales C; m or n == 0 do nothing; more

@@ -65,6 +65,7 @@ constexpr int64_t kNr = 32;        // micro-kernel columns (2 tiles)
 constexpr int64_t kKc = 1024; // K block
 constexpr int64_t kNc = 256;  // N block (at most)
 constexpr int64_t kMc = 2048; // M block
+constexpr int64_t kKs = 4096; // K super-block (packed A: <= 16 MB)
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -631,16 +632,27 @@ void run(int64_t m, int64_t n, int64_t k, float alpha, const AOperand &a,
     int64_t pairsPerPart = ceilDiv(mPairs, mParts);
     mParts = ceilDiv(mPairs, pairsPerPart);
 
-    for (int64_t k0 = 0; k0 < k; k0 += kKc) {
-      int64_t kc = std::min(kKc, k - k0);
-      int64_t kSteps = ceilDiv(kc, kStepK);
-      ABlock ablk{i0, mc, k0, kc, kSteps};
-      uint16_t *packedA = aScratch().get(size_t(mPairs * 2 * kSteps * kTile));
-      pool.parallelFor(mPairs * 2, [&](int64_t g0, int64_t g1) {
-        kern.packA(a, ablk, g0, g1, packedA);
+    // K in super-blocks of up to kKs values: A is packed for the whole
+    // super-block first (one barrier), then every item runs all its K
+    // blocks, so a thread that falls behind (another process on its core)
+    // delays the others only once per super-block.
+    int64_t kBlocksMax = ceilDiv(std::min(kKs, k), kKc);
+    size_t aBlockValues = size_t(mPairs * 2 * (kKc / kStepK) * kTile);
+    uint16_t *packedA = aScratch().get(aBlockValues * size_t(kBlocksMax));
+    for (int64_t ks0 = 0; ks0 < k; ks0 += kKs) {
+      int64_t kBlocks = ceilDiv(std::min(kKs, k - ks0), kKc);
+      auto blockOf = [&](int64_t kb) {
+        int64_t k0 = ks0 + kb * kKc, kc = std::min(kKc, k - k0);
+        return ABlock{i0, mc, k0, kc, ceilDiv(kc, kStepK)};
+      };
+      pool.parallelFor(kBlocks * mPairs * 2, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1;) {
+          int64_t kb = u / (mPairs * 2), g0 = u % (mPairs * 2);
+          int64_t g1 = std::min(mPairs * 2, g0 + (u1 - u));
+          kern.packA(a, blockOf(kb), g0, g1, packedA + kb * aBlockValues);
+          u += g1 - g0;
+        }
       });
-      float blockBeta = k0 == 0 ? beta : 1.0f;
-      bool direct = alpha == 1.0f && (blockBeta == 0.0f || blockBeta == 1.0f);
       pool.parallelFor(nBlocks * mParts, [&](int64_t w0, int64_t w1) {
         kern.begin();
         alignas(64) float acc[kMr * kNr];
@@ -648,30 +660,39 @@ void run(int64_t m, int64_t n, int64_t k, float alpha, const AOperand &a,
           int64_t nb = w / mParts, part = w % mParts;
           int64_t j0 = nb * nc, cols = std::min(nc, n - j0);
           int64_t nPairs = ceilDiv(cols, kNr);
-          BBlock bblk{j0, cols, k0, kc, kSteps};
-          uint16_t *packedB =
-              bScratch().get(size_t(nPairs * 2 * kSteps * kTile));
-          kern.packB(b, bblk, 0, nPairs * 2, packedB);
           int64_t p0 = part * pairsPerPart,
                   p1 = std::min(mPairs, p0 + pairsPerPart);
-          for (int64_t mp = p0; mp < p1; ++mp) {
-            const uint16_t *ap = packedA + mp * 2 * kSteps * kTile;
-            int64_t rows = std::min(kMr, mc - mp * kMr);
-            float *crow = c + (i0 + mp * kMr) * ldc + j0;
-            for (int64_t np = 0; np < nPairs; ++np) {
-              const uint16_t *bp = packedB + np * 2 * kSteps * kTile;
-              int64_t ncols = std::min(kNr, cols - np * kNr);
-              if (direct && rows == kMr && ncols == kNr) {
-                // A whole 32 x 32 block with alpha 1: summed into C in place.
-                kern.micro(ap, bp, kSteps, crow + np * kNr, ldc,
-                           blockBeta != 0.0f);
-              } else {
-                if (rows <= 8)
-                  kern.microRows(ap, bp, kSteps, rows, acc);
-                else
-                  kern.micro(ap, bp, kSteps, acc, kNr, false);
-                kern.epilogue(acc, rows, ncols, alpha, blockBeta,
-                              crow + np * kNr, ldc);
+          for (int64_t kb = 0; kb < kBlocks; ++kb) {
+            ABlock ablk = blockOf(kb);
+            int64_t kSteps = ablk.kSteps;
+            const uint16_t *packedAk = packedA + kb * aBlockValues;
+            float blockBeta = ablk.k0 == 0 ? beta : 1.0f;
+            bool direct =
+                alpha == 1.0f && (blockBeta == 0.0f || blockBeta == 1.0f);
+            BBlock bblk{j0, cols, ablk.k0, ablk.kc, kSteps};
+            uint16_t *packedB =
+                bScratch().get(size_t(nPairs * 2 * kSteps * kTile));
+            kern.packB(b, bblk, 0, nPairs * 2, packedB);
+            for (int64_t mp = p0; mp < p1; ++mp) {
+              const uint16_t *ap = packedAk + mp * 2 * kSteps * kTile;
+              int64_t rows = std::min(kMr, mc - mp * kMr);
+              float *crow = c + (i0 + mp * kMr) * ldc + j0;
+              for (int64_t np = 0; np < nPairs; ++np) {
+                const uint16_t *bp = packedB + np * 2 * kSteps * kTile;
+                int64_t ncols = std::min(kNr, cols - np * kNr);
+                if (direct && rows == kMr && ncols == kNr) {
+                  // A whole 32 x 32 block with alpha 1: summed into C in
+                  // place.
+                  kern.micro(ap, bp, kSteps, crow + np * kNr, ldc,
+                             blockBeta != 0.0f);
+                } else {
+                  if (rows <= 8)
+                    kern.microRows(ap, bp, kSteps, rows, acc);
+                  else
+                    kern.micro(ap, bp, kSteps, acc, kNr, false);
+                  kern.epilogue(acc, rows, ncols, alpha, blockBeta,
+                                crow + np * kNr, ldc);
+                }
               }
             }
           }

@@ -10,7 +10,8 @@
 // u = 2^-24; alpha and beta add a few roundings of |result|. We allow
 // (k + 4) u sum|a b| |alpha| + 4 u (|alpha ab| + |beta c|). With k <= ~1100
 // that stays far below the effect of one wrong or missing product
-// (~ sum|a b| / k) or of an unrounded input (~ 2^-9 relative per term).
+// (~ sum|a b| / k) or of an unrounded input (~ 2^-9 relative per term);
+// with k = 9000 (three K super-blocks) it still sees a missing K block.
 //
 //===----------------------------------------------------------------------===//
 
@@ -119,7 +120,7 @@ TEST_P(GemmPathTest, PackedMatrixBothOrientations) {
   };
   for (Shape s : {Shape{1, 1, 1}, Shape{1, 16, 32}, Shape{17, 15, 31},
                   Shape{2, 33, 70}, Shape{33, 257, 47}, Shape{40, 20, 513},
-                  Shape{5, 1, 1100}, Shape{64, 96, 64}})
+                  Shape{5, 1, 1100}, Shape{64, 96, 64}, Shape{35, 9, 9000}})
     for (bool t : {true, false})
       for (auto [alpha, beta] :
            {std::pair<float, float>{1, 0}, {1, 1}, {-0.75f, 0.5f}}) {

@@ -2,21 +2,23 @@
 //
 // Blocking (GotoBLAS-like, one scheme for every path):
 //
-//  * K is cut in blocks of kKc values, M in blocks of kMc rows. For each
-//    (M block, K block) the A block is rounded to bf16 and packed once,
-//    shared by the threads, in AMX tile order: 16-row groups, each a run of
-//    1 KB tiles (16 rows x 32 k), one per 32 k ("k step"); rows and k past
-//    the end are zero.
-//  * Work items are (N block of up to kNc columns, part of the M block).
-//    An item packs its B block (K block x N block) into a thread-local
-//    buffer in the VNNI tile layout that TDPBF16PS and VDPBF16PS both read:
-//    16-column groups, each a run of 1 KB tiles, one per k step, a tile row
-//    holding 16 (column, k pair) dwords. Then it walks its rows 32 at a
-//    time and its columns 32 at a time: a 32 x 32 micro-kernel sums the
-//    whole K block into a local tile, and the epilogue adds it to C
-//    (alpha, and beta on the first K block).
-//  * Every element's K order is fixed by the blocking alone, so the threads
-//    and the item split do not change results.
+//  * M is cut in blocks of kMc rows, K in blocks of kKc values, grouped in
+//    super-blocks of kKs. For each (M block, K super-block) the A blocks
+//    are rounded to bf16 and packed once, shared by the threads, in AMX tile
+//    order: 16-row groups, each a run of 1 KB tiles (16 rows x 32 k), one
+//    per 32 k ("k step"); rows and k past the end are zero.
+//  * Work items are (N block of up to kNc columns, part of the M block);
+//    the pool hands them out dynamically. For each K block of the
+//    super-block an item packs its B block (K block x N block) into a
+//    thread-local buffer in the VNNI tile layout that TDPBF16PS and
+//    VDPBF16PS both read: 16-column groups, each a run of 1 KB tiles, one
+//    per k step, a tile row holding 16 (column, k pair) dwords. Then it
+//    walks its rows 32 at a time and its columns 32 at a time: a 32 x 32
+//    micro-kernel sums the K block into C in place (AMX: C loaded into and
+//    stored from the accumulator tiles) when alpha is 1 and beta 0 or 1,
+//    otherwise into a local block that the epilogue scales and adds.
+//  * Every element's K order is fixed by the blocking alone, so the number
+//    of threads and the item split do not change results.
 //
 // B's packers read four sources: bf16 or fp32, with B(k, j) at b[k ld + j]
 // ("k-major": a weight W used as W, a plain B) or at b[j ld + k] ("n-major":
@@ -31,11 +33,9 @@
 #include "sq/Numerics/ThreadPool.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -60,8 +60,9 @@ constexpr int64_t kTile = 16 * 32; // bf16 values per 1 KB tile
 constexpr int64_t kMr = 32;        // micro-kernel rows (2 tiles)
 constexpr int64_t kNr = 32;        // micro-kernel columns (2 tiles)
 // A 32-row pair of packed A (64 KB) and a B block (512 KB) stay in L2 (2 MB
-// per core on Sapphire/Emerald Rapids); measured on 2048 x 4096 -> 4096
-// against K blocks of 512 and 2048 and N blocks of 512 (docs/results.md).
+// per core on Sapphire/Emerald Rapids). On 2048 x 4096 -> 4096, K blocks of
+// 512 were slower (more C traffic); 2048 and N blocks of 512 were no faster
+// (within this shared machine's noise).
 constexpr int64_t kKc = 1024; // K block
 constexpr int64_t kNc = 256;  // N block (at most)
 constexpr int64_t kMc = 2048; // M block
@@ -246,8 +247,7 @@ constexpr Kernels kScalar = {packAScalar,     packBScalar,    microScalar,
 
 #if SQ_X86
 
-/// 16 fp32 -> 16 bf16 (round to nearest even) in the low 16 bits of each
-/// dword... as 16 words.
+/// 16 fp32 -> 16 bf16 words (round to nearest even).
 SQ_TARGET_BF16 inline __m256i toBf16(__m512 v) {
   return (__m256i)_mm512_cvtneps_pbh(v);
 }
@@ -427,7 +427,7 @@ SQ_TARGET_BF16 void rowsAVX(const uint16_t *ag, const uint16_t *b,
     for (int p = 0; p < 16; ++p) {
       __m512bh v0 = (__m512bh)_mm512_load_si512(bs0 + p * 32);
       __m512bh v1 = (__m512bh)_mm512_load_si512(bs1 + p * 32);
-#pragma unroll
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         int32_t pair;
         std::memcpy(&pair, as + r * kStepK + 2 * p, 4);

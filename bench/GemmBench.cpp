@@ -11,6 +11,9 @@
 // input gradient C[M, K] = dY[M, N] W, same W [N, K]), threads (1 or 2),
 // implementation (0: OpenBLAS sgemm, 1: amx, 2: avx512bf16; a path this CPU
 // lacks is skipped). Counter: GFLOP/s (2 M N K per call, real time).
+// Peak/fma and Peak/dpbf16: one core's rate of a register-only loop of
+// VFMADD231PS / VDPBF16PS (zmm), the ceilings of fp32 sgemm and of the
+// AVX-512 BF16 path.
 //
 //   OPENBLAS_CORETYPE=SkylakeX build/bench/sq-bench-gemm
 //   OPENBLAS_CORETYPE=SkylakeX build/bench/sq-bench-gemm \
@@ -29,6 +32,9 @@
 
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <chrono>
 #include <cstdint>
@@ -137,7 +143,65 @@ void shapes(benchmark::internal::Benchmark *b) {
           b->Args({shape, backward, threads, impl});
 }
 
+#if defined(__x86_64__)
+/// The core's peak of one instruction: 16 independent accumulators (enough
+/// for the latency), no memory operands. Counter: GFLOP/s of one thread.
+__attribute__((target("avx512f"))) void BM_PeakFMA(benchmark::State &state) {
+  __m512 acc[16];
+  for (auto &a : acc)
+    a = _mm512_setzero_ps();
+  __m512 x = _mm512_set1_ps(1.0f), y = _mm512_set1_ps(1e-9f);
+  constexpr int64_t kIters = 1 << 20;
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kIters; ++i) {
+      for (auto &a : acc)
+        a = _mm512_fmadd_ps(x, y, a);
+      __asm__ volatile("" : "+v"(x));
+    }
+  }
+  float sum = 0;
+  for (auto &a : acc)
+    sum += _mm512_reduce_add_ps(a);
+  benchmark::DoNotOptimize(sum);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      kIters * 16 * 32 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("vfmadd231ps zmm: 32 flop");
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void
+BM_PeakDPBF16(benchmark::State &state) {
+  if (!gemmPathSupported(GemmPath::AVX512BF16)) {
+    state.SkipWithError("no AVX-512 BF16");
+    return;
+  }
+  __m512 acc[16];
+  for (auto &a : acc)
+    a = _mm512_setzero_ps();
+  __m512bh x = (__m512bh)_mm512_set1_epi32(0x3F803F80);
+  constexpr int64_t kIters = 1 << 20;
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kIters; ++i) {
+      for (auto &a : acc)
+        a = _mm512_dpbf16_ps(a, x, x);
+      __asm__ volatile("" : "+v"(x));
+    }
+  }
+  float sum = 0;
+  for (auto &a : acc)
+    sum += _mm512_reduce_add_ps(a);
+  benchmark::DoNotOptimize(sum);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      kIters * 16 * 64 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("vdpbf16ps zmm: 64 flop");
+}
+#endif
+
 } // namespace
+
+#if defined(__x86_64__)
+BENCHMARK(BM_PeakFMA)->Name("Peak/fma")->UseRealTime();
+BENCHMARK(BM_PeakDPBF16)->Name("Peak/dpbf16")->UseRealTime();
+#endif
 
 BENCHMARK(BM_Gemm)
     ->Name("Gemm")

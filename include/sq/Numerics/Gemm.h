@@ -14,8 +14,14 @@
 // or GemmOptions::path forces one):
 //   amx        AMX-BF16 tiles (TDPBF16PS; Sapphire Rapids and newer; Linux
 //              grants the tile data per process, see CpuFeatures.h);
-//   avx512bf16 AVX-512 BF16 (VDPBF16PS; Cooper Lake, Sapphire Rapids, Zen 4);
-//   scalar     portable C++ (any CPU; much slower).
+//   avx512bf16 AVX-512 BF16 (VDPBF16PS; Cooper Lake, Sapphire Rapids, Zen 4).
+//              On Sapphire/Emerald Rapids VDPBF16PS (zmm) issues once per 2
+//              cycles, half the flops of fp32 FMA (bench/GemmBench.cpp,
+//              Peak/*): there this path is slower than fp32 sgemm and only
+//              a fallback for when the OS refuses the AMX tiles;
+//   scalar     portable C++ (any CPU; much slower than sgemm: a caller
+//              choosing between this GEMM and fp32 BLAS should use BLAS when
+//              gemmDefaultPath() is Scalar).
 // The AMX and AVX-512 paths treat subnormal inputs as zero and flush
 // subnormal results (the instructions' fixed behaviour); the scalar path
 // keeps them.

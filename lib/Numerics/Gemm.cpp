@@ -332,11 +332,13 @@ SQ_TARGET_BF16 void packAAVX(const AOperand &a, const ABlock &blk, int64_t g0,
     if (!a.trans) {
       for (int64_t r = 0; r < 16; ++r) {
         int64_t i = g * 16 + r;
-        const float *src = a.p + (blk.i0 + i) * a.ld + blk.k0;
+        // Rows past the end are zeros (and their addresses never formed).
+        const float *src =
+            i < blk.rows ? a.p + (blk.i0 + i) * a.ld + blk.k0 : nullptr;
         for (int64_t s = 0; s < blk.kSteps; ++s) {
-          __m512i v = i < blk.rows ? loadRow32(src, false, s * kStepK,
-                                               blk.kc - s * kStepK)
-                                   : _mm512_setzero_si512();
+          __m512i v =
+              src ? loadRow32(src, false, s * kStepK, blk.kc - s * kStepK)
+                  : _mm512_setzero_si512();
           _mm512_store_si512(group + s * kTile + r * kStepK, v);
         }
       }
@@ -369,15 +371,15 @@ SQ_TARGET_BF16 void packAAVX(const AOperand &a, const ABlock &blk, int64_t g0,
 
 SQ_TARGET_BF16 void packBAVX(const BOperand &b, const BBlock &blk, int64_t t0,
                              int64_t t1, uint16_t *dst) {
-  for (int64_t t = t0; t < t1; ++t) {
-    uint16_t *group = dst + t * blk.kSteps * kTile;
-    int64_t valid = std::min<int64_t>(16, blk.cols - t * 16); // columns
-    for (int64_t s = 0; s < blk.kSteps; ++s) {
-      uint16_t *tile = group + s * kTile;
-      int64_t k0 = blk.k0 + s * kStepK, kValid = blk.kc - s * kStepK;
-      if (b.nMajor) {
-        // Column j's 32 k values are contiguous: 16 pair dwords per column,
-        // transposed to [pair][column].
+  if (b.nMajor) {
+    // Column j's 32 k values are contiguous: 16 pair dwords per column,
+    // transposed to [pair][column]. Column group by column group, so each
+    // source row is read sequentially.
+    for (int64_t t = t0; t < t1; ++t) {
+      uint16_t *group = dst + t * blk.kSteps * kTile;
+      int64_t valid = std::min<int64_t>(16, blk.cols - t * 16); // columns
+      for (int64_t s = 0; s < blk.kSteps; ++s) {
+        int64_t k0 = blk.k0 + s * kStepK, kValid = blk.kc - s * kStepK;
         __m512i r[16];
         for (int64_t j = 0; j < 16; ++j)
           r[j] = j < valid
@@ -386,23 +388,42 @@ SQ_TARGET_BF16 void packBAVX(const BOperand &b, const BBlock &blk, int64_t t0,
                      : _mm512_setzero_si512();
         transpose16x16(r);
         for (int64_t p = 0; p < 16; ++p)
-          _mm512_store_si512(tile + p * 32, r[p]);
-      } else {
-        // Rows k and k + 1 interleaved word by word.
-        for (int64_t p = 0; p < 16; ++p) {
-          int64_t kk = 2 * p;
-          __m512i e = kk < kValid
-                          ? loadRow16(b.p, b.bf16,
-                                      (k0 + kk) * b.ld + blk.j0 + t * 16, valid)
-                          : _mm512_setzero_si512();
-          __m512i o =
-              kk + 1 < kValid
-                  ? loadRow16(b.p, b.bf16,
-                              (k0 + kk + 1) * b.ld + blk.j0 + t * 16, valid)
-                  : _mm512_setzero_si512();
-          _mm512_store_si512(tile + p * 32,
-                             _mm512_or_si512(e, _mm512_slli_epi32(o, 16)));
-        }
+          _mm512_store_si512(group + s * kTile + p * 32, r[p]);
+      }
+    }
+    return;
+  }
+  // Rows k and k + 1 interleaved word by word, two column groups (32
+  // columns, one cache line of bf16) at a time: each source line is read
+  // once and whole, each pair of tiles written sequentially.
+  alignas(64) static const uint16_t kIdx[2][32] = {
+      {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+       8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47},
+      {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+       24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63}};
+  __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
+  for (int64_t t = t0; t < t1; t += 2) {
+    int64_t valid = std::min<int64_t>(32, blk.cols - t * 16); // columns
+    int64_t col = blk.j0 + t * 16;
+    uint16_t *g0 = dst + t * blk.kSteps * kTile;
+    uint16_t *g1 = g0 + blk.kSteps * kTile;
+    bool second = t + 1 < t1;
+    for (int64_t s = 0; s < blk.kSteps; ++s) {
+      int64_t k0 = blk.k0 + s * kStepK, kValid = blk.kc - s * kStepK;
+      for (int64_t p = 0; p < 16; ++p) {
+        int64_t kk = 2 * p;
+        __m512i e = kk < kValid
+                        ? loadRow32(b.p, b.bf16, (k0 + kk) * b.ld + col, valid)
+                        : _mm512_setzero_si512();
+        __m512i o =
+            kk + 1 < kValid
+                ? loadRow32(b.p, b.bf16, (k0 + kk + 1) * b.ld + col, valid)
+                : _mm512_setzero_si512();
+        _mm512_store_si512(g0 + s * kTile + p * 32,
+                           _mm512_permutex2var_epi16(e, idx0, o));
+        if (second)
+          _mm512_store_si512(g1 + s * kTile + p * 32,
+                             _mm512_permutex2var_epi16(e, idx1, o));
       }
     }
   }

@@ -29,8 +29,9 @@
 // Threads: the work is split over a numerics::ThreadPool (the global pool,
 // shared with the CPU runtime, unless GemmOptions::pool names another); a
 // call made from inside one of the pool's jobs runs on the calling thread.
-// Results may differ in the last bits between paths, but not between thread
-// counts.
+// Results may differ in the last bits between paths (and, on the AMX path,
+// for the last rows of a call whose row count leaves a block of at most 8
+// rows, which go to the AVX-512 kernel), but not between thread counts.
 //
 // Plain C++ (no MLIR/LLVM).
 //

@@ -56,6 +56,24 @@ if os.path.isdir(os.path.join(shared_data, "wiki2-byte-llama")):
     config.available_features.add("shared-data")
 config.substitutions.append(("%shared_data", os.path.abspath(shared_data)))
 
+# Data-parallel calibration (CMake SQ_MPI): feature "mpi" when the build has
+# MPI and mpirun is on PATH; "%mpirun -np N CMD" starts N processes on this
+# machine however many cores it has (--oversubscribe), as root too (OpenMPI
+# refuses root without --allow-run-as-root), without binding them to cores
+# and with one BLAS thread each.
+def _mpirun():
+    import shutil
+    if getattr(config, "sq_have_mpi", "").upper() not in ("ON", "1", "TRUE"):
+        return None
+    return shutil.which("mpirun")
+_mpirun_path = _mpirun()
+if _mpirun_path:
+    config.available_features.add("mpi")
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    config.substitutions.append(("%mpirun", " ".join(
+        [_mpirun_path, "--oversubscribe", "--bind-to", "none"] + root +
+        ["-x", "OPENBLAS_NUM_THREADS=1", "-x", "SQ_NUM_THREADS=1"])))
+
 # Sanitizer builds (scripts/test.sh --asan): feature "sanitizers".
 if getattr(config, "sq_sanitizers", ""):
     config.available_features.add("sanitizers")

@@ -52,8 +52,8 @@ struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
   /// empty: the WikiText-2 excerpt embedded in SQ.
   std::string data;
-  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model (vocabulary
-  /// 256), an error otherwise.
+  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model
+  /// (vocabulary 256), an error otherwise.
   std::string tokenizer;
   int64_t samples = 128;
   /// 0: the model's context, at most 2048 (512 when the model does not
@@ -96,7 +96,14 @@ struct CalibrationOptions {
   int64_t r3Candidates = 16;
   int64_t r3Windows = 16;
   double r3Sigma = 2.0;
-  /// Print a line per step (on a terminal) and a summary.
+  /// The summary's before/after loss: the mean loss of the first
+  /// `evalWindows` calibration windows under the initial and the learned
+  /// rotations (0: not measured). The "after" loss reuses the R3 search's
+  /// forwards when it scored at least these windows.
+  int64_t evalWindows = 8;
+  /// Print a line per step (on a terminal) and a summary (with the time of
+  /// the steps, the evaluations and the validation apart). Under mpirun
+  /// only rank 0 prints.
   bool progress = true;
 };
 
@@ -162,7 +169,11 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
 llvm::StringRef defaultCalibrationText();
 
 /// Runs Cayley SGD from `rotations` (the initialization, overwritten with
-/// the learned matrices). Deterministic for a given seed and thread count.
+/// the learned matrices). Deterministic for a given seed, thread count and
+/// process count. Under mpirun (sq/Support/Distributed.h) every process
+/// calls it alike: the windows of each step, of the validation and of the
+/// R3 search are split across the processes and their results summed, so
+/// that the rotations equal a single process's to float rounding.
 mlir::LogicalResult calibrateRotations(mlir::ModuleOp module,
                                        const CalibrationOptions &options,
                                        Rotations &rotations);

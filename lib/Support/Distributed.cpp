@@ -138,6 +138,15 @@ void allReduceSum(float *data, size_t count) {
 void allReduceSum(int64_t *data, size_t count) {
   allReduce(data, count, MPI_INT64_T);
 }
+void reduceSum(double *data, size_t count, int root) {
+  if (world().size == 1 || !count)
+    return;
+  bool atRoot = world().rank == root;
+  chunked(data, count, [&](double *p, int n) {
+    MPI_Reduce(atRoot ? MPI_IN_PLACE : p, atRoot ? p : nullptr, n, MPI_DOUBLE,
+               MPI_SUM, root, MPI_COMM_WORLD);
+  });
+}
 void broadcast(double *data, size_t count, int root) {
   if (world().size == 1 || !count)
     return;
@@ -171,18 +180,24 @@ bool available() { return false; }
 void allReduceSum(double *, size_t) {}
 void allReduceSum(float *, size_t) {}
 void allReduceSum(int64_t *, size_t) {}
+void reduceSum(double *, size_t, int) {}
 void broadcast(double *, size_t, int) {}
 void barrier() {}
 int exitCode(int code) { return code; }
 
 #endif
 
-std::pair<int64_t, int64_t> share(int64_t count) {
-  // (A copy that computes alone takes everything, whatever its rank.)
-  int64_t p = size(), r = p == 1 ? 0 : rank();
+std::pair<int64_t, int64_t> share(int64_t count, int rank, int size) {
+  int64_t p = size, r = rank;
   int64_t base = count / p, extra = count % p;
   int64_t begin = r * base + std::min(r, extra);
   return {begin, begin + base + (r < extra ? 1 : 0)};
+}
+
+std::pair<int64_t, int64_t> share(int64_t count) {
+  // (A copy that computes alone takes everything, whatever its rank.)
+  return size() == 1 ? std::pair<int64_t, int64_t>{0, count}
+                     : share(count, rank(), size());
 }
 
 } // namespace sq::distributed

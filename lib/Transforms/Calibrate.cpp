@@ -9,12 +9,13 @@
 // Data parallel (sq/Support/Distributed.h: mpirun -np P): every process
 // draws the same windows and holds the same rotations; each step's batch is
 // split across the processes, each computes the loss and gradient of the
-// mean over its windows, weighted by its share of the batch, and one
-// all-reduce sums them into the gradient of the whole batch. Evaluations
-// (validation, the R3 search, the before/after loss) split their windows
-// the same way and gather the per-window losses, so every process takes the
-// same decisions; after each step rank 0's rotations are broadcast, so that
-// no rounding difference between processes can grow. Only rank 0 prints.
+// mean over its windows, weighted by its share of the batch, and a
+// reduction sums them on rank 0 into the gradient of the whole batch; rank
+// 0 takes the Cayley step and broadcasts the rotations, so that every
+// process holds the same ones bit for bit. Evaluations (validation, the R3
+// search, the before/after loss) split their windows the same way and
+// gather the per-window losses, so every process takes the same decisions.
+// Only rank 0 prints.
 //
 //===----------------------------------------------------------------------===//
 
@@ -197,7 +198,7 @@ static double secondsSince(std::chrono::steady_clock::time_point t0) {
 }
 
 /// The rotations as one flat array (R1, the R2, the R3) and back: what the
-/// processes all-reduce (gradients) and broadcast (rotations).
+/// processes sum (gradients, on rank 0) and broadcast (rotations).
 static void flatten(const Rotations &r, std::vector<double> &flat) {
   flat.assign(r.r1.begin(), r.r1.end());
   for (const auto &m : r.r2)
@@ -454,6 +455,10 @@ LogicalResult calibrateRotations(ModuleOp module,
       return fail(error);
     if (mine == 0)
       grad = zeros();
+    // One process takes the step: the sum of the shares goes to rank 0,
+    // which moves the rotations and broadcasts them (with the loss), so
+    // that every process goes on from the same rotations bit for bit.
+    const bool stepper = processes == 1 || distributed::rank() == 0;
     if (processes > 1) {
       if (options.r3 != R3Mode::Cayley)
         grad.r3.clear(); // not trained: not summed either
@@ -464,37 +469,48 @@ LogicalResult calibrateRotations(ModuleOp module,
       for (double &v : flat)
         v *= weight;
       flat.push_back(loss * weight);
-      distributed::allReduceSum(flat.data(), flat.size());
-      loss = flat.back();
-      flat.pop_back();
-      unflatten(flat, grad);
+      distributed::reduceSum(flat.data(), flat.size(), 0);
+      if (stepper) {
+        loss = flat.back();
+        flat.pop_back();
+        unflatten(flat, grad);
+      }
     }
-    if (!std::isfinite(loss))
-      return fail("the loss is not finite at step " + std::to_string(step));
     cayley.lr = options.schedule == LRSchedule::Cosine
                     ? numerics::cosineSchedule(options.lr, step, options.steps)
                     : options.lr;
-    double alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
-    for (size_t l = 0; l < rotations.r2.size(); ++l)
-      numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
-    if (options.r3 == R3Mode::Cayley)
-      for (size_t l = 0; l < rotations.r3.size(); ++l)
-        numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
-    // Five fixed-point iterations solve the Cayley equation only
-    // approximately, and for small matrices the step is large relative to
-    // their size (about 1e-4 off orthogonal per step at n = 16): a QR pulls
-    // them back, every step for small matrices (cheap), every 20 for large.
-    for (auto *r : rotationList(rotations, options.r3 == R3Mode::Cayley))
-      if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
-          (step + 1) % 20 == 0)
-        numerics::reorthonormalize(*r,
-                                   std::lround(std::sqrt(double(r->size()))));
+    double alpha = 0;
+    if (stepper) {
+      // (Under mpirun rank 0's failure aborts the others, which wait in
+      // the broadcast below: distributed::exitCode.)
+      if (!std::isfinite(loss))
+        return fail("the loss is not finite at step " + std::to_string(step));
+      alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
+      for (size_t l = 0; l < rotations.r2.size(); ++l)
+        numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
+      if (options.r3 == R3Mode::Cayley)
+        for (size_t l = 0; l < rotations.r3.size(); ++l)
+          numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
+      // Five fixed-point iterations solve the Cayley equation only
+      // approximately, and for small matrices the step is large relative
+      // to their size (about 1e-4 off orthogonal per step at n = 16): a QR
+      // pulls them back, every step for small matrices (cheap), every 20
+      // for large.
+      for (auto *r : rotationList(rotations, options.r3 == R3Mode::Cayley))
+        if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
+            (step + 1) % 20 == 0)
+          numerics::reorthonormalize(*r,
+                                     std::lround(std::sqrt(double(r->size()))));
+    }
     if (processes > 1) {
-      // The same gradient gives the same step everywhere, but nothing
-      // promises the same rounding (BLAS threads, the all-reduce's order):
-      // rank 0's rotations are the ones every process goes on from.
       flatten(rotations, flat);
+      flat.push_back(loss);
+      flat.push_back(alpha);
       distributed::broadcast(flat.data(), flat.size(), 0);
+      alpha = flat.back();
+      flat.pop_back();
+      loss = flat.back();
+      flat.pop_back();
       unflatten(flat, rotations);
     }
     double secs = secondsSince(t0);

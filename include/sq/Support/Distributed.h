@@ -40,6 +40,9 @@ bool available();
 void allReduceSum(double *data, size_t count);
 void allReduceSum(float *data, size_t count);
 void allReduceSum(int64_t *data, size_t count);
+/// On `root` only: the element-wise sum over all processes (the others'
+/// `data` is left unspecified). Half the traffic of allReduceSum.
+void reduceSum(double *data, size_t count, int root = 0);
 /// Rank `root`'s values to every process.
 void broadcast(double *data, size_t count, int root = 0);
 void barrier();
@@ -54,6 +57,8 @@ int exitCode(int code);
 /// first `count % size()` processes taking one more. A process may get
 /// none (count < size()).
 std::pair<int64_t, int64_t> share(int64_t count);
+/// The same for process `rank` of `size`.
+std::pair<int64_t, int64_t> share(int64_t count, int rank, int size);
 
 } // namespace sq::distributed
 

@@ -222,11 +222,11 @@ struct SpinQuantRotatePass
     options.quant = quant;
     options.validate = validate;
     options.validateEvery = validateEvery;
+    options.evalWindows = evalWindows;
     options.r3 = r3;
     options.r3Candidates = r3Candidates;
     options.r3Windows = r3Windows;
     options.r3Sigma = r3Sigma;
-    options.evalWindows = evalWindows;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

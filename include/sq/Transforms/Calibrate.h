@@ -78,6 +78,11 @@ struct CalibrationOptions {
   /// initialization too, if no step beats it).
   int64_t validate = 0;
   int64_t validateEvery = 10;
+  /// The summary's before/after loss: the mean loss of the first
+  /// `evalWindows` calibration windows under the initial and the learned
+  /// rotations (0: not measured). The "after" loss reuses the R3 search's
+  /// forwards when it scored at least these windows.
+  int64_t evalWindows = 8;
   /// R3, the online rotation of Q and K after RoPE: Hadamard keeps the
   /// model's online Hadamards fixed (SpinQuant); Search and Cayley learn
   /// one R3 per layer from `Rotations::r3` (the model's online Hadamards,
@@ -96,11 +101,6 @@ struct CalibrationOptions {
   int64_t r3Candidates = 16;
   int64_t r3Windows = 16;
   double r3Sigma = 2.0;
-  /// The summary's before/after loss: the mean loss of the first
-  /// `evalWindows` calibration windows under the initial and the learned
-  /// rotations (0: not measured). The "after" loss reuses the R3 search's
-  /// forwards when it scored at least these windows.
-  int64_t evalWindows = 8;
   /// Print a line per step (on a terminal) and a summary (with the time of
   /// the steps, the evaluations and the validation apart). Under mpirun
   /// only rank 0 prints.

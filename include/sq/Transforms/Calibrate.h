@@ -81,7 +81,9 @@ struct CalibrationOptions {
   /// The summary's before/after loss: the mean loss of the first
   /// `evalWindows` calibration windows under the initial and the learned
   /// rotations (0: not measured). The "after" loss reuses the R3 search's
-  /// forwards when it scored at least these windows.
+  /// forwards when it scored at least these windows. (The summary gives the
+  /// time of the steps apart from that of the evaluations, the validation
+  /// and the R3 search; under mpirun only rank 0 prints.)
   int64_t evalWindows = 8;
   /// R3, the online rotation of Q and K after RoPE: Hadamard keeps the
   /// model's online Hadamards fixed (SpinQuant); Search and Cayley learn
@@ -101,9 +103,7 @@ struct CalibrationOptions {
   int64_t r3Candidates = 16;
   int64_t r3Windows = 16;
   double r3Sigma = 2.0;
-  /// Print a line per step (on a terminal) and a summary (with the time of
-  /// the steps, the evaluations and the validation apart). Under mpirun
-  /// only rank 0 prints.
+  /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
 

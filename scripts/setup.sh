@@ -17,6 +17,9 @@ PACKAGES=(
   # that write ONNX variants or read fixtures with the onnx package
   # (gen_static_cache.py, check_dequant.py)
   libgtest-dev python3-numpy python3-onnx
+  # data-parallel calibration (mpirun -np N sq-opt ...; CMake SQ_MPI=AUTO
+  # finds it, SQ_MPI=OFF builds without) and its lit test
+  openmpi-bin libopenmpi-dev
   # node runs onnxruntime (npm onnxruntime-node), the import tests' oracle
   nodejs
 )

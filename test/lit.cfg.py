@@ -56,6 +56,37 @@ if os.path.isdir(os.path.join(shared_data, "wiki2-byte-llama")):
     config.available_features.add("shared-data")
 config.substitutions.append(("%shared_data", os.path.abspath(shared_data)))
 
+# Data-parallel calibration (CMake SQ_MPI): feature "mpi" when the build has
+# MPI and mpirun is on PATH; "%mpirun -np N CMD" starts N processes on this
+# machine however many cores it has (--oversubscribe), as root too (OpenMPI
+# refuses root without --allow-run-as-root), without binding them to cores
+# and with one BLAS thread each.
+# The feature needs a launcher that can start two processes here (a
+# container may lack what OpenMPI needs; then the tests are unsupported).
+def _mpirun():
+    import shutil
+    import subprocess
+    if getattr(config, "sq_have_mpi", "").upper() not in ("ON", "1", "TRUE"):
+        return None
+    path = shutil.which("mpirun")
+    if not path:
+        return None
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    command = [path, "--oversubscribe", "--bind-to", "none"] + root + [
+        "-x", "OPENBLAS_NUM_THREADS=1", "-x", "SQ_NUM_THREADS=1"]
+    try:
+        ok = subprocess.run(command + ["-np", "2", "true"], capture_output=True,
+                            timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return " ".join(command) if ok else None
+_mpirun_command = _mpirun()
+if _mpirun_command:
+    config.available_features.add("mpi")
+    config.substitutions.append(("%mpirun", _mpirun_command))
+    config.substitutions.append(
+        ("%single", "env OPENBLAS_NUM_THREADS=1 SQ_NUM_THREADS=1"))
+
 # Sanitizer builds (scripts/test.sh --asan): feature "sanitizers".
 if getattr(config, "sq_sanitizers", ""):
     config.available_features.add("sanitizers")

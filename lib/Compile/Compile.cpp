@@ -13,6 +13,7 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Import/HF.h"
 #include "sq/Import/ONNX.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
 #include "sq/Support/ToolSupport.h"
@@ -374,6 +375,11 @@ bool compileModel(const CompileOptions &o, std::string &error) {
       return false;
     }
   }
+  // Under mpirun (a data-parallel calibration, sq/Support/Distributed.h) the
+  // processes took part in the rotate/quantize passes together and now hold
+  // the same module: rank 0 lowers and writes it, the others are done.
+  if (distributed::rank() != 0)
+    return true;
   Temporaries temps{o.output, {}};
   if (o.emit == Emit::SQ)
     return writeAtomically(

@@ -18,6 +18,7 @@
 #include "sq/Numerics/Pack.h"
 #include "sq/Runtime/KernelLayout.h"
 #include "sq/Runtime/ModelFormat.h"
+#include "sq/Support/Distributed.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
@@ -692,7 +693,10 @@ LogicalResult Lowering::run(const std::string &weightsFile,
     planKernelLayouts();
   if (failed(emit()))
     return failure();
-  if (!weightsFile.empty() && failed(writeWeights(weightsFile)))
+  // Under mpirun (sq/Support/Distributed.h) every process lowers the same
+  // module: rank 0 writes the sidecar, the others would race on its file.
+  if (!weightsFile.empty() && distributed::rank() == 0 &&
+      failed(writeWeights(weightsFile)))
     return failure();
 
   // The manifest, NUL-terminated, as a global the runtime reads.

@@ -6,6 +6,17 @@
 // fake-quantized model forward and backward, dL/dR by the chain rule), the
 // held-out validation and the R3 search.
 //
+// Data parallel (sq/Support/Distributed.h: mpirun -np P): every process
+// draws the same windows and holds the same rotations; each step's batch is
+// split across the processes, each computes the loss and gradient of the
+// mean over its windows, weighted by its share of the batch, and a
+// reduction sums them on rank 0 into the gradient of the whole batch; rank
+// 0 takes the Cayley step and broadcasts the rotations, so that every
+// process holds the same ones bit for bit. Evaluations (validation, the R3
+// search, the before/after loss) split their windows the same way and
+// gather the per-window losses, so every process takes the same decisions.
+// Only rank 0 prints.
+//
 //===----------------------------------------------------------------------===//
 
 #include "sq/Transforms/Calibrate.h"
@@ -17,6 +28,7 @@
 #include "sq/Numerics/Cayley.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Transforms/GPTQ.h"
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/QuantSpec.h"
@@ -138,34 +150,73 @@ static std::vector<std::vector<double> *> rotationList(Rotations &r,
   return list;
 }
 
-/// The mean loss over a fixed set of windows (the progress report's
-/// before/after comparison, independent of which batches the steps saw).
+/// The loss of each of the first `count` windows (at most windows.size()),
+/// in window order, on every process: each process evaluates its share in
+/// batches of up to 8 windows (the weights are folded once per set of
+/// rotations) and the per-window losses are summed across the processes.
+/// Each window's loss comes from one process (the others add zeros), so
+/// every process gets the same values bit for bit. `loss` is their mean.
 static bool evalLoss(RotationObjective &objective, const Rotations &r,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t count, int64_t seqlen, double &loss,
                      std::string &error,
                      std::vector<double> *windowLosses = nullptr) {
-  // In batches of up to 8 windows (the weights are folded once per set of
-  // rotations).
-  loss = 0;
   count = std::min<int64_t>(count, windows.size());
-  if (windowLosses)
-    windowLosses->clear();
-  for (int64_t i = 0; i < count; i += 8) {
-    int64_t b = std::min<int64_t>(8, count - i);
+  std::vector<double> each(count, 0.0);
+  auto [first, last] = distributed::share(count);
+  for (int64_t i = first; i < last; i += 8) {
+    int64_t b = std::min<int64_t>(8, last - i);
     std::vector<int64_t> tokens;
     for (int64_t j = 0; j < b; ++j)
       tokens.insert(tokens.end(), windows[i + j].begin(), windows[i + j].end());
     double l;
-    std::vector<double> each;
+    std::vector<double> batchLosses;
     if (!objective.evaluate(r, tokens, b, seqlen, l, nullptr, error,
-                            windowLosses ? &each : nullptr))
+                            &batchLosses))
       return false;
-    loss += l * b / count;
-    if (windowLosses)
-      windowLosses->insert(windowLosses->end(), each.begin(), each.end());
+    if (int64_t(batchLosses.size()) != b) {
+      error = "the executor returned " + std::to_string(batchLosses.size()) +
+              " sequence losses for " + std::to_string(b) + " windows";
+      return false;
+    }
+    std::copy(batchLosses.begin(), batchLosses.end(), each.begin() + i);
   }
+  distributed::allReduceSum(each.data(), each.size());
+  loss = 0;
+  for (double l : each)
+    loss += l;
+  loss = count ? loss / double(count) : 0.0;
+  if (windowLosses)
+    *windowLosses = std::move(each);
   return true;
+}
+
+/// Seconds since `t0`.
+static double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+      .count();
+}
+
+/// The rotations as one flat array (R1, the R2, the R3) and back: what the
+/// processes sum (gradients, on rank 0) and broadcast (rotations).
+static void flatten(const Rotations &r, std::vector<double> &flat) {
+  flat.assign(r.r1.begin(), r.r1.end());
+  for (const auto &m : r.r2)
+    flat.insert(flat.end(), m.begin(), m.end());
+  for (const auto &m : r.r3)
+    flat.insert(flat.end(), m.begin(), m.end());
+}
+static void unflatten(const std::vector<double> &flat, Rotations &r) {
+  const double *p = flat.data();
+  auto take = [&](std::vector<double> &m) {
+    std::copy(p, p + m.size(), m.begin());
+    p += m.size();
+  };
+  take(r.r1);
+  for (auto &m : r.r2)
+    take(m);
+  for (auto &m : r.r3)
+    take(m);
 }
 
 /// The mean of the paired differences a[i] - b[i] and its standard error.
@@ -189,13 +240,16 @@ static std::pair<double, double> pairedDifference(ArrayRef<double> a,
 /// mean paired improvement over the windows exceeds `r3Sigma` standard
 /// errors of that improvement: a choice among many on few windows otherwise
 /// keeps differences that are noise (never worse on those windows).
+///
+/// `finalEach` receives the per-window losses of the rotations it returns
+/// (for the summary's "after" loss, which then costs no forward).
 static bool searchR3(RotationObjective &objective, Rotations &rotations,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t seqlen, const CalibrationOptions &options,
+                     bool progress, std::vector<double> &finalEach,
                      std::string &error) {
   int64_t d = rotations.headDim, count = options.r3Windows;
-  bool terminal =
-      options.progress && llvm::sys::Process::StandardErrIsDisplayed();
+  bool terminal = progress && llvm::sys::Process::StandardErrIsDisplayed();
   auto start = std::chrono::steady_clock::now();
   double first = 0, current = 0;
   std::vector<double> currentEach;
@@ -250,16 +304,14 @@ static bool searchR3(RotationObjective &objective, Rotations &rotations,
           best.empty() ? layerStart : layerStart - gain, gain, se,
           accept ? "kept" : "not significant");
   }
-  double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
-  if (options.progress)
+  if (progress)
     llvm::errs() << llvm::format(
         "calibrate: R3 search: %lld of %zu layers changed, loss on %lld "
         "windows %.4f -> %.4f in %.1f s\n",
         (long long)kept, rotations.r3.size(),
         (long long)std::min<int64_t>(count, windows.size()), first, current,
-        secs);
+        secondsSince(start));
+  finalEach = std::move(currentEach);
   return true;
 }
 
@@ -278,9 +330,9 @@ LogicalResult calibrateRotations(ModuleOp module,
                 "required");
   std::string error;
   if (options.r3Candidates < 0 || options.r3Windows <= 0 ||
-      !(options.r3Sigma >= 0))
-    return fail("r3-candidates >= 0, r3-windows > 0 and r3-sigma >= 0 are "
-                "required");
+      !(options.r3Sigma >= 0) || options.evalWindows < 0)
+    return fail("r3-candidates >= 0, r3-windows > 0, r3-sigma >= 0 and "
+                "eval-windows >= 0 are required");
   bool learnR3 = options.r3 != R3Mode::Hadamard;
   auto objective =
       RotationObjective::create(module, options.quant, error, learnR3);
@@ -307,27 +359,49 @@ LogicalResult calibrateRotations(ModuleOp module,
   if (!loadCalibrationWindows(options, seqlen, objective->vocabSize(), windows,
                               heldOut, error))
     return fail(error);
-  if (!objective->prepareGPTQ(windows, error))
-    return fail(error);
+  // Every process runs this function with the same options and windows
+  // (the seeded sampling is the same everywhere); only rank 0 reports.
+  const int processes = distributed::size();
+  const bool progress = options.progress && distributed::rank() == 0;
+  const bool terminal =
+      progress && llvm::sys::Process::StandardErrIsDisplayed();
+  if (options.quant.gptq) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (!objective->prepareGPTQ(windows, error))
+      return fail(error);
+    if (progress)
+      llvm::errs() << llvm::format(
+          "calibrate: GPTQ Hessians of the float model over %zu windows in "
+          "%.1f s\n",
+          windows.size(), secondsSince(t0));
+  }
 
-  bool terminal =
-      options.progress && llvm::sys::Process::StandardErrIsDisplayed();
   std::vector<double> m1;
   std::vector<std::vector<double>> m2(rotations.r2.size()),
       m3(rotations.r3.size());
   numerics::CayleyOptions cayley;
   cayley.momentum = options.momentum;
-  double before = 0, after = 0;
-  const int64_t evalCount = 8;
-  if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
-                                    seqlen, before, error))
-    return fail(error);
+  // The before/after loss on the first evalWindows windows (the summary's
+  // comparison, independent of which batches the steps saw; 0: none).
+  // (Decided alike on every process: they all take part in evaluations.)
+  const int64_t evalCount =
+      options.progress ? std::min<int64_t>(options.evalWindows, windows.size())
+                       : 0;
+  double before = 0, after = 0, evalSecs = 0, validateSecs = 0;
+  if (evalCount > 0) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (!evalLoss(*objective, rotations, windows, evalCount, seqlen, before,
+                  error))
+      return fail(error);
+    evalSecs += secondsSince(t0);
+  }
   // Validation: the held-out loss at the initialization, every
   // validateEvery steps and at the end; the best rotations are kept.
   Rotations best;
   double bestLoss = 0, lastLoss = 0;
   int64_t bestStep = 0;
   auto validate = [&](int64_t step) -> bool {
+    auto t0 = std::chrono::steady_clock::now();
     double l;
     if (!evalLoss(*objective, rotations, heldOut, heldOut.size(), seqlen, l,
                   error))
@@ -338,6 +412,7 @@ LogicalResult calibrateRotations(ModuleOp module,
       bestStep = step;
       best = rotations;
     }
+    validateSecs += secondsSince(t0);
     if (terminal)
       llvm::errs() << llvm::format(
           "calibrate: step %3lld  held-out loss %.4f%s\n", (long long)step, l,
@@ -346,44 +421,100 @@ LogicalResult calibrateRotations(ModuleOp module,
   };
   if (!heldOut.empty() && !validate(0))
     return fail(error);
-  auto start = std::chrono::steady_clock::now();
+
+  // The gradient of an empty share: zeros of the rotations' shapes.
+  auto zeros = [&]() {
+    Rotations z;
+    z.hidden = n;
+    z.headDim = d;
+    z.r1.assign(n * n, 0.0);
+    z.r2.assign(rotations.r2.size(), std::vector<double>(d * d, 0.0));
+    if (options.r3 == R3Mode::Cayley)
+      z.r3.assign(rotations.r3.size(), std::vector<double>(d * d, 0.0));
+    return z;
+  };
+  double stepSecs = 0;
   int64_t next = 0;
+  std::vector<double> flat;
   for (int64_t step = 0; step < options.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
+    // This process's share of the step's windows (the windows are taken in
+    // order, wrapping around; every process advances `next` alike).
+    auto [first, last] = distributed::share(options.batch);
     std::vector<int64_t> tokens;
-    for (int64_t b = 0; b < options.batch; ++b) {
-      const std::vector<int64_t> &w = windows[next];
-      next = (next + 1) % int64_t(windows.size());
+    for (int64_t b = first; b < last; ++b) {
+      const std::vector<int64_t> &w = windows[(next + b) % windows.size()];
       tokens.insert(tokens.end(), w.begin(), w.end());
     }
-    double loss;
+    next = (next + options.batch) % int64_t(windows.size());
+    double loss = 0;
     Rotations grad;
-    if (!objective->evaluate(rotations, tokens, options.batch, seqlen, loss,
-                             &grad, error))
+    int64_t mine = last - first;
+    if (mine > 0 && !objective->evaluate(rotations, tokens, mine, seqlen, loss,
+                                         &grad, error))
       return fail(error);
-    if (!std::isfinite(loss))
-      return fail("the loss is not finite at step " + std::to_string(step));
+    if (mine == 0)
+      grad = zeros();
+    // One process takes the step: the sum of the shares goes to rank 0,
+    // which moves the rotations and broadcasts them (with the loss), so
+    // that every process goes on from the same rotations bit for bit.
+    const bool stepper = processes == 1 || distributed::rank() == 0;
+    if (processes > 1) {
+      if (options.r3 != R3Mode::Cayley)
+        grad.r3.clear(); // not trained: not summed either
+      // The batch's loss is the mean over its windows (all of seqlen
+      // tokens): this share's mean and gradient count for mine / batch.
+      double weight = double(mine) / double(options.batch);
+      flatten(grad, flat);
+      for (double &v : flat)
+        v *= weight;
+      flat.push_back(loss * weight);
+      distributed::reduceSum(flat.data(), flat.size(), 0);
+      if (stepper) {
+        loss = flat.back();
+        flat.pop_back();
+        unflatten(flat, grad);
+      }
+    }
     cayley.lr = options.schedule == LRSchedule::Cosine
                     ? numerics::cosineSchedule(options.lr, step, options.steps)
                     : options.lr;
-    double alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
-    for (size_t l = 0; l < rotations.r2.size(); ++l)
-      numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
-    if (options.r3 == R3Mode::Cayley)
-      for (size_t l = 0; l < rotations.r3.size(); ++l)
-        numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
-    // Five fixed-point iterations solve the Cayley equation only
-    // approximately, and for small matrices the step is large relative to
-    // their size (about 1e-4 off orthogonal per step at n = 16): a QR pulls
-    // them back, every step for small matrices (cheap), every 20 for large.
-    for (auto *r : rotationList(rotations, options.r3 == R3Mode::Cayley))
-      if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
-          (step + 1) % 20 == 0)
-        numerics::reorthonormalize(*r,
-                                   std::lround(std::sqrt(double(r->size()))));
-    double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
+    double alpha = 0;
+    if (stepper) {
+      // (Under mpirun rank 0's failure aborts the others, which wait in
+      // the broadcast below: distributed::exitCode.)
+      if (!std::isfinite(loss))
+        return fail("the loss is not finite at step " + std::to_string(step));
+      alpha = numerics::cayleyStep(rotations.r1, grad.r1, n, m1, cayley);
+      for (size_t l = 0; l < rotations.r2.size(); ++l)
+        numerics::cayleyStep(rotations.r2[l], grad.r2[l], d, m2[l], cayley);
+      if (options.r3 == R3Mode::Cayley)
+        for (size_t l = 0; l < rotations.r3.size(); ++l)
+          numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
+      // Five fixed-point iterations solve the Cayley equation only
+      // approximately, and for small matrices the step is large relative
+      // to their size (about 1e-4 off orthogonal per step at n = 16): a QR
+      // pulls them back, every step for small matrices (cheap), every 20
+      // for large.
+      for (auto *r : rotationList(rotations, options.r3 == R3Mode::Cayley))
+        if (int64_t(std::lround(std::sqrt(double(r->size())))) <= 512 ||
+            (step + 1) % 20 == 0)
+          numerics::reorthonormalize(*r,
+                                     std::lround(std::sqrt(double(r->size()))));
+    }
+    if (processes > 1) {
+      flatten(rotations, flat);
+      flat.push_back(loss);
+      flat.push_back(alpha);
+      distributed::broadcast(flat.data(), flat.size(), 0);
+      alpha = flat.back();
+      flat.pop_back();
+      loss = flat.back();
+      flat.pop_back();
+      unflatten(flat, rotations);
+    }
+    double secs = secondsSince(t0);
+    stepSecs += secs;
     if (terminal)
       llvm::errs() << llvm::format("calibrate: step %3lld/%lld  loss %.4f  "
                                    "lr %.3f  R1 step %.4f  %.2f s\n",
@@ -404,30 +535,51 @@ LogicalResult calibrateRotations(ModuleOp module,
   if (options.r3 == R3Mode::Cayley)
     for (auto &r : rotations.r3)
       numerics::reorthonormalize(r, d);
-  double total =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
   // The R3 search comes last, against the final R1/R2: it can only lower
-  // the loss of its windows from there. (It reports its own time.)
+  // the loss of its windows from there. (It reports its own time.) Its
+  // per-window losses of the final rotations are the "after" loss when they
+  // cover the evaluation windows (the same first windows).
+  std::vector<double> searchEach;
   if (options.r3 == R3Mode::Search &&
-      !searchR3(*objective, rotations, windows, seqlen, options, error))
+      !searchR3(*objective, rotations, windows, seqlen, options, progress,
+                searchEach, error))
     return fail(error);
-  if (options.progress && !evalLoss(*objective, rotations, windows, evalCount,
-                                    seqlen, after, error))
-    return fail(error);
-  if (options.progress)
+  if (evalCount > 0) {
+    if (int64_t(searchEach.size()) >= evalCount) {
+      after = 0;
+      for (int64_t i = 0; i < evalCount; ++i)
+        after += searchEach[i];
+      after /= double(evalCount);
+    } else {
+      auto t0 = std::chrono::steady_clock::now();
+      if (!evalLoss(*objective, rotations, windows, evalCount, seqlen, after,
+                    error))
+        return fail(error);
+      evalSecs += secondsSince(t0);
+    }
+  }
+  if (progress) {
+    std::string processText =
+        processes > 1 ? ", " + std::to_string(processes) + " processes" : "";
     llvm::errs() << llvm::format(
         "calibrate: %lld steps of %lld x %lld tokens under %s in %.1f s "
-        "(%.3f s/step); loss on %lld fixed windows %.4f -> %.4f\n",
+        "(%.3f s/step%s)",
         (long long)options.steps, (long long)options.batch, (long long)seqlen,
-        options.quant.str().c_str(), total,
-        options.steps ? total / options.steps : 0.0,
-        (long long)std::min<int64_t>(evalCount, windows.size()), before, after);
-  if (options.progress && !heldOut.empty())
+        options.quant.str().c_str(), stepSecs,
+        options.steps ? stepSecs / options.steps : 0.0, processText.c_str());
+    if (evalCount > 0)
+      llvm::errs() << llvm::format(
+          "; loss on %lld fixed windows %.4f -> %.4f (evaluation %.1f s)\n",
+          (long long)evalCount, before, after, evalSecs);
+    else
+      llvm::errs() << "; no before/after evaluation (eval-windows=0)\n";
+  }
+  if (progress && !heldOut.empty())
     llvm::errs() << llvm::format(
         "calibrate: held-out loss on %lld windows: %.4f at step %lld kept "
-        "(%.4f at the end)\n",
-        (long long)heldOut.size(), bestLoss, (long long)bestStep, lastLoss);
+        "(%.4f at the end); validation %.1f s\n",
+        (long long)heldOut.size(), bestLoss, (long long)bestStep, lastLoss,
+        validateSecs);
   return success();
 }
 

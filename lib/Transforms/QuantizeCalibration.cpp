@@ -9,6 +9,7 @@
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
 #include "sq/Exec/TokenLoader.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Transforms/GPTQ.h"
 #include "sq/Transforms/QuantSpec.h"
 
@@ -85,12 +86,30 @@ LogicalResult collectHessians(ModuleOp module,
         if (it != owner.end() && it->second == op)
           out[op].add(x, rows);
       });
+  // Data parallel (mpirun): each process takes its share of the samples and
+  // the Hessians are summed with their token counts (H = sum_p n_p H_p /
+  // sum_p n_p); one process runs them all, in order, as before.
   std::vector<float> logits;
-  for (const std::vector<int64_t> &sample : samples) {
+  auto [first, last] = distributed::share(samples.size());
+  for (int64_t i = first; i < last; ++i) {
+    const std::vector<int64_t> &sample = samples[i];
     executor->reset();
     if (!executor->forward(sample, 1, sample.size(), logits, error))
       return emitError(module.getLoc()) << "quantize: " << error;
   }
+  if (distributed::size() > 1)
+    for (Operation *op : ops) { // the same order on every process
+      if (owner[op] != op)
+        continue;
+      HessianAccumulator &acc = out.at(op);
+      std::vector<double> sum = acc.hessian();
+      int64_t n = acc.samples();
+      for (double &v : sum)
+        v *= double(n);
+      distributed::allReduceSum(sum.data(), sum.size());
+      distributed::allReduceSum(&n, 1);
+      acc.assign(std::move(sum), n);
+    }
   for (Operation *op : ops)
     if (owner[op] != op) {
       HessianAccumulator copy = out.at(owner[op]);

@@ -3,6 +3,7 @@
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Hadamard.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Transforms/Calibrate.h"
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/RotationFile.h"
@@ -221,6 +222,7 @@ struct SpinQuantRotatePass
     options.quant = quant;
     options.validate = validate;
     options.validateEvery = validateEvery;
+    options.evalWindows = evalWindows;
     options.r3 = r3;
     options.r3Candidates = r3Candidates;
     options.r3Windows = r3Windows;
@@ -397,8 +399,10 @@ struct SpinQuantRotatePass
       return signalPassFailure();
     if (failed(applyLearnedR3(module, layer)))
       return signalPassFailure();
+    // Under mpirun every process holds the same rotations: rank 0 writes.
     std::string error;
-    if (!save.empty() && !writeRotationFile(save, used, error)) {
+    if (!save.empty() && distributed::rank() == 0 &&
+        !writeRotationFile(save, used, error)) {
       module.emitError() << error;
       return signalPassFailure();
     }

@@ -7,6 +7,7 @@
 
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Float16.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/BuiltinDialect.h"
@@ -58,6 +59,9 @@ struct WeightSummaryPass
       }
       rows.push_back(std::move(row));
     });
+    // Under mpirun the processes hold the same module: rank 0 reports.
+    if (distributed::rank() != 0)
+      return;
 
     std::string error;
     std::unique_ptr<llvm::ToolOutputFile> file;

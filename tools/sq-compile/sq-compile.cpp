@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "sq/Compile/Compile.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Support/ToolSupport.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -91,8 +92,9 @@ static cl::opt<std::string>
 static cl::opt<bool> verbose("v", cl::desc("Print each stage and its time"),
                              cl::cat(category));
 
+/// (Under mpirun a failing process stops the others: sq/Support/Distributed.h.)
 static int fail(const Twine &message) {
-  return sq::fail("sq-compile", message);
+  return sq::distributed::exitCode(sq::fail("sq-compile", message));
 }
 
 /// build/lib next to build/bin/sq-compile, or $SQ_RUNTIME_DIR.

@@ -13,6 +13,7 @@
 #include "sq/Conversion/Passes.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Support/AttrExpansion.h"
+#include "sq/Support/Distributed.h"
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
@@ -120,11 +121,20 @@ int main(int argc, char **argv) {
     llvm::errs() << bad << "\n";
     return 1;
   }
+  // Under mpirun (a data-parallel --sq-spinquant-rotate, see
+  // sq/Support/Distributed.h) every process computes the same module: rank 0
+  // writes it, the others neither open nor print anything.
+  if (sq::distributed::rank() != 0)
+    return sq::distributed::exitCode(
+        mlir::succeeded(
+            mlir::MlirOptMain(llvm::nulls(), std::move(file), registry, config))
+            ? 0
+            : 1);
   std::unique_ptr<llvm::ToolOutputFile> out =
       mlir::openOutputFile(output, &message);
   if (!out) {
     llvm::errs() << message << "\n";
-    return 1;
+    return sq::distributed::exitCode(1);
   }
   bool ok = mlir::succeeded(
       mlir::MlirOptMain(out->os(), std::move(file), registry, config));
@@ -135,10 +145,11 @@ int main(int argc, char **argv) {
     llvm::errs() << output << ": cannot write: " << out->os().error().message()
                  << "\n";
     out->os().clear_error();
-    return 1; // the ToolOutputFile removes the partial output
+    // (the ToolOutputFile removes the partial output)
+    return sq::distributed::exitCode(1);
   }
   if (!ok)
-    return 1;
+    return sq::distributed::exitCode(1);
   out->keep(); // only a successful run leaves its output
   return 0;
 }

@@ -176,6 +176,27 @@ TEST(GPTQ, BeatsRTNOnLayerOutput) {
   h.add(x.data(), tokens / 2);
   h.add(x.data() + tokens / 2 * cols, tokens - tokens / 2);
   EXPECT_EQ(h.samples(), tokens);
+  {
+    // Data parallel (collectHessians under mpirun): processes accumulate
+    // uneven shares of the tokens apart; sum_p n_p H_p / sum_p n_p (assign)
+    // is the Hessian of all of them.
+    int64_t split = tokens / 3;
+    HessianAccumulator a(cols), b(cols), merged(cols);
+    a.add(x.data(), split);
+    b.add(x.data() + split * cols, tokens - split);
+    std::vector<double> sum(cols * cols);
+    for (size_t i = 0; i < sum.size(); ++i)
+      sum[i] = a.hessian()[i] * double(a.samples()) +
+               b.hessian()[i] * double(b.samples());
+    merged.assign(sum, a.samples() + b.samples());
+    EXPECT_EQ(merged.samples(), tokens);
+    double scale = 0, worst = 0;
+    for (size_t i = 0; i < sum.size(); ++i) {
+      scale = std::max(scale, std::fabs(h.hessian()[i]));
+      worst = std::max(worst, std::fabs(merged.hessian()[i] - h.hessian()[i]));
+    }
+    EXPECT_LT(worst, 1e-12 * scale);
+  }
   auto outputError = [&](const QuantizedWeight &q) {
     std::vector<float> d(rows * cols);
     q.dequantize(d.data());

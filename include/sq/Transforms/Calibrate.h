@@ -52,8 +52,8 @@ struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
   /// empty: the WikiText-2 excerpt embedded in SQ.
   std::string data;
-  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model (vocabulary
-  /// 256), an error otherwise.
+  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model
+  /// (vocabulary 256), an error otherwise.
   std::string tokenizer;
   int64_t samples = 128;
   /// 0: the model's context, at most 2048 (512 when the model does not
@@ -78,6 +78,13 @@ struct CalibrationOptions {
   /// initialization too, if no step beats it).
   int64_t validate = 0;
   int64_t validateEvery = 10;
+  /// The summary's before/after loss: the mean loss of the first
+  /// `evalWindows` calibration windows under the initial and the learned
+  /// rotations (0: not measured). The "after" loss reuses the R3 search's
+  /// forwards when it scored at least these windows. (The summary gives the
+  /// time of the steps apart from that of the evaluations, the validation
+  /// and the R3 search; under mpirun only rank 0 prints.)
+  int64_t evalWindows = 8;
   /// R3, the online rotation of Q and K after RoPE: Hadamard keeps the
   /// model's online Hadamards fixed (SpinQuant); Search and Cayley learn
   /// one R3 per layer from `Rotations::r3` (the model's online Hadamards,
@@ -162,7 +169,11 @@ bool loadCalibrationWindows(const CalibrationOptions &options, int64_t seqlen,
 llvm::StringRef defaultCalibrationText();
 
 /// Runs Cayley SGD from `rotations` (the initialization, overwritten with
-/// the learned matrices). Deterministic for a given seed and thread count.
+/// the learned matrices). Deterministic for a given seed, thread count and
+/// process count. Under mpirun (sq/Support/Distributed.h) every process
+/// calls it alike: the windows of each step, of the validation and of the
+/// R3 search are split across the processes and their results summed, so
+/// that the rotations equal a single process's to float rounding.
 mlir::LogicalResult calibrateRotations(mlir::ModuleOp module,
                                        const CalibrationOptions &options,
                                        Rotations &rotations);

@@ -35,6 +35,15 @@ public:
   const std::vector<double> &hessian() const { return h; }
   int64_t samples() const { return n; }
   int64_t columns() const { return cols; }
+  /// Replaces the state with H = sum / samples: a data-parallel collection
+  /// sums hessian() * samples() and samples() over the processes.
+  void assign(std::vector<double> sum, int64_t samples) {
+    h = std::move(sum);
+    n = samples;
+    if (n > 0)
+      for (double &v : h)
+        v /= double(n);
+  }
 
 private:
   int64_t cols, n = 0;

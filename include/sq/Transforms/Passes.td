@@ -139,7 +139,20 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     SQ; `samples` windows of `seqlen` tokens are drawn at offsets seeded by
     `seed`, `batch` per step. Deterministic for a given seed and thread
     count. On a terminal a line per step shows the loss and the step time;
-    a summary follows in any case. `save=FILE` writes the learned
+    a summary follows in any case, with the time of the steps apart from
+    that of the evaluations: the before/after loss on the first
+    `eval-windows` windows (8; 0 skips it), the held-out validation and the
+    R3 search.
+
+    Data parallel: `mpirun -np P sq-opt ... --sq-spinquant-rotate=...`
+    (a build with MPI, CMake `SQ_MPI`) splits each step's `batch` windows
+    across the P processes (uneven splits weighted by their share), sums the
+    loss and the rotation gradients (hidden^2 + layers x head_dim^2 values)
+    with one all-reduce, splits the GPTQ Hessians' windows, the validation
+    and the R3 search the same way, and gives the rotations a single
+    process would learn with the same batch, to float rounding. Only rank
+    0 prints and writes files (`-o`, `save=`). Give each process
+    cores / P threads (`OPENBLAS_NUM_THREADS`); see docs/scale.md. `save=FILE` writes the learned
     rotations (the rotation file above), and
     `mode=file path=FILE` reapplies them.
 
@@ -224,6 +237,11 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "learned, r3=search: a layer's best candidate is kept only if its "
            "mean loss improvement over those windows exceeds this many "
            "standard errors (0: whenever it is lower)">,
+    Option<"evalWindows", "eval-windows", "int64_t", /*default=*/"8",
+           "learned: the summary's before/after loss on the first N "
+           "calibration windows (a forward of each, before and after "
+           "training; the after one reuses the R3 search's when it covered "
+           "them); 0: skip it">,
     Option<"fuseNorms", "fuse-norms", "bool", /*default=*/"true",
            "fold RMSNorm scales into the following linears first "
            "(--sq-fuse-norms with its defaults)">,

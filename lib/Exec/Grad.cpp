@@ -77,9 +77,21 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
   if (dx) {
     // [m, n] x [n, k].
     *dx = like(x.shape);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
-                dOut.data->data(), n, w.data->data(), k, 0.0f, dx->data->data(),
-                k);
+    if (!w.half) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
+                  dOut.data->data(), n, w.data->data(), k, 0.0f,
+                  dx->data->data(), k);
+    } else { // sum over panels of W's rows, widened on the fly
+      int64_t p = std::min(n, panelRows(k));
+      FloatBuffer panel(p * k);
+      for (int64_t j = 0; j < n; j += p) {
+        int64_t rows = std::min(p, n - j);
+        widenRows(w, j, rows, panel.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, rows,
+                    1.0f, dOut.data->data() + j, n, panel.data(), k,
+                    j ? 1.0f : 0.0f, dx->data->data(), k);
+      }
+    }
   }
   if (dW) {
     // [m, n]^T x [m, k].

@@ -225,6 +225,7 @@ struct SpinQuantRotatePass
     options.r3Candidates = r3Candidates;
     options.r3Windows = r3Windows;
     options.r3Sigma = r3Sigma;
+    options.apply = apply;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

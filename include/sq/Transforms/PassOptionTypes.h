@@ -37,6 +37,13 @@ enum class LRSchedule { Cosine, Constant };
 /// weight's own type (f16/bf16 models stay their size: one rounding to that
 /// type per rewrite, as the official implementation does).
 enum class WeightStorage { F32, Keep };
+/// Where the learned calibration applies R1/R2 while training: folded into
+/// a copy of every rotated weight at each step (Weights, needed when the
+/// weights are quantized in the loop), or on the activations at the sites
+/// where something is quantized (Activations: tokens x dim^2 per site, no
+/// weight copies or weight gradients; only for 16-bit weights). Auto picks
+/// Activations for specs with 16-bit weights, Weights otherwise.
+enum class RotationApply { Auto, Weights, Activations };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -62,6 +69,9 @@ SQ_ENUM_SPELLING(LRSchedule, "schedule", {LRSchedule::Cosine, "cosine"},
                  {LRSchedule::Constant, "constant"})
 SQ_ENUM_SPELLING(WeightStorage, "weight-type", {WeightStorage::F32, "f32"},
                  {WeightStorage::Keep, "keep"})
+SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
+                 {RotationApply::Weights, "weights"},
+                 {RotationApply::Activations, "activations"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -161,6 +171,7 @@ SQ_ENUM_OPTION_PARSER(sq::RotationInit)
 SQ_ENUM_OPTION_PARSER(sq::R3Mode)
 SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
+SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

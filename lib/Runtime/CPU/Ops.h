@@ -12,6 +12,7 @@
 #ifndef SQ_LIB_RUNTIME_CPU_OPS_H
 #define SQ_LIB_RUNTIME_CPU_OPS_H
 
+#include "sq/Numerics/ThreadPool.h"
 #include "sq/Runtime/ModelFormat.h"
 
 #include <cstdint>
@@ -20,7 +21,7 @@
 namespace sq {
 namespace rt {
 
-class ThreadPool;
+using numerics::ThreadPool;
 
 /// out [M, N] = x [M, K] * w [N, K]^T (+ bias [N]).
 void linearF32(const float *x, const float *w, const float *bias, int64_t m,

@@ -26,6 +26,7 @@
 
 #include "QGemm.h"
 
+#include "sq/Numerics/CpuFeatures.h"
 #include "sq/Numerics/Pack.h"
 #include "sq/Numerics/Quantize.h"
 
@@ -43,8 +44,6 @@
 #define SQ_TARGET_AVX2 __attribute__((target("avx2")))
 #define SQ_TARGET_AMX                                                          \
   __attribute__((target("avx512f,avx512bw,avx512vnni,amx-tile,amx-int8")))
-#include <sys/syscall.h>
-#include <unistd.h>
 #else
 #define SQ_X86 0
 #endif
@@ -484,18 +483,10 @@ SQ_TARGET_AMX void panelAMX(const Plan &p, int64_t panel, int64_t m0,
     panelVNNI(p, panel, m0 + whole, m1);
 }
 
-/// Whether the OS lets this process use the AMX tile data (Linux asks for
-/// it with arch_prctl once per process).
+/// AMX-INT8 tiles that this process may use (sq/Numerics/CpuFeatures.h
+/// asks Linux for the tile data once per process).
 bool amxUsable() {
-  static const bool usable = [] {
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    if (!(d & (1u << 24)) || !(d & (1u << 25))) // AMX-TILE, AMX-INT8
-      return false;
-    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
-  }();
-  return usable;
+  return numerics::cpuHasAmxInt8() && numerics::amxTileUsable();
 }
 
 //===----------------------------------------------------------------------===//

@@ -19,6 +19,7 @@
 #ifndef SQ_LIB_RUNTIME_CPU_QGEMM_H
 #define SQ_LIB_RUNTIME_CPU_QGEMM_H
 
+#include "sq/Numerics/ThreadPool.h"
 #include "sq/Runtime/KernelLayout.h"
 
 #include <cstdint>
@@ -30,7 +31,8 @@
 namespace sq {
 namespace rt {
 
-class ThreadPool;
+/// The kernels' thread pool (shared with lib/Numerics' GEMM).
+using numerics::ThreadPool;
 
 /// Which instruction path the kernels use.
 /// AMX: the AVX-512 VNNI path with AMX tiles (TDPBUSD) for GEMMs of 32 rows
@@ -97,28 +99,6 @@ void quantizeActivations(const float *x, int64_t m, int64_t k, unsigned bits,
 /// the pool size, and the SIMD paths give the same bits as the scalar one.
 void qgemm(const QuantizedActs &acts, const PackedWeight &weight, float *out,
            KernelPath path, ThreadPool *pool = nullptr);
-
-/// A small pool: parallelFor(n, fn) runs fn(begin, end) over [0, n) split
-/// in chunks, the caller taking part. Size: SQ_NUM_THREADS or the core
-/// count.
-class ThreadPool {
-public:
-  explicit ThreadPool(int threads = 0);
-  ~ThreadPool();
-  int size() const;
-  template <typename F> void parallelFor(int64_t n, F &&fn) {
-    using Fn = std::remove_reference_t<F>; // F is a reference for lvalues
-    run(
-        n, [](void *f, int64_t b, int64_t e) { (*static_cast<Fn *>(f))(b, e); },
-        const_cast<void *>(static_cast<const void *>(&fn)));
-  }
-  static ThreadPool &global();
-
-private:
-  void run(int64_t n, void (*fn)(void *, int64_t, int64_t), void *arg);
-  struct Impl;
-  Impl *impl;
-};
 
 } // namespace rt
 } // namespace sq

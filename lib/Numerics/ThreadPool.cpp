@@ -11,7 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "QGemm.h"
+#include "sq/Numerics/ThreadPool.h"
 
 #include <algorithm>
 #include <atomic>
@@ -29,7 +29,7 @@
 #endif
 
 namespace sq {
-namespace rt {
+namespace numerics {
 
 namespace {
 thread_local bool insideJob = false;
@@ -170,5 +170,5 @@ void ThreadPool::run(int64_t n, void (*fn)(void *, int64_t, int64_t),
   }
 }
 
-} // namespace rt
+} // namespace numerics
 } // namespace sq

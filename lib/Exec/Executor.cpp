@@ -51,6 +51,8 @@ struct Executor::Impl {
   /// For each op, the values whose first use it is (the backward pass frees
   /// them from the tape after that op).
   llvm::DenseMap<Operation *, SmallVector<Value>> firstUses;
+  /// ExecPrecision::BF16.
+  bool bf16 = false;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -92,7 +94,8 @@ static bool readInPlace(WeightOp op) {
 
 /// Widens a weight's resource blob to fp32, or, for a 16-bit weight that
 /// only linears and embeddings read, points at it in place.
-static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
+static bool loadWeight(WeightOp op, bool bf16, exec::Tensor &out,
+                       std::string &error) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());
   AsmResourceBlob *blob = resource.getRawHandle().getBlob();
   if (!blob) {
@@ -117,6 +120,16 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
               std::to_string(data.size()) + " bytes for " + std::to_string(n) +
               " values";
       return false;
+    }
+    if (bf16 && readInPlace(op)) {
+      int64_t rows = type.getDimSize(0), cols = type.getDimSize(1);
+      out.packed = std::make_shared<numerics::PackedMatrix>(
+          *format == numerics::FloatFormat::BF16
+              ? numerics::PackedMatrix::viewBF16(
+                    reinterpret_cast<const uint16_t *>(data.data()), rows, cols)
+              : numerics::PackedMatrix::fromBits(data.data(), *format, rows,
+                                                 cols));
+      return true;
     }
     if (*format != numerics::FloatFormat::F32 && readInPlace(op)) {
       out.half = data.data();
@@ -180,10 +193,11 @@ loadQLinearWeight(QLinearOp op,
   return true;
 }
 
-std::unique_ptr<Executor> Executor::create(ModuleOp module,
-                                           std::string &error) {
+std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
+                                           const ExecutorOptions &options) {
   std::unique_ptr<Executor> ex(new Executor());
   Impl &impl = *ex->impl;
+  impl.bf16 = options.precision == ExecPrecision::BF16;
   impl.func = module.lookupSymbol<func::FuncOp>("forward");
   if (!impl.func) {
     error = "the module has no @forward function";
@@ -215,7 +229,7 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
       if (isa<PackedType>(w.getType()))
         continue; // read by its sq.qlinear
       exec::Tensor t;
-      if (!loadWeight(w, t, error))
+      if (!loadWeight(w, impl.bf16, t, error))
         return nullptr;
       impl.weights[&op] = std::move(t);
       impl.weightByName[w.getName()] = &op;
@@ -366,7 +380,7 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
       exec::binary(get(ad.getLhs()), get(ad.getRhs()), /*add=*/true, out);
     } else if (auto ro = dyn_cast<RotateOp>(op)) {
       exec::rotate(get(ro.getInput()), get(ro.getRotation()),
-                   ro.getTransposed(), out);
+                   ro.getTransposed(), out, impl.bf16);
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
       ok = exec::hadamard(get(h.getInput()), h.getBlockSize(),
                           h.getSeed() ? *h.getSeed() : 0, out, error);
@@ -457,8 +471,14 @@ bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
     return false;
   }
   // A fresh buffer: tensors handed out earlier keep the old values.
-  t.data = std::make_shared<exec::FloatBuffer>(values.begin(), values.end());
   t.half = nullptr;
+  if (t.packed) { // bf16 precision: stored in bf16 again
+    t.packed = std::make_shared<numerics::PackedMatrix>(
+        numerics::PackedMatrix::fromFloat(values.data(), t.shape[0],
+                                          t.shape[1]));
+    return true;
+  }
+  t.data = std::make_shared<exec::FloatBuffer>(values.begin(), values.end());
   return true;
 }
 
@@ -476,6 +496,21 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
     return false;
   }
   int64_t cols = t.shape[1];
+  for (int64_t row : rows)
+    if (row < 0 || row >= t.shape[0]) {
+      error = "weight '" + name.str() + "' has no row " + std::to_string(row);
+      return false;
+    }
+  if (t.packed) { // bf16 precision: the rows rounded to bf16 in place
+    if (t.packed->isView() || t.packed.use_count() > 1)
+      t.packed = std::make_shared<numerics::PackedMatrix>(
+          numerics::PackedMatrix::fromBits(
+              t.packed->row(0), numerics::FloatFormat::BF16, t.shape[0], cols,
+              t.packed->stride()));
+    for (size_t i = 0; i < rows.size(); ++i)
+      t.packed->setRows(rows[i], 1, values.data() + i * cols);
+    return true;
+  }
   if (t.half) { // read in place until now: an fp32 copy of its own
     t.data = exec::floatValues(t);
     t.half = nullptr;
@@ -725,11 +760,12 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         exec::Tensor dr;
         exec::rotateMatrixBackward(get(ro.getInput()), dy,
                                    get(ro.getRotation()).shape[0],
-                                   ro.getTransposed(), dr);
+                                   ro.getTransposed(), dr, impl.bf16);
         give(ro.getRotation(), std::move(dr));
       }
       exec::Tensor dx;
-      exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx);
+      exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx,
+                           impl.bf16);
       give(ro.getInput(), std::move(dx));
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
       exec::Tensor dx;

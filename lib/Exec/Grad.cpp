@@ -77,7 +77,10 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
   if (dx) {
     // [m, n] x [n, k].
     *dx = like(x.shape);
-    if (!w.half) {
+    if (w.packed) {
+      numerics::gemm(m, dOut.data->data(), n, *w.packed,
+                     numerics::Transpose::No, dx->data->data(), k);
+    } else if (!w.half) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
                   dOut.data->data(), n, w.data->data(), k, 0.0f,
                   dx->data->data(), k);
@@ -87,9 +90,9 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
       for (int64_t j = 0; j < n; j += p) {
         int64_t rows = std::min(p, n - j);
         widenRows(w, j, rows, panel.data());
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, rows,
-                    1.0f, dOut.data->data() + j, n, panel.data(), k,
-                    j ? 1.0f : 0.0f, dx->data->data(), k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, rows, 1.0f,
+                    dOut.data->data() + j, n, panel.data(), k, j ? 1.0f : 0.0f,
+                    dx->data->data(), k);
       }
     }
   }
@@ -222,9 +225,17 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
 }
 
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
-                    Tensor &dx) {
+                    Tensor &dx, bool bf16) {
   int64_t n = r.shape[0], rows = dOut.numel() / n;
   dx = like(dOut.shape);
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::No,
+                       transposed ? numerics::Transpose::No
+                                  : numerics::Transpose::Yes,
+                       rows, n, n, 1.0f, dOut.data->data(), n, r.data->data(),
+                       n, 0.0f, dx.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans,
               transposed ? CblasNoTrans : CblasTrans, rows, n, n, 1.0f,
               dOut.data->data(), n, r.data->data(), n, 0.0f, dx.data->data(),
@@ -232,11 +243,16 @@ void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
 }
 
 void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
-                          bool transposed, Tensor &dR) {
+                          bool transposed, Tensor &dR, bool bf16) {
   int64_t rows = dOut.numel() / n;
   dR = like({n, n});
   const float *a = transposed ? dOut.data->data() : x.data->data();
   const float *b = transposed ? x.data->data() : dOut.data->data();
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::Yes, numerics::Transpose::No, n, n,
+                       rows, 1.0f, a, n, b, n, 0.0f, dR.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, rows, 1.0f, a, n,
               b, n, 0.0f, dR.data->data(), n);
 }

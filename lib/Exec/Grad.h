@@ -64,13 +64,13 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
 /// rotate(): y = x R (x R^T when transposed) on every n-block of the last
 /// dim, R [n, n]. dx = dOut R^T (dOut R when transposed).
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
-                    Tensor &dx);
+                    Tensor &dx, bool bf16 = false);
 
 /// rotate()'s gradient with respect to R [n, n] (a learned online rotation,
 /// SpinQuant's R3 when it is trained): dR = sum over the n-blocks of x^T dOut
 /// (dOut^T x when transposed).
 void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
-                          bool transposed, Tensor &dR);
+                          bool transposed, Tensor &dR, bool bf16 = false);
 
 /// hadamard(): the transposed transform of numerics::orthogonalTransformInPlace
 /// (numerics::orthogonalTransformTransposeInPlace) on every block. Fails

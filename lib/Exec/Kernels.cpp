@@ -24,6 +24,11 @@ static Tensor like(const std::vector<int64_t> &shape) {
 }
 
 std::shared_ptr<FloatBuffer> floatValues(const Tensor &t) {
+  if (t.packed) {
+    auto out = std::make_shared<FloatBuffer>(t.numel());
+    widenRows(t, 0, t.shape[0], out->data());
+    return out;
+  }
   if (!t.half)
     return std::make_shared<FloatBuffer>(*t.data);
   auto out = std::make_shared<FloatBuffer>(t.numel());
@@ -33,9 +38,14 @@ std::shared_ptr<FloatBuffer> floatValues(const Tensor &t) {
 
 void widenRows(const Tensor &w, int64_t row, int64_t count, float *out) {
   int64_t cols = w.shape.back();
+  if (w.packed) {
+    for (int64_t r = 0; r < count; ++r)
+      numerics::widenToFloat(w.packed->row(row + r), cols,
+                             numerics::FloatFormat::BF16, out + r * cols);
+    return;
+  }
   if (!w.half) {
-    std::memcpy(out, w.data->data() + row * cols,
-                count * cols * sizeof(float));
+    std::memcpy(out, w.data->data() + row * cols, count * cols * sizeof(float));
     return;
   }
   numerics::widenToFloat(static_cast<const char *>(w.half) +
@@ -79,7 +89,10 @@ void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
   std::vector<int64_t> shape = x.shape;
   shape.back() = n;
   out = like(shape);
-  if (!w.half) {
+  if (w.packed) {
+    numerics::gemm(m, x.data->data(), k, *w.packed, numerics::Transpose::Yes,
+                   out.data->data(), n);
+  } else if (!w.half) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
                 x.data->data(), k, w.data->data(), k, 0.0f, out.data->data(),
                 n);
@@ -168,9 +181,18 @@ void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out) {
     o[i] = add ? x[i] + y[i] : x[i] * y[i];
 }
 
-void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out,
+            bool bf16) {
   int64_t n = r.shape[0], rows = x.numel() / n;
   out = like(x.shape);
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::No,
+                       transposed ? numerics::Transpose::Yes
+                                  : numerics::Transpose::No,
+                       rows, n, n, 1.0f, x.data->data(), n, r.data->data(), n,
+                       0.0f, out.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans,
               transposed ? CblasTrans : CblasNoTrans, rows, n, n, 1.0f,
               x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);

@@ -10,6 +10,7 @@
 #define SQ_LIB_EXEC_KERNELS_H
 
 #include "sq/Numerics/Float16.h"
+#include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Layers.h"
 
 #include <cstdint>
@@ -46,6 +47,10 @@ struct Tensor {
   /// linearBackward and embedding widen the rows they need on the fly.
   const void *half = nullptr;
   numerics::FloatFormat format = numerics::FloatFormat::F32;
+  /// The executor's bf16 precision: a frozen linear weight or embedding
+  /// table stored once in bf16 (a view of a bf16 resource), `data` and
+  /// `half` null; linear and linearBackward multiply it on the bf16 units.
+  std::shared_ptr<numerics::PackedMatrix> packed;
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape)
@@ -81,7 +86,10 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                Tensor &presentV);
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
-void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);
+/// `bf16`: the product on the bf16 units (operands rounded to bf16, fp32
+/// sums), as for the linears in the executor's bf16 precision.
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out,
+            bool bf16 = false);
 /// x T (or x T^T) for each of `rows` rows of length n, T the matrix of
 /// numerics::orthogonalTransformInPlace: the fast transform, or a dense
 /// product where that is faster. `out` may equal `x` only for the fast path.

@@ -284,7 +284,7 @@ LogicalResult calibrateRotations(ModuleOp module,
   bool learnR3 = options.r3 != R3Mode::Hadamard;
   auto objective =
       RotationObjective::create(module, options.quant, error, learnR3,
-                                options.apply);
+                                options.apply, options.precision);
   if (!objective)
     return fail(error);
   int64_t n = objective->hidden(), d = objective->headDim();

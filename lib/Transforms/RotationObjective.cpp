@@ -30,6 +30,7 @@
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
+#include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
 #include "sq/Transforms/Calibrate.h"
@@ -115,6 +116,7 @@ struct RotationObjective::Impl {
   /// R2 (empty name: no R2 site in that layer, nothing quantized between
   /// v_proj and o_proj).
   bool activations = false;
+  bool bf16 = false;
   std::string r1Name;
   std::vector<std::string> r2Names;
 };
@@ -187,8 +189,8 @@ static bool insertActivationRotations(ModuleOp clone, int64_t n, int64_t d,
       r2Names.emplace_back();
       continue;
     }
-    WeightOp r2 = identityWeight(
-        d, "model.layers." + std::to_string(layer) + ".self_attn.R2_training");
+    WeightOp r2 = identityWeight(d, "model.layers." + std::to_string(layer) +
+                                        ".self_attn.R2_training");
     r2Names.push_back(r2.getName().str());
     Value v = vfq ? vfq.getInput() : attn.getValue();
     b.setInsertionPointAfterValue(v);
@@ -212,14 +214,13 @@ int64_t RotationObjective::headDim() const { return impl->headDim; }
 int64_t RotationObjective::numLayers() const { return impl->layers; }
 int64_t RotationObjective::vocabSize() const { return impl->vocab; }
 int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
-bool RotationObjective::rotatesActivations() const {
-  return impl->activations;
-}
+bool RotationObjective::rotatesActivations() const { return impl->activations; }
+bool RotationObjective::computesInBF16() const { return impl->bf16; }
 
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,
-                          std::string &error, bool learnR3,
-                          RotationApply apply) {
+                          std::string &error, bool learnR3, RotationApply apply,
+                          CalibPrecision precision) {
   std::unique_ptr<RotationObjective> obj(new RotationObjective());
   Impl &impl = *obj->impl;
   impl.spec = quant;
@@ -229,8 +230,9 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
             "the loop must see the rotations folded in: apply=weights)";
     return nullptr;
   }
-  impl.activations = apply == RotationApply::Activations ||
-                     (apply == RotationApply::Auto && !quant.quantizesWeights());
+  impl.activations =
+      apply == RotationApply::Activations ||
+      (apply == RotationApply::Auto && !quant.quantizesWeights());
   if (quant.real) {
     error = "quant=" + quant.str() +
             ": rotations are trained under fake quantization (no mode=real)";
@@ -370,7 +372,20 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
       !insertActivationRotations(*impl.clone, impl.hidden, impl.headDim,
                                  impl.r1Name, impl.r2Names, error))
     return nullptr;
-  impl.ex = Executor::create(*impl.clone, error);
+  // bf16 products: asked for, or auto with 16-bit linear weights on a CPU
+  // with bf16 units.
+  bool weights16 = true;
+  module.walk([&](LinearOp l) {
+    auto type = cast<ShapedType>(l.getWeight().getType());
+    if (!type.getElementType().isF16() && !type.getElementType().isBF16())
+      weights16 = false;
+  });
+  impl.bf16 = precision == CalibPrecision::BF16 ||
+              (precision == CalibPrecision::Auto && weights16 &&
+               numerics::gemmDefaultPath() != numerics::GemmPath::Scalar);
+  ExecutorOptions exOptions;
+  exOptions.precision = impl.bf16 ? ExecPrecision::BF16 : ExecPrecision::F32;
+  impl.ex = Executor::create(*impl.clone, error, exOptions);
   if (!impl.ex)
     return nullptr;
   impl.vocab = impl.ex->info().vocabSize;

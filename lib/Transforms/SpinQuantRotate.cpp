@@ -226,6 +226,7 @@ struct SpinQuantRotatePass
     options.r3Windows = r3Windows;
     options.r3Sigma = r3Sigma;
     options.apply = apply;
+    options.precision = precision;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

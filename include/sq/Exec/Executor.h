@@ -41,6 +41,21 @@ struct ModelInfo {
   int64_t maxPositions = 0;
 };
 
+/// How the executor multiplies activations by frozen weights.
+enum class ExecPrecision {
+  /// OpenBLAS sgemm in fp32 (16-bit weights widened a panel at a time).
+  F32,
+  /// Linear weights and embedding tables stored once in bf16 (a bf16
+  /// resource is read in place, f16/f32 ones rounded to bf16 once), the
+  /// linears' forward and input gradient, and sq.rotate, on the CPU's bf16
+  /// units (numerics::gemm: AMX or AVX-512 BF16) with fp32 sums.
+  BF16
+};
+
+struct ExecutorOptions {
+  ExecPrecision precision = ExecPrecision::F32;
+};
+
 class Executor {
 public:
   ~Executor();
@@ -48,7 +63,8 @@ public:
   /// Prepares `module` (its @forward) for execution: loads and widens the
   /// weights. Returns null with a one-line `error` for IR it cannot run.
   static std::unique_ptr<Executor> create(mlir::ModuleOp module,
-                                          std::string &error);
+                                          std::string &error,
+                                          const ExecutorOptions &options = {});
 
   const ModelInfo &info() const;
 

@@ -52,8 +52,8 @@ struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
   /// empty: the WikiText-2 excerpt embedded in SQ.
   std::string data;
-  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model (vocabulary
-  /// 256), an error otherwise.
+  /// "byte", "sp:PATH" or "hf:DIR"; empty: byte for a byte-level model
+  /// (vocabulary 256), an error otherwise.
   std::string tokenizer;
   int64_t samples = 128;
   /// 0: the model's context, at most 2048 (512 when the model does not
@@ -99,6 +99,8 @@ struct CalibrationOptions {
   /// Where R1/R2 act while training (the same loss and Riemannian gradient
   /// either way; see RotationApply).
   RotationApply apply = RotationApply::Auto;
+  /// fp32 or bf16 products (see CalibPrecision).
+  CalibPrecision precision = CalibPrecision::Auto;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
@@ -120,9 +122,12 @@ public:
   /// Weights folds the rotations into copies of the weights at each step.
   static std::unique_ptr<RotationObjective>
   create(mlir::ModuleOp module, const QuantSpec &quant, std::string &error,
-         bool learnR3 = false, RotationApply apply = RotationApply::Auto);
+         bool learnR3 = false, RotationApply apply = RotationApply::Auto,
+         CalibPrecision precision = CalibPrecision::F32);
   /// True when R1/R2 act on activations (RotationApply::Activations).
   bool rotatesActivations() const;
+  /// True when the products run in bf16 (CalibPrecision).
+  bool computesInBF16() const;
 
   int64_t hidden() const;
   int64_t headDim() const;

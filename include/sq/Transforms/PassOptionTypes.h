@@ -44,6 +44,14 @@ enum class WeightStorage { F32, Keep };
 /// weight copies or weight gradients; only for 16-bit weights). Auto picks
 /// Activations for specs with 16-bit weights, Weights otherwise.
 enum class RotationApply { Auto, Weights, Activations };
+/// The arithmetic of the calibration's products with the frozen weights
+/// (and of its rotations on activations): fp32 (OpenBLAS) or bf16 on the
+/// CPU's bf16 units with fp32 sums (sq::ExecPrecision). Auto: bf16 when the
+/// model's linear weights are stored in 16 bits (bf16/f16: the file's own
+/// precision, nothing to gain from fp32 products) and the CPU has AMX or
+/// AVX-512 BF16; fp32 otherwise (fp32 models, e.g. the small shared ones,
+/// calibrate exactly as before).
+enum class CalibPrecision { Auto, F32, BF16 };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -72,6 +80,8 @@ SQ_ENUM_SPELLING(WeightStorage, "weight-type", {WeightStorage::F32, "f32"},
 SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
                  {RotationApply::Weights, "weights"},
                  {RotationApply::Activations, "activations"})
+SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
+                 {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -172,6 +182,7 @@ SQ_ENUM_OPTION_PARSER(sq::R3Mode)
 SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
+SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

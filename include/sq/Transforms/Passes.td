@@ -220,6 +220,14 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "weights) or auto (activations when quant keeps 16-bit weights, "
            "weights otherwise). Both give the same loss and Riemannian "
            "gradient up to float rounding">,
+    Option<"precision", "precision", "::sq::CalibPrecision",
+           /*default=*/"::sq::CalibPrecision::Auto",
+           "learned: arithmetic of the training products with the frozen "
+           "weights and of the rotations: fp32 (OpenBLAS), bf16 (weights "
+           "stored once in bf16, products on AMX / AVX-512 BF16 with fp32 "
+           "sums: several times faster), or auto (bf16 when the linear "
+           "weights are stored in 16 bits and the CPU has bf16 units, fp32 "
+           "otherwise)">,
     Option<"init", "init", "::sq::RotationInit",
            /*default=*/"::sq::RotationInit::Hadamard",
            "learned: initial rotations: hadamard or random">,

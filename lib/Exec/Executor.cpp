@@ -571,7 +571,8 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
   int64_t count = 0;
   std::vector<double> rows;
   loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count,
-                            sequenceLosses ? &rows : nullptr);
+                            sequenceLosses ? &rows : nullptr,
+                            /*withGradient=*/false);
   if (sequenceLosses) { // seq - 1 positions of each sequence are scored
     sequenceLosses->assign(batch, 0.0);
     for (int64_t b = 0; b < batch; ++b) {

@@ -271,7 +271,7 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss) {
+                    std::vector<double> *rowLoss, bool withGradient) {
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
@@ -282,7 +282,8 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
   count = 0;
   for (int64_t r = 0; r < rows; ++r)
     count += scored(r);
-  dLogits = zeros(logits.shape);
+  if (withGradient)
+    dLogits = zeros(logits.shape);
   if (rowLoss)
     rowLoss->assign(rows, 0.0);
   if (!count)
@@ -293,7 +294,6 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
     if (!scored(r))
       continue;
     const float *row = logits.data->data() + r * vocab;
-    float *g = dLogits.data->data() + r * vocab;
     double mx = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < vocab; ++j)
       mx = std::max(mx, double(row[j]));
@@ -307,6 +307,9 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
     total += nll;
     if (rowLoss)
       (*rowLoss)[r] = nll;
+    if (!withGradient)
+      continue;
+    float *g = dLogits.data->data() + r * vocab;
     for (int64_t j = 0; j < vocab; ++j)
       g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * invCount);
   }

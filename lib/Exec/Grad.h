@@ -84,10 +84,12 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 /// scored rows (log-sum-exp in double), 0 when none is; `count` is their
 /// number. dLogits = (softmax - onehot(target)) / count on scored rows, 0
 /// elsewhere. With `rowLoss`, also each row's negative log-likelihood (0 on
-/// rows not scored).
+/// rows not scored). Without `withGradient`, dLogits is left alone (the
+/// loss alone allocates nothing of the logits' size).
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss = nullptr);
+                    std::vector<double> *rowLoss = nullptr,
+                    bool withGradient = true);
 
 } // namespace exec
 } // namespace sq

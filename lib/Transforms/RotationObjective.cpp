@@ -373,7 +373,8 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                                  impl.r1Name, impl.r2Names, error))
     return nullptr;
   // bf16 products: asked for, or auto with 16-bit linear weights on a CPU
-  // with bf16 units.
+  // with AMX (AVX-512 BF16 alone is slower than fp32 sgemm on some CPUs:
+  // VDPBF16PS at half the FMA rate on Emerald Rapids).
   bool weights16 = true;
   module.walk([&](LinearOp l) {
     auto type = cast<ShapedType>(l.getWeight().getType());
@@ -382,7 +383,7 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
   });
   impl.bf16 = precision == CalibPrecision::BF16 ||
               (precision == CalibPrecision::Auto && weights16 &&
-               numerics::gemmDefaultPath() != numerics::GemmPath::Scalar);
+               numerics::gemmDefaultPath() == numerics::GemmPath::AMX);
   ExecutorOptions exOptions;
   exOptions.precision = impl.bf16 ? ExecPrecision::BF16 : ExecPrecision::F32;
   impl.ex = Executor::create(*impl.clone, error, exOptions);

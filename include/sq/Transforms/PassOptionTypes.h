@@ -48,8 +48,9 @@ enum class RotationApply { Auto, Weights, Activations };
 /// (and of its rotations on activations): fp32 (OpenBLAS) or bf16 on the
 /// CPU's bf16 units with fp32 sums (sq::ExecPrecision). Auto: bf16 when the
 /// model's linear weights are stored in 16 bits (bf16/f16: the file's own
-/// precision, nothing to gain from fp32 products) and the CPU has AMX or
-/// AVX-512 BF16; fp32 otherwise (fp32 models, e.g. the small shared ones,
+/// precision, nothing to gain from fp32 products) and the CPU has AMX
+/// (numerics::gemmDefaultPath(); AVX-512 BF16 alone can be slower than fp32
+/// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
 /// calibrate exactly as before).
 enum class CalibPrecision { Auto, F32, BF16 };
 

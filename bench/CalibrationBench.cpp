@@ -10,6 +10,14 @@
 //   scripts/build.sh -DSQ_BUILD_BENCHMARKS=ON &&
 //   build/bench/sq-bench-calibration
 //
+// BM_ModelStep times the step (evaluate with gradients) of any imported
+// model (issue #24's shapes), with the process's CPU seconds per step
+// (all threads) and its peak RSS as counters:
+//   SQ_BENCH_MODEL=m.mlirbc [SQ_BENCH_BATCH=1] [SQ_BENCH_SEQ=512]
+//   [SQ_BENCH_APPLY=auto|weights|activations]
+//   [SQ_BENCH_PRECISION=auto|fp32|bf16] build/bench/sq-bench-calibration
+//   --benchmark_filter=ModelStep
+//
 //===----------------------------------------------------------------------===//
 
 #include "sq/Import/ONNX.h"
@@ -19,7 +27,11 @@
 #include "sq/Transforms/Passes.h"
 #include "sq/Transforms/QuantSpec.h"
 
+#include "sq/Dialect/SQ/IR/SQ.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "llvm/Support/FileSystem.h"
@@ -27,6 +39,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
+#include <sys/resource.h>
 
 using namespace sq;
 
@@ -129,7 +142,123 @@ void BM_CalibrationStep(benchmark::State &state) {
   state.SetLabel(s.name + ", batch 4");
 }
 
+int64_t envInt(const char *name, int64_t fallback) {
+  const char *v = std::getenv(name);
+  return v ? std::atoll(v) : fallback;
+}
+
+template <typename E> E envEnum(const char *name, E fallback) {
+  const char *v = std::getenv(name);
+  E value = fallback;
+  std::string error;
+  if (v && !parseEnum(v, value, error)) {
+    fprintf(stderr, "%s: %s\n", name, error.c_str());
+    std::exit(1);
+  }
+  return value;
+}
+
+double cpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
+         1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+void BM_ModelStep(benchmark::State &state) {
+  const char *path = std::getenv("SQ_BENCH_MODEL");
+  if (!path) {
+    state.SkipWithError("SQ_BENCH_MODEL is not set");
+    return;
+  }
+  static mlir::MLIRContext ctx;
+  static mlir::OwningOpRef<mlir::ModuleOp> module;
+  static std::unique_ptr<RotationObjective> objective;
+  std::string error;
+  if (!objective) {
+    mlir::DialectRegistry registry;
+    registry.insert<SQDialect, mlir::func::FuncDialect>();
+    ctx.appendDialectRegistry(registry);
+    module = mlir::parseSourceFile<mlir::ModuleOp>(path, &ctx);
+    registerSQPasses();
+    registerSQPassAliases();
+    mlir::PassManager pm(&ctx);
+    if (!module ||
+        failed(
+            mlir::parsePassPipeline("sq-fuse-norms,sq-online-hadamard", pm)) ||
+        failed(pm.run(*module))) {
+      state.SkipWithError("cannot load and prepare the model");
+      return;
+    }
+    QuantSpec spec;
+    parseQuantSpec("w16a4kv4", spec, error);
+    objective = RotationObjective::create(
+        *module, spec, error, false,
+        envEnum("SQ_BENCH_APPLY", RotationApply::Auto),
+        envEnum("SQ_BENCH_PRECISION", CalibPrecision::Auto));
+    if (!objective) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+  }
+  int64_t batch = envInt("SQ_BENCH_BATCH", 1),
+          seq = envInt("SQ_BENCH_SEQ", 512);
+  auto t = tokens(batch, seq, objective->vocabSize());
+  Rotations r;
+  r.hidden = objective->hidden();
+  r.headDim = objective->headDim();
+  r.r1 = numerics::randomOrthogonalMatrix(r.hidden, 0);
+  for (int64_t l = 0; l < objective->numLayers(); ++l)
+    r.r2.push_back(numerics::randomOrthogonalMatrix(r.headDim, 1 + l));
+  double cpu = 0;
+  for (auto _ : state) {
+    double loss, c0 = cpuSeconds();
+    Rotations g;
+    if (!objective->evaluate(r, t, batch, seq, loss, &g, error))
+      state.SkipWithError(error.c_str());
+    cpu += cpuSeconds() - c0;
+    benchmark::DoNotOptimize(loss);
+  }
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  state.counters["cpu_s"] =
+      benchmark::Counter(cpu, benchmark::Counter::kAvgIterations);
+  state.counters["peak_rss_MB"] = double(u.ru_maxrss) / 1024.0;
+  state.SetLabel(
+      std::string(objective->rotatesActivations() ? "activations" : "weights") +
+      (objective->computesInBF16() ? ", bf16" : ", fp32"));
+}
+
+// The optimizer's share of a step at a 7B-sized R1 (4096 x 4096, fp64
+// dgemms: the Cayley step, and a QR every 20 steps above n = 512).
+void BM_CayleyStep(benchmark::State &state) {
+  int64_t n = state.range(0);
+  std::vector<double> x = numerics::randomOrthogonalMatrix(n, 0), m;
+  std::vector<double> g = numerics::randomOrthogonalMatrix(n, 1);
+  for (double &v : g)
+    v *= 1e-3;
+  numerics::CayleyOptions options;
+  double cpu = 0;
+  for (auto _ : state) {
+    double c0 = cpuSeconds();
+    numerics::cayleyStep(x, g, n, m, options);
+    cpu += cpuSeconds() - c0;
+  }
+  state.counters["cpu_s"] =
+      benchmark::Counter(cpu, benchmark::Counter::kAvgIterations);
+}
+
 } // namespace
 
+BENCHMARK(BM_ModelStep)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime()
+    ->Iterations(envInt("SQ_BENCH_STEPS", 2));
+BENCHMARK(BM_CayleyStep)
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime()
+    ->Iterations(1);
 BENCHMARK(BM_Forward)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CalibrationStep)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond);

@@ -20,6 +20,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringMap.h"
 
 #include <cmath>
@@ -47,6 +48,11 @@ struct Executor::Impl {
   int64_t cached = 0, cachedBatch = 0;
   /// For each op, the values whose last use it is.
   llvm::DenseMap<Operation *, SmallVector<Value>> lastUses;
+  /// For each op, the values whose first use it is (the backward pass frees
+  /// them from the tape after that op).
+  llvm::DenseMap<Operation *, SmallVector<Value>> firstUses;
+  /// ExecPrecision::BF16.
+  bool bf16 = false;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -64,8 +70,32 @@ void Executor::reset() {
   impl->cachedBatch = 0;
 }
 
-/// Widens a weight's resource blob to fp32.
-static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
+/// True when every use of `op` is as the weight of an sq.linear or the
+/// table of an sq.embedding (the kernels that read 16-bit weights in place).
+static bool readInPlace(WeightOp op) {
+  auto type = cast<RankedTensorType>(op.getType());
+  if (type.getRank() != 2 || op->use_empty())
+    return false;
+  for (OpOperand &use : op->getUses()) {
+    Operation *user = use.getOwner();
+    if (auto l = dyn_cast<LinearOp>(user)) {
+      if (use.get() != l.getWeight() || l.getInput() == use.get() ||
+          l.getBias() == use.get())
+        return false;
+    } else if (auto e = dyn_cast<EmbeddingOp>(user)) {
+      if (use.get() != e.getTable())
+        return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Widens a weight's resource blob to fp32, or, for a 16-bit weight that
+/// only linears and embeddings read, points at it in place.
+static bool loadWeight(WeightOp op, bool bf16, exec::Tensor &out,
+                       std::string &error) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());
   AsmResourceBlob *blob = resource.getRawHandle().getBlob();
   if (!blob) {
@@ -83,11 +113,31 @@ static bool loadWeight(WeightOp op, exec::Tensor &out, std::string &error) {
   out.shape.assign(type.getShape().begin(), type.getShape().end());
   ArrayRef<char> data = blob->getData();
   int64_t n = type.getNumElements();
-  out.data = std::make_shared<exec::FloatBuffer>(n);
-  float *dst = out.data->data();
   Type et = type.getElementType();
   if (std::optional<numerics::FloatFormat> format = floatFormatOf(et)) {
-    numerics::widenToFloat(data.data(), n, *format, dst);
+    if (int64_t(data.size()) != n * numerics::bytesPerValue(*format)) {
+      error = "weight '" + op.getName().str() + "' has " +
+              std::to_string(data.size()) + " bytes for " + std::to_string(n) +
+              " values";
+      return false;
+    }
+    if (bf16 && readInPlace(op)) {
+      int64_t rows = type.getDimSize(0), cols = type.getDimSize(1);
+      out.packed = std::make_shared<numerics::PackedMatrix>(
+          *format == numerics::FloatFormat::BF16
+              ? numerics::PackedMatrix::viewBF16(
+                    reinterpret_cast<const uint16_t *>(data.data()), rows, cols)
+              : numerics::PackedMatrix::fromBits(data.data(), *format, rows,
+                                                 cols));
+      return true;
+    }
+    if (*format != numerics::FloatFormat::F32 && readInPlace(op)) {
+      out.half = data.data();
+      out.format = *format;
+      return true;
+    }
+    out.data = std::make_shared<exec::FloatBuffer>(n);
+    numerics::widenToFloat(data.data(), n, *format, out.data->data());
   } else {
     error = "weight '" + op.getName().str() +
             "' has element type that is "
@@ -143,10 +193,11 @@ loadQLinearWeight(QLinearOp op,
   return true;
 }
 
-std::unique_ptr<Executor> Executor::create(ModuleOp module,
-                                           std::string &error) {
+std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
+                                           const ExecutorOptions &options) {
   std::unique_ptr<Executor> ex(new Executor());
   Impl &impl = *ex->impl;
+  impl.bf16 = options.precision == ExecPrecision::BF16;
   impl.func = module.lookupSymbol<func::FuncOp>("forward");
   if (!impl.func) {
     error = "the module has no @forward function";
@@ -178,7 +229,7 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
       if (isa<PackedType>(w.getType()))
         continue; // read by its sq.qlinear
       exec::Tensor t;
-      if (!loadWeight(w, t, error))
+      if (!loadWeight(w, impl.bf16, t, error))
         return nullptr;
       impl.weights[&op] = std::move(t);
       impl.weightByName[w.getName()] = &op;
@@ -207,6 +258,12 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module,
   for (auto &[v, op] : last)
     if (v.getDefiningOp() && !isa<WeightOp>(v.getDefiningOp()))
       impl.lastUses[op].push_back(v);
+  llvm::DenseSet<Value> seen;
+  for (Operation &op : body)
+    for (Value v : op.getOperands())
+      if (v.getDefiningOp() && !isa<WeightOp>(v.getDefiningOp()) &&
+          seen.insert(v).second)
+        impl.firstUses[&op].push_back(v);
   return ex;
 }
 
@@ -230,7 +287,8 @@ static bool checkTokenIds(const ModelInfo &info, ArrayRef<int64_t> tokens,
 static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
                      int64_t batch, int64_t seq, bool training,
                      llvm::DenseMap<Value, exec::Tensor> *tape,
-                     std::vector<float> &logits, std::string &error) {
+                     exec::Tensor &logits, std::string &error,
+                     const llvm::DenseSet<Value> *keep = nullptr) {
   llvm::DenseMap<Value, exec::Tensor> local;
   llvm::DenseMap<Value, exec::Tensor> &values = tape ? *tape : local;
   int64_t cached = training ? 0 : impl.cached;
@@ -310,7 +368,8 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
         cache.values = present[1].data;
       }
       for (auto [i, result] : llvm::enumerate(a.getPresent()))
-        values[result] = present[i];
+        if (!result.use_empty())
+          values[result] = present[i];
       values[a.getOutput()] = std::move(out);
       goto freeDead;
     } else if (auto s = dyn_cast<SiluOp>(op)) {
@@ -321,7 +380,7 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
       exec::binary(get(ad.getLhs()), get(ad.getRhs()), /*add=*/true, out);
     } else if (auto ro = dyn_cast<RotateOp>(op)) {
       exec::rotate(get(ro.getInput()), get(ro.getRotation()),
-                   ro.getTransposed(), out);
+                   ro.getTransposed(), out, impl.bf16);
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
       ok = exec::hadamard(get(h.getInput()), h.getBlockSize(),
                           h.getSeed() ? *h.getSeed() : 0, out, error);
@@ -331,20 +390,21 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
                       static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
                       qa.getClipRatio(), out);
     } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-      const exec::Tensor &l = get(ret.getOperand(0));
-      logits.assign(l.data->begin(), l.data->end());
+      logits = get(ret.getOperand(0));
       break;
     }
     if (!ok)
       return false;
     values[op.getResult(0)] = std::move(out);
   freeDead:
-    if (tape)
+    // A tape keeps what the backward pass reads (all of it without `keep`).
+    if (tape && !keep)
       continue;
     auto dead = impl.lastUses.find(&op);
     if (dead != impl.lastUses.end())
       for (Value v : dead->second)
-        values.erase(v);
+        if (!tape || !keep->contains(v))
+          values.erase(v);
   }
   return true;
 }
@@ -370,9 +430,11 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
   if (!checkTokenIds(impl.info, tokens, error))
     return false;
 
-  if (!evaluate(impl, tokens, batch, seq, /*training=*/false, nullptr, logits,
+  exec::Tensor out;
+  if (!evaluate(impl, tokens, batch, seq, /*training=*/false, nullptr, out,
                 error))
     return false;
+  logits.assign(out.data->begin(), out.data->end());
   impl.cached += seq;
   impl.cachedBatch = batch;
   return true;
@@ -386,12 +448,13 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
 
 namespace sq {
 
-ArrayRef<float> Executor::weightValues(StringRef name) const {
+std::vector<float> Executor::weightValues(StringRef name) const {
   auto it = impl->weightByName.find(name);
   if (it == impl->weightByName.end())
     return {};
   const exec::Tensor &t = impl->weights.find(it->second)->second;
-  return ArrayRef<float>(t.data->data(), t.data->size());
+  std::shared_ptr<exec::FloatBuffer> values = exec::floatValues(t);
+  return std::vector<float>(values->begin(), values->end());
 }
 
 bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
@@ -402,13 +465,19 @@ bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
     return false;
   }
   exec::Tensor &t = impl->weights.find(it->second)->second;
-  if (values.size() != t.data->size()) {
-    error = "weight '" + name.str() + "' has " +
-            std::to_string(t.data->size()) + " values, not " +
-            std::to_string(values.size());
+  if (int64_t(values.size()) != t.numel()) {
+    error = "weight '" + name.str() + "' has " + std::to_string(t.numel()) +
+            " values, not " + std::to_string(values.size());
     return false;
   }
   // A fresh buffer: tensors handed out earlier keep the old values.
+  t.half = nullptr;
+  if (t.packed) { // bf16 precision: stored in bf16 again
+    t.packed = std::make_shared<numerics::PackedMatrix>(
+        numerics::PackedMatrix::fromFloat(values.data(), t.shape[0],
+                                          t.shape[1]));
+    return true;
+  }
   t.data = std::make_shared<exec::FloatBuffer>(values.begin(), values.end());
   return true;
 }
@@ -427,8 +496,27 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
     return false;
   }
   int64_t cols = t.shape[1];
-  if (t.data.use_count() > 1) // still read elsewhere: copy first
+  for (int64_t row : rows)
+    if (row < 0 || row >= t.shape[0]) {
+      error = "weight '" + name.str() + "' has no row " + std::to_string(row);
+      return false;
+    }
+  if (t.packed) { // bf16 precision: the rows rounded to bf16 in place
+    if (t.packed->isView() || t.packed.use_count() > 1)
+      t.packed = std::make_shared<numerics::PackedMatrix>(
+          numerics::PackedMatrix::fromBits(
+              t.packed->row(0), numerics::FloatFormat::BF16, t.shape[0], cols,
+              t.packed->stride()));
+    for (size_t i = 0; i < rows.size(); ++i)
+      t.packed->setRows(rows[i], 1, values.data() + i * cols);
+    return true;
+  }
+  if (t.half) { // read in place until now: an fp32 copy of its own
+    t.data = exec::floatValues(t);
+    t.half = nullptr;
+  } else if (t.data.use_count() > 1) { // still read elsewhere: copy first
     t.data = std::make_shared<exec::FloatBuffer>(*t.data);
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     if (rows[i] < 0 || rows[i] >= t.shape[0]) {
       error =
@@ -476,17 +564,15 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     std::vector<double> *sequenceLosses) {
   if (!checkTrainingInput(*impl, tokens, batch, seq, error))
     return false;
-  std::vector<float> logits;
-  if (!evaluate(*impl, tokens, batch, seq, /*training=*/true, nullptr, logits,
+  exec::Tensor l, dl;
+  if (!evaluate(*impl, tokens, batch, seq, /*training=*/true, nullptr, l,
                 error))
     return false;
-  exec::Tensor l, dl;
-  l.shape = {batch, seq, impl->info.vocabSize};
-  l.data = std::make_shared<exec::FloatBuffer>(logits.begin(), logits.end());
   int64_t count = 0;
   std::vector<double> rows;
   loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count,
-                            sequenceLosses ? &rows : nullptr);
+                            sequenceLosses ? &rows : nullptr,
+                            /*withGradient=*/false);
   if (sequenceLosses) { // seq - 1 positions of each sequence are scored
     sequenceLosses->assign(batch, 0.0);
     for (int64_t b = 0; b < batch; ++b) {
@@ -534,21 +620,44 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     }
     wanted.insert(it->second);
   }
-  llvm::DenseMap<Value, exec::Tensor> tape;
-  std::vector<float> logits;
-  if (!evaluate(impl, tokens, batch, seq, /*training=*/true, &tape, logits,
-                error))
-    return false;
-
   Block &body = impl.func.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
+  auto wantsWeight = [&](Value v) {
+    auto w = v.getDefiningOp<WeightOp>();
+    return w && wanted.contains(w);
+  };
+  // The values some backward step below reads.
+  llvm::DenseSet<Value> keep;
+  for (Operation &op : body) {
+    if (isa<RMSNormOp, SiluOp, MulOp>(op)) {
+      keep.insert(op.getOperands().begin(), op.getOperands().end());
+    } else if (auto a = dyn_cast<AttentionOp>(op)) {
+      keep.insert(a.getQuery());
+      keep.insert(a.getKey());
+      keep.insert(a.getValue());
+    } else if (auto l = dyn_cast<LinearOp>(op)) {
+      if (wantsWeight(l.getWeight()))
+        keep.insert(l.getInput());
+    } else if (auto r = dyn_cast<RotateOp>(op)) {
+      if (wantsWeight(r.getRotation()))
+        keep.insert(r.getInput());
+    }
+  }
+  llvm::DenseMap<Value, exec::Tensor> tape;
+  exec::Tensor logits;
+  if (!evaluate(impl, tokens, batch, seq, /*training=*/true, &tape, logits,
+                error, &keep))
+    return false;
+
   llvm::DenseMap<Value, exec::Tensor> g;
   {
     exec::Tensor dl;
     int64_t count = 0;
-    loss = exec::crossEntropy(tape[ret.getOperand(0)],
-                              nextTokenTargets(tokens, batch, seq), dl, count);
+    loss = exec::crossEntropy(logits, nextTokenTargets(tokens, batch, seq), dl,
+                              count);
     g[ret.getOperand(0)] = std::move(dl);
+    logits = exec::Tensor();
+    tape.erase(ret.getOperand(0));
   }
   auto get = [&](Value v) -> const exec::Tensor & {
     if (auto w = v.getDefiningOp<WeightOp>())
@@ -576,6 +685,13 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       continue; // does not reach the loss
     exec::Tensor dy = std::move(found->second);
     g.erase(found);
+    // The tape's values whose first use this op is are not read again.
+    llvm::scope_exit freeFirstUses([&] {
+      auto first = impl.firstUses.find(&op);
+      if (first != impl.firstUses.end())
+        for (Value v : first->second)
+          tape.erase(v);
+    });
     if (auto e = dyn_cast<EmbeddingOp>(op)) {
       if (wants(e.getTable())) {
         exec::Tensor dt;
@@ -593,9 +709,15 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       exec::Tensor dx, dw, db;
       bool needX = wants(l.getInput()), needW = wants(l.getWeight()),
            needB = l.getBias() && wants(l.getBias());
-      exec::linearBackward(get(l.getInput()), get(l.getWeight()), dy,
-                           needX ? &dx : nullptr, needW ? &dw : nullptr,
-                           needB ? &db : nullptr);
+      // The input is on the tape only when dW needs it; dx needs its shape.
+      exec::Tensor shapeOnly;
+      if (!needW) {
+        shapeOnly.shape = dy.shape;
+        shapeOnly.shape.back() = get(l.getWeight()).shape[1];
+      }
+      exec::linearBackward(needW ? get(l.getInput()) : shapeOnly,
+                           get(l.getWeight()), dy, needX ? &dx : nullptr,
+                           needW ? &dw : nullptr, needB ? &db : nullptr);
       if (needX)
         give(l.getInput(), std::move(dx));
       if (needW)
@@ -639,11 +761,12 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         exec::Tensor dr;
         exec::rotateMatrixBackward(get(ro.getInput()), dy,
                                    get(ro.getRotation()).shape[0],
-                                   ro.getTransposed(), dr);
+                                   ro.getTransposed(), dr, impl.bf16);
         give(ro.getRotation(), std::move(dr));
       }
       exec::Tensor dx;
-      exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx);
+      exec::rotateBackward(dy, get(ro.getRotation()), ro.getTransposed(), dx,
+                           impl.bf16);
       give(ro.getInput(), std::move(dx));
     } else if (auto h = dyn_cast<HadamardOp>(op)) {
       exec::Tensor dx;

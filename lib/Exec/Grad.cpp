@@ -77,9 +77,24 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
   if (dx) {
     // [m, n] x [n, k].
     *dx = like(x.shape);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
-                dOut.data->data(), n, w.data->data(), k, 0.0f, dx->data->data(),
-                k);
+    if (w.packed) {
+      numerics::gemm(m, dOut.data->data(), n, *w.packed,
+                     numerics::Transpose::No, dx->data->data(), k);
+    } else if (!w.half) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
+                  dOut.data->data(), n, w.data->data(), k, 0.0f,
+                  dx->data->data(), k);
+    } else { // sum over panels of W's rows, widened on the fly
+      int64_t p = std::min(n, panelRows(k));
+      FloatBuffer panel(p * k);
+      for (int64_t j = 0; j < n; j += p) {
+        int64_t rows = std::min(p, n - j);
+        widenRows(w, j, rows, panel.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, rows, 1.0f,
+                    dOut.data->data() + j, n, panel.data(), k, j ? 1.0f : 0.0f,
+                    dx->data->data(), k);
+      }
+    }
   }
   if (dW) {
     // [m, n]^T x [m, k].
@@ -210,9 +225,17 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
 }
 
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
-                    Tensor &dx) {
+                    Tensor &dx, bool bf16) {
   int64_t n = r.shape[0], rows = dOut.numel() / n;
   dx = like(dOut.shape);
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::No,
+                       transposed ? numerics::Transpose::No
+                                  : numerics::Transpose::Yes,
+                       rows, n, n, 1.0f, dOut.data->data(), n, r.data->data(),
+                       n, 0.0f, dx.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans,
               transposed ? CblasNoTrans : CblasTrans, rows, n, n, 1.0f,
               dOut.data->data(), n, r.data->data(), n, 0.0f, dx.data->data(),
@@ -220,11 +243,16 @@ void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
 }
 
 void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
-                          bool transposed, Tensor &dR) {
+                          bool transposed, Tensor &dR, bool bf16) {
   int64_t rows = dOut.numel() / n;
   dR = like({n, n});
   const float *a = transposed ? dOut.data->data() : x.data->data();
   const float *b = transposed ? x.data->data() : dOut.data->data();
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::Yes, numerics::Transpose::No, n, n,
+                       rows, 1.0f, a, n, b, n, 0.0f, dR.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, rows, 1.0f, a, n,
               b, n, 0.0f, dR.data->data(), n);
 }
@@ -243,7 +271,7 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss) {
+                    std::vector<double> *rowLoss, bool withGradient) {
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
@@ -254,7 +282,8 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
   count = 0;
   for (int64_t r = 0; r < rows; ++r)
     count += scored(r);
-  dLogits = zeros(logits.shape);
+  if (withGradient)
+    dLogits = zeros(logits.shape);
   if (rowLoss)
     rowLoss->assign(rows, 0.0);
   if (!count)
@@ -265,7 +294,6 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
     if (!scored(r))
       continue;
     const float *row = logits.data->data() + r * vocab;
-    float *g = dLogits.data->data() + r * vocab;
     double mx = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < vocab; ++j)
       mx = std::max(mx, double(row[j]));
@@ -279,6 +307,9 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
     total += nll;
     if (rowLoss)
       (*rowLoss)[r] = nll;
+    if (!withGradient)
+      continue;
+    float *g = dLogits.data->data() + r * vocab;
     for (int64_t j = 0; j < vocab; ++j)
       g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * invCount);
   }

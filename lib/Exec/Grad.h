@@ -64,13 +64,13 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
 /// rotate(): y = x R (x R^T when transposed) on every n-block of the last
 /// dim, R [n, n]. dx = dOut R^T (dOut R when transposed).
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
-                    Tensor &dx);
+                    Tensor &dx, bool bf16 = false);
 
 /// rotate()'s gradient with respect to R [n, n] (a learned online rotation,
 /// SpinQuant's R3 when it is trained): dR = sum over the n-blocks of x^T dOut
 /// (dOut^T x when transposed).
 void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
-                          bool transposed, Tensor &dR);
+                          bool transposed, Tensor &dR, bool bf16 = false);
 
 /// hadamard(): the transposed transform of numerics::orthogonalTransformInPlace
 /// (numerics::orthogonalTransformTransposeInPlace) on every block. Fails
@@ -84,10 +84,12 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
 /// scored rows (log-sum-exp in double), 0 when none is; `count` is their
 /// number. dLogits = (softmax - onehot(target)) / count on scored rows, 0
 /// elsewhere. With `rowLoss`, also each row's negative log-likelihood (0 on
-/// rows not scored).
+/// rows not scored). Without `withGradient`, dLogits is left alone (the
+/// loss alone allocates nothing of the logits' size).
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss = nullptr);
+                    std::vector<double> *rowLoss = nullptr,
+                    bool withGradient = true);
 
 } // namespace exec
 } // namespace sq

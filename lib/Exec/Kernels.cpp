@@ -23,6 +23,42 @@ static Tensor like(const std::vector<int64_t> &shape) {
   return t;
 }
 
+std::shared_ptr<FloatBuffer> floatValues(const Tensor &t) {
+  if (t.packed) {
+    auto out = std::make_shared<FloatBuffer>(t.numel());
+    widenRows(t, 0, t.shape[0], out->data());
+    return out;
+  }
+  if (!t.half)
+    return std::make_shared<FloatBuffer>(*t.data);
+  auto out = std::make_shared<FloatBuffer>(t.numel());
+  numerics::widenToFloat(t.half, t.numel(), t.format, out->data());
+  return out;
+}
+
+void widenRows(const Tensor &w, int64_t row, int64_t count, float *out) {
+  int64_t cols = w.shape.back();
+  if (w.packed) {
+    for (int64_t r = 0; r < count; ++r)
+      numerics::widenToFloat(w.packed->row(row + r), cols,
+                             numerics::FloatFormat::BF16, out + r * cols);
+    return;
+  }
+  if (!w.half) {
+    std::memcpy(out, w.data->data() + row * cols, count * cols * sizeof(float));
+    return;
+  }
+  numerics::widenToFloat(static_cast<const char *>(w.half) +
+                             row * cols * numerics::bytesPerValue(w.format),
+                         count * cols, w.format, out);
+}
+
+/// Rows of a 16-bit weight widened per panel: about 1 MiB of fp32, so that
+/// a panel stays in the cache while sgemm reads it.
+int64_t panelRows(int64_t cols) {
+  return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1));
+}
+
 bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
                std::string &error) {
   int64_t vocab = table.shape[0], dim = table.shape[1];
@@ -36,8 +72,7 @@ bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
               std::to_string(vocab) + ")";
       return false;
     }
-    std::memcpy(out.data->data() + i * dim, table.data->data() + id * dim,
-                dim * sizeof(float));
+    widenRows(table, id, 1, out.data->data() + i * dim);
   }
   return true;
 }
@@ -54,8 +89,24 @@ void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
   std::vector<int64_t> shape = x.shape;
   shape.back() = n;
   out = like(shape);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
-              x.data->data(), k, w.data->data(), k, 0.0f, out.data->data(), n);
+  if (w.packed) {
+    numerics::gemm(m, x.data->data(), k, *w.packed, numerics::Transpose::Yes,
+                   out.data->data(), n);
+  } else if (!w.half) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
+                x.data->data(), k, w.data->data(), k, 0.0f, out.data->data(),
+                n);
+  } else { // output columns [j, j + rows) from a widened panel of W
+    int64_t p = std::min(n, panelRows(k));
+    FloatBuffer panel(p * k);
+    for (int64_t j = 0; j < n; j += p) {
+      int64_t rows = std::min(p, n - j);
+      widenRows(w, j, rows, panel.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rows, k, 1.0f,
+                  x.data->data(), k, panel.data(), k, 0.0f,
+                  out.data->data() + j, n);
+    }
+  }
   if (bias)
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j)
@@ -130,9 +181,18 @@ void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out) {
     o[i] = add ? x[i] + y[i] : x[i] * y[i];
 }
 
-void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out) {
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out,
+            bool bf16) {
   int64_t n = r.shape[0], rows = x.numel() / n;
   out = like(x.shape);
+  if (bf16) {
+    numerics::gemmBF16(numerics::Transpose::No,
+                       transposed ? numerics::Transpose::Yes
+                                  : numerics::Transpose::No,
+                       rows, n, n, 1.0f, x.data->data(), n, r.data->data(), n,
+                       0.0f, out.data->data(), n);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans,
               transposed ? CblasTrans : CblasNoTrans, rows, n, n, 1.0f,
               x.data->data(), n, r.data->data(), n, 0.0f, out.data->data(), n);

@@ -9,6 +9,8 @@
 #ifndef SQ_LIB_EXEC_KERNELS_H
 #define SQ_LIB_EXEC_KERNELS_H
 
+#include "sq/Numerics/Float16.h"
+#include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Layers.h"
 
 #include <cstdint>
@@ -39,6 +41,16 @@ struct Tensor {
   std::vector<int64_t> shape;
   std::shared_ptr<FloatBuffer> data;          // float tensors
   std::shared_ptr<std::vector<int64_t>> ints; // ids, positions
+  /// A frozen 16-bit weight read in place (the module's resource, never
+  /// widened as a whole): numel() values of `format` at `half`, and `data`
+  /// is null. Only linear weights and embedding tables are kept so: linear,
+  /// linearBackward and embedding widen the rows they need on the fly.
+  const void *half = nullptr;
+  numerics::FloatFormat format = numerics::FloatFormat::F32;
+  /// The executor's bf16 precision: a frozen linear weight or embedding
+  /// table stored once in bf16 (a view of a bf16 resource), `data` and
+  /// `half` null; linear and linearBackward multiply it on the bf16 units.
+  std::shared_ptr<numerics::PackedMatrix> packed;
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape)
@@ -47,6 +59,14 @@ struct Tensor {
   }
   int64_t lastDim() const { return shape.back(); }
 };
+
+/// The values of `t` in fp32 (a copy; widened for a 16-bit view).
+std::shared_ptr<FloatBuffer> floatValues(const Tensor &t);
+/// Rows [row, row + count) of the 2-D weight `w` in fp32 at `out`.
+void widenRows(const Tensor &w, int64_t row, int64_t count, float *out);
+/// Rows of a 16-bit weight with `cols` columns that linear and
+/// linearBackward widen at a time.
+int64_t panelRows(int64_t cols);
 
 bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
                std::string &error);
@@ -66,7 +86,10 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                Tensor &presentV);
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
-void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out);
+/// `bf16`: the product on the bf16 units (operands rounded to bf16, fp32
+/// sums), as for the linears in the executor's bf16 precision.
+void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out,
+            bool bf16 = false);
 /// x T (or x T^T) for each of `rows` rows of length n, T the matrix of
 /// numerics::orthogonalTransformInPlace: the fast transform, or a dense
 /// product where that is faster. `out` may equal `x` only for the fast path.

@@ -335,7 +335,8 @@ LogicalResult calibrateRotations(ModuleOp module,
                 "eval-windows >= 0 are required");
   bool learnR3 = options.r3 != R3Mode::Hadamard;
   auto objective =
-      RotationObjective::create(module, options.quant, error, learnR3);
+      RotationObjective::create(module, options.quant, error, learnR3,
+                                options.apply, options.precision);
   if (!objective)
     return fail(error);
   int64_t n = objective->hidden(), d = objective->headDim();

@@ -1,11 +1,28 @@
 //===- RotationObjective.cpp - SpinQuant's loss as a function of R1/R2/R3 -===//
 //
-// The training problem of the embedded calibration (see Calibrate.h): the
-// rotations are folded into a copy of the frozen weights at every
-// evaluation, the executor runs the fake-quantized model forward and
-// backward (dL/dW' for every rotated weight W'), and the chain rule turns
-// those into dL/dR1, dL/dR2 (and dL/dR3). The training loop that moves the
-// rotations is Calibrate.cpp.
+// The training problem of the embedded calibration (see Calibrate.h), in
+// two formulations that compute the same loss and Riemannian gradient:
+//
+// - activations (16-bit weights, the default there): the rotations only
+//   matter where something is quantized. The residual stream stays in the
+//   original basis (weightless RMSNorms commute with R1), and the clone
+//   gets sq.rotate ops by trainable weights at the quantization sites:
+//   x -> Q(x R1) R1^T at the quantized input of q/k/v and of gate/up,
+//   v -> v R2 (per head) before the value cache's quantizer and
+//   a -> Q(a) R2^T before o_proj. The executor differentiates the rotate
+//   ops (dL/dR = x^T (G R) + G^T Q(x R) through the straight-through
+//   estimator) and never computes a weight gradient: tokens x dim^2 per
+//   site instead of dim x all weights, and no weight copies.
+// - weights (needed when weights are quantized in the loop): the rotations
+//   are folded into a copy of the frozen weights at every evaluation, the
+//   executor runs the fake-quantized model forward and backward (dL/dW' for
+//   every rotated weight W'), and the chain rule turns those into dL/dR1,
+//   dL/dR2 (and dL/dR3).
+//
+// The two differ in the raw gradient's component normal to the orthogonal
+// group (a symmetric S R: the folded model's RMSNorms see a non-orthogonal
+// perturbation of R1, the rotate ops do not), which Cayley SGD discards:
+// it only uses skew(G R^T). The training loop is Calibrate.cpp.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,6 +30,7 @@
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
+#include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Quantize.h"
 #include "sq/Transforms/Calibrate.h"
@@ -94,7 +112,100 @@ struct RotationObjective::Impl {
   std::vector<std::vector<double>> foldedR2;
   std::vector<int64_t> foldedRows;
   int64_t hidden = 0, headDim = 0, layers = 0, vocab = 0, maxPositions = 0;
+  /// The activations formulation: the clone's trainable R1 and, per layer,
+  /// R2 (empty name: no R2 site in that layer, nothing quantized between
+  /// v_proj and o_proj).
+  bool activations = false;
+  bool bf16 = false;
+  std::string r1Name;
+  std::vector<std::string> r2Names;
 };
+
+/// The activations formulation (see the file comment): rewrites `clone`
+/// (already fake-quantized) so that R1 and each layer's R2 act at the
+/// quantization sites, as sq.rotate by new fp32 weights (the identity until
+/// evaluate() sets them). Attentions are taken in program order, as create()
+/// numbers the layers.
+static bool insertActivationRotations(ModuleOp clone, int64_t n, int64_t d,
+                                      std::string &r1Name,
+                                      std::vector<std::string> &r2Names,
+                                      std::string &error) {
+  auto forward = clone.lookupSymbol<func::FuncOp>("forward");
+  if (!forward) {
+    error = "the module has no @forward function";
+    return false;
+  }
+  Block &body = forward.getBody().front();
+  OpBuilder b(clone.getContext());
+  auto identityWeight = [&](int64_t size, const std::string &name) {
+    std::vector<float> eye(size * size, 0.0f);
+    for (int64_t i = 0; i < size; ++i)
+      eye[i * size + i] = 1.0f;
+    auto type = RankedTensorType::get({size, size}, b.getF32Type());
+    b.setInsertionPointToStart(&body);
+    return makeWeight(b, forward.getLoc(), name, type, type,
+                      ArrayRef<char>(reinterpret_cast<const char *>(eye.data()),
+                                     eye.size() * sizeof(float)));
+  };
+  // x -> rotate(x) before `op`'s operand, and the result's uses get
+  // rotate^T of it: op(x R) R^T.
+  auto wrap = [&](FakeQuantOp fq, WeightOp r) {
+    b.setInsertionPoint(fq);
+    auto in = RotateOp::create(b, fq.getLoc(), fq.getInput(), r, false);
+    fq.getInputMutable().assign(in);
+    b.setInsertionPointAfter(fq);
+    auto out = RotateOp::create(b, fq.getLoc(), fq.getOutput(), r, true);
+    fq.getOutput().replaceAllUsesExcept(out, out);
+  };
+  // R1: the quantizers of RMSNorm outputs (the inputs of the readers of the
+  // residual stream); a reader whose input is not quantized (lm_head) sees
+  // x R1 R1^T = x.
+  SmallVector<FakeQuantOp> readerSites;
+  for (Operation &op : body)
+    if (auto fq = dyn_cast<FakeQuantOp>(op))
+      if (fq.getInput().getDefiningOp<RMSNormOp>())
+        readerSites.push_back(fq);
+  WeightOp r1;
+  if (!readerSites.empty()) {
+    r1 = identityWeight(n, "R1_training");
+    r1Name = r1.getName().str();
+  }
+  for (FakeQuantOp fq : readerSites)
+    wrap(fq, r1);
+  // R2: the value cache's quantizer sees v R2 per head, o_proj's input
+  // quantizer a R2 (attention is linear in V per head), and o_proj gets
+  // the output rotated back.
+  SmallVector<AttentionOp> attentions;
+  for (Operation &op : body)
+    if (auto a = dyn_cast<AttentionOp>(op))
+      attentions.push_back(a);
+  for (auto [layer, attn] : llvm::enumerate(attentions)) {
+    auto vfq = attn.getValue().getDefiningOp<FakeQuantOp>();
+    Value out = attn.getOutput();
+    FakeQuantOp ofq;
+    if (out.hasOneUse())
+      ofq = dyn_cast<FakeQuantOp>(*out.getUsers().begin());
+    if (!vfq && !ofq) {
+      r2Names.emplace_back();
+      continue;
+    }
+    WeightOp r2 = identityWeight(d, "model.layers." + std::to_string(layer) +
+                                        ".self_attn.R2_training");
+    r2Names.push_back(r2.getName().str());
+    Value v = vfq ? vfq.getInput() : attn.getValue();
+    b.setInsertionPointAfterValue(v);
+    auto rv = RotateOp::create(b, attn.getLoc(), v, r2, false);
+    if (vfq)
+      vfq.getInputMutable().assign(rv);
+    else
+      attn.getValueMutable().assign(rv);
+    Value a = ofq ? ofq.getOutput() : out;
+    b.setInsertionPointAfterValue(a);
+    auto back = RotateOp::create(b, attn.getLoc(), a, r2, true);
+    a.replaceAllUsesExcept(back, back);
+  }
+  return true;
+}
 
 RotationObjective::RotationObjective() : impl(std::make_unique<Impl>()) {}
 RotationObjective::~RotationObjective() = default;
@@ -103,13 +214,25 @@ int64_t RotationObjective::headDim() const { return impl->headDim; }
 int64_t RotationObjective::numLayers() const { return impl->layers; }
 int64_t RotationObjective::vocabSize() const { return impl->vocab; }
 int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
+bool RotationObjective::rotatesActivations() const { return impl->activations; }
+bool RotationObjective::computesInBF16() const { return impl->bf16; }
 
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,
-                          std::string &error, bool learnR3) {
+                          std::string &error, bool learnR3, RotationApply apply,
+                          CalibPrecision precision) {
   std::unique_ptr<RotationObjective> obj(new RotationObjective());
   Impl &impl = *obj->impl;
   impl.spec = quant;
+  if (apply == RotationApply::Activations && quant.quantizesWeights()) {
+    error = "quant=" + quant.str() +
+            ": apply=activations needs 16-bit weights (weights quantized in "
+            "the loop must see the rotations folded in: apply=weights)";
+    return nullptr;
+  }
+  impl.activations =
+      apply == RotationApply::Activations ||
+      (apply == RotationApply::Auto && !quant.quantizesWeights());
   if (quant.real) {
     error = "quant=" + quant.str() +
             ": rotations are trained under fake quantization (no mode=real)";
@@ -245,18 +368,38 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
       return nullptr;
     }
   }
-  impl.ex = Executor::create(*impl.clone, error);
+  if (impl.activations &&
+      !insertActivationRotations(*impl.clone, impl.hidden, impl.headDim,
+                                 impl.r1Name, impl.r2Names, error))
+    return nullptr;
+  // bf16 products: asked for, or auto with 16-bit linear weights on a CPU
+  // with AMX (AVX-512 BF16 alone is slower than fp32 sgemm on some CPUs:
+  // VDPBF16PS at half the FMA rate on Emerald Rapids).
+  bool weights16 = true;
+  module.walk([&](LinearOp l) {
+    auto type = cast<ShapedType>(l.getWeight().getType());
+    if (!type.getElementType().isF16() && !type.getElementType().isBF16())
+      weights16 = false;
+  });
+  impl.bf16 = precision == CalibPrecision::BF16 ||
+              (precision == CalibPrecision::Auto && weights16 &&
+               numerics::gemmDefaultPath() == numerics::GemmPath::AMX);
+  ExecutorOptions exOptions;
+  exOptions.precision = impl.bf16 ? ExecPrecision::BF16 : ExecPrecision::F32;
+  impl.ex = Executor::create(*impl.clone, error, exOptions);
   if (!impl.ex)
     return nullptr;
   impl.vocab = impl.ex->info().vocabSize;
   impl.maxPositions = impl.ex->info().maxPositions;
+  if (impl.activations)
+    return obj; // the weights are never copied
   for (Entry &e : impl.entries) {
-    ArrayRef<float> v = impl.ex->weightValues(e.name);
+    std::vector<float> v = impl.ex->weightValues(e.name);
     if (v.size() != size_t(e.rows * e.cols)) {
       error = "weight '" + e.name + "' is not a float weight of the executor";
       return nullptr;
     }
-    e.base.assign(v.begin(), v.end());
+    e.base = std::move(v);
   }
   return obj;
 }
@@ -341,6 +484,47 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     error = "R3 is learned: " + std::to_string(impl.layers) + " R3 of " +
             std::to_string(d) + "x" + std::to_string(d) + " are needed";
     return false;
+  }
+
+  if (impl.activations) {
+    // The rotations are the clone's rotate weights; nothing is folded.
+    std::vector<std::string> names;
+    auto set = [&](const std::string &name, const std::vector<double> &m) {
+      names.push_back(name);
+      std::vector<float> values(m.begin(), m.end());
+      return impl.ex->setWeightValues(name, values, error);
+    };
+    if (!impl.r1Name.empty() && !set(impl.r1Name, r.r1))
+      return false;
+    for (int64_t l = 0; l < impl.layers; ++l)
+      if (!impl.r2Names[l].empty() && !set(impl.r2Names[l], r.r2[l]))
+        return false;
+    for (size_t l = 0; l < impl.r3Names.size(); ++l)
+      if (!set(impl.r3Names[l], r.r3[l]))
+        return false;
+    if (!grad)
+      return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses);
+    std::vector<std::vector<float>> dw;
+    if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error))
+      return false;
+    // A rotation without a site does not change the loss.
+    size_t k = 0;
+    auto next = [&](bool present, int64_t size) {
+      if (!present)
+        return std::vector<double>(size * size, 0.0);
+      const std::vector<float> &g = dw[k++];
+      return std::vector<double>(g.begin(), g.end());
+    };
+    grad->hidden = n;
+    grad->headDim = d;
+    grad->r1 = next(!impl.r1Name.empty(), n);
+    grad->r2.clear();
+    for (int64_t l = 0; l < impl.layers; ++l)
+      grad->r2.push_back(next(!impl.r2Names[l].empty(), d));
+    grad->r3.clear();
+    for (size_t l = 0; l < impl.r3Names.size(); ++l)
+      grad->r3.push_back(next(true, d));
+    return true;
   }
 
   // The embedding rows the batch reads.

@@ -227,6 +227,8 @@ struct SpinQuantRotatePass
     options.r3Candidates = r3Candidates;
     options.r3Windows = r3Windows;
     options.r3Sigma = r3Sigma;
+    options.apply = apply;
+    options.precision = precision;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

@@ -139,8 +139,12 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
                      GetParam().pipeline);
   ASSERT_TRUE(module);
   std::string error;
-  auto obj = RotationObjective::create(*module, spec("w16a16"), error,
-                                       GetParam().learnR3);
+  // The weight-fold formulation (under w16a16 the activations one has no
+  // quantization site and a zero gradient; it is checked against this one
+  // in ActivationsMatchWeights).
+  auto obj =
+      RotationObjective::create(*module, spec("w16a16"), error,
+                                GetParam().learnR3, RotationApply::Weights);
   ASSERT_TRUE(obj) << error;
   int64_t n = obj->hidden(), d = obj->headDim();
   ASSERT_GT(obj->numLayers(), 0);
@@ -228,7 +232,8 @@ TEST(Calibration, FloatLossIsInvariantWithBiases) {
              "sq-fuse-norms,sq-online-hadamard");
     ASSERT_TRUE(module);
     std::string error;
-    auto obj = RotationObjective::create(*module, spec("w16a16"), error);
+    auto obj = RotationObjective::create(*module, spec("w16a16"), error, false,
+                                         RotationApply::Weights);
     ASSERT_TRUE(obj) << error;
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < 2 * 9; ++i)
@@ -265,6 +270,244 @@ TEST(Calibration, FakeQuantGradientIsDeterministic) {
   EXPECT_EQ(l1, l2);
   EXPECT_EQ(g1.r1, g2.r1);
   EXPECT_GT(std::sqrt(dot(g1.r1, g1.r1)), 1e-4);
+}
+
+/// skew(G R^T) = G R^T - R G^T (n x n): the part of a gradient G at an
+/// orthogonal R that Cayley SGD uses (the rest, S R with S symmetric, is
+/// normal to the orthogonal group).
+std::vector<double> riemannian(const std::vector<double> &g,
+                               const std::vector<double> &r, int64_t n) {
+  std::vector<double> p(n * n, 0.0), out(n * n);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < n; ++j)
+        p[i * n + j] += g[i * n + k] * r[j * n + k];
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      out[i * n + j] = p[i * n + j] - p[j * n + i];
+  return out;
+}
+
+double maxAbsDiff(const std::vector<double> &a, const std::vector<double> &b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+double maxAbs(const std::vector<double> &a) {
+  double m = 0;
+  for (double v : a)
+    m = std::max(m, std::fabs(v));
+  return m;
+}
+
+struct ApplyCase {
+  const char *fixture;
+  const char *pipeline;
+  const char *quant;
+  bool learnR3 = false;
+  /// False when only the KV cache is quantized: R1 cancels in K and V, and
+  /// both formulations give a zero gradient (activations: no R1 site).
+  bool r1Matters = true;
+};
+
+class ActivationsMatchWeights : public ::testing::TestWithParam<ApplyCase> {};
+
+// The activations formulation (R1/R2 as sq.rotate at the quantization
+// sites, no weight copies or weight gradients) against the weight-fold one
+// at random orthogonal rotations: the same loss and the same Riemannian
+// gradient skew(G R^T) of R1 and every R2 (and dL/dR3 itself), up to float
+// rounding, under activation and KV-cache quantization.
+TEST_P(ActivationsMatchWeights, SameLossAndRiemannianGradient) {
+  const ApplyCase &c = GetParam();
+  mlir::MLIRContext ctx;
+  auto module =
+      load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(c.fixture),
+           c.pipeline);
+  ASSERT_TRUE(module);
+  std::string error;
+  auto act = RotationObjective::create(*module, spec(c.quant), error, c.learnR3,
+                                       RotationApply::Activations);
+  ASSERT_TRUE(act) << error;
+  auto auto_ = RotationObjective::create(*module, spec(c.quant), error,
+                                         c.learnR3, RotationApply::Auto);
+  ASSERT_TRUE(auto_) << error;
+  EXPECT_TRUE(act->rotatesActivations());
+  EXPECT_TRUE(auto_->rotatesActivations()) << "16-bit weights: activations";
+  auto fold = RotationObjective::create(*module, spec(c.quant), error,
+                                        c.learnR3, RotationApply::Weights);
+  ASSERT_TRUE(fold) << error;
+  EXPECT_FALSE(fold->rotatesActivations());
+  int64_t n = act->hidden(), d = act->headDim();
+  for (uint64_t seed : {1, 5}) {
+    Rotations r = randomRotations(*act, seed, 10 * seed);
+    if (c.learnR3)
+      for (int64_t l = 0; l < act->numLayers(); ++l)
+        r.r3.push_back(numerics::randomOrthogonalMatrix(d, 20 + l));
+    int64_t batch = 2, seq = 9;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 7 + 3 + seed) % act->vocabSize());
+    double la, lw;
+    Rotations ga, gw;
+    ASSERT_TRUE(act->evaluate(r, tokens, batch, seq, la, &ga, error)) << error;
+    ASSERT_TRUE(fold->evaluate(r, tokens, batch, seq, lw, &gw, error)) << error;
+    EXPECT_NEAR(la, lw, 1e-5 * std::fabs(lw)) << "seed " << seed;
+    // Forward only: the same loss, per sequence too.
+    double lf;
+    std::vector<double> perSeqA, perSeqW;
+    ASSERT_TRUE(
+        act->evaluate(r, tokens, batch, seq, lf, nullptr, error, &perSeqA));
+    EXPECT_NEAR(lf, la, 1e-6 * std::fabs(la));
+    ASSERT_TRUE(
+        fold->evaluate(r, tokens, batch, seq, lf, nullptr, error, &perSeqW));
+    for (int64_t b = 0; b < batch; ++b)
+      EXPECT_NEAR(perSeqA[b], perSeqW[b], 1e-5 * std::fabs(perSeqW[b]));
+    auto same = [&](const std::vector<double> &a, const std::vector<double> &w,
+                    const std::string &what, bool matters = true) {
+      double scale = maxAbs(w);
+      if (!matters) {
+        EXPECT_LE(scale, 1e-6) << what;
+        EXPECT_EQ(maxAbs(a), 0.0) << what;
+        return;
+      }
+      EXPECT_GT(scale, 1e-6) << what << ": a zero gradient proves nothing";
+      EXPECT_LE(maxAbsDiff(a, w), 1e-4 * scale + 1e-7)
+          << what << " (seed " << seed << ", max " << scale << ")";
+    };
+    same(riemannian(ga.r1, r.r1, n), riemannian(gw.r1, r.r1, n), "R1",
+         c.r1Matters);
+    for (int64_t l = 0; l < act->numLayers(); ++l)
+      same(riemannian(ga.r2[l], r.r2[l], d), riemannian(gw.r2[l], r.r2[l], d),
+           "R2 of layer " + std::to_string(l));
+    ASSERT_EQ(ga.r3.size(), gw.r3.size());
+    for (size_t l = 0; l < ga.r3.size(); ++l)
+      same(ga.r3[l], gw.r3[l], "R3 of layer " + std::to_string(l));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, ActivationsMatchWeights,
+    ::testing::Values(
+        ApplyCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard",
+                  "w16a4kv4"},
+        ApplyCase{"gqa-opset17.onnx", "sq-fuse-norms", "w16a8kv8"},
+        // Only the KV cache (the R2 site without o_proj's quantizer) or only
+        // the activations.
+        ApplyCase{"interleaved-opset17.onnx", "sq-fuse-norms", "w16a16kv4",
+                  false, false},
+        ApplyCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard",
+                  "w16a4kv16"},
+        ApplyCase{"gqa-opset17.onnx", "sq-fuse-norms,sq-online-hadamard",
+                  "w16a4kv4", true},
+        ApplyCase{"qwen2-bias.onnx", "sq-fuse-norms", "w16a4kv4"},
+        ApplyCase{"headdim-bias.onnx", "sq-fuse-norms,sq-online-hadamard",
+                  "w16a4kv4"}),
+    [](const auto &info) {
+      std::string name =
+          std::string(info.param.fixture) + "_" + info.param.quant +
+          (llvm::StringRef(info.param.pipeline).contains("had") ? "_hadamard"
+                                                                : "") +
+          (info.param.learnR3 ? "_learnR3" : "");
+      for (char &c : name)
+        if (!isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
+
+// apply=activations needs 16-bit weights; auto folds under quantized
+// weights; without any quantization site the activations formulation's
+// gradient is zero (the loss does not depend on R1/R2).
+TEST(Calibration, ApplyChoosesTheFormulation) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  EXPECT_FALSE(RotationObjective::create(*module, spec("w4a4kv4"), error, false,
+                                         RotationApply::Activations));
+  EXPECT_NE(error.find("apply=activations needs 16-bit weights"),
+            std::string::npos)
+      << error;
+  auto w4 = RotationObjective::create(*module, spec("w4a4kv4"), error);
+  ASSERT_TRUE(w4) << error;
+  EXPECT_FALSE(w4->rotatesActivations());
+  auto plain = RotationObjective::create(*module, spec("w16a16"), error);
+  ASSERT_TRUE(plain) << error;
+  EXPECT_TRUE(plain->rotatesActivations());
+  Rotations r = randomRotations(*plain, 2, 3), g;
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 16; ++i)
+    tokens.push_back((i * 11 + 5) % plain->vocabSize());
+  double l, l0;
+  ASSERT_TRUE(plain->evaluate(r, tokens, 2, 8, l, &g, error)) << error;
+  ASSERT_TRUE(plain->evaluate(identityRotations(*plain), tokens, 2, 8, l0,
+                              nullptr, error));
+  EXPECT_EQ(l, l0);
+  EXPECT_EQ(maxAbs(g.r1), 0.0);
+  for (auto &g2 : g.r2)
+    EXPECT_EQ(maxAbs(g2), 0.0);
+}
+
+double cosine(const std::vector<double> &a, const std::vector<double> &b) {
+  return dot(a, b) / std::sqrt(dot(a, a) * dot(b, b));
+}
+
+// precision=bf16: the frozen weights stored in bf16 and the products on
+// the bf16 units (fp32 sums). Without quantization (the folded
+// formulation, a smooth loss) the loss and the Riemannian gradient stay
+// within bf16 rounding of fp32; under 4-bit fake quantization bf16 rounding
+// moves a few percent of the activations to the neighbouring code, so the
+// loss stays close and the straight-through gradient points the same way,
+// but only roughly (as in the official recipe, which trains in bf16).
+TEST(Calibration, BF16PrecisionStaysCloseToFP32) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  struct Case {
+    RotationApply apply;
+    const char *quant;
+  };
+  for (Case c : {Case{RotationApply::Weights, "w16a16"},
+                 Case{RotationApply::Activations, "w16a4kv4"},
+                 Case{RotationApply::Weights, "w16a4kv4"}}) {
+    std::string error;
+    auto f32 = RotationObjective::create(*module, spec(c.quant), error, false,
+                                         c.apply, CalibPrecision::F32);
+    ASSERT_TRUE(f32) << error;
+    auto bf16 = RotationObjective::create(*module, spec(c.quant), error, false,
+                                          c.apply, CalibPrecision::BF16);
+    ASSERT_TRUE(bf16) << error;
+    EXPECT_FALSE(f32->computesInBF16());
+    EXPECT_TRUE(bf16->computesInBF16());
+    // fp32 fixture weights: auto keeps fp32.
+    auto autoP = RotationObjective::create(*module, spec(c.quant), error, false,
+                                           c.apply, CalibPrecision::Auto);
+    ASSERT_TRUE(autoP) << error;
+    EXPECT_FALSE(autoP->computesInBF16());
+    Rotations r = randomRotations(*f32, 4, 40), g32, g16;
+    std::vector<int64_t> tokens;
+    for (int i = 0; i < 18; ++i)
+      tokens.push_back((i * 7 + 2) % f32->vocabSize());
+    double l32, l16;
+    ASSERT_TRUE(f32->evaluate(r, tokens, 2, 9, l32, &g32, error)) << error;
+    ASSERT_TRUE(bf16->evaluate(r, tokens, 2, 9, l16, &g16, error)) << error;
+    EXPECT_NEAR(l16, l32, 1e-2 * std::fabs(l32)) << c.quant;
+    int64_t n = f32->hidden();
+    auto a = riemannian(g16.r1, r.r1, n), b = riemannian(g32.r1, r.r1, n);
+    if (std::string(c.quant) == "w16a16") {
+      // Invariant in fp32 (skew(G R^T) ~ 0); bf16 weights break the
+      // invariance by their rounding only.
+      EXPECT_LE(maxAbsDiff(a, b), 1e-2 * maxAbs(g32.r1));
+    } else {
+      // Measured on this fixture: cosine 0.73 (activations) and 0.85
+      // (weights); a few percent of the 4-bit codes move.
+      EXPECT_GT(maxAbs(b), 1e-6);
+      EXPECT_GT(cosine(a, b), 0.6) << c.quant;
+    }
+  }
 }
 
 TEST(Calibration, RejectsBadInput) {
@@ -401,6 +644,54 @@ TEST(Calibration, LowersLossOnSharedModel) {
   EXPECT_EQ(after, after2);
 }
 
+// The two formulations on the shared model at R1 = R2 = I: the forward is
+// the same arithmetic there (x I I^T = x and W I = W exactly), so the loss
+// is bit for bit the same and the gradients differ only in the order of
+// their sums. (At other rotations the two round differently before 4-bit
+// quantizers, a few activations land in the neighbouring code, and 4-bit
+// quantization amplifies that into percent-level differences of the
+// straight-through gradient on this model: chaotic, not a bug; the fixtures
+// above, with few enough values that no code flips, agree at random
+// rotations.)
+TEST(Calibration, SharedModelSameLossAndGradientEitherWay) {
+  std::string path = sharedData() + "/wiki2-byte-llama/model.onnx";
+  if (!llvm::sys::fs::exists(path))
+    GTEST_SKIP() << "shared model not present: " << path;
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, path, "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::vector<int64_t> tokens;
+  llvm::StringRef text = defaultCalibrationText();
+  for (int i = 0; i < 256; ++i)
+    tokens.push_back(static_cast<unsigned char>(text[1000 + i]));
+  for (const char *quant : {"w16a4kv4", "w16a8kv8", "w16a16kv4"}) {
+    std::string error;
+    auto act = RotationObjective::create(*module, spec(quant), error, false,
+                                         RotationApply::Activations);
+    ASSERT_TRUE(act) << error;
+    auto fold = RotationObjective::create(*module, spec(quant), error, false,
+                                          RotationApply::Weights);
+    ASSERT_TRUE(fold) << error;
+    Rotations r = identityRotations(*act), ga, gw;
+    double la, lw;
+    ASSERT_TRUE(act->evaluate(r, tokens, 2, 128, la, &ga, error)) << error;
+    ASSERT_TRUE(fold->evaluate(r, tokens, 2, 128, lw, &gw, error)) << error;
+    EXPECT_EQ(la, lw) << quant;
+    int64_t n = act->hidden(), d = act->headDim();
+    // Relative to the raw gradient (skew(G R^T) cancels most of it), with
+    // a floor for fp32 noise where R does not matter (R1 under KV-only).
+    auto close = [&](const std::vector<double> &a, const std::vector<double> &w,
+                     const std::vector<double> &raw, const std::string &what) {
+      EXPECT_LE(maxAbsDiff(a, w), 1e-4 * maxAbs(raw) + 1e-7)
+          << quant << " " << what << " (max " << maxAbs(w) << ")";
+    };
+    close(riemannian(ga.r1, r.r1, n), riemannian(gw.r1, r.r1, n), gw.r1, "R1");
+    for (size_t l = 0; l < ga.r2.size(); ++l)
+      close(riemannian(ga.r2[l], r.r2[l], d), riemannian(gw.r2[l], r.r2[l], d),
+            gw.r2[l], "R2 of layer " + std::to_string(l));
+  }
+}
+
 // validate=N holds out the last N windows of the text (the training
 // windows come from before them); the returned rotations are the best of the
 // held-out evaluations, the initialization included.
@@ -530,7 +821,10 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   Rotations trained = init;
   ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, trained)));
   EXPECT_EQ(trained.r3, found.r3);
-  EXPECT_NE(trained.r1, found.r1);
+  // (R2 moves: it reaches the value cache. R1 cancels in K and V, so with
+  // only the KV cache quantized its gradient is zero.)
+  EXPECT_NE(trained.r2, found.r2);
+  EXPECT_EQ(trained.r1, found.r1);
 
   // The significance test: a layer's best candidate is kept only if its
   // mean paired gain over the windows exceeds r3Sigma standard errors. The

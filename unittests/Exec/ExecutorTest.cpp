@@ -232,6 +232,77 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+class PrecisionMatches : public ::testing::TestWithParam<const char *> {};
+
+// ExecPrecision::BF16 (weights stored once in bf16, products on the bf16
+// units with fp32 sums) against fp32: within bf16 rounding. For f16/bf16
+// fixtures the fp32 executor reads the weights in place (widened per
+// panel); weightValues widens, and setWeightValues replaces a weight read
+// in place (the logits change, and change back).
+TEST_P(PrecisionMatches, BF16AgainstFP32) {
+  mlir::MLIRContext ctx;
+  std::string err;
+  auto module = importOnnxModel(SQ_SOURCE_DIR "/test/Import/Inputs/" +
+                                    std::string(GetParam()),
+                                &ctx, err);
+  ASSERT_TRUE(module) << err;
+  auto f32 = Executor::create(*module, err);
+  ASSERT_TRUE(f32) << err;
+  ExecutorOptions options;
+  options.precision = ExecPrecision::BF16;
+  auto bf16 = Executor::create(*module, err, options);
+  ASSERT_TRUE(bf16) << err;
+  std::vector<int64_t> tokens = {1, 5, 9, 2, 7, 3, 4, 4, 8, 0, 31, 6};
+  std::vector<float> a, b;
+  ASSERT_TRUE(f32->forward(tokens, 2, 6, a, err)) << err;
+  ASSERT_TRUE(bf16->forward(tokens, 2, 6, b, err)) << err;
+  ASSERT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    scale = std::max(scale, double(std::fabs(a[i])));
+  }
+  EXPECT_GT(diff, 0.0) << "bf16 products should round differently";
+  EXPECT_LE(diff, 2e-2 * scale);
+
+  // The weights of the first linear, through the API, in both precisions.
+  std::string name;
+  module->walk([&](LinearOp l) {
+    if (name.empty())
+      name = l.getWeight().getDefiningOp<WeightOp>().getName().str();
+  });
+  for (Executor *ex : {f32.get(), bf16.get()}) {
+    std::vector<float> w = ex->weightValues(name), before, zeroed, after;
+    ASSERT_FALSE(w.empty());
+    ex->reset();
+    ASSERT_TRUE(ex->forward(tokens, 2, 6, before, err)) << err;
+    ASSERT_TRUE(
+        ex->setWeightValues(name, std::vector<float>(w.size(), 0.0f), err))
+        << err;
+    ex->reset();
+    ASSERT_TRUE(ex->forward(tokens, 2, 6, zeroed, err)) << err;
+    EXPECT_NE(zeroed, before);
+    ASSERT_TRUE(ex->setWeightValues(name, w, err)) << err;
+    EXPECT_EQ(ex->weightValues(name), w);
+    ex->reset();
+    ASSERT_TRUE(ex->forward(tokens, 2, 6, after, err)) << err;
+    EXPECT_EQ(after, before);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, PrecisionMatches,
+                         ::testing::Values("gqa-opset17.onnx",
+                                           "genai-gqa-fp16.onnx",
+                                           "bf16-opset17.onnx",
+                                           "tied-opset17.onnx"),
+                         [](const auto &info) {
+                           std::string name = info.param;
+                           for (char &c : name)
+                             if (!isalnum(static_cast<unsigned char>(c)))
+                               c = '_';
+                           return name;
+                         });
+
 // A batch gives each sequence the logits it gets alone.
 TEST(Executor, BatchMatchesSingleSequences) {
   mlir::MLIRContext ctx;

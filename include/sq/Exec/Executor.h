@@ -3,8 +3,12 @@
 //
 // Runs the @forward function of an sq module on the CPU in fp32: the oracle
 // of every later step (rotation invariance, quantization, compiled code).
-// Weights are widened to fp32 once; linear layers and the per-head products
-// of attention go through OpenBLAS sgemm; heads run in parallel.
+// Linear weights and embedding tables stored in f16/bf16 are read in place
+// from the module's resources (the module must outlive the executor, and
+// its weights must not be rewritten meanwhile; setWeightValues changes the
+// executor's own copy) and widened to fp32 a panel at a time; other weights
+// are widened once. Linear layers and the per-head products of attention go
+// through OpenBLAS sgemm.
 //
 // The executor owns a KV cache per attention op: forward() continues after
 // the tokens already cached (positions cached + i), so a prompt can be
@@ -37,6 +41,21 @@ struct ModelInfo {
   int64_t maxPositions = 0;
 };
 
+/// How the executor multiplies activations by frozen weights.
+enum class ExecPrecision {
+  /// OpenBLAS sgemm in fp32 (16-bit weights widened a panel at a time).
+  F32,
+  /// Linear weights and embedding tables stored once in bf16 (a bf16
+  /// resource is read in place, f16/f32 ones rounded to bf16 once), the
+  /// linears' forward and input gradient, and sq.rotate, on the CPU's bf16
+  /// units (numerics::gemm: AMX or AVX-512 BF16) with fp32 sums.
+  BF16
+};
+
+struct ExecutorOptions {
+  ExecPrecision precision = ExecPrecision::F32;
+};
+
 class Executor {
 public:
   ~Executor();
@@ -44,7 +63,8 @@ public:
   /// Prepares `module` (its @forward) for execution: loads and widens the
   /// weights. Returns null with a one-line `error` for IR it cannot run.
   static std::unique_ptr<Executor> create(mlir::ModuleOp module,
-                                          std::string &error);
+                                          std::string &error,
+                                          const ExecutorOptions &options = {});
 
   const ModelInfo &info() const;
 
@@ -69,8 +89,8 @@ public:
   //===--- Training (the Cayley calibration of R1/R2) ---------------------===//
 
   /// The fp32 values the executor runs for the float weight `name`
-  /// (row-major); empty when there is no such weight.
-  llvm::ArrayRef<float> weightValues(llvm::StringRef name) const;
+  /// (row-major, a copy); empty when there is no such weight.
+  std::vector<float> weightValues(llvm::StringRef name) const;
   /// Replaces the fp32 values of weight `name` (same number of elements);
   /// the IR is not touched. Returns false with `error` otherwise.
   bool setWeightValues(llvm::StringRef name, llvm::ArrayRef<float> values,
@@ -88,6 +108,9 @@ public:
   /// i, then the backward pass, op by op in reverse (each op's
   /// vector-Jacobian product; sq.fake_quant passes gradients straight
   /// through). `grads[k]` is dL/d(weight wrt[k]) with the weight's shape.
+  /// Only the intermediates some backward step reads are kept (a linear's
+  /// input only when its weight is in `wrt`), each freed once the backward
+  /// has passed its first use, and no weight outside `wrt` gets a gradient.
   bool lossAndGradients(llvm::ArrayRef<int64_t> tokens, int64_t batch,
                         int64_t seq, llvm::ArrayRef<std::string> wrt,
                         double &loss, std::vector<std::vector<float>> &grads,

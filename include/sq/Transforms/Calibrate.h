@@ -103,6 +103,11 @@ struct CalibrationOptions {
   int64_t r3Candidates = 16;
   int64_t r3Windows = 16;
   double r3Sigma = 2.0;
+  /// Where R1/R2 act while training (the same loss and Riemannian gradient
+  /// either way; see RotationApply).
+  RotationApply apply = RotationApply::Auto;
+  /// fp32 or bf16 products (see CalibPrecision).
+  CalibPrecision precision = CalibPrecision::Auto;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
 };
@@ -117,10 +122,19 @@ public:
   /// With `learnR3`, the online Hadamards on Q and K of every attention
   /// (which must be there) become trainable rotations of the clone, and
   /// evaluate() takes and differentiates `Rotations::r3`.
-  static std::unique_ptr<RotationObjective> create(mlir::ModuleOp module,
-                                                   const QuantSpec &quant,
-                                                   std::string &error,
-                                                   bool learnR3 = false);
+  /// `apply` chooses the formulation (RotationApply): Activations (the
+  /// default for 16-bit weights) rewrites the clone so that R1 and R2 act
+  /// where the activations are quantized, as sq.rotate by trainable
+  /// weights, and never copies or differentiates the model's weights;
+  /// Weights folds the rotations into copies of the weights at each step.
+  static std::unique_ptr<RotationObjective>
+  create(mlir::ModuleOp module, const QuantSpec &quant, std::string &error,
+         bool learnR3 = false, RotationApply apply = RotationApply::Auto,
+         CalibPrecision precision = CalibPrecision::F32);
+  /// True when R1/R2 act on activations (RotationApply::Activations).
+  bool rotatesActivations() const;
+  /// True when the products run in bf16 (CalibPrecision).
+  bool computesInBF16() const;
 
   int64_t hidden() const;
   int64_t headDim() const;

@@ -37,6 +37,22 @@ enum class LRSchedule { Cosine, Constant };
 /// weight's own type (f16/bf16 models stay their size: one rounding to that
 /// type per rewrite, as the official implementation does).
 enum class WeightStorage { F32, Keep };
+/// Where the learned calibration applies R1/R2 while training: folded into
+/// a copy of every rotated weight at each step (Weights, needed when the
+/// weights are quantized in the loop), or on the activations at the sites
+/// where something is quantized (Activations: tokens x dim^2 per site, no
+/// weight copies or weight gradients; only for 16-bit weights). Auto picks
+/// Activations for specs with 16-bit weights, Weights otherwise.
+enum class RotationApply { Auto, Weights, Activations };
+/// The arithmetic of the calibration's products with the frozen weights
+/// (and of its rotations on activations): fp32 (OpenBLAS) or bf16 on the
+/// CPU's bf16 units with fp32 sums (sq::ExecPrecision). Auto: bf16 when the
+/// model's linear weights are stored in 16 bits (bf16/f16: the file's own
+/// precision, nothing to gain from fp32 products) and the CPU has AMX
+/// (numerics::gemmDefaultPath(); AVX-512 BF16 alone can be slower than fp32
+/// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
+/// calibrate exactly as before).
+enum class CalibPrecision { Auto, F32, BF16 };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -62,6 +78,11 @@ SQ_ENUM_SPELLING(LRSchedule, "schedule", {LRSchedule::Cosine, "cosine"},
                  {LRSchedule::Constant, "constant"})
 SQ_ENUM_SPELLING(WeightStorage, "weight-type", {WeightStorage::F32, "f32"},
                  {WeightStorage::Keep, "keep"})
+SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
+                 {RotationApply::Weights, "weights"},
+                 {RotationApply::Activations, "activations"})
+SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
+                 {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -161,6 +182,8 @@ SQ_ENUM_OPTION_PARSER(sq::RotationInit)
 SQ_ENUM_OPTION_PARSER(sq::R3Mode)
 SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
+SQ_ENUM_OPTION_PARSER(sq::RotationApply)
+SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

@@ -106,8 +106,13 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
 
     Learned mode, SpinQuant's core: R1 and every R2 are learned on
     calibration text while all weights stay frozen, then folded into the
-    weights like the other rotations. Each step folds the current
-    rotations into a copy of the weights (`W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
+    weights like the other rotations. Each step applies the current
+    rotations (`apply`: with 16-bit weights, the default `w16a4kv4`, on the
+    activations where they are quantized: `Q(x R1) R1^T` at the inputs of
+    q/k/v and gate/up, `v R2` before the value cache's quantizer and
+    `Q(a) R2^T` before o_proj, the residual stream and the weights
+    untouched; with quantized weights, folded into a copy of the weights:
+    `W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
     model with the fake quantization of `quant` (activations per token,
     KV cache; weights round-to-nearest when `quant` quantizes them) on
     `batch` windows, takes the next-token cross-entropy, backpropagates
@@ -217,6 +222,25 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "round-to-nearest weights; w4a4kv4,gptq: GPTQ weights under the "
            "float model's Hessians, recomputed every step; head=8 is "
            "accepted and ignored: lm_head stays float while training)">,
+    Option<"apply", "apply", "::sq::RotationApply",
+           /*default=*/"::sq::RotationApply::Auto",
+           "learned: where R1/R2 act while training: weights (folded into a "
+           "copy of every rotated weight at each step, with gradients of "
+           "every weight), activations (on the activations where they are "
+           "quantized: x -> Q(x R1) R1^T at the inputs of q/k/v and "
+           "gate/up, v -> v R2 before the value cache and a -> Q(a) R2^T "
+           "before o_proj; no weight copies or weight gradients; needs 16-bit "
+           "weights) or auto (activations when quant keeps 16-bit weights, "
+           "weights otherwise). Both give the same loss and Riemannian "
+           "gradient up to float rounding">,
+    Option<"precision", "precision", "::sq::CalibPrecision",
+           /*default=*/"::sq::CalibPrecision::Auto",
+           "learned: arithmetic of the training products with the frozen "
+           "weights and of the rotations: fp32 (OpenBLAS), bf16 (weights "
+           "stored once in bf16, products on AMX / AVX-512 BF16 with fp32 "
+           "sums: several times faster), or auto (bf16 when the linear "
+           "weights are stored in 16 bits and the CPU has AMX, fp32 "
+           "otherwise)">,
     Option<"init", "init", "::sq::RotationInit",
            /*default=*/"::sq::RotationInit::Hadamard",
            "learned: initial rotations: hadamard or random">,

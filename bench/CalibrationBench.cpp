@@ -229,15 +229,20 @@ void BM_ModelStep(benchmark::State &state) {
       (objective->computesInBF16() ? ", bf16" : ", fp32"));
 }
 
-// The optimizer's share of a step at a 7B-sized R1 (4096 x 4096, fp64
-// dgemms: the Cayley step, and a QR every 20 steps above n = 512).
+// The optimizer's share of a step at a 7B-sized R1 (4096 x 4096: the
+// Cayley step's products in double (arg 2 = 0) or float (1, what the
+// calibration uses from n = 1024 on); a QR every 20 steps above n = 512).
 void BM_CayleyStep(benchmark::State &state) {
   int64_t n = state.range(0);
+  bool inFloat = state.range(1) != 0;
   std::vector<double> x = numerics::randomOrthogonalMatrix(n, 0), m;
   std::vector<double> g = numerics::randomOrthogonalMatrix(n, 1);
   for (double &v : g)
     v *= 1e-3;
   numerics::CayleyOptions options;
+  if (inFloat)
+    options.products = numerics::CayleyProducts::Float;
+  state.SetLabel(inFloat ? "float products" : "double products");
   double cpu = 0;
   for (auto _ : state) {
     double c0 = cpuSeconds();
@@ -255,8 +260,10 @@ BENCHMARK(BM_ModelStep)
     ->UseRealTime()
     ->Iterations(envInt("SQ_BENCH_STEPS", 2));
 BENCHMARK(BM_CayleyStep)
-    ->Arg(2048)
-    ->Arg(4096)
+    ->Args({2048, 0})
+    ->Args({2048, 1})
+    ->Args({4096, 0})
+    ->Args({4096, 1})
     ->Unit(benchmark::kSecond)
     ->UseRealTime()
     ->Iterations(1);

@@ -28,15 +28,22 @@ void gemm(Op a, Op b, int64_t n, double alpha, const double *A, const double *B,
               b == Op::T ? CblasTrans : CblasNoTrans, n, n, n, alpha, A, n, B,
               n, beta, C, n);
 }
+void gemm(Op a, Op b, int64_t n, float alpha, const float *A, const float *B,
+          float beta, float *C) {
+  cblas_sgemm(CblasRowMajor, a == Op::T ? CblasTrans : CblasNoTrans,
+              b == Op::T ? CblasTrans : CblasNoTrans, n, n, n, alpha, A, n, B,
+              n, beta, C, n);
+}
 
-void transpose(const double *A, int64_t n, double *T) {
+template <typename S, typename D> void transpose(const S *A, int64_t n, D *T) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
       T[j * n + i] = A[i * n + j];
 }
 
 /// U = X with rows divided by (norm + eps): the official `unit(p, dim=1)`.
-void unitRows(const double *X, int64_t n, double eps, double *U) {
+template <typename T>
+void unitRows(const double *X, int64_t n, double eps, T *U) {
   for (int64_t i = 0; i < n; ++i) {
     const double *row = X + i * n;
     double s = 0;
@@ -44,36 +51,37 @@ void unitRows(const double *X, int64_t n, double eps, double *U) {
       s += row[k] * row[k];
     double inv = 1.0 / (std::sqrt(s) + eps);
     for (int64_t k = 0; k < n; ++k)
-      U[i * n + k] = row[k] * inv;
+      U[i * n + k] = T(row[k] * inv);
   }
 }
 
 /// V = beta M - G^T (M empty or mis-sized: zeros). V may be M itself.
+template <typename T>
 void tangent(const std::vector<double> &G, int64_t n,
-             const std::vector<double> &M, double beta, double *V) {
+             const std::vector<double> &M, double beta, T *V) {
   bool haveM = beta != 0 && M.size() == size_t(n * n);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double m = haveM ? beta * M[i * n + j] : 0.0;
-      V[i * n + j] = m - G[j * n + i];
+      V[i * n + j] = T(m - G[j * n + i]);
     }
 }
 
 /// W = W^ - W^^T with W^ = V U - 1/2 U^T (U (V U)); t1, t2 are n x n scratch.
-void generator(const double *U, const double *V, int64_t n, double *W,
-               double *t1, double *t2) {
+template <typename T>
+void generator(const T *U, const T *V, int64_t n, T *W, T *t1, T *t2) {
   gemm(Op::N, Op::N, n, 1.0, V, U, 0.0, t1);  // MX = V U
   gemm(Op::N, Op::N, n, 1.0, U, t1, 0.0, t2); // XMX = U MX
   gemm(Op::T, Op::N, n, 1.0, U, t2, 0.0, W);  // XXMX = U^T XMX
   for (int64_t i = 0; i < n * n; ++i)         // W^ = MX - XXMX / 2
-    t1[i] -= 0.5 * W[i];
+    t1[i] -= T(0.5) * W[i];
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
       W[i * n + j] = t1[i * n + j] - t1[j * n + i];
 }
 
 /// max over columns of sum_i |W_ij| (torch: abs, sum over dim 0, max).
-double normOne(const double *W, int64_t n) {
+template <typename T> double normOne(const T *W, int64_t n) {
   std::vector<double> col(n, 0.0);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
@@ -82,6 +90,39 @@ double normOne(const double *W, int64_t n) {
   for (double c : col)
     m = std::max(m, c);
   return m;
+}
+
+/// cayleyStep with the n x n products in float (see CayleyProducts): the
+/// same formulas on float copies of U, V and W; X is written back in double.
+double cayleyStepFloat(std::vector<double> &X, const std::vector<double> &G,
+                       int64_t n, std::vector<double> &momentum,
+                       const CayleyOptions &opts) {
+  size_t nn = size_t(n * n);
+  std::vector<float> U(nn), V(nn), W(nn), t1(nn), t2(nn);
+  unitRows(X.data(), n, opts.eps, U.data());
+  tangent(G, n, momentum, opts.momentum, V.data());
+  generator(U.data(), V.data(), n, W.data(), t1.data(), t2.data());
+  double alpha =
+      std::min(2.0 * opts.q / (normOne(W.data(), n) + opts.eps), opts.lr);
+  float a = float(alpha);
+  float *Xt = t1.data(), *Y = t2.data(), *Z = U.data();
+  transpose(U.data(), n, Xt);
+  for (size_t i = 0; i < nn; ++i)
+    Y[i] = Xt[i] + a * V[i];
+  for (int it = 0; it < opts.iterations; ++it) {
+    for (size_t i = 0; i < nn; ++i)
+      Z[i] = 0.5f * (Xt[i] + Y[i]);
+    std::copy(Xt, Xt + nn, Y);
+    gemm(Op::N, Op::N, n, a, W.data(), Z, 1.0f, Y);
+  }
+  transpose(Y, n, X.data());
+  if (opts.momentum != 0) { // M <- W U^T, read by the next step's V
+    gemm(Op::N, Op::N, n, 1.0f, W.data(), Xt, 0.0f, V.data());
+    std::copy(V.begin(), V.end(), momentum.begin());
+  } else { // never read with beta = 0: no product for it
+    std::fill(momentum.begin(), momentum.end(), 0.0);
+  }
+  return alpha;
 }
 
 } // namespace
@@ -103,6 +144,8 @@ double cayleyStep(std::vector<double> &X, const std::vector<double> &G,
   size_t nn = size_t(n * n);
   if (momentum.size() != nn)
     momentum.assign(nn, 0.0);
+  if (opts.products == CayleyProducts::Float)
+    return cayleyStepFloat(X, G, n, momentum, opts);
   // Buffers are reused so that a step needs three n x n scratch matrices
   // besides the caller's three (800 MB at n = 4096): U lives in X, V in the
   // momentum buffer.

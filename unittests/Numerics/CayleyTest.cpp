@@ -380,4 +380,31 @@ TEST(Cayley, CosineSchedule) {
     EXPECT_LT(cosineSchedule(1.5, s, 100), cosineSchedule(1.5, s - 1, 100));
 }
 
+// CayleyProducts::Float takes the double step's formulas with float
+// products: the same step to float rounding (alpha to 1e-5 relative, X to
+// 1e-5 absolute on entries of about 1/sqrt(n)), with and without momentum,
+// and X stays orthogonal to float rounding.
+TEST(Cayley, FloatProductsTakeTheSameStep) {
+  for (int64_t n : {64, 256})
+    for (double beta : {0.0, 0.9}) {
+      Matrix X0 = randomOrthogonalMatrix(n, 81), G = gaussian(n, 82);
+      Matrix M0 = gaussian(n, 83, 0.1);
+      CayleyOptions opts;
+      opts.momentum = beta;
+      Matrix Xd = X0, Md = M0, Xf = X0, Mf = M0;
+      double ad = cayleyStep(Xd, G, n, Md, opts);
+      opts.products = CayleyProducts::Float;
+      double af = cayleyStep(Xf, G, n, Mf, opts);
+      EXPECT_NEAR(af, ad, 1e-5 * ad) << "n " << n << " beta " << beta;
+      EXPECT_GT(maxAbsDiff(Xd, X0), 1e-3) << "the step should move X";
+      EXPECT_LT(maxAbsDiff(Xf, Xd), 1e-5) << "n " << n << " beta " << beta;
+      EXPECT_LT(orthogonalityError(Xf, n), orthogonalityError(Xd, n) + 1e-5);
+      if (beta != 0)
+        EXPECT_LT(maxAbsDiff(Mf, Md),
+                  1e-4 * (1 + maxAbsDiff(Md, Matrix(n * n))));
+      else
+        EXPECT_EQ(maxAbsDiff(Mf, Matrix(n * n)), 0.0) << "momentum 0: zeros";
+    }
+}
+
 } // namespace

@@ -34,8 +34,10 @@
 // official runs use momentum 0, where both agree.
 //
 // Matrix products go to OpenBLAS dgemm, all in double (a 4096 x 4096 step
-// is nine 4096^3 products, about 1.2 TFLOP). Plain C++: no MLIR or LLVM
-// header.
+// is nine 4096^3 products, about 1.2 TFLOP), or with CayleyProducts::Float
+// to sgemm on float copies (twice the rate, half the memory; without
+// momentum the last product, M <- W U^T, is skipped: eight products). Plain
+// C++: no MLIR or LLVM header.
 //
 //===----------------------------------------------------------------------===//
 
@@ -48,6 +50,13 @@
 namespace sq {
 namespace numerics {
 
+/// The precision of cayleyStep's n x n products. Double is the reference.
+/// Float rounds U, V and W to float and multiplies with sgemm: each step
+/// then moves X off orthogonal by float rounding (about 1e-7 relative),
+/// which the callers' periodic reorthonormalize() removes; meant for large
+/// rotations (a 7B/8B R1), where the step's cost matters.
+enum class CayleyProducts { Double, Float };
+
 struct CayleyOptions {
   /// The step cap of this step (the caller applies the schedule).
   double lr = 1.5;
@@ -59,12 +68,14 @@ struct CayleyOptions {
   double eps = 1e-8;
   /// Fixed-point iterations of the Cayley transform.
   int iterations = 5;
+  CayleyProducts products = CayleyProducts::Double;
 };
 
 /// One Cayley SGD step on the orthogonal n x n matrix X with the loss
 /// gradient G (dL/dX, n x n). `momentum` is the optimizer state M (n x n);
 /// an empty (or otherwise mis-sized) buffer is taken as zeros and resized.
-/// After the step it holds W U^T. Returns the step size alpha used.
+/// After the step it holds W U^T (with CayleyProducts::Float and momentum 0,
+/// where it is never read: zeros). Returns the step size alpha used.
 double cayleyStep(std::vector<double> &X, const std::vector<double> &G,
                   int64_t n, std::vector<double> &momentum,
                   const CayleyOptions &opts);

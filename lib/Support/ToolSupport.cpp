@@ -9,11 +9,50 @@
 
 using namespace llvm;
 
+#include <cstdlib>
+#include <cstring>
+#if defined(__linux__)
+#include <dlfcn.h>
+#include <unistd.h>
+#endif
+
 namespace sq {
+
+void preferFastBlasKernels(char **argv) {
+#if defined(__linux__) && defined(__x86_64__)
+  if (std::getenv("OPENBLAS_CORETYPE"))
+    return;
+  using CoreName = char *(*)();
+  auto coreName =
+      reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char *name = coreName ? coreName() : nullptr;
+  if (!name || std::strcmp(name, "Prescott") != 0)
+    return;
+  const char *better = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
+    better = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    better = "Haswell";
+  if (!better || setenv("OPENBLAS_CORETYPE", better, 1) != 0)
+    return;
+  execv("/proc/self/exe", argv);
+  // The new image did not start: go on with the kernels already loaded.
+  unsetenv("OPENBLAS_CORETYPE");
+#else
+  (void)argv;
+#endif
+}
+
+static char **preferFastBlasKernelsFirst(char **argv) {
+  preferFastBlasKernels(argv);
+  return argv;
+}
 
 InitTool::InitTool(int &argc, char **&argv, cl::OptionCategory &category,
                    StringRef overview)
-    : init(argc, argv) {
+    : init(argc, (argv = preferFastBlasKernelsFirst(argv))) {
   blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv, overview);

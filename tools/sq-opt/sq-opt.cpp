@@ -17,6 +17,7 @@
 #include "sq/Support/FileSizeSignal.h"
 #include "sq/Support/NestingDepth.h"
 #include "sq/Support/ResourceBlobs.h"
+#include "sq/Support/ToolSupport.h"
 #include "sq/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -61,7 +62,8 @@ struct CheckAttributeExpansion
 } // namespace
 
 int main(int argc, char **argv) {
-  sq::blockFileSizeSignal(); // write errors, not SIGXFSZ (ulimit -f)
+  sq::preferFastBlasKernels(argv); // may run sq-opt again, before anything
+  sq::blockFileSizeSignal();       // write errors, not SIGXFSZ (ulimit -f)
   mlir::registerAllPasses();
   sq::registerSQPasses();
   sq::registerSQPassAliases();

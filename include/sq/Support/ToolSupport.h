@@ -34,6 +34,18 @@ private:
   llvm::InitLLVM init;
 };
 
+/// OpenBLAS 0.3.21 (Debian 12) does not know CPUs newer than its release
+/// (Sapphire/Emerald Rapids, Zen 4) and falls back to its Prescott kernels,
+/// half the dgemm/sgemm rate of its SkylakeX ones, for the executor, GPTQ and
+/// the Cayley steps. It picks its kernels when it is loaded, before main, from
+/// OPENBLAS_CORETYPE: so when that variable is unset, the loaded OpenBLAS
+/// reports the Prescott fallback and the CPU has AVX-512 (AVX2 + FMA), this
+/// sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and executes the tool again with
+/// the same arguments. Does nothing otherwise (another BLAS, a CPU OpenBLAS
+/// knows, a user's own OPENBLAS_CORETYPE: set it to keep OpenBLAS's choice).
+/// Called first by InitTool and by sq-opt's main.
+void preferFastBlasKernels(char **argv);
+
 /// Prints "TOOL: error: MESSAGE" on stderr (coloured on a terminal) and
 /// returns 1, the exit code of a failed tool: `return fail(tool, "...")`.
 int fail(llvm::StringRef tool, const llvm::Twine &message);

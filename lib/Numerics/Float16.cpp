@@ -36,13 +36,6 @@ float halfToFloat(uint16_t h) {
   return f;
 }
 
-float bf16ToFloat(uint16_t h) {
-  uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 #ifdef SQ_HAVE_F16C_PATH
 namespace {
 bool hasF16C() {
@@ -156,15 +149,6 @@ uint16_t floatToHalf(float f) {
   if (rest > 0x1000 || (rest == 0x1000 && (half & 1)))
     ++half; // may carry into the exponent, up to Inf: correct
   return static_cast<uint16_t>(sign | half);
-}
-
-uint16_t floatToBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x7FFFFF))
-    return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
 }
 
 void narrowFromFloat(const float *in, int64_t count, FloatFormat format,

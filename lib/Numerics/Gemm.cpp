@@ -30,6 +30,7 @@
 #include "sq/Numerics/Gemm.h"
 
 #include "sq/Numerics/CpuFeatures.h"
+#include "sq/Numerics/Float16.h"
 #include "sq/Numerics/ThreadPool.h"
 
 #include <algorithm>
@@ -70,23 +71,6 @@ constexpr int64_t kKs = 4096; // K super-block (packed A: <= 16 MB)
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-inline float bf16Value(uint16_t bits) {
-  uint32_t u = uint32_t(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-/// Round to nearest even, NaN kept (quiet): the same as floatToBf16.
-inline uint16_t roundBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u)
-    return uint16_t((u >> 16) | 0x40);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-
 /// A (fp32): element (i, k) at p[i ld + k], or p[k ld + i] when trans.
 struct AOperand {
   const float *p;
@@ -107,7 +91,7 @@ struct BOperand {
   uint16_t bitsAt(int64_t k, int64_t j) const {
     int64_t off = nMajor ? j * ld + k : k * ld + j;
     return bf16 ? static_cast<const uint16_t *>(p)[off]
-                : roundBf16(static_cast<const float *>(p)[off]);
+                : floatToBf16(static_cast<const float *>(p)[off]);
   }
 };
 
@@ -163,7 +147,7 @@ void packAScalar(const AOperand &a, const ABlock &blk, int64_t g0, int64_t g1,
         for (int64_t t = 0; t < kStepK; ++t) {
           int64_t kk = s * kStepK + t;
           out[t] = (i < blk.rows && kk < blk.kc)
-                       ? roundBf16(a.at(blk.i0 + i, blk.k0 + kk))
+                       ? floatToBf16(a.at(blk.i0 + i, blk.k0 + kk))
                        : 0;
         }
       }
@@ -198,12 +182,12 @@ void rowsScalar(const uint16_t *a, const uint16_t *b, int64_t kSteps,
     for (int64_t s = 0; s < kSteps; ++s) {
       const uint16_t *as = ag + s * kTile;
       for (int64_t p = 0; p < 16; ++p) {
-        float a0 = bf16Value(as[2 * p]), a1 = bf16Value(as[2 * p + 1]);
+        float a0 = bf16ToFloat(as[2 * p]), a1 = bf16ToFloat(as[2 * p + 1]);
         for (int64_t j = 0; j < kNr; ++j) {
           const uint16_t *bp =
               b + (j / 16) * kSteps * kTile + s * kTile + (p * 16 + j % 16) * 2;
           // The pair's two products (exact in fp32), then the sum.
-          row[j] += a0 * bf16Value(bp[0]) + a1 * bf16Value(bp[1]);
+          row[j] += a0 * bf16ToFloat(bp[0]) + a1 * bf16ToFloat(bp[1]);
         }
       }
     }
@@ -794,113 +778,6 @@ GemmPath gemmDefaultPath() {
     return best;
   }();
   return path;
-}
-
-//===----------------------------------------------------------------------===//
-// PackedMatrix.
-//===----------------------------------------------------------------------===//
-
-void PackedMatrix::Free::operator()(uint16_t *p) const { std::free(p); }
-
-PackedMatrix::PackedMatrix() = default;
-PackedMatrix::~PackedMatrix() = default;
-PackedMatrix::PackedMatrix(PackedMatrix &&other) noexcept
-    : owned(std::move(other.owned)), base(other.base), numRows(other.numRows),
-      numCols(other.numCols), rowStride(other.rowStride) {
-  other.base = nullptr;
-  other.numRows = other.numCols = other.rowStride = 0;
-}
-PackedMatrix &PackedMatrix::operator=(PackedMatrix &&other) noexcept {
-  if (this != &other) {
-    owned = std::move(other.owned);
-    base = other.base;
-    numRows = other.numRows;
-    numCols = other.numCols;
-    rowStride = other.rowStride;
-    other.base = nullptr;
-    other.numRows = other.numCols = other.rowStride = 0;
-  }
-  return *this;
-}
-
-size_t PackedMatrix::ownedBytes() const {
-  return owned ? size_t(numRows) * size_t(rowStride) * 2 : 0;
-}
-
-PackedMatrix PackedMatrix::fromBits(const void *w, FloatFormat format,
-                                    int64_t rows, int64_t cols, int64_t ld) {
-  PackedMatrix pm;
-  if (rows <= 0 || cols <= 0)
-    return pm;
-  if (ld <= 0)
-    ld = cols;
-  pm.numRows = rows;
-  pm.numCols = cols;
-  pm.rowStride = (cols + 31) / 32 * 32;
-  size_t bytes = size_t(rows) * size_t(pm.rowStride) * 2;
-  uint16_t *p = static_cast<uint16_t *>(std::aligned_alloc(64, bytes));
-  if (!p) {
-    std::fprintf(stderr, "sq gemm: out of memory (%zu bytes)\n", bytes);
-    std::abort();
-  }
-  pm.owned.reset(p);
-  pm.base = p;
-  int64_t stride = pm.rowStride;
-  // Rows in parallel (a 1B model's 2.5 GB are converted once at load).
-  ThreadPool::global().parallelFor(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      uint16_t *out = p + r * stride;
-      switch (format) {
-      case FloatFormat::BF16:
-        std::memcpy(out, static_cast<const uint16_t *>(w) + r * ld, cols * 2);
-        break;
-      case FloatFormat::F16: {
-        const uint16_t *in = static_cast<const uint16_t *>(w) + r * ld;
-        for (int64_t c = 0; c < cols; ++c)
-          out[c] = roundBf16(halfToFloat(in[c]));
-        break;
-      }
-      case FloatFormat::F32: {
-        const float *in = static_cast<const float *>(w) + r * ld;
-        for (int64_t c = 0; c < cols; ++c)
-          out[c] = roundBf16(in[c]);
-        break;
-      }
-      }
-      std::memset(out + cols, 0, (stride - cols) * 2);
-    }
-  });
-  return pm;
-}
-
-PackedMatrix PackedMatrix::fromFloat(const float *w, int64_t rows, int64_t cols,
-                                     int64_t ld) {
-  return fromBits(w, FloatFormat::F32, rows, cols, ld);
-}
-
-PackedMatrix PackedMatrix::viewBF16(const uint16_t *w, int64_t rows,
-                                    int64_t cols, int64_t ld) {
-  PackedMatrix pm;
-  if (rows <= 0 || cols <= 0)
-    return pm;
-  pm.base = w;
-  pm.numRows = rows;
-  pm.numCols = cols;
-  pm.rowStride = ld > 0 ? ld : cols;
-  return pm;
-}
-
-bool PackedMatrix::setRows(int64_t row0, int64_t count, const float *src,
-                           int64_t ld) {
-  if (!owned || row0 < 0 || count < 0 || row0 + count > numRows)
-    return false;
-  if (ld <= 0)
-    ld = numCols;
-  uint16_t *p = owned.get();
-  for (int64_t r = 0; r < count; ++r)
-    for (int64_t c = 0; c < numCols; ++c)
-      p[(row0 + r) * rowStride + c] = roundBf16(src[r * ld + c]);
-  return true;
 }
 
 //===----------------------------------------------------------------------===//

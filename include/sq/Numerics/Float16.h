@@ -10,14 +10,21 @@
 #define SQ_NUMERICS_FLOAT16_H
 
 #include <cstdint>
+#include <cstring>
 
 namespace sq {
 namespace numerics {
 
 /// IEEE binary16 bits to float (exact, including subnormals, Inf, NaN).
 float halfToFloat(uint16_t bits);
-/// bfloat16 bits to float (exact).
-float bf16ToFloat(uint16_t bits);
+/// bfloat16 bits to float (exact). Inline: the bf16 GEMM's packers and
+/// scalar path call it per element.
+inline float bf16ToFloat(uint16_t bits) {
+  uint32_t u = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 /// Storage formats of float weights.
 enum class FloatFormat { F32, F16, BF16 };
@@ -29,8 +36,16 @@ void widenToFloat(const void *data, int64_t count, FloatFormat format,
 /// float to IEEE binary16 bits, rounding to nearest even (overflow to Inf,
 /// subnormals kept, NaN stays NaN).
 uint16_t floatToHalf(float f);
-/// float to bfloat16 bits, rounding to nearest even (NaN stays NaN).
-uint16_t floatToBf16(float f);
+/// float to bfloat16 bits, rounding to nearest even (NaN stays NaN, made
+/// quiet). Inline for the same reason as bf16ToFloat.
+inline uint16_t floatToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+    return uint16_t((u >> 16) | 0x40);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
 
 /// Narrows `count` fp32 values to `format` at `out` (little-endian).
 void narrowFromFloat(const float *in, int64_t count, FloatFormat format,

@@ -95,6 +95,11 @@ int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::MlirOptMainConfig config =
       mlir::MlirOptMainConfig::createFromCLOptions();
+  // A `.mlirbc` output is bytecode without --emit-bytecode: text in a file
+  // of that name would hold every weight as hex (twice the bytes, parsed
+  // slowly into a copy), where bytecode is read in place (memory-mapped).
+  if (llvm::StringRef(output).ends_with(".mlirbc"))
+    config.emitBytecode(true);
   mlir::MlirOptMainConfig userConfig = config;
   config.setPassPipelineSetupFn([userConfig](mlir::PassManager &pm) {
     pm.addPass(std::make_unique<CheckAttributeExpansion>());

@@ -46,7 +46,8 @@ static cl::opt<std::string> outputFile("o",
                                        cl::cat(category));
 static cl::opt<bool>
     emitBytecode("emit-bytecode",
-                 cl::desc("Write MLIR bytecode instead of text"),
+                 cl::desc("Write MLIR bytecode instead of text (the default "
+                          "for an output named *.mlirbc)"),
                  cl::cat(category));
 static cl::opt<unsigned> elideLarger(
     "elide-weights-larger-than",
@@ -98,6 +99,10 @@ int main(int argc, char **argv) {
     return error(importOnnx ? "choose one of --import-onnx and --import-hf"
                             : "nothing to do: pass --import-onnx model.onnx "
                               "or --import-hf DIR");
+  // A `.mlirbc` output is bytecode without --emit-bytecode (text there
+  // would hold every weight as hex: twice the bytes, parsed into a copy).
+  if (StringRef(outputFile).ends_with(".mlirbc"))
+    emitBytecode = true;
   if (emitBytecode && outputFile == "-" &&
       sys::Process::StandardOutIsDisplayed())
     return error("refusing to write bytecode to a terminal; use -o FILE");

@@ -276,7 +276,20 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            /*default=*/"::sq::WeightStorage::Keep",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
-           "f16/bf16 models, twice their size)">
+           "f16/bf16 models, twice their size)">,
+    Option<"clip", "clip", "::sq::ClipLearning",
+           /*default=*/"::sq::ClipLearning::None",
+           "learned: learned clipping, trained by Adam with the rotations: "
+           "none (the spec's aclip/kclip/vclip and wclip), acts (the clip "
+           "ratio of every activation and KV-cache quantizer), weights (one "
+           "ratio per output channel of every weight quantized "
+           "round-to-nearest in the loop: quant=wN... without gptq), learned "
+           "(both where the training quantizes). The ratios are stored on "
+           "the model (sq.input_clip, sq.key_clip, sq.value_clip, "
+           "sq.weight_clip) for --sq-quantize">,
+    Option<"clipLr", "clip-lr", "double", /*default=*/"0.005",
+           "learned, clip: Adam's learning rate for the clip ratios (on the "
+           "rotations' schedule)">
   ];
 }
 

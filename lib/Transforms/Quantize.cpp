@@ -9,6 +9,9 @@
 //    GPTQ as the others, quantized last) and 8-bit per-token input;
 //  * KV cache: sq.fake_quant on the keys (after R3) and values entering
 //    each attention, asymmetric, in groups of head_dim.
+// Learned clip ratios stored on the model by --sq-spinquant-rotate=...
+// clip=... (sq.input_clip, sq.key_clip, sq.value_clip, sq.weight_clip)
+// replace the spec's aclip/kclip/vclip and wclip where present.
 // mode=fake keeps float weights that went through quantize-dequantize;
 // mode=real emits sq.qlinear over packed integer weights.
 //

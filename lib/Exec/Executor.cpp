@@ -53,6 +53,11 @@ struct Executor::Impl {
   llvm::DenseMap<Operation *, SmallVector<Value>> firstUses;
   /// ExecPrecision::BF16.
   bool bf16 = false;
+  /// Learned clipping: each sq.fake_quant's index in program order, the
+  /// clip ratios that replace the attributes' (empty: none) and the last
+  /// dL/dclip.
+  llvm::DenseMap<Operation *, int64_t> fakeQuantSite;
+  std::vector<double> clips, clipGrads;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -242,9 +247,13 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
       impl.qweights[&op] = std::move(t);
       continue;
     }
+    if (isa<FakeQuantOp>(op)) {
+      int64_t site = impl.fakeQuantSite.size();
+      impl.fakeQuantSite[&op] = site;
+      continue;
+    }
     if (isa<EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp, SiluOp,
-            MulOp, AddOp, RotateOp, HadamardOp, FakeQuantOp, func::ReturnOp>(
-            op))
+            MulOp, AddOp, RotateOp, HadamardOp, func::ReturnOp>(op))
       continue;
     error = "the executor cannot run '" + op.getName().getStringRef().str() +
             "' yet";
@@ -386,9 +395,12 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
                           h.getSeed() ? *h.getSeed() : 0, out, error);
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
       QuantAttr qa = f.getQuant();
+      double clip = impl.clips.empty()
+                        ? qa.getClipRatio()
+                        : impl.clips[impl.fakeQuantSite.lookup(&op)];
       exec::fakeQuant(get(f.getInput()), qa.getBits(), qa.getSymmetric(),
                       static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
-                      qa.getClipRatio(), out);
+                      clip, out);
     } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       logits = get(ret.getOperand(0));
       break;
@@ -447,6 +459,30 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
 //===----------------------------------------------------------------------===//
 
 namespace sq {
+
+int64_t Executor::numFakeQuantSites() const {
+  return impl->fakeQuantSite.size();
+}
+
+bool Executor::setFakeQuantClips(ArrayRef<double> clips, std::string &error) {
+  if (!clips.empty() && int64_t(clips.size()) != numFakeQuantSites()) {
+    error = std::to_string(clips.size()) + " clip ratios for " +
+            std::to_string(numFakeQuantSites()) + " sq.fake_quant ops";
+    return false;
+  }
+  for (double c : clips)
+    if (!(c > 0 && c <= 1)) {
+      error = "clip ratio " + std::to_string(c) + " is not in (0, 1]";
+      return false;
+    }
+  impl->clips.assign(clips.begin(), clips.end());
+  impl->clipGrads.assign(clips.size(), 0.0);
+  return true;
+}
+
+const std::vector<double> &Executor::clipGradients() const {
+  return impl->clipGrads;
+}
 
 std::vector<float> Executor::weightValues(StringRef name) const {
   auto it = impl->weightByName.find(name);
@@ -641,8 +677,12 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     } else if (auto r = dyn_cast<RotateOp>(op)) {
       if (wantsWeight(r.getRotation()))
         keep.insert(r.getInput());
+    } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
+      if (!impl.clips.empty()) // learned clipping reads the input
+        keep.insert(f.getInput());
     }
   }
+  std::fill(impl.clipGrads.begin(), impl.clipGrads.end(), 0.0);
   llvm::DenseMap<Value, exec::Tensor> tape;
   exec::Tensor logits;
   if (!evaluate(impl, tokens, batch, seq, /*training=*/true, &tape, logits,
@@ -775,7 +815,20 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         return false;
       give(h.getInput(), std::move(dx));
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
-      give(f.getInput(), std::move(dy)); // straight-through estimator
+      if (impl.clips.empty()) {
+        give(f.getInput(), std::move(dy)); // straight-through estimator
+      } else { // learned clipping: the clip-aware estimator
+        QuantAttr qa = f.getQuant();
+        int64_t site = impl.fakeQuantSite.lookup(&op);
+        exec::Tensor dx;
+        double dclip = 0;
+        exec::fakeQuantBackward(
+            get(f.getInput()), qa.getBits(), qa.getSymmetric(),
+            static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
+            impl.clips[site], dy, dx, dclip);
+        impl.clipGrads[site] += dclip;
+        give(f.getInput(), std::move(dx));
+      }
     } else {
       error = "no gradient for '" + op.getName().getStringRef().str() +
               "' (training runs float and fake-quantized models: calibrate "

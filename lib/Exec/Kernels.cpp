@@ -245,5 +245,25 @@ void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
                           out.data->data());
 }
 
+void fakeQuantBackward(const Tensor &x, unsigned bits, bool symmetric,
+                       int granularity, int64_t groupSize, double clip,
+                       const Tensor &dy, Tensor &dx, double &dclip) {
+  dx = like(x.shape);
+  int64_t n = x.numel(), last = x.lastDim();
+  numerics::QuantGrid grid;
+  grid.bits = bits;
+  grid.symmetric = symmetric;
+  grid.clip = clip;
+  grid.group = granularity == 3 ? groupSize : 0;
+  int64_t cols = granularity == 0 ? n : last, rows = n / cols;
+  std::vector<double> perRow(rows);
+  numerics::fakeQuantRowsBackward(x.data->data(), rows, cols, grid, nullptr,
+                                  dy.data->data(), dx.data->data(),
+                                  perRow.data());
+  dclip = 0;
+  for (double v : perRow)
+    dclip += v;
+}
+
 } // namespace exec
 } // namespace sq

@@ -101,6 +101,12 @@ bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
 /// granularity: 0 per_tensor, 1 per_token, 2 per_channel, 3 group.
 void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
                int64_t groupSize, double clip, Tensor &out);
+/// The gradient of fakeQuant for learned clipping
+/// (numerics::fakeQuantRowsBackward): dx = dL/dx, dclip = dL/dclip (one
+/// clip for the whole tensor).
+void fakeQuantBackward(const Tensor &x, unsigned bits, bool symmetric,
+                       int granularity, int64_t groupSize, double clip,
+                       const Tensor &dy, Tensor &dx, double &dclip);
 
 } // namespace exec
 } // namespace sq

@@ -39,17 +39,111 @@ int64_t quantizeValue(float x, float scale, float zero, const QuantGrid &grid) {
 }
 
 void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
-                   const QuantGrid &grid, float *out) {
+                   const QuantGrid &grid, float *out, const float *rowClips) {
   int64_t group = grid.group > 0 ? grid.group : cols;
-  for (int64_t r = 0; r < rows; ++r)
+  QuantGrid g0 = grid;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (rowClips)
+      g0.clip = rowClips[r];
     for (int64_t g = 0; g < cols; g += group) {
       const float *x = in + r * cols + g;
       float *y = out + r * cols + g;
       float scale, zero;
-      groupScale(x, group, grid, 1.0, scale, zero);
+      groupScale(x, group, g0, 1.0, scale, zero);
       for (int64_t i = 0; i < group; ++i)
-        y[i] = (float(quantizeValue(x[i], scale, zero, grid)) - zero) * scale;
+        y[i] = (float(quantizeValue(x[i], scale, zero, g0)) - zero) * scale;
     }
+  }
+}
+
+void fakeQuantRowsBackward(const float *in, int64_t rows, int64_t cols,
+                           const QuantGrid &grid, const float *rowClips,
+                           const float *dy, float *dx, double *dclip) {
+  int64_t group = grid.group > 0 ? grid.group : cols;
+  const double qmax = double(grid.qmax()), qmin = double(grid.qmin());
+  QuantGrid g0 = grid;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (rowClips)
+      g0.clip = rowClips[r];
+    const double c = g0.clip;
+    double rowGrad = 0;
+    for (int64_t g = 0; g < cols; g += group) {
+      const float *x = in + r * cols + g;
+      const float *d = dy + r * cols + g;
+      float *e = dx ? dx + r * cols + g : nullptr;
+      // The range and the values that set it (as groupScale).
+      float lo = 0, hi = 0;
+      int64_t iLo = -1, iHi = -1;
+      for (int64_t i = 0; i < group; ++i) {
+        if (x[i] < lo) {
+          lo = x[i];
+          iLo = i;
+        }
+        if (x[i] > hi) {
+          hi = x[i];
+          iHi = i;
+        }
+      }
+      float scale, zero;
+      groupScale(x, group, g0, 1.0, scale, zero);
+      double raw = grid.symmetric ? std::max(-double(lo), double(hi)) * c / qmax
+                                  : (double(hi) - double(lo)) * c / qmax;
+      bool degenerate = !(float(raw) > 0);
+      if (degenerate) { // scale 1: the values pass (zeros)
+        if (e)
+          for (int64_t i = 0; i < group; ++i)
+            e[i] = d[i];
+        continue;
+      }
+      const double s = scale;
+      // r_z: the zero point's rounding offset (asymmetric).
+      const double rz = grid.symmetric ? 0.0 : double(zero) + c * lo / s;
+      double gS = 0, gMin = 0; // dL/ds, dL/dxmin (direct)
+      for (int64_t i = 0; i < group; ++i) {
+        double u = double(x[i]) / s;
+        double k = std::nearbyint(float(x[i]) / scale);
+        double t = k + zero;
+        if (t > qmax) {
+          gS += d[i] * (grid.symmetric ? qmax : qmax - rz);
+          gMin += d[i];
+          if (e)
+            e[i] = 0;
+        } else if (t < qmin) {
+          gS += d[i] * (grid.symmetric ? qmin : -rz);
+          gMin += d[i];
+          if (e)
+            e[i] = 0;
+        } else {
+          gS += d[i] * (k - u);
+          if (e)
+            e[i] = d[i];
+        }
+      }
+      if (grid.symmetric) {
+        // s = c A / qmax, A = max(-lo, hi).
+        bool upper = double(hi) >= -double(lo);
+        double a = upper ? hi : -double(lo);
+        rowGrad += gS * a / qmax;
+        if (e) {
+          int64_t i = upper ? iHi : iLo;
+          if (i >= 0)
+            e[i] += float((upper ? 1.0 : -1.0) * gS * c / qmax);
+        }
+      } else {
+        // s = (xmax - xmin) / qmax, xmax = c hi, xmin = c lo.
+        double dMax = gS / qmax, dMinTotal = -gS / qmax + gMin;
+        rowGrad += dMax * hi + dMinTotal * lo;
+        if (e) {
+          if (iHi >= 0)
+            e[iHi] += float(dMax * c);
+          if (iLo >= 0)
+            e[iLo] += float(dMinTotal * c);
+        }
+      }
+    }
+    if (dclip)
+      dclip[r] = rowGrad;
+  }
 }
 
 void dequantizePackedRows(const uint8_t *packed, int64_t rows, int64_t cols,
@@ -87,7 +181,7 @@ void QuantizedWeight::dequantize(float *out) const {
 
 bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
                  const QuantGrid &grid, bool clipSearch, QuantizedWeight &out,
-                 std::string &error) {
+                 std::string &error, const float *rowClips) {
   int64_t group = grid.group > 0 ? grid.group : cols;
   if (cols % group) {
     error = "group size " + std::to_string(group) + " does not divide " +
@@ -109,19 +203,23 @@ bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
   out.zeros.assign(rows * out.groups, 0.0f);
   // Official search: grid 100, maxshrink 0.8, error norm 2.4.
   const int steps = clipSearch ? 80 : 1;
+  QuantGrid rowGrid = grid;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t g = 0; g < out.groups; ++g) {
+      if (rowClips)
+        rowGrid.clip = rowClips[r];
       const float *x = w + r * cols + g * group;
       float bestScale = 1, bestZero = 0;
       double bestErr = INFINITY;
       for (int i = 0; i < steps; ++i) {
         float scale, zero;
-        groupScale(x, group, grid, 1.0 - i / 100.0, scale, zero);
+        groupScale(x, group, rowGrid, 1.0 - i / 100.0, scale, zero);
         if (steps > 1) {
           double err = 0;
           for (int64_t k = 0; k < group; ++k) {
             float q =
-                (float(quantizeValue(x[k], scale, zero, grid)) - zero) * scale;
+                (float(quantizeValue(x[k], scale, zero, rowGrid)) - zero) *
+                scale;
             err += std::pow(std::fabs(double(q) - x[k]), 2.4);
           }
           if (!(err < bestErr))
@@ -135,7 +233,7 @@ bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
       out.zeros[r * out.groups + g] = bestZero;
       for (int64_t k = 0; k < group; ++k)
         out.values[r * cols + g * group + k] = static_cast<int16_t>(
-            quantizeValue(x[k], bestScale, bestZero, grid));
+            quantizeValue(x[k], bestScale, bestZero, rowGrid));
     }
   return true;
 }

@@ -47,6 +47,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 using namespace mlir;
 
@@ -209,6 +210,8 @@ static void flatten(const Rotations &r, std::vector<double> &flat) {
     flat.insert(flat.end(), m.begin(), m.end());
   for (const auto &m : r.r3)
     flat.insert(flat.end(), m.begin(), m.end());
+  flat.insert(flat.end(), r.actClips.begin(), r.actClips.end());
+  flat.insert(flat.end(), r.weightClips.begin(), r.weightClips.end());
 }
 static void unflatten(const std::vector<double> &flat, Rotations &r) {
   const double *p = flat.data();
@@ -221,6 +224,27 @@ static void unflatten(const std::vector<double> &flat, Rotations &r) {
     take(m);
   for (auto &m : r.r3)
     take(m);
+  take(r.actClips);
+  take(r.weightClips);
+}
+
+/// One Adam step (betas 0.9, 0.999) of learned clip ratios, projected onto
+/// [kMinClip, 1]. `m` and `v` are the moment estimates (sized on first
+/// use), `t` the step number from 1.
+static void adamClipStep(std::vector<double> &clips,
+                         const std::vector<double> &grad,
+                         std::vector<double> &m, std::vector<double> &v,
+                         int64_t t, double lr) {
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  m.resize(clips.size(), 0.0);
+  v.resize(clips.size(), 0.0);
+  double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
+  for (size_t i = 0; i < clips.size(); ++i) {
+    m[i] = b1 * m[i] + (1 - b1) * grad[i];
+    v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
+    double step = lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+    clips[i] = std::min(1.0, std::max(kMinClip, clips[i] - step));
+  }
 }
 
 /// The mean of the paired differences a[i] - b[i] and its standard error.
@@ -342,6 +366,29 @@ LogicalResult calibrateRotations(ModuleOp module,
       module, options.quant, error, learnR3, options.apply, options.precision);
   if (!objective)
     return fail(error);
+  if (!(options.clipLr > 0))
+    return fail("clip-lr > 0 is required");
+  if (options.clip != ClipLearning::None) {
+    // clip=learned: activations, and weights where the loop quantizes them
+    // round-to-nearest; clip=acts / clip=weights: only those (an error when
+    // there are none).
+    const QuantSpec &q = options.quant;
+    bool rtnWeights =
+        q.quantizesWeights() && !q.gptq && !objective->rotatesActivations();
+    bool acts = options.clip != ClipLearning::Weights;
+    bool weights = options.clip == ClipLearning::Weights ||
+                   (options.clip == ClipLearning::Learned && rtnWeights);
+    if (!objective->enableLearnedClipping(acts, weights, error))
+      return fail(error);
+    rotations.actClips = objective->initialActClips();
+    rotations.weightClips = objective->initialWeightClips();
+    if (options.clip == ClipLearning::Acts && rotations.actClips.empty())
+      return fail("clip=acts: quant=" + q.str() +
+                  " quantizes no activation or KV cache");
+  } else {
+    rotations.actClips.clear();
+    rotations.weightClips.clear();
+  }
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
       int64_t(rotations.r2.size()) != objective->numLayers() ||
@@ -435,8 +482,12 @@ LogicalResult calibrateRotations(ModuleOp module,
     z.r2.assign(rotations.r2.size(), std::vector<double>(d * d, 0.0));
     if (options.r3 == R3Mode::Cayley)
       z.r3.assign(rotations.r3.size(), std::vector<double>(d * d, 0.0));
+    z.actClips.assign(rotations.actClips.size(), 0.0);
+    z.weightClips.assign(rotations.weightClips.size(), 0.0);
     return z;
   };
+  // Adam's moments of the learned clip ratios.
+  std::vector<double> actM, actV, wM, wV;
   double stepSecs = 0;
   int64_t next = 0;
   std::vector<double> flat;
@@ -501,6 +552,14 @@ LogicalResult calibrateRotations(ModuleOp module,
       if (options.r3 == R3Mode::Cayley)
         for (size_t l = 0; l < rotations.r3.size(); ++l)
           numerics::cayleyStep(rotations.r3[l], grad.r3[l], d, m3[l], cayley);
+      // Learned clip ratios: Adam on the rotations' schedule.
+      double clipLr = options.clipLr * cayley.lr / options.lr;
+      if (!rotations.actClips.empty())
+        adamClipStep(rotations.actClips, grad.actClips, actM, actV, step + 1,
+                     clipLr);
+      if (!rotations.weightClips.empty())
+        adamClipStep(rotations.weightClips, grad.weightClips, wM, wV, step + 1,
+                     clipLr);
       // Five fixed-point iterations solve the Cayley equation only
       // approximately, and for small matrices the step is large relative
       // to their size (about 1e-4 off orthogonal per step at n = 16): a QR
@@ -590,6 +649,34 @@ LogicalResult calibrateRotations(ModuleOp module,
         "(%.4f at the end); validation %.1f s\n",
         (long long)heldOut.size(), bestLoss, (long long)bestStep, lastLoss,
         validateSecs);
+  if (options.clip != ClipLearning::None) {
+    objective->annotateClips(module, rotations);
+    if (progress) {
+      auto range = [](const std::vector<double> &v) {
+        double lo = 1, hi = 0, mean = 0;
+        for (double x : v) {
+          lo = std::min(lo, x);
+          hi = std::max(hi, x);
+          mean += x / double(v.size());
+        }
+        return std::make_tuple(lo, mean, hi);
+      };
+      if (!rotations.actClips.empty()) {
+        auto [lo, mean, hi] = range(rotations.actClips);
+        llvm::errs() << llvm::format(
+            "calibrate: learned clip ratios of %zu activation/KV quantizers: "
+            "min %.3f, mean %.3f, max %.3f\n",
+            rotations.actClips.size(), lo, mean, hi);
+      }
+      if (!rotations.weightClips.empty()) {
+        auto [lo, mean, hi] = range(rotations.weightClips);
+        llvm::errs() << llvm::format(
+            "calibrate: learned clip ratios of %zu weight channels: min "
+            "%.3f, mean %.3f, max %.3f\n",
+            rotations.weightClips.size(), lo, mean, hi);
+      }
+    }
+  }
   return success();
 }
 

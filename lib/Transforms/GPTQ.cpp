@@ -83,7 +83,7 @@ bool quantizeGPTQ(const float *w0, int64_t rows, int64_t cols,
   // unmodified weight (what act-order needs; also without it, so that every
   // group's scale is fixed before its columns move).
   if (!numerics::quantizeRTN(w0, rows, cols, grid, options.clipSearch, out,
-                             error))
+                             error, options.rowClips))
     return false;
   std::vector<double> H = hessian;
   std::vector<double> W(w0, w0 + rows * cols);

@@ -9,6 +9,9 @@
 //    GPTQ as the others, quantized last) and 8-bit per-token input;
 //  * KV cache: sq.fake_quant on the keys (after R3) and values entering
 //    each attention, asymmetric, in groups of head_dim.
+// Learned clip ratios stored on the model by --sq-spinquant-rotate=...
+// clip=... (sq.input_clip, sq.key_clip, sq.value_clip, sq.weight_clip)
+// replace the spec's aclip/kclip/vclip and wclip where present.
 // mode=fake keeps float weights that went through quantize-dequantize;
 // mode=real emits sq.qlinear over packed integer weights.
 //
@@ -194,11 +197,27 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
                         << "'";
         return signalPassFailure();
       }
+      // Learned per-channel clip ratios (--sq-spinquant-rotate=...
+      // clip=weights|learned) replace wclip's search for this weight.
+      std::vector<float> rowClips;
+      if (auto attr = l->getAttrOfType<DenseElementsAttr>("sq.weight_clip")) {
+        if (attr.getNumElements() == rows && attr.getElementType().isF32())
+          rowClips.assign(attr.getValues<float>().begin(),
+                          attr.getValues<float>().end());
+        if (rowClips.empty() || llvm::any_of(rowClips, [](float c) {
+              return !(c > 0 && c <= 1);
+            })) {
+          l.emitOpError() << "sq.weight_clip must hold " << rows
+                          << " f32 clip ratios in (0, 1]";
+          return signalPassFailure();
+        }
+        l->removeAttr("sq.weight_clip");
+      }
       numerics::QuantizedWeight q;
       std::string error;
-      bool good =
-          quantizeWeight(w.data(), rows, cols, ws,
-                         ws.gptq ? &hessians[l].hessian() : nullptr, q, error);
+      bool good = quantizeWeight(
+          w.data(), rows, cols, ws, ws.gptq ? &hessians[l].hessian() : nullptr,
+          q, error, rowClips.empty() ? nullptr : rowClips.data());
       if (!good) {
         l.emitOpError() << "cannot quantize '" << weight.getName()
                         << "': " << error;
@@ -243,6 +262,8 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
                                /*perChannel=*/true, 1.0);
       auto ql = QLinearOp::create(b, loc, l.getInput(), qw, scales, zeros,
                                   l.getBias(), wq, QuantAttr());
+      if (Attribute clip = l->getAttr("sq.input_clip"))
+        ql->setAttr("sq.input_clip", clip);
       l.getOutput().replaceAllUsesWith(ql.getOutput());
       hessians.erase(l);
       if (isHead) {
@@ -258,7 +279,20 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
     // 2. Activations: per token before every linear but lm_head (o_proj's
     // input in groups of head_dim); qlinear takes it as act_quant. With
     // head=8, lm_head's input too, at 8 bits per token (the spec's sym/asym,
-    // no clipping) whatever the other activations' bits.
+    // no clipping) whatever the other activations' bits. A learned clip
+    // ratio on the op (sq.input_clip, from clip=acts|learned) replaces
+    // aclip; sq.key_clip / sq.value_clip on an attention replace kclip /
+    // vclip.
+    auto learnedClip = [](Operation *op, StringRef name, double fallback) {
+      double clip = fallback;
+      if (auto a = op->getAttrOfType<FloatAttr>(name)) {
+        double v = a.getValueAsDouble();
+        if (v > 0 && v <= 1)
+          clip = v;
+        op->removeAttr(name);
+      }
+      return clip;
+    };
     llvm::DenseMap<std::pair<Value, Attribute>, Value> quantized;
     auto fakeQuant = [&](Value v, QuantAttr q, Operation *user) -> Value {
       auto key = std::make_pair(v, Attribute(q));
@@ -279,9 +313,9 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
       if (auto attn = input.getDefiningOp<AttentionOp>(); attn && !isHead)
         group = attn.getHeadDim();
       QuantAttr aq =
-          isHead
-              ? makeQuant(ctx, spec.headBits, spec.aSym, 0, false, 1.0)
-              : makeQuant(ctx, spec.aBits, spec.aSym, group, false, spec.aClip);
+          isHead ? makeQuant(ctx, spec.headBits, spec.aSym, 0, false, 1.0)
+                 : makeQuant(ctx, spec.aBits, spec.aSym, group, false,
+                             learnedClip(op, "sq.input_clip", spec.aClip));
       if (auto ql = dyn_cast<QLinearOp>(op))
         ql.setActQuantAttr(aq);
       else
@@ -307,8 +341,10 @@ struct QuantizePass : public sq::impl::SQQuantizeBase<QuantizePass> {
         QuantAttr q = makeQuant(ctx, bits, /*sym=*/false, g, false, clip);
         operand.set(fakeQuant(operand.get(), q, attn));
       };
-      kv(attn.getKeyMutable(), spec.kBits, spec.kGroup, spec.kClip, "kgroup");
-      kv(attn.getValueMutable(), spec.vBits, spec.vGroup, spec.vClip, "vgroup");
+      kv(attn.getKeyMutable(), spec.kBits, spec.kGroup,
+         learnedClip(attn, "sq.key_clip", spec.kClip), "kgroup");
+      kv(attn.getValueMutable(), spec.vBits, spec.vGroup,
+         learnedClip(attn, "sq.value_clip", spec.vClip), "vgroup");
     });
     if (!ok)
       signalPassFailure();

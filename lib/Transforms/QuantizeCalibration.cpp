@@ -121,13 +121,15 @@ LogicalResult collectHessians(ModuleOp module,
 
 bool quantizeWeight(const float *w, int64_t rows, int64_t cols,
                     const QuantSpec &spec, const std::vector<double> *hessian,
-                    numerics::QuantizedWeight &out, std::string &error) {
+                    numerics::QuantizedWeight &out, std::string &error,
+                    const float *rowClips) {
   numerics::QuantGrid grid;
   grid.bits = spec.wBits;
   grid.symmetric = spec.wSym;
   grid.group = spec.wGroup;
   if (!spec.gptq)
-    return numerics::quantizeRTN(w, rows, cols, grid, spec.wClip, out, error);
+    return numerics::quantizeRTN(w, rows, cols, grid, spec.wClip && !rowClips,
+                                 out, error, rowClips);
   if (!hessian) {
     error = "no GPTQ Hessian";
     return false;
@@ -136,7 +138,8 @@ bool quantizeWeight(const float *w, int64_t rows, int64_t cols,
   options.damp = spec.damp;
   options.block = spec.block;
   options.actOrder = spec.actOrder;
-  options.clipSearch = spec.wClip;
+  options.clipSearch = spec.wClip && !rowClips;
+  options.rowClips = rowClips;
   return quantizeGPTQ(w, rows, cols, *hessian, grid, options, out, error);
 }
 

@@ -36,10 +36,13 @@ collectHessians(mlir::ModuleOp module,
 
 /// Quantizes `w` [rows, cols] with the weight grid of `spec`: GPTQ (its
 /// damp, block, actorder and wclip) under `hessian` when `spec.gptq`,
-/// round-to-nearest otherwise (`hessian` unused).
+/// round-to-nearest otherwise (`hessian` unused). `rowClips` (optional,
+/// [rows]): learned per-output-channel clip ratios (sq.weight_clip), used
+/// for the scales by RTN and GPTQ alike in place of wclip's search.
 bool quantizeWeight(const float *w, int64_t rows, int64_t cols,
                     const QuantSpec &spec, const std::vector<double> *hessian,
-                    numerics::QuantizedWeight &out, std::string &error);
+                    numerics::QuantizedWeight &out, std::string &error,
+                    const float *rowClips = nullptr);
 
 } // namespace sq
 

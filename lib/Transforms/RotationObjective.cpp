@@ -85,6 +85,19 @@ struct Entry {
   std::vector<float> base;
   /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
   std::vector<float> partial;
+  /// Learned weight clipping: the first of this weight's per-row ratios in
+  /// Rotations::weightClips (-1: none), and the rotated weight before its
+  /// fake quantization (for the clip-aware gradient).
+  int64_t clipOffset = -1;
+  std::vector<float> rotated;
+};
+
+/// An activation or KV-cache quantizer of the training clone whose clip
+/// ratio is learned: its initial ratio and the ops of the source module
+/// (with the attribute) that --sq-quantize reads the learned one from.
+struct ClipSite {
+  double init = 1.0;
+  std::vector<std::pair<Operation *, const char *>> targets;
 };
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a,
@@ -119,7 +132,21 @@ struct RotationObjective::Impl {
   bool bf16 = false;
   std::string r1Name;
   std::vector<std::string> r2Names;
+  /// Learned clipping (enableLearnedClipping).
+  bool learnActClips = false, learnWeightClips = false;
+  std::vector<ClipSite> clipSites;
+  int64_t weightClipCount = 0;
+  std::vector<double> foldedWClips;
 };
+
+/// The weight grid of `spec` (round-to-nearest, as quantizeWeight).
+static numerics::QuantGrid weightGrid(const QuantSpec &spec) {
+  numerics::QuantGrid grid;
+  grid.bits = spec.wBits;
+  grid.symmetric = spec.wSym;
+  grid.group = spec.wGroup;
+  return grid;
+}
 
 /// The activations formulation (see the file comment): rewrites `clone`
 /// (already fake-quantized) so that R1 and each layer's R2 act at the
@@ -216,6 +243,122 @@ int64_t RotationObjective::vocabSize() const { return impl->vocab; }
 int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
 bool RotationObjective::rotatesActivations() const { return impl->activations; }
 bool RotationObjective::computesInBF16() const { return impl->bf16; }
+
+bool RotationObjective::enableLearnedClipping(bool acts, bool weights,
+                                              std::string &error) {
+  Impl &impl = *this->impl;
+  if (weights) {
+    if (!impl.spec.quantizesWeights() || impl.spec.gptq || impl.activations) {
+      error = "quant=" + impl.spec.str() +
+              ": learned weight clipping needs round-to-nearest weights in "
+              "the loop (quant=wN... without gptq, apply=weights); the GPTQ "
+              "recipe keeps wclip's MSE search";
+      return false;
+    }
+    impl.weightClipCount = 0;
+    for (Entry &e : impl.entries)
+      if (e.quantize) {
+        if (e.rowsOnly || e.role == Role::Output) // not a linear's weight
+          continue;
+        e.clipOffset = impl.weightClipCount;
+        impl.weightClipCount += e.rows;
+      }
+    impl.learnWeightClips = true;
+  }
+  if (!acts)
+    return true;
+  // The clone's linears and attentions in program order match the source's
+  // (the clone only gained fake quantization and rotate ops).
+  SmallVector<Operation *> srcOps, cloneOps;
+  impl.source.walk([&](Operation *op) {
+    if (isa<LinearOp, AttentionOp>(op))
+      srcOps.push_back(op);
+  });
+  impl.clone->walk([&](Operation *op) {
+    if (isa<LinearOp, AttentionOp>(op))
+      cloneOps.push_back(op);
+  });
+  if (srcOps.size() != cloneOps.size()) {
+    error = "the training model's linears and attentions do not match the "
+            "model's";
+    return false;
+  }
+  llvm::DenseMap<Operation *, Operation *> toSource;
+  for (size_t i = 0; i < srcOps.size(); ++i)
+    toSource[cloneOps[i]] = srcOps[i];
+  auto forward = impl.clone->lookupSymbol<func::FuncOp>("forward");
+  impl.clipSites.clear();
+  for (Operation &op : forward.getBody().front()) {
+    auto fq = dyn_cast<FakeQuantOp>(op);
+    if (!fq)
+      continue;
+    ClipSite site;
+    site.init = fq.getQuant().getClipRatio();
+    // Its consumers, through the training rotations.
+    SmallVector<Value> values{fq.getOutput()};
+    while (!values.empty()) {
+      Value v = values.pop_back_val();
+      for (OpOperand &use : v.getUses()) {
+        Operation *user = use.getOwner();
+        if (auto ro = dyn_cast<RotateOp>(user)) {
+          values.push_back(ro.getOutput());
+        } else if (isa<LinearOp>(user)) {
+          site.targets.push_back({toSource.lookup(user), "sq.input_clip"});
+        } else if (auto a = dyn_cast<AttentionOp>(user)) {
+          const char *what = use.get() == a.getKey()     ? "sq.key_clip"
+                             : use.get() == a.getValue() ? "sq.value_clip"
+                                                         : nullptr;
+          if (what)
+            site.targets.push_back({toSource.lookup(user), what});
+        }
+      }
+    }
+    impl.clipSites.push_back(std::move(site));
+  }
+  if (int64_t(impl.clipSites.size()) != impl.ex->numFakeQuantSites()) {
+    error = "the executor counts " +
+            std::to_string(impl.ex->numFakeQuantSites()) +
+            " fake quantizers, the training model " +
+            std::to_string(impl.clipSites.size());
+    return false;
+  }
+  impl.learnActClips = true;
+  return true;
+}
+
+std::vector<double> RotationObjective::initialActClips() const {
+  std::vector<double> clips;
+  if (impl->learnActClips)
+    for (const ClipSite &s : impl->clipSites)
+      clips.push_back(s.init);
+  return clips;
+}
+
+std::vector<double> RotationObjective::initialWeightClips() const {
+  return std::vector<double>(impl->learnWeightClips ? impl->weightClipCount : 0,
+                             1.0);
+}
+
+void RotationObjective::annotateClips(ModuleOp module,
+                                      const Rotations &r) const {
+  const Impl &impl = *this->impl;
+  Builder b(module.getContext());
+  if (impl.learnActClips && r.actClips.size() == impl.clipSites.size())
+    for (size_t i = 0; i < impl.clipSites.size(); ++i)
+      for (auto [op, attr] : impl.clipSites[i].targets)
+        if (op)
+          op->setAttr(attr, b.getF64FloatAttr(r.actClips[i]));
+  if (impl.learnWeightClips &&
+      int64_t(r.weightClips.size()) == impl.weightClipCount)
+    for (const Entry &e : impl.entries)
+      if (e.clipOffset >= 0 && e.linear) {
+        std::vector<float> rows(r.weightClips.begin() + e.clipOffset,
+                                r.weightClips.begin() + e.clipOffset + e.rows);
+        auto type = RankedTensorType::get({e.rows}, b.getF32Type());
+        e.linear->setAttr("sq.weight_clip",
+                          DenseElementsAttr::get(type, ArrayRef<float>(rows)));
+      }
+}
 
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,
@@ -486,6 +629,29 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     return false;
   }
 
+  if (impl.learnActClips) {
+    if (r.actClips.size() != impl.clipSites.size()) {
+      error = "learned clipping: " + std::to_string(impl.clipSites.size()) +
+              " activation clip ratios are needed";
+      return false;
+    }
+    if (!impl.ex->setFakeQuantClips(r.actClips, error))
+      return false;
+  }
+  if (impl.learnWeightClips &&
+      int64_t(r.weightClips.size()) != impl.weightClipCount) {
+    error = "learned clipping: " + std::to_string(impl.weightClipCount) +
+            " weight clip ratios are needed";
+    return false;
+  }
+  // The clips' gradients of a step (after lossAndGradients).
+  auto clipGradients = [&](Rotations &g) {
+    g.actClips.clear();
+    if (impl.learnActClips)
+      g.actClips = impl.ex->clipGradients();
+    g.weightClips.assign(impl.learnWeightClips ? impl.weightClipCount : 0, 0.0);
+  };
+
   if (impl.activations) {
     // The rotations are the clone's rotate weights; nothing is folded.
     std::vector<std::string> names;
@@ -524,6 +690,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     grad->r3.clear();
     for (size_t l = 0; l < impl.r3Names.size(); ++l)
       grad->r3.push_back(next(true, d));
+    clipGradients(*grad);
     return true;
   }
 
@@ -547,8 +714,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   // Evaluations that change only R3 (the R3 search) reuse the last fold and
   // its weight quantization; only the embedding rows a new batch reads are
   // rotated again.
-  bool refold =
-      !(impl.folded && r.r1 == impl.foldedR1 && r.r2 == impl.foldedR2);
+  bool refold = !(impl.folded && r.r1 == impl.foldedR1 &&
+                  r.r2 == impl.foldedR2 && r.weightClips == impl.foldedWClips);
   bool newRows = refold || used != impl.foldedRows;
   if (refold)
     impl.folded = false; // until this fold completes
@@ -591,7 +758,14 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
              q.data(), d, w.data(), d);
       }
     }
-    if (e.quantize) {
+    if (e.quantize && e.clipOffset >= 0) {
+      // Learned clipping: round-to-nearest with this weight's row ratios.
+      std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
+                               r.weightClips.begin() + e.clipOffset + e.rows);
+      e.rotated = w;
+      numerics::fakeQuantRows(e.rotated.data(), e.rows, e.cols,
+                              weightGrid(impl.spec), w.data(), clips.data());
+    } else if (e.quantize) {
       const std::vector<double> *hessian = nullptr;
       if (impl.spec.gptq) {
         if (!e.hessian) {
@@ -629,6 +803,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     impl.folded = true;
     impl.foldedR1 = r.r1;
     impl.foldedR2 = r.r2;
+    impl.foldedWClips = r.weightClips;
   }
   impl.foldedRows = used;
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
@@ -644,6 +819,22 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   std::vector<std::vector<float>> dw;
   if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error))
     return false;
+
+  clipGradients(*grad);
+  // Learned weight clipping: dL/dW' through the clip-aware estimator of the
+  // weight's quantizer, and dL/dclip of its rows.
+  for (size_t i = 0; i < impl.entries.size(); ++i) {
+    Entry &e = impl.entries[i];
+    if (e.clipOffset < 0)
+      continue;
+    std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
+                             r.weightClips.begin() + e.clipOffset + e.rows);
+    std::vector<float> dx(dw[i].size());
+    numerics::fakeQuantRowsBackward(
+        e.rotated.data(), e.rows, e.cols, weightGrid(impl.spec), clips.data(),
+        dw[i].data(), dx.data(), grad->weightClips.data() + e.clipOffset);
+    dw[i].swap(dx);
+  }
 
   // 3. The chain rule back to R1 and R2 (float products, summed in double).
   std::vector<float> g1(n * n, 0.0f);

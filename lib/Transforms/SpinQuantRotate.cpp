@@ -229,6 +229,8 @@ struct SpinQuantRotatePass
     options.r3Sigma = r3Sigma;
     options.apply = apply;
     options.precision = precision;
+    options.clip = clip;
+    options.clipLr = clipLr;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -270,6 +271,65 @@ TEST(Calibration, FakeQuantGradientIsDeterministic) {
   EXPECT_EQ(l1, l2);
   EXPECT_EQ(g1.r1, g2.r1);
   EXPECT_GT(std::sqrt(dot(g1.r1, g1.r1)), 1e-4);
+}
+
+// Learned clipping: the objective's clip ratios start at the spec's
+// (aclip/kclip/vclip, 1 for the weights' channels), where the loss is the
+// one without learned clipping; they reach the forward, and every one of
+// them gets a gradient.
+TEST(Calibration, LearnedClipsStartAtTheSpecAndGetGradients) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  QuantSpec q = spec("w4a4kv4,aclip=0.9,kclip=0.85,vclip=0.95");
+  auto plain = RotationObjective::create(*module, q, error);
+  auto obj = RotationObjective::create(*module, q, error);
+  ASSERT_TRUE(plain && obj) << error;
+  ASSERT_TRUE(obj->enableLearnedClipping(true, true, error)) << error;
+  Rotations r = randomRotations(*obj, 5, 6);
+  Rotations c = r;
+  c.actClips = obj->initialActClips();
+  c.weightClips = obj->initialWeightClips();
+  // 2 layers: the q/k/v, o_proj, gate/up and down_proj inputs, keys, values.
+  ASSERT_EQ(c.actClips.size(), 12u);
+  EXPECT_EQ(std::count(c.actClips.begin(), c.actClips.end(), 0.9), 8);
+  EXPECT_EQ(std::count(c.actClips.begin(), c.actClips.end(), 0.85), 2);
+  EXPECT_EQ(std::count(c.actClips.begin(), c.actClips.end(), 0.95), 2);
+  // Every output channel of q, k, v, o, gate, up, down in both layers.
+  EXPECT_EQ(c.weightClips.size(), 2u * (16 + 8 + 8 + 16 + 24 + 24 + 16));
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 32; ++i)
+    tokens.push_back((i * 11 + 5) % obj->vocabSize());
+  double l0, l1;
+  Rotations g;
+  ASSERT_TRUE(plain->evaluate(r, tokens, 2, 16, l0, nullptr, error)) << error;
+  ASSERT_TRUE(obj->evaluate(c, tokens, 2, 16, l1, &g, error)) << error;
+  EXPECT_NEAR(l1, l0, 1e-6 * std::fabs(l0));
+  ASSERT_EQ(g.actClips.size(), c.actClips.size());
+  ASSERT_EQ(g.weightClips.size(), c.weightClips.size());
+  EXPECT_GT(std::sqrt(dot(g.weightClips, g.weightClips)), 1e-6);
+  int64_t moved = 0;
+  for (double v : g.actClips) {
+    EXPECT_TRUE(std::isfinite(v));
+    moved += v != 0;
+  }
+  EXPECT_EQ(moved, int64_t(g.actClips.size()));
+  // The ratios reach the forward: a smaller one changes the loss.
+  Rotations d = c;
+  d.actClips[0] = 0.5;
+  d.weightClips[0] = 0.5;
+  double l2;
+  ASSERT_TRUE(obj->evaluate(d, tokens, 2, 16, l2, nullptr, error)) << error;
+  EXPECT_NE(l2, l1);
+  // Wrong counts are errors.
+  d.actClips.pop_back();
+  EXPECT_FALSE(obj->evaluate(d, tokens, 2, 16, l2, nullptr, error));
+  // Weight clipping needs RTN weights in the loop.
+  auto acts = RotationObjective::create(*module, spec("w16a4kv4"), error);
+  ASSERT_TRUE(acts) << error;
+  EXPECT_FALSE(acts->enableLearnedClipping(false, true, error));
 }
 
 /// skew(G R^T) = G R^T - R G^T (n x n): the part of a gradient G at an

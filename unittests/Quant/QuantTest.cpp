@@ -231,6 +231,41 @@ TEST(GPTQ, BeatsRTNOnLayerOutput) {
     }
 }
 
+// Learned per-channel clip ratios set GPTQ's scales as they set RTN's.
+TEST(GPTQ, UsesLearnedRowClips) {
+  const int64_t rows = 6, cols = 32;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<float> w(rows * cols), x(64 * cols);
+  for (float &v : w)
+    v = normal(rng);
+  for (float &v : x)
+    v = normal(rng);
+  HessianAccumulator h(cols);
+  h.add(x.data(), 64);
+  std::vector<float> clips = {1.0f, 0.9f, 0.75f, 0.6f, 0.95f, 0.8f};
+  for (QuantGrid g : {grid(4, true), grid(4, false, 16)}) {
+    QuantizedWeight rtn, gptq, plain;
+    std::string error;
+    ASSERT_TRUE(
+        quantizeRTN(w.data(), rows, cols, g, false, rtn, error, clips.data()));
+    GPTQOptions options;
+    options.rowClips = clips.data();
+    ASSERT_TRUE(quantizeGPTQ(w.data(), rows, cols, h.hessian(), g, options,
+                             gptq, error));
+    EXPECT_EQ(gptq.scales, rtn.scales);
+    EXPECT_EQ(gptq.zeros, rtn.zeros);
+    ASSERT_TRUE(
+        quantizeGPTQ(w.data(), rows, cols, h.hessian(), g, {}, plain, error));
+    EXPECT_NE(plain.scales, gptq.scales);
+    for (int64_t r = 0; r < rows; ++r) // row 0 keeps clip 1
+      for (int64_t k = 0; k < gptq.groups; ++k)
+        EXPECT_EQ(plain.scales[r * gptq.groups + k] ==
+                      gptq.scales[r * gptq.groups + k],
+                  r == 0);
+  }
+}
+
 TEST(GPTQ, RejectsBadInput) {
   std::vector<float> w(4 * 8, 1.0f);
   QuantizedWeight q;
@@ -362,3 +397,167 @@ TEST(QuantSpec, NamesTheBadPart) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// Learned clipping: the gradient of fake quantization w.r.t. its input and
+// its clip ratio, against finite differences of the surrogate it is exact
+// for (each rounding offset, the zero point's and the clamp decisions held
+// at their values at the point of evaluation).
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+enum class Side { Inside, Top, Bottom };
+
+/// The surrogate of one row (one group) of fake quantization: round(u) =
+/// u + r with r frozen, the clamp sides frozen; in double.
+struct Surrogate {
+  QuantGrid grid;
+  std::vector<double> r;
+  std::vector<Side> side;
+  double rz = 0;
+
+  /// Freezes the offsets at (x, clip) as fakeQuantRows rounds them.
+  Surrogate(const QuantGrid &g, const std::vector<double> &x, double clip)
+      : grid(g) {
+    std::vector<float> xf(x.begin(), x.end());
+    QuantGrid gc = g;
+    gc.clip = clip;
+    float scale, zero;
+    groupScale(xf.data(), xf.size(), gc, 1.0, scale, zero);
+    double lo = 0;
+    for (float v : xf)
+      lo = std::min(lo, double(v));
+    rz = g.symmetric ? 0.0 : zero + clip * lo / scale;
+    for (float v : xf) {
+      double k = std::nearbyint(v / scale);
+      double t = k + zero;
+      side.push_back(t > g.qmax()   ? Side::Top
+                     : t < g.qmin() ? Side::Bottom
+                                    : Side::Inside);
+      r.push_back(k - double(v) / scale);
+    }
+  }
+
+  std::vector<double> operator()(const std::vector<double> &x, double c) const {
+    double lo = 0, hi = 0;
+    for (double v : x) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    double qmax = grid.qmax(), qmin = grid.qmin();
+    std::vector<double> q(x.size());
+    if (grid.symmetric) {
+      double s = c * std::max(-lo, hi) / qmax;
+      for (size_t i = 0; i < x.size(); ++i)
+        q[i] = side[i] == Side::Inside ? x[i] + s * r[i]
+               : side[i] == Side::Top  ? s * qmax
+                                       : s * qmin;
+    } else {
+      double xmin = c * lo, s = c * (hi - lo) / qmax;
+      for (size_t i = 0; i < x.size(); ++i)
+        q[i] = side[i] == Side::Inside ? x[i] + s * r[i]
+               : side[i] == Side::Top  ? s * qmax + xmin - s * rz
+                                       : xmin - s * rz;
+    }
+    return q;
+  }
+};
+
+double dot(const std::vector<double> &a, const std::vector<double> &b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+} // namespace
+
+TEST(Quantizer, ClipGradientMatchesFiniteDifferences) {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal;
+  const int64_t cols = 48;
+  int checkedClamped = 0;
+  for (bool sym : {true, false})
+    for (int64_t group : {int64_t(0), int64_t(16)})
+      for (double clip : {1.0, 0.9, 0.72}) {
+        QuantGrid g = grid(4, sym, group);
+        // Two rows with their own clips (per-channel weight clipping).
+        const int64_t rows = 2;
+        std::vector<float> x(rows * cols), dy(rows * cols);
+        for (float &v : x)
+          v = float(normal(rng) * (sym ? 1.0 : 0.7) + (sym ? 0.0 : 0.3));
+        x[5] = 4.5f; // an outlier, clamped below clip 1
+        for (float &v : dy)
+          v = float(normal(rng));
+        float clips[rows] = {float(clip), float(clip * 0.95)};
+        std::vector<float> out(rows * cols), dx(rows * cols);
+        double dclip[rows];
+        fakeQuantRows(x.data(), rows, cols, g, out.data(), clips);
+        fakeQuantRowsBackward(x.data(), rows, cols, g, clips, dy.data(),
+                              dx.data(), dclip);
+        int64_t gs = group ? group : cols;
+        for (int64_t r = 0; r < rows; ++r) {
+          double dc = 0;
+          for (int64_t g0 = 0; g0 < cols; g0 += gs) {
+            std::vector<double> xs(x.begin() + r * cols + g0,
+                                   x.begin() + r * cols + g0 + gs),
+                w(dy.begin() + r * cols + g0, dy.begin() + r * cols + g0 + gs);
+            Surrogate f(g, xs, clips[r]);
+            // The surrogate is the quantizer at the point itself.
+            std::vector<double> q0 = f(xs, clips[r]);
+            for (int64_t i = 0; i < gs; ++i)
+              ASSERT_NEAR(q0[i], out[r * cols + g0 + i], 1e-5);
+            for (Side s : f.side)
+              checkedClamped += s != Side::Inside;
+            const double h = 1e-6;
+            dc += (dot(w, f(xs, clips[r] + h)) - dot(w, f(xs, clips[r] - h))) /
+                  (2 * h);
+            for (int64_t i = 0; i < gs; ++i) {
+              std::vector<double> xp = xs, xm = xs;
+              xp[i] += h;
+              xm[i] -= h;
+              double fd =
+                  (dot(w, f(xp, clips[r])) - dot(w, f(xm, clips[r]))) / (2 * h);
+              EXPECT_NEAR(dx[r * cols + g0 + i], fd, 1e-4 * (1 + std::fabs(fd)))
+                  << "sym " << sym << " group " << group << " clip " << clips[r]
+                  << " row " << r << " value " << g0 + i;
+            }
+          }
+          EXPECT_NEAR(dclip[r], dc, 1e-4 * (1 + std::fabs(dc)))
+              << "sym " << sym << " group " << group << " clip " << clips[r];
+          EXPECT_NE(dclip[r], 0.0);
+        }
+      }
+  EXPECT_GT(checkedClamped, 0); // clamped values were exercised
+}
+
+// With a clip ratio held by the grid and no per-row clips, the forward is
+// fakeQuantRows' own and the gradient of a clip shared by every row is the
+// sum of the rows'.
+TEST(Quantizer, ClipGradientWithoutRowClips) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(3 * 32), dy(3 * 32), dx1(x.size()), dx2(x.size());
+  for (float &v : x)
+    v = normal(rng);
+  for (float &v : dy)
+    v = normal(rng);
+  QuantGrid g = grid(4, false, 0, 0.75); // exact in float
+  float clips[3] = {0.75f, 0.75f, 0.75f};
+  double d1[3], d2[3];
+  fakeQuantRowsBackward(x.data(), 3, 32, g, nullptr, dy.data(), dx1.data(), d1);
+  fakeQuantRowsBackward(x.data(), 3, 32, g, clips, dy.data(), dx2.data(), d2);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_DOUBLE_EQ(d1[i], d2[i]);
+  EXPECT_EQ(dx1, dx2);
+  // RTN with per-row clips gives the forward's values.
+  QuantizedWeight q;
+  std::string error;
+  ASSERT_TRUE(
+      quantizeRTN(x.data(), 3, 32, grid(4, false), false, q, error, clips));
+  std::vector<float> deq(x.size()), fq(x.size());
+  q.dequantize(deq.data());
+  fakeQuantRows(x.data(), 3, 32, g, fq.data());
+  EXPECT_EQ(deq, fq);
+}

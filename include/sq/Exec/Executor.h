@@ -122,6 +122,19 @@ public:
             double &loss, std::string &error,
             std::vector<double> *sequenceLosses = nullptr);
 
+  /// Learned clipping: the clip ratios of the sq.fake_quant ops of
+  /// @forward, one per op in program order (numFakeQuantSites()), replacing
+  /// their attributes' ratios in every run until cleared (empty `clips`).
+  /// While set, lossAndGradients differentiates each fake quantization with
+  /// respect to its input and its clip ratio
+  /// (numerics::fakeQuantRowsBackward: zero for clamped values, the range's
+  /// terms to the values that set it) instead of passing the gradient
+  /// straight through, and clipGradients() holds dL/dclip per site
+  /// afterwards.
+  int64_t numFakeQuantSites() const;
+  bool setFakeQuantClips(llvm::ArrayRef<double> clips, std::string &error);
+  const std::vector<double> &clipGradients() const;
+
   /// Internal state (opaque).
   struct Impl;
 

@@ -47,9 +47,34 @@ void groupScale(const float *x, int64_t n, const QuantGrid &grid, double shrink,
 
 /// Quantize-dequantize `rows` x `cols` values (row-major) in float, with
 /// dynamic scales per group: what sq.fake_quant computes. `cols` must be a
-/// multiple of the group.
+/// multiple of the group. `rowClips` (optional, [rows]) replaces
+/// `grid.clip` row by row (learned per-channel weight clipping).
 void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
-                   const QuantGrid &grid, float *out);
+                   const QuantGrid &grid, float *out,
+                   const float *rowClips = nullptr);
+
+/// The gradient of fakeQuantRows for learned clipping (LSQ/FlatQuant-style
+/// straight-through estimator): the exact gradient of the surrogate in
+/// which each value's rounding offset r = round(u) - u (and the zero
+/// point's) is held constant, so round(u) acts as u + r. Per group of clip c
+/// (lo = min(min x, 0), hi = max(max x, 0)):
+///  * symmetric: s = c max(-lo, hi) / qmax; a value inside the grid gives
+///    q = x + s r (dq/dx = 1, dq/ds = r), one clamped above s qmax, below
+///    s qmin (dq/dx = 0, dq/ds = qmax or qmin);
+///  * asymmetric: xmin = c lo, xmax = c hi, s = (xmax - xmin) / qmax,
+///    z = -xmin / s + r_z; inside q = x + s r, clamped above
+///    q = s qmax + xmin - s r_z, below q = xmin - s r_z.
+/// dL/ds and dL/dxmin then flow to c (ds/dc = s / c, dxmin/dc = lo) and to
+/// the values that set the range (the largest magnitude, or the minimum and
+/// maximum). With c = 1 nothing but the extremes is clamped (up to the
+/// zero point's rounding), and dL/dx is the plain straight-through
+/// gradient plus the range terms.
+/// `dy` is dL/dout [rows, cols]; `dx` (or null) receives dL/din; `dclip`
+/// (or null) receives dL/dclip per row [rows] (sum them for a clip shared
+/// by all rows). A group of zeros (scale 1) passes dy through.
+void fakeQuantRowsBackward(const float *in, int64_t rows, int64_t cols,
+                           const QuantGrid &grid, const float *rowClips,
+                           const float *dy, float *dx, double *dclip);
 
 /// A weight [rows, cols] quantized per row or in groups: integer values
 /// (within [qmin, qmax] of its grid), scales and zero points [rows, groups].
@@ -70,9 +95,12 @@ struct QuantizedWeight {
 /// sum |q(x) - x|^2.4 (p = 1 first, so the error never exceeds plain RTN).
 /// Fails (with `error`) on NaN or Inf, or when `cols` is not a multiple of
 /// the group.
+/// `rowClips` (optional, [rows], each in (0, 1]): learned per-output-channel
+/// clip ratios replacing `grid.clip` (the search, if asked for, then
+/// shrinks from the learned ratio).
 bool quantizeRTN(const float *w, int64_t rows, int64_t cols,
                  const QuantGrid &grid, bool clipSearch, QuantizedWeight &out,
-                 std::string &error);
+                 std::string &error, const float *rowClips = nullptr);
 
 /// Dequantizes a packed weight [rows, cols] (the !sq.packed rows of
 /// Pack.h, 4 or 8 bits; two's complement when `symmetric`) with `scales`

@@ -46,7 +46,17 @@ struct Rotations {
   /// Hadamard; learning it reaches the key cache's quantization error,
   /// which R1 and R2 cannot (R1 cancels in K, R2 acts on V and O).
   std::vector<std::vector<double>> r3;
+  /// Learned clipping (CalibrationOptions::clip; empty otherwise): the clip
+  /// ratio of each activation / KV-cache quantizer of the training model
+  /// (RotationObjective::clipSites() order), and of each output channel of
+  /// every weight quantized in the loop, concatenated
+  /// (RotationObjective::weightClipRows()). Not rotations: Adam moves them,
+  /// within [kMinClip, 1].
+  std::vector<double> actClips, weightClips;
 };
+
+/// The smallest clip ratio learned clipping goes down to.
+constexpr double kMinClip = 0.05;
 
 struct CalibrationOptions {
   /// Text (tokenized with `tokenizer`) or pre-tokenized int32 ids (`.bin`);
@@ -110,6 +120,12 @@ struct CalibrationOptions {
   CalibPrecision precision = CalibPrecision::Auto;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
+  /// Learned clipping (ClipLearning), trained by Adam with the rotations at
+  /// learning rate `clipLr` (the rotations' schedule); the learned ratios
+  /// are written onto `module` for --sq-quantize (RotationObjective::
+  /// annotateClips).
+  ClipLearning clip = ClipLearning::None;
+  double clipLr = 0.005;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -135,6 +151,25 @@ public:
   bool rotatesActivations() const;
   /// True when the products run in bf16 (CalibPrecision).
   bool computesInBF16() const;
+
+  /// Learned clipping: turns on the clip ratios of the activation and
+  /// KV-cache quantizers (`acts`) and per output channel of the weights
+  /// fake-quantized in the loop (`weights`; round-to-nearest weights under
+  /// apply=weights, an error otherwise). evaluate() then reads
+  /// Rotations::actClips / weightClips and returns their gradients (the
+  /// clip-aware estimator of numerics::fakeQuantRowsBackward replaces the
+  /// straight-through one at those quantizers).
+  bool enableLearnedClipping(bool acts, bool weights, std::string &error);
+  /// The initial ratios: each activation site's attribute (the spec's
+  /// aclip/kclip/vclip), 1 for the weights' channels.
+  std::vector<double> initialActClips() const;
+  std::vector<double> initialWeightClips() const;
+  /// Writes learned ratios onto the ops of `module` (the module create()
+  /// was given) that --sq-quantize reads: `sq.input_clip` (f64) on the
+  /// linears an activation quantizer feeds, `sq.key_clip` / `sq.value_clip`
+  /// on the attentions, `sq.weight_clip` (tensor<rows x f32>) on the linears
+  /// whose weights were trained quantized.
+  void annotateClips(mlir::ModuleOp module, const Rotations &r) const;
 
   int64_t hidden() const;
   int64_t headDim() const;

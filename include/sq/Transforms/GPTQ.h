@@ -23,6 +23,9 @@ struct GPTQOptions {
   int64_t block = 128;     ///< columns per lazy-batch block
   bool actOrder = false;   ///< quantize columns by decreasing diag(H)
   bool clipSearch = false; ///< MSE clip search for the scales
+  /// Learned per-output-channel clip ratios for the scales ([rows]; null:
+  /// the grid's clip).
+  const float *rowClips = nullptr;
 };
 
 /// Accumulates the GPTQ Hessian H = (2 / n) sum x^T x of a linear layer's

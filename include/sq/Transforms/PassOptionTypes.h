@@ -53,6 +53,13 @@ enum class RotationApply { Auto, Weights, Activations };
 /// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
 /// calibrate exactly as before).
 enum class CalibPrecision { Auto, F32, BF16 };
+/// Learned clipping in the calibration (beyond SpinQuant: FlatQuant's
+/// learnable clipping thresholds, OmniQuant's learnable weight clipping):
+/// none; the clip ratio of every activation and KV-cache quantizer (Acts);
+/// one ratio per output channel of every weight fake-quantized in the loop
+/// (Weights: round-to-nearest weights, apply=weights); or both (Learned:
+/// each where the training quantizes).
+enum class ClipLearning { None, Learned, Acts, Weights };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -83,6 +90,10 @@ SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
                  {RotationApply::Activations, "activations"})
 SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
                  {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
+SQ_ENUM_SPELLING(ClipLearning, "clip", {ClipLearning::None, "none"},
+                 {ClipLearning::Learned, "learned"},
+                 {ClipLearning::Acts, "acts"},
+                 {ClipLearning::Weights, "weights"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -184,6 +195,7 @@ SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
+SQ_ENUM_OPTION_PARSER(sq::ClipLearning)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

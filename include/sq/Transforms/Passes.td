@@ -161,6 +161,20 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     rotations (the rotation file above), and
     `mode=file path=FILE` reapplies them.
 
+    Learned clipping (`clip`, beyond SpinQuant; off by default): clip
+    ratios trained by Adam (`clip-lr`) with the rotations, through a
+    clip-aware straight-through estimator at those quantizers: `acts`, one
+    per activation and KV-cache quantizer of the training model (from the
+    spec's aclip/kclip/vclip); `weights`, one per output channel of every
+    weight quantized round-to-nearest in the loop (`quant=wN...` without
+    gptq); `learned`, both where the training quantizes (activations only
+    under the default `w16a4kv4`: the GPTQ recipe keeps wclip's search for
+    the weights). The learned ratios are stored on the model:
+    `sq.input_clip` (f64) on each linear an activation quantizer feeds,
+    `sq.key_clip` / `sq.value_clip` on each attention, `sq.weight_clip`
+    (`tensor<rows x f32>`) on each linear; `--sq-quantize` uses them for
+    those quantizers' clip ratios and for the weights' RTN and GPTQ scales.
+
     By default the pass runs SpinQuant's whole rotation recipe: it folds
     RMSNorm scales first (a scaled RMSNorm does not commute with R1; as
     `--sq-fuse-norms`), and inserts the online Hadamards R3/R4 after R1/R2
@@ -276,7 +290,20 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            /*default=*/"::sq::WeightStorage::Keep",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
-           "f16/bf16 models, twice their size)">
+           "f16/bf16 models, twice their size)">,
+    Option<"clip", "clip", "::sq::ClipLearning",
+           /*default=*/"::sq::ClipLearning::None",
+           "learned: learned clipping, trained by Adam with the rotations: "
+           "none (the spec's aclip/kclip/vclip and wclip), acts (the clip "
+           "ratio of every activation and KV-cache quantizer), weights (one "
+           "ratio per output channel of every weight quantized "
+           "round-to-nearest in the loop: quant=wN... without gptq), learned "
+           "(both where the training quantizes). The ratios are stored on "
+           "the model (sq.input_clip, sq.key_clip, sq.value_clip, "
+           "sq.weight_clip) for --sq-quantize">,
+    Option<"clipLr", "clip-lr", "double", /*default=*/"0.005",
+           "learned, clip: Adam's learning rate for the clip ratios (on the "
+           "rotations' schedule)">
   ];
 }
 
@@ -348,6 +375,13 @@ def SQQuantize : Pass<"sq-quantize", "::mlir::ModuleOp"> {
     fixed from the unmodified weight before the column updates (the
     official code's `static_groups`, which act-order needs). Weight scales
     are fp32. The executor runs both modes, and they give the same logits.
+    Learned clip ratios on the model (from `--sq-spinquant-rotate=...
+    clip=learned|acts|weights`) take precedence: `sq.input_clip` on a
+    linear sets its input quantizer's clip (instead of `aclip`),
+    `sq.key_clip` / `sq.value_clip` on an attention the KV cache's (instead
+    of `kclip` / `vclip`), and `sq.weight_clip` (one ratio per output
+    channel) the weight's RTN or GPTQ scales (instead of `wclip`'s search);
+    the pass removes them once used.
     Limits today: GPTQ runs the reference executor, which widens every
     weight to fp32, so it needs about 4 bytes per parameter of memory (a 7B
     model does not fit a 24 GB machine yet).

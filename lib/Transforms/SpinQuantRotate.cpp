@@ -229,6 +229,9 @@ struct SpinQuantRotatePass
     options.r3Sigma = r3Sigma;
     options.apply = apply;
     options.precision = precision;
+    options.loss = loss;
+    options.klTopK = klTopK;
+    options.klCacheMB = klCacheMB;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

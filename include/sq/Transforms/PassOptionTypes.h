@@ -53,6 +53,11 @@ enum class RotationApply { Auto, Weights, Activations };
 /// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
 /// calibrate exactly as before).
 enum class CalibPrecision { Auto, F32, BF16 };
+/// The calibration's loss: next-token cross-entropy on the text (ce, as
+/// SpinQuant), or distillation from the float model: KL(p_float || p_quant)
+/// over the whole vocabulary (kl) or over the float model's top-k tokens of
+/// each position, both renormalized over them (kl-top, OSTQuant's KL-Top).
+enum class CalibLoss { CrossEntropy, KL, KLTop };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -83,6 +88,8 @@ SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
                  {RotationApply::Activations, "activations"})
 SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
                  {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
+SQ_ENUM_SPELLING(CalibLoss, "loss", {CalibLoss::CrossEntropy, "ce"},
+                 {CalibLoss::KL, "kl"}, {CalibLoss::KLTop, "kl-top"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -184,6 +191,7 @@ SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
+SQ_ENUM_OPTION_PARSER(sq::CalibLoss)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

@@ -4,8 +4,8 @@
     /usr/bin/python3 scripts/calib_results.py [--shared ../shared/data]
         [--build build] [--update docs/results.md] [--marker calib-results]
         [--quick] [--seeds 0,1,2] [--models wiki2-byte-llama,stories260K]
-        [--weights RTN,GPTQ] [--rotations hadamard,random,learned,learned-r3hadamard]
-        [--extra "clip=learned"]
+        [--weights RTN,GPTQ] [--rotations none,hadamard,random,learned,learned-r3hadamard]
+        [--losses ce,kl,kl-top] [--extra "clip=learned"]
 
 For each shared model (the byte-level WikiText-2 LLaMA, and stories260K):
 W4A4KV4 perplexity with RTN and with GPTQ weights after the rotations of
@@ -23,6 +23,18 @@ half of the TinyStories excerpt for stories260K. Evaluation: the first 1000
 windows of 256 bytes of WikiText-2 test (256,000 tokens of 1.25 M) and the
 first 64 windows of 512 tokens of the TinyStories validation excerpt.
 --quick: 10 calibration steps, 50 / 16 evaluation windows, seed 0 only.
+
+Rotation `none` is W4A4KV4 without rotations (`--quantize` alone).
+--losses: the calibration losses of the learned rows (loss= of
+--spinquant-rotate: ce, SpinQuant's cross-entropy, the default; kl or
+kl-top, distillation from the float model); a row per loss, labelled e.g.
+`learned, kl-top`.
+
+--models also takes the outlier variants `wiki2-byte-llama-outliers` and
+`stories260K-outliers`: the shared model through scripts/inject_outliers.py
+(default options: k_proj's lowest-frequency RoPE pair, 2 value dims per KV
+head and 4 MLP channels per layer scaled by 16, compensated in q_proj,
+o_proj and down_proj; the float model is unchanged), evaluated like it.
 With --update, the table replaces the block between the
 `<!-- MARKER -->` and `<!-- /MARKER -->` markers of that file (MARKER:
 --marker, calib-results by default). Prints every command. --extra adds
@@ -59,7 +71,12 @@ def main():
     ap.add_argument("--rotations", default="hadamard,random,learned,learned-r3hadamard")
     ap.add_argument("--extra", default="",
                     help="more --spinquant-rotate options for the learned rows")
+    ap.add_argument("--losses", default="ce")
     args = ap.parse_args()
+    losses = args.losses.split(",")
+    for loss in losses:
+        if loss not in ("ce", "kl", "kl-top"):
+            sys.exit("calib_results.py: --losses: expected ce, kl or kl-top, not %s" % loss)
     bin_ = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "calib-results")
     os.makedirs(work, exist_ok=True)
@@ -88,14 +105,25 @@ def main():
              tok="sp:" + os.path.join(shared, "llama2c", "tok512.model"), seqlen=512,
              text=excerpt, windows=16 if args.quick else 64, calib=stories_calib),
     ]
-    models = [m for m in models if m["name"] in args.models.split(",")]
+    models += [dict(m, name=m["name"] + "-outliers", outliers=True) for m in models]
+    wanted = args.models.split(",")
+    unknown = [w for w in wanted if w not in [m["name"] for m in models]]
+    if unknown:
+        sys.exit("calib_results.py: --models: unknown %s (expected %s)"
+                 % (", ".join(unknown), ", ".join(m["name"] for m in models)))
+    models = [m for m in models if m["name"] in wanted]
     lines = []
     for m in models:
         if not os.path.exists(m["onnx"]):
             print("skipping %s: %s not present" % (m["name"], m["onnx"]), file=sys.stderr)
             continue
+        onnx_path = m["onnx"]
+        if m.get("outliers"):
+            onnx_path = os.path.join(work, m["name"] + ".onnx")
+            run(["/usr/bin/python3", os.path.join(root, "scripts", "inject_outliers.py"),
+                 m["onnx"], onnx_path, "--sq-translate", os.path.join(bin_, "sq-translate")])
         base = os.path.join(work, m["name"] + ".mlirbc")
-        run([os.path.join(bin_, "sq-translate"), "--import-onnx", m["onnx"],
+        run([os.path.join(bin_, "sq-translate"), "--import-onnx", onnx_path,
              "--emit-bytecode", "-o", base])
 
         def ppl(path):
@@ -112,7 +140,13 @@ def main():
                                      ("GPTQ", "w4a4kv4," + gptq, "w16a4kv4")]:
             if weights not in args.weights.split(","):
                 continue
+            variants = []
             for label in args.rotations.split(","):
+                if label.startswith("learned"):
+                    variants += [(label, loss) for loss in losses]
+                else:
+                    variants.append((label, "ce"))
+            for label, loss in variants:
                 mode = "learned" if label.startswith("learned") else label
                 vals, times = [], []
                 for seed in seeds:
@@ -124,10 +158,16 @@ def main():
                             rotate += " r3=hadamard"
                         if args.extra:
                             rotate += " " + args.extra
+                        if loss != "ce":
+                            rotate += " loss=" + loss
                     rotated = os.path.join(work, "rotated.mlirbc")
-                    _, err = run([os.path.join(bin_, "sq-opt"), base,
-                                  "--spinquant-rotate=" + rotate,
-                                  "--emit-bytecode", "-o", rotated])
+                    err = ""
+                    if mode == "none":
+                        rotated = base
+                    else:
+                        _, err = run([os.path.join(bin_, "sq-opt"), base,
+                                      "--spinquant-rotate=" + rotate,
+                                      "--emit-bytecode", "-o", rotated])
                     if mode == "learned":
                         t = re.search(r"in ([0-9.]+) s \(([0-9.]+) s/step\)", err)
                         r3 = re.search(r"R3 search: .* in ([0-9.]+) s", err)
@@ -139,6 +179,8 @@ def main():
                     vals.append(ppl(out))
                 if mode == "learned" and args.extra:
                     label += " (%s)" % args.extra
+                if loss != "ce":
+                    label += ", " + loss
                 rows.append((weights, label, vals, times))
         lines.append("**%s** (FP perplexity %.4f; %d windows of %d tokens)\n"
                      % (m["name"], fp, m["windows"], m["seqlen"]))

@@ -53,6 +53,36 @@ bool parseRotateChoice(llvm::StringRef text, RotateChoice &choice,
   return true;
 }
 
+/// The calibration recipes. A recipe is the sq-spinquant-rotate options it
+/// sets (on top of the pass defaults and the calibration knobs of
+/// RecipeOptions); a new option of SQ's default goes into the sq line.
+static const CalibrationRecipe recipes[] = {
+    {"sq", "r3=search loss=ce",
+     "SQ's default: SpinQuant's Cayley R1/R2 and a searched R3"},
+    {"spinquant", "r3=hadamard loss=ce",
+     "the paper's recipe exactly: Cayley R1/R2 on cross-entropy, fixed "
+     "Hadamard R3"},
+};
+
+llvm::ArrayRef<CalibrationRecipe> calibrationRecipes() { return recipes; }
+
+const CalibrationRecipe *findCalibrationRecipe(llvm::StringRef name) {
+  for (const CalibrationRecipe &r : recipes)
+    if (name == r.name)
+      return &r;
+  return nullptr;
+}
+
+std::string describeCalibrationRecipes() {
+  std::string s;
+  for (const CalibrationRecipe &r : recipes) {
+    if (!s.empty())
+      s += "; ";
+    s += std::string(r.name) + " (" + r.description + ": " + r.options + ")";
+  }
+  return s;
+}
+
 std::string RecipeOptions::str() const {
   std::string s = "quant=" + quant.str() + " rotate=" + rotate.str() +
                   " seed=" + std::to_string(seed);
@@ -64,11 +94,18 @@ std::string RecipeOptions::str() const {
     s += " calib-steps=" + std::to_string(calibSteps);
   if (calibSeqlen > 0)
     s += " calib-seqlen=" + std::to_string(calibSeqlen);
+  if (!recipe.empty())
+    s += " recipe=" + recipe;
+  if (!calibOptions.empty())
+    s += " calib-options={" + calibOptions + "}";
   return s;
 }
 
 std::string RecipeOptions::summary() const {
-  return "quantize=" + quant.str() + " rotate=" + rotate.str();
+  std::string s = "quantize=" + quant.str() + " rotate=" + rotate.str();
+  if (!recipe.empty())
+    s += " recipe=" + recipe;
+  return s;
 }
 
 bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
@@ -78,6 +115,19 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
   const RotateChoice &rotate = options.rotate;
   if (rotate.kind != RotateChoice::Learned && !options.calibData.empty()) {
     error = "--calib-data is used by --rotate=learned only";
+    return false;
+  }
+  if (rotate.kind != RotateChoice::Learned &&
+      (!options.recipe.empty() || !options.calibOptions.empty())) {
+    error = "--recipe and --calib-options are used by --rotate=learned only";
+    return false;
+  }
+  const CalibrationRecipe *recipe =
+      findCalibrationRecipe(options.recipe.empty() ? "sq" : options.recipe);
+  if (!recipe) {
+    error = "--recipe=" + options.recipe + ": expected ";
+    for (size_t i = 0; i < calibrationRecipes().size(); ++i)
+      error += std::string(i ? " or " : "") + calibrationRecipes()[i].name;
     return false;
   }
   if (rotate.kind == RotateChoice::File && rotate.path.empty()) {
@@ -127,7 +177,22 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
     case RotateChoice::None:
       break;
     }
-    pm.addPass(createSQSpinQuantRotate(o));
+    std::unique_ptr<Pass> pass = createSQSpinQuantRotate(o);
+    if (rotate.kind == RotateChoice::Learned) {
+      // The recipe's options, then the user's, over the knobs set above.
+      std::string text =
+                      std::string(recipe->options) + " " + options.calibOptions,
+                  why;
+      if (failed(pass->initializeOptions(text, [&](const Twine &msg) {
+            why = msg.str();
+            return failure();
+          }))) {
+        error = "--calib-options='" + options.calibOptions + "': " +
+                (why.empty() ? "not valid sq-spinquant-rotate options" : why);
+        return false;
+      }
+    }
+    pm.addPass(std::move(pass));
   }
   if (quantize)
     pm.addPass(createQuantizePass(spec));
@@ -184,6 +249,14 @@ struct SpinQuantPipelineOptions
       llvm::cl::desc("rotate=learned: tokens per calibration window (0: the "
                      "default, the model's context up to 2048)"),
       llvm::cl::init(0)};
+  Option<std::string> recipe{
+      *this, "recipe",
+      llvm::cl::desc("rotate=learned: the calibration recipe, sq (the "
+                     "default) or spinquant (the paper's exactly)")};
+  Option<std::string> calibOptions{
+      *this, "calib-options",
+      llvm::cl::desc("rotate=learned: further sq-spinquant-rotate options, "
+                     "applied after the recipe's (e.g. {loss=kl-top})")};
 };
 } // namespace
 
@@ -208,6 +281,8 @@ void registerSpinQuantPipeline() {
         recipe.tokenizer = o.tokenizer;
         recipe.calibSteps = o.calibSteps;
         recipe.calibSeqlen = o.calibSeqlen;
+        recipe.recipe = o.recipe;
+        recipe.calibOptions = o.calibOptions;
         std::string error;
         if (!addSpinQuantRecipe(pm, recipe, error))
           return errorHandler("sq-spinquant: " + error);

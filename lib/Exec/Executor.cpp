@@ -576,6 +576,32 @@ static std::vector<int64_t> nextTokenTargets(ArrayRef<int64_t> tokens,
   return targets;
 }
 
+/// `soft` as the loss's raw rows, checked against a [batch, seq] call.
+static bool softRows(const Executor::Impl &impl, const SoftTargets *soft,
+                     int64_t batch, int64_t seq, exec::SoftRows &rows,
+                     std::string &error) {
+  if (!soft)
+    return true;
+  int64_t vocab = impl.info.vocabSize, w = soft->width;
+  if (w <= 0 || int64_t(soft->logProbs.size()) != batch * seq * w ||
+      (soft->ids.empty() ? w != vocab
+                         : soft->ids.size() != soft->logProbs.size())) {
+    error = "the reference distributions need width * batch * seq "
+            "log-probabilities (and as many token ids, or width = vocabulary)";
+    return false;
+  }
+  for (int32_t id : soft->ids)
+    if (id < 0 || id >= vocab) {
+      error = "reference token id " + std::to_string(id) +
+              " outside the vocabulary";
+      return false;
+    }
+  rows.width = w;
+  rows.ids = soft->ids.empty() ? nullptr : soft->ids.data();
+  rows.logProbs = soft->logProbs.data();
+  return true;
+}
+
 static bool checkTrainingInput(const Executor::Impl &impl,
                                ArrayRef<int64_t> tokens, int64_t batch,
                                int64_t seq, std::string &error) {
@@ -597,8 +623,11 @@ static bool checkTrainingInput(const Executor::Impl &impl,
 
 bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     double &loss, std::string &error,
-                    std::vector<double> *sequenceLosses) {
-  if (!checkTrainingInput(*impl, tokens, batch, seq, error))
+                    std::vector<double> *sequenceLosses,
+                    const SoftTargets *soft) {
+  exec::SoftRows rowsOf;
+  if (!checkTrainingInput(*impl, tokens, batch, seq, error) ||
+      !softRows(*impl, soft, batch, seq, rowsOf, error))
     return false;
   exec::Tensor l, dl;
   if (!evaluate(*impl, tokens, batch, seq, /*training=*/true, nullptr, l,
@@ -608,7 +637,7 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
   std::vector<double> rows;
   loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count,
                             sequenceLosses ? &rows : nullptr,
-                            /*withGradient=*/false);
+                            /*withGradient=*/false, soft ? &rowsOf : nullptr);
   if (sequenceLosses) { // seq - 1 positions of each sequence are scored
     sequenceLosses->assign(batch, 0.0);
     for (int64_t b = 0; b < batch; ++b) {
@@ -643,9 +672,11 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
                                 int64_t seq, ArrayRef<std::string> wrt,
                                 double &loss,
                                 std::vector<std::vector<float>> &grads,
-                                std::string &error) {
+                                std::string &error, const SoftTargets *soft) {
   Impl &impl = *this->impl;
-  if (!checkTrainingInput(impl, tokens, batch, seq, error))
+  exec::SoftRows rowsOf;
+  if (!checkTrainingInput(impl, tokens, batch, seq, error) ||
+      !softRows(impl, soft, batch, seq, rowsOf, error))
     return false;
   llvm::DenseSet<Operation *> wanted;
   for (const std::string &name : wrt) {
@@ -694,7 +725,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     exec::Tensor dl;
     int64_t count = 0;
     loss = exec::crossEntropy(logits, nextTokenTargets(tokens, batch, seq), dl,
-                              count);
+                              count, nullptr, true, soft ? &rowsOf : nullptr);
     g[ret.getOperand(0)] = std::move(dl);
     logits = exec::Tensor();
     tape.erase(ret.getOperand(0));

@@ -269,9 +269,63 @@ bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
                                  seed, /*transpose=*/true, dx.data->data());
 }
 
+double rowLoss(const float *logits, int64_t vocab, int64_t token,
+               const SoftRows *soft, float *dLogits, double scale,
+               std::vector<double> &scratch) {
+  if (!soft) {
+    scratch.resize(vocab);
+    double *e = scratch.data();
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < vocab; ++j)
+      mx = std::max(mx, double(logits[j]));
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      e[j] = std::exp(double(logits[j]) - mx);
+      sum += e[j];
+    }
+    double nll = mx + std::log(sum) - double(logits[token]);
+    if (dLogits)
+      for (int64_t j = 0; j < vocab; ++j)
+        dLogits[j] =
+            static_cast<float>((e[j] / sum - (j == token ? 1.0 : 0.0)) * scale);
+    return nll;
+  }
+  // KL(p || q) over the row's reference tokens.
+  int64_t width = soft->width;
+  const int32_t *ids = soft->ids;
+  const float *lp = soft->logProbs;
+  auto z = [&](int64_t j) { return double(logits[ids ? ids[j] : j]); };
+  scratch.resize(width);
+  double *e = scratch.data();
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < width; ++j)
+    mx = std::max(mx, z(j));
+  double sum = 0;
+  for (int64_t j = 0; j < width; ++j) {
+    e[j] = std::exp(z(j) - mx);
+    sum += e[j];
+  }
+  double logSum = mx + std::log(sum), kl = 0, psum = 0;
+  for (int64_t j = 0; j < width; ++j) {
+    double p = std::exp(double(lp[j]));
+    psum += p;
+    if (p > 0)
+      kl += p * (double(lp[j]) - (z(j) - logSum));
+  }
+  if (dLogits) {
+    if (ids)
+      std::fill(dLogits, dLogits + vocab, 0.0f);
+    for (int64_t j = 0; j < width; ++j)
+      dLogits[ids ? ids[j] : j] = static_cast<float>(
+          (e[j] / sum * psum - std::exp(double(lp[j]))) * scale);
+  }
+  return kl;
+}
+
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss, bool withGradient) {
+                    std::vector<double> *rowLosses, bool withGradient,
+                    const SoftRows *soft) {
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
@@ -284,34 +338,29 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
     count += scored(r);
   if (withGradient)
     dLogits = zeros(logits.shape);
-  if (rowLoss)
-    rowLoss->assign(rows, 0.0);
+  if (rowLosses)
+    rowLosses->assign(rows, 0.0);
   if (!count)
     return 0.0;
   double total = 0, invCount = 1.0 / double(count);
-  std::vector<double> e(vocab);
+  std::vector<double> scratch;
   for (int64_t r = 0; r < rows; ++r) {
     if (!scored(r))
       continue;
-    const float *row = logits.data->data() + r * vocab;
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < vocab; ++j)
-      mx = std::max(mx, double(row[j]));
-    double sum = 0;
-    for (int64_t j = 0; j < vocab; ++j) {
-      e[j] = std::exp(double(row[j]) - mx);
-      sum += e[j];
+    SoftRows row;
+    if (soft) {
+      row.width = soft->width;
+      row.ids = soft->ids ? soft->ids + r * soft->width : nullptr;
+      row.logProbs = soft->logProbs + r * soft->width;
     }
-    int64_t t = targets[r];
-    double nll = mx + std::log(sum) - double(row[t]);
-    total += nll;
-    if (rowLoss)
-      (*rowLoss)[r] = nll;
-    if (!withGradient)
-      continue;
-    float *g = dLogits.data->data() + r * vocab;
-    for (int64_t j = 0; j < vocab; ++j)
-      g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * invCount);
+    double l =
+        rowLoss(logits.data->data() + r * vocab, vocab, targets[r],
+                soft ? &row : nullptr,
+                withGradient ? dLogits.data->data() + r * vocab : nullptr,
+                invCount, scratch);
+    total += l;
+    if (rowLosses)
+      (*rowLosses)[r] = l;
   }
   return total * invCount;
 }

@@ -78,18 +78,44 @@ void rotateMatrixBackward(const Tensor &x, const Tensor &dOut, int64_t n,
 bool hadamardBackward(const Tensor &dOut, int64_t block, uint64_t seed,
                       Tensor &dx, std::string &error);
 
+/// The reference distributions of a distillation loss (sq::SoftTargets
+/// seen as raw arrays): row r of the logits has `width` reference
+/// log-probabilities logProbs[r * width + j] of the tokens ids[r * width +
+/// j] (ids null: token j, and width is the vocabulary).
+struct SoftRows {
+  int64_t width = 0;
+  const int32_t *ids = nullptr;
+  const float *logProbs = nullptr;
+};
+
+/// The loss of one row of logits ([vocab]) and, with `dLogits` (vocab
+/// entries, every one written), `scale` times its gradient. Without `soft`:
+/// the negative log-likelihood of `token` (in [0, vocab)), gradient
+/// softmax - onehot(token). With `soft` (one row: `width` entries of `ids`,
+/// or the whole vocabulary, and `logProbs`): KL(p || q) = sum_j p_j (log p_j
+/// - log q_j) over those tokens, p_j = exp(logProbs[j]), q the softmax of
+/// the logits restricted to them; gradient q_j * sum(p) - p_j on those
+/// tokens (q_j - p_j when p sums to 1), 0 elsewhere. Log-sum-exp in double;
+/// terms with p_j = 0 count 0. `scratch` is reused between calls.
+double rowLoss(const float *logits, int64_t vocab, int64_t token,
+               const SoftRows *soft, float *dLogits, double scale,
+               std::vector<double> &scratch);
+
 /// Next-token cross-entropy. logits [b, s, vocab] (any leading shape);
 /// targets holds one id per row of logits, and only ids in [0, vocab) are
 /// scored (-1: not scored). Returns the mean negative log-likelihood over the
 /// scored rows (log-sum-exp in double), 0 when none is; `count` is their
 /// number. dLogits = (softmax - onehot(target)) / count on scored rows, 0
-/// elsewhere. With `rowLoss`, also each row's negative log-likelihood (0 on
+/// elsewhere. With `rowLosses`, also each row's negative log-likelihood (0 on
 /// rows not scored). Without `withGradient`, dLogits is left alone (the
-/// loss alone allocates nothing of the logits' size).
+/// loss alone allocates nothing of the logits' size). With `soft` (one
+/// reference distribution per row of logits), the scored rows' loss is
+/// their KL divergence from it instead (rowLoss above), the target ids only
+/// choosing which rows are scored.
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLoss = nullptr,
-                    bool withGradient = true);
+                    std::vector<double> *rowLosses = nullptr,
+                    bool withGradient = true, const SoftRows *soft = nullptr);
 
 } // namespace exec
 } // namespace sq

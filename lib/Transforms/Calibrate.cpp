@@ -36,6 +36,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
@@ -155,13 +156,165 @@ static std::vector<std::vector<double> *> rotationList(Rotations &r,
   return list;
 }
 
+/// The calibration loss of a batch of windows under given rotations: the
+/// objective's cross-entropy, or (loss=kl|kl-top) its KL divergence from
+/// the float model's next-token distributions. Those come from an executor
+/// of the float module, once per window (keyed by the window's address: the
+/// window lists do not change during the calibration), the first time this
+/// process evaluates the window; under mpirun each process caches only the
+/// windows of its shares.
+class WindowLoss {
+public:
+  WindowLoss(RotationObjective &objective, ModuleOp floatModule,
+             const CalibrationOptions &options, int64_t seqlen)
+      : objective(objective), floatModule(floatModule), options(options),
+        seqlen(seqlen) {}
+
+  /// Refuses a cache that could outgrow options.klCacheMB for `windows`
+  /// windows (all that may be evaluated).
+  bool checkBudget(int64_t windows, std::string &error) const {
+    if (options.loss == CalibLoss::CrossEntropy)
+      return true;
+    if (options.loss == CalibLoss::KLTop && options.klTopK <= 0) {
+      error = "kl-top-k must be positive";
+      return false;
+    }
+    double bytes = double(windows) * double(seqlen) * double(width()) *
+                   (sparse() ? 8.0 : 4.0);
+    double mb = bytes / (1024.0 * 1024.0);
+    if (mb > double(options.klCacheMB)) {
+      error = llvm::formatv(
+          "loss={0} would cache {1} windows x {2} positions x {3} "
+          "log-probabilities of the float model ({4:F0} MiB, over "
+          "kl-cache-mb={5}): use loss=kl-top (kl-top-k={6}), fewer samples "
+          "or a larger kl-cache-mb",
+          spell(options.loss), windows, seqlen, width(), mb, options.klCacheMB,
+          options.klTopK);
+      return false;
+    }
+    return true;
+  }
+
+  /// The mean loss of `batch` (windows of seqlen tokens); with `grad`, its
+  /// gradient; without, `sequenceLosses` (if given) per window.
+  bool evaluate(const Rotations &r,
+                ArrayRef<const std::vector<int64_t> *> batch, double &loss,
+                Rotations *grad, std::string &error,
+                std::vector<double> *sequenceLosses = nullptr) {
+    std::vector<int64_t> tokens;
+    for (const std::vector<int64_t> *w : batch)
+      tokens.insert(tokens.end(), w->begin(), w->end());
+    if (options.loss == CalibLoss::CrossEntropy)
+      return objective.evaluate(r, tokens, batch.size(), seqlen, loss, grad,
+                                error, sequenceLosses);
+    if (!fill(batch, error))
+      return false;
+    SoftTargets soft;
+    soft.width = width();
+    for (const std::vector<int64_t> *w : batch) {
+      const Cached &c = cache[w];
+      soft.ids.insert(soft.ids.end(), c.ids.begin(), c.ids.end());
+      soft.logProbs.insert(soft.logProbs.end(), c.logProbs.begin(),
+                           c.logProbs.end());
+    }
+    return objective.evaluate(r, tokens, batch.size(), seqlen, loss, grad,
+                              error, sequenceLosses, &soft);
+  }
+
+private:
+  struct Cached {
+    std::vector<int32_t> ids; // kl-top only
+    std::vector<float> logProbs;
+  };
+  /// kl-top with k below the vocabulary: (id, log-probability) pairs.
+  bool sparse() const {
+    return options.loss == CalibLoss::KLTop &&
+           options.klTopK < objective.vocabSize();
+  }
+  int64_t width() const {
+    return sparse() ? options.klTopK : objective.vocabSize();
+  }
+
+  /// Computes the float model's targets of the windows of `batch` not yet
+  /// cached, in one forward.
+  bool fill(ArrayRef<const std::vector<int64_t> *> batch, std::string &error) {
+    std::vector<const std::vector<int64_t> *> missing;
+    for (const std::vector<int64_t> *w : batch)
+      if (!cache.count(w) && llvm::find(missing, w) == missing.end())
+        missing.push_back(w);
+    if (missing.empty())
+      return true;
+    if (!floatEx) {
+      floatEx = Executor::create(floatModule, error);
+      if (!floatEx) {
+        error = "the float model for loss=" + std::string(spell(options.loss)) +
+                ": " + error;
+        return false;
+      }
+    }
+    std::vector<int64_t> tokens;
+    for (const std::vector<int64_t> *w : missing)
+      tokens.insert(tokens.end(), w->begin(), w->end());
+    std::vector<float> logits;
+    floatEx->reset();
+    if (!floatEx->forward(tokens, missing.size(), seqlen, logits, error))
+      return false;
+    floatEx->reset();
+    int64_t vocab = objective.vocabSize(), k = width();
+    if (int64_t(logits.size()) != int64_t(missing.size()) * seqlen * vocab) {
+      error = "the float model's logits do not match its vocabulary";
+      return false;
+    }
+    std::vector<int32_t> order(vocab);
+    for (size_t i = 0; i < missing.size(); ++i) {
+      Cached &c = cache[missing[i]];
+      c.logProbs.resize(seqlen * k);
+      if (sparse())
+        c.ids.resize(seqlen * k);
+      for (int64_t s = 0; s < seqlen; ++s) {
+        const float *z = logits.data() + (i * seqlen + s) * vocab;
+        float *lp = c.logProbs.data() + s * k;
+        const int32_t *ids = nullptr;
+        if (sparse()) {
+          for (int64_t j = 0; j < vocab; ++j)
+            order[j] = j;
+          // The k largest logits, ties by id (deterministic).
+          std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                            [&](int32_t a, int32_t b) {
+                              return z[a] > z[b] || (z[a] == z[b] && a < b);
+                            });
+          std::copy(order.begin(), order.begin() + k, c.ids.data() + s * k);
+          ids = c.ids.data() + s * k;
+        }
+        // log-softmax over the k tokens (all of the vocabulary for kl).
+        double mx = -std::numeric_limits<double>::infinity(), sum = 0;
+        for (int64_t j = 0; j < k; ++j)
+          mx = std::max(mx, double(z[ids ? ids[j] : j]));
+        for (int64_t j = 0; j < k; ++j)
+          sum += std::exp(double(z[ids ? ids[j] : j]) - mx);
+        double logSum = mx + std::log(sum);
+        for (int64_t j = 0; j < k; ++j)
+          lp[j] = float(double(z[ids ? ids[j] : j]) - logSum);
+      }
+    }
+    return true;
+  }
+
+  RotationObjective &objective;
+  ModuleOp floatModule;
+  const CalibrationOptions &options;
+  int64_t seqlen;
+  std::unique_ptr<Executor> floatEx;
+  llvm::DenseMap<const std::vector<int64_t> *, Cached> cache;
+};
+
 /// The loss of each of the first `count` windows (at most windows.size()),
 /// in window order, on every process: each process evaluates its share in
 /// batches of up to 8 windows (the weights are folded once per set of
 /// rotations) and the per-window losses are summed across the processes.
 /// Each window's loss comes from one process (the others add zeros), so
 /// every process gets the same values bit for bit. `loss` is their mean.
-static bool evalLoss(RotationObjective &objective, const Rotations &r,
+static bool evalLoss(WindowLoss &objective, const Rotations &r,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t count, int64_t seqlen, double &loss,
                      std::string &error,
@@ -171,13 +324,12 @@ static bool evalLoss(RotationObjective &objective, const Rotations &r,
   auto [first, last] = distributed::share(count);
   for (int64_t i = first; i < last; i += 8) {
     int64_t b = std::min<int64_t>(8, last - i);
-    std::vector<int64_t> tokens;
+    std::vector<const std::vector<int64_t> *> batch;
     for (int64_t j = 0; j < b; ++j)
-      tokens.insert(tokens.end(), windows[i + j].begin(), windows[i + j].end());
+      batch.push_back(&windows[i + j]);
     double l;
     std::vector<double> batchLosses;
-    if (!objective.evaluate(r, tokens, b, seqlen, l, nullptr, error,
-                            &batchLosses))
+    if (!objective.evaluate(r, batch, l, nullptr, error, &batchLosses))
       return false;
     if (int64_t(batchLosses.size()) != b) {
       error = "the executor returned " + std::to_string(batchLosses.size()) +
@@ -271,7 +423,7 @@ static std::pair<double, double> pairedDifference(ArrayRef<double> a,
 ///
 /// `finalEach` receives the per-window losses of the rotations it returns
 /// (for the summary's "after" loss, which then costs no forward).
-static bool searchR3(RotationObjective &objective, Rotations &rotations,
+static bool searchR3(WindowLoss &objective, Rotations &rotations,
                      const std::vector<std::vector<int64_t>> &windows,
                      int64_t seqlen, const CalibrationOptions &options,
                      bool progress, std::vector<double> &finalEach,
@@ -410,6 +562,9 @@ LogicalResult calibrateRotations(ModuleOp module,
   if (!loadCalibrationWindows(options, seqlen, objective->vocabSize(), windows,
                               heldOut, error))
     return fail(error);
+  WindowLoss windowLoss(*objective, module, options, seqlen);
+  if (!windowLoss.checkBudget(windows.size() + heldOut.size(), error))
+    return fail(error);
   // Every process runs this function with the same options and windows
   // (the seeded sampling is the same everywhere); only rank 0 reports.
   const int processes = distributed::size();
@@ -441,7 +596,7 @@ LogicalResult calibrateRotations(ModuleOp module,
   double before = 0, after = 0, evalSecs = 0, validateSecs = 0;
   if (evalCount > 0) {
     auto t0 = std::chrono::steady_clock::now();
-    if (!evalLoss(*objective, rotations, windows, evalCount, seqlen, before,
+    if (!evalLoss(windowLoss, rotations, windows, evalCount, seqlen, before,
                   error))
       return fail(error);
     evalSecs += secondsSince(t0);
@@ -454,7 +609,7 @@ LogicalResult calibrateRotations(ModuleOp module,
   auto validate = [&](int64_t step) -> bool {
     auto t0 = std::chrono::steady_clock::now();
     double l;
-    if (!evalLoss(*objective, rotations, heldOut, heldOut.size(), seqlen, l,
+    if (!evalLoss(windowLoss, rotations, heldOut, heldOut.size(), seqlen, l,
                   error))
       return false;
     lastLoss = l;
@@ -496,17 +651,14 @@ LogicalResult calibrateRotations(ModuleOp module,
     // This process's share of the step's windows (the windows are taken in
     // order, wrapping around; every process advances `next` alike).
     auto [first, last] = distributed::share(options.batch);
-    std::vector<int64_t> tokens;
-    for (int64_t b = first; b < last; ++b) {
-      const std::vector<int64_t> &w = windows[(next + b) % windows.size()];
-      tokens.insert(tokens.end(), w.begin(), w.end());
-    }
+    std::vector<const std::vector<int64_t> *> batch;
+    for (int64_t b = first; b < last; ++b)
+      batch.push_back(&windows[(next + b) % windows.size()]);
     next = (next + options.batch) % int64_t(windows.size());
     double loss = 0;
     Rotations grad;
     int64_t mine = last - first;
-    if (mine > 0 && !objective->evaluate(rotations, tokens, mine, seqlen, loss,
-                                         &grad, error))
+    if (mine > 0 && !windowLoss.evaluate(rotations, batch, loss, &grad, error))
       return fail(error);
     if (mine == 0)
       grad = zeros();
@@ -610,7 +762,7 @@ LogicalResult calibrateRotations(ModuleOp module,
   // cover the evaluation windows (the same first windows).
   std::vector<double> searchEach;
   if (options.r3 == R3Mode::Search &&
-      !searchR3(*objective, rotations, windows, seqlen, options, progress,
+      !searchR3(windowLoss, rotations, windows, seqlen, options, progress,
                 searchEach, error))
     return fail(error);
   if (evalCount > 0) {
@@ -621,7 +773,7 @@ LogicalResult calibrateRotations(ModuleOp module,
       after /= double(evalCount);
     } else {
       auto t0 = std::chrono::steady_clock::now();
-      if (!evalLoss(*objective, rotations, windows, evalCount, seqlen, after,
+      if (!evalLoss(windowLoss, rotations, windows, evalCount, seqlen, after,
                     error))
         return fail(error);
       evalSecs += secondsSince(t0);
@@ -631,11 +783,15 @@ LogicalResult calibrateRotations(ModuleOp module,
     std::string processText =
         processes > 1 ? ", " + std::to_string(processes) + " processes" : "";
     llvm::errs() << llvm::format(
-        "calibrate: %lld steps of %lld x %lld tokens under %s in %.1f s "
+        "calibrate: %lld steps of %lld x %lld tokens under %s%s in %.1f s "
         "(%.3f s/step%s)",
         (long long)options.steps, (long long)options.batch, (long long)seqlen,
-        options.quant.str().c_str(), stepSecs,
-        options.steps ? stepSecs / options.steps : 0.0, processText.c_str());
+        options.quant.str().c_str(),
+        options.loss == CalibLoss::CrossEntropy
+            ? ""
+            : (std::string(", loss ") + spell(options.loss)).c_str(),
+        stepSecs, options.steps ? stepSecs / options.steps : 0.0,
+        processText.c_str());
     if (evalCount > 0)
       llvm::errs() << llvm::format(
           "; loss on %lld fixed windows %.4f -> %.4f (evaluation %.1f s)\n",

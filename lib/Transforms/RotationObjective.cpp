@@ -602,7 +602,8 @@ static std::vector<double> rotatedHessian(const std::vector<double> &h,
 bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                                  int64_t batch, int64_t seq, double &loss,
                                  Rotations *grad, std::string &error,
-                                 std::vector<double> *sequenceLosses) {
+                                 std::vector<double> *sequenceLosses,
+                                 const SoftTargets *soft) {
   Impl &impl = *this->impl;
   int64_t n = impl.hidden, d = impl.headDim;
   if (r.r1.size() != size_t(n * n) || int64_t(r.r2.size()) != impl.layers) {
@@ -669,9 +670,11 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       if (!set(impl.r3Names[l], r.r3[l]))
         return false;
     if (!grad)
-      return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses);
+      return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses,
+                           soft);
     std::vector<std::vector<float>> dw;
-    if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error))
+    if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error,
+                                   soft))
       return false;
     // A rotation without a site does not change the loss.
     size_t k = 0;
@@ -813,11 +816,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       return false;
   }
   if (!grad)
-    return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses);
+    return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses, soft);
 
   // 2. dL/dW' for every rotated weight.
   std::vector<std::vector<float>> dw;
-  if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error))
+  if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error,
+                                 soft))
     return false;
 
   clipGradients(*grad);

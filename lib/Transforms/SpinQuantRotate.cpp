@@ -231,6 +231,9 @@ struct SpinQuantRotatePass
     options.precision = precision;
     options.clip = clip;
     options.clipLr = clipLr;
+    options.loss = loss;
+    options.klTopK = klTopK;
+    options.klCacheMB = klCacheMB;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

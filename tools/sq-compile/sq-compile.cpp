@@ -38,8 +38,8 @@ static cl::opt<std::string> quantize(
 static cl::opt<std::string> rotate(
     "rotate",
     cl::desc("Rotations: learned (SpinQuant's Cayley calibration of R1/R2 "
-             "and SQ's search of R3, the default; sq-opt "
-             "--spinquant-rotate=r3=hadamard for the paper's fixed R3), "
+             "and SQ's search of R3, the default; --recipe=spinquant for "
+             "the paper's recipe), "
              "hadamard (QuaRot-style, no training), random, file:PATH (a "
              "rotation file saved by spinquant-rotate), none"),
     cl::init("learned"), cl::cat(category));
@@ -65,6 +65,19 @@ static cl::opt<int64_t> calibSeqlen(
     cl::init(0), cl::cat(category));
 static cl::opt<uint64_t> seed("seed", cl::desc("Rotation seed"), cl::init(0),
                               cl::cat(category));
+// (Built from the recipe table, before the option that points to it.)
+static const std::string recipeHelp =
+    "Calibration recipe of --rotate=learned, a set of sq-opt "
+    "--sq-spinquant-rotate options: " +
+    sq::describeCalibrationRecipes() + ". Default: sq";
+static cl::opt<std::string> recipe("recipe", cl::desc(recipeHelp),
+                                   cl::value_desc("NAME"), cl::cat(category));
+static cl::opt<std::string>
+    calibOptions("calib-options",
+                 cl::desc("Further sq-opt --sq-spinquant-rotate options for "
+                          "--rotate=learned, applied after the recipe's (e.g. "
+                          "'loss=kl-top r3-windows=32')"),
+                 cl::value_desc("OPTIONS"), cl::cat(category));
 static cl::opt<std::string>
     target("target",
            cl::desc("cpu (default) or nvptx (NVIDIA GPUs: the kernels are "
@@ -140,7 +153,10 @@ int main(int argc, char **argv) {
   o.recipe.tokenizer = tokenizer;
   o.recipe.calibSteps = calibSteps;
   o.recipe.calibSeqlen = calibSeqlen;
-  o.recipeGiven = quantize.getNumOccurrences() || rotate.getNumOccurrences();
+  o.recipe.recipe = recipe;
+  o.recipe.calibOptions = calibOptions;
+  o.recipeGiven = quantize.getNumOccurrences() || rotate.getNumOccurrences() ||
+                  recipe.getNumOccurrences();
   o.input = input;
   o.output = output;
   o.sm = sm;

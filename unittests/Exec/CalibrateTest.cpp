@@ -9,6 +9,7 @@
 
 #include "sq/Transforms/Calibrate.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Exec/Executor.h"
 #include "sq/Import/ONNX.h"
 #include "sq/Numerics/Cayley.h"
 #include "sq/Numerics/Hadamard.h"
@@ -124,7 +125,39 @@ struct GradCase {
   const char *pipeline;
   /// Learn R3 too (dL/dR3 through the sq.rotate on Q and K).
   bool learnR3 = false;
+  /// The loss: 0 cross-entropy; -1 KL from random reference distributions
+  /// over the whole vocabulary; k > 0 over k random tokens per position
+  /// (loss=kl-top's form).
+  int softWidth = 0;
 };
+
+/// Random reference distributions for `rows` positions (SoftTargets):
+/// `width` < 0 the whole vocabulary, else `width` distinct random tokens.
+SoftTargets randomSoftTargets(int64_t rows, int64_t vocab, int64_t width,
+                              uint64_t seed) {
+  SoftTargets t;
+  t.width = width < 0 ? vocab : width;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g(0.0, 2.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (width >= 0) {
+      std::vector<int32_t> perm(vocab);
+      for (int64_t j = 0; j < vocab; ++j)
+        perm[j] = j;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      t.ids.insert(t.ids.end(), perm.begin(), perm.begin() + width);
+    }
+    std::vector<double> z(t.width);
+    double mx = -1e300, sum = 0;
+    for (double &v : z)
+      mx = std::max(mx, v = g(rng));
+    for (double v : z)
+      sum += std::exp(v - mx);
+    for (double v : z)
+      t.logProbs.push_back(float(v - mx - std::log(sum)));
+  }
+  return t;
+}
 
 class CalibrationGradient : public ::testing::TestWithParam<GradCase> {};
 
@@ -157,9 +190,17 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
   std::vector<int64_t> tokens;
   for (int64_t i = 0; i < batch * seq; ++i)
     tokens.push_back((i * 7 + 3) % obj->vocabSize());
+  SoftTargets targets;
+  const SoftTargets *soft = nullptr;
+  if (GetParam().softWidth) {
+    targets = randomSoftTargets(batch * seq, obj->vocabSize(),
+                                GetParam().softWidth, 3);
+    soft = &targets;
+  }
   double loss;
   Rotations grad;
-  ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, loss, &grad, error))
+  ASSERT_TRUE(
+      obj->evaluate(r, tokens, batch, seq, loss, &grad, error, nullptr, soft))
       << error;
   ASSERT_TRUE(std::isfinite(loss));
 
@@ -178,10 +219,12 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
       double lp, lm;
       for (int64_t i = 0; i < size * size; ++i)
         m[i] = saved[i] + h * e[i];
-      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lp, nullptr, error));
+      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lp, nullptr, error,
+                                nullptr, soft));
       for (int64_t i = 0; i < size * size; ++i)
         m[i] = saved[i] - h * e[i];
-      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lm, nullptr, error));
+      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, lm, nullptr, error,
+                                nullptr, soft));
       m = saved;
       double fd = (lp - lm) / (2 * h), analytic = dot(g, e);
       EXPECT_NEAR(fd, analytic, 2e-3 * gnorm + 1e-4)
@@ -209,13 +252,20 @@ INSTANTIATE_TEST_SUITE_P(
         // Qwen2's q/k/v biases (v's rotated by R2); an explicit head_dim
         // with biases on every projection (o/down's rotated by R1).
         GradCase{"qwen2-bias.onnx", "sq-fuse-norms"},
-        GradCase{"headdim-bias.onnx", "sq-fuse-norms,sq-online-hadamard"}),
+        GradCase{"headdim-bias.onnx", "sq-fuse-norms,sq-online-hadamard"},
+        // The distillation losses (loss=kl, loss=kl-top).
+        GradCase{"gqa-opset17.onnx", "sq-fuse-norms", false, -1},
+        GradCase{"tied-opset17.onnx", "sq-fuse-norms,sq-online-hadamard", true,
+                 5}),
     [](const auto &info) {
       std::string name =
           std::string(info.param.fixture) +
           (llvm::StringRef(info.param.pipeline).contains("had") ? "_hadamard"
                                                                 : "") +
-          (info.param.learnR3 ? "_learnR3" : "");
+          (info.param.learnR3 ? "_learnR3" : "") +
+          (info.param.softWidth < 0   ? "_kl"
+           : info.param.softWidth > 0 ? "_kltop"
+                                      : "");
       for (char &c : name)
         if (!isalnum(static_cast<unsigned char>(c)))
           c = '_';
@@ -918,6 +968,107 @@ TEST(Calibration, EmbeddedTextIsWikiText) {
   llvm::StringRef text = defaultCalibrationText();
   EXPECT_GT(text.size(), 90000u);
   EXPECT_TRUE(text.contains("Homarus gammarus"));
+}
+
+// loss=kl|kl-top: the targets are the float model's next-token
+// distributions (row b * seq + s of the batch). Scored against itself with
+// nothing quantized, at any rotations, the loss is 0 and so is its
+// gradient; the calibration trains on them (other rotations than ce's),
+// kl-top with k >= vocabulary is kl, and an oversized cache is refused.
+TEST(Calibration, DistillationFromTheFloatModel) {
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx",
+                     "sq-fuse-norms,sq-online-hadamard");
+  ASSERT_TRUE(module);
+  std::string error;
+  auto obj = RotationObjective::create(*module, spec("w16a16"), error, false,
+                                       RotationApply::Weights);
+  ASSERT_TRUE(obj) << error;
+  const int64_t batch = 2, seq = 6, vocab = obj->vocabSize();
+  std::vector<int64_t> tokens;
+  for (int64_t i = 0; i < batch * seq; ++i)
+    tokens.push_back((i * 5 + 1) % vocab);
+  auto ex = Executor::create(*module, error);
+  ASSERT_TRUE(ex) << error;
+  std::vector<float> logits;
+  ASSERT_TRUE(ex->forward(tokens, batch, seq, logits, error)) << error;
+  SoftTargets self;
+  self.width = vocab;
+  for (int64_t r = 0; r < batch * seq; ++r) {
+    const float *z = logits.data() + r * vocab;
+    double mx = *std::max_element(z, z + vocab), sum = 0;
+    for (int64_t j = 0; j < vocab; ++j)
+      sum += std::exp(z[j] - mx);
+    for (int64_t j = 0; j < vocab; ++j)
+      self.logProbs.push_back(float(z[j] - mx - std::log(sum)));
+  }
+  Rotations r = randomRotations(*obj, 4, 9);
+  double loss = 1;
+  Rotations grad;
+  ASSERT_TRUE(
+      obj->evaluate(r, tokens, batch, seq, loss, &grad, error, nullptr, &self))
+      << error;
+  EXPECT_NEAR(loss, 0.0, 1e-5);
+  for (double g : grad.r1)
+    EXPECT_NEAR(g, 0.0, 1e-4);
+  // The same targets shifted by one position are not the model's.
+  SoftTargets shifted = self;
+  std::rotate(shifted.logProbs.begin(), shifted.logProbs.begin() + vocab,
+              shifted.logProbs.end());
+  ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, loss, nullptr, error,
+                            nullptr, &shifted));
+  EXPECT_GT(loss, 1e-3);
+  // Malformed targets: one line.
+  SoftTargets bad = self;
+  bad.logProbs.pop_back();
+  EXPECT_FALSE(obj->evaluate(r, tokens, batch, seq, loss, nullptr, error,
+                             nullptr, &bad));
+  EXPECT_NE(error.find("reference distributions"), std::string::npos) << error;
+
+  // The calibration loop.
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < 300; ++i)
+    ids.push_back((i * 13 + 5) % vocab);
+  llvm::SmallString<128> bin;
+  ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
+  CalibrationOptions options;
+  options.data = bin.str().str();
+  options.quant = spec("w4a4kv4");
+  options.seqlen = 8;
+  options.samples = 6;
+  options.batch = 2;
+  options.steps = 3;
+  options.progress = false;
+  auto run = [&](CalibLoss l, int64_t k) {
+    options.loss = l;
+    options.klTopK = k;
+    Rotations out = randomRotations(*obj, 1, 2);
+    EXPECT_TRUE(mlir::succeeded(calibrateRotations(*module, options, out)));
+    return out;
+  };
+  Rotations init = randomRotations(*obj, 1, 2);
+  Rotations ce = run(CalibLoss::CrossEntropy, 64), kl = run(CalibLoss::KL, 64),
+            top = run(CalibLoss::KLTop, 3),
+            topAll = run(CalibLoss::KLTop, vocab);
+  EXPECT_NE(kl.r1, init.r1);
+  EXPECT_NE(kl.r1, ce.r1);
+  EXPECT_NE(top.r1, kl.r1);
+  EXPECT_EQ(topAll.r1, kl.r1);
+  EXPECT_EQ(topAll.r2, kl.r2);
+  EXPECT_LE(numerics::orthogonalityError(top.r1, obj->hidden()), 1e-6);
+
+  std::string diag;
+  mlir::ScopedDiagnosticHandler handler(
+      &ctx, [&](mlir::Diagnostic &d) { diag = d.str(); });
+  options.loss = CalibLoss::KL;
+  options.klCacheMB = 0;
+  Rotations refused = init;
+  EXPECT_TRUE(mlir::failed(calibrateRotations(*module, options, refused)));
+  EXPECT_NE(diag.find("use loss=kl-top"), std::string::npos) << diag;
+  options.loss = CalibLoss::KLTop;
+  options.klTopK = 0;
+  EXPECT_TRUE(mlir::failed(calibrateRotations(*module, options, refused)));
+  EXPECT_NE(diag.find("kl-top-k must be positive"), std::string::npos) << diag;
 }
 
 } // namespace

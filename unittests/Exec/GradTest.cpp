@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -370,6 +371,106 @@ TEST(Grad, CrossEntropy) {
   EXPECT_EQ(count, 0);
   for (float g : *dLogits.data)
     EXPECT_EQ(g, 0.0f);
+}
+
+// The distillation loss KL(p || q) over the whole vocabulary and over a
+// subset of tokens per row (KL-Top): by hand, against central differences,
+// and zero (with a zero gradient) when p is the model's own distribution.
+TEST(Grad, DistillationLoss) {
+  const int64_t vocab = 6, rows = 6;
+  Tensor logits = randn({2, 3, vocab}, 31, 2.0f);
+  std::vector<int64_t> targets = {3, 0, -1, 4, 4, 1}; // row 2 not scored
+  for (int64_t width : {vocab, int64_t(3)}) {
+    // Reference log-probabilities: a random distribution over `width`
+    // distinct tokens per row (all of them for width == vocab).
+    std::mt19937 rng(5 + width);
+    std::normal_distribution<double> g(0.0, 1.5);
+    std::vector<int32_t> ids;
+    std::vector<float> lp(rows * width);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<int32_t> perm(vocab);
+      for (int64_t j = 0; j < vocab; ++j)
+        perm[j] = j;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      if (width < vocab)
+        ids.insert(ids.end(), perm.begin(), perm.begin() + width);
+      std::vector<double> z(width);
+      double mx = -1e300, sum = 0;
+      for (double &v : z)
+        mx = std::max(mx, v = g(rng));
+      for (double v : z)
+        sum += std::exp(v - mx);
+      for (int64_t j = 0; j < width; ++j)
+        lp[r * width + j] = float(z[j] - mx - std::log(sum));
+    }
+    SoftRows soft;
+    soft.width = width;
+    soft.ids = ids.empty() ? nullptr : ids.data();
+    soft.logProbs = lp.data();
+    Tensor dLogits;
+    int64_t count = 0;
+    std::vector<double> rowLosses;
+    double loss =
+        crossEntropy(logits, targets, dLogits, count, &rowLosses, true, &soft);
+    EXPECT_EQ(count, 5);
+    // By hand: sum_j p_j (log p_j - log q_j), q renormalized over the ids.
+    double expected = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (targets[r] < 0) {
+        EXPECT_EQ(rowLosses[r], 0.0);
+        continue;
+      }
+      auto z = [&](int64_t j) {
+        return double(
+            (*logits.data)[r * vocab + (ids.empty() ? j : ids[r * width + j])]);
+      };
+      double sum = 0;
+      for (int64_t j = 0; j < width; ++j)
+        sum += std::exp(z(j));
+      double kl = 0;
+      for (int64_t j = 0; j < width; ++j) {
+        double l = lp[r * width + j];
+        kl += std::exp(l) * (l - (z(j) - std::log(sum)));
+      }
+      EXPECT_GT(kl, 0.0);
+      EXPECT_NEAR(rowLosses[r], kl, 1e-9 + 1e-9 * kl);
+      expected += kl;
+    }
+    EXPECT_NEAR(loss, expected / 5, 1e-9);
+    auto f = [&] {
+      Tensor scratch;
+      int64_t n;
+      return crossEntropy(logits, targets, scratch, n, nullptr, false, &soft);
+    };
+    EXPECT_GRAD(compare(logits, dLogits, f, 1e-2f), "width " << width);
+    // Tokens outside a row's subset get no gradient; the unscored row none.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < vocab; ++j) {
+        bool in = ids.empty() || std::find(ids.begin() + r * width,
+                                           ids.begin() + (r + 1) * width,
+                                           j) != ids.begin() + (r + 1) * width;
+        if (!in || targets[r] < 0)
+          EXPECT_EQ((*dLogits.data)[r * vocab + j], 0.0f) << r << " " << j;
+      }
+
+    // p = the model's own (renormalized) distribution: KL 0, gradient 0.
+    for (int64_t r = 0; r < rows; ++r) {
+      auto z = [&](int64_t j) {
+        return double(
+            (*logits.data)[r * vocab + (ids.empty() ? j : ids[r * width + j])]);
+      };
+      double sum = 0;
+      for (int64_t j = 0; j < width; ++j)
+        sum += std::exp(z(j));
+      for (int64_t j = 0; j < width; ++j)
+        lp[r * width + j] = float(z(j) - std::log(sum));
+    }
+    EXPECT_NEAR(
+        crossEntropy(logits, targets, dLogits, count, nullptr, true, &soft),
+        0.0, 1e-6);
+    for (float v : *dLogits.data)
+      EXPECT_NEAR(v, 0.0f, 1e-6f);
+  }
 }
 
 } // namespace

@@ -48,6 +48,20 @@ struct RotateChoice {
 bool parseRotateChoice(llvm::StringRef text, RotateChoice &choice,
                        std::string &error);
 
+/// A named calibration recipe of rotate=learned (`--recipe`): the
+/// sq-spinquant-rotate options it sets, on top of the pass defaults.
+struct CalibrationRecipe {
+  const char *name;
+  const char *options;
+  const char *description;
+};
+/// The recipes: sq (SQ's default) first, spinquant (the paper's exactly).
+llvm::ArrayRef<CalibrationRecipe> calibrationRecipes();
+/// The recipe called `name`, or null.
+const CalibrationRecipe *findCalibrationRecipe(llvm::StringRef name);
+/// "sq (...), spinquant (...)": the recipes and their options, for --help.
+std::string describeCalibrationRecipes();
+
 /// The rotate-and-quantize recipe before lowering.
 struct RecipeOptions {
   /// The quantization deployed (none: keep the float model).
@@ -62,6 +76,11 @@ struct RecipeOptions {
   std::string calibData, tokenizer;
   int64_t calibSteps = 0;
   int64_t calibSeqlen = 0;
+  /// rotate=learned: the calibration recipe (calibrationRecipes(); empty:
+  /// sq, the default) and further sq-spinquant-rotate options applied after
+  /// the recipe's (e.g. "loss=kl-top r3-windows=32").
+  std::string recipe;
+  std::string calibOptions;
 
   /// The recipe as sq-spinquant's options (`quant=... rotate=... seed=...`,
   /// the rest when set): `sq-opt --sq-spinquant='<str()>'` reproduces it.

@@ -56,6 +56,22 @@ struct ExecutorOptions {
   ExecPrecision precision = ExecPrecision::F32;
 };
 
+/// Reference distributions for the training loss (distillation): instead of
+/// the cross-entropy of the next token, the loss of each scored position is
+/// KL(p || q), p the reference distribution stored here and q the model's
+/// softmax over the same tokens. Row r (= b * seq + s of a [batch, seq]
+/// call; every row of the batch, the unscored last position included) has
+/// `width` entries from r * width: log-probabilities `logProbs` of the
+/// tokens `ids` (empty: the whole vocabulary in order, width == vocab). Over
+/// a subset (OSTQuant's KL-Top), p's log-probabilities are taken as given
+/// (the caller renormalizes them) and q is the softmax of the model's logits
+/// of those tokens only, renormalized over them.
+struct SoftTargets {
+  int64_t width = 0;
+  std::vector<int32_t> ids;
+  std::vector<float> logProbs;
+};
+
 class Executor {
 public:
   ~Executor();
@@ -114,13 +130,17 @@ public:
   bool lossAndGradients(llvm::ArrayRef<int64_t> tokens, int64_t batch,
                         int64_t seq, llvm::ArrayRef<std::string> wrt,
                         double &loss, std::vector<std::vector<float>> &grads,
-                        std::string &error);
+                        std::string &error, const SoftTargets *soft = nullptr);
   /// The same loss without the backward pass (nothing is kept). With
   /// `sequenceLosses`, also the mean cross-entropy of each of the `batch`
   /// sequences.
+  /// With `soft` (both functions), the loss is the mean KL divergence from
+  /// those reference distributions at the same positions (SoftTargets;
+  /// `tokens` are still the input), the gradient exact.
   bool loss(llvm::ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
             double &loss, std::string &error,
-            std::vector<double> *sequenceLosses = nullptr);
+            std::vector<double> *sequenceLosses = nullptr,
+            const SoftTargets *soft = nullptr);
 
   /// Learned clipping: the clip ratios of the sq.fake_quant ops of
   /// @forward, one per op in program order (numFakeQuantSites()), replacing

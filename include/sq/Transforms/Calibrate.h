@@ -34,6 +34,7 @@
 namespace sq {
 
 class Executor;
+struct SoftTargets;
 
 /// R1, one R2 per layer and, when R3 is learned too, one R3 per layer
 /// (empty otherwise), row-major, in double.
@@ -126,6 +127,17 @@ struct CalibrationOptions {
   /// annotateClips).
   ClipLearning clip = ClipLearning::None;
   double clipLr = 0.005;
+  /// The loss of the steps, the validation, the R3 search and the summary
+  /// (CalibLoss). kl and kl-top compare with the float model (`module`
+  /// itself, run unquantized: the rotations do not change its function),
+  /// whose next-token log-probabilities are computed once per window, the
+  /// first time a process evaluates it, and cached (fp32; kl-top: the
+  /// `klTopK` most likely tokens of each position as (id, log-probability)
+  /// pairs, renormalized over them). A cache that could exceed `klCacheMB`
+  /// MiB (all windows, training and held out) is refused.
+  CalibLoss loss = CalibLoss::CrossEntropy;
+  int64_t klTopK = 64;
+  int64_t klCacheMB = 4096;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -188,11 +200,13 @@ public:
   /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (and dL/dR3 when
   /// R3 is learned; the matrices need not be orthogonal: the loss is defined
   /// for any). Without `grad`, `sequenceLosses` (if given) receives the mean
-  /// loss of each of the `batch` sequences.
+  /// loss of each of the `batch` sequences. With `soft`, the loss is the
+  /// KL divergence from those reference distributions (Executor::loss).
   bool evaluate(const Rotations &r, llvm::ArrayRef<int64_t> tokens,
                 int64_t batch, int64_t seq, double &loss, Rotations *grad,
                 std::string &error,
-                std::vector<double> *sequenceLosses = nullptr);
+                std::vector<double> *sequenceLosses = nullptr,
+                const SoftTargets *soft = nullptr);
 
 private:
   RotationObjective();

@@ -60,6 +60,11 @@ enum class CalibPrecision { Auto, F32, BF16 };
 /// (Weights: round-to-nearest weights, apply=weights); or both (Learned:
 /// each where the training quantizes).
 enum class ClipLearning { None, Learned, Acts, Weights };
+/// The calibration's loss: next-token cross-entropy on the text (ce, as
+/// SpinQuant), or distillation from the float model: KL(p_float || p_quant)
+/// over the whole vocabulary (kl) or over the float model's top-k tokens of
+/// each position, both renormalized over them (kl-top, OSTQuant's KL-Top).
+enum class CalibLoss { CrossEntropy, KL, KLTop };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -94,6 +99,8 @@ SQ_ENUM_SPELLING(ClipLearning, "clip", {ClipLearning::None, "none"},
                  {ClipLearning::Learned, "learned"},
                  {ClipLearning::Acts, "acts"},
                  {ClipLearning::Weights, "weights"})
+SQ_ENUM_SPELLING(CalibLoss, "loss", {CalibLoss::CrossEntropy, "ce"},
+                 {CalibLoss::KL, "kl"}, {CalibLoss::KLTop, "kl-top"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -196,6 +203,7 @@ SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
 SQ_ENUM_OPTION_PARSER(sq::ClipLearning)
+SQ_ENUM_OPTION_PARSER(sq::CalibLoss)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

@@ -115,7 +115,9 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     `W R1`, `R1^T W`, R2 per head on v_proj/o_proj), runs the
     model with the fake quantization of `quant` (activations per token,
     KV cache; weights round-to-nearest when `quant` quantizes them) on
-    `batch` windows, takes the next-token cross-entropy, backpropagates
+    `batch` windows, takes the next-token cross-entropy (`loss=ce`; or,
+    beyond the paper, `loss=kl|kl-top`: the KL divergence from the float
+    model's next-token distribution, see the option), backpropagates
     through the executor (straight-through estimator across the fake
     quantizers) to dL/dR1 and dL/dR2, and takes a Cayley SGD step on the
     Stiefel manifold (Li et al. 2020, the official optimizer: skew
@@ -303,7 +305,24 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "sq.weight_clip) for --sq-quantize">,
     Option<"clipLr", "clip-lr", "double", /*default=*/"0.005",
            "learned, clip: Adam's learning rate for the clip ratios (on the "
-           "rotations' schedule)">
+           "rotations' schedule)">,
+    Option<"loss", "loss", "::sq::CalibLoss",
+           /*default=*/"::sq::CalibLoss::CrossEntropy",
+           "learned: the loss of the steps, the validation and the R3 "
+           "search: ce (next-token cross-entropy on the text, SpinQuant), "
+           "kl (KL divergence of the quantized model's next-token "
+           "distribution from the float model's, whole vocabulary) or "
+           "kl-top (the same over the float model's kl-top-k most likely "
+           "tokens, both renormalized over them: OSTQuant's KL-Top). The "
+           "float model's log-probabilities are computed once per window "
+           "and cached">,
+    Option<"klTopK", "kl-top-k", "int64_t", /*default=*/"64",
+           "learned, loss=kl-top: tokens per position (the whole vocabulary "
+           "when it has no more)">,
+    Option<"klCacheMB", "kl-cache-mb", "int64_t", /*default=*/"4096",
+           "learned, loss=kl|kl-top: refuse a cache of the float model's "
+           "log-probabilities that could exceed this many MiB (kl: windows "
+           "x seqlen x vocabulary x 4 bytes; kl-top: x k x 8 bytes)">
   ];
 }
 

@@ -349,6 +349,17 @@ static bool evalLoss(WindowLoss &objective, const Rotations &r,
 }
 
 /// Seconds since `t0`.
+/// "42 s", "7 min 5 s", "2 h 13 min".
+static std::string formatDuration(double seconds) {
+  auto s = int64_t(std::lround(std::max(0.0, seconds)));
+  if (s < 60)
+    return std::to_string(s) + " s";
+  if (s < 3600)
+    return std::to_string(s / 60) + " min " + std::to_string(s % 60) + " s";
+  return std::to_string(s / 3600) + " h " + std::to_string(s % 3600 / 60) +
+         " min";
+}
+
 static double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
       .count();
@@ -643,7 +654,7 @@ LogicalResult calibrateRotations(ModuleOp module,
   };
   // Adam's moments of the learned clip ratios.
   std::vector<double> actM, actV, wM, wV;
-  double stepSecs = 0;
+  double stepSecs = 0, lastReport = 0;
   int64_t next = 0;
   std::vector<double> flat;
   for (int64_t step = 0; step < options.steps; ++step) {
@@ -736,12 +747,27 @@ LogicalResult calibrateRotations(ModuleOp module,
     }
     double secs = secondsSince(t0);
     stepSecs += secs;
-    if (terminal)
+    // A line per step on a terminal; into a log (not a terminal), a line
+    // every tenth of the steps or every minute, whichever comes first, so
+    // that a long calibration shows it is alive. Both with the time left at
+    // the mean pace so far.
+    bool report = terminal;
+    if (progress && !terminal) {
+      int64_t every = std::max<int64_t>(1, options.steps / 10);
+      report = (step + 1) % every == 0 || step + 1 == options.steps ||
+               stepSecs - lastReport >= 60.0;
+    }
+    if (report) {
+      lastReport = stepSecs;
+      double left =
+          stepSecs / double(step + 1) * double(options.steps - step - 1);
       llvm::errs() << llvm::format("calibrate: step %3lld/%lld  loss %.4f  "
-                                   "lr %.3f  R1 step %.4f  %.2f s\n",
+                                   "lr %.3f  R1 step %.4f  %.2f s  ",
                                    (long long)step + 1,
                                    (long long)options.steps, loss, cayley.lr,
-                                   alpha, secs);
+                                   alpha, secs)
+                   << formatDuration(left) << " left\n";
+    }
     if (!heldOut.empty() &&
         ((step + 1) % options.validateEvery == 0 ||
          step + 1 == options.steps) &&

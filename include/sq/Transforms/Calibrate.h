@@ -119,7 +119,8 @@ struct CalibrationOptions {
   RotationApply apply = RotationApply::Auto;
   /// fp32 or bf16 products (see CalibPrecision).
   CalibPrecision precision = CalibPrecision::Auto;
-  /// Print a line per step (on a terminal) and a summary.
+  /// Print progress (a line per step on a terminal; in a log, every tenth
+  /// of the steps or every minute; each with the time left) and a summary.
   bool progress = true;
   /// Learned clipping (ClipLearning), trained by Adam with the rotations at
   /// learning rate `clipLr` (the rotations' schedule); the learned ratios

@@ -342,6 +342,7 @@ LogicalResult calibrateRotations(ModuleOp module,
       module, options.quant, error, learnR3, options.apply, options.precision);
   if (!objective)
     return fail(error);
+  objective->setCheckpointing(options.checkpoint);
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
       int64_t(rotations.r2.size()) != objective->numLayers() ||

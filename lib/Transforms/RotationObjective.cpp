@@ -216,6 +216,15 @@ int64_t RotationObjective::vocabSize() const { return impl->vocab; }
 int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
 bool RotationObjective::rotatesActivations() const { return impl->activations; }
 bool RotationObjective::computesInBF16() const { return impl->bf16; }
+int64_t RotationObjective::checkpointSegments() const {
+  return impl->ex->checkpointSegments();
+}
+void RotationObjective::setCheckpointing(Checkpointing checkpoint) {
+  impl->ex->setCheckpoint(checkpoint == Checkpointing::On ? ExecCheckpoint::On
+                          : checkpoint == Checkpointing::Off
+                              ? ExecCheckpoint::Off
+                              : ExecCheckpoint::Auto);
+}
 
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,

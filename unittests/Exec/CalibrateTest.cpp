@@ -416,6 +416,54 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// Activation checkpointing (the forward keeps the residual stream between
+// transformer blocks, the backward recomputes one block at a time) gives
+// the same loss and gradients bit for bit as the whole tape, in both
+// formulations, on every fixture of ActivationsMatchWeights: one segment
+// for the embedding, one per layer and one for the final norm, whatever a
+// layer holds (biases, GQA, fake quantizers, sq.rotate and sq.hadamard).
+TEST_P(ActivationsMatchWeights, CheckpointingGivesTheSameGradients) {
+  const ApplyCase &c = GetParam();
+  mlir::MLIRContext ctx;
+  auto module =
+      load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(c.fixture),
+           c.pipeline);
+  ASSERT_TRUE(module);
+  for (auto [apply, precision] :
+       {std::pair(RotationApply::Activations, CalibPrecision::F32),
+        std::pair(RotationApply::Weights, CalibPrecision::F32),
+        std::pair(RotationApply::Activations, CalibPrecision::BF16)}) {
+    std::string error;
+    auto obj = RotationObjective::create(*module, spec(c.quant), error,
+                                         c.learnR3, apply, precision);
+    ASSERT_TRUE(obj) << error;
+    EXPECT_EQ(obj->checkpointSegments(), obj->numLayers() + 2);
+    Rotations r = randomRotations(*obj, 3, 30);
+    if (c.learnR3)
+      for (int64_t l = 0; l < obj->numLayers(); ++l)
+        r.r3.push_back(
+            numerics::randomOrthogonalMatrix(obj->headDim(), 40 + l));
+    int64_t batch = 2, seq = 9;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 5 + 1) % obj->vocabSize());
+    double whole, checkpointed;
+    Rotations gw, gc;
+    obj->setCheckpointing(Checkpointing::Off);
+    ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, whole, &gw, error))
+        << error;
+    obj->setCheckpointing(Checkpointing::On);
+    ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, checkpointed, &gc, error))
+        << error;
+    std::string what = std::string(spell(apply)) + ", " + spell(precision);
+    EXPECT_EQ(checkpointed, whole) << what;
+    EXPECT_GT(maxAbs(gw.r1) + maxAbs(gw.r2[0]), 0.0) << what;
+    EXPECT_EQ(gc.r1, gw.r1) << what;
+    EXPECT_EQ(gc.r2, gw.r2) << what;
+    EXPECT_EQ(gc.r3, gw.r3) << what;
+  }
+}
+
 // apply=activations needs 16-bit weights; auto folds under quantized
 // weights; without any quantization site the activations formulation's
 // gradient is zero (the loss does not depend on R1/R2).

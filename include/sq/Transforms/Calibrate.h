@@ -110,6 +110,8 @@ struct CalibrationOptions {
   CalibPrecision precision = CalibPrecision::Auto;
   /// Print a line per step (on a terminal) and a summary.
   bool progress = true;
+  /// Activation checkpointing of each step's backward (see Checkpointing).
+  Checkpointing checkpoint = Checkpointing::Auto;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -135,6 +137,10 @@ public:
   bool rotatesActivations() const;
   /// True when the products run in bf16 (CalibPrecision).
   bool computesInBF16() const;
+  /// Activation checkpointing of evaluate()'s backward (Auto by default).
+  void setCheckpointing(Checkpointing checkpoint);
+  /// Executor::checkpointSegments of the training model.
+  int64_t checkpointSegments() const;
 
   int64_t hidden() const;
   int64_t headDim() const;

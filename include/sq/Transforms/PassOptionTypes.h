@@ -53,6 +53,12 @@ enum class RotationApply { Auto, Weights, Activations };
 /// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
 /// calibrate exactly as before).
 enum class CalibPrecision { Auto, F32, BF16 };
+/// Activation checkpointing of the calibration's backward pass
+/// (sq::ExecCheckpoint): On keeps only the residual stream between
+/// transformer blocks and recomputes each block's forward in the backward
+/// (the same gradients bit for bit, one more forward); Auto turns it on
+/// when the whole tape would exceed 2 GiB.
+enum class Checkpointing { Auto, On, Off };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -83,6 +89,8 @@ SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
                  {RotationApply::Activations, "activations"})
 SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
                  {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
+SQ_ENUM_SPELLING(Checkpointing, "checkpoint", {Checkpointing::Auto, "auto"},
+                 {Checkpointing::On, "on"}, {Checkpointing::Off, "off"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -184,6 +192,7 @@ SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
+SQ_ENUM_OPTION_PARSER(sq::Checkpointing)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

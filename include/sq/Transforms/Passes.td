@@ -276,7 +276,15 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            /*default=*/"::sq::WeightStorage::Keep",
            "storage of rewritten weights: keep (the weight's own type: "
            "f16/bf16 models keep their size) or f32 (exact invariance for "
-           "f16/bf16 models, twice their size)">
+           "f16/bf16 models, twice their size)">,
+    Option<"checkpoint", "checkpoint", "::sq::Checkpointing",
+           /*default=*/"::sq::Checkpointing::Auto",
+           "learned: activation checkpointing of each step's backward: on "
+           "(the forward keeps only the residual stream between transformer "
+           "blocks, the backward recomputes one block's forward at a time: "
+           "memory of one block's activations instead of all, one more "
+           "forward per step, the same gradients bit for bit), off, or auto "
+           "(on when all blocks' activations would exceed 2 GiB)">
   ];
 }
 

@@ -223,6 +223,7 @@ struct SpinQuantRotatePass
     options.apply = apply;
     options.precision = precision;
     options.checkpoint = checkpoint;
+    options.microBatch = microBatch;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);

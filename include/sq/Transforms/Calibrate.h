@@ -112,6 +112,9 @@ struct CalibrationOptions {
   bool progress = true;
   /// Activation checkpointing of each step's backward (see Checkpointing).
   Checkpointing checkpoint = Checkpointing::Auto;
+  /// Windows per forward and backward within a step (gradient
+  /// accumulation, RotationObjective::setMicroBatch; 0: the whole batch).
+  int64_t microBatch = 0;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -141,6 +144,11 @@ public:
   void setCheckpointing(Checkpointing checkpoint);
   /// Executor::checkpointSegments of the training model.
   int64_t checkpointSegments() const;
+  /// Gradient accumulation: evaluate() with a gradient runs at most
+  /// `windows` windows per forward and backward and sums their weighted
+  /// losses and gradients (0, the default: the whole batch at once).
+  /// Activation memory then grows with `windows`, not with the batch.
+  void setMicroBatch(int64_t windows);
 
   int64_t hidden() const;
   int64_t headDim() const;

@@ -58,6 +58,18 @@ struct Executor::Impl {
   /// dL/dclip.
   llvm::DenseMap<Operation *, int64_t> fakeQuantSite;
   std::vector<double> clips, clipGrads;
+  /// The loss: the sq.linear computing the logits (lm_head) when @forward
+  /// returns one directly; its logits are then computed a chunk of
+  /// `lossChunkRows` rows at a time with the loss (exec::headLoss). Null:
+  /// the whole logits, then the loss.
+  LinearOp head;
+  int64_t lossChunkRows = 0;
+  /// Checkpointing (lossAndGradients): the first op of each segment (one
+  /// transformer block; the first starts the body) and the one activation
+  /// live there (null for the first), see findSegments.
+  SmallVector<Operation *> segmentStart;
+  SmallVector<Value> segmentInput;
+  ExecCheckpoint checkpoint = ExecCheckpoint::Auto;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -67,6 +79,14 @@ const ModelInfo &Executor::info() const { return impl->info; }
 int64_t Executor::cachedTokens() const { return impl->cached; }
 void Executor::setLinearObserver(LinearObserver observer) {
   impl->observer = std::move(observer);
+}
+
+void Executor::setCheckpoint(ExecCheckpoint checkpoint) {
+  impl->checkpoint = checkpoint;
+}
+
+int64_t Executor::checkpointSegments() const {
+  return impl->segmentStart.size();
 }
 
 void Executor::reset() {
@@ -126,7 +146,11 @@ static bool loadWeight(WeightOp op, bool bf16, exec::Tensor &out,
               " values";
       return false;
     }
-    if (bf16 && readInPlace(op)) {
+    // bf16 precision: a bf16 weight is viewed as a packed matrix in place,
+    // an f32 one packed in bf16 once; an f16 one is read in place and
+    // rounded to bf16 as it is read (linears pack a panel of rows at a
+    // time: no copy of the model).
+    if (bf16 && readInPlace(op) && *format != numerics::FloatFormat::F16) {
       int64_t rows = type.getDimSize(0), cols = type.getDimSize(1);
       out.packed = std::make_shared<numerics::PackedMatrix>(
           *format == numerics::FloatFormat::BF16
@@ -139,6 +163,7 @@ static bool loadWeight(WeightOp op, bool bf16, exec::Tensor &out,
     if (*format != numerics::FloatFormat::F32 && readInPlace(op)) {
       out.half = data.data();
       out.format = *format;
+      out.roundToBF16 = bf16 && *format == numerics::FloatFormat::F16;
       return true;
     }
     out.data = std::make_shared<exec::FloatBuffer>(n);
@@ -196,6 +221,73 @@ loadQLinearWeight(QLinearOp op,
       scales.data->data(), zeros ? zeros->data->data() : nullptr,
       out.data->data());
   return true;
+}
+
+/// The segments of checkpointing: @forward's ops (weights aside) up to the
+/// head (or the return) are cut where exactly one activation is live, i.e.
+/// defined before the cut and used after it (the ids and positions are
+/// always there; of the return's operands only the logits count). In a
+/// residual network those cuts are the residual stream between two blocks
+/// (after each residual add; inside a block the stream and the block's own
+/// values are live together). A segment starts at such a cut when the ops
+/// up to the next cut hold an attention (a transformer block: attention
+/// and MLP), and at the last cut (the final norm): one segment per layer,
+/// whatever the layer holds (biases, GQA, fake quantizers, sq.rotate or
+/// sq.hadamard ops), plus the embedding before the first. A model without
+/// such cuts is one segment (no checkpointing).
+static void findSegments(Executor::Impl &impl) {
+  Block &body = impl.func.getBody().front();
+  Operation *end = impl.head ? impl.head.getOperation() : body.getTerminator();
+  SmallVector<Operation *> ops;
+  for (Operation &op : body) {
+    if (&op == end)
+      break;
+    if (!isa<WeightOp>(op))
+      ops.push_back(&op);
+  }
+  int64_t n = ops.size();
+  llvm::DenseMap<Operation *, int64_t> index;
+  for (int64_t i = 0; i < n; ++i)
+    index[ops[i]] = i;
+  // The last op (index; n: the head or the return) that reads each value.
+  llvm::DenseMap<Value, int64_t> last;
+  for (int64_t i = 0; i < n; ++i)
+    for (Value v : ops[i]->getOperands())
+      if (v.getDefiningOp() && index.count(v.getDefiningOp()))
+        last[v] = i;
+  for (Value v : end->getOperands()) {
+    if (isa<func::ReturnOp>(end) && v != end->getOperand(0))
+      continue;
+    if (v.getDefiningOp() && index.count(v.getDefiningOp()))
+      last[v] = n;
+  }
+  std::vector<int64_t> cuts;
+  std::vector<Value> cutValue;
+  llvm::DenseSet<Value> live;
+  for (int64_t i = 1; i < n; ++i) {
+    for (Value r : ops[i - 1]->getResults())
+      if (last.count(r))
+        live.insert(r);
+    for (Value v : ops[i - 1]->getOperands())
+      if (last.count(v) && last[v] == i - 1)
+        live.erase(v);
+    if (live.size() == 1) {
+      cuts.push_back(i);
+      cutValue.push_back(*live.begin());
+    }
+  }
+  impl.segmentStart.assign(1, n ? ops[0] : end);
+  impl.segmentInput.assign(1, Value());
+  for (size_t c = 0; c < cuts.size(); ++c) {
+    int64_t to = c + 1 < cuts.size() ? cuts[c + 1] : n;
+    bool block = c + 1 == cuts.size();
+    for (int64_t i = cuts[c]; i < to && !block; ++i)
+      block = isa<AttentionOp>(ops[i]);
+    if (!block)
+      continue;
+    impl.segmentStart.push_back(ops[cuts[c]]);
+    impl.segmentInput.push_back(cutValue[c]);
+  }
 }
 
 std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
@@ -273,6 +365,16 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
       if (v.getDefiningOp() && !isa<WeightOp>(v.getDefiningOp()) &&
           seen.insert(v).second)
         impl.firstUses[&op].push_back(v);
+  impl.checkpoint = options.checkpoint;
+  impl.lossChunkRows = options.lossChunkRows > 0
+                           ? options.lossChunkRows
+                           : exec::headLossChunkRows(impl.info.vocabSize);
+  Value logits = body.getTerminator()->getOperand(0);
+  if (auto head = logits.getDefiningOp<LinearOp>())
+    if (logits.hasOneUse() && head.getWeight().getDefiningOp<WeightOp>() &&
+        (!head.getBias() || head.getBias().getDefiningOp<WeightOp>()))
+      impl.head = head;
+  findSegments(impl);
   return ex;
 }
 
@@ -289,18 +391,11 @@ static bool checkTokenIds(const ModelInfo &info, ArrayRef<int64_t> tokens,
   return true;
 }
 
-/// Runs @forward over `tokens`. For inference (training = false) it
-/// continues after the KV cache and extends it, freeing intermediates after
-/// their last use; for training it starts at position 0, leaves the cache
-/// alone and, with a `tape`, keeps every value there for the backward pass.
-static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
-                     int64_t batch, int64_t seq, bool training,
-                     llvm::DenseMap<Value, exec::Tensor> *tape,
-                     exec::Tensor &logits, std::string &error,
-                     const llvm::DenseSet<Value> *keep = nullptr) {
-  llvm::DenseMap<Value, exec::Tensor> local;
-  llvm::DenseMap<Value, exec::Tensor> &values = tape ? *tape : local;
-  int64_t cached = training ? 0 : impl.cached;
+/// The ids and positions of `tokens` ([batch, seq]; positions from
+/// `cached` on) as @forward's first two arguments in `values`.
+static void setInputs(Executor::Impl &impl, ArrayRef<int64_t> tokens,
+                      int64_t batch, int64_t seq, int64_t cached,
+                      llvm::DenseMap<Value, exec::Tensor> &values) {
   Block &body = impl.func.getBody().front();
   exec::Tensor ids, positions;
   ids.shape = {batch, seq};
@@ -313,8 +408,23 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
       (*positions.ints)[b * seq + s] = cached + s;
   values[body.getArgument(0)] = ids;
   values[body.getArgument(1)] = positions;
+}
 
-  for (Operation &op : body) {
+/// Runs the ops of @forward's body from `begin` up to `end` (exclusive; the
+/// return or null: up to the return) on `values`, which holds their inputs.
+/// For inference (training = false) attention continues after the KV cache
+/// and extends it; for training it starts at position 0 and leaves the
+/// cache alone. Each value is freed after its last use unless it is in
+/// `keep` (a tape for the backward pass). `observe`: call the linear
+/// observer.
+static bool runOps(Executor::Impl &impl, Operation *begin, Operation *end,
+                   bool training, llvm::DenseMap<Value, exec::Tensor> &values,
+                   std::string &error,
+                   const llvm::DenseSet<Value> *keep = nullptr,
+                   bool observe = true) {
+  int64_t cached = training ? 0 : impl.cached;
+  for (Operation *opp = begin; opp && opp != end; opp = opp->getNextNode()) {
+    Operation &op = *opp;
     auto get = [&](Value v) -> const exec::Tensor & {
       if (auto w = v.getDefiningOp<WeightOp>())
         return impl.weights[w];
@@ -333,14 +443,14 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       const exec::Tensor *bias = l.getBias() ? &get(l.getBias()) : nullptr;
       const exec::Tensor &x = get(l.getInput());
-      if (impl.observer)
+      if (impl.observer && observe)
         impl.observer(&op, x.data->data(), x.numel() / x.lastDim(),
                       x.lastDim());
       exec::linear(x, get(l.getWeight()), bias, out);
     } else if (auto ql = dyn_cast<QLinearOp>(op)) {
       const exec::Tensor *bias = ql.getBias() ? &get(ql.getBias()) : nullptr;
       const exec::Tensor &x = get(ql.getInput());
-      if (impl.observer)
+      if (impl.observer && observe)
         impl.observer(&op, x.data->data(), x.numel() / x.lastDim(),
                       x.lastDim());
       if (std::optional<QuantAttr> aq = ql.getActQuant()) {
@@ -376,8 +486,11 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
         cache.keys = present[0].data;
         cache.values = present[1].data;
       }
+      // (The keys and values @forward returns are not kept: only the
+      // logits are read back.)
       for (auto [i, result] : llvm::enumerate(a.getPresent()))
-        if (!result.use_empty())
+        if (llvm::any_of(result.getUsers(),
+                         [](Operation *u) { return !isa<func::ReturnOp>(u); }))
           values[result] = present[i];
       values[a.getOutput()] = std::move(out);
       goto freeDead;
@@ -401,23 +514,34 @@ static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
       exec::fakeQuant(get(f.getInput()), qa.getBits(), qa.getSymmetric(),
                       static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
                       clip, out);
-    } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-      logits = get(ret.getOperand(0));
+    } else if (isa<func::ReturnOp>(op)) {
       break;
     }
     if (!ok)
       return false;
     values[op.getResult(0)] = std::move(out);
   freeDead:
-    // A tape keeps what the backward pass reads (all of it without `keep`).
-    if (tape && !keep)
-      continue;
+    // A tape keeps what the backward pass reads.
     auto dead = impl.lastUses.find(&op);
     if (dead != impl.lastUses.end())
       for (Value v : dead->second)
-        if (!tape || !keep->contains(v))
+        if (!keep || !keep->contains(v))
           values.erase(v);
   }
+  return true;
+}
+
+/// Runs @forward over `tokens` (inference: after the KV cache) and returns
+/// the logits.
+static bool evaluate(Executor::Impl &impl, ArrayRef<int64_t> tokens,
+                     int64_t batch, int64_t seq, exec::Tensor &logits,
+                     std::string &error) {
+  llvm::DenseMap<Value, exec::Tensor> values;
+  setInputs(impl, tokens, batch, seq, impl.cached, values);
+  Block &body = impl.func.getBody().front();
+  if (!runOps(impl, &body.front(), nullptr, /*training=*/false, values, error))
+    return false;
+  logits = values[body.getTerminator()->getOperand(0)];
   return true;
 }
 
@@ -443,8 +567,7 @@ bool Executor::forward(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
     return false;
 
   exec::Tensor out;
-  if (!evaluate(impl, tokens, batch, seq, /*training=*/false, nullptr, out,
-                error))
+  if (!evaluate(impl, tokens, batch, seq, out, error))
     return false;
   logits.assign(out.data->begin(), out.data->end());
   impl.cached += seq;
@@ -507,8 +630,9 @@ bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
     return false;
   }
   // A fresh buffer: tensors handed out earlier keep the old values.
+  bool wasHalf = t.half != nullptr;
   t.half = nullptr;
-  if (t.packed) { // bf16 precision: stored in bf16 again
+  if (t.packed || (wasHalf && impl->bf16)) { // bf16 precision: in bf16 again
     t.packed = std::make_shared<numerics::PackedMatrix>(
         numerics::PackedMatrix::fromFloat(values.data(), t.shape[0],
                                           t.shape[1]));
@@ -537,7 +661,11 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
       error = "weight '" + name.str() + "' has no row " + std::to_string(row);
       return false;
     }
+  if (t.half && impl->bf16) // bf16 precision: stored in bf16 from now on
+    t.packed = std::make_shared<numerics::PackedMatrix>(
+        numerics::PackedMatrix::fromBits(t.half, t.format, t.shape[0], cols));
   if (t.packed) { // bf16 precision: the rows rounded to bf16 in place
+    t.half = nullptr;
     if (t.packed->isView() || t.packed.use_count() > 1)
       t.packed = std::make_shared<numerics::PackedMatrix>(
           numerics::PackedMatrix::fromBits(
@@ -621,23 +749,82 @@ static bool checkTrainingInput(const Executor::Impl &impl,
   return true;
 }
 
+/// The first forward of the loss: @forward from position 0 up to the head
+/// (up to the return without one) into `values`, freeing what `keep` does
+/// not hold. With `segments` (checkpointing), only the last segment keeps
+/// its values; `saved` receives the input of each other segment.
+static bool forwardForLoss(Executor::Impl &impl, ArrayRef<int64_t> tokens,
+                           int64_t batch, int64_t seq, bool segments,
+                           llvm::DenseMap<Value, exec::Tensor> &values,
+                           std::vector<exec::Tensor> &saved,
+                           const llvm::DenseSet<Value> *keep,
+                           std::string &error) {
+  Block &body = impl.func.getBody().front();
+  Operation *end = impl.head ? impl.head.getOperation() : body.getTerminator();
+  setInputs(impl, tokens, batch, seq, 0, values);
+  if (!segments)
+    return runOps(impl, &body.front(), end, /*training=*/true, values, error,
+                  keep);
+  size_t count = impl.segmentStart.size();
+  saved.assign(count, exec::Tensor());
+  for (size_t s = 0; s < count; ++s) {
+    bool last = s + 1 == count;
+    if (!runOps(impl, s ? impl.segmentStart[s] : &body.front(),
+                last ? end : impl.segmentStart[s + 1], /*training=*/true,
+                values, error, last ? keep : nullptr))
+      return false;
+    if (!last)
+      saved[s + 1] = values.lookup(impl.segmentInput[s + 1]);
+  }
+  return true;
+}
+
+/// The per-row loss of the next-token targets: cross-entropy, or with
+/// `soft` the KL divergence from its reference distributions.
+static std::unique_ptr<exec::RowLoss>
+makeRowLoss(const std::vector<int64_t> &targets, int64_t vocab,
+            const exec::SoftRows *soft) {
+  if (soft)
+    return std::make_unique<exec::SoftTargetRows>(targets, vocab, *soft);
+  return std::make_unique<exec::CrossEntropyRows>(targets, vocab);
+}
+
 bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     double &loss, std::string &error,
                     std::vector<double> *sequenceLosses,
                     const SoftTargets *soft) {
+  Impl &impl = *this->impl;
   exec::SoftRows rowsOf;
-  if (!checkTrainingInput(*impl, tokens, batch, seq, error) ||
-      !softRows(*impl, soft, batch, seq, rowsOf, error))
+  if (!checkTrainingInput(impl, tokens, batch, seq, error) ||
+      !softRows(impl, soft, batch, seq, rowsOf, error))
     return false;
-  exec::Tensor l, dl;
-  if (!evaluate(*impl, tokens, batch, seq, /*training=*/true, nullptr, l,
-                error))
+  llvm::DenseMap<Value, exec::Tensor> values;
+  std::vector<exec::Tensor> saved;
+  if (!forwardForLoss(impl, tokens, batch, seq, /*segments=*/false, values,
+                      saved, nullptr, error))
     return false;
-  int64_t count = 0;
+  std::vector<int64_t> targets = nextTokenTargets(tokens, batch, seq);
   std::vector<double> rows;
-  loss = exec::crossEntropy(l, nextTokenTargets(tokens, batch, seq), dl, count,
-                            sequenceLosses ? &rows : nullptr,
-                            /*withGradient=*/false, soft ? &rowsOf : nullptr);
+  if (impl.head) { // the logits a chunk of rows at a time
+    Value x = impl.head.getInput();
+    const exec::Tensor *bias =
+        impl.head.getBias() ? &impl.weights[impl.head.getBias().getDefiningOp()]
+                            : nullptr;
+    std::unique_ptr<exec::RowLoss> rowLoss =
+        makeRowLoss(targets, impl.info.vocabSize, soft ? &rowsOf : nullptr);
+    loss = exec::headLoss(
+        values[x], impl.weights[impl.head.getWeight().getDefiningOp()], bias,
+        *rowLoss, impl.lossChunkRows, sequenceLosses ? &rows : nullptr, nullptr,
+        nullptr, nullptr);
+  } else {
+    Block &body = impl.func.getBody().front();
+    exec::Tensor dl;
+    int64_t count = 0;
+    loss =
+        exec::crossEntropy(values[body.getTerminator()->getOperand(0)], targets,
+                           dl, count, sequenceLosses ? &rows : nullptr,
+                           /*withGradient=*/false, soft ? &rowsOf : nullptr);
+  }
   if (sequenceLosses) { // seq - 1 positions of each sequence are scored
     sequenceLosses->assign(batch, 0.0);
     for (int64_t b = 0; b < batch; ++b) {
@@ -714,22 +901,26 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     }
   }
   std::fill(impl.clipGrads.begin(), impl.clipGrads.end(), 0.0);
+  // Checkpointing: the tape of one segment at a time (estimated from the
+  // features per token of the values kept; auto: when the whole tape would
+  // exceed 2 GiB).
+  bool segments =
+      impl.segmentStart.size() > 1 && impl.checkpoint != ExecCheckpoint::Off;
+  if (segments && impl.checkpoint == ExecCheckpoint::Auto) {
+    double bytes = 0;
+    for (Value v : keep)
+      if (auto type = dyn_cast<ShapedType>(v.getType()))
+        if (type.hasRank() && type.getRank() &&
+            !ShapedType::isDynamic(type.getShape().back()))
+          bytes += double(type.getShape().back()) * 4.0 * double(batch * seq);
+    segments = bytes > double(int64_t(2) << 30);
+  }
   llvm::DenseMap<Value, exec::Tensor> tape;
-  exec::Tensor logits;
-  if (!evaluate(impl, tokens, batch, seq, /*training=*/true, &tape, logits,
-                error, &keep))
+  std::vector<exec::Tensor> saved;
+  if (!forwardForLoss(impl, tokens, batch, seq, segments, tape, saved, &keep,
+                      error))
     return false;
 
-  llvm::DenseMap<Value, exec::Tensor> g;
-  {
-    exec::Tensor dl;
-    int64_t count = 0;
-    loss = exec::crossEntropy(logits, nextTokenTargets(tokens, batch, seq), dl,
-                              count, nullptr, true, soft ? &rowsOf : nullptr);
-    g[ret.getOperand(0)] = std::move(dl);
-    logits = exec::Tensor();
-    tape.erase(ret.getOperand(0));
-  }
   auto get = [&](Value v) -> const exec::Tensor & {
     if (auto w = v.getDefiningOp<WeightOp>())
       return impl.weights[w];
@@ -743,26 +934,58 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       return wanted.contains(w);
     return true;
   };
+  llvm::DenseMap<Value, exec::Tensor> g;
   auto give = [&](Value v, exec::Tensor t) {
     if (wants(v))
       accumulate(g, v, std::move(t));
   };
+  // The tape's values whose first use `op` is are not read again.
+  auto freeFirstUses = [&](Operation *op) {
+    auto first = impl.firstUses.find(op);
+    if (first != impl.firstUses.end())
+      for (Value v : first->second)
+        tape.erase(v);
+  };
+  std::vector<int64_t> targets = nextTokenTargets(tokens, batch, seq);
+  if (LinearOp head = impl.head) {
+    // The head and the loss a chunk of rows at a time: the logits and their
+    // gradient never exist whole.
+    exec::Tensor dx, dw, db;
+    bool needX = wants(head.getInput()), needW = wants(head.getWeight()),
+         needB = head.getBias() && wants(head.getBias());
+    std::unique_ptr<exec::RowLoss> rowLoss =
+        makeRowLoss(targets, impl.info.vocabSize, soft ? &rowsOf : nullptr);
+    loss = exec::headLoss(get(head.getInput()), get(head.getWeight()),
+                          head.getBias() ? &get(head.getBias()) : nullptr,
+                          *rowLoss, impl.lossChunkRows, nullptr,
+                          needX ? &dx : nullptr, needW ? &dw : nullptr,
+                          needB ? &db : nullptr);
+    freeFirstUses(head);
+    if (needX)
+      give(head.getInput(), std::move(dx));
+    if (needW)
+      give(head.getWeight(), std::move(dw));
+    if (needB)
+      give(head.getBias(), std::move(db));
+  } else {
+    Value logits = ret.getOperand(0);
+    exec::Tensor dl;
+    int64_t count = 0;
+    loss = exec::crossEntropy(tape[logits], targets, dl, count, nullptr,
+                              /*withGradient=*/true, soft ? &rowsOf : nullptr);
+    g[logits] = std::move(dl);
+    tape.erase(logits);
+  }
 
-  for (Operation &op : llvm::reverse(body)) {
+  auto backwardOp = [&](Operation &op) -> bool {
     if (isa<WeightOp, func::ReturnOp>(op) || op.getNumResults() == 0)
-      continue;
+      return true;
+    llvm::scope_exit freeAfter([&] { freeFirstUses(&op); });
     auto found = g.find(op.getResult(0));
     if (found == g.end())
-      continue; // does not reach the loss
+      return true; // does not reach the loss
     exec::Tensor dy = std::move(found->second);
     g.erase(found);
-    // The tape's values whose first use this op is are not read again.
-    llvm::scope_exit freeFirstUses([&] {
-      auto first = impl.firstUses.find(&op);
-      if (first != impl.firstUses.end())
-        for (Value v : first->second)
-          tape.erase(v);
-    });
     if (auto e = dyn_cast<EmbeddingOp>(op)) {
       if (wants(e.getTable())) {
         exec::Tensor dt;
@@ -866,9 +1089,34 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
               "before --quantize=...,mode=real)";
       return false;
     }
+    return true;
+  };
+
+  // The backward pass, a segment at a time from the last (all at once
+  // without checkpointing): the segment's forward again from its saved
+  // input, keeping what its backward reads, then its ops in reverse. The
+  // same kernels on the same inputs: the tape, and so every gradient, is
+  // the same bit for bit as without checkpointing.
+  size_t count = segments ? impl.segmentStart.size() : 1;
+  Operation *end = impl.head ? impl.head.getOperation() : ret.getOperation();
+  for (size_t s = count; s-- > 0;) {
+    Operation *first = s ? impl.segmentStart[s] : &body.front();
+    Operation *stop = s + 1 < count ? impl.segmentStart[s + 1] : end;
+    if (s + 1 < count) { // recompute this segment's tape
+      tape[impl.segmentInput[s]] = std::move(saved[s]);
+      if (!runOps(impl, first, stop, /*training=*/true, tape, error, &keep,
+                  /*observe=*/false))
+        return false;
+      tape.erase(impl.segmentInput[s + 1]); // the next segment's input
+    }
+    for (Operation *opp = stop->getPrevNode(); opp;
+         opp = opp == first ? nullptr : opp->getPrevNode())
+      if (!backwardOp(*opp))
+        return false;
   }
 
   grads.clear();
+
   for (const std::string &name : wrt) {
     Operation *w = impl.weightByName.find(name)->second;
     auto it = g.find(w->getResult(0));

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 namespace sq {
 namespace exec {
@@ -80,6 +81,15 @@ void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,
     if (w.packed) {
       numerics::gemm(m, dOut.data->data(), n, *w.packed,
                      numerics::Transpose::No, dx->data->data(), k);
+    } else if (w.half && w.roundToBF16) {
+      // Summed over panels of W's rows, each packed in bf16 on the fly.
+      int64_t p = std::min(n, packedPanelRows(k));
+      for (int64_t j = 0; j < n; j += p) {
+        int64_t rows = std::min(p, n - j);
+        numerics::gemm(m, dOut.data->data() + j, n, packRows(w, j, rows),
+                       numerics::Transpose::No, dx->data->data(), k, 1.0f,
+                       j ? 1.0f : 0.0f);
+      }
     } else if (!w.half) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f,
                   dOut.data->data(), n, w.data->data(), k, 0.0f,
@@ -322,46 +332,161 @@ double rowLoss(const float *logits, int64_t vocab, int64_t token,
   return kl;
 }
 
+CrossEntropyRows::CrossEntropyRows(const std::vector<int64_t> &targets,
+                                   int64_t vocab)
+    : targets(targets), e(vocab) {
+  for (int64_t t : targets)
+    scored += t >= 0 && t < vocab;
+}
+
+void CrossEntropyRows::rows(int64_t first, int64_t rows, const float *logits,
+                            int64_t vocab, double *loss, float *grad,
+                            double scale) {
+  assert(first + rows <= static_cast<int64_t>(targets.size()) &&
+         "one target per row of logits");
+  e.resize(vocab);
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t t = targets[first + i];
+    const float *row = logits + i * vocab;
+    float *g = grad ? grad + i * vocab : nullptr;
+    loss[i] = 0.0;
+    if (t < 0 || t >= vocab) {
+      if (g)
+        std::fill(g, g + vocab, 0.0f);
+      continue;
+    }
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < vocab; ++j)
+      mx = std::max(mx, double(row[j]));
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      e[j] = std::exp(double(row[j]) - mx);
+      sum += e[j];
+    }
+    loss[i] = mx + std::log(sum) - double(row[t]);
+    if (g)
+      for (int64_t j = 0; j < vocab; ++j)
+        g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * scale);
+  }
+}
+
+SoftTargetRows::SoftTargetRows(const std::vector<int64_t> &targets,
+                               int64_t vocab, const SoftRows &soft)
+    : targets(targets), soft(soft) {
+  for (int64_t t : targets)
+    scored += t >= 0 && t < vocab;
+}
+
+void SoftTargetRows::rows(int64_t first, int64_t rows, const float *logits,
+                          int64_t vocab, double *loss, float *grad,
+                          double scale) {
+  assert(first + rows <= static_cast<int64_t>(targets.size()) &&
+         "one target per row of logits");
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t r = first + i, t = targets[r];
+    float *g = grad ? grad + i * vocab : nullptr;
+    loss[i] = 0.0;
+    if (t < 0 || t >= vocab) {
+      if (g)
+        std::fill(g, g + vocab, 0.0f);
+      continue;
+    }
+    SoftRows row;
+    row.width = soft.width;
+    row.ids = soft.ids ? soft.ids + r * soft.width : nullptr;
+    row.logProbs = soft.logProbs + r * soft.width;
+    loss[i] = rowLoss(logits + i * vocab, vocab, t, &row, g, scale, scratch);
+  }
+}
+
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     Tensor &dLogits, int64_t &count,
-                    std::vector<double> *rowLosses, bool withGradient,
+                    std::vector<double> *rowLoss, bool withGradient,
                     const SoftRows *soft) {
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
-  auto scored = [&](int64_t r) {
-    return r < static_cast<int64_t>(targets.size()) && targets[r] >= 0 &&
-           targets[r] < vocab;
-  };
-  count = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    count += scored(r);
+  std::unique_ptr<RowLoss> owned;
+  if (soft)
+    owned = std::make_unique<SoftTargetRows>(targets, vocab, *soft);
+  else
+    owned = std::make_unique<CrossEntropyRows>(targets, vocab);
+  RowLoss &ce = *owned;
+  count = ce.count();
   if (withGradient)
     dLogits = zeros(logits.shape);
-  if (rowLosses)
-    rowLosses->assign(rows, 0.0);
+  if (rowLoss)
+    rowLoss->assign(rows, 0.0);
   if (!count)
     return 0.0;
-  double total = 0, invCount = 1.0 / double(count);
-  std::vector<double> scratch;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (!scored(r))
+  double invCount = 1.0 / double(count);
+  std::vector<double> each(rows);
+  ce.rows(0, rows, logits.data->data(), vocab, each.data(),
+          withGradient ? dLogits.data->data() : nullptr, invCount);
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    total += each[r];
+  if (rowLoss)
+    *rowLoss = std::move(each);
+  return total * invCount;
+}
+
+int64_t headLossChunkRows(int64_t vocab) {
+  return std::clamp<int64_t>((int64_t(16) << 20) / std::max<int64_t>(vocab, 1),
+                             16, 512);
+}
+
+double headLoss(const Tensor &x, const Tensor &w, const Tensor *bias,
+                RowLoss &loss, int64_t chunkRows, std::vector<double> *rowLoss,
+                Tensor *dx, Tensor *dW, Tensor *db) {
+  int64_t k = x.lastDim(), m = x.numel() / k, n = w.shape[0];
+  chunkRows = std::max<int64_t>(1, std::min(chunkRows, m));
+  int64_t count = loss.count();
+  double invCount = count ? 1.0 / double(count) : 0.0;
+  bool grads = count && (dx || dW || db);
+  if (dx)
+    *dx = zeros(x.shape);
+  if (dW)
+    *dW = zeros(w.shape);
+  std::vector<double> biasSum(db ? n : 0, 0.0);
+  std::vector<double> each(m, 0.0);
+  Tensor chunk, logits, dChunk;
+  for (int64_t r0 = 0; count && r0 < m; r0 += chunkRows) {
+    int64_t rows = std::min(chunkRows, m - r0);
+    chunk.shape = {rows, k};
+    if (!chunk.data || int64_t(chunk.data->size()) != rows * k)
+      chunk.data = std::make_shared<FloatBuffer>(rows * k);
+    std::memcpy(chunk.data->data(), x.data->data() + r0 * k,
+                rows * k * sizeof(float));
+    linear(chunk, w, bias, logits);
+    // The gradient overwrites the logits in place.
+    float *g = grads ? logits.data->data() : nullptr;
+    loss.rows(r0, rows, logits.data->data(), n, each.data() + r0, g, invCount);
+    if (!grads)
       continue;
-    SoftRows row;
-    if (soft) {
-      row.width = soft->width;
-      row.ids = soft->ids ? soft->ids + r * soft->width : nullptr;
-      row.logProbs = soft->logProbs + r * soft->width;
+    if (dx) {
+      linearBackward(chunk, w, logits, &dChunk, nullptr);
+      std::memcpy(dx->data->data() + r0 * k, dChunk.data->data(),
+                  rows * k * sizeof(float));
     }
-    double l =
-        rowLoss(logits.data->data() + r * vocab, vocab, targets[r],
-                soft ? &row : nullptr,
-                withGradient ? dLogits.data->data() + r * vocab : nullptr,
-                invCount, scratch);
-    total += l;
-    if (rowLosses)
-      (*rowLosses)[r] = l;
+    if (dW) // [rows, n]^T x [rows, k], summed over the chunks
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, rows, 1.0f, g,
+                  n, chunk.data->data(), k, 1.0f, dW->data->data(), k);
+    if (db)
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          biasSum[j] += g[i * n + j];
   }
+  if (db) {
+    *db = like({n});
+    for (int64_t j = 0; j < n; ++j)
+      (*db->data)[j] = static_cast<float>(biasSum[j]);
+  }
+  double total = 0;
+  for (int64_t r = 0; r < m; ++r)
+    total += each[r];
+  if (rowLoss)
+    *rowLoss = std::move(each);
   return total * invCount;
 }
 

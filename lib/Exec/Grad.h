@@ -117,6 +117,76 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
                     std::vector<double> *rowLosses = nullptr,
                     bool withGradient = true, const SoftRows *soft = nullptr);
 
+/// A loss that is the mean, over the rows of the logits that it scores, of
+/// a per-row loss: what headLoss() computes a chunk of rows at a time, so
+/// that the logits [tokens, vocab] and their gradient never exist whole.
+/// Next-token cross-entropy is one (CrossEntropyRows); a loss against a
+/// per-row target distribution (KL to cached float logits) fits the same
+/// interface.
+class RowLoss {
+public:
+  virtual ~RowLoss() = default;
+  /// The number of scored rows (the mean's denominator; 0: the loss is 0).
+  virtual int64_t count() const = 0;
+  /// Rows [first, first + rows) of the logits (`logits`, [rows, vocab],
+  /// row-major): each row's loss to `loss[i]` (0 on rows not scored) and,
+  /// when `grad` is not null, `scale` times d(row loss)/d(logits) to `grad`
+  /// ([rows, vocab]; 0 on rows not scored; it may be `logits` itself).
+  virtual void rows(int64_t first, int64_t rows, const float *logits,
+                    int64_t vocab, double *loss, float *grad, double scale) = 0;
+};
+
+/// Next-token cross-entropy as a RowLoss: row r is scored when targets[r]
+/// is in [0, vocab); its loss is the negative log-likelihood of the target
+/// (log-sum-exp in double), its gradient softmax - onehot(target).
+class CrossEntropyRows : public RowLoss {
+public:
+  CrossEntropyRows(const std::vector<int64_t> &targets, int64_t vocab);
+  int64_t count() const override { return scored; }
+  void rows(int64_t first, int64_t rows, const float *logits, int64_t vocab,
+            double *loss, float *grad, double scale) override;
+
+private:
+  const std::vector<int64_t> &targets;
+  int64_t scored = 0;
+  std::vector<double> e;
+};
+
+/// Distillation as a RowLoss: row r is scored when targets[r] is in
+/// [0, vocab) (the same rows as CrossEntropyRows); its loss is the KL
+/// divergence of the logits' distribution from row r of `soft` (rowLoss).
+/// `soft` holds a reference distribution for every row of the logits.
+class SoftTargetRows : public RowLoss {
+public:
+  SoftTargetRows(const std::vector<int64_t> &targets, int64_t vocab,
+                 const SoftRows &soft);
+  int64_t count() const override { return scored; }
+  void rows(int64_t first, int64_t rows, const float *logits, int64_t vocab,
+            double *loss, float *grad, double scale) override;
+
+private:
+  const std::vector<int64_t> &targets;
+  SoftRows soft;
+  int64_t scored = 0;
+  std::vector<double> scratch;
+};
+
+/// Rows of logits headLoss() computes at a time for `vocab` (about 64 MiB
+/// of fp32 logits, 16 to 512 rows).
+int64_t headLossChunkRows(int64_t vocab);
+
+/// The output head and the loss together: logits = x W^T (+ bias) for
+/// `chunkRows` rows of x ([..., hidden]) at a time (exactly the rows
+/// linear() would compute), `loss` on each chunk, then, when asked, the
+/// chunk's contribution to dx ([..., hidden], the rows of the chunk), dW
+/// (like W, fp32, accumulated over chunks) and db (summed in double over
+/// all rows). Returns the mean loss over the scored rows (summed in row
+/// order: the value crossEntropy() gives on the whole logits); `rowLoss`
+/// (if given) receives every row's loss. Peak memory: two chunks of logits.
+double headLoss(const Tensor &x, const Tensor &w, const Tensor *bias,
+                RowLoss &loss, int64_t chunkRows, std::vector<double> *rowLoss,
+                Tensor *dx, Tensor *dW, Tensor *db);
+
 } // namespace exec
 } // namespace sq
 

@@ -33,6 +33,9 @@ std::shared_ptr<FloatBuffer> floatValues(const Tensor &t) {
     return std::make_shared<FloatBuffer>(*t.data);
   auto out = std::make_shared<FloatBuffer>(t.numel());
   numerics::widenToFloat(t.half, t.numel(), t.format, out->data());
+  if (t.roundToBF16)
+    for (float &v : *out)
+      v = numerics::bf16ToFloat(numerics::floatToBf16(v));
   return out;
 }
 
@@ -51,12 +54,28 @@ void widenRows(const Tensor &w, int64_t row, int64_t count, float *out) {
   numerics::widenToFloat(static_cast<const char *>(w.half) +
                              row * cols * numerics::bytesPerValue(w.format),
                          count * cols, w.format, out);
+  if (w.roundToBF16)
+    for (int64_t i = 0; i < count * cols; ++i)
+      out[i] = numerics::bf16ToFloat(numerics::floatToBf16(out[i]));
 }
 
 /// Rows of a 16-bit weight widened per panel: about 1 MiB of fp32, so that
 /// a panel stays in the cache while sgemm reads it.
 int64_t panelRows(int64_t cols) {
   return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1));
+}
+
+numerics::PackedMatrix packRows(const Tensor &w, int64_t row, int64_t count) {
+  int64_t cols = w.shape.back();
+  return numerics::PackedMatrix::fromBits(
+      static_cast<const char *>(w.half) +
+          row * cols * numerics::bytesPerValue(w.format),
+      w.format, count, cols);
+}
+
+int64_t packedPanelRows(int64_t cols) {
+  return std::max<int64_t>(32, (int64_t(1) << 21) / std::max<int64_t>(cols, 1) /
+                                   32 * 32);
 }
 
 bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
@@ -92,6 +111,14 @@ void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
   if (w.packed) {
     numerics::gemm(m, x.data->data(), k, *w.packed, numerics::Transpose::Yes,
                    out.data->data(), n);
+  } else if (w.half && w.roundToBF16) {
+    // Output columns [j, j + rows) from a panel of W packed in bf16.
+    int64_t p = std::min(n, packedPanelRows(k));
+    for (int64_t j = 0; j < n; j += p) {
+      int64_t rows = std::min(p, n - j);
+      numerics::gemm(m, x.data->data(), k, packRows(w, j, rows),
+                     numerics::Transpose::Yes, out.data->data() + j, n);
+    }
   } else if (!w.half) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
                 x.data->data(), k, w.data->data(), k, 0.0f, out.data->data(),

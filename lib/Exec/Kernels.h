@@ -47,6 +47,11 @@ struct Tensor {
   /// linearBackward and embedding widen the rows they need on the fly.
   const void *half = nullptr;
   numerics::FloatFormat format = numerics::FloatFormat::F32;
+  /// The executor's bf16 precision reads an f16 weight in place (`half`)
+  /// with the values rounded to bf16 as they are read: the values a packed
+  /// bf16 copy would hold, without the copy (linear and linearBackward pack
+  /// a panel of rows at a time and multiply it on the bf16 units).
+  bool roundToBF16 = false;
   /// The executor's bf16 precision: a frozen linear weight or embedding
   /// table stored once in bf16 (a view of a bf16 resource), `data` and
   /// `half` null; linear and linearBackward multiply it on the bf16 units.
@@ -67,6 +72,11 @@ void widenRows(const Tensor &w, int64_t row, int64_t count, float *out);
 /// Rows of a 16-bit weight with `cols` columns that linear and
 /// linearBackward widen at a time.
 int64_t panelRows(int64_t cols);
+/// The bf16 precision's f16 weights (`half` with roundToBF16): rows [row,
+/// row + count) packed in bf16, and the rows linear and linearBackward pack
+/// at a time (about 4 MiB of bf16, a multiple of 32).
+numerics::PackedMatrix packRows(const Tensor &w, int64_t row, int64_t count);
+int64_t packedPanelRows(int64_t cols);
 
 bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
                std::string &error);

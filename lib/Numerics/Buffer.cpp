@@ -114,6 +114,16 @@ void freeLarge(void *data, size_t bytes) {
   ::operator delete(data, std::align_val_t(64));
 }
 
+void releaseCachedBuffers() {
+#if defined(__linux__)
+  MappingCache &cache = mappings();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  for (auto &[p, size] : cache.free)
+    munmap(p, size);
+  cache.free.clear();
+#endif
+}
+
 FloatBuffer::FloatBuffer(int64_t n)
     : values(static_cast<float *>(allocateLarge(size_t(n) * sizeof(float)))),
       count(values ? n : 0) {}

@@ -524,6 +524,8 @@ LogicalResult calibrateRotations(ModuleOp module,
       !(options.r3Sigma >= 0) || options.evalWindows < 0)
     return fail("r3-candidates >= 0, r3-windows > 0, r3-sigma >= 0 and "
                 "eval-windows >= 0 are required");
+  if (options.microBatch < 0)
+    return fail("micro-batch >= 0 is required");
   bool learnR3 = options.r3 != R3Mode::Hadamard;
   auto objective = RotationObjective::create(
       module, options.quant, error, learnR3, options.apply, options.precision);
@@ -552,6 +554,8 @@ LogicalResult calibrateRotations(ModuleOp module,
     rotations.actClips.clear();
     rotations.weightClips.clear();
   }
+  objective->setCheckpointing(options.checkpoint);
+  objective->setMicroBatch(options.microBatch);
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
       int64_t(rotations.r2.size()) != objective->numLayers() ||

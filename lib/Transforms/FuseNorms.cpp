@@ -44,18 +44,16 @@ LogicalResult sq::foldNormScales(ModuleOp module, bool center,
       readers.push_back(linear);
     }
     for (LinearOp linear : readers) {
-      auto weight = linear.getWeight().getDefiningOp<WeightOp>();
-      numerics::FloatBuffer w;
-      if (!weight || !readWeightValues(weight, w)) {
-        linear.emitOpError() << "weight must be a float sq.weight with data";
-        return failure();
-      }
-      weight = unshareWeight(weight, linear);
+      // Rows at a time, in place (no fp32 copy of the weight).
       int64_t k = gamma.size();
-      for (int64_t row = 0; row < w.size(); row += k)
-        for (int64_t i = 0; i < k; ++i)
-          w[row + i] *= gamma[i];
-      writeWeightValues(weight, std::move(w), storage);
+      auto scale = [&](numerics::FloatBuffer &w, int64_t, int64_t) {
+        for (int64_t row = 0; row < w.size(); row += k)
+          for (int64_t i = 0; i < k; ++i)
+            w[row + i] *= gamma[i];
+      };
+      if (!transformWeight(linear.getWeight(), linear, /*byRows=*/true, 1,
+                           scale, storage))
+        return failure();
     }
     norm.getScaleMutable().clear();
     if (gammaOp->use_empty())

@@ -47,8 +47,11 @@ LogicalResult sq::insertOnlineHadamards(ModuleOp module, bool r3, bool r4,
       if (ShapedType::isDynamic(n))
         return down.emitOpError() << "R4 needs a static input size";
       auto weight = down.getWeight().getDefiningOp<WeightOp>();
-      numerics::FloatBuffer w;
-      if (!weight || !readWeightValues(weight, w))
+      if (!weight ||
+          !floatFormatOf(cast<ShapedType>(weight.getType()).getElementType()) ||
+          !cast<DenseResourceElementsAttr>(weight.getValue())
+               .getRawHandle()
+               .getBlob())
         return down.emitOpError()
                << "weight must be a float sq.weight with data";
       noteFallback(n, down, "R4 (down_proj's input)");
@@ -57,10 +60,14 @@ LogicalResult sq::insertOnlineHadamards(ModuleOp module, bool r3, bool r4,
           builder, down.getLoc(), input, builder.getI64IntegerAttr(n),
           seed ? builder.getI64IntegerAttr(seed) : IntegerAttr());
       down.getInputMutable().assign(h);
-      weight = unshareWeight(weight, down);
-      for (int64_t row = 0; row < w.size(); row += n)
-        numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
-      writeWeightValues(weight, std::move(w), storage);
+      // Rows at a time, in place (no fp32 copy of the weight).
+      auto rotate = [&](numerics::FloatBuffer &w, int64_t, int64_t) {
+        for (int64_t row = 0; row < w.size(); row += n)
+          numerics::orthogonalTransformInPlace(w.data() + row, n, seed);
+      };
+      if (!transformWeight(down.getWeight(), down, /*byRows=*/true, 1, rotate,
+                           storage))
+        return failure();
     }
   }
   if (r3) {

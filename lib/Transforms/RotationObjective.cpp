@@ -40,6 +40,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cblas.h>
@@ -130,6 +131,8 @@ struct RotationObjective::Impl {
   /// v_proj and o_proj).
   bool activations = false;
   bool bf16 = false;
+  /// Windows per forward/backward (0: the whole batch at once).
+  int64_t microBatch = 0;
   std::string r1Name;
   std::vector<std::string> r2Names;
   /// Learned clipping (enableLearnedClipping).
@@ -243,6 +246,18 @@ int64_t RotationObjective::vocabSize() const { return impl->vocab; }
 int64_t RotationObjective::maxPositions() const { return impl->maxPositions; }
 bool RotationObjective::rotatesActivations() const { return impl->activations; }
 bool RotationObjective::computesInBF16() const { return impl->bf16; }
+int64_t RotationObjective::checkpointSegments() const {
+  return impl->ex->checkpointSegments();
+}
+void RotationObjective::setMicroBatch(int64_t windows) {
+  impl->microBatch = std::max<int64_t>(windows, 0);
+}
+void RotationObjective::setCheckpointing(Checkpointing checkpoint) {
+  impl->ex->setCheckpoint(checkpoint == Checkpointing::On ? ExecCheckpoint::On
+                          : checkpoint == Checkpointing::Off
+                              ? ExecCheckpoint::Off
+                              : ExecCheckpoint::Auto);
+}
 
 bool RotationObjective::enableLearnedClipping(bool acts, bool weights,
                                               std::string &error) {
@@ -605,6 +620,53 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                                  std::vector<double> *sequenceLosses,
                                  const SoftTargets *soft) {
   Impl &impl = *this->impl;
+  if (grad && impl.microBatch > 0 && batch > impl.microBatch) {
+    // Gradient accumulation: microBatch windows at a time, each share's
+    // mean loss and gradient weighted by its part of the batch (every
+    // window scores seq - 1 tokens): the batch's mean to float rounding.
+    int64_t whole = impl.microBatch;
+    impl.microBatch = 0;
+    llvm::scope_exit restore([&] { impl.microBatch = whole; });
+    loss = 0;
+    Rotations part;
+    SoftTargets softPart;
+    for (int64_t b0 = 0; b0 < batch; b0 += whole) {
+      int64_t nb = std::min(whole, batch - b0);
+      if (soft) { // the reference rows of these windows
+        int64_t from = b0 * seq * soft->width, count = nb * seq * soft->width;
+        softPart.width = soft->width;
+        if (!soft->ids.empty())
+          softPart.ids.assign(soft->ids.begin() + from,
+                              soft->ids.begin() + from + count);
+        softPart.logProbs.assign(soft->logProbs.begin() + from,
+                                 soft->logProbs.begin() + from + count);
+      }
+      double l;
+      if (!evaluate(r, tokens.slice(b0 * seq, nb * seq), nb, seq, l, &part,
+                    error, nullptr, soft ? &softPart : nullptr))
+        return false;
+      double w = double(nb) / double(batch);
+      loss += w * l;
+      auto add = [&](std::vector<double> &to, const std::vector<double> &g) {
+        if (b0 == 0)
+          to.assign(g.size(), 0.0);
+        for (size_t i = 0; i < g.size(); ++i)
+          to[i] += w * g[i];
+      };
+      grad->hidden = part.hidden;
+      grad->headDim = part.headDim;
+      add(grad->r1, part.r1);
+      grad->r2.resize(part.r2.size());
+      for (size_t l = 0; l < part.r2.size(); ++l)
+        add(grad->r2[l], part.r2[l]);
+      grad->r3.resize(part.r3.size());
+      for (size_t l = 0; l < part.r3.size(); ++l)
+        add(grad->r3[l], part.r3[l]);
+      add(grad->actClips, part.actClips);
+      add(grad->weightClips, part.weightClips);
+    }
+    return true;
+  }
   int64_t n = impl.hidden, d = impl.headDim;
   if (r.r1.size() != size_t(n * n) || int64_t(r.r2.size()) != impl.layers) {
     error = "rotations do not match the model (R1 " + std::to_string(n) + "x" +

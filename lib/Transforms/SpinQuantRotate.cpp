@@ -163,22 +163,14 @@ struct SpinQuantRotatePass
   }
 
   /// Applies `fn` to the fp32 values of `weight` ([rows, cols]; a bias
-  /// [n] is a column [n, 1]) and writes them back; a weight shared with
-  /// other ops is copied first.
+  /// [n] is a column [n, 1]) a panel at a time, rows (a multiple of
+  /// `align`) or columns, and writes them back in place (transformWeight:
+  /// the old and new bytes of one weight and one fp32 panel at a time); a
+  /// weight shared with other ops gets its own copy for `user`.
   bool
-  rewrite(Value weightValue, Operation *user,
+  rewrite(Value weightValue, Operation *user, bool byRows, int64_t align,
           function_ref<void(numerics::FloatBuffer &, int64_t, int64_t)> fn) {
-    auto weight = weightValue.getDefiningOp<WeightOp>();
-    numerics::FloatBuffer w;
-    if (!weight || !readWeightValues(weight, w)) {
-      user->emitOpError() << "weight must be a float sq.weight with data";
-      return false;
-    }
-    weight = unshareWeight(weight, user);
-    auto shape = cast<RankedTensorType>(weightValue.getType()).getShape();
-    fn(w, shape[0], shape.size() > 1 ? shape[1] : 1);
-    writeWeightValues(weight, std::move(w), weightType);
-    return true;
+    return transformWeight(weightValue, user, byRows, align, fn, weightType);
   }
 
   /// mode=learned: R3/R4 go in first (they stay fixed while training),
@@ -188,6 +180,7 @@ struct SpinQuantRotatePass
     if (onlineHadamard && failed(insertOnlineHadamards(module, true, true,
                                                        /*seed=*/0, weightType)))
       return failure();
+    releaseWeightScratch(); // before the training model takes memory
     Rotations r;
     r.hidden = hidden;
     bool ok = true;
@@ -234,6 +227,8 @@ struct SpinQuantRotatePass
     options.loss = loss;
     options.klTopK = klTopK;
     options.klCacheMB = klCacheMB;
+    options.checkpoint = checkpoint;
+    options.microBatch = microBatch;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     fromFile["R1"] = std::move(r.r1);
@@ -282,6 +277,7 @@ struct SpinQuantRotatePass
     ModuleOp module = getOperation();
     if (fuseNorms && failed(foldNormScales(module, false, weightType)))
       return signalPassFailure();
+    releaseWeightScratch();
     bool ok = true;
     module.walk([&](RMSNormOp op) {
       if (op.getScale() && ok) {
@@ -344,7 +340,8 @@ struct SpinQuantRotatePass
           w[r * cols + c] *= signs[r];
       numerics::hadamardTransformColumns(w.data(), rows, cols);
     };
-    if (!rewrite(embedding.getTable(), embedding, colR1))
+    // W R1 (rows independent): row panels; R1^T W: column panels.
+    if (!rewrite(embedding.getTable(), embedding, true, 1, colR1))
       return signalPassFailure();
     module.walk([&](LinearOp linear) {
       if (!ok)
@@ -356,10 +353,11 @@ struct SpinQuantRotatePass
         linear.emitOpError() << "both reads and writes the residual stream";
         ok = false;
       } else if (reads) {
-        ok = rewrite(linear.getWeight(), linear, colR1);
+        ok = rewrite(linear.getWeight(), linear, true, 1, colR1);
       } else if (writes) {
-        ok = rewrite(linear.getWeight(), linear, rowR1T) &&
-             (!linear.getBias() || rewrite(linear.getBias(), linear, rowR1T));
+        ok = rewrite(linear.getWeight(), linear, false, 1, rowR1T) &&
+             (!linear.getBias() ||
+              rewrite(linear.getBias(), linear, false, 1, rowR1T));
       }
     });
     if (!ok)
@@ -391,9 +389,9 @@ struct SpinQuantRotatePass
       auto rowsR2T = [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
         multiplyRowBlocksByRT(w, rows, cols, r2, headDim);
       };
-      ok = rewrite(v.getWeight(), v, rowsR2T) &&
-           (!v.getBias() || rewrite(v.getBias(), v, rowsR2T)) &&
-           rewrite(o.getWeight(), o,
+      ok = rewrite(v.getWeight(), v, true, headDim, rowsR2T) &&
+           (!v.getBias() || rewrite(v.getBias(), v, true, headDim, rowsR2T)) &&
+           rewrite(o.getWeight(), o, true, 1,
                    [&](numerics::FloatBuffer &w, int64_t rows, int64_t cols) {
                      multiplyColumnBlocks(w, rows, cols, r2, headDim);
                    });
@@ -406,6 +404,7 @@ struct SpinQuantRotatePass
       return signalPassFailure();
     if (failed(applyLearnedR3(module, layer)))
       return signalPassFailure();
+    releaseWeightScratch();
     // Under mpirun every process holds the same rotations: rank 0 writes.
     std::string error;
     if (!save.empty() && distributed::rank() == 0 &&

@@ -88,31 +88,12 @@ bool readWeightValues(WeightOp op, numerics::FloatBuffer &values) {
   return true;
 }
 
-void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
-                       WeightStorage storage) {
+/// Makes `data` ([bytes] of `elementType`, freed with numerics::freeLarge)
+/// the weight's value under its resource name, releasing the old bytes.
+static void installWeightBytes(WeightOp op, char *data, size_t bytes,
+                               Type elementType) {
   auto resource = cast<DenseResourceElementsAttr>(op.getValue());
-  Type oldType = resource.getType().getElementType();
-  Type newType = storage == WeightStorage::Keep
-                     ? oldType
-                     : Type(Float32Type::get(op.getContext()));
-  // Callers write back weights readWeightValues read (f32, f16 or bf16).
-  numerics::FloatFormat format =
-      floatFormatOf(newType).value_or(numerics::FloatFormat::BF16);
-  auto type = RankedTensorType::get(resource.getType().getShape(), newType);
-  size_t count = static_cast<size_t>(values.size());
-  size_t bytes = count * numerics::bytesPerValue(format);
-  char *data;
-  if (format == numerics::FloatFormat::F32) {
-    data = reinterpret_cast<char *>(values.release());
-  } else if ((data = static_cast<char *>(numerics::allocateLarge(bytes)))) {
-    numerics::narrowFromFloat(values.data(), count, format, data);
-    values = numerics::FloatBuffer();
-  } else { // no memory for the narrow copy: keep the fp32 buffer
-    newType = Float32Type::get(op.getContext());
-    type = RankedTensorType::get(resource.getType().getShape(), newType);
-    bytes = count * sizeof(float);
-    data = reinterpret_cast<char *>(values.release());
-  }
+  auto type = RankedTensorType::get(resource.getType().getShape(), elementType);
   DenseResourceElementsHandle handle = resource.getRawHandle();
   ArrayRef<char> old =
       handle.getBlob() ? handle.getBlob()->getData() : ArrayRef<char>();
@@ -128,6 +109,116 @@ void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
     op.getResult().setType(type);
   }
 }
+
+void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
+                       WeightStorage storage) {
+  auto resource = cast<DenseResourceElementsAttr>(op.getValue());
+  Type oldType = resource.getType().getElementType();
+  Type newType = storage == WeightStorage::Keep
+                     ? oldType
+                     : Type(Float32Type::get(op.getContext()));
+  // Callers write back weights readWeightValues read (f32, f16 or bf16).
+  numerics::FloatFormat format =
+      floatFormatOf(newType).value_or(numerics::FloatFormat::BF16);
+  size_t count = static_cast<size_t>(values.size());
+  size_t bytes = count * numerics::bytesPerValue(format);
+  char *data;
+  if (format == numerics::FloatFormat::F32) {
+    data = reinterpret_cast<char *>(values.release());
+  } else if ((data = static_cast<char *>(numerics::allocateLarge(bytes)))) {
+    numerics::narrowFromFloat(values.data(), count, format, data);
+    values = numerics::FloatBuffer();
+  } else { // no memory for the narrow copy: keep the fp32 buffer
+    newType = Float32Type::get(op.getContext());
+    bytes = count * sizeof(float);
+    data = reinterpret_cast<char *>(values.release());
+  }
+  installWeightBytes(op, data, bytes, newType);
+}
+
+bool transformWeight(
+    Value weightValue, Operation *user, bool byRows, int64_t align,
+    function_ref<void(numerics::FloatBuffer &, int64_t, int64_t)> fn,
+    WeightStorage storage) {
+  auto weight = weightValue.getDefiningOp<WeightOp>();
+  auto fail = [&] {
+    user->emitOpError() << "weight must be a float sq.weight with data";
+    return false;
+  };
+  if (!weight || isa<PackedType>(weight.getType()))
+    return fail();
+  auto resource = cast<DenseResourceElementsAttr>(weight.getValue());
+  AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+  std::optional<numerics::FloatFormat> from =
+      floatFormatOf(resource.getType().getElementType());
+  if (!blob || !from)
+    return fail();
+  Type newType = storage == WeightStorage::Keep
+                     ? resource.getType().getElementType()
+                     : Type(Float32Type::get(weight.getContext()));
+  numerics::FloatFormat to = *floatFormatOf(newType);
+  ArrayRef<int64_t> shape = resource.getType().getShape();
+  int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
+  if (rows * cols != resource.getType().getNumElements())
+    return fail();
+  const char *in = blob->getData().data();
+  size_t inBytes = numerics::bytesPerValue(*from),
+         outBytes = numerics::bytesPerValue(to);
+  size_t bytes = size_t(rows * cols) * outBytes;
+  char *out = static_cast<char *>(numerics::allocateLarge(bytes));
+  if (!out && bytes) {
+    user->emitOpError() << "out of memory rewriting a weight";
+    return false;
+  }
+  constexpr int64_t kPanel = int64_t(4) << 20; // fp32 values
+  align = std::max<int64_t>(align, 1);
+  if (byRows) {
+    int64_t step = std::max<int64_t>(
+        align, kPanel / std::max<int64_t>(cols, 1) / align * align);
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+      int64_t count = std::min(step, rows - r0);
+      numerics::FloatBuffer panel(count * cols);
+      numerics::widenToFloat(in + r0 * cols * inBytes, count * cols, *from,
+                             panel.data());
+      fn(panel, count, cols);
+      numerics::narrowFromFloat(panel.data(), count * cols, to,
+                                out + r0 * cols * outBytes);
+    }
+  } else {
+    int64_t step = std::max<int64_t>(1, kPanel / std::max<int64_t>(rows, 1));
+    for (int64_t c0 = 0; c0 < cols; c0 += step) {
+      int64_t count = std::min(step, cols - c0);
+      numerics::FloatBuffer panel(rows * count);
+      for (int64_t r = 0; r < rows; ++r)
+        numerics::widenToFloat(in + (r * cols + c0) * inBytes, count, *from,
+                               panel.data() + r * count);
+      fn(panel, rows, count);
+      for (int64_t r = 0; r < rows; ++r)
+        numerics::narrowFromFloat(panel.data() + r * count, count, to,
+                                  out + (r * cols + c0) * outBytes);
+    }
+  }
+  if (!weight->hasOneUse()) {
+    // A weight of its own for `user`: a fresh resource with the new bytes
+    // (the original keeps its bytes for the other users).
+    OpBuilder builder(weight);
+    auto copy = cast<WeightOp>(builder.clone(*weight));
+    user->replaceUsesOfWith(weight, copy);
+    auto type = RankedTensorType::get(shape, newType);
+    copy.setValueAttr(cast<ElementsAttr>(DenseResourceElementsAttr::get(
+        type, weight.getName(),
+        UnmanagedAsmResourceBlob::allocateWithAlign(
+            ArrayRef<char>(out, bytes), alignof(float),
+            [](void *p, size_t size, size_t) { numerics::freeLarge(p, size); },
+            /*dataIsMutable=*/true))));
+    copy.getResult().setType(type);
+    return true;
+  }
+  installWeightBytes(weight, out, bytes, newType);
+  return true;
+}
+
+void releaseWeightScratch() { numerics::releaseCachedBuffers(); }
 
 WeightOp unshareWeight(WeightOp weight, Operation *user) {
   if (weight->hasOneUse())

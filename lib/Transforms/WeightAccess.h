@@ -38,6 +38,25 @@ bool readWeightValues(WeightOp op, numerics::FloatBuffer &values);
 void writeWeightValues(WeightOp op, numerics::FloatBuffer values,
                        WeightStorage storage);
 
+/// Rewrites the float weight that `user` reads as `weight` ([rows, cols];
+/// a bias [n] is a column [n, 1]) a panel at a time: `fn(panel, rows,
+/// cols)` transforms a panel of about 16 MiB in fp32 in place (it may swap
+/// in a buffer of the same size): whole rows ([count, cols], `count` a
+/// multiple of `align`) when `byRows`, whole columns ([rows, count],
+/// row-major) otherwise. The values go straight into the new bytes (of
+/// `storage`), which replace the old ones as writeWeightValues does; a
+/// weight shared with other ops gets a new resource for `user` (as
+/// unshareWeight, without the copy of the old bytes). Only the old and the
+/// new bytes of this one weight and one panel exist at a time, never an
+/// fp32 copy of the weight. False (with `user`'s error) for weights
+/// readWeightValues cannot read or when memory runs out.
+bool transformWeight(
+    mlir::Value weight, mlir::Operation *user, bool byRows, int64_t align,
+    llvm::function_ref<void(numerics::FloatBuffer &, int64_t, int64_t)> fn,
+    WeightStorage storage);
+/// Frees the large buffers kept for reuse (numerics::allocateLarge) once a
+/// pass is done rewriting weights.
+void releaseWeightScratch();
 /// A new sq.weight named `name` (uniquified by MLIR if taken) whose
 /// resource holds `bytes` (4-byte aligned) typed `storage`; `type` is the
 /// weight's logical type (`storage` itself, or an !sq.packed type).

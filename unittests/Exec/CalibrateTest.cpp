@@ -526,6 +526,109 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// Activation checkpointing (the forward keeps the residual stream between
+// transformer blocks, the backward recomputes one block at a time) gives
+// the same loss and gradients bit for bit as the whole tape, in both
+// formulations, on every fixture of ActivationsMatchWeights: one segment
+// for the embedding, one per layer and one for the final norm, whatever a
+// layer holds (biases, GQA, fake quantizers, sq.rotate and sq.hadamard).
+TEST_P(ActivationsMatchWeights, CheckpointingGivesTheSameGradients) {
+  const ApplyCase &c = GetParam();
+  mlir::MLIRContext ctx;
+  auto module =
+      load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(c.fixture),
+           c.pipeline);
+  ASSERT_TRUE(module);
+  for (auto [apply, precision] :
+       {std::pair(RotationApply::Activations, CalibPrecision::F32),
+        std::pair(RotationApply::Weights, CalibPrecision::F32),
+        std::pair(RotationApply::Activations, CalibPrecision::BF16)}) {
+    std::string error;
+    auto obj = RotationObjective::create(*module, spec(c.quant), error,
+                                         c.learnR3, apply, precision);
+    ASSERT_TRUE(obj) << error;
+    EXPECT_EQ(obj->checkpointSegments(), obj->numLayers() + 2);
+    Rotations r = randomRotations(*obj, 3, 30);
+    if (c.learnR3)
+      for (int64_t l = 0; l < obj->numLayers(); ++l)
+        r.r3.push_back(
+            numerics::randomOrthogonalMatrix(obj->headDim(), 40 + l));
+    int64_t batch = 2, seq = 9;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 5 + 1) % obj->vocabSize());
+    double whole, checkpointed;
+    Rotations gw, gc;
+    obj->setCheckpointing(Checkpointing::Off);
+    ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, whole, &gw, error))
+        << error;
+    obj->setCheckpointing(Checkpointing::On);
+    ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, checkpointed, &gc, error))
+        << error;
+    std::string what = std::string(spell(apply)) + ", " + spell(precision);
+    EXPECT_EQ(checkpointed, whole) << what;
+    EXPECT_GT(maxAbs(gw.r1) + maxAbs(gw.r2[0]), 0.0) << what;
+    EXPECT_EQ(gc.r1, gw.r1) << what;
+    EXPECT_EQ(gc.r2, gw.r2) << what;
+    EXPECT_EQ(gc.r3, gw.r3) << what;
+  }
+}
+
+// Gradient accumulation (setMicroBatch): 3 windows one or two at a time
+// give the loss and gradients of the whole batch to float rounding, in both
+// formulations.
+TEST_P(ActivationsMatchWeights, MicroBatchesSumToTheBatch) {
+  const ApplyCase &c = GetParam();
+  mlir::MLIRContext ctx;
+  auto module =
+      load(ctx, SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(c.fixture),
+           c.pipeline);
+  ASSERT_TRUE(module);
+  for (RotationApply apply :
+       {RotationApply::Activations, RotationApply::Weights}) {
+    std::string error;
+    auto obj = RotationObjective::create(*module, spec(c.quant), error,
+                                         c.learnR3, apply);
+    ASSERT_TRUE(obj) << error;
+    Rotations r = randomRotations(*obj, 4, 40);
+    if (c.learnR3)
+      for (int64_t l = 0; l < obj->numLayers(); ++l)
+        r.r3.push_back(
+            numerics::randomOrthogonalMatrix(obj->headDim(), 50 + l));
+    int64_t batch = 3, seq = 7;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 11 + 2) % obj->vocabSize());
+    double whole;
+    Rotations gw;
+    ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, whole, &gw, error))
+        << error;
+    for (int64_t micro : {1, 2}) {
+      obj->setMicroBatch(micro);
+      double l;
+      Rotations g;
+      ASSERT_TRUE(obj->evaluate(r, tokens, batch, seq, l, &g, error)) << error;
+      std::string what =
+          std::string(spell(apply)) + ", micro-batch " + std::to_string(micro);
+      EXPECT_NEAR(l, whole, 1e-6 * std::fabs(whole)) << what;
+      auto same = [&](const std::vector<double> &a,
+                      const std::vector<double> &b, const std::string &m) {
+        ASSERT_EQ(a.size(), b.size()) << what << " " << m;
+        EXPECT_LE(maxAbsDiff(a, b), 1e-5 * maxAbs(b) + 1e-9)
+            << what << " " << m;
+      };
+      same(g.r1, gw.r1, "R1");
+      ASSERT_EQ(g.r2.size(), gw.r2.size());
+      for (size_t k = 0; k < g.r2.size(); ++k)
+        same(g.r2[k], gw.r2[k], "R2");
+      ASSERT_EQ(g.r3.size(), gw.r3.size());
+      for (size_t k = 0; k < g.r3.size(); ++k)
+        same(g.r3[k], gw.r3[k], "R3");
+    }
+    obj->setMicroBatch(0);
+  }
+}
+
 // apply=activations needs 16-bit weights; auto folds under quantized
 // weights; without any quantization site the activations formulation's
 // gradient is zero (the loss does not depend on R1/R2).

@@ -473,4 +473,102 @@ TEST(Grad, DistillationLoss) {
   }
 }
 
+// The head and the loss a chunk of rows at a time (headLoss) against the
+// whole logits (linear, crossEntropy, linearBackward). With one chunk of
+// all rows: the same loss, per-row losses and gradients bit for bit (dW
+// too). With chunks of 1 and 3 rows (uneven) to float rounding: sgemm may
+// round a product of fewer rows differently (other kernels for small M).
+TEST(Grad, HeadLossInChunksMatchesWholeLogits) {
+  const int64_t vocab = 11, hidden = 8;
+  Tensor x = randn({2, 5, hidden}, 31), w = randn({vocab, hidden}, 32),
+         bias = randn({vocab}, 33);
+  std::vector<int64_t> targets = {3, 0, -1, 10, 4, 1, 7, 7, 2, -1};
+  Tensor logits, dLogits, dx, dw, db;
+  linear(x, w, &bias, logits);
+  int64_t count = 0;
+  std::vector<double> rows;
+  double loss = crossEntropy(logits, targets, dLogits, count, &rows);
+  linearBackward(x, w, dLogits, &dx, &dw, &db);
+  for (int64_t chunk : {10, 1, 3}) {
+    bool exact = chunk == 10;
+    auto same = [&](double a, double b, double tol, const std::string &what) {
+      if (exact)
+        EXPECT_EQ(a, b) << what << ", chunk " << chunk;
+      else
+        EXPECT_NEAR(a, b, tol) << what << ", chunk " << chunk;
+    };
+    CrossEntropyRows ce(targets, vocab);
+    EXPECT_EQ(ce.count(), count);
+    Tensor cx, cw, cb;
+    std::vector<double> crows;
+    double closs = headLoss(x, w, &bias, ce, chunk, &crows, &cx, &cw, &cb);
+    same(closs, loss, 1e-6 * loss, "loss");
+    ASSERT_EQ(crows.size(), rows.size());
+    for (size_t r = 0; r < rows.size(); ++r)
+      same(crows[r], rows[r], 1e-5, "row " + std::to_string(r));
+    EXPECT_EQ(crows[2], 0.0);
+    ASSERT_EQ(cx.shape, x.shape);
+    for (int64_t i = 0; i < x.numel(); ++i)
+      same((*cx.data)[i], (*dx.data)[i], 1e-6, "dx " + std::to_string(i));
+    for (int64_t i = 0; i < vocab; ++i)
+      same((*cb.data)[i], (*db.data)[i], 1e-6, "db " + std::to_string(i));
+    for (int64_t i = 0; i < w.numel(); ++i)
+      same((*cw.data)[i], (*dw.data)[i], 1e-6, "dW " + std::to_string(i));
+    // The loss alone.
+    CrossEntropyRows again(targets, vocab);
+    EXPECT_EQ(
+        headLoss(x, w, &bias, again, chunk, nullptr, nullptr, nullptr, nullptr),
+        closs);
+  }
+}
+
+// Distillation through the chunked head (SoftTargetRows in headLoss) gives
+// crossEntropy()'s KL loss and gradients on the whole logits, for KL over
+// the whole vocabulary and over 3 tokens per row (KL-Top).
+TEST(Grad, HeadLossSoftTargetsMatchWholeLogits) {
+  const int64_t vocab = 9, hidden = 6, rows = 8;
+  Tensor x = randn({2, 4, hidden}, 41), w = randn({vocab, hidden}, 42);
+  std::vector<int64_t> targets = {1, 4, -1, 0, 8, 2, 3, -1};
+  for (int64_t width : {vocab, int64_t(3)}) {
+    std::vector<int32_t> ids;
+    std::vector<float> lp(rows * width);
+    Tensor ref = randn({rows, width}, 43 + width);
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (int64_t j = 0; j < width; ++j)
+        sum += std::exp(double((*ref.data)[r * width + j]));
+      for (int64_t j = 0; j < width; ++j) {
+        lp[r * width + j] =
+            float(double((*ref.data)[r * width + j]) - std::log(sum));
+        if (width < vocab)
+          ids.push_back(int32_t((r + 2 * j) % vocab));
+      }
+    }
+    SoftRows soft;
+    soft.width = width;
+    soft.ids = ids.empty() ? nullptr : ids.data();
+    soft.logProbs = lp.data();
+    Tensor logits, dLogits, dx, dw;
+    linear(x, w, nullptr, logits);
+    int64_t count = 0;
+    std::vector<double> each;
+    double loss =
+        crossEntropy(logits, targets, dLogits, count, &each, true, &soft);
+    linearBackward(x, w, dLogits, &dx, &dw, nullptr);
+    SoftTargetRows rowLoss(targets, vocab, soft);
+    EXPECT_EQ(rowLoss.count(), count);
+    Tensor cx, cw;
+    std::vector<double> ceach;
+    double closs =
+        headLoss(x, w, nullptr, rowLoss, 3, &ceach, &cx, &cw, nullptr);
+    EXPECT_NEAR(closs, loss, 1e-6 * std::abs(loss) + 1e-9) << width;
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_NEAR(ceach[r], each[r], 1e-6) << width << " row " << r;
+    for (int64_t i = 0; i < x.numel(); ++i)
+      EXPECT_NEAR((*cx.data)[i], (*dx.data)[i], 1e-6) << width << " dx " << i;
+    for (int64_t i = 0; i < w.numel(); ++i)
+      EXPECT_NEAR((*cw.data)[i], (*dw.data)[i], 1e-6) << width << " dW " << i;
+  }
+}
+
 } // namespace

@@ -45,15 +45,38 @@ struct ModelInfo {
 enum class ExecPrecision {
   /// OpenBLAS sgemm in fp32 (16-bit weights widened a panel at a time).
   F32,
-  /// Linear weights and embedding tables stored once in bf16 (a bf16
-  /// resource is read in place, f16/f32 ones rounded to bf16 once), the
+  /// Linear weights and embedding tables in bf16 (a bf16 resource is read
+  /// in place, an f16 one read in place and rounded to bf16 a panel at a
+  /// time as the products read it, an f32 one rounded to bf16 once), the
   /// linears' forward and input gradient, and sq.rotate, on the CPU's bf16
   /// units (numerics::gemm: AMX or AVX-512 BF16) with fp32 sums.
   BF16
 };
 
+/// Activation checkpointing in lossAndGradients.
+enum class ExecCheckpoint {
+  /// On when the tape of the whole forward (estimated from the shapes of
+  /// the values the backward reads) would exceed 2 GiB.
+  Auto,
+  /// The forward keeps only the residual stream between transformer blocks
+  /// (and the last block's values); the backward recomputes each block's
+  /// forward from its saved input before running its backward. One more
+  /// forward of all blocks but the last (about a third more work when the
+  /// backward computes weight gradients, half when it does not); the same
+  /// gradients bit for bit.
+  On,
+  /// The whole tape at once.
+  Off
+};
+
 struct ExecutorOptions {
   ExecPrecision precision = ExecPrecision::F32;
+  /// lossAndGradients' checkpointing.
+  ExecCheckpoint checkpoint = ExecCheckpoint::Auto;
+  /// Rows of logits the loss computes at a time when @forward ends in a
+  /// linear head (0: about 64 MiB of logits; loss() and lossAndGradients()
+  /// never hold the logits of all tokens).
+  int64_t lossChunkRows = 0;
 };
 
 /// Reference distributions for the training loss (distillation): instead of
@@ -127,6 +150,10 @@ public:
   /// Only the intermediates some backward step reads are kept (a linear's
   /// input only when its weight is in `wrt`), each freed once the backward
   /// has passed its first use, and no weight outside `wrt` gets a gradient.
+  /// When @forward ends in a linear head, its logits, the loss and their
+  /// gradient are computed a chunk of rows at a time (lossChunkRows); with
+  /// checkpointing (ExecCheckpoint) only one transformer block's
+  /// intermediates exist at a time.
   bool lossAndGradients(llvm::ArrayRef<int64_t> tokens, int64_t batch,
                         int64_t seq, llvm::ArrayRef<std::string> wrt,
                         double &loss, std::vector<std::vector<float>> &grads,
@@ -154,6 +181,13 @@ public:
   int64_t numFakeQuantSites() const;
   bool setFakeQuantClips(llvm::ArrayRef<double> clips, std::string &error);
   const std::vector<double> &clipGradients() const;
+
+  /// Changes lossAndGradients' checkpointing (ExecutorOptions::checkpoint).
+  void setCheckpoint(ExecCheckpoint checkpoint);
+  /// The segments checkpointing recomputes one at a time: the embedding,
+  /// each transformer block, the final norm (1: the model has no cut where
+  /// only the residual stream is live, and is never checkpointed).
+  int64_t checkpointSegments() const;
 
   /// Internal state (opaque).
   struct Impl;

@@ -22,6 +22,9 @@ namespace numerics {
 void *allocateLarge(size_t bytes);
 /// Frees what allocateLarge(bytes) returned (same `bytes`).
 void freeLarge(void *data, size_t bytes);
+/// Returns the mappings freeLarge keeps for reuse (up to 1 GiB) to the
+/// system: call when a phase that rewrites many large buffers is over.
+void releaseCachedBuffers();
 
 /// A move-only array of fp32 values allocated with allocateLarge.
 class FloatBuffer {

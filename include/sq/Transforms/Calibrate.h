@@ -139,6 +139,11 @@ struct CalibrationOptions {
   CalibLoss loss = CalibLoss::CrossEntropy;
   int64_t klTopK = 64;
   int64_t klCacheMB = 4096;
+  /// Activation checkpointing of each step's backward (see Checkpointing).
+  Checkpointing checkpoint = Checkpointing::Auto;
+  /// Windows per forward and backward within a step (gradient
+  /// accumulation, RotationObjective::setMicroBatch; 0: the whole batch).
+  int64_t microBatch = 0;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -164,6 +169,15 @@ public:
   bool rotatesActivations() const;
   /// True when the products run in bf16 (CalibPrecision).
   bool computesInBF16() const;
+  /// Activation checkpointing of evaluate()'s backward (Auto by default).
+  void setCheckpointing(Checkpointing checkpoint);
+  /// Executor::checkpointSegments of the training model.
+  int64_t checkpointSegments() const;
+  /// Gradient accumulation: evaluate() with a gradient runs at most
+  /// `windows` windows per forward and backward and sums their weighted
+  /// losses and gradients (0, the default: the whole batch at once).
+  /// Activation memory then grows with `windows`, not with the batch.
+  void setMicroBatch(int64_t windows);
 
   /// Learned clipping: turns on the clip ratios of the activation and
   /// KV-cache quantizers (`acts`) and per output channel of the weights

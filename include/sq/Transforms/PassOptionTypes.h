@@ -65,6 +65,12 @@ enum class ClipLearning { None, Learned, Acts, Weights };
 /// over the whole vocabulary (kl) or over the float model's top-k tokens of
 /// each position, both renormalized over them (kl-top, OSTQuant's KL-Top).
 enum class CalibLoss { CrossEntropy, KL, KLTop };
+/// Activation checkpointing of the calibration's backward pass
+/// (sq::ExecCheckpoint): On keeps only the residual stream between
+/// transformer blocks and recomputes each block's forward in the backward
+/// (the same gradients bit for bit, one more forward); Auto turns it on
+/// when the whole tape would exceed 2 GiB.
+enum class Checkpointing { Auto, On, Off };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -101,6 +107,8 @@ SQ_ENUM_SPELLING(ClipLearning, "clip", {ClipLearning::None, "none"},
                  {ClipLearning::Weights, "weights"})
 SQ_ENUM_SPELLING(CalibLoss, "loss", {CalibLoss::CrossEntropy, "ce"},
                  {CalibLoss::KL, "kl"}, {CalibLoss::KLTop, "kl-top"})
+SQ_ENUM_SPELLING(Checkpointing, "checkpoint", {Checkpointing::Auto, "auto"},
+                 {Checkpointing::On, "on"}, {Checkpointing::Off, "off"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -204,6 +212,7 @@ SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
 SQ_ENUM_OPTION_PARSER(sq::ClipLearning)
 SQ_ENUM_OPTION_PARSER(sq::CalibLoss)
+SQ_ENUM_OPTION_PARSER(sq::Checkpointing)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

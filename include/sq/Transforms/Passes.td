@@ -322,7 +322,20 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     Option<"klCacheMB", "kl-cache-mb", "int64_t", /*default=*/"4096",
            "learned, loss=kl|kl-top: refuse a cache of the float model's "
            "log-probabilities that could exceed this many MiB (kl: windows "
-           "x seqlen x vocabulary x 4 bytes; kl-top: x k x 8 bytes)">
+           "x seqlen x vocabulary x 4 bytes; kl-top: x k x 8 bytes)">,
+    Option<"checkpoint", "checkpoint", "::sq::Checkpointing",
+           /*default=*/"::sq::Checkpointing::Auto",
+           "learned: activation checkpointing of each step's backward: on "
+           "(the forward keeps only the residual stream between transformer "
+           "blocks, the backward recomputes one block's forward at a time: "
+           "memory of one block's activations instead of all, one more "
+           "forward per step, the same gradients bit for bit), off, or auto "
+           "(on when all blocks' activations would exceed 2 GiB)">,
+    Option<"microBatch", "micro-batch", "int64_t", /*default=*/"0",
+           "learned: windows per forward and backward within a step "
+           "(gradient accumulation: activation memory of that many windows "
+           "instead of the whole batch, the same step to float rounding; "
+           "0: the whole batch at once)">
   ];
 }
 

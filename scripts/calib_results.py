@@ -5,6 +5,7 @@
         [--build build] [--update docs/results.md] [--marker calib-results]
         [--quick] [--seeds 0,1,2] [--models wiki2-byte-llama,stories260K]
         [--weights RTN,GPTQ] [--rotations hadamard,random,learned,learned-r3hadamard]
+        [--extra "scales=learned"]
 
 For each shared model (the byte-level WikiText-2 LLaMA, and stories260K):
 W4A4KV4 perplexity with RTN and with GPTQ weights after the rotations of
@@ -22,6 +23,8 @@ half of the TinyStories excerpt for stories260K. Evaluation: the first 1000
 windows of 256 bytes of WikiText-2 test (256,000 tokens of 1.25 M) and the
 first 64 windows of 512 tokens of the TinyStories validation excerpt.
 --quick: 10 calibration steps, 50 / 16 evaluation windows, seed 0 only.
+--extra: more --spinquant-rotate options for the learned rotations (the
+rows' label shows them), e.g. --extra "scales=learned".
 With --update, the table replaces the block between the
 `<!-- MARKER -->` and `<!-- /MARKER -->` markers of that file (MARKER:
 --marker, calib-results by default). Prints every command.
@@ -54,6 +57,7 @@ def main():
     ap.add_argument("--models", default="wiki2-byte-llama,stories260K")
     ap.add_argument("--weights", default="RTN,GPTQ")
     ap.add_argument("--rotations", default="hadamard,random,learned,learned-r3hadamard")
+    ap.add_argument("--extra", default="", help="more options of the learned rotations")
     args = ap.parse_args()
     bin_ = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "calib-results")
@@ -117,6 +121,8 @@ def main():
                             steps, m["seqlen"], train, m["calib"], m["tok"])
                         if label == "learned-r3hadamard":
                             rotate += " r3=hadamard"
+                        if args.extra:
+                            rotate += " " + args.extra
                     rotated = os.path.join(work, "rotated.mlirbc")
                     _, err = run([os.path.join(bin_, "sq-opt"), base,
                                   "--spinquant-rotate=" + rotate,
@@ -130,6 +136,8 @@ def main():
                     run([os.path.join(bin_, "sq-opt"), rotated, "--quantize=" + spec,
                          "--emit-bytecode", "-o", out])
                     vals.append(ppl(out))
+                if args.extra and mode == "learned":
+                    label += " " + args.extra
                 rows.append((weights, label, vals, times))
         lines.append("**%s** (FP perplexity %.4f; %d windows of %d tokens)\n"
                      % (m["name"], fp, m["windows"], m["seqlen"]))

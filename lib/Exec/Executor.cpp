@@ -53,6 +53,7 @@ struct Executor::Impl {
   llvm::DenseMap<Operation *, SmallVector<Value>> firstUses;
   /// ExecPrecision::BF16.
   bool bf16 = false;
+  bool quantRangeGradient = false;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -198,6 +199,7 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
   std::unique_ptr<Executor> ex(new Executor());
   Impl &impl = *ex->impl;
   impl.bf16 = options.precision == ExecPrecision::BF16;
+  impl.quantRangeGradient = options.quantRangeGradient;
   impl.func = module.lookupSymbol<func::FuncOp>("forward");
   if (!impl.func) {
     error = "the module has no @forward function";
@@ -641,6 +643,9 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     } else if (auto r = dyn_cast<RotateOp>(op)) {
       if (wantsWeight(r.getRotation()))
         keep.insert(r.getInput());
+    } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
+      if (impl.quantRangeGradient)
+        keep.insert(f.getInput());
     }
   }
   llvm::DenseMap<Value, exec::Tensor> tape;
@@ -700,11 +705,15 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         give(e.getTable(), std::move(dt));
       }
     } else if (auto n = dyn_cast<RMSNormOp>(op)) {
-      exec::Tensor dx;
+      exec::Tensor dx, ds;
       const exec::Tensor *scale = n.getScale() ? &get(n.getScale()) : nullptr;
+      bool needS = scale && wants(n.getScale());
       exec::rmsNormBackward(get(n.getInput()), scale,
-                            n.getEpsilon().convertToDouble(), dy, dx);
+                            n.getEpsilon().convertToDouble(), dy, dx,
+                            needS ? &ds : nullptr);
       give(n.getInput(), std::move(dx));
+      if (needS)
+        give(n.getScale(), std::move(ds));
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       exec::Tensor dx, dw, db;
       bool needX = wants(l.getInput()), needW = wants(l.getWeight()),
@@ -775,7 +784,15 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         return false;
       give(h.getInput(), std::move(dx));
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
-      give(f.getInput(), std::move(dy)); // straight-through estimator
+      // Straight-through estimator, optionally with the range's part.
+      if (impl.quantRangeGradient) {
+        QuantAttr qa = f.getQuant();
+        exec::fakeQuantRangeBackward(get(f.getInput()), qa.getBits(),
+                                     qa.getSymmetric(),
+                                     static_cast<int>(qa.getGranularity()),
+                                     qa.getGroupSize(), qa.getClipRatio(), dy);
+      }
+      give(f.getInput(), std::move(dy));
     } else {
       error = "no gradient for '" + op.getName().getStringRef().str() +
               "' (training runs float and fake-quantized models: calibrate "

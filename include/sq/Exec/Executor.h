@@ -54,6 +54,12 @@ enum class ExecPrecision {
 
 struct ExecutorOptions {
   ExecPrecision precision = ExecPrecision::F32;
+  /// lossAndGradients: sq.fake_quant's gradient also differentiates each
+  /// group's scale through the group's extremes
+  /// (numerics::fakeQuantRangeBackward; round() still passes straight
+  /// through). Off: the plain straight-through estimator. (Learned scalings
+  /// need it: without it a scaled-up channel looks free.)
+  bool quantRangeGradient = false;
 };
 
 class Executor {

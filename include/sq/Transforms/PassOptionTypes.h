@@ -53,6 +53,9 @@ enum class RotationApply { Auto, Weights, Activations };
 /// sgemm); fp32 otherwise (fp32 models, e.g. the small shared ones,
 /// calibrate exactly as before).
 enum class CalibPrecision { Auto, F32, BF16 };
+/// spinquant-rotate scales= (learned mode): no diagonal scalings, or learned
+/// ones at every exactly foldable site, trained with R1/R2 (ScaleSites.h).
+enum class ScaleMode { None, Learned };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -83,6 +86,8 @@ SQ_ENUM_SPELLING(RotationApply, "apply", {RotationApply::Auto, "auto"},
                  {RotationApply::Activations, "activations"})
 SQ_ENUM_SPELLING(CalibPrecision, "precision", {CalibPrecision::Auto, "auto"},
                  {CalibPrecision::F32, "fp32"}, {CalibPrecision::BF16, "bf16"})
+SQ_ENUM_SPELLING(ScaleMode, "scales", {ScaleMode::None, "none"},
+                 {ScaleMode::Learned, "learned"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -184,6 +189,7 @@ SQ_ENUM_OPTION_PARSER(sq::LRSchedule)
 SQ_ENUM_OPTION_PARSER(sq::WeightStorage)
 SQ_ENUM_OPTION_PARSER(sq::RotationApply)
 SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
+SQ_ENUM_OPTION_PARSER(sq::ScaleMode)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

@@ -70,6 +70,7 @@ struct Executor::Impl {
   SmallVector<Operation *> segmentStart;
   SmallVector<Value> segmentInput;
   ExecCheckpoint checkpoint = ExecCheckpoint::Auto;
+  bool quantRangeGradient = false;
 };
 
 Executor::Executor() : impl(std::make_unique<Impl>()) {}
@@ -295,6 +296,7 @@ std::unique_ptr<Executor> Executor::create(ModuleOp module, std::string &error,
   std::unique_ptr<Executor> ex(new Executor());
   Impl &impl = *ex->impl;
   impl.bf16 = options.precision == ExecPrecision::BF16;
+  impl.quantRangeGradient = options.quantRangeGradient;
   impl.func = module.lookupSymbol<func::FuncOp>("forward");
   if (!impl.func) {
     error = "the module has no @forward function";
@@ -896,7 +898,8 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       if (wantsWeight(r.getRotation()))
         keep.insert(r.getInput());
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
-      if (!impl.clips.empty()) // learned clipping reads the input
+      // Learned clipping and the range's gradient read the input.
+      if (!impl.clips.empty() || impl.quantRangeGradient)
         keep.insert(f.getInput());
     }
   }
@@ -994,11 +997,15 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         give(e.getTable(), std::move(dt));
       }
     } else if (auto n = dyn_cast<RMSNormOp>(op)) {
-      exec::Tensor dx;
+      exec::Tensor dx, ds;
       const exec::Tensor *scale = n.getScale() ? &get(n.getScale()) : nullptr;
+      bool needS = scale && wants(n.getScale());
       exec::rmsNormBackward(get(n.getInput()), scale,
-                            n.getEpsilon().convertToDouble(), dy, dx);
+                            n.getEpsilon().convertToDouble(), dy, dx,
+                            needS ? &ds : nullptr);
       give(n.getInput(), std::move(dx));
+      if (needS)
+        give(n.getScale(), std::move(ds));
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       exec::Tensor dx, dw, db;
       bool needX = wants(l.getInput()), needW = wants(l.getWeight()),
@@ -1069,9 +1076,8 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         return false;
       give(h.getInput(), std::move(dx));
     } else if (auto f = dyn_cast<FakeQuantOp>(op)) {
-      if (impl.clips.empty()) {
-        give(f.getInput(), std::move(dy)); // straight-through estimator
-      } else { // learned clipping: the clip-aware estimator
+      if (!impl.clips.empty()) { // learned clipping: the clip-aware estimator
+        // (its dL/dx includes the range's part, as quantRangeGradient's)
         QuantAttr qa = f.getQuant();
         int64_t site = impl.fakeQuantSite.lookup(&op);
         exec::Tensor dx;
@@ -1082,6 +1088,16 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
             impl.clips[site], dy, dx, dclip);
         impl.clipGrads[site] += dclip;
         give(f.getInput(), std::move(dx));
+      } else {
+        // Straight-through estimator, optionally with the range's part.
+        if (impl.quantRangeGradient) {
+          QuantAttr qa = f.getQuant();
+          exec::fakeQuantRangeBackward(
+              get(f.getInput()), qa.getBits(), qa.getSymmetric(),
+              static_cast<int>(qa.getGranularity()), qa.getGroupSize(),
+              qa.getClipRatio(), dy);
+        }
+        give(f.getInput(), std::move(dy));
       }
     } else {
       error = "no gradient for '" + op.getName().getStringRef().str() +

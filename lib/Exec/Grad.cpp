@@ -4,6 +4,7 @@
 
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Numerics/Layers.h"
+#include "sq/Numerics/Quantize.h"
 
 #include <cblas.h>
 
@@ -50,13 +51,14 @@ void embeddingBackward(const Tensor &ids, const Tensor &dOut, int64_t vocab,
 }
 
 void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
-                     const Tensor &dOut, Tensor &dx) {
+                     const Tensor &dOut, Tensor &dx, Tensor *dScale) {
   // dx_j = r g_j dy_j - (r^3 / f) x_j sum_i g_i x_i dy_i.
   int64_t f = x.lastDim(), rows = x.numel() / f;
   dx = like(x.shape);
   const float *in = x.data->data(), *g = dOut.data->data();
   const float *s = scale ? scale->data->data() : nullptr;
   float *o = dx.data->data();
+  std::vector<double> sums(s && dScale ? f : 0, 0.0);
   for (int64_t r = 0; r < rows; ++r) {
     const float *row = in + r * f, *grow = g + r * f;
     double sum = 0, dot = 0;
@@ -69,7 +71,34 @@ void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
     for (int64_t i = 0; i < f; ++i)
       o[r * f + i] =
           static_cast<float>(inv * grow[i] * (s ? s[i] : 1.0f) - k * row[i]);
+    if (s && dScale)
+      for (int64_t i = 0; i < f; ++i)
+        sums[i] += inv * double(grow[i]) * row[i];
   }
+  if (s && dScale) {
+    *dScale = like(scale->shape);
+    for (int64_t i = 0; i < f; ++i)
+      dScale->data->data()[i] = static_cast<float>(sums[i]);
+  }
+}
+
+void fakeQuantRangeBackward(const Tensor &x, unsigned bits, bool symmetric,
+                            int granularity, int64_t groupSize, double clip,
+                            Tensor &dx) {
+  // The grid of fakeQuant() (Kernels.cpp); dx is dy on entry.
+  numerics::QuantGrid grid;
+  grid.bits = bits;
+  grid.symmetric = symmetric;
+  grid.clip = clip;
+  grid.group = granularity == 3 ? groupSize : 0;
+  int64_t n = x.numel(), cols = granularity == 0 ? n : x.lastDim();
+  // A new buffer: dx's may be shared with another value's gradient.
+  Tensor out = like(dx.shape);
+  std::copy(dx.data->data(), dx.data->data() + n, out.data->data());
+  numerics::fakeQuantRangeBackward(x.data->data(), n / cols, cols, grid,
+                                   nullptr, nullptr, dx.data->data(),
+                                   out.data->data());
+  dx = std::move(out);
 }
 
 void linearBackward(const Tensor &x, const Tensor &w, const Tensor &dOut,

@@ -27,9 +27,16 @@ void embeddingBackward(const Tensor &ids, const Tensor &dOut, int64_t vocab,
                        Tensor &dTable);
 
 /// rmsNorm(): y = x * r * g per row of the last dim, r = 1 / sqrt(mean(x^2) +
-/// eps), g = scale (or 1). dx only: the scale is frozen.
+/// eps), g = scale (or 1). With `dScale` (and a scale), also dL/dg =
+/// sum over the rows of dOut * x * r (summed in double).
 void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
-                     const Tensor &dOut, Tensor &dx);
+                     const Tensor &dOut, Tensor &dx, Tensor *dScale = nullptr);
+
+/// fakeQuant()'s range part of the VJP (numerics::fakeQuantRangeBackward),
+/// added to `dx`, which holds the straight-through dy on entry.
+void fakeQuantRangeBackward(const Tensor &x, unsigned bits, bool symmetric,
+                            int granularity, int64_t groupSize, double clip,
+                            Tensor &dx);
 
 /// linear(): y = x W^T (+ b), x [..., in], W [out, in]. dx = dOut W (when dx
 /// is not null); dW = dOut^T x, [out, in], summed over all rows of x (when

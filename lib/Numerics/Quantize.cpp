@@ -146,6 +146,68 @@ void fakeQuantRowsBackward(const float *in, int64_t rows, int64_t cols,
   }
 }
 
+void fakeQuantRangeBackward(const float *x, int64_t rows, int64_t cols,
+                            const QuantGrid &grid, const float *scales,
+                            const float *zeros, const float *dy, float *dx) {
+  int64_t group = grid.group > 0 ? grid.group : cols;
+  int64_t groups = cols / group;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t base = r * cols + g * group;
+      const float *xs = x + base;
+      float scale, zero;
+      if (scales) {
+        scale = scales[r * groups + g];
+        zero = zeros ? zeros[r * groups + g] : 0.0f;
+      } else {
+        groupScale(xs, group, grid, 1.0, scale, zero);
+      }
+      float lo = 0, hi = 0;
+      int64_t iLo = -1, iHi = -1;
+      for (int64_t i = 0; i < group; ++i) {
+        if (xs[i] < lo) {
+          lo = xs[i];
+          iLo = i;
+        }
+        if (xs[i] > hi) {
+          hi = xs[i];
+          iHi = i;
+        }
+      }
+      double range = grid.symmetric ? std::max(-double(lo), double(hi))
+                                    : double(hi) - double(lo);
+      if (!(range > 0) || !(scale > 0))
+        continue;
+      // T = sum_j dy_j dQ_j/dscale; C = the clamped values' dy (asymmetric:
+      // Q = c scale + l for them, l = f lo).
+      double t = 0, clamped = 0;
+      for (int64_t i = 0; i < group; ++i) {
+        float raw = std::nearbyint(xs[i] / scale) + zero;
+        int64_t q = quantizeValue(xs[i], scale, zero, grid);
+        if (raw == float(q)) {
+          float qx = (float(q) - zero) * scale;
+          t += double(dy[base + i]) * (double(qx) - xs[i]) / scale;
+        } else {
+          t += double(dy[base + i]) * (double(q) - zero);
+          clamped += dy[base + i];
+        }
+      }
+      double dScaleDExtreme = double(scale) / range;
+      if (grid.symmetric) {
+        int64_t k = double(hi) >= -double(lo) ? iHi : iLo;
+        if (k >= 0)
+          dx[base + k] += float(t * dScaleDExtreme * (xs[k] < 0 ? -1.0 : 1.0));
+      } else {
+        if (iHi >= 0)
+          dx[base + iHi] += float(t * dScaleDExtreme);
+        if (iLo >= 0)
+          dx[base + iLo] +=
+              float(-t * dScaleDExtreme +
+                    clamped * double(scale) * double(grid.qmax()) / range);
+      }
+    }
+}
+
 void dequantizePackedRows(const uint8_t *packed, int64_t rows, int64_t cols,
                           unsigned bits, bool symmetric, int64_t group,
                           const float *scales, const float *zeros, float *out) {

@@ -375,6 +375,8 @@ static void flatten(const Rotations &r, std::vector<double> &flat) {
     flat.insert(flat.end(), m.begin(), m.end());
   flat.insert(flat.end(), r.actClips.begin(), r.actClips.end());
   flat.insert(flat.end(), r.weightClips.begin(), r.weightClips.end());
+  for (const auto &m : r.scales)
+    flat.insert(flat.end(), m.begin(), m.end());
 }
 static void unflatten(const std::vector<double> &flat, Rotations &r) {
   const double *p = flat.data();
@@ -389,25 +391,40 @@ static void unflatten(const std::vector<double> &flat, Rotations &r) {
     take(m);
   take(r.actClips);
   take(r.weightClips);
+  for (auto &m : r.scales)
+    take(m);
 }
 
 /// One Adam step (betas 0.9, 0.999) of learned clip ratios, projected onto
 /// [kMinClip, 1]. `m` and `v` are the moment estimates (sized on first
 /// use), `t` the step number from 1.
+/// One Adam step (Kingma & Ba, bias-corrected, beta1 0.9, beta2 0.999) on
+/// `u` (the log-scales, or clip ratios) with gradient `g`; `m`/`v` are the
+/// moments and `t` the step number from 1.
+static void adamStep(std::vector<double> &u, const std::vector<double> &g,
+                     std::vector<double> &m, std::vector<double> &v, int64_t t,
+                     double lr) {
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  if (m.size() != u.size()) {
+    m.assign(u.size(), 0.0);
+    v.assign(u.size(), 0.0);
+  }
+  double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
+  for (size_t i = 0; i < u.size(); ++i) {
+    m[i] = b1 * m[i] + (1 - b1) * g[i];
+    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    u[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+  }
+}
+
+/// adamStep on learned clip ratios, then projected onto [kMinClip, 1].
 static void adamClipStep(std::vector<double> &clips,
                          const std::vector<double> &grad,
                          std::vector<double> &m, std::vector<double> &v,
                          int64_t t, double lr) {
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  m.resize(clips.size(), 0.0);
-  v.resize(clips.size(), 0.0);
-  double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
-  for (size_t i = 0; i < clips.size(); ++i) {
-    m[i] = b1 * m[i] + (1 - b1) * grad[i];
-    v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
-    double step = lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
-    clips[i] = std::min(1.0, std::max(kMinClip, clips[i] - step));
-  }
+  adamStep(clips, grad, m, v, t, lr);
+  for (double &c : clips)
+    c = std::min(1.0, std::max(kMinClip, c));
 }
 
 /// The mean of the paired differences a[i] - b[i] and its standard error.
@@ -526,9 +543,13 @@ LogicalResult calibrateRotations(ModuleOp module,
                 "eval-windows >= 0 are required");
   if (options.microBatch < 0)
     return fail("micro-batch >= 0 is required");
+  const bool learnScales = options.scales == ScaleMode::Learned;
+  if (learnScales && !(options.scalesLr > 0))
+    return fail("scales-lr > 0 is required");
   bool learnR3 = options.r3 != R3Mode::Hadamard;
-  auto objective = RotationObjective::create(
-      module, options.quant, error, learnR3, options.apply, options.precision);
+  auto objective =
+      RotationObjective::create(module, options.quant, error, learnR3,
+                                options.apply, options.precision, learnScales);
   if (!objective)
     return fail(error);
   if (!(options.clipLr > 0))
@@ -556,6 +577,20 @@ LogicalResult calibrateRotations(ModuleOp module,
   }
   objective->setCheckpointing(options.checkpoint);
   objective->setMicroBatch(options.microBatch);
+  if (learnScales) {
+    // No initial scales given: s = 1 (u = 0) at every site.
+    std::vector<int64_t> sizes = objective->scaleSizes();
+    if (rotations.scales.empty())
+      for (int64_t size : sizes)
+        rotations.scales.emplace_back(size, 0.0);
+    bool match = rotations.scales.size() == sizes.size();
+    for (size_t k = 0; match && k < sizes.size(); ++k)
+      match = int64_t(rotations.scales[k].size()) == sizes[k];
+    if (!match)
+      return fail("the initial scales do not match the model's sites");
+  } else {
+    rotations.scales.clear();
+  }
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
       int64_t(rotations.r2.size()) != objective->numLayers() ||
@@ -600,6 +635,9 @@ LogicalResult calibrateRotations(ModuleOp module,
   std::vector<double> m1;
   std::vector<std::vector<double>> m2(rotations.r2.size()),
       m3(rotations.r3.size());
+  // Adam's moments of the log-scales.
+  std::vector<std::vector<double>> sm(rotations.scales.size()),
+      sv(rotations.scales.size());
   numerics::CayleyOptions cayley;
   cayley.momentum = options.momentum;
   // The before/after loss on the first evalWindows windows (the summary's
@@ -654,6 +692,8 @@ LogicalResult calibrateRotations(ModuleOp module,
       z.r3.assign(rotations.r3.size(), std::vector<double>(d * d, 0.0));
     z.actClips.assign(rotations.actClips.size(), 0.0);
     z.weightClips.assign(rotations.weightClips.size(), 0.0);
+    for (const auto &u : rotations.scales)
+      z.scales.emplace_back(u.size(), 0.0);
     return z;
   };
   // Adam's moments of the learned clip ratios.
@@ -727,6 +767,14 @@ LogicalResult calibrateRotations(ModuleOp module,
       if (!rotations.weightClips.empty())
         adamClipStep(rotations.weightClips, grad.weightClips, wM, wV, step + 1,
                      clipLr);
+      // The log-scales by Adam, on the rotations' schedule.
+      double scalesLr =
+          options.schedule == LRSchedule::Cosine
+              ? numerics::cosineSchedule(options.scalesLr, step, options.steps)
+              : options.scalesLr;
+      for (size_t k = 0; k < rotations.scales.size(); ++k)
+        adamStep(rotations.scales[k], grad.scales[k], sm[k], sv[k], step + 1,
+                 scalesLr);
       // Five fixed-point iterations solve the Cayley equation only
       // approximately, and for small matrices the step is large relative
       // to their size (about 1e-4 off orthogonal per step at n = 16): a QR
@@ -862,6 +910,19 @@ LogicalResult calibrateRotations(ModuleOp module,
             rotations.weightClips.size(), lo, mean, hi);
       }
     }
+  }
+  if (progress && learnScales) {
+    double lo = 0, hi = 0;
+    size_t count = 0;
+    for (const auto &u : rotations.scales)
+      for (double v : u) {
+        lo = count ? std::min(lo, v) : v;
+        hi = count ? std::max(hi, v) : v;
+        ++count;
+      }
+    llvm::errs() << llvm::format(
+        "calibrate: %zu learned scales at %zu sites, from %.4g to %.4g\n",
+        count, rotations.scales.size(), std::exp(lo), std::exp(hi));
   }
   return success();
 }

@@ -8,6 +8,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -15,6 +16,8 @@
 using namespace llvm;
 
 namespace sq {
+
+bool isScaleTensorName(StringRef name) { return name.ends_with(".scale"); }
 
 bool writeRotationFile(
     StringRef path,
@@ -27,9 +30,12 @@ bool writeRotationFile(
   for (const auto &[name, m] : ts) {
     int64_t n = static_cast<int64_t>(std::lround(std::sqrt(double(m.size()))));
     uint64_t bytes = m.size() * sizeof(double);
+    json::Array shape{n, n};
+    if (isScaleTensorName(name))
+      shape = json::Array{int64_t(m.size())};
     header[name] =
         json::Object{{"dtype", "F64"},
-                     {"shape", json::Array{n, n}},
+                     {"shape", std::move(shape)},
                      {"data_offsets", json::Array{offset, offset + bytes}}};
     offset += bytes;
   }
@@ -98,13 +104,20 @@ bool parseRotationFile(StringRef data, StringRef name,
     const json::Array *shape = t ? t->getArray("shape") : nullptr;
     const json::Array *offs = t ? t->getArray("data_offsets") : nullptr;
     std::optional<StringRef> dtype = t ? t->getString("dtype") : std::nullopt;
-    if (!shape || !offs || !dtype || shape->size() != 2 || offs->size() != 2 ||
-        (*dtype != "F64" && *dtype != "F32")) {
-      error = tensor + " is not a 2-D float32/float64 tensor";
+    // A learned scale (name ending in .scale) is a vector: [n] read as
+    // rows = cols = n with n values.
+    bool vector = isScaleTensorName(key);
+    if (!shape || !offs || !dtype || shape->size() != (vector ? 1 : 2) ||
+        offs->size() != 2 || (*dtype != "F64" && *dtype != "F32")) {
+      error = tensor + (vector ? " is not a 1-D float32/float64 tensor"
+                               : " is not a 2-D float32/float64 tensor");
       return false;
     }
     int64_t rows = (*shape)[0].getAsInteger().value_or(-1),
-            cols = (*shape)[1].getAsInteger().value_or(-1);
+            cols = vector ? rows : (*shape)[1].getAsInteger().value_or(-1);
+    uint64_t count = vector ? uint64_t(std::max<int64_t>(rows, 0))
+                            : uint64_t(std::max<int64_t>(rows, 0)) *
+                                  uint64_t(std::max<int64_t>(cols, 0));
     int64_t begin = (*offs)[0].getAsInteger().value_or(-1),
             end = (*offs)[1].getAsInteger().value_or(-1);
     uint64_t elem = *dtype == "F64" ? 8 : 4;
@@ -112,12 +125,12 @@ bool parseRotationFile(StringRef data, StringRef name,
     // then bounds the allocation by the file's size.
     if (rows <= 0 || rows != cols || rows > (int64_t(1) << 30) || begin < 0 ||
         end < begin || uint64_t(end) > body.size() ||
-        uint64_t(end - begin) != uint64_t(rows) * uint64_t(cols) * elem) {
+        uint64_t(end - begin) != count * elem) {
       error = tensor + " has a bad shape or data range (rotations are square)";
       return false;
     }
-    RotationMatrix m(rows * cols);
-    for (int64_t i = 0; i < rows * cols; ++i) {
+    RotationMatrix m(count);
+    for (uint64_t i = 0; i < count; ++i) {
       if (elem == 8) {
         std::memcpy(&m[i], body.data() + begin + 8 * i, 8);
       } else {
@@ -127,8 +140,11 @@ bool parseRotationFile(StringRef data, StringRef name,
       }
       // NaN would slip through the orthogonality check (comparisons with
       // NaN are false) and poison every weight it is folded into.
-      if (!std::isfinite(m[i])) {
-        error = tensor + " has a non-finite value (element " +
+      if (!std::isfinite(m[i]) || (vector && !(m[i] > 0))) {
+        error = tensor +
+                (vector ? " has a value that is not a finite positive "
+                          "scale (element "
+                        : " has a non-finite value (element ") +
                 std::to_string(i) + ")";
         return false;
       }

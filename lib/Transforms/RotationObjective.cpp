@@ -27,6 +27,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "QuantizeCalibration.h"
+#include "ScaleSites.h"
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Exec/Executor.h"
@@ -86,6 +87,16 @@ struct Entry {
   std::vector<float> base;
   /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
   std::vector<float> partial;
+  /// Learned scales (ScaleSites.h) on its rows (a bias's entries) and on
+  /// its columns, applied after the rotations: the site's index (-1: none)
+  /// and how it scales this weight.
+  int64_t rowSite = -1, colSite = -1;
+  ScaleUse rowUse, colUse;
+  /// The scaled weight of the current step (before weight quantization),
+  /// for dL/du, and (learned scales) its quantization, for the gradient
+  /// through the quantization range (numerics::fakeQuantRangeBackward).
+  std::vector<float> scaled;
+  numerics::QuantizedWeight quantized;
   /// Learned weight clipping: the first of this weight's per-row ratios in
   /// Rotations::weightClips (-1: none), and the rotated weight before its
   /// fake quantization (for the clip-aware gradient).
@@ -140,6 +151,16 @@ struct RotationObjective::Impl {
   std::vector<ClipSite> clipSites;
   int64_t weightClipCount = 0;
   std::vector<double> foldedWClips;
+  /// Learned scales: the clone's sites, the trainable weight each norm site
+  /// gives its RMSNorm (empty for the other sites), and the log-scales of
+  /// the last complete fold.
+  bool learnScales = false;
+  std::vector<ScaleSite> scaleSites;
+  std::vector<std::string> normScaleNames;
+  std::vector<std::vector<double>> foldedScales;
+  /// setScaleSidesForTesting: 0 both sides, +1 / -1 only the uses that
+  /// multiply by s / by 1/s (the norms count as s).
+  int scaleSides = 0;
 };
 
 /// The weight grid of `spec` (round-to-nearest, as quantizeWeight).
@@ -375,22 +396,52 @@ void RotationObjective::annotateClips(ModuleOp module,
       }
 }
 
+std::vector<std::string> RotationObjective::scaleNames() const {
+  std::vector<std::string> names;
+  for (const ScaleSite &s : impl->scaleSites)
+    names.push_back(s.name());
+  return names;
+}
+void RotationObjective::setScaleSidesForTesting(int sign) {
+  impl->scaleSides = sign;
+  impl->folded = false;
+}
+std::vector<int64_t> RotationObjective::scaleSizes() const {
+  std::vector<int64_t> sizes;
+  for (const ScaleSite &s : impl->scaleSites)
+    sizes.push_back(s.size);
+  return sizes;
+}
+
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                           std::string &error, bool learnR3, RotationApply apply,
-                          CalibPrecision precision) {
+                          CalibPrecision precision, bool learnScales) {
   std::unique_ptr<RotationObjective> obj(new RotationObjective());
   Impl &impl = *obj->impl;
   impl.spec = quant;
+  impl.learnScales = learnScales;
+  if (learnScales && apply == RotationApply::Activations) {
+    error = "scales=learned needs apply=weights (or auto): the scales are "
+            "folded into the weights at each step; apply=activations does "
+            "not implement them";
+    return nullptr;
+  }
+  if (learnScales && quant.gptq) {
+    error = "quant=" + quant.str() +
+            ": scales=learned does not implement GPTQ in the training loop "
+            "(train under round-to-nearest or 16-bit weights, then GPTQ)";
+    return nullptr;
+  }
   if (apply == RotationApply::Activations && quant.quantizesWeights()) {
     error = "quant=" + quant.str() +
             ": apply=activations needs 16-bit weights (weights quantized in "
             "the loop must see the rotations folded in: apply=weights)";
     return nullptr;
   }
-  impl.activations =
-      apply == RotationApply::Activations ||
-      (apply == RotationApply::Auto && !quant.quantizesWeights());
+  impl.activations = apply == RotationApply::Activations ||
+                     (apply == RotationApply::Auto &&
+                      !quant.quantizesWeights() && !learnScales);
   if (quant.real) {
     error = "quant=" + quant.str() +
             ": rotations are trained under fake quantization (no mode=real)";
@@ -530,6 +581,47 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
       !insertActivationRotations(*impl.clone, impl.hidden, impl.headDim,
                                  impl.r1Name, impl.r2Names, error))
     return nullptr;
+  // Learned scales: every weight a site scales is an entry (q/k/up biases
+  // as outputs, which R1 leaves alone), and each norm site's RMSNorm gets a
+  // trainable weight (s, set at every step).
+  if (learnScales) {
+    if (!findScaleSites(*impl.clone, impl.scaleSites, error))
+      return nullptr;
+    auto forward = impl.clone->lookupSymbol<func::FuncOp>("forward");
+    OpBuilder b(impl.clone->getContext());
+    for (size_t k = 0; k < impl.scaleSites.size(); ++k) {
+      ScaleSite &site = impl.scaleSites[k];
+      for (const ScaleUse &use : site.uses) {
+        LinearOp user = use.user;
+        if (!index.count(use.name))
+          add(use.bias ? user.getBias() : user.getWeight(), Role::Output, user);
+        if (!ok)
+          return nullptr;
+        Entry &e = impl.entries[index[use.name]];
+        int64_t &slot = use.columns ? e.colSite : e.rowSite;
+        if (slot >= 0) {
+          error = "scales: '" + use.name + "' is scaled twice on its " +
+                  (use.columns ? "columns" : "rows");
+          return nullptr;
+        }
+        slot = k;
+        (use.columns ? e.colUse : e.rowUse) = use;
+      }
+      if (!site.norm) {
+        impl.normScaleNames.emplace_back();
+        continue;
+      }
+      std::vector<float> ones(site.size, 1.0f);
+      auto type = RankedTensorType::get({site.size}, b.getF32Type());
+      b.setInsertionPointToStart(&forward.getBody().front());
+      WeightOp w = makeWeight(
+          b, site.norm.getLoc(), site.name() + "_training", type, type,
+          ArrayRef<char>(reinterpret_cast<const char *>(ones.data()),
+                         ones.size() * sizeof(float)));
+      site.norm.getScaleMutable().assign(w);
+      impl.normScaleNames.push_back(w.getName().str());
+    }
+  }
   // bf16 products: asked for, or auto with 16-bit linear weights on a CPU
   // with AMX (AVX-512 BF16 alone is slower than fp32 sgemm on some CPUs:
   // VDPBF16PS at half the FMA rate on Emerald Rapids).
@@ -544,6 +636,7 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                numerics::gemmDefaultPath() == numerics::GemmPath::AMX);
   ExecutorOptions exOptions;
   exOptions.precision = impl.bf16 ? ExecPrecision::BF16 : ExecPrecision::F32;
+  exOptions.quantRangeGradient = learnScales;
   impl.ex = Executor::create(*impl.clone, error, exOptions);
   if (!impl.ex)
     return nullptr;
@@ -614,6 +707,62 @@ static std::vector<double> rotatedHessian(const std::vector<double> &h,
   return out;
 }
 
+/// dL/du of the scales on `e` (its scaled weight F = rows(s) W' cols(s) of
+/// this step, `dW` = dL/dF) into `grads`, and `dW` becomes dL/dW' (W' the
+/// rotated weight before the scales). A factor exp(+-u_k) on row i gives
+/// dL/du_k += +-sum_j dW_ij F_ij (the columns alike); columns behind the
+/// online transform T (down_proj under R4, F = (W' T^T D) T) are compared in
+/// the basis before T: dW T^T against F T^T, and dL/dW' = ((dW T^T) D) T.
+static void scaleBackward(const Entry &e,
+                          const std::vector<std::vector<double>> &logScales,
+                          std::vector<float> &dW,
+                          std::vector<std::vector<double>> &grads, int sides) {
+  int64_t rows = e.rows, cols = e.cols;
+  const std::vector<float> &f = e.scaled;
+  // Both sums read dL/dF before either factor turns it into dL/dW'.
+  bool rowsScaled = e.rowSite >= 0 && sides != -e.rowUse.sign;
+  std::vector<double> rowFactor;
+  if (rowsScaled) {
+    std::vector<double> &g = grads[e.rowSite];
+    rowFactor = scaleFactors(e.rowUse, logScales[e.rowSite]);
+    for (int64_t i = 0; i < rows; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < cols; ++j)
+        acc += double(dW[i * cols + j]) * f[i * cols + j];
+      g[e.rowUse.index[i]] += e.rowUse.sign * acc;
+    }
+  }
+  if (e.colSite >= 0 && sides != -e.colUse.sign) {
+    std::vector<double> &g = grads[e.colSite];
+    std::vector<double> factor = scaleFactors(e.colUse, logScales[e.colSite]);
+    std::vector<double> acc(cols, 0.0);
+    std::vector<float> pre;
+    const float *fp = f.data();
+    if (e.colUse.transformed) {
+      transformRows(dW.data(), rows, cols, e.colUse.seed, /*transpose=*/true);
+      pre = f;
+      transformRows(pre.data(), rows, cols, e.colUse.seed, /*transpose=*/true);
+      fp = pre.data();
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      float *d = dW.data() + i * cols;
+      const float *fr = fp + i * cols;
+      for (int64_t j = 0; j < cols; ++j) {
+        acc[j] += double(d[j]) * fr[j];
+        d[j] = float(d[j] * factor[j]);
+      }
+    }
+    if (e.colUse.transformed)
+      transformRows(dW.data(), rows, cols, e.colUse.seed, /*transpose=*/false);
+    for (int64_t j = 0; j < cols; ++j)
+      g[e.colUse.index[j]] += e.colUse.sign * acc[j];
+  }
+  if (rowsScaled)
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        dW[i * cols + j] = float(dW[i * cols + j] * rowFactor[i]);
+}
+
 bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                                  int64_t batch, int64_t seq, double &loss,
                                  Rotations *grad, std::string &error,
@@ -664,6 +813,9 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
         add(grad->r3[l], part.r3[l]);
       add(grad->actClips, part.actClips);
       add(grad->weightClips, part.weightClips);
+      grad->scales.resize(part.scales.size());
+      for (size_t k = 0; k < part.scales.size(); ++k)
+        add(grad->scales[k], part.scales[k]);
     }
     return true;
   }
@@ -690,6 +842,16 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     error = "R3 is learned: " + std::to_string(impl.layers) + " R3 of " +
             std::to_string(d) + "x" + std::to_string(d) + " are needed";
     return false;
+  }
+  if (impl.learnScales) {
+    bool match = r.scales.size() == impl.scaleSites.size();
+    for (size_t k = 0; match && k < r.scales.size(); ++k)
+      match = int64_t(r.scales[k].size()) == impl.scaleSites[k].size;
+    if (!match) {
+      error = "scales are learned: " + std::to_string(impl.scaleSites.size()) +
+              " log-scale vectors of the sites' sizes are needed";
+      return false;
+    }
   }
 
   if (impl.learnActClips) {
@@ -780,7 +942,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   // its weight quantization; only the embedding rows a new batch reads are
   // rotated again.
   bool refold = !(impl.folded && r.r1 == impl.foldedR1 &&
-                  r.r2 == impl.foldedR2 && r.weightClips == impl.foldedWClips);
+                  r.r2 == impl.foldedR2 && r.weightClips == impl.foldedWClips &&
+                  (!impl.learnScales || r.scales == impl.foldedScales));
   bool newRows = refold || used != impl.foldedRows;
   if (refold)
     impl.folded = false; // until this fold completes
@@ -823,8 +986,18 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
              q.data(), d, w.data(), d);
       }
     }
+    // The learned scales, after the rotations (orthogonal, then diagonal).
+    if (e.rowSite >= 0 && impl.scaleSides != -e.rowUse.sign)
+      applyScale(e.rowUse, scaleFactors(e.rowUse, r.scales[e.rowSite]),
+                 w.data(), e.rows, e.cols);
+    if (e.colSite >= 0 && impl.scaleSides != -e.colUse.sign)
+      applyScale(e.colUse, scaleFactors(e.colUse, r.scales[e.colSite]),
+                 w.data(), e.rows, e.cols);
+    if (e.rowSite >= 0 || e.colSite >= 0 || (impl.learnScales && e.quantize))
+      e.scaled = w;
     if (e.quantize && e.clipOffset >= 0) {
-      // Learned clipping: round-to-nearest with this weight's row ratios.
+      // Learned clipping (after the scales): round-to-nearest with this
+      // weight's row ratios.
       std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
                                r.weightClips.begin() + e.clipOffset + e.rows);
       e.rotated = w;
@@ -860,6 +1033,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
         return false;
       }
       qw.dequantize(w.data()); // straight-through: dL/dW' = dL/dQ(W')
+      if (impl.learnScales)
+        e.quantized = std::move(qw);
     }
     if (!impl.ex->setWeightValues(e.name, w, error))
       return false;
@@ -869,12 +1044,26 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     impl.foldedR1 = r.r1;
     impl.foldedR2 = r.r2;
     impl.foldedWClips = r.weightClips;
+    impl.foldedScales = r.scales;
   }
   impl.foldedRows = used;
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
     names.push_back(impl.r3Names[l]);
     std::vector<float> m(r.r3[l].begin(), r.r3[l].end());
     if (!impl.ex->setWeightValues(impl.r3Names[l], m, error))
+      return false;
+  }
+  // The norm sites' RMSNorm weights s = exp(u).
+  std::vector<size_t> normSites;
+  for (size_t k = 0; k < impl.normScaleNames.size(); ++k) {
+    if (impl.normScaleNames[k].empty())
+      continue;
+    normSites.push_back(k);
+    names.push_back(impl.normScaleNames[k]);
+    std::vector<float> s(r.scales[k].size());
+    for (size_t i = 0; i < s.size(); ++i)
+      s[i] = impl.scaleSides == -1 ? 1.0f : float(std::exp(r.scales[k][i]));
+    if (!impl.ex->setWeightValues(impl.normScaleNames[k], s, error))
       return false;
   }
   if (!grad)
@@ -906,9 +1095,27 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   std::vector<float> g1(n * n, 0.0f);
   std::vector<std::vector<float>> g2(impl.layers,
                                      std::vector<float>(d * d, 0.0f));
+  std::vector<std::vector<double>> gs;
+  for (const ScaleSite &site : impl.scaleSites)
+    gs.emplace_back(site.size, 0.0);
   for (size_t i = 0; i < impl.entries.size(); ++i) {
     Entry &e = impl.entries[i];
     std::vector<float> &dW = dw[i];
+    // Learned scales: the weight quantizer's range is differentiated too
+    // (as the activations' in the executor), so that a scale that enlarges
+    // a group's largest weight pays for the coarser grid.
+    // (Learned weight clipping's estimator above already has that part.)
+    if (impl.learnScales && e.quantize && e.clipOffset < 0) {
+      std::vector<float> dy = dW;
+      const numerics::QuantizedWeight &q = e.quantized;
+      numerics::QuantGrid grid = q.grid;
+      grid.group = e.cols / q.groups;
+      numerics::fakeQuantRangeBackward(
+          e.scaled.data(), e.rows, e.cols, grid, q.scales.data(),
+          q.zeros.empty() ? nullptr : q.zeros.data(), dy.data(), dW.data());
+    }
+    if (e.rowSite >= 0 || e.colSite >= 0)
+      scaleBackward(e, r.scales, dW, gs, impl.scaleSides);
     if (e.r2Layer >= 0) {
       const std::vector<float> &q = r2[e.r2Layer];
       std::vector<float> &g = g2[e.r2Layer];
@@ -957,6 +1164,15 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     const std::vector<float> &g = dw[impl.entries.size() + l];
     grad->r3.emplace_back(g.begin(), g.end());
   }
+  // A norm site: dL/du_j += s_j dL/ds_j from its RMSNorm weight.
+  for (size_t n = 0; n < normSites.size(); ++n) {
+    const std::vector<float> &g =
+        dw[impl.entries.size() + impl.r3Names.size() + n];
+    std::vector<double> &out = gs[normSites[n]];
+    for (size_t j = 0; j < out.size() && impl.scaleSides != -1; ++j)
+      out[j] += std::exp(r.scales[normSites[n]][j]) * double(g[j]);
+  }
+  grad->scales = std::move(gs);
   return true;
 }
 

@@ -1,5 +1,6 @@
 //===- SpinQuantRotate.cpp - fold SpinQuant's R1/R2 into the weights ------===//
 
+#include "ScaleSites.h"
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
 #include "sq/Numerics/Hadamard.h"
@@ -229,8 +230,24 @@ struct SpinQuantRotatePass
     options.klCacheMB = klCacheMB;
     options.checkpoint = checkpoint;
     options.microBatch = microBatch;
+    options.scales = scales;
+    options.scalesLr = scalesLr;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
+    if (!r.scales.empty()) {
+      std::vector<ScaleSite> sites;
+      std::string error;
+      if (!findScaleSites(module, sites, error) ||
+          sites.size() != r.scales.size())
+        return module.emitError()
+               << (error.empty() ? "scales: the sites changed" : error);
+      for (size_t k = 0; k < sites.size(); ++k) {
+        Matrix s(r.scales[k].size());
+        for (size_t i = 0; i < s.size(); ++i)
+          s[i] = std::exp(r.scales[k][i]);
+        fromFile[sites[k].name()] = std::move(s);
+      }
+    }
     fromFile["R1"] = std::move(r.r1);
     for (size_t l = 0; l < r.r2.size(); ++l)
       fromFile["layers." + std::to_string(l) + ".R2"] = std::move(r.r2[l]);
@@ -273,8 +290,49 @@ struct SpinQuantRotatePass
     return success();
   }
 
+  /// The learned scales (mode=learned with scales=learned, or a rotation
+  /// file's `.scale` tensors), folded after R1/R2 (orthogonal, then
+  /// diagonal); recorded for save=. A file's scales must cover every site
+  /// or none.
+  LogicalResult foldLearnedScales(ModuleOp module) {
+    bool any = llvm::any_of(
+        fromFile, [](const auto &kv) { return isScaleTensorName(kv.first); });
+    if (!any)
+      return success();
+    std::vector<ScaleSite> sites;
+    std::string error;
+    if (!findScaleSites(module, sites, error))
+      return module.emitError() << error;
+    std::string where = mode == RotationMode::File
+                            ? "rotation file '" + path + "'"
+                            : std::string("learned scales");
+    std::vector<std::vector<double>> logScales;
+    for (const ScaleSite &site : sites) {
+      auto it = fromFile.find(site.name());
+      if (it == fromFile.end())
+        return module.emitError()
+               << where << " has scales but not '" << site.name() << "'";
+      if (int64_t(it->second.size()) != site.size)
+        return module.emitError()
+               << where << ": '" << site.name() << "' has " << it->second.size()
+               << " values, not " << site.size;
+      std::vector<double> u;
+      for (double s : it->second)
+        u.push_back(std::log(s));
+      logScales.push_back(std::move(u));
+      if (!save.empty())
+        used.push_back({site.name(), it->second});
+    }
+    return foldScales(module, sites, logScales, weightType);
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (scales == ScaleMode::Learned && mode != RotationMode::Learned) {
+      module.emitError() << "scales=learned needs mode=learned (mode=file "
+                            "reads a file's learned scales)";
+      return signalPassFailure();
+    }
     if (fuseNorms && failed(foldNormScales(module, false, weightType)))
       return signalPassFailure();
     releaseWeightScratch();
@@ -396,7 +454,7 @@ struct SpinQuantRotatePass
                      multiplyColumnBlocks(w, rows, cols, r2, headDim);
                    });
     });
-    if (!ok)
+    if (!ok || failed(foldLearnedScales(module)))
       return signalPassFailure();
     if (onlineHadamard && mode != RotationMode::Learned &&
         failed(

@@ -152,6 +152,83 @@ TEST(Quantizer, ClipSearchNeverIncreasesError) {
 // GPTQ lowers the layer's output error ||X W^T - X Q^T|| versus RTN on a
 // random layer with correlated inputs, per channel, in groups, with
 // act-order; its values stay on the grid.
+// fakeQuantRangeBackward is the exact gradient of the LSQ surrogate: each
+// value's rounding residual frozen in grid units, Q_j(x) = x_j + scale(x)
+// c_j with c_j = (Q_j - x_j) / scale at x0 (a clamped value: Q_j(x) =
+// (q_j - zero) scale(x) + f (lo(x) - lo(x0)) plus the straight-through
+// x_j - x0_j), scale(x) from the group's extremes as groupScale computes it.
+// Checked against central differences of sum_j dy_j Q_j(x), symmetric and
+// asymmetric, with groups, with a clip ratio that clamps.
+TEST(Quantizer, RangeBackwardMatchesTheSurrogate) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (bool symmetric : {true, false})
+    for (double clip : {1.0, 0.8})
+      for (int64_t group : {int64_t(0), int64_t(4)}) {
+        QuantGrid grid;
+        grid.bits = 4;
+        grid.symmetric = symmetric;
+        grid.clip = clip;
+        grid.group = group;
+        const int64_t rows = 3, cols = 8;
+        int64_t gs = group ? group : cols;
+        std::vector<float> x0(rows * cols), dy(rows * cols);
+        for (float &v : x0)
+          v = g(rng);
+        x0[5] = 3.0f; // an outlier
+        for (float &v : dy)
+          v = g(rng);
+        std::vector<float> dx = dy;
+        fakeQuantRangeBackward(x0.data(), rows, cols, grid, nullptr, nullptr,
+                               dy.data(), dx.data());
+        // The frozen parts at x0, per value.
+        std::vector<double> c(rows * cols), qz(rows * cols);
+        std::vector<bool> clamped(rows * cols);
+        for (int64_t i = 0; i < rows * cols; i += gs) {
+          float scale, zero;
+          groupScale(x0.data() + i, gs, grid, 1.0, scale, zero);
+          for (int64_t j = i; j < i + gs; ++j) {
+            int64_t q = quantizeValue(x0[j], scale, zero, grid);
+            clamped[j] = std::nearbyint(x0[j] / scale) + zero != float(q);
+            qz[j] = double(q) - zero;
+            c[j] = (qz[j] * scale - x0[j]) / scale;
+          }
+        }
+        auto surrogate = [&](const std::vector<double> &x) {
+          double f = 0;
+          for (int64_t i = 0; i < rows * cols; i += gs) {
+            double lo = 0, hi = 0, lo0 = 0;
+            for (int64_t j = i; j < i + gs; ++j) {
+              lo = std::min(lo, x[j]);
+              hi = std::max(hi, x[j]);
+              lo0 = std::min(lo0, double(x0[j]));
+            }
+            double scale = symmetric ? clip * std::max(-lo, hi) / grid.qmax()
+                                     : clip * (hi - lo) / grid.qmax();
+            for (int64_t j = i; j < i + gs; ++j) {
+              double q = clamped[j] ? qz[j] * scale + x[j] - x0[j] +
+                                          (symmetric ? 0 : clip * (lo - lo0))
+                                    : x[j] + scale * c[j];
+              f += dy[j] * q;
+            }
+          }
+          return f;
+        };
+        std::vector<double> x(x0.begin(), x0.end());
+        for (int64_t k = 0; k < rows * cols; ++k) {
+          const double h = 1e-4;
+          x[k] = x0[k] + h;
+          double fp = surrogate(x);
+          x[k] = x0[k] - h;
+          double fm = surrogate(x);
+          x[k] = x0[k];
+          EXPECT_NEAR(dx[k], (fp - fm) / (2 * h), 1e-3)
+              << (symmetric ? "symmetric" : "asymmetric") << " clip " << clip
+              << " group " << group << " element " << k;
+        }
+      }
+}
+
 TEST(GPTQ, BeatsRTNOnLayerOutput) {
   const int64_t rows = 48, cols = 64, tokens = 512;
   std::mt19937 rng(11);

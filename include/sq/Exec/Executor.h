@@ -77,6 +77,12 @@ struct ExecutorOptions {
   /// linear head (0: about 64 MiB of logits; loss() and lossAndGradients()
   /// never hold the logits of all tokens).
   int64_t lossChunkRows = 0;
+  /// lossAndGradients: sq.fake_quant's gradient also differentiates each
+  /// group's scale through the group's extremes
+  /// (numerics::fakeQuantRangeBackward; round() still passes straight
+  /// through). Off: the plain straight-through estimator. (Learned scalings
+  /// need it: without it a scaled-up channel looks free.)
+  bool quantRangeGradient = false;
 };
 
 /// Reference distributions for the training loss (distillation): instead of

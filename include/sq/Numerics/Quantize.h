@@ -111,6 +111,23 @@ void dequantizePackedRows(const uint8_t *packed, int64_t rows, int64_t cols,
                           unsigned bits, bool symmetric, int64_t group,
                           const float *scales, const float *zeros, float *out);
 
+/// The quantization range's part of a fake quantizer's vector-Jacobian
+/// product (LSQ+/OmniQuant style), added to `dx` [rows, cols]: round()
+/// passes straight through (dx += dy is the caller's), but each group's
+/// scale depends on its extremes (scale = f * max|x| / qmax symmetric,
+/// f * (hi - lo) / qmax asymmetric, with lo <= 0 <= hi; f, the clip ratio
+/// times any searched shrink, is held fixed), and that dependence is
+/// differentiated: with T = sum_j dy_j dQ_j/dscale (dQ_j/dscale =
+/// (Q_j - x_j) / scale for values on the grid, the clamped integer minus the
+/// zero point for clamped ones), the group's extreme(s) get T dscale/dx
+/// (and, asymmetric, the clamped values' dy through the zero point). This is
+/// what lets a learned scaling of x see that enlarging one channel coarsens
+/// its whole group. `scales`/`zeros` [rows, groups] are those used (a
+/// QuantizedWeight's); null: computed as fakeQuantRows does.
+void fakeQuantRangeBackward(const float *x, int64_t rows, int64_t cols,
+                            const QuantGrid &grid, const float *scales,
+                            const float *zeros, const float *dy, float *dx);
+
 /// The integer value of `x` on a group's grid.
 int64_t quantizeValue(float x, float scale, float zero, const QuantGrid &grid);
 

@@ -54,6 +54,10 @@ struct Rotations {
   /// (RotationObjective::weightClipRows()). Not rotations: Adam moves them,
   /// within [kMinClip, 1].
   std::vector<double> actClips, weightClips;
+  /// Learned diagonal scalings (CalibrationOptions::scales): the log-scales
+  /// u (s = exp(u)) of each foldable site, in the order of
+  /// RotationObjective::scaleNames(); empty when none are learned.
+  std::vector<std::vector<double>> scales;
 };
 
 /// The smallest clip ratio learned clipping goes down to.
@@ -144,6 +148,15 @@ struct CalibrationOptions {
   /// Windows per forward and backward within a step (gradient
   /// accumulation, RotationObjective::setMicroBatch; 0: the whole batch).
   int64_t microBatch = 0;
+  /// Learned: diagonal scalings at every exactly foldable site (the norm
+  /// outputs into q/k/v and gate/up, the RoPE pairs between q_proj and
+  /// k_proj, the value dims between v_proj and o_proj, the channels between
+  /// up_proj and down_proj), trained with R1/R2 by Adam on their logarithm
+  /// (`Rotations::scales`, which must then hold one vector per site). Needs
+  /// the weights formulation (apply=weights or auto).
+  ScaleMode scales = ScaleMode::None;
+  /// Adam's learning rate for the log-scales (the same schedule as lr).
+  double scalesLr = 0.01;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -164,7 +177,17 @@ public:
   static std::unique_ptr<RotationObjective>
   create(mlir::ModuleOp module, const QuantSpec &quant, std::string &error,
          bool learnR3 = false, RotationApply apply = RotationApply::Auto,
-         CalibPrecision precision = CalibPrecision::F32);
+         CalibPrecision precision = CalibPrecision::F32,
+         bool learnScales = false);
+  /// With learnScales: the name and size of each scale site, in the order
+  /// of Rotations::scales (ScaleSites.h: layers.L.attn_input.scale, ...).
+  std::vector<std::string> scaleNames() const;
+  std::vector<int64_t> scaleSizes() const;
+  /// For tests: fold only the scale uses of one sign (+1: those by s, the
+  /// norms included; -1: those by 1/s; 0: all, the default). One side alone
+  /// changes the float model, so dL/du can be checked against finite
+  /// differences without quantization (both sides cancel exactly).
+  void setScaleSidesForTesting(int sign);
   /// True when R1/R2 act on activations (RotationApply::Activations).
   bool rotatesActivations() const;
   /// True when the products run in bf16 (CalibPrecision).
@@ -213,10 +236,11 @@ public:
 
   /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
   /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (and dL/dR3 when
-  /// R3 is learned; the matrices need not be orthogonal: the loss is defined
-  /// for any). Without `grad`, `sequenceLosses` (if given) receives the mean
-  /// loss of each of the `batch` sequences. With `soft`, the loss is the
-  /// KL divergence from those reference distributions (Executor::loss).
+  /// R3 is learned, dL/du for the log-scales when scales are learned; the
+  /// matrices need not be orthogonal: the loss is defined for any). Without
+  /// `grad`, `sequenceLosses` (if given) receives the mean loss of each of the
+  /// `batch` sequences. With `soft`, the loss is the KL divergence from those
+  /// reference distributions (Executor::loss).
   bool evaluate(const Rotations &r, llvm::ArrayRef<int64_t> tokens,
                 int64_t batch, int64_t seq, double &loss, Rotations *grad,
                 std::string &error,

@@ -71,6 +71,9 @@ enum class CalibLoss { CrossEntropy, KL, KLTop };
 /// (the same gradients bit for bit, one more forward); Auto turns it on
 /// when the whole tape would exceed 2 GiB.
 enum class Checkpointing { Auto, On, Off };
+/// spinquant-rotate scales= (learned mode): no diagonal scalings, or learned
+/// ones at every exactly foldable site, trained with R1/R2 (ScaleSites.h).
+enum class ScaleMode { None, Learned };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -109,6 +112,8 @@ SQ_ENUM_SPELLING(CalibLoss, "loss", {CalibLoss::CrossEntropy, "ce"},
                  {CalibLoss::KL, "kl"}, {CalibLoss::KLTop, "kl-top"})
 SQ_ENUM_SPELLING(Checkpointing, "checkpoint", {Checkpointing::Auto, "auto"},
                  {Checkpointing::On, "on"}, {Checkpointing::Off, "off"})
+SQ_ENUM_SPELLING(ScaleMode, "scales", {ScaleMode::None, "none"},
+                 {ScaleMode::Learned, "learned"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -213,6 +218,7 @@ SQ_ENUM_OPTION_PARSER(sq::CalibPrecision)
 SQ_ENUM_OPTION_PARSER(sq::ClipLearning)
 SQ_ENUM_OPTION_PARSER(sq::CalibLoss)
 SQ_ENUM_OPTION_PARSER(sq::Checkpointing)
+SQ_ENUM_OPTION_PARSER(sq::ScaleMode)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

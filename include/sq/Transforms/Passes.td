@@ -177,6 +177,22 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     (`tensor<rows x f32>`) on each linear; `--sq-quantize` uses them for
     those quantizers' clip ratios and for the weights' RTN and GPTQ scales.
 
+    `scales=learned` (beyond the paper, as OSTQuant) also learns a
+    diagonal scaling at every site where one folds exactly, with R1/R2 in
+    the same loop (Adam on log s, `scales-lr`, on the schedule of `lr`;
+    training folds them into the weight copies, so apply=weights): the
+    normalized residual stream into q/k/v and into gate/up (after R1: the
+    RMSNorm gets the weight s again, the readers' columns 1/s), one scale
+    per RoPE pair of each KV head (k_proj rows and bias s, q_proj rows and
+    bias of the group's query heads 1/s: RoPE's pair rotations commute
+    with it and Q K^T is unchanged, while the key cache's quantizer sees
+    the scaled keys), one per value dim of each KV head (v_proj rows after
+    R2, o_proj columns 1/s) and one per intermediate channel (up_proj rows,
+    down_proj columns 1/s, before R4). They are folded at the end (the
+    float model is unchanged) and saved as `layers.L.{attn_input,qk,value,
+    mlp_input,up}.scale` (1-D, the scales s) with the rotations; mode=file
+    folds a file's scales too.
+
     By default the pass runs SpinQuant's whole rotation recipe: it folds
     RMSNorm scales first (a scaled RMSNorm does not commute with R1; as
     `--sq-fuse-norms`), and inserts the online Hadamards R3/R4 after R1/R2
@@ -335,7 +351,19 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "learned: windows per forward and backward within a step "
            "(gradient accumulation: activation memory of that many windows "
            "instead of the whole batch, the same step to float rounding; "
-           "0: the whole batch at once)">
+           "0: the whole batch at once)">,
+    Option<"scales", "scales", "::sq::ScaleMode",
+           /*default=*/"::sq::ScaleMode::None",
+           "learned: diagonal scalings at every exactly foldable site, "
+           "trained with R1/R2 (Adam on their logarithm) and folded at the "
+           "end: none (SpinQuant) or learned (the norm outputs into q/k/v "
+           "and gate/up, one per RoPE pair of each KV head between q_proj "
+           "and k_proj, one per value dim between v_proj and o_proj, one "
+           "per channel between up_proj and down_proj; needs apply=weights "
+           "or auto, and no gptq in quant)">,
+    Option<"scalesLr", "scales-lr", "double", /*default=*/"0.01",
+           "learned, scales=learned: Adam's learning rate for the "
+           "log-scales (on the schedule of lr)">
   ];
 }
 

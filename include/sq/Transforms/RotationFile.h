@@ -21,12 +21,17 @@
 
 namespace sq {
 
-/// A rotation: an n x n matrix, row-major.
+/// A rotation: an n x n matrix, row-major (or a learned scale's values).
 using RotationMatrix = std::vector<double>;
+
+/// Tensors whose names end in ".scale" (layers.L.qk.scale, ...) are learned
+/// diagonal scalings: 1-D, positive, read and written as vectors.
+bool isScaleTensorName(llvm::StringRef name);
 
 /// Reads the tensors of the rotation file at `path` into `out` (name ->
 /// matrix; every tensor must be a square 2-D F32/F64 tensor whose data lies
-/// inside the file, with finite values). On failure returns false with a
+/// inside the file, with finite values; a ".scale" tensor a 1-D one with
+/// positive values). On failure returns false with a
 /// one-line `error` naming the file.
 bool readRotationFile(llvm::StringRef path,
                       std::map<std::string, RotationMatrix> &out,

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -322,6 +323,86 @@ TEST(Executor, BatchMatchesSingleSequences) {
   ASSERT_EQ(la.size(), lboth.size());
   for (size_t i = 0; i < la.size(); ++i)
     EXPECT_NEAR(la[i], lboth[i], 1e-5f * (1 + std::fabs(la[i])));
+}
+
+// The loss and gradients with the head computed 4 rows at a time (5
+// chunks of the 18 rows, the last uneven) against one chunk, with and
+// without checkpointing: the loss is the mean cross-entropy of the whole
+// logits from forward(), and every gradient agrees to float rounding (bit
+// for bit between checkpointing on and off).
+TEST(Executor, ChunkedLossAndCheckpointsMatchTheWholeLogits) {
+  for (auto [fixture, precision] :
+       {std::pair("gqa-opset17.onnx", ExecPrecision::F32),
+        std::pair("tied-opset17.onnx", ExecPrecision::F32),
+        std::pair("qwen2-bias.onnx", ExecPrecision::F32),
+        std::pair("genai-gqa-fp16.onnx", ExecPrecision::F32),
+        std::pair("genai-gqa-fp16.onnx", ExecPrecision::BF16),
+        std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(
+        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
+    ASSERT_TRUE(module) << err;
+    ExecutorOptions whole, chunked;
+    whole.precision = chunked.precision = precision;
+    whole.lossChunkRows = 1000;
+    whole.checkpoint = ExecCheckpoint::Off;
+    chunked.lossChunkRows = 4;
+    chunked.checkpoint = ExecCheckpoint::On;
+    auto a = Executor::create(*module, err, whole);
+    ASSERT_TRUE(a) << err;
+    auto b = Executor::create(*module, err, chunked);
+    ASSERT_TRUE(b) << err;
+    EXPECT_GT(b->checkpointSegments(), 2) << fixture;
+    int64_t batch = 2, seq = 9, vocab = a->info().vocabSize;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 7 + 3) % vocab);
+    // Every float weight the model has (the head's and the embedding's too).
+    std::vector<std::string> names;
+    module->walk([&](WeightOp w) {
+      if (!a->weightValues(w.getName()).empty())
+        names.push_back(w.getName().str());
+    });
+    std::vector<float> logits;
+    ASSERT_TRUE(a->forward(tokens, batch, seq, logits, err)) << err;
+    double expected = 0;
+    for (int64_t b0 = 0; b0 < batch; ++b0)
+      for (int64_t s0 = 0; s0 + 1 < seq; ++s0) {
+        const float *row = logits.data() + (b0 * seq + s0) * vocab;
+        double mx = *std::max_element(row, row + vocab), sum = 0;
+        for (int64_t j = 0; j < vocab; ++j)
+          sum += std::exp(double(row[j]) - mx);
+        expected += mx + std::log(sum) - row[tokens[b0 * seq + s0 + 1]];
+      }
+    expected /= double(batch * (seq - 1));
+    double la, lb, lc;
+    std::vector<std::vector<float>> ga, gb, gc;
+    ASSERT_TRUE(a->lossAndGradients(tokens, batch, seq, names, la, ga, err))
+        << err;
+    ASSERT_TRUE(b->lossAndGradients(tokens, batch, seq, names, lb, gb, err))
+        << err;
+    b->setCheckpoint(ExecCheckpoint::Off);
+    ASSERT_TRUE(b->lossAndGradients(tokens, batch, seq, names, lc, gc, err))
+        << err;
+    double lossOnly;
+    ASSERT_TRUE(b->loss(tokens, batch, seq, lossOnly, err)) << err;
+    // (bf16: forward() and the loss round the same products alike.)
+    EXPECT_NEAR(la, expected, 1e-6 * expected) << fixture;
+    EXPECT_NEAR(lb, la, 1e-6 * la) << fixture;
+    EXPECT_EQ(lc, lb) << fixture;
+    EXPECT_EQ(lossOnly, lb) << fixture;
+    ASSERT_EQ(ga.size(), names.size());
+    for (size_t k = 0; k < names.size(); ++k) {
+      double scale = 0, diff = 0;
+      for (size_t i = 0; i < ga[k].size(); ++i) {
+        scale = std::max(scale, double(std::fabs(ga[k][i])));
+        diff = std::max(diff, double(std::fabs(ga[k][i] - gb[k][i])));
+      }
+      EXPECT_LE(diff, 1e-5 * scale + 1e-9) << fixture << " " << names[k];
+      EXPECT_EQ(gc[k], gb[k]) << fixture << " " << names[k];
+    }
+  }
 }
 
 TEST(Executor, RejectsBadInput) {

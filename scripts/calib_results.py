@@ -5,7 +5,7 @@
         [--build build] [--update docs/results.md] [--marker calib-results]
         [--quick] [--seeds 0,1,2] [--models wiki2-byte-llama,stories260K]
         [--weights RTN,GPTQ] [--rotations none,hadamard,random,learned,learned-r3hadamard]
-        [--losses ce,kl,kl-top] [--extra "clip=learned"]
+        [--losses ce,kl,kl-top] [--extra "clip=learned"] [--work DIR]
 
 For each shared model (the byte-level WikiText-2 LLaMA, and stories260K):
 W4A4KV4 perplexity with RTN and with GPTQ weights after the rotations of
@@ -72,13 +72,15 @@ def main():
     ap.add_argument("--extra", default="",
                     help="more --spinquant-rotate options for the learned rows")
     ap.add_argument("--losses", default="ce")
+    ap.add_argument("--work", help="scratch folder (default BUILD/calib-results; "
+                    "give each concurrent run its own)")
     args = ap.parse_args()
     losses = args.losses.split(",")
     for loss in losses:
         if loss not in ("ce", "kl", "kl-top"):
             sys.exit("calib_results.py: --losses: expected ce, kl or kl-top, not %s" % loss)
     bin_ = os.path.join(args.build, "bin")
-    work = os.path.join(args.build, "calib-results")
+    work = args.work or os.path.join(args.build, "calib-results")
     os.makedirs(work, exist_ok=True)
     shared = os.path.abspath(args.shared)
     steps = 10 if args.quick else 100

@@ -188,7 +188,10 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     with it and Q K^T is unchanged, while the key cache's quantizer sees
     the scaled keys), one per value dim of each KV head (v_proj rows after
     R2, o_proj columns 1/s) and one per intermediate channel (up_proj rows,
-    down_proj columns 1/s, before R4). They are folded at the end (the
+    down_proj columns 1/s, before R4). While they train, every fake
+    quantizer's gradient also differentiates its scale through its group's
+    extremes (LSQ+-style; the plain straight-through estimator would make
+    enlarging a channel look free). They are folded at the end (the
     float model is unchanged) and saved as `layers.L.{attn_input,qk,value,
     mlp_input,up}.scale` (1-D, the scales s) with the rotations; mode=file
     folds a file's scales too.

@@ -781,16 +781,6 @@ static bool forwardForLoss(Executor::Impl &impl, ArrayRef<int64_t> tokens,
   return true;
 }
 
-/// The per-row loss of the next-token targets: cross-entropy, or with
-/// `soft` the KL divergence from its reference distributions.
-static std::unique_ptr<exec::RowLoss>
-makeRowLoss(const std::vector<int64_t> &targets, int64_t vocab,
-            const exec::SoftRows *soft) {
-  if (soft)
-    return std::make_unique<exec::SoftTargetRows>(targets, vocab, *soft);
-  return std::make_unique<exec::CrossEntropyRows>(targets, vocab);
-}
-
 bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     double &loss, std::string &error,
                     std::vector<double> *sequenceLosses,
@@ -812,11 +802,11 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
     const exec::Tensor *bias =
         impl.head.getBias() ? &impl.weights[impl.head.getBias().getDefiningOp()]
                             : nullptr;
-    std::unique_ptr<exec::RowLoss> rowLoss =
-        makeRowLoss(targets, impl.info.vocabSize, soft ? &rowsOf : nullptr);
+    exec::NextTokenRows rowLoss(targets, impl.info.vocabSize,
+                                soft ? &rowsOf : nullptr);
     loss = exec::headLoss(
         values[x], impl.weights[impl.head.getWeight().getDefiningOp()], bias,
-        *rowLoss, impl.lossChunkRows, sequenceLosses ? &rows : nullptr, nullptr,
+        rowLoss, impl.lossChunkRows, sequenceLosses ? &rows : nullptr, nullptr,
         nullptr, nullptr);
   } else {
     Block &body = impl.func.getBody().front();
@@ -956,13 +946,13 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     exec::Tensor dx, dw, db;
     bool needX = wants(head.getInput()), needW = wants(head.getWeight()),
          needB = head.getBias() && wants(head.getBias());
-    std::unique_ptr<exec::RowLoss> rowLoss =
-        makeRowLoss(targets, impl.info.vocabSize, soft ? &rowsOf : nullptr);
-    loss = exec::headLoss(get(head.getInput()), get(head.getWeight()),
-                          head.getBias() ? &get(head.getBias()) : nullptr,
-                          *rowLoss, impl.lossChunkRows, nullptr,
-                          needX ? &dx : nullptr, needW ? &dw : nullptr,
-                          needB ? &db : nullptr);
+    exec::NextTokenRows rowLoss(targets, impl.info.vocabSize,
+                                soft ? &rowsOf : nullptr);
+    loss =
+        exec::headLoss(get(head.getInput()), get(head.getWeight()),
+                       head.getBias() ? &get(head.getBias()) : nullptr, rowLoss,
+                       impl.lossChunkRows, nullptr, needX ? &dx : nullptr,
+                       needW ? &dw : nullptr, needB ? &db : nullptr);
     freeFirstUses(head);
     if (needX)
       give(head.getInput(), std::move(dx));

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <memory>
 
 namespace sq {
 namespace exec {
@@ -361,54 +360,18 @@ double rowLoss(const float *logits, int64_t vocab, int64_t token,
   return kl;
 }
 
-CrossEntropyRows::CrossEntropyRows(const std::vector<int64_t> &targets,
-                                   int64_t vocab)
-    : targets(targets), e(vocab) {
+NextTokenRows::NextTokenRows(const std::vector<int64_t> &targets, int64_t vocab,
+                             const SoftRows *soft)
+    : targets(targets) {
+  if (soft)
+    this->soft = *soft;
   for (int64_t t : targets)
     scored += t >= 0 && t < vocab;
 }
 
-void CrossEntropyRows::rows(int64_t first, int64_t rows, const float *logits,
-                            int64_t vocab, double *loss, float *grad,
-                            double scale) {
-  assert(first + rows <= static_cast<int64_t>(targets.size()) &&
-         "one target per row of logits");
-  e.resize(vocab);
-  for (int64_t i = 0; i < rows; ++i) {
-    int64_t t = targets[first + i];
-    const float *row = logits + i * vocab;
-    float *g = grad ? grad + i * vocab : nullptr;
-    loss[i] = 0.0;
-    if (t < 0 || t >= vocab) {
-      if (g)
-        std::fill(g, g + vocab, 0.0f);
-      continue;
-    }
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < vocab; ++j)
-      mx = std::max(mx, double(row[j]));
-    double sum = 0;
-    for (int64_t j = 0; j < vocab; ++j) {
-      e[j] = std::exp(double(row[j]) - mx);
-      sum += e[j];
-    }
-    loss[i] = mx + std::log(sum) - double(row[t]);
-    if (g)
-      for (int64_t j = 0; j < vocab; ++j)
-        g[j] = static_cast<float>((e[j] / sum - (j == t ? 1.0 : 0.0)) * scale);
-  }
-}
-
-SoftTargetRows::SoftTargetRows(const std::vector<int64_t> &targets,
-                               int64_t vocab, const SoftRows &soft)
-    : targets(targets), soft(soft) {
-  for (int64_t t : targets)
-    scored += t >= 0 && t < vocab;
-}
-
-void SoftTargetRows::rows(int64_t first, int64_t rows, const float *logits,
-                          int64_t vocab, double *loss, float *grad,
-                          double scale) {
+void NextTokenRows::rows(int64_t first, int64_t rows, const float *logits,
+                         int64_t vocab, double *loss, float *grad,
+                         double scale) {
   assert(first + rows <= static_cast<int64_t>(targets.size()) &&
          "one target per row of logits");
   for (int64_t i = 0; i < rows; ++i) {
@@ -421,10 +384,13 @@ void SoftTargetRows::rows(int64_t first, int64_t rows, const float *logits,
       continue;
     }
     SoftRows row;
-    row.width = soft.width;
-    row.ids = soft.ids ? soft.ids + r * soft.width : nullptr;
-    row.logProbs = soft.logProbs + r * soft.width;
-    loss[i] = rowLoss(logits + i * vocab, vocab, t, &row, g, scale, scratch);
+    if (soft.logProbs) { // row r's reference distribution
+      row.width = soft.width;
+      row.ids = soft.ids ? soft.ids + r * soft.width : nullptr;
+      row.logProbs = soft.logProbs + r * soft.width;
+    }
+    loss[i] = rowLoss(logits + i * vocab, vocab, t,
+                      soft.logProbs ? &row : nullptr, g, scale, scratch);
   }
 }
 
@@ -435,12 +401,7 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
   int64_t vocab = logits.lastDim(), rows = logits.numel() / vocab;
   assert(static_cast<int64_t>(targets.size()) == rows &&
          "one target per row of logits");
-  std::unique_ptr<RowLoss> owned;
-  if (soft)
-    owned = std::make_unique<SoftTargetRows>(targets, vocab, *soft);
-  else
-    owned = std::make_unique<CrossEntropyRows>(targets, vocab);
-  RowLoss &ce = *owned;
+  NextTokenRows ce(targets, vocab, soft);
   count = ce.count();
   if (withGradient)
     dLogits = zeros(logits.shape);

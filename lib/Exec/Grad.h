@@ -127,9 +127,8 @@ double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,
 /// A loss that is the mean, over the rows of the logits that it scores, of
 /// a per-row loss: what headLoss() computes a chunk of rows at a time, so
 /// that the logits [tokens, vocab] and their gradient never exist whole.
-/// Next-token cross-entropy is one (CrossEntropyRows); a loss against a
-/// per-row target distribution (KL to cached float logits) fits the same
-/// interface.
+/// The next-token loss is one (NextTokenRows: cross-entropy, or KL to
+/// cached float distributions).
 class RowLoss {
 public:
   virtual ~RowLoss() = default;
@@ -143,37 +142,22 @@ public:
                     int64_t vocab, double *loss, float *grad, double scale) = 0;
 };
 
-/// Next-token cross-entropy as a RowLoss: row r is scored when targets[r]
-/// is in [0, vocab); its loss is the negative log-likelihood of the target
-/// (log-sum-exp in double), its gradient softmax - onehot(target).
-class CrossEntropyRows : public RowLoss {
+/// The next-token loss as a RowLoss: row r is scored when targets[r] is in
+/// [0, vocab); its loss (rowLoss) is the negative log-likelihood of the
+/// target (gradient softmax - onehot(target)), or with `soft` (a reference
+/// distribution for every row of the logits) the KL divergence of the
+/// logits' distribution from row r's.
+class NextTokenRows : public RowLoss {
 public:
-  CrossEntropyRows(const std::vector<int64_t> &targets, int64_t vocab);
+  NextTokenRows(const std::vector<int64_t> &targets, int64_t vocab,
+                const SoftRows *soft = nullptr);
   int64_t count() const override { return scored; }
   void rows(int64_t first, int64_t rows, const float *logits, int64_t vocab,
             double *loss, float *grad, double scale) override;
 
 private:
   const std::vector<int64_t> &targets;
-  int64_t scored = 0;
-  std::vector<double> e;
-};
-
-/// Distillation as a RowLoss: row r is scored when targets[r] is in
-/// [0, vocab) (the same rows as CrossEntropyRows); its loss is the KL
-/// divergence of the logits' distribution from row r of `soft` (rowLoss).
-/// `soft` holds a reference distribution for every row of the logits.
-class SoftTargetRows : public RowLoss {
-public:
-  SoftTargetRows(const std::vector<int64_t> &targets, int64_t vocab,
-                 const SoftRows &soft);
-  int64_t count() const override { return scored; }
-  void rows(int64_t first, int64_t rows, const float *logits, int64_t vocab,
-            double *loss, float *grad, double scale) override;
-
-private:
-  const std::vector<int64_t> &targets;
-  SoftRows soft;
+  SoftRows soft; // logProbs null: cross-entropy
   int64_t scored = 0;
   std::vector<double> scratch;
 };

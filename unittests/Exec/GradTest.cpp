@@ -497,7 +497,7 @@ TEST(Grad, HeadLossInChunksMatchesWholeLogits) {
       else
         EXPECT_NEAR(a, b, tol) << what << ", chunk " << chunk;
     };
-    CrossEntropyRows ce(targets, vocab);
+    NextTokenRows ce(targets, vocab);
     EXPECT_EQ(ce.count(), count);
     Tensor cx, cw, cb;
     std::vector<double> crows;
@@ -515,16 +515,16 @@ TEST(Grad, HeadLossInChunksMatchesWholeLogits) {
     for (int64_t i = 0; i < w.numel(); ++i)
       same((*cw.data)[i], (*dw.data)[i], 1e-6, "dW " + std::to_string(i));
     // The loss alone.
-    CrossEntropyRows again(targets, vocab);
+    NextTokenRows again(targets, vocab);
     EXPECT_EQ(
         headLoss(x, w, &bias, again, chunk, nullptr, nullptr, nullptr, nullptr),
         closs);
   }
 }
 
-// Distillation through the chunked head (SoftTargetRows in headLoss) gives
-// crossEntropy()'s KL loss and gradients on the whole logits, for KL over
-// the whole vocabulary and over 3 tokens per row (KL-Top).
+// Distillation through the chunked head (NextTokenRows with soft targets in
+// headLoss) gives crossEntropy()'s KL loss and gradients on the whole logits,
+// for KL over the whole vocabulary and over 3 tokens per row (KL-Top).
 TEST(Grad, HeadLossSoftTargetsMatchWholeLogits) {
   const int64_t vocab = 9, hidden = 6, rows = 8;
   Tensor x = randn({2, 4, hidden}, 41), w = randn({vocab, hidden}, 42);
@@ -555,7 +555,7 @@ TEST(Grad, HeadLossSoftTargetsMatchWholeLogits) {
     double loss =
         crossEntropy(logits, targets, dLogits, count, &each, true, &soft);
     linearBackward(x, w, dLogits, &dx, &dw, nullptr);
-    SoftTargetRows rowLoss(targets, vocab, soft);
+    NextTokenRows rowLoss(targets, vocab, &soft);
     EXPECT_EQ(rowLoss.count(), count);
     Tensor cx, cw;
     std::vector<double> ceach;

@@ -84,13 +84,10 @@ void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
 void fakeQuantRangeBackward(const Tensor &x, unsigned bits, bool symmetric,
                             int granularity, int64_t groupSize, double clip,
                             Tensor &dx) {
-  // The grid of fakeQuant() (Kernels.cpp); dx is dy on entry.
-  numerics::QuantGrid grid;
-  grid.bits = bits;
-  grid.symmetric = symmetric;
-  grid.clip = clip;
-  grid.group = granularity == 3 ? groupSize : 0;
-  int64_t n = x.numel(), cols = granularity == 0 ? n : x.lastDim();
+  // The grid of fakeQuant(); dx is dy on entry.
+  numerics::QuantGrid grid =
+      fakeQuantGrid(bits, symmetric, granularity, groupSize, clip);
+  int64_t n = x.numel(), cols = fakeQuantCols(x, granularity);
   // A new buffer: dx's may be shared with another value's gradient.
   Tensor out = like(dx.shape);
   std::copy(dx.data->data(), dx.data->data() + n, out.data->data());

@@ -257,17 +257,28 @@ bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
                                  /*transpose=*/false, out.data->data());
 }
 
-void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
-               int64_t groupSize, double clip, Tensor &out) {
-  out = like(x.shape);
-  int64_t n = x.numel(), last = x.lastDim();
+numerics::QuantGrid fakeQuantGrid(unsigned bits, bool symmetric,
+                                  int granularity, int64_t groupSize,
+                                  double clip) {
   numerics::QuantGrid grid;
   grid.bits = bits;
   grid.symmetric = symmetric;
   grid.clip = clip;
   grid.group = granularity == 3 ? groupSize : 0;
+  return grid;
+}
+
+int64_t fakeQuantCols(const Tensor &x, int granularity) {
   // per_tensor: one row of everything; otherwise rows of the last dim.
-  int64_t cols = granularity == 0 ? n : last;
+  return granularity == 0 ? x.numel() : x.lastDim();
+}
+
+void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
+               int64_t groupSize, double clip, Tensor &out) {
+  out = like(x.shape);
+  int64_t n = x.numel(), cols = fakeQuantCols(x, granularity);
+  numerics::QuantGrid grid =
+      fakeQuantGrid(bits, symmetric, granularity, groupSize, clip);
   numerics::fakeQuantRows(x.data->data(), n / cols, cols, grid,
                           out.data->data());
 }
@@ -276,13 +287,9 @@ void fakeQuantBackward(const Tensor &x, unsigned bits, bool symmetric,
                        int granularity, int64_t groupSize, double clip,
                        const Tensor &dy, Tensor &dx, double &dclip) {
   dx = like(x.shape);
-  int64_t n = x.numel(), last = x.lastDim();
-  numerics::QuantGrid grid;
-  grid.bits = bits;
-  grid.symmetric = symmetric;
-  grid.clip = clip;
-  grid.group = granularity == 3 ? groupSize : 0;
-  int64_t cols = granularity == 0 ? n : last, rows = n / cols;
+  int64_t n = x.numel(), cols = fakeQuantCols(x, granularity), rows = n / cols;
+  numerics::QuantGrid grid =
+      fakeQuantGrid(bits, symmetric, granularity, groupSize, clip);
   std::vector<double> perRow(rows);
   numerics::fakeQuantRowsBackward(x.data->data(), rows, cols, grid, nullptr,
                                   dy.data->data(), dx.data->data(),

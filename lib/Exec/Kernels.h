@@ -12,6 +12,7 @@
 #include "sq/Numerics/Float16.h"
 #include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Layers.h"
+#include "sq/Numerics/Quantize.h"
 
 #include <cstdint>
 #include <memory>
@@ -108,6 +109,13 @@ bool orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
 /// sq.hadamard: numerics::orthogonalTransformInPlace on every block.
 bool hadamard(const Tensor &x, int64_t block, uint64_t seed, Tensor &out,
               std::string &error);
+/// The grid and the row length of sq.fake_quant on `x` (granularity: 0
+/// per_tensor, one row of everything; 1 per_token, 2 per_channel, 3 group:
+/// rows of the last dimension), for fakeQuant and its backward passes.
+numerics::QuantGrid fakeQuantGrid(unsigned bits, bool symmetric,
+                                  int granularity, int64_t groupSize,
+                                  double clip);
+int64_t fakeQuantCols(const Tensor &x, int granularity);
 /// granularity: 0 per_tensor, 1 per_token, 2 per_channel, 3 group.
 void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
                int64_t groupSize, double clip, Tensor &out);

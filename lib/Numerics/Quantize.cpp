@@ -56,6 +56,27 @@ void fakeQuantRows(const float *in, int64_t rows, int64_t cols,
   }
 }
 
+/// The range [lo, hi] of a group with 0 in it (lo = min(min x, 0), hi =
+/// max(max x, 0), as groupScale sees it) and the indices of the values that
+/// set each end (-1: the end is 0).
+static void groupExtremes(const float *x, int64_t n, float &lo, float &hi,
+                          int64_t &iLo, int64_t &iHi) {
+  lo = 0;
+  hi = 0;
+  iLo = -1;
+  iHi = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] < lo) {
+      lo = x[i];
+      iLo = i;
+    }
+    if (x[i] > hi) {
+      hi = x[i];
+      iHi = i;
+    }
+  }
+}
+
 void fakeQuantRowsBackward(const float *in, int64_t rows, int64_t cols,
                            const QuantGrid &grid, const float *rowClips,
                            const float *dy, float *dx, double *dclip) {
@@ -72,18 +93,9 @@ void fakeQuantRowsBackward(const float *in, int64_t rows, int64_t cols,
       const float *d = dy + r * cols + g;
       float *e = dx ? dx + r * cols + g : nullptr;
       // The range and the values that set it (as groupScale).
-      float lo = 0, hi = 0;
-      int64_t iLo = -1, iHi = -1;
-      for (int64_t i = 0; i < group; ++i) {
-        if (x[i] < lo) {
-          lo = x[i];
-          iLo = i;
-        }
-        if (x[i] > hi) {
-          hi = x[i];
-          iHi = i;
-        }
-      }
+      float lo, hi;
+      int64_t iLo, iHi;
+      groupExtremes(x, group, lo, hi, iLo, iHi);
       float scale, zero;
       groupScale(x, group, g0, 1.0, scale, zero);
       double raw = grid.symmetric ? std::max(-double(lo), double(hi)) * c / qmax
@@ -162,18 +174,9 @@ void fakeQuantRangeBackward(const float *x, int64_t rows, int64_t cols,
       } else {
         groupScale(xs, group, grid, 1.0, scale, zero);
       }
-      float lo = 0, hi = 0;
-      int64_t iLo = -1, iHi = -1;
-      for (int64_t i = 0; i < group; ++i) {
-        if (xs[i] < lo) {
-          lo = xs[i];
-          iLo = i;
-        }
-        if (xs[i] > hi) {
-          hi = xs[i];
-          iHi = i;
-        }
-      }
+      float lo, hi;
+      int64_t iLo, iHi;
+      groupExtremes(xs, group, lo, hi, iLo, iHi);
       double range = grid.symmetric ? std::max(-double(lo), double(hi))
                                     : double(hi) - double(lo);
       if (!(range > 0) || !(scale > 0))

@@ -77,13 +77,16 @@ std::vector<double> randomMatrix(int64_t n, std::mt19937_64 &rng,
 /// Random orthogonal rotations for `obj`: R1 from `r1Seed`, the R2 of layer
 /// l from `r2Seed + l`.
 Rotations randomRotations(const RotationObjective &obj, uint64_t r1Seed,
-                          uint64_t r2Seed) {
+                          uint64_t r2Seed, int64_t r3Seed = -1) {
   Rotations r;
   r.hidden = obj.hidden();
   r.headDim = obj.headDim();
   r.r1 = numerics::randomOrthogonalMatrix(r.hidden, r1Seed);
   for (int64_t l = 0; l < obj.numLayers(); ++l)
     r.r2.push_back(numerics::randomOrthogonalMatrix(r.headDim, r2Seed + l));
+  if (r3Seed >= 0) // a learned R3 per layer too
+    for (int64_t l = 0; l < obj.numLayers(); ++l)
+      r.r3.push_back(numerics::randomOrthogonalMatrix(r.headDim, r3Seed + l));
   return r;
 }
 
@@ -182,10 +185,7 @@ TEST_P(CalibrationGradient, MatchesFiniteDifferences) {
   ASSERT_TRUE(obj) << error;
   int64_t n = obj->hidden(), d = obj->headDim();
   ASSERT_GT(obj->numLayers(), 0);
-  Rotations r = randomRotations(*obj, 1, 10);
-  if (GetParam().learnR3)
-    for (int64_t l = 0; l < obj->numLayers(); ++l)
-      r.r3.push_back(numerics::randomOrthogonalMatrix(d, 20 + l));
+  Rotations r = randomRotations(*obj, 1, 10, GetParam().learnR3 ? 20 : -1);
   int64_t batch = 2, seq = 7;
   std::vector<int64_t> tokens;
   for (int64_t i = 0; i < batch * seq; ++i)
@@ -451,10 +451,7 @@ TEST_P(ActivationsMatchWeights, SameLossAndRiemannianGradient) {
   EXPECT_FALSE(fold->rotatesActivations());
   int64_t n = act->hidden(), d = act->headDim();
   for (uint64_t seed : {1, 5}) {
-    Rotations r = randomRotations(*act, seed, 10 * seed);
-    if (c.learnR3)
-      for (int64_t l = 0; l < act->numLayers(); ++l)
-        r.r3.push_back(numerics::randomOrthogonalMatrix(d, 20 + l));
+    Rotations r = randomRotations(*act, seed, 10 * seed, c.learnR3 ? 20 : -1);
     int64_t batch = 2, seq = 9;
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < batch * seq; ++i)
@@ -548,11 +545,7 @@ TEST_P(ActivationsMatchWeights, CheckpointingGivesTheSameGradients) {
                                          c.learnR3, apply, precision);
     ASSERT_TRUE(obj) << error;
     EXPECT_EQ(obj->checkpointSegments(), obj->numLayers() + 2);
-    Rotations r = randomRotations(*obj, 3, 30);
-    if (c.learnR3)
-      for (int64_t l = 0; l < obj->numLayers(); ++l)
-        r.r3.push_back(
-            numerics::randomOrthogonalMatrix(obj->headDim(), 40 + l));
+    Rotations r = randomRotations(*obj, 3, 30, c.learnR3 ? 40 : -1);
     int64_t batch = 2, seq = 9;
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < batch * seq; ++i)
@@ -590,11 +583,7 @@ TEST_P(ActivationsMatchWeights, MicroBatchesSumToTheBatch) {
     auto obj = RotationObjective::create(*module, spec(c.quant), error,
                                          c.learnR3, apply);
     ASSERT_TRUE(obj) << error;
-    Rotations r = randomRotations(*obj, 4, 40);
-    if (c.learnR3)
-      for (int64_t l = 0; l < obj->numLayers(); ++l)
-        r.r3.push_back(
-            numerics::randomOrthogonalMatrix(obj->headDim(), 50 + l));
+    Rotations r = randomRotations(*obj, 4, 40, c.learnR3 ? 50 : -1);
     int64_t batch = 3, seq = 7;
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < batch * seq; ++i)

@@ -21,8 +21,13 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/ScopeExit.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#if defined(__unix__)
+#include <unistd.h>
+#endif
 
 using namespace mlir;
 
@@ -146,6 +151,19 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
 
 /// The next-token targets of `tokens` [batch, seq]: token i + 1 of the same
 /// sequence, -1 (not scored) for the last position.
+/// checkpoint=auto checkpoints when the whole tape of a step would exceed
+/// a quarter of the machine's physical memory (at least 2 GiB): a model
+/// whose activations fit is not made to run every block's forward twice.
+static double autoCheckpointBytes() {
+  double bytes = double(int64_t(2) << 30);
+#if defined(__unix__)
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0)
+    bytes = std::max(bytes, double(pages) * double(page) / 4.0);
+#endif
+  return bytes;
+}
+
 static std::vector<int64_t> nextTokenTargets(ArrayRef<int64_t> tokens,
                                              int64_t batch, int64_t seq) {
   std::vector<int64_t> targets(batch * seq, -1);
@@ -345,7 +363,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
   std::fill(impl.clipGrads.begin(), impl.clipGrads.end(), 0.0);
   // Checkpointing: the tape of one segment at a time (estimated from the
   // features per token of the values kept; auto: when the whole tape would
-  // exceed 2 GiB).
+  // exceed a quarter of the machine's memory, at least 2 GiB).
   bool segments =
       impl.segmentStart.size() > 1 && impl.checkpoint != ExecCheckpoint::Off;
   if (segments && impl.checkpoint == ExecCheckpoint::Auto) {
@@ -355,7 +373,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
         if (type.hasRank() && type.getRank() &&
             !ShapedType::isDynamic(type.getShape().back()))
           bytes += double(type.getShape().back()) * 4.0 * double(batch * seq);
-    segments = bytes > double(int64_t(2) << 30);
+    segments = bytes > autoCheckpointBytes();
   }
   llvm::DenseMap<Value, exec::Tensor> tape;
   std::vector<exec::Tensor> saved;

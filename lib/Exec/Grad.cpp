@@ -58,22 +58,29 @@ void rmsNormBackward(const Tensor &x, const Tensor *scale, double eps,
   const float *s = scale ? scale->data->data() : nullptr;
   float *o = dx.data->data();
   std::vector<double> sums(s && dScale ? f : 0, 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = in + r * f, *grow = g + r * f;
-    double sum = 0, dot = 0;
-    for (int64_t i = 0; i < f; ++i) {
-      sum += double(row[i]) * row[i];
-      dot += double(grow[i]) * row[i] * (s ? s[i] : 1.0f);
-    }
-    double inv = 1.0 / std::sqrt(sum / double(f) + eps);
-    double k = inv * inv * inv * dot / double(f);
-    for (int64_t i = 0; i < f; ++i)
-      o[r * f + i] =
-          static_cast<float>(inv * grow[i] * (s ? s[i] : 1.0f) - k * row[i]);
-    if (s && dScale)
+  auto rowRange = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *row = in + r * f, *grow = g + r * f;
+      double sum = 0, dot = 0;
+      for (int64_t i = 0; i < f; ++i) {
+        sum += double(row[i]) * row[i];
+        dot += double(grow[i]) * row[i] * (s ? s[i] : 1.0f);
+      }
+      double inv = 1.0 / std::sqrt(sum / double(f) + eps);
+      double k = inv * inv * inv * dot / double(f);
       for (int64_t i = 0; i < f; ++i)
-        sums[i] += inv * double(grow[i]) * row[i];
-  }
+        o[r * f + i] =
+            static_cast<float>(inv * grow[i] * (s ? s[i] : 1.0f) - k * row[i]);
+      if (s && dScale)
+        for (int64_t i = 0; i < f; ++i)
+          sums[i] += inv * double(grow[i]) * row[i];
+    }
+  };
+  // dScale sums over the rows in order; without it the rows are independent.
+  if (s && dScale)
+    rowRange(0, rows);
+  else
+    forRows(rows, f, rowRange);
   if (s && dScale) {
     *dScale = like(scale->shape);
     for (int64_t i = 0; i < f; ++i)
@@ -160,26 +167,28 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
   *dx.data = *dOut.data;
   // The angles exactly as rope() computes them.
   std::vector<float> inv = numerics::ropeInverseFrequencies(d, theta, scaling);
-  std::vector<float> c(half), s(half);
-  for (int64_t t = 0; t < tokens; ++t) {
-    numerics::ropeAngles(inv.data(), half, (*positions.ints)[t], c.data(),
-                         s.data());
-    const float *in = dOut.data->data() + t * f;
-    float *o = dx.data->data() + t * f;
-    // (a, b) -> (a c - b s, a s + b c) is transposed into
-    // (ga, gb) -> (ga c + gb s, gb c - ga s).
-    for (int64_t h = 0; h < heads; ++h) {
-      const float *gi = in + h * d;
-      float *oi = o + h * d;
-      for (int64_t i = 0; i < half; ++i) {
-        int64_t ia = interleaved ? 2 * i : i;
-        int64_t ib = interleaved ? 2 * i + 1 : i + half;
-        float ga = gi[ia], gb = gi[ib];
-        oi[ia] = ga * c[i] + gb * s[i];
-        oi[ib] = gb * c[i] - ga * s[i];
+  forRows(tokens, f, [&](int64_t t0, int64_t t1) {
+    std::vector<float> c(half), s(half);
+    for (int64_t t = t0; t < t1; ++t) {
+      numerics::ropeAngles(inv.data(), half, (*positions.ints)[t], c.data(),
+                           s.data());
+      const float *in = dOut.data->data() + t * f;
+      float *o = dx.data->data() + t * f;
+      // (a, b) -> (a c - b s, a s + b c) is transposed into
+      // (ga, gb) -> (ga c + gb s, gb c - ga s).
+      for (int64_t h = 0; h < heads; ++h) {
+        const float *gi = in + h * d;
+        float *oi = o + h * d;
+        for (int64_t i = 0; i < half; ++i) {
+          int64_t ia = interleaved ? 2 * i : i;
+          int64_t ib = interleaved ? 2 * i + 1 : i + half;
+          float ga = gi[ia], gb = gi[ib];
+          oi[ia] = ga * c[i] + gb * s[i];
+          oi[ib] = gb * c[i] - ga * s[i];
+        }
       }
     }
-  }
+  });
 }
 
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
@@ -205,8 +214,10 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
       // P, exactly as attention() computes it.
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   fscale, qb, qf, kb, kvf, 0.0f, probs.data(), total);
-      numerics::attentionSoftmaxRows(probs.data(), seq, total, offset, causal,
-                                     window);
+      forRows(seq, total, [&](int64_t i0, int64_t i1) {
+        numerics::attentionSoftmaxRows(probs.data() + i0 * total, i1 - i0,
+                                       total, offset + i0, causal, window);
+      });
       // dV += P^T dO: [total, seq] x [seq, d].
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, total, d, seq, 1.0f,
                   probs.data(), total, gb, qf, 1.0f,
@@ -215,16 +226,18 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d, 1.0f,
                   gb, qf, vb, kvf, 0.0f, dProbs.data(), total);
       // dS = P * (dP - rowsum(dP * P)), in place in dP (0 where masked).
-      for (int64_t i = 0; i < seq; ++i) {
-        const float *p = probs.data() + i * total;
-        float *dp = dProbs.data() + i * total;
-        double dot = 0;
-        for (int64_t j = 0; j < total; ++j)
-          dot += double(dp[j]) * p[j];
-        float fdot = static_cast<float>(dot);
-        for (int64_t j = 0; j < total; ++j)
-          dp[j] = p[j] * (dp[j] - fdot);
-      }
+      forRows(seq, total, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const float *p = probs.data() + i * total;
+          float *dp = dProbs.data() + i * total;
+          double dot = 0;
+          for (int64_t j = 0; j < total; ++j)
+            dot += double(dp[j]) * p[j];
+          float fdot = static_cast<float>(dot);
+          for (int64_t j = 0; j < total; ++j)
+            dp[j] = p[j] * (dp[j] - fdot);
+        }
+      });
       // dQ = scale dS K: [seq, total] x [total, d] (one head's columns).
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
                   fscale, dProbs.data(), total, kb, kvf, 0.0f,
@@ -241,10 +254,12 @@ void siluBackward(const Tensor &x, const Tensor &dOut, Tensor &dx) {
   dx = like(x.shape);
   const float *in = x.data->data(), *g = dOut.data->data();
   float *o = dx.data->data();
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    float v = in[i], s = 1.0f / (1.0f + std::exp(-v));
-    o[i] = g[i] * s * (1.0f + v * (1.0f - s));
-  }
+  forValues(x.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float v = in[i], s = 1.0f / (1.0f + std::exp(-v));
+      o[i] = g[i] * s * (1.0f + v * (1.0f - s));
+    }
+  });
 }
 
 void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
@@ -253,10 +268,12 @@ void mulBackward(const Tensor &a, const Tensor &b, const Tensor &dOut,
   db = like(b.shape);
   const float *x = a.data->data(), *y = b.data->data(), *g = dOut.data->data();
   float *ox = da.data->data(), *oy = db.data->data();
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    ox[i] = g[i] * y[i];
-    oy[i] = g[i] * x[i];
-  }
+  forValues(a.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      ox[i] = g[i] * y[i];
+      oy[i] = g[i] * x[i];
+    }
+  });
 }
 
 void rotateBackward(const Tensor &dOut, const Tensor &r, bool transposed,
@@ -371,24 +388,27 @@ void NextTokenRows::rows(int64_t first, int64_t rows, const float *logits,
                          double scale) {
   assert(first + rows <= static_cast<int64_t>(targets.size()) &&
          "one target per row of logits");
-  for (int64_t i = 0; i < rows; ++i) {
-    int64_t r = first + i, t = targets[r];
-    float *g = grad ? grad + i * vocab : nullptr;
-    loss[i] = 0.0;
-    if (t < 0 || t >= vocab) {
-      if (g)
-        std::fill(g, g + vocab, 0.0f);
-      continue;
+  forRows(rows, vocab, [&](int64_t i0, int64_t i1) {
+    std::vector<double> scratch; // per chunk: rows run on several threads
+    for (int64_t i = i0; i < i1; ++i) {
+      int64_t r = first + i, t = targets[r];
+      float *g = grad ? grad + i * vocab : nullptr;
+      loss[i] = 0.0;
+      if (t < 0 || t >= vocab) {
+        if (g)
+          std::fill(g, g + vocab, 0.0f);
+        continue;
+      }
+      SoftRows row;
+      if (soft.logProbs) { // row r's reference distribution
+        row.width = soft.width;
+        row.ids = soft.ids ? soft.ids + r * soft.width : nullptr;
+        row.logProbs = soft.logProbs + r * soft.width;
+      }
+      loss[i] = rowLoss(logits + i * vocab, vocab, t,
+                        soft.logProbs ? &row : nullptr, g, scale, scratch);
     }
-    SoftRows row;
-    if (soft.logProbs) { // row r's reference distribution
-      row.width = soft.width;
-      row.ids = soft.ids ? soft.ids + r * soft.width : nullptr;
-      row.logProbs = soft.logProbs + r * soft.width;
-    }
-    loss[i] = rowLoss(logits + i * vocab, vocab, t,
-                      soft.logProbs ? &row : nullptr, g, scale, scratch);
-  }
+  });
 }
 
 double crossEntropy(const Tensor &logits, const std::vector<int64_t> &targets,

@@ -159,7 +159,6 @@ private:
   const std::vector<int64_t> &targets;
   SoftRows soft; // logProbs null: cross-entropy
   int64_t scored = 0;
-  std::vector<double> scratch;
 };
 
 /// Rows of logits headLoss() computes at a time for `vocab` (about 64 MiB

@@ -99,8 +99,11 @@ bool embedding(const Tensor &table, const Tensor &ids, Tensor &out,
 void rmsNorm(const Tensor &x, const Tensor *scale, double eps, Tensor &out) {
   int64_t f = x.lastDim(), rows = x.numel() / f;
   out = like(x.shape);
-  numerics::rmsNormRows(x.data->data(), scale ? scale->data->data() : nullptr,
-                        rows, f, eps, out.data->data());
+  const float *in = x.data->data(), *s = scale ? scale->data->data() : nullptr;
+  float *o = out.data->data();
+  forRows(rows, f, [&](int64_t r0, int64_t r1) {
+    numerics::rmsNormRows(in + r0 * f, s, r1 - r0, f, eps, o + r0 * f);
+  });
 }
 
 void linear(const Tensor &x, const Tensor &w, const Tensor *bias, Tensor &out) {
@@ -144,8 +147,13 @@ void rope(const Tensor &x, const Tensor &positions, int64_t heads, double theta,
           bool interleaved, Tensor &out, const numerics::RopeScaling &scaling) {
   int64_t f = x.lastDim(), tokens = x.numel() / f;
   out = like(x.shape);
-  numerics::ropeRows(x.data->data(), positions.ints->data(), tokens, f, heads,
-                     theta, interleaved, out.data->data(), scaling);
+  const float *in = x.data->data();
+  const int64_t *pos = positions.ints->data();
+  float *o = out.data->data();
+  forRows(tokens, f, [&](int64_t t0, int64_t t1) {
+    numerics::ropeRows(in + t0 * f, pos + t0, t1 - t0, f, heads, theta,
+                       interleaved, o + t0 * f, scaling);
+  });
 }
 
 void attention(const Tensor &q, const Tensor &k, const Tensor &v,
@@ -184,8 +192,10 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d,
                   static_cast<float>(scale), qb, qf, kb, kvf, 0.0f,
                   scores.data(), total);
-      numerics::attentionSoftmaxRows(scores.data(), seq, total, offset, causal,
-                                     window);
+      forRows(seq, total, [&](int64_t i0, int64_t i1) {
+        numerics::attentionSoftmaxRows(scores.data() + i0 * total, i1 - i0,
+                                       total, offset + i0, causal, window);
+      });
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,
                   1.0f, scores.data(), total, vb, kvf, 0.0f,
                   out.data->data() + b * seq * qf + h * d, qf);
@@ -194,18 +204,26 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
 
 void silu(const Tensor &x, Tensor &out) {
   out = like(x.shape);
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    float v = (*x.data)[i];
-    (*out.data)[i] = v / (1.0f + std::exp(-v));
-  }
+  const float *in = x.data->data();
+  float *o = out.data->data();
+  forValues(x.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      o[i] = in[i] / (1.0f + std::exp(-in[i]));
+  });
 }
 
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out) {
   out = like(a.shape);
   const float *x = a.data->data(), *y = b.data->data();
   float *o = out.data->data();
-  for (int64_t i = 0; i < a.numel(); ++i)
-    o[i] = add ? x[i] + y[i] : x[i] * y[i];
+  forValues(a.numel(), [&](int64_t b, int64_t e) {
+    if (add)
+      for (int64_t i = b; i < e; ++i)
+        o[i] = x[i] + y[i];
+    else
+      for (int64_t i = b; i < e; ++i)
+        o[i] = x[i] * y[i];
+  });
 }
 
 void rotate(const Tensor &x, const Tensor &r, bool transposed, Tensor &out,
@@ -234,14 +252,16 @@ bool orthogonalTransformRows(const float *x, int64_t rows, int64_t n,
                 t.data(), n, 0.0f, out, n);
     return true;
   }
-  if (out != x)
-    std::memcpy(out, x, rows * n * sizeof(float));
-  for (int64_t r = 0; r < rows; ++r) {
-    if (transpose)
-      numerics::orthogonalTransformTransposeInPlace(out + r * n, n, seed);
-    else
-      numerics::orthogonalTransformInPlace(out + r * n, n, seed);
-  }
+  forRows(rows, n, [&](int64_t r0, int64_t r1) {
+    if (out != x)
+      std::memcpy(out + r0 * n, x + r0 * n, (r1 - r0) * n * sizeof(float));
+    for (int64_t r = r0; r < r1; ++r) {
+      if (transpose)
+        numerics::orthogonalTransformTransposeInPlace(out + r * n, n, seed);
+      else
+        numerics::orthogonalTransformInPlace(out + r * n, n, seed);
+    }
+  });
   return true;
 }
 
@@ -279,8 +299,11 @@ void fakeQuant(const Tensor &x, unsigned bits, bool symmetric, int granularity,
   int64_t n = x.numel(), cols = fakeQuantCols(x, granularity);
   numerics::QuantGrid grid =
       fakeQuantGrid(bits, symmetric, granularity, groupSize, clip);
-  numerics::fakeQuantRows(x.data->data(), n / cols, cols, grid,
-                          out.data->data());
+  const float *in = x.data->data();
+  float *o = out.data->data();
+  forRows(n / cols, cols, [&](int64_t r0, int64_t r1) {
+    numerics::fakeQuantRows(in + r0 * cols, r1 - r0, cols, grid, o + r0 * cols);
+  });
 }
 
 void fakeQuantBackward(const Tensor &x, unsigned bits, bool symmetric,
@@ -291,9 +314,13 @@ void fakeQuantBackward(const Tensor &x, unsigned bits, bool symmetric,
   numerics::QuantGrid grid =
       fakeQuantGrid(bits, symmetric, granularity, groupSize, clip);
   std::vector<double> perRow(rows);
-  numerics::fakeQuantRowsBackward(x.data->data(), rows, cols, grid, nullptr,
-                                  dy.data->data(), dx.data->data(),
-                                  perRow.data());
+  const float *in = x.data->data(), *g = dy.data->data();
+  float *o = dx.data->data();
+  forRows(rows, cols, [&](int64_t r0, int64_t r1) {
+    numerics::fakeQuantRowsBackward(in + r0 * cols, r1 - r0, cols, grid,
+                                    nullptr, g + r0 * cols, o + r0 * cols,
+                                    perRow.data() + r0);
+  });
   dclip = 0;
   for (double v : perRow)
     dclip += v;

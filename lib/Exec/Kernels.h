@@ -9,12 +9,17 @@
 #ifndef SQ_LIB_EXEC_KERNELS_H
 #define SQ_LIB_EXEC_KERNELS_H
 
+#include "sq/Numerics/Buffer.h"
 #include "sq/Numerics/Float16.h"
 #include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Layers.h"
 #include "sq/Numerics/Quantize.h"
+#include "sq/Numerics/ThreadPool.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,12 +28,25 @@ namespace sq {
 namespace exec {
 
 /// An allocator that leaves new elements uninitialized: every kernel writes
-/// all of its output, so zero-filling fresh buffers is wasted work.
+/// all of its output, so zero-filling fresh buffers is wasted work. Storage
+/// comes from numerics::allocateLarge, whose cache of freed mappings lets a
+/// training step reuse the pages of the previous block's activations instead
+/// of having the kernel fault in and zero fresh ones (glibc maps and unmaps
+/// every buffer of 32 MiB or more).
 template <typename T> struct DefaultInitAllocator : std::allocator<T> {
   template <typename U> struct rebind {
     using other = DefaultInitAllocator<U>;
   };
   using std::allocator<T>::allocator;
+  T *allocate(size_t n) {
+    void *p = numerics::allocateLarge(n * sizeof(T));
+    if (!p && n) { // as operator new without exceptions
+      std::fputs("sq: out of memory\n", stderr);
+      std::abort();
+    }
+    return static_cast<T *>(p);
+  }
+  void deallocate(T *p, size_t n) { numerics::freeLarge(p, n * sizeof(T)); }
   template <typename U> void construct(U *p) {
     ::new (static_cast<void *>(p)) U;
   }
@@ -65,6 +83,24 @@ struct Tensor {
   }
   int64_t lastDim() const { return shape.back(); }
 };
+
+/// Runs fn(begin, end) over the rows [0, rows) on the kernels' thread pool
+/// when there is enough work (rows x perRow values), inline otherwise. Each
+/// row is computed alone, the same way whichever thread takes it, so the
+/// results do not depend on the split or the thread count.
+template <typename F> void forRows(int64_t rows, int64_t perRow, F &&fn) {
+  if (rows > 1 && rows * perRow >= (int64_t(1) << 15))
+    numerics::ThreadPool::global().parallelFor(rows, fn);
+  else
+    fn(int64_t(0), rows);
+}
+/// forRows over the n values of a flat array, in blocks of 4096.
+template <typename F> void forValues(int64_t n, F &&fn) {
+  constexpr int64_t kBlock = 4096;
+  forRows((n + kBlock - 1) / kBlock, kBlock, [&](int64_t b, int64_t e) {
+    fn(b * kBlock, std::min(n, e * kBlock));
+  });
+}
 
 /// The values of `t` in fp32 (a copy; widened for a 16-bit view).
 std::shared_ptr<FloatBuffer> floatValues(const Tensor &t);

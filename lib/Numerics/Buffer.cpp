@@ -25,7 +25,9 @@ constexpr size_t kLargeBytes = size_t(4) << 20;
 /// kernel a zeroing of every page, which dominated weight rewrites (the
 /// passes free one weight-sized buffer and allocate the next). Bounded.
 struct MappingCache {
-  static constexpr size_t kMaxEntries = 4;
+  // Enough entries for one transformer block's activations of a training
+  // step (a few dozen buffers), bounded in bytes.
+  static constexpr size_t kMaxEntries = 64;
   static constexpr size_t kMaxBytes = size_t(1) << 30;
   std::mutex mutex;
   std::vector<std::pair<void *, size_t>> free; // (mapping, its size)

@@ -56,7 +56,8 @@ enum class ExecPrecision {
 /// Activation checkpointing in lossAndGradients.
 enum class ExecCheckpoint {
   /// On when the tape of the whole forward (estimated from the shapes of
-  /// the values the backward reads) would exceed 2 GiB.
+  /// the values the backward reads) would exceed a quarter of the
+  /// machine's physical memory (at least 2 GiB).
   Auto,
   /// The forward keeps only the residual stream between transformer blocks
   /// (and the last block's values); the backward recomputes each block's

@@ -69,7 +69,8 @@ enum class CalibLoss { CrossEntropy, KL, KLTop };
 /// (sq::ExecCheckpoint): On keeps only the residual stream between
 /// transformer blocks and recomputes each block's forward in the backward
 /// (the same gradients bit for bit, one more forward); Auto turns it on
-/// when the whole tape would exceed 2 GiB.
+/// when the whole tape would exceed a quarter of the machine's memory (at
+/// least 2 GiB).
 enum class Checkpointing { Auto, On, Off };
 /// spinquant-rotate scales= (learned mode): no diagonal scalings, or learned
 /// ones at every exactly foldable site, trained with R1/R2 (ScaleSites.h).

@@ -619,6 +619,19 @@ LogicalResult calibrateRotations(ModuleOp module,
   double stepSecs = 0, lastReport = 0;
   int64_t next = 0;
   std::vector<double> flat;
+  // micro-batch=N under mpirun, with every process's share a whole number
+  // of micro-batches: the reduction keeps each micro-batch apart (batch / N
+  // times the traffic) and rank 0 sums them in window order, so that the
+  // run takes the steps of one process with the same micro-batch bit for
+  // bit (given the same BLAS thread count), instead of to float rounding,
+  // which fake quantization can amplify from step to step.
+  const int64_t micro = options.microBatch;
+  const int64_t chunks = micro > 0 ? (options.batch + micro - 1) / micro : 0;
+  bool ordered = processes > 1 && micro > 0 && options.batch > micro;
+  for (int p = 0; ordered && p < processes; ++p) {
+    auto [b, e] = distributed::share(options.batch, p, processes);
+    ordered = b == e || b % micro == 0;
+  }
   for (int64_t step = 0; step < options.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     // This process's share of the step's windows (the windows are taken in
@@ -631,15 +644,56 @@ LogicalResult calibrateRotations(ModuleOp module,
     double loss = 0;
     Rotations grad;
     int64_t mine = last - first;
-    if (mine > 0 && !windowLoss.evaluate(rotations, batch, loss, &grad, error))
-      return fail(error);
-    if (mine == 0)
-      grad = zeros();
     // One process takes the step: the sum of the shares goes to rank 0,
     // which moves the rotations and broadcasts them (with the loss), so
     // that every process goes on from the same rotations bit for bit.
     const bool stepper = processes == 1 || distributed::rank() == 0;
-    if (processes > 1) {
+    if (ordered) {
+      // Each micro-batch's weighted loss and gradient go to rank 0 in a slot
+      // of their own (zeros in the others' slots: the reduction adds only
+      // zeros to them), which sums the slots in window order, exactly as one
+      // process accumulates its micro-batches (RotationObjective::evaluate).
+      Rotations shape = zeros();
+      flatten(shape, flat);
+      const size_t width = flat.size() + 1;
+      std::vector<double> slots(size_t(chunks) * width, 0.0);
+      for (int64_t c0 = first; c0 < last; c0 += micro) {
+        int64_t nb = std::min(micro, last - c0);
+        double l = 0;
+        Rotations part;
+        if (!windowLoss.evaluate(rotations,
+                                 ArrayRef(batch).slice(c0 - first, nb), l,
+                                 &part, error))
+          return fail(error);
+        if (options.r3 != R3Mode::Cayley)
+          part.r3.clear(); // not trained: not summed either
+        flatten(part, flat);
+        double w = double(nb) / double(options.batch);
+        double *slot = slots.data() + size_t(c0 / micro) * width;
+        for (size_t i = 0; i < flat.size(); ++i)
+          slot[i] = w * flat[i];
+        slot[width - 1] = w * l;
+      }
+      distributed::reduceSum(slots.data(), slots.size(), 0);
+      if (stepper) {
+        std::vector<double> sum(width - 1, 0.0);
+        for (int64_t c = 0; c < chunks; ++c) {
+          const double *slot = slots.data() + size_t(c) * width;
+          for (size_t i = 0; i + 1 < width; ++i)
+            sum[i] += slot[i];
+          loss += slot[width - 1];
+        }
+        grad = std::move(shape);
+        unflatten(sum, grad);
+      }
+    } else {
+      if (mine > 0 &&
+          !windowLoss.evaluate(rotations, batch, loss, &grad, error))
+        return fail(error);
+      if (mine == 0)
+        grad = zeros();
+    }
+    if (processes > 1 && !ordered) {
       if (options.r3 != R3Mode::Cayley)
         grad.r3.clear(); // not trained: not summed either
       // The batch's loss is the mean over its windows (all of seqlen

@@ -349,12 +349,16 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "blocks, the backward recomputes one block's forward at a time: "
            "memory of one block's activations instead of all, one more "
            "forward per step, the same gradients bit for bit), off, or auto "
-           "(on when all blocks' activations would exceed 2 GiB)">,
+           "(on when all blocks' activations would exceed a quarter of the machine's memory, at least 2 GiB)">,
     Option<"microBatch", "micro-batch", "int64_t", /*default=*/"0",
            "learned: windows per forward and backward within a step "
            "(gradient accumulation: activation memory of that many windows "
            "instead of the whole batch, the same step to float rounding; "
-           "0: the whole batch at once)">,
+           "0: the whole batch at once). Under mpirun, when every process's "
+           "share is a whole number of micro-batches, they are also summed "
+           "in window order on rank 0: the same rotations as one process "
+           "with the same micro-batch, bit for bit (batch / N times the "
+           "gradient traffic)">,
     Option<"scales", "scales", "::sq::ScaleMode",
            /*default=*/"::sq::ScaleMode::None",
            "learned: diagonal scalings at every exactly foldable site, "

@@ -8,11 +8,13 @@
 
 #include "Grad.h"
 #include "Kernels.h"
+#include "sq/Numerics/Hadamard.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 
@@ -572,3 +574,78 @@ TEST(Grad, HeadLossSoftTargetsMatchWholeLogits) {
 }
 
 } // namespace
+
+/// The kernels that split their rows over the thread pool (forRows) give the
+/// bits of the same rows computed serially in one call: the split never
+/// changes a result, so calibration does not depend on the thread count.
+TEST(Grad, PooledKernelsMatchSerialRows) {
+  const int64_t rows = 96, f = 1024; // 98 304 values: split over the pool
+  Tensor x = randn({1, rows, f}, 71), g = randn({1, rows, f}, 72);
+  auto same = [](const float *a, const float *b, int64_t n, const char *what) {
+    EXPECT_EQ(0, std::memcmp(a, b, n * sizeof(float))) << what;
+  };
+  std::vector<float> ref(rows * f);
+  Tensor out, dx, db;
+
+  rmsNorm(x, nullptr, 1e-5, out);
+  sq::numerics::rmsNormRows(x.data->data(), nullptr, rows, f, 1e-5, ref.data());
+  same(out.data->data(), ref.data(), rows * f, "rmsNorm");
+
+  fakeQuant(x, 4, true, /*per_token*/ 1, 0, 0.9, out);
+  sq::numerics::fakeQuantRows(x.data->data(), rows, f,
+                              fakeQuantGrid(4, true, 1, 0, 0.9), ref.data());
+  same(out.data->data(), ref.data(), rows * f, "fakeQuant");
+
+  silu(x, out);
+  for (int64_t i = 0; i < rows * f; ++i) {
+    float v = (*x.data)[i];
+    ref[i] = v / (1.0f + std::exp(-v));
+  }
+  same(out.data->data(), ref.data(), rows * f, "silu");
+
+  siluBackward(x, g, dx);
+  for (int64_t i = 0; i < rows * f; ++i) {
+    float v = (*x.data)[i], s = 1.0f / (1.0f + std::exp(-v));
+    ref[i] = (*g.data)[i] * s * (1.0f + v * (1.0f - s));
+  }
+  same(dx.data->data(), ref.data(), rows * f, "siluBackward");
+
+  mulBackward(x, g, g, dx, db);
+  for (int64_t i = 0; i < rows * f; ++i)
+    ref[i] = (*g.data)[i] * (*g.data)[i];
+  same(dx.data->data(), ref.data(), rows * f, "mulBackward");
+
+  std::vector<int64_t> pos(rows);
+  for (int64_t t = 0; t < rows; ++t)
+    pos[t] = 3 * t + 1;
+  Tensor positions = intTensor({1, rows}, pos);
+  rope(x, positions, 16, 10000.0, false, out);
+  sq::numerics::ropeRows(x.data->data(), pos.data(), rows, f, 16, 10000.0,
+                         false, ref.data());
+  same(out.data->data(), ref.data(), rows * f, "rope");
+
+  std::string error;
+  ASSERT_TRUE(hadamard(x, 64, 5, out, error)) << error;
+  std::copy(x.data->begin(), x.data->end(), ref.begin());
+  for (int64_t r = 0; r < rows * f / 64; ++r)
+    sq::numerics::orthogonalTransformInPlace(ref.data() + r * 64, 64, 5);
+  same(out.data->data(), ref.data(), rows * f, "hadamard");
+
+  // The loss rows, each against rowLoss alone.
+  const int64_t vocab = 1024;
+  std::vector<int64_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    targets[r] = (r * 37) % vocab;
+  NextTokenRows loss(targets, vocab);
+  std::vector<double> each(rows);
+  std::vector<float> grad(rows * vocab);
+  loss.rows(0, rows, x.data->data(), vocab, each.data(), grad.data(), 0.5);
+  std::vector<double> scratch;
+  std::vector<float> gradRef(vocab);
+  for (int64_t r = 0; r < rows; ++r) {
+    double l = rowLoss(x.data->data() + r * vocab, vocab, targets[r], nullptr,
+                       gradRef.data(), 0.5, scratch);
+    EXPECT_EQ(l, each[r]) << "row " << r;
+    same(grad.data() + r * vocab, gradRef.data(), vocab, "loss gradient");
+  }
+}

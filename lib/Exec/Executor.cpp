@@ -446,7 +446,8 @@ bool runOps(Executor::Impl &impl, Operation *begin, Operation *end,
       exec::attention(q, k, v, cache.keys ? *cache.keys : empty,
                       cache.values ? *cache.values : empty, cached,
                       a.getNumHeads(), a.getNumKvHeads(), scale, a.getCausal(),
-                      a.getWindow().value_or(0), out, present[0], present[1]);
+                      a.getWindow().value_or(0), out, present[0], present[1],
+                      impl.bf16);
       // The cache shares the present buffers (no copy).
       if (!training) {
         cache.keys = present[0].data;

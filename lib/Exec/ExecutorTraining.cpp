@@ -498,7 +498,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       exec::attentionBackward(q, get(a.getKey()), get(a.getValue()),
                               a.getNumHeads(), a.getNumKvHeads(), scale,
                               a.getCausal(), a.getWindow().value_or(0), dy, dq,
-                              dk, dv);
+                              dk, dv, impl.bf16);
       give(a.getQuery(), std::move(dq));
       give(a.getKey(), std::move(dk));
       give(a.getValue(), std::move(dv));

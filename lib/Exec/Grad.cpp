@@ -194,7 +194,7 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                        int64_t heads, int64_t kvHeads, double scale,
                        bool causal, int64_t window, const Tensor &dOut,
-                       Tensor &dq, Tensor &dk, Tensor &dv) {
+                       Tensor &dq, Tensor &dk, Tensor &dv, bool bf16) {
   int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
   int64_t total = k.shape[1], kvf = k.shape[2], d = qf / heads;
   int64_t group = heads / kvHeads;
@@ -202,8 +202,64 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
   dq = zeros(q.shape);
   dk = zeros(k.shape);
   dv = zeros(v.shape);
-  FloatBuffer probs(seq * total), dProbs(seq * total);
   float fscale = static_cast<float>(scale);
+  if (bf16) {
+    // As attention() with bf16: tasks by sequence and KV head (the heads of
+    // a group add into the same dk, dv columns), query blocks against the
+    // keys they see.
+    using numerics::Transpose;
+    numerics::ThreadPool::global().parallelFor(
+        batch * kvHeads, [&](int64_t t0, int64_t t1) {
+          int64_t block = std::min(seq, kAttentionBlock);
+          FloatBuffer p(block * total), dp(block * total);
+          for (int64_t t = t0; t < t1; ++t) {
+            int64_t b = t / kvHeads, g = t % kvHeads;
+            const float *kb = k.data->data() + b * total * kvf + g * d;
+            const float *vb = v.data->data() + b * total * kvf + g * d;
+            float *dkb = dk.data->data() + b * total * kvf + g * d;
+            float *dvb = dv.data->data() + b * total * kvf + g * d;
+            for (int64_t h = g * group; h < (g + 1) * group; ++h)
+              for (int64_t i0 = 0; i0 < seq; i0 += kAttentionBlock) {
+                int64_t i1 = std::min(seq, i0 + kAttentionBlock),
+                        rows = i1 - i0;
+                int64_t hi = attentionBlockKeys(offset, i1, total, causal);
+                const float *qb = q.data->data() + (b * seq + i0) * qf + h * d;
+                const float *gb =
+                    dOut.data->data() + (b * seq + i0) * qf + h * d;
+                attentionProbsBF16(qb, qf, kb, kvf, rows, d, hi, offset + i0,
+                                   fscale, causal, window, p.data());
+                // dV[0, hi) += P^T dO.
+                numerics::gemmBF16(Transpose::Yes, Transpose::No, hi, d, rows,
+                                   1.0f, p.data(), hi, gb, qf, 1.0f, dvb, kvf);
+                // dP = dO V^T.
+                numerics::gemmBF16(Transpose::No, Transpose::Yes, rows, hi, d,
+                                   1.0f, gb, qf, vb, kvf, 0.0f, dp.data(), hi);
+                // dS = P * (dP - rowsum(dP * P)) in place in dP.
+                for (int64_t i = 0; i < rows; ++i) {
+                  const float *pi = p.data() + i * hi;
+                  float *dpi = dp.data() + i * hi;
+                  double dot = 0;
+                  for (int64_t j = 0; j < hi; ++j)
+                    dot += double(dpi[j]) * pi[j];
+                  float fdot = static_cast<float>(dot);
+                  for (int64_t j = 0; j < hi; ++j)
+                    dpi[j] = pi[j] * (dpi[j] - fdot);
+                }
+                // dQ = scale dS K[0, hi).
+                numerics::gemmBF16(
+                    Transpose::No, Transpose::No, rows, d, hi, fscale,
+                    dp.data(), hi, kb, kvf, 0.0f,
+                    dq.data->data() + (b * seq + i0) * qf + h * d, qf);
+                // dK[0, hi) += scale dS^T Q.
+                numerics::gemmBF16(Transpose::Yes, Transpose::No, hi, d, rows,
+                                   fscale, dp.data(), hi, qb, qf, 1.0f, dkb,
+                                   kvf);
+              }
+          }
+        });
+    return;
+  }
+  FloatBuffer probs(seq * total), dProbs(seq * total);
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads; ++h) {
       int64_t g = h / group;

@@ -58,7 +58,7 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                        int64_t heads, int64_t kvHeads, double scale,
                        bool causal, int64_t window, const Tensor &dOut,
-                       Tensor &dq, Tensor &dk, Tensor &dv);
+                       Tensor &dq, Tensor &dk, Tensor &dv, bool bf16 = false);
 
 /// silu(): y = x * sigmoid(x).
 void siluBackward(const Tensor &x, const Tensor &dOut, Tensor &dx);

@@ -160,7 +160,7 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                const FloatBuffer &cacheK, const FloatBuffer &cacheV,
                int64_t cached, int64_t heads, int64_t kvHeads, double scale,
                bool causal, int64_t window, Tensor &out, Tensor &presentK,
-               Tensor &presentV) {
+               Tensor &presentV, bool bf16) {
   int64_t batch = q.shape[0], seq = q.shape[1], qf = q.shape[2];
   int64_t newKv = k.shape[1], kvf = k.shape[2], d = qf / heads;
   int64_t total = cached + newKv, group = heads / kvHeads;
@@ -181,8 +181,33 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
     append(cacheV, v, presentV);
   }
   out = like(q.shape);
-  FloatBuffer scores(seq * total);
   int64_t offset = total - seq; // query i is at key position i + offset
+  if (bf16) {
+    float fscale = static_cast<float>(scale);
+    numerics::ThreadPool::global().parallelFor(
+        batch * kvHeads, [&](int64_t t0, int64_t t1) {
+          FloatBuffer scores(std::min(seq, kAttentionBlock) * total);
+          for (int64_t t = t0; t < t1; ++t) {
+            int64_t b = t / kvHeads, g = t % kvHeads;
+            const float *kb = presentK.data->data() + b * total * kvf + g * d;
+            const float *vb = presentV.data->data() + b * total * kvf + g * d;
+            for (int64_t h = g * group; h < (g + 1) * group; ++h)
+              for (int64_t i0 = 0; i0 < seq; i0 += kAttentionBlock) {
+                int64_t i1 = std::min(seq, i0 + kAttentionBlock);
+                int64_t hi = attentionBlockKeys(offset, i1, total, causal);
+                const float *qb = q.data->data() + (b * seq + i0) * qf + h * d;
+                attentionProbsBF16(qb, qf, kb, kvf, i1 - i0, d, hi, offset + i0,
+                                   fscale, causal, window, scores.data());
+                numerics::gemmBF16(
+                    numerics::Transpose::No, numerics::Transpose::No, i1 - i0,
+                    d, hi, 1.0f, scores.data(), hi, vb, kvf, 0.0f,
+                    out.data->data() + (b * seq + i0) * qf + h * d, qf);
+              }
+          }
+        });
+    return;
+  }
+  FloatBuffer scores(seq * total);
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads; ++h) {
       int64_t g = h / group;
@@ -200,6 +225,18 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                   1.0f, scores.data(), total, vb, kvf, 0.0f,
                   out.data->data() + b * seq * qf + h * d, qf);
     }
+}
+
+void attentionProbsBF16(const float *q, int64_t qf, const float *k, int64_t kvf,
+                        int64_t rows, int64_t d, int64_t hi, int64_t position,
+                        float scale, bool causal, int64_t window, float *p) {
+  numerics::gemmBF16(numerics::Transpose::No, numerics::Transpose::Yes, rows,
+                     hi, d, scale, q, qf, k, kvf, 0.0f, p, hi);
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t lo, visible;
+    numerics::visibleKeys(position + i, hi, causal, window, lo, visible);
+    numerics::softmaxRange(p + i * hi, lo, visible, hi);
+  }
 }
 
 void silu(const Tensor &x, Tensor &out) {

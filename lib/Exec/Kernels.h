@@ -130,7 +130,28 @@ void attention(const Tensor &q, const Tensor &k, const Tensor &v,
                const FloatBuffer &cacheK, const FloatBuffer &cacheV,
                int64_t cached, int64_t heads, int64_t kvHeads, double scale,
                bool causal, int64_t window, Tensor &out, Tensor &presentK,
-               Tensor &presentV);
+               Tensor &presentV, bool bf16 = false);
+/// The bf16 attention (`bf16` above and in attentionBackward): the products
+/// on the bf16 units (operands rounded to bf16, fp32 sums), the work split
+/// by sequence and KV head over the thread pool (each task runs its heads
+/// alone, so the result does not depend on the thread count), the queries
+/// in blocks of kAttentionBlock rows that multiply only the keys up to
+/// their last visible position (about half the products of a causal
+/// prompt).
+constexpr int64_t kAttentionBlock = 128;
+/// The keys [0, hi) that the query rows [i0, i1) at key positions
+/// offset + i may see among `total`.
+inline int64_t attentionBlockKeys(int64_t offset, int64_t i1, int64_t total,
+                                  bool causal) {
+  return causal ? std::min(total, offset + i1) : total;
+}
+/// The probabilities of `rows` queries (q, row stride qf; the first at key
+/// position `position`) over the keys [0, hi) (k, row stride kvf) into p
+/// [rows, hi]: softmax(scale q k^T) with the mask, on the bf16 units. The
+/// backward recomputes them with this same function.
+void attentionProbsBF16(const float *q, int64_t qf, const float *k, int64_t kvf,
+                        int64_t rows, int64_t d, int64_t hi, int64_t position,
+                        float scale, bool causal, int64_t window, float *p);
 void silu(const Tensor &x, Tensor &out);
 void binary(const Tensor &a, const Tensor &b, bool add, Tensor &out);
 /// `bf16`: the product on the bf16 units (operands rounded to bf16, fp32

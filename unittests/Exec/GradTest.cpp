@@ -260,6 +260,83 @@ TEST(Grad, AttentionMultiHeadNonCausal) { checkAttention(2, 2, false); }
 
 TEST(Grad, AttentionSlidingWindow) { checkAttention(4, 2, true, 2); }
 
+/// max |a - b| / max |b| over two tensors of the same size.
+double relativeError(const Tensor &a, const Tensor &b) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < a.data->size(); ++i) {
+    err = std::max(err, double(std::fabs((*a.data)[i] - (*b.data)[i])));
+    scale = std::max(scale, double(std::fabs((*b.data)[i])));
+  }
+  return err / scale;
+}
+
+// The bf16 attention (query blocks against the keys they see, tasks by
+// sequence and KV head) computes what the fp32 one does, to bf16 rounding:
+// 300 queries make two full blocks and a partial one; the forward also
+// after cached keys (the blocks' key ranges start past the cache).
+TEST(Grad, AttentionBF16MatchesFp32) {
+  const int64_t batch = 2, seq = 300, d = 16, heads = 4, kvHeads = 2;
+  // Each query is its own key (heads of a group alike) at twice the usual
+  // scale: its own key has most of its probability, so a block's key range
+  // that ends one short changes the block's last row by O(1).
+  double scale = 0.5;
+  Tensor k = randn({batch, seq, kvHeads * d}, 82);
+  Tensor q = randn({batch, seq, heads * d}, 81);
+  for (int64_t t = 0; t < batch * seq; ++t)
+    for (int64_t h = 0; h < heads; ++h)
+      std::memcpy(q.data->data() + (t * heads + h) * d,
+                  k.data->data() + (t * kvHeads + h / (heads / kvHeads)) * d,
+                  d * sizeof(float));
+  Tensor v = randn({batch, seq, kvHeads * d}, 83);
+  Tensor C = randn({batch, seq, heads * d}, 84);
+  struct Case {
+    bool causal;
+    int64_t window;
+  };
+  for (Case c : {Case{true, 0}, Case{false, 0}, Case{true, 100}}) {
+    std::string what = std::string(c.causal ? "causal" : "full") + " window " +
+                       std::to_string(c.window);
+    Tensor out[2], pk, pv;
+    FloatBuffer none;
+    for (bool bf16 : {false, true})
+      attention(q, k, v, none, none, 0, heads, kvHeads, scale, c.causal,
+                c.window, out[bf16], pk, pv, bf16);
+    EXPECT_LT(relativeError(out[1], out[0]), 2e-2) << what;
+    Tensor dq[2], dk[2], dv[2];
+    for (bool bf16 : {false, true})
+      attentionBackward(q, k, v, heads, kvHeads, scale, c.causal, c.window, C,
+                        dq[bf16], dk[bf16], dv[bf16], bf16);
+    EXPECT_LT(relativeError(dq[1], dq[0]), 2e-2) << what << " dq";
+    EXPECT_LT(relativeError(dk[1], dk[0]), 2e-2) << what << " dk";
+    EXPECT_LT(relativeError(dv[1], dv[0]), 2e-2) << what << " dv";
+  }
+  // 40 new queries after 260 cached keys.
+  const int64_t cached = 260, fresh = seq - cached;
+  FloatBuffer cacheK(batch * cached * kvHeads * d),
+      cacheV(batch * cached * kvHeads * d);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < cached * kvHeads * d; ++i) {
+      cacheK[b * cached * kvHeads * d + i] =
+          (*k.data)[b * seq * kvHeads * d + i];
+      cacheV[b * cached * kvHeads * d + i] =
+          (*v.data)[b * seq * kvHeads * d + i];
+    }
+  auto tail = [&](const Tensor &t) {
+    int64_t f = t.shape[2];
+    Tensor out = randn({batch, fresh, f}, 0);
+    for (int64_t b = 0; b < batch; ++b)
+      std::memcpy(out.data->data() + b * fresh * f,
+                  t.data->data() + (b * seq + cached) * f,
+                  fresh * f * sizeof(float));
+    return out;
+  };
+  Tensor qn = tail(q), kn = tail(k), vn = tail(v), out[2], pk, pv;
+  for (bool bf16 : {false, true})
+    attention(qn, kn, vn, cacheK, cacheV, cached, heads, kvHeads, scale, true,
+              0, out[bf16], pk, pv, bf16);
+  EXPECT_LT(relativeError(out[1], out[0]), 2e-2) << "after a cache";
+}
+
 TEST(Grad, Silu) {
   Tensor x = randn({4, 10}, 18, 2.0f), C = randn({4, 10}, 19);
   auto f = [&] {

@@ -23,16 +23,33 @@ constexpr size_t kLargeBytes = size_t(4) << 20;
 #if defined(__linux__)
 /// Recently freed large mappings, kept for reuse: a fresh mapping costs the
 /// kernel a zeroing of every page, which dominated weight rewrites (the
-/// passes free one weight-sized buffer and allocate the next). Bounded.
+/// passes free one weight-sized buffer and allocate the next) and training
+/// steps (each step frees its tape, up to several GB, and the next one
+/// allocates the same sizes again).
+///
+/// Freed mappings are all kept (up to kMaxEntries), which costs no memory by
+/// itself: their pages were resident while in use. Memory grows only when an
+/// allocation finds no fit and maps fresh pages; before that, the oldest
+/// cached mappings are unmapped until at most kSlackBytes stay cached. So
+/// the resident memory stays within the peak of the live buffers plus
+/// kSlackBytes, while a step that allocates what the previous one freed
+/// reuses all of it.
 struct MappingCache {
-  // Enough entries for one transformer block's activations of a training
-  // step (a few dozen buffers), bounded in bytes.
-  static constexpr size_t kMaxEntries = 64;
-  static constexpr size_t kMaxBytes = size_t(1) << 30;
+  static constexpr size_t kMaxEntries = 256;
+  static constexpr size_t kSlackBytes = size_t(1) << 30;
   std::mutex mutex;
-  std::vector<std::pair<void *, size_t>> free; // (mapping, its size)
+  std::vector<std::pair<void *, size_t>>
+      free; // (mapping, its size), oldest first
+  size_t freeBytes = 0;
   std::unordered_map<void *, size_t> capacity; // live mapping -> its size
 
+  void evictOldest() {
+    freeBytes -= free.front().second;
+    munmap(free.front().first, free.front().second);
+    free.erase(free.begin());
+  }
+  /// A cached mapping of at least `bytes` (and at most twice that), or
+  /// nullptr after trimming the cache to kSlackBytes.
   void *take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex);
     size_t best = free.size();
@@ -40,10 +57,14 @@ struct MappingCache {
       if (free[i].second >= bytes && free[i].second <= 2 * bytes &&
           (best == free.size() || free[i].second < free[best].second))
         best = i;
-    if (best == free.size())
+    if (best == free.size()) {
+      while (!free.empty() && freeBytes > kSlackBytes)
+        evictOldest();
       return nullptr;
+    }
     auto [p, size] = free[best];
     free.erase(free.begin() + best);
+    freeBytes -= size;
     capacity[p] = size;
     return p;
   }
@@ -52,27 +73,19 @@ struct MappingCache {
     capacity[p] = size;
   }
   void give(void *p) {
-    std::unique_lock<std::mutex> lock(mutex);
+    std::lock_guard<std::mutex> lock(mutex);
     auto it = capacity.find(p);
     size_t size = it->second;
     capacity.erase(it);
-    size_t cached = size;
-    for (auto &e : free)
-      cached += e.second;
-    if (size > kMaxBytes || cached > kMaxBytes || free.size() >= kMaxEntries) {
-      // Evict the oldest entries to make room, or drop this one.
-      while (!free.empty() &&
-             (free.size() >= kMaxEntries || cached > kMaxBytes)) {
-        cached -= free.front().second;
-        munmap(free.front().first, free.front().second);
-        free.erase(free.begin());
-      }
-      if (cached > kMaxBytes) {
-        munmap(p, size);
-        return;
-      }
-    }
+    if (free.size() >= kMaxEntries)
+      evictOldest();
     free.push_back({p, size});
+    freeBytes += size;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex);
+    while (!free.empty())
+      evictOldest();
   }
 };
 
@@ -118,11 +131,7 @@ void freeLarge(void *data, size_t bytes) {
 
 void releaseCachedBuffers() {
 #if defined(__linux__)
-  MappingCache &cache = mappings();
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  for (auto &[p, size] : cache.free)
-    munmap(p, size);
-  cache.free.clear();
+  mappings().clear();
 #endif
 }
 

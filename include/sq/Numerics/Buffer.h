@@ -22,8 +22,11 @@ namespace numerics {
 void *allocateLarge(size_t bytes);
 /// Frees what allocateLarge(bytes) returned (same `bytes`).
 void freeLarge(void *data, size_t bytes);
-/// Returns the mappings freeLarge keeps for reuse (up to 1 GiB) to the
-/// system: call when a phase that rewrites many large buffers is over.
+/// Returns the mappings freeLarge keeps for reuse to the system: call when a
+/// phase that rewrites many large buffers is over. (freeLarge keeps every
+/// large mapping; an allocation that reuses none first unmaps the oldest
+/// until at most 1 GiB stays cached, so resident memory stays within the
+/// peak of the live buffers plus 1 GiB.)
 void releaseCachedBuffers();
 
 /// A move-only array of fp32 values allocated with allocateLarge.

@@ -154,6 +154,13 @@ void broadcast(double *data, size_t count, int root) {
     MPI_Bcast(p, n, MPI_DOUBLE, root, MPI_COMM_WORLD);
   });
 }
+void broadcastBytes(void *data, size_t bytes, int root) {
+  if (world().size == 1 || !bytes)
+    return;
+  chunked(static_cast<char *>(data), bytes, [&](char *p, int n) {
+    MPI_Bcast(p, n, MPI_BYTE, root, MPI_COMM_WORLD);
+  });
+}
 void barrier() {
   if (world().size > 1)
     MPI_Barrier(MPI_COMM_WORLD);
@@ -182,6 +189,7 @@ void allReduceSum(float *, size_t) {}
 void allReduceSum(int64_t *, size_t) {}
 void reduceSum(double *, size_t, int) {}
 void broadcast(double *, size_t, int) {}
+void broadcastBytes(void *, size_t, int) {}
 void barrier() {}
 int exitCode(int code) { return code; }
 

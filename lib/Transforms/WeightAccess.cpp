@@ -3,6 +3,7 @@
 #include "WeightAccess.h"
 
 #include "sq/Numerics/Float16.h"
+#include "sq/Support/Distributed.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinDialect.h"
@@ -10,6 +11,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -172,31 +174,74 @@ bool transformWeight(
   }
   constexpr int64_t kPanel = int64_t(4) << 20; // fp32 values
   align = std::max<int64_t>(align, 1);
-  if (byRows) {
-    int64_t step = std::max<int64_t>(
-        align, kPanel / std::max<int64_t>(cols, 1) / align * align);
-    for (int64_t r0 = 0; r0 < rows; r0 += step) {
-      int64_t count = std::min(step, rows - r0);
+  // Panels of rows (byRows) or columns.
+  int64_t extent = byRows ? rows : cols;
+  int64_t step =
+      byRows ? std::max<int64_t>(align, kPanel / std::max<int64_t>(cols, 1) /
+                                            align * align)
+             : std::max<int64_t>(1, kPanel / std::max<int64_t>(rows, 1));
+  // Under mpirun every process holds the same module: each process
+  // transforms a contiguous share of the panels (at least one panel per
+  // process where the weight allows) and the shares are then broadcast (the
+  // other processes would only repeat the same arithmetic).
+  int processes = distributed::size();
+  if (processes > 1) {
+    int64_t perProcess = (extent + processes - 1) / processes;
+    if (byRows)
+      perProcess = (perProcess + align - 1) / align * align;
+    step = std::min(step, std::max<int64_t>(perProcess, 1));
+  }
+  int64_t panels = (extent + step - 1) / step;
+  if (panels == 1)
+    processes = 1;
+  auto range = [&](int p) {
+    auto [first, last] = processes == 1
+                             ? std::pair<int64_t, int64_t>{0, panels}
+                             : distributed::share(panels, p, processes);
+    return std::pair<int64_t, int64_t>{std::min(extent, first * step),
+                                       std::min(extent, last * step)};
+  };
+  auto [mine0, mine1] = range(processes == 1 ? 0 : distributed::rank());
+  for (int64_t i0 = mine0; i0 < mine1; i0 += step) {
+    int64_t count = std::min(step, extent - i0);
+    if (byRows) {
       numerics::FloatBuffer panel(count * cols);
-      numerics::widenToFloat(in + r0 * cols * inBytes, count * cols, *from,
+      numerics::widenToFloat(in + i0 * cols * inBytes, count * cols, *from,
                              panel.data());
       fn(panel, count, cols);
       numerics::narrowFromFloat(panel.data(), count * cols, to,
-                                out + r0 * cols * outBytes);
-    }
-  } else {
-    int64_t step = std::max<int64_t>(1, kPanel / std::max<int64_t>(rows, 1));
-    for (int64_t c0 = 0; c0 < cols; c0 += step) {
-      int64_t count = std::min(step, cols - c0);
+                                out + i0 * cols * outBytes);
+    } else {
       numerics::FloatBuffer panel(rows * count);
       for (int64_t r = 0; r < rows; ++r)
-        numerics::widenToFloat(in + (r * cols + c0) * inBytes, count, *from,
+        numerics::widenToFloat(in + (r * cols + i0) * inBytes, count, *from,
                                panel.data() + r * count);
       fn(panel, rows, count);
       for (int64_t r = 0; r < rows; ++r)
         numerics::narrowFromFloat(panel.data() + r * count, count, to,
-                                  out + (r * cols + c0) * outBytes);
+                                  out + (r * cols + i0) * outBytes);
     }
+  }
+  for (int p = 0; p < processes; ++p) {
+    auto [i0, i1] = range(p);
+    if (i0 == i1)
+      continue;
+    if (byRows) { // contiguous rows
+      distributed::broadcastBytes(out + i0 * cols * outBytes,
+                                  size_t((i1 - i0) * cols) * outBytes, p);
+      continue;
+    }
+    // Columns [i0, i1) of every row, packed for the broadcast.
+    size_t width = size_t(i1 - i0) * outBytes;
+    std::vector<char> packed(size_t(rows) * width);
+    bool owner = p == distributed::rank();
+    for (int64_t r = 0; owner && r < rows; ++r)
+      std::memcpy(packed.data() + r * width, out + (r * cols + i0) * outBytes,
+                  width);
+    distributed::broadcastBytes(packed.data(), packed.size(), p);
+    for (int64_t r = 0; !owner && r < rows; ++r)
+      std::memcpy(out + (r * cols + i0) * outBytes, packed.data() + r * width,
+                  width);
   }
   if (!weight->hasOneUse()) {
     // A weight of its own for `user`: a fresh resource with the new bytes

@@ -45,6 +45,8 @@ void allReduceSum(int64_t *data, size_t count);
 void reduceSum(double *data, size_t count, int root = 0);
 /// Rank `root`'s values to every process.
 void broadcast(double *data, size_t count, int root = 0);
+/// Rank `root`'s `bytes` bytes at `data` to every process.
+void broadcastBytes(void *data, size_t bytes, int root);
 void barrier();
 
 /// A tool's exit status, returned from main: a process that fails while

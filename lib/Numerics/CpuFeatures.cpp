@@ -30,6 +30,12 @@ unsigned leaf7Edx() {
 } // namespace
 
 bool cpuHasAmxBf16() { return leaf7Edx() & (1u << 22); }
+bool cpuIsAmd() {
+  unsigned a, b, c, d;
+  __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+  // "AuthenticAMD" in EBX, EDX, ECX.
+  return b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+}
 bool cpuHasAmxInt8() { return leaf7Edx() & (1u << 25); }
 
 bool amxTileUsable() {
@@ -49,6 +55,7 @@ bool amxTileUsable() {
 }
 #else
 bool cpuHasAmxBf16() { return false; }
+bool cpuIsAmd() { return false; }
 bool cpuHasAmxInt8() { return false; }
 bool amxTileUsable() { return false; }
 #endif

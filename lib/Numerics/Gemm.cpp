@@ -780,6 +780,17 @@ GemmPath gemmDefaultPath() {
   return path;
 }
 
+bool gemmBF16Preferred() {
+  switch (gemmDefaultPath()) {
+  case GemmPath::AMX:
+    return true;
+  case GemmPath::AVX512BF16:
+    return cpuIsAmd();
+  default:
+    return false;
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Entry points.
 //===----------------------------------------------------------------------===//

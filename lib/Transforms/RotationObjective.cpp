@@ -623,8 +623,9 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
     }
   }
   // bf16 products: asked for, or auto with 16-bit linear weights on a CPU
-  // with AMX (AVX-512 BF16 alone is slower than fp32 sgemm on some CPUs:
-  // VDPBF16PS at half the FMA rate on Emerald Rapids).
+  // where they beat fp32 sgemm (numerics::gemmBF16Preferred: AMX, or
+  // AVX-512 BF16 on AMD; on Intel without AMX VDPBF16PS runs at half the
+  // FMA rate).
   bool weights16 = true;
   module.walk([&](LinearOp l) {
     auto type = cast<ShapedType>(l.getWeight().getType());
@@ -633,7 +634,7 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
   });
   impl.bf16 = precision == CalibPrecision::BF16 ||
               (precision == CalibPrecision::Auto && weights16 &&
-               numerics::gemmDefaultPath() == numerics::GemmPath::AMX);
+               numerics::gemmBF16Preferred());
   ExecutorOptions exOptions;
   exOptions.precision = impl.bf16 ? ExecPrecision::BF16 : ExecPrecision::F32;
   exOptions.quantRangeGradient = learnScales;

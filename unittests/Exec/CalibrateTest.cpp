@@ -807,13 +807,15 @@ TEST(Calibration, LowersLossOnSharedModel) {
     // optimizer sees is the loss measured, and the rotation reaches most of
     // the error. Under the default W16A4KV4 the 20-step change on this model
     // is at the level of the quantization noise (full batch, sq-opt seeds
-    // 0-5: +0.005 to -0.027 nats; W16A3KV16: -0.010 to -0.12).
+    // 0-5: +0.005 to -0.027 nats; W16A3KV16: -0.010 to -0.12). 40 steps, not
+    // 20: on an AMD EPYC (Zen 5, OpenBLAS's Haswell kernels) 20 steps of this
+    // seed lowered the loss by only 0.0066 (1.5627 -> 1.5560).
     auto obj = RotationObjective::create(*module, spec("w16a3kv16"), error);
     ASSERT_TRUE(obj) << error;
     r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
     options.quant = spec("w16a3kv16");
-    options.steps = 20;
+    options.steps = 40;
     options.seqlen = 128;
     options.samples = 2;
     options.batch = 2;
@@ -838,6 +840,7 @@ TEST(Calibration, LowersLossOnSharedModel) {
   double before, after, before2, after2;
   run(a, before, after);
   EXPECT_LT(after, before - 0.01) << "loss " << before << " -> " << after;
+  std::printf("loss %.4f -> %.4f\n", before, after);
   EXPECT_LE(numerics::orthogonalityError(a.r1, a.hidden), 1e-5);
   for (auto &r2 : a.r2)
     EXPECT_LE(numerics::orthogonalityError(r2, a.headDim), 1e-5);

@@ -21,6 +21,8 @@ bool amxTileUsable();
 /// nothing about the OS permission: use them with amxTileUsable().
 bool cpuHasAmxInt8();
 bool cpuHasAmxBf16();
+/// Whether the CPU's vendor string is AMD's ("AuthenticAMD").
+bool cpuIsAmd();
 
 } // namespace numerics
 } // namespace sq

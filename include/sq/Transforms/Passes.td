@@ -274,8 +274,8 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "weights and of the rotations: fp32 (OpenBLAS), bf16 (weights "
            "stored once in bf16, products on AMX / AVX-512 BF16 with fp32 "
            "sums: several times faster), or auto (bf16 when the linear "
-           "weights are stored in 16 bits and the CPU has AMX, fp32 "
-           "otherwise)">,
+           "weights are stored in 16 bits and the CPU has AMX, or AVX-512 "
+           "BF16 on AMD; fp32 otherwise)">,
     Option<"init", "init", "::sq::RotationInit",
            /*default=*/"::sq::RotationInit::Hadamard",
            "learned: initial rotations: hadamard or random">,

@@ -191,6 +191,23 @@ void ropeBackward(const Tensor &dOut, const Tensor &positions, int64_t heads,
   });
 }
 
+/// The softmax's backward on `rows` rows of n probabilities p and their
+/// gradients dp (both row-major, row stride n): dS = P * (dP - rowsum(dP *
+/// P)), in place in dp, the row sums in double.
+static void softmaxBackwardRows(const float *p, float *dp, int64_t rows,
+                                int64_t n) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float *pi = p + i * n;
+    float *dpi = dp + i * n;
+    double dot = 0;
+    for (int64_t j = 0; j < n; ++j)
+      dot += double(dpi[j]) * pi[j];
+    float fdot = static_cast<float>(dot);
+    for (int64_t j = 0; j < n; ++j)
+      dpi[j] = pi[j] * (dpi[j] - fdot);
+  }
+}
+
 void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                        int64_t heads, int64_t kvHeads, double scale,
                        bool causal, int64_t window, const Tensor &dOut,
@@ -234,17 +251,8 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
                 // dP = dO V^T.
                 numerics::gemmBF16(Transpose::No, Transpose::Yes, rows, hi, d,
                                    1.0f, gb, qf, vb, kvf, 0.0f, dp.data(), hi);
-                // dS = P * (dP - rowsum(dP * P)) in place in dP.
-                for (int64_t i = 0; i < rows; ++i) {
-                  const float *pi = p.data() + i * hi;
-                  float *dpi = dp.data() + i * hi;
-                  double dot = 0;
-                  for (int64_t j = 0; j < hi; ++j)
-                    dot += double(dpi[j]) * pi[j];
-                  float fdot = static_cast<float>(dot);
-                  for (int64_t j = 0; j < hi; ++j)
-                    dpi[j] = pi[j] * (dpi[j] - fdot);
-                }
+                // dS in place in dP.
+                softmaxBackwardRows(p.data(), dp.data(), rows, hi);
                 // dQ = scale dS K[0, hi).
                 numerics::gemmBF16(
                     Transpose::No, Transpose::No, rows, d, hi, fscale,
@@ -281,18 +289,10 @@ void attentionBackward(const Tensor &q, const Tensor &k, const Tensor &v,
       // dP = dO V^T: [seq, d] x [d, total].
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, total, d, 1.0f,
                   gb, qf, vb, kvf, 0.0f, dProbs.data(), total);
-      // dS = P * (dP - rowsum(dP * P)), in place in dP (0 where masked).
+      // dS in place in dP (0 where masked, as P is).
       forRows(seq, total, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const float *p = probs.data() + i * total;
-          float *dp = dProbs.data() + i * total;
-          double dot = 0;
-          for (int64_t j = 0; j < total; ++j)
-            dot += double(dp[j]) * p[j];
-          float fdot = static_cast<float>(dot);
-          for (int64_t j = 0; j < total; ++j)
-            dp[j] = p[j] * (dp[j] - fdot);
-        }
+        softmaxBackwardRows(probs.data() + i0 * total,
+                            dProbs.data() + i0 * total, i1 - i0, total);
       });
       // dQ = scale dS K: [seq, total] x [total, d] (one head's columns).
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, d, total,

@@ -67,8 +67,79 @@ narrowHalfF16C(const float *in, int64_t count, char *out) {
   }
   return i;
 }
+/// fp32 bits to bf16 bits eight at a time, as floatToBf16 does (round to
+/// nearest even; NaN made quiet).
+__attribute__((target("avx2"))) inline __m128i roundBf16x8(__m256i u) {
+  const __m256i absMask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absMask),
+                                   _mm256_set1_epi32(0x7F800000));
+  __m256i lsb =
+      _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb),
+      16);
+  __m256i quiet =
+      _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+  // Eight dwords < 2^16 to eight words.
+  return _mm_packus_epi32(_mm256_castsi256_si128(r),
+                          _mm256_extracti128_si256(r, 1));
+}
+
+__attribute__((target("avx2,f16c"))) int64_t
+halfToBf16AVX2(const char *in, int64_t count, uint16_t *out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(in + 2 * i));
+    __m256i u = _mm256_castps_si256(_mm256_cvtph_ps(h));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i), roundBf16x8(u));
+  }
+  return i;
+}
+
+__attribute__((target("avx2"))) int64_t
+floatToBf16AVX2(const char *in, int64_t count, uint16_t *out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m256i u =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(in + 4 * i));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i), roundBf16x8(u));
+  }
+  return i;
+}
+
+bool hasAVX2F16C() {
+  static const bool has = hasF16C() && __builtin_cpu_supports("avx2");
+  return has;
+}
 } // namespace
 #endif
+
+void narrowToBf16(const void *data, int64_t count, FloatFormat format,
+                  uint16_t *out) {
+  const char *bytes = static_cast<const char *>(data);
+  if (format == FloatFormat::BF16) {
+    std::memcpy(out, bytes, size_t(count) * 2);
+    return;
+  }
+  int64_t start = 0;
+#ifdef SQ_HAVE_F16C_PATH
+  if (hasAVX2F16C())
+    start = format == FloatFormat::F16 ? halfToBf16AVX2(bytes, count, out)
+                                       : floatToBf16AVX2(bytes, count, out);
+#endif
+  for (int64_t i = start; i < count; ++i) {
+    if (format == FloatFormat::F16) {
+      uint16_t h;
+      std::memcpy(&h, bytes + 2 * i, 2);
+      out[i] = floatToBf16(halfToFloat(h));
+    } else {
+      float f;
+      std::memcpy(&f, bytes + 4 * i, 4);
+      out[i] = floatToBf16(f);
+    }
+  }
+}
 
 int64_t countNonFinite(const void *data, int64_t count, FloatFormat format,
                        int64_t *first) {

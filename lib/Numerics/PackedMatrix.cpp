@@ -67,23 +67,9 @@ PackedMatrix PackedMatrix::fromBits(const void *w, FloatFormat format,
   ThreadPool::global().parallelFor(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       uint16_t *out = p + r * stride;
-      switch (format) {
-      case FloatFormat::BF16:
-        std::memcpy(out, static_cast<const uint16_t *>(w) + r * ld, cols * 2);
-        break;
-      case FloatFormat::F16: {
-        const uint16_t *in = static_cast<const uint16_t *>(w) + r * ld;
-        for (int64_t c = 0; c < cols; ++c)
-          out[c] = floatToBf16(halfToFloat(in[c]));
-        break;
-      }
-      case FloatFormat::F32: {
-        const float *in = static_cast<const float *>(w) + r * ld;
-        for (int64_t c = 0; c < cols; ++c)
-          out[c] = floatToBf16(in[c]);
-        break;
-      }
-      }
+      size_t bytes = size_t(bytesPerValue(format));
+      narrowToBf16(static_cast<const char *>(w) + size_t(r * ld) * bytes, cols,
+                   format, out);
       std::memset(out + cols, 0, (stride - cols) * 2);
     }
   });

@@ -229,6 +229,46 @@ TEST(Float16, CountNonFiniteMatchesIsFinite) {
   EXPECT_EQ(first, -1);
 }
 
+// narrowToBf16 (vectorized) gives floatToBf16's bits for every fp16
+// pattern and for fp32 patterns covering ties, NaNs, Inf and carries into
+// the exponent; lengths that leave tails of every size.
+TEST(Float16, NarrowToBf16MatchesScalar) {
+  std::vector<uint16_t> all(65536), got(65536);
+  for (size_t i = 0; i < all.size(); ++i)
+    all[i] = static_cast<uint16_t>(i);
+  sq::numerics::narrowToBf16(all.data(), all.size(),
+                             sq::numerics::FloatFormat::F16, got.data());
+  for (size_t i = 0; i < all.size(); ++i)
+    ASSERT_EQ(got[i],
+              sq::numerics::floatToBf16(sq::numerics::halfToFloat(all[i])))
+        << "fp16 bits " << i;
+  std::mt19937 rng(3);
+  std::vector<uint32_t> bits;
+  for (uint32_t hi :
+       {0x0000u, 0x3F80u, 0x7F7Fu, 0x7F80u, 0x7FC0u, 0xFF80u, 0x8000u, 0x0080u})
+    for (uint32_t lo : {0x0000u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, 0x0001u})
+      for (uint32_t odd : {0u, 1u})
+        bits.push_back(((hi | odd) << 16) | lo);
+  for (int i = 0; i < 10000; ++i)
+    bits.push_back(rng());
+  std::vector<float> f(bits.size());
+  std::memcpy(f.data(), bits.data(), bits.size() * 4);
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(8), size_t(9),
+                   size_t(15), f.size()}) {
+    std::vector<uint16_t> out(n + 1, 0xABCD);
+    sq::numerics::narrowToBf16(f.data(), int64_t(n),
+                               sq::numerics::FloatFormat::F32, out.data());
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_EQ(out[i], sq::numerics::floatToBf16(f[i]))
+          << "fp32 bits " << std::hex << bits[i];
+    EXPECT_EQ(out[n], 0xABCD) << "wrote past " << n;
+  }
+  std::vector<uint16_t> copy(5);
+  sq::numerics::narrowToBf16(all.data() + 100, 5,
+                             sq::numerics::FloatFormat::BF16, copy.data());
+  EXPECT_EQ(copy, std::vector<uint16_t>(all.begin() + 100, all.begin() + 105));
+}
+
 TEST(Float16, EveryBf16ConvertsExactly) {
   for (uint32_t b = 0; b < 65536; ++b) {
     uint32_t wantBits = b << 16;

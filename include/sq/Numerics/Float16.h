@@ -47,6 +47,11 @@ inline uint16_t floatToBf16(float f) {
   return uint16_t(u >> 16);
 }
 
+/// Rounds `count` little-endian values of `format` at `data` to bf16 bits
+/// at `out`, exactly as floatToBf16(value) (AVX2 where the CPU has it).
+void narrowToBf16(const void *data, int64_t count, FloatFormat format,
+                  uint16_t *out);
+
 /// Narrows `count` fp32 values to `format` at `out` (little-endian).
 void narrowFromFloat(const float *in, int64_t count, FloatFormat format,
                      void *out);

@@ -115,9 +115,9 @@ struct ClipSite {
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a,
           int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
           float beta = 0.0f) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-              tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
-              beta, c, ldc);
+  numerics::gemmF32(ta ? numerics::Transpose::Yes : numerics::Transpose::No,
+                    tb ? numerics::Transpose::Yes : numerics::Transpose::No, m,
+                    n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
 } // namespace

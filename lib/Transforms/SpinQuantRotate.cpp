@@ -3,6 +3,7 @@
 #include "ScaleSites.h"
 #include "WeightAccess.h"
 #include "sq/Dialect/SQ/IR/SQ.h"
+#include "sq/Numerics/Gemm.h"
 #include "sq/Numerics/Hadamard.h"
 #include "sq/Support/Distributed.h"
 #include "sq/Transforms/Calibrate.h"
@@ -13,8 +14,6 @@
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/Pass/PassManager.h"
-
-#include <cblas.h>
 
 #include <cmath>
 #include <map>
@@ -71,9 +70,9 @@ void multiplyColumnBlocks(numerics::FloatBuffer &w, int64_t rows, int64_t cols,
                           const Matrix &r, int64_t block) {
   std::vector<float> rf(r.begin(), r.end());
   numerics::FloatBuffer out(w.size());
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows * cols / block,
-              block, block, 1.0f, w.data(), block, rf.data(), block, 0.0f,
-              out.data(), block);
+  numerics::gemmF32(numerics::Transpose::No, numerics::Transpose::No,
+                    rows * cols / block, block, block, 1.0f, w.data(), block,
+                    rf.data(), block, 0.0f, out.data(), block);
   w.swap(out);
 }
 
@@ -84,9 +83,9 @@ void multiplyRowBlocksByRT(numerics::FloatBuffer &w, int64_t rows, int64_t cols,
   std::vector<float> rf(r.begin(), r.end());
   numerics::FloatBuffer out(w.size());
   for (int64_t r0 = 0; r0 < rows; r0 += block)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, block, cols, block,
-                1.0f, rf.data(), block, w.data() + r0 * cols, cols, 0.0f,
-                out.data() + r0 * cols, cols);
+    numerics::gemmF32(numerics::Transpose::Yes, numerics::Transpose::No, block,
+                      cols, block, 1.0f, rf.data(), block, w.data() + r0 * cols,
+                      cols, 0.0f, out.data() + r0 * cols, cols);
   w.swap(out);
 }
 

@@ -164,6 +164,21 @@ void gemmBF16(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k,
               int64_t ldb, float beta, float *c, int64_t ldc,
               const GemmOptions &options = {});
 
+/// cblas_sgemm's row-major product in fp32 (same operands as gemmBF16, no
+/// rounding to bf16): C[m, n] = alpha * op(A) op(B) + beta * C. On a CPU
+/// with AVX-512F our own kernel (GemmF32.cpp) on `pool` (default: the
+/// global pool), whose results do not depend on the number of threads;
+/// elsewhere cblas_sgemm. beta == 0: C is only written. For large products
+/// (the Cayley step's n x n matrices), where OpenBLAS may not know the CPU.
+void gemmF32(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k,
+             float alpha, const float *a, int64_t lda, const float *b,
+             int64_t ldb, float beta, float *c, int64_t ldc,
+             ThreadPool *pool = nullptr);
+
+/// Whether gemmF32 runs its own AVX-512F kernel here (else cblas_sgemm;
+/// SQ_GEMM_F32=blas forces cblas_sgemm, for comparisons).
+bool gemmF32Native();
+
 } // namespace numerics
 } // namespace sq
 

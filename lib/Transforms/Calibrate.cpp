@@ -186,7 +186,7 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
   int64_t d = rotations.headDim, count = options.r3Windows;
   bool terminal = progress && llvm::sys::Process::StandardErrIsDisplayed();
   auto start = std::chrono::steady_clock::now();
-  double first = 0, current = 0;
+  double first = 0, current = 0, lastLine = 0;
   std::vector<double> currentEach;
   if (!evalLoss(objective, rotations, windows, count, seqlen, current, error,
                 &currentEach))
@@ -195,6 +195,7 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
   const std::vector<float> &h = numerics::denseTransform(d, /*seed=*/0);
   std::mt19937_64 rng(options.seed * 0x9e3779b97f4a7c15ULL + 3);
   int64_t kept = 0;
+  const auto began = start; // `start` is a layer's R3 in the loop
   for (size_t l = 0; l < rotations.r3.size(); ++l) {
     double layerStart = current, bestLoss = current;
     std::vector<double> start = rotations.r3[l], best, bestEach;
@@ -231,13 +232,19 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
     } else {
       rotations.r3[l] = std::move(start);
     }
-    if (terminal)
+    // A line per layer on a terminal; into a log, one when a minute has
+    // passed since the last (a 1B model's search takes many minutes).
+    double now = secondsSince(began);
+    if (terminal || (progress && now - lastLine >= 60.0)) {
+      lastLine = now;
       llvm::errs() << llvm::format(
-          "calibrate: R3 of layer %zu: loss %.4f, best of %lld candidates "
+          "calibrate: R3 of layer %zu/%zu: loss %.4f, best of %lld candidates "
           "%.4f (gain %.4f +- %.4f): %s\n",
-          l, layerStart, (long long)options.r3Candidates,
+          l + 1, rotations.r3.size(), layerStart,
+          (long long)options.r3Candidates,
           best.empty() ? layerStart : layerStart - gain, gain, se,
           accept ? "kept" : "not significant");
+    }
   }
   if (progress)
     llvm::errs() << llvm::format(

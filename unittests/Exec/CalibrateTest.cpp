@@ -19,6 +19,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
 
 #include <gtest/gtest.h>
 
@@ -914,6 +915,7 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
     ids.push_back((i * 13 + 5) % vocab);
   llvm::SmallString<128> bin;
   ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
+  llvm::FileRemover removeBin(bin); // also when an ASSERT returns early
   CalibrationOptions options;
   options.data = bin.str().str();
   options.seqlen = seq;
@@ -959,7 +961,6 @@ TEST(Calibration, ValidationKeepsTheBestRotations) {
   EXPECT_LE(lBest, l0 + 1e-4);
   EXPECT_LE(lBest, heldOutLoss(ends) + 1e-4);
   EXPECT_LE(numerics::orthogonalityError(best.r1, obj->hidden()), 1e-5);
-  llvm::sys::fs::remove(bin);
 }
 
 // r3=search: each layer's R3 becomes the best signed permutation of the
@@ -981,6 +982,7 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
     ids.push_back((i * 13 + i / 7) % vocab);
   llvm::SmallString<128> bin;
   ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
+  llvm::FileRemover removeBin(bin); // also when an ASSERT returns early
   CalibrationOptions options;
   options.data = bin.str().str();
   options.seqlen = seq;
@@ -1056,7 +1058,6 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
     EXPECT_NEAR(each[w], alone, 1e-5) << "window " << w;
   }
   EXPECT_NEAR(sum / options.r3Windows, mean, 1e-9);
-  llvm::sys::fs::remove(bin);
 }
 
 TEST(Calibration, EmbeddedTextIsWikiText) {
@@ -1126,6 +1127,7 @@ TEST(Calibration, DistillationFromTheFloatModel) {
     ids.push_back((i * 13 + 5) % vocab);
   llvm::SmallString<128> bin;
   ASSERT_NO_FATAL_FAILURE(writeTokenFile(ids, bin));
+  llvm::FileRemover removeBin(bin); // also when an ASSERT returns early
   CalibrationOptions options;
   options.data = bin.str().str();
   options.quant = spec("w4a4kv4");

@@ -11,8 +11,45 @@
 
 #include "mlir/Pass/PassOptions.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdio>
+#include <string>
+
+#include <unistd.h>
 
 using namespace mlir;
+
+namespace {
+
+/// Runs fn() with file descriptor 2 redirected to a temporary file and
+/// returns fn()'s result; what was written to stderr meanwhile goes to
+/// `printed` (nothing is captured if the redirection cannot be set up).
+template <typename F> bool capturingStderr(std::string &printed, F &&fn) {
+  std::FILE *tmp = std::tmpfile();
+  int saved = tmp ? ::dup(2) : -1;
+  if (saved < 0 || ::dup2(fileno(tmp), 2) < 0) {
+    if (saved >= 0)
+      ::close(saved);
+    if (tmp)
+      std::fclose(tmp);
+    return fn();
+  }
+  bool result = fn();
+  llvm::errs().flush();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(tmp);
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), tmp)) > 0)
+    printed.append(buf, n);
+  std::fclose(tmp);
+  return result;
+}
+
+} // namespace
 
 namespace sq {
 
@@ -183,10 +220,28 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
       std::string text =
                       std::string(recipe->options) + " " + options.calibOptions,
                   why;
-      if (failed(pass->initializeOptions(text, [&](const Twine &msg) {
-            why = msg.str();
-            return failure();
-          }))) {
+      // LLVM's option parsers print a bad value's message to stderr
+      // themselves ("<tool>: for the --loss option: ..."): capture it, so
+      // that the error is one line.
+      std::string printed;
+      bool bad = capturingStderr(printed, [&] {
+        return failed(pass->initializeOptions(text, [&](const Twine &msg) {
+          why = msg.str();
+          return failure();
+        }));
+      });
+      if (why.empty() && !printed.empty()) {
+        size_t at = printed.find("for the ");
+        why = printed.substr(at == std::string::npos ? 0 : at);
+        while (!why.empty() && (why.back() == '\n' || why.back() == '\r'))
+          why.pop_back();
+        for (char &c : why)
+          if (c == '\n')
+            c = ' ';
+      } else if (!printed.empty()) {
+        llvm::errs() << printed; // not ours to drop
+      }
+      if (bad) {
         error = "--calib-options='" + options.calibOptions + "': " +
                 (why.empty() ? "not valid sq-spinquant-rotate options" : why);
         return false;

@@ -47,10 +47,11 @@ namespace {
 
 #if SQ_F32_X86
 
-constexpr int64_t kMr = 12;  // micro-kernel rows (12 x 2 accumulators)
-constexpr int64_t kNr = 32;  // micro-kernel columns (two zmm)
-constexpr int64_t kKc = 512; // K block: a B micro-panel is 64 KB
-constexpr int64_t kMc = 240; // rows per packed A block (480 KB)
+constexpr int64_t kMr = 12;      // micro-kernel rows (12 x 2 accumulators)
+constexpr int64_t kNr = 32;      // micro-kernel columns (two zmm)
+constexpr int64_t kKc = 512;     // K block: a B micro-panel is 64 KB
+constexpr int64_t kNcMax = 4096; // columns per work item (B block: 8 MiB)
+constexpr int64_t kMc = 240;     // rows per packed A block (480 KB)
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -190,7 +191,10 @@ void runAVX512(int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
   int64_t threads = pool.size();
   // N blocks: a multiple of kNr, one per thread when N allows it; rows are
   // split too when there are fewer N blocks than threads.
-  int64_t nc = std::max<int64_t>(kNr, ceilDiv(ceilDiv(n, threads), kNr) * kNr);
+  // At most kNcMax columns, so that a thread's packed B block stays within
+  // 8 MiB whatever N (a vocabulary-sized N would otherwise pack 100+ MB).
+  int64_t nc =
+      std::clamp<int64_t>(ceilDiv(ceilDiv(n, threads), kNr) * kNr, kNr, kNcMax);
   int64_t nBlocks = ceilDiv(n, nc);
   int64_t panels = ceilDiv(m, kMr);
   int64_t mParts = std::clamp<int64_t>(ceilDiv(threads, nBlocks), 1, panels);

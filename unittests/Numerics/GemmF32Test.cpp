@@ -113,7 +113,8 @@ TEST(GemmF32, MatchesDoubleReference) {
                          {12, 32, 512},
                          {37, 70, 600},
                          {250, 33, 1100},
-                         {25, 64, 1025}})
+                         {25, 64, 1025},
+                         {3, 8300, 20}}) // N over the 4096-column cap
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f},

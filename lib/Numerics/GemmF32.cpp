@@ -69,62 +69,45 @@ struct Operand {
   bool trans;
 };
 
-/// A rows [i0, i0 + rows) x k [k0, k0 + kc) into kMr-row panels: panel q at
-/// dst + q kc kMr, element (r, k) at [k kMr + r]; rows past the end zero.
-void packA(const Operand &a, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
-           float *dst) {
-  for (int64_t q = 0; q < ceilDiv(rows, kMr); ++q) {
-    float *panel = dst + q * kc * kMr;
-    int64_t r0 = q * kMr, valid = std::min(kMr, rows - r0);
-    if (a.trans) { // A(i, k) at p[k ld + i]: a panel row is contiguous
+/// Packs lanes [l0, l0 + lanes) x k [k0, k0 + kc) of a matrix into panels
+/// of W lanes: panel q at dst + q kc W, element (lane, k) at [k W + lane];
+/// lanes past the end are zero. Element (lane, k) of the source is at
+/// p[k ld + lane] when `laneContiguous` (each k copies a run of lanes), else
+/// at p[lane ld + k]. A's panels have rows as lanes (contiguous when A is
+/// transposed), B's columns (contiguous when B is not).
+template <int64_t W>
+void packPanels(const float *p, int64_t ld, bool laneContiguous, int64_t l0,
+                int64_t lanes, int64_t k0, int64_t kc, float *dst) {
+  for (int64_t q = 0; q < ceilDiv(lanes, W); ++q) {
+    float *panel = dst + q * kc * W;
+    int64_t first = l0 + q * W, valid = std::min(W, lanes - q * W);
+    if (laneContiguous) {
       for (int64_t k = 0; k < kc; ++k) {
-        const float *src = a.p + (k0 + k) * a.ld + i0 + r0;
-        float *out = panel + k * kMr;
-        std::memcpy(out, src, size_t(valid) * sizeof(float));
-        std::fill(out + valid, out + kMr, 0.0f);
+        float *out = panel + k * W;
+        std::memcpy(out, p + (k0 + k) * ld + first,
+                    size_t(valid) * sizeof(float));
+        std::fill(out + valid, out + W, 0.0f);
       }
-    } else {
-      for (int64_t r = 0; r < kMr; ++r) {
-        if (r >= valid) {
-          for (int64_t k = 0; k < kc; ++k)
-            panel[k * kMr + r] = 0.0f;
-          continue;
-        }
-        const float *src = a.p + (i0 + r0 + r) * a.ld + k0;
-        for (int64_t k = 0; k < kc; ++k)
-          panel[k * kMr + r] = src[k];
-      }
+      continue;
+    }
+    for (int64_t lane = 0; lane < W; ++lane) {
+      const float *src = lane < valid ? p + (first + lane) * ld + k0 : nullptr;
+      for (int64_t k = 0; k < kc; ++k)
+        panel[k * W + lane] = src ? src[k] : 0.0f;
     }
   }
 }
 
-/// B k [k0, k0 + kc) x columns [j0, j0 + cols) into kNr-column panels:
-/// panel t at dst + t kc kNr, element (k, j) at [k kNr + j]; zero padded.
+/// A rows [i0, i0 + rows) x k [k0, k0 + kc) into kMr-row panels.
+void packA(const Operand &a, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
+           float *dst) {
+  packPanels<kMr>(a.p, a.ld, a.trans, i0, rows, k0, kc, dst);
+}
+
+/// B k [k0, k0 + kc) x columns [j0, j0 + cols) into kNr-column panels.
 void packB(const Operand &b, int64_t j0, int64_t cols, int64_t k0, int64_t kc,
            float *dst) {
-  for (int64_t t = 0; t < ceilDiv(cols, kNr); ++t) {
-    float *panel = dst + t * kc * kNr;
-    int64_t c0 = t * kNr, valid = std::min(kNr, cols - c0);
-    if (!b.trans) { // B(k, j) at p[k ld + j]
-      for (int64_t k = 0; k < kc; ++k) {
-        const float *src = b.p + (k0 + k) * b.ld + j0 + c0;
-        float *out = panel + k * kNr;
-        std::memcpy(out, src, size_t(valid) * sizeof(float));
-        std::fill(out + valid, out + kNr, 0.0f);
-      }
-    } else { // B(k, j) at p[j ld + k]
-      for (int64_t j = 0; j < kNr; ++j) {
-        if (j >= valid) {
-          for (int64_t k = 0; k < kc; ++k)
-            panel[k * kNr + j] = 0.0f;
-          continue;
-        }
-        const float *src = b.p + (j0 + c0 + j) * b.ld + k0;
-        for (int64_t k = 0; k < kc; ++k)
-          panel[k * kNr + j] = src[k];
-      }
-    }
-  }
+  packPanels<kNr>(b.p, b.ld, !b.trans, j0, cols, k0, kc, dst);
 }
 
 SQ_TARGET_F32 inline __mmask16 mask16(int64_t n) {

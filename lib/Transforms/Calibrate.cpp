@@ -311,20 +311,8 @@ LogicalResult calibrateRotations(ModuleOp module,
   }
   objective->setCheckpointing(options.checkpoint);
   objective->setMicroBatch(options.microBatch);
-  if (learnScales) {
-    // No initial scales given: s = 1 (u = 0) at every site.
-    std::vector<int64_t> sizes = objective->scaleSizes();
-    if (rotations.scales.empty())
-      for (int64_t size : sizes)
-        rotations.scales.emplace_back(size, 0.0);
-    bool match = rotations.scales.size() == sizes.size();
-    for (size_t k = 0; match && k < sizes.size(); ++k)
-      match = int64_t(rotations.scales[k].size()) == sizes[k];
-    if (!match)
-      return fail("the initial scales do not match the model's sites");
-  } else {
+  if (!learnScales)
     rotations.scales.clear();
-  }
   int64_t n = objective->hidden(), d = objective->headDim();
   if (rotations.r1.size() != size_t(n * n) ||
       int64_t(rotations.r2.size()) != objective->numLayers() ||
@@ -346,6 +334,32 @@ LogicalResult calibrateRotations(ModuleOp module,
   if (!loadCalibrationWindows(options, seqlen, objective->vocabSize(), windows,
                               heldOut, error))
     return fail(error);
+  if (learnScales) {
+    // No initial scales given: s = 1 (u = 0) at every site, or balanced
+    // from the float model over the training windows.
+    std::vector<int64_t> sizes = objective->scaleSizes();
+    if (rotations.scales.empty() && options.scalesInit == ScaleInit::Smooth) {
+      // RMS statistics: a few windows are plenty.
+      std::vector<std::vector<int64_t>> some(
+          windows.begin(),
+          windows.begin() + std::min<size_t>(windows.size(), 32));
+      auto t0 = std::chrono::steady_clock::now();
+      if (!objective->smoothScales(some, rotations.scales, error))
+        return fail(error);
+      if (options.progress && distributed::rank() == 0)
+        llvm::errs() << llvm::format("calibrate: scales-init=smooth over %zu "
+                                     "windows in %.1f s\n",
+                                     some.size(), secondsSince(t0));
+    }
+    if (rotations.scales.empty())
+      for (int64_t size : sizes)
+        rotations.scales.emplace_back(size, 0.0);
+    bool match = rotations.scales.size() == sizes.size();
+    for (size_t k = 0; match && k < sizes.size(); ++k)
+      match = int64_t(rotations.scales[k].size()) == sizes[k];
+    if (!match)
+      return fail("the initial scales do not match the model's sites");
+  }
   WindowLoss windowLoss(*objective, module, options, seqlen);
   if (!windowLoss.checkBudget(windows.size() + heldOut.size(), error))
     return fail(error);

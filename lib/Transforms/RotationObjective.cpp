@@ -348,6 +348,9 @@ static int64_t memoryBudgetBytes() {
 /// quant=w4a4kv4; 22 leaves a margin for activations and larger vocabularies.
 static constexpr int64_t kWeightsFormulationBytes = 22;
 
+/// scales-init=smooth bounds its log-scales (s within e^-6 .. e^6).
+static constexpr double kMaxInitialLogScale = 6.0;
+
 std::unique_ptr<RotationObjective>
 RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                           std::string &error, bool learnR3, RotationApply apply,
@@ -640,6 +643,118 @@ bool RotationObjective::prepareGPTQ(
       shared = std::make_shared<const std::vector<double>>(
           acc.at(e.linear).hessian());
     e.hessian = shared;
+  }
+  return true;
+}
+
+bool RotationObjective::smoothScales(
+    const std::vector<std::vector<int64_t>> &windows,
+    std::vector<std::vector<double>> &logScales, std::string &error) const {
+  const Impl &impl = *this->impl;
+  if (!impl.learnScales) {
+    error = "smoothScales: the objective does not learn scales";
+    return false;
+  }
+  std::map<std::string, const Entry *> byName;
+  for (const Entry &e : impl.entries)
+    byName[e.name] = &e;
+  auto entryOf = [&](const ScaleUse &use) -> const Entry * {
+    auto it = byName.find(use.name);
+    return it == byName.end() ? nullptr : it->second;
+  };
+  // The linears whose outputs' RMS is needed (the rows sides).
+  SmallVector<Operation *> ops;
+  for (const ScaleSite &site : impl.scaleSites)
+    for (const ScaleUse &use : site.uses) {
+      const Entry *e = entryOf(use);
+      if (site.norm || use.bias || use.columns)
+        continue;
+      if (!e || !e->linear) {
+        error = "smoothScales: no float linear for '" + use.name + "'";
+        return false;
+      }
+      if (!llvm::is_contained(ops, e->linear))
+        ops.push_back(e->linear);
+    }
+  std::map<Operation *, HessianAccumulator> acc;
+  if (!ops.empty() && failed(collectHessians(impl.source, windows, ops, acc))) {
+    error = "cannot collect the float model's statistics for scales-init";
+    return false;
+  }
+  logScales.clear();
+  for (const ScaleSite &site : impl.scaleSites) {
+    std::vector<double> u(site.size, 0.0);
+    if (site.norm) {
+      logScales.push_back(std::move(u));
+      continue;
+    }
+    // Mean squares of the s side (0) and the 1/s side (1) per index.
+    std::vector<double> sum[2] = {std::vector<double>(site.size, 0.0),
+                                  std::vector<double>(site.size, 0.0)};
+    std::vector<int64_t> count[2] = {std::vector<int64_t>(site.size, 0),
+                                     std::vector<int64_t>(site.size, 0)};
+    for (const ScaleUse &use : site.uses) {
+      if (use.bias)
+        continue;
+      const Entry &e = *entryOf(use);
+      int side = use.sign > 0 ? 0 : 1;
+      int64_t rows = e.rows, cols = e.cols;
+      if (!use.columns) {
+        // E[(w_r x)^2] = w_r^T H w_r: the rows of (W H) . W.
+        const std::vector<double> &h = acc.at(e.linear).hessian();
+        std::vector<float> hf(h.begin(), h.end()), wh(rows * cols);
+        numerics::gemmF32(numerics::Transpose::No, numerics::Transpose::No,
+                          rows, cols, cols, 1.0f, e.base.data(), cols,
+                          hf.data(), cols, 0.0f, wh.data(), cols);
+        for (int64_t r = 0; r < rows; ++r) {
+          double q = 0;
+          for (int64_t c = 0; c < cols; ++c)
+            q += double(wh[r * cols + c]) * e.base[r * cols + c];
+          sum[side][use.index[r]] += std::max(q, 0.0);
+          ++count[side][use.index[r]];
+        }
+      } else {
+        const float *w = e.base.data();
+        std::vector<float> pre;
+        if (use.transformed) { // columns in the basis before R4
+          pre = e.base;
+          transformRows(pre.data(), rows, cols, use.seed, /*transpose=*/true);
+          w = pre.data();
+        }
+        std::vector<double> colSq(cols, 0.0);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c)
+            colSq[c] += double(w[r * cols + c]) * w[r * cols + c];
+        for (int64_t c = 0; c < cols; ++c) {
+          sum[side][use.index[c]] += colSq[c] / double(rows);
+          ++count[side][use.index[c]];
+        }
+      }
+    }
+    // u = (log m- - log m+) / 2 = (log ms- - log ms+) / 4, centred over
+    // the indices where both sides are nonzero (elsewhere 0), bounded.
+    double mean = 0;
+    int64_t valid = 0;
+    std::vector<bool> ok(site.size, false);
+    for (int64_t k = 0; k < site.size; ++k) {
+      if (!count[0][k] || !count[1][k])
+        continue;
+      double plus = sum[0][k] / count[0][k], minus = sum[1][k] / count[1][k];
+      if (!(plus > 0) || !(minus > 0) || !std::isfinite(plus) ||
+          !std::isfinite(minus))
+        continue;
+      u[k] = 0.25 * (std::log(minus) - std::log(plus));
+      ok[k] = true;
+      mean += u[k];
+      ++valid;
+    }
+    if (valid)
+      mean /= double(valid);
+    for (int64_t k = 0; k < site.size; ++k)
+      u[k] = ok[k] ? std::clamp(u[k] - mean, -kMaxInitialLogScale,
+                                kMaxInitialLogScale)
+                   : 0.0;
+    logScales.push_back(std::move(u));
   }
   return true;
 }

@@ -76,18 +76,17 @@ static std::vector<double> rotatedHessian(const std::vector<double> &h,
   return out;
 }
 
-/// dL/du of the scales on `e` (its scaled weight F = rows(s) W' cols(s) of
-/// this step, `dW` = dL/dF) into `grads`, and `dW` becomes dL/dW' (W' the
-/// rotated weight before the scales). A factor exp(+-u_k) on row i gives
+/// dL/du of the scales on `e` (`f` its scaled weight F = rows(s) W'
+/// cols(s) of this step, `dW` = dL/dF) into `grads`, and `dW` becomes
+/// dL/dW' (W' the weight before the scales). A factor exp(+-u_k) on row i gives
 /// dL/du_k += +-sum_j dW_ij F_ij (the columns alike); columns behind the
 /// online transform T (down_proj under R4, F = (W' T^T D) T) are compared in
 /// the basis before T: dW T^T against F T^T, and dL/dW' = ((dW T^T) D) T.
-static void scaleBackward(const Entry &e,
+static void scaleBackward(const Entry &e, const std::vector<float> &f,
                           const std::vector<std::vector<double>> &logScales,
                           std::vector<float> &dW,
                           std::vector<std::vector<double>> &grads, int sides) {
   int64_t rows = e.rows, cols = e.cols;
-  const std::vector<float> &f = e.scaled;
   // Both sums read dL/dF before either factor turns it into dL/dW'.
   bool rowsScaled = e.rowSite >= 0 && sides != -e.rowUse.sign;
   std::vector<double> rowFactor;
@@ -342,8 +341,24 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       gemm(true, false, n, e.cols, n, r1.data(), n, e.base.data(), e.cols,
            w.data(), e.cols);
     }
+    // The learned scales: orthogonal, then diagonal; but on R2's weights
+    // (v_proj, o_proj) in the basis before R2, where the value site's
+    // dimensions are the heads' own (an outlier dimension of v_proj and
+    // o_proj is undone there; after R2 it is spread over the head). R1 and
+    // the attn-input columns of v_proj commute with that.
+    auto applyScales = [&](std::vector<float> &m) {
+      if (e.rowSite >= 0 && impl.scaleSides != -e.rowUse.sign)
+        applyScale(e.rowUse, scaleFactors(e.rowUse, r.scales[e.rowSite]),
+                   m.data(), e.rows, e.cols);
+      if (e.colSite >= 0 && impl.scaleSides != -e.colUse.sign)
+        applyScale(e.colUse, scaleFactors(e.colUse, r.scales[e.colSite]),
+                   m.data(), e.rows, e.cols);
+    };
+    if (e.r2Layer < 0)
+      applyScales(w);
     if (e.r2Layer >= 0) {
       const std::vector<float> &q = r2[e.r2Layer];
+      applyScales(w);
       e.partial = w;
       if (e.isValue) { // rows of each KV head: R2^T A_h
         int64_t c = e.cols;
@@ -355,13 +370,6 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
              q.data(), d, w.data(), d);
       }
     }
-    // The learned scales, after the rotations (orthogonal, then diagonal).
-    if (e.rowSite >= 0 && impl.scaleSides != -e.rowUse.sign)
-      applyScale(e.rowUse, scaleFactors(e.rowUse, r.scales[e.rowSite]),
-                 w.data(), e.rows, e.cols);
-    if (e.colSite >= 0 && impl.scaleSides != -e.colUse.sign)
-      applyScale(e.colUse, scaleFactors(e.colUse, r.scales[e.colSite]),
-                 w.data(), e.rows, e.cols);
     if (e.rowSite >= 0 || e.colSite >= 0 || (impl.learnScales && e.quantize))
       e.scaled = w;
     if (e.quantize && e.clipOffset >= 0) {
@@ -483,8 +491,9 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
           e.scaled.data(), e.rows, e.cols, grid, q.scales.data(),
           q.zeros.empty() ? nullptr : q.zeros.data(), dy.data(), dW.data());
     }
-    if (e.rowSite >= 0 || e.colSite >= 0)
-      scaleBackward(e, r.scales, dW, gs, impl.scaleSides);
+    bool scaled = e.rowSite >= 0 || e.colSite >= 0;
+    if (scaled && e.r2Layer < 0)
+      scaleBackward(e, e.scaled, r.scales, dW, gs, impl.scaleSides);
     if (e.r2Layer >= 0) {
       const std::vector<float> &q = r2[e.r2Layer];
       std::vector<float> &g = g2[e.r2Layer];
@@ -507,6 +516,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
              d);
       }
       dW.swap(dA);
+      if (scaled) // before R2 (see the forward)
+        scaleBackward(e, e.partial, r.scales, dW, gs, impl.scaleSides);
     }
     if (e.role == Role::Output) // no R1
       continue;

@@ -54,8 +54,9 @@ struct Entry {
   /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
   std::vector<float> partial;
   /// Learned scales (ScaleSites.h) on its rows (a bias's entries) and on
-  /// its columns, applied after the rotations: the site's index (-1: none)
-  /// and how it scales this weight.
+  /// its columns, applied after R1, and before R2 on R2's weights (then
+  /// `partial` is scaled): the site's index (-1: none) and how it scales
+  /// this weight.
   int64_t rowSite = -1, colSite = -1;
   ScaleUse rowUse, colUse;
   /// The scaled weight of the current step (before weight quantization),

@@ -16,8 +16,10 @@
 //   so Q K^T is unchanged; the key cache's quantizer (after R3) sees the
 //   scaled keys.
 // - value: one s per dimension of each KV head: v_proj rows (and bias)
-//   after R2 (v R2 diag(s)), the o_proj columns of every query head of the
-//   group 1/s (after R2).
+//   get s, the o_proj columns of every query head of the group 1/s, in the
+//   heads' own basis, before R2 (v diag(s) R2, o_proj R2^T diag(1/s) ...):
+//   an outlier dimension of v_proj and o_proj is undone there, where after
+//   R2 it is spread over the head. R1 commutes with it.
 // - up: one s per intermediate channel: up_proj rows (and bias) get s,
 //   down_proj columns 1/s (silu(gate) * up is linear in up). When down_proj
 //   reads through the online Hadamard R4 (its weight already W T), the scale

@@ -231,6 +231,7 @@ struct SpinQuantRotatePass
     options.microBatch = microBatch;
     options.scales = scales;
     options.scalesLr = scalesLr;
+    options.scalesInit = scalesInit;
     if (failed(calibrateRotations(module, options, r)))
       return failure();
     if (!r.scales.empty()) {
@@ -290,10 +291,12 @@ struct SpinQuantRotatePass
   }
 
   /// The learned scales (mode=learned with scales=learned, or a rotation
-  /// file's `.scale` tensors), folded after R1/R2 (orthogonal, then
-  /// diagonal); recorded for save=. A file's scales must cover every site
-  /// or none.
-  LogicalResult foldLearnedScales(ModuleOp module) {
+  /// file's `.scale` tensors) of the value sites (`value`, folded before
+  /// R2: they scale the heads' own dimensions of v_proj and o_proj, which
+  /// R1 leaves alone) or of the other sites (folded after R1/R2:
+  /// orthogonal, then diagonal); recorded for save=. A file's scales must
+  /// cover every site or none.
+  LogicalResult foldLearnedScales(ModuleOp module, bool value) {
     bool any = llvm::any_of(
         fromFile, [](const auto &kv) { return isScaleTensorName(kv.first); });
     if (!any)
@@ -306,6 +309,7 @@ struct SpinQuantRotatePass
                             ? "rotation file '" + path + "'"
                             : std::string("learned scales");
     std::vector<std::vector<double>> logScales;
+    std::vector<ScaleSite> folded;
     for (const ScaleSite &site : sites) {
       auto it = fromFile.find(site.name());
       if (it == fromFile.end())
@@ -315,6 +319,9 @@ struct SpinQuantRotatePass
         return module.emitError()
                << where << ": '" << site.name() << "' has " << it->second.size()
                << " values, not " << site.size;
+      if ((site.kind == ScaleKind::Value) != value)
+        continue;
+      folded.push_back(site);
       std::vector<double> u;
       for (double s : it->second)
         u.push_back(std::log(s));
@@ -322,7 +329,7 @@ struct SpinQuantRotatePass
       if (!save.empty())
         used.push_back({site.name(), it->second});
     }
-    return foldScales(module, sites, logScales, weightType);
+    return foldScales(module, folded, logScales, weightType);
   }
 
   void runOnOperation() override {
@@ -422,7 +429,9 @@ struct SpinQuantRotatePass
 
     // R2 per layer: v_proj rows of each KV head <- R2^T (and its bias, the
     // same blocks of a column), o_proj columns of each head <- R2 (its bias
-    // is on the residual side: R1's).
+    // is on the residual side: R1's), after the value sites' scales.
+    if (failed(foldLearnedScales(module, /*value=*/true)))
+      return signalPassFailure();
     int64_t layer = 0;
     module.walk([&](AttentionOp attn) {
       if (!ok)
@@ -453,7 +462,7 @@ struct SpinQuantRotatePass
                      multiplyColumnBlocks(w, rows, cols, r2, headDim);
                    });
     });
-    if (!ok || failed(foldLearnedScales(module)))
+    if (!ok || failed(foldLearnedScales(module, /*value=*/false)))
       return signalPassFailure();
     if (onlineHadamard && mode != RotationMode::Learned &&
         failed(

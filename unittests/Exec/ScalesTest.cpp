@@ -22,6 +22,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
 
 #include <gtest/gtest.h>
 
@@ -305,6 +306,204 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ScaleInvariance,
                                            Case{"genai-gqa-fp16.onnx", kFuseR4},
                                            Case{"kvcache-opset17.onnx", kFuse}),
                          caseName);
+
+class ScaleTrainingModel : public ::testing::TestWithParam<Case> {};
+
+// The training clone applies the scales where the final fold does: at
+// random R1/R2 and scales, the objective's loss with the KV cache
+// fake-quantized (4 bits: the value site's scales act before R2, where the
+// value cache's quantizer sees them differently than after it) equals the
+// loss of the model folded by --sq-spinquant-rotate=mode=file and
+// fake-quantized by --sq-quantize.
+TEST_P(ScaleTrainingModel, LossMatchesTheFoldedModel) {
+  const char *quant = "w16a16kv4";
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 9; ++i)
+    tokens.push_back((i * 5 + 1) % 32);
+  std::string error;
+  std::vector<std::string> names;
+  Rotations r;
+  double trained;
+  {
+    mlir::MLIRContext ctx;
+    auto module = load(ctx, GetParam().fixture, GetParam().pipeline);
+    ASSERT_TRUE(module);
+    auto obj = RotationObjective::create(*module, spec(quant), error, false,
+                                         RotationApply::Weights,
+                                         CalibPrecision::F32, true);
+    ASSERT_TRUE(obj) << error;
+    names = obj->scaleNames();
+    r = randomPoint(*obj, 9, 0.7);
+    ASSERT_TRUE(obj->evaluate(r, tokens, 2, 9, trained, nullptr, error))
+        << error;
+    // The scales matter here: unscaled, the loss differs.
+    Rotations unscaled = r;
+    for (auto &u : unscaled.scales)
+      std::fill(u.begin(), u.end(), 0.0);
+    double base;
+    ASSERT_TRUE(obj->evaluate(unscaled, tokens, 2, 9, base, nullptr, error));
+    EXPECT_GT(std::fabs(base - trained), 1e-4 * std::fabs(base));
+  }
+  std::vector<std::pair<std::string, RotationMatrix>> tensors;
+  tensors.push_back({"R1", r.r1});
+  for (size_t l = 0; l < r.r2.size(); ++l)
+    tensors.push_back({"layers." + std::to_string(l) + ".R2", r.r2[l]});
+  for (size_t k = 0; k < names.size(); ++k) {
+    RotationMatrix s;
+    for (double u : r.scales[k])
+      s.push_back(std::exp(u));
+    tensors.push_back({names[k], s});
+  }
+  llvm::SmallString<128> path;
+  ASSERT_FALSE(
+      llvm::sys::fs::createTemporaryFile("sq-scales", "safetensors", path));
+  llvm::FileRemover remover(path);
+  ASSERT_TRUE(writeRotationFile(path, tensors, error)) << error;
+  mlir::MLIRContext ctx;
+  auto module = load(ctx, GetParam().fixture, GetParam().pipeline);
+  ASSERT_TRUE(module);
+  mlir::PassManager pm(&ctx);
+  SQSpinQuantRotateOptions rotate;
+  rotate.mode = RotationMode::File;
+  rotate.path = path.str().str();
+  rotate.weightType = WeightStorage::F32;
+  rotate.onlineHadamard = false; // the clone has what `pipeline` put in
+  pm.addPass(createSQSpinQuantRotate(rotate));
+  pm.addPass(createQuantizePass(spec(quant)));
+  ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
+  auto ex = Executor::create(*module, error);
+  ASSERT_TRUE(ex) << error;
+  double folded;
+  ASSERT_TRUE(ex->loss(tokens, 2, 9, folded, error)) << error;
+  EXPECT_NEAR(folded, trained, 1e-5 * std::fabs(trained));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ScaleTrainingModel,
+                         ::testing::Values(Case{"gqa-opset17.onnx", kFuse},
+                                           Case{"qwen2-bias.onnx", kFuseR4},
+                                           Case{"mha-opset17.onnx", kFuse}),
+                         caseName);
+
+// scales-init=smooth is equivariant: outlier channels injected
+// function-preservingly at the q/k, value and up sites (a rotation file
+// with identity R1/R2 and such scales, folded by mode=file) move the
+// initial log-scales by exactly their inverse (up to the per-site
+// centring), and the training model at those scales is the same: the same
+// loss with the key and value cache at 4 bits under random R1/R2.
+TEST(Scales, SmoothInitUndoesInjectedOutliers) {
+  const char *fixture = "gqa-opset17.onnx";
+  const double big = 16.0;
+  std::vector<std::vector<int64_t>> windows;
+  for (int w = 0; w < 3; ++w) {
+    std::vector<int64_t> t;
+    for (int i = 0; i < 12; ++i)
+      t.push_back((i * 7 + w * 5 + 2) % 32);
+    windows.push_back(t);
+  }
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 2 * 9; ++i)
+    tokens.push_back((i * 5 + 1) % 32);
+  std::string error;
+  // The injection: per site, index 1 of qk / value / up (and, in layer 1,
+  // index 0 too) multiplied by `big` on the s side.
+  auto injected = [&](const std::string &name, int64_t k) {
+    bool site = llvm::StringRef(name).ends_with(".qk.scale") ||
+                llvm::StringRef(name).ends_with(".value.scale") ||
+                llvm::StringRef(name).ends_with(".up.scale");
+    bool layer1 = llvm::StringRef(name).starts_with("layers.1.");
+    return site && (k == 1 || (layer1 && k == 0)) ? big : 1.0;
+  };
+  struct Run {
+    std::vector<std::string> names;
+    std::vector<std::vector<double>> init;
+    double loss = 0;
+  };
+  auto run = [&](bool inject, Run &out) {
+    mlir::MLIRContext ctx;
+    auto module = load(ctx, fixture, kFuse);
+    ASSERT_TRUE(module);
+    if (inject) {
+      std::vector<std::pair<std::string, RotationMatrix>> tensors;
+      {
+        auto probe = RotationObjective::create(*module, spec("w16a16"), error,
+                                               false, RotationApply::Weights,
+                                               CalibPrecision::F32, true);
+        ASSERT_TRUE(probe) << error;
+        RotationMatrix eye(probe->hidden() * probe->hidden(), 0.0);
+        for (int64_t i = 0; i < probe->hidden(); ++i)
+          eye[i * probe->hidden() + i] = 1.0;
+        tensors.push_back({"R1", eye});
+        int64_t d = probe->headDim();
+        RotationMatrix eyeD(d * d, 0.0);
+        for (int64_t i = 0; i < d; ++i)
+          eyeD[i * d + i] = 1.0;
+        for (int64_t l = 0; l < probe->numLayers(); ++l)
+          tensors.push_back({"layers." + std::to_string(l) + ".R2", eyeD});
+        std::vector<std::string> names = probe->scaleNames();
+        std::vector<int64_t> sizes = probe->scaleSizes();
+        for (size_t k = 0; k < names.size(); ++k) {
+          RotationMatrix sv(sizes[k]);
+          for (int64_t i = 0; i < sizes[k]; ++i)
+            sv[i] = injected(names[k], i);
+          tensors.push_back({names[k], sv});
+        }
+      }
+      llvm::SmallString<128> path;
+      ASSERT_FALSE(
+          llvm::sys::fs::createTemporaryFile("sq-inject", "safetensors", path));
+      llvm::FileRemover remover(path);
+      ASSERT_TRUE(writeRotationFile(path, tensors, error)) << error;
+      mlir::PassManager pm(&ctx);
+      SQSpinQuantRotateOptions rotate;
+      rotate.mode = RotationMode::File;
+      rotate.path = path.str().str();
+      rotate.weightType = WeightStorage::F32;
+      rotate.onlineHadamard = false;
+      pm.addPass(createSQSpinQuantRotate(rotate));
+      SQFuseNormsOptions fuse; // the norms' weights (1) back into the readers
+      fuse.weightType = WeightStorage::F32;
+      pm.addPass(createSQFuseNorms(fuse));
+      ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
+    }
+    auto obj = RotationObjective::create(*module, spec("w16a16kv4"), error,
+                                         false, RotationApply::Weights,
+                                         CalibPrecision::F32, true);
+    ASSERT_TRUE(obj) << error;
+    out.names = obj->scaleNames();
+    ASSERT_TRUE(obj->smoothScales(windows, out.init, error)) << error;
+    Rotations r = randomPoint(*obj, 4, 0.0);
+    r.scales = out.init;
+    ASSERT_TRUE(obj->evaluate(r, tokens, 2, 9, out.loss, nullptr, error))
+        << error;
+  };
+  Run plain, outliers;
+  run(false, plain);
+  run(true, outliers);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_EQ(plain.names, outliers.names);
+  int moved = 0;
+  for (size_t k = 0; k < plain.names.size(); ++k) {
+    const std::vector<double> &a = plain.init[k], &b = outliers.init[k];
+    ASSERT_EQ(a.size(), b.size());
+    // b - a + log(injection) is one constant per site (the centring).
+    double lo = 1e300, hi = -1e300;
+    for (size_t i = 0; i < a.size(); ++i) {
+      double v = b[i] - a[i] + std::log(injected(plain.names[k], i));
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      moved += std::fabs(b[i] - a[i]) > 1.0;
+    }
+    EXPECT_LT(hi - lo, 1e-3) << plain.names[k];
+  }
+  EXPECT_GE(moved, 6); // qk, value and up of both layers moved
+  // Not a trivial init: it is not 0 on the plain model.
+  double spread = 0;
+  for (const auto &u : plain.init)
+    for (double v : u)
+      spread = std::max(spread, std::fabs(v));
+  EXPECT_GT(spread, 0.05);
+  EXPECT_NEAR(outliers.loss, plain.loss, 1e-4 * std::fabs(plain.loss));
+}
 
 // scales=learned needs the weights formulation and no GPTQ in the loop.
 TEST(Scales, RejectsActivationsAndGPTQ) {

@@ -157,6 +157,9 @@ struct CalibrationOptions {
   ScaleMode scales = ScaleMode::None;
   /// Adam's learning rate for the log-scales (the same schedule as lr).
   double scalesLr = 0.01;
+  /// Where learned scales start when Rotations::scales is empty: s = 1, or
+  /// balanced from the float model (RotationObjective::smoothScales).
+  ScaleInit scalesInit = ScaleInit::Smooth;
 };
 
 /// The training problem: the loss of the fake-quantized model as a function
@@ -233,6 +236,20 @@ public:
   /// for round-to-nearest specs. Call before evaluate().
   bool prepareGPTQ(const std::vector<std::vector<int64_t>> &windows,
                    std::string &error);
+
+  /// scales-init=smooth (learned scales): initial log-scales that balance
+  /// the float model's magnitudes on the two sides of each site, as
+  /// SmoothQuant with alpha = 0.5: u = (log m- - log m+) / 2, m+ the RMS of
+  /// what gets s (k_proj's, v_proj's, up_proj's outputs over `windows`,
+  /// from the Hessians of their inputs) and m- of what gets 1/s (q_proj's
+  /// outputs; o_proj's and down_proj's weight columns, down_proj's before
+  /// R4), centred per site; 0 at the norm sites (their basis is R1's,
+  /// which training moves). Equivariant: a function-preserving rescaling of
+  /// a site's two sides (an outlier channel) moves u by its inverse, so
+  /// the scaled model is the same. Biases are not counted.
+  bool smoothScales(const std::vector<std::vector<int64_t>> &windows,
+                    std::vector<std::vector<double>> &logScales,
+                    std::string &error) const;
 
   /// Loss of `tokens` ([batch, seq]) with the rotations `r` folded into the
   /// frozen weights; with `grad`, dL/dR1 and dL/dR2 as well (and dL/dR3 when

@@ -75,6 +75,10 @@ enum class Checkpointing { Auto, On, Off };
 /// spinquant-rotate scales= (learned mode): no diagonal scalings, or learned
 /// ones at every exactly foldable site, trained with R1/R2 (ScaleSites.h).
 enum class ScaleMode { None, Learned };
+/// spinquant-rotate scales-init= (scales=learned): where the log-scales
+/// start: 0 (s = 1) or balanced from the float model's statistics
+/// (RotationObjective::smoothScales).
+enum class ScaleInit { Ones, Smooth };
 
 /// The spellings of an enum option and what a message calls it.
 template <typename E> struct EnumSpelling;
@@ -115,6 +119,8 @@ SQ_ENUM_SPELLING(Checkpointing, "checkpoint", {Checkpointing::Auto, "auto"},
                  {Checkpointing::On, "on"}, {Checkpointing::Off, "off"})
 SQ_ENUM_SPELLING(ScaleMode, "scales", {ScaleMode::None, "none"},
                  {ScaleMode::Learned, "learned"})
+SQ_ENUM_SPELLING(ScaleInit, "scales-init", {ScaleInit::Ones, "ones"},
+                 {ScaleInit::Smooth, "smooth"})
 #undef SQ_ENUM_SPELLING
 
 /// The spelling of `value`.
@@ -220,6 +226,7 @@ SQ_ENUM_OPTION_PARSER(sq::ClipLearning)
 SQ_ENUM_OPTION_PARSER(sq::CalibLoss)
 SQ_ENUM_OPTION_PARSER(sq::Checkpointing)
 SQ_ENUM_OPTION_PARSER(sq::ScaleMode)
+SQ_ENUM_OPTION_PARSER(sq::ScaleInit)
 #undef SQ_ENUM_OPTION_PARSER
 
 #endif // SQ_TRANSFORMS_PASSOPTIONTYPES_H

@@ -186,9 +186,14 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     per RoPE pair of each KV head (k_proj rows and bias s, q_proj rows and
     bias of the group's query heads 1/s: RoPE's pair rotations commute
     with it and Q K^T is unchanged, while the key cache's quantizer sees
-    the scaled keys), one per value dim of each KV head (v_proj rows after
-    R2, o_proj columns 1/s) and one per intermediate channel (up_proj rows,
-    down_proj columns 1/s, before R4). While they train, every fake
+    the scaled keys), one per value dim of each KV head (v_proj rows,
+    o_proj columns 1/s, in the heads' own basis, before R2: an outlier
+    dimension is undone there, not spread) and one per intermediate
+    channel (up_proj rows, down_proj columns 1/s, before R4). They start
+    at 1, or (`scales-init=smooth`) balanced from the float model's
+    statistics as SmoothQuant's (alpha 0.5), which undoes an outlier
+    channel that a function-preserving rescaling put at the q/k, value or
+    up site. While they train, every fake
     quantizer's gradient also differentiates its scale through its group's
     extremes (LSQ+-style; the plain straight-through estimator would make
     enlarging a channel look free). They are folded at the end (the
@@ -370,7 +375,17 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
            "or auto, and no gptq in quant)">,
     Option<"scalesLr", "scales-lr", "double", /*default=*/"0.01",
            "learned, scales=learned: Adam's learning rate for the "
-           "log-scales (on the schedule of lr)">
+           "log-scales (on the schedule of lr)">,
+    Option<"scalesInit", "scales-init", "::sq::ScaleInit",
+           /*default=*/"::sq::ScaleInit::Smooth",
+           "learned, scales=learned: where the scales start: smooth "
+           "(default; SmoothQuant's balance, alpha 0.5, from the float "
+           "model over the calibration windows: at the q/k, value and up "
+           "sites s = sqrt(m- / m+), m+ the RMS of k_proj's, v_proj's, "
+           "up_proj's outputs, m- of q_proj's outputs and of o_proj's and "
+           "down_proj's weight columns; the norm sites start at 1; a "
+           "function-preserving rescaling of those sites, an outlier "
+           "channel, is undone by it) or ones (s = 1)">
   ];
 }
 

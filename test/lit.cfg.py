@@ -18,10 +18,12 @@ config.test_exec_root = os.path.join(config.sq_obj_root, "test")
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-# The kernel choices (SQ_GEMM_PATH=scalar|avx512bf16|amx, SQ_GEMM_F32=blas)
-# reach the tools, so that this machine can run the suite as a CPU without
-# those instructions would (e.g. fp32 calibration where bf16 is preferred).
-llvm_config.with_system_environment(["SQ_GEMM_PATH", "SQ_GEMM_F32"])
+# The kernel choices (SQ_GEMM_PATH=scalar|avx512bf16|amx, SQ_GEMM_F32=blas,
+# OpenBLAS's OPENBLAS_CORETYPE) reach the tools, so that this machine can
+# run the suite as another CPU would (e.g. fp32 calibration where bf16 is
+# preferred, or OpenBLAS's kernels for another core).
+llvm_config.with_system_environment(
+    ["SQ_GEMM_PATH", "SQ_GEMM_F32", "OPENBLAS_CORETYPE"])
 
 # %sq_python: a python3 that loads a compiled model.so (ctypes). In
 # sanitizer builds the model.so references the ASan/UBSan runtime, which our

@@ -804,18 +804,18 @@ TEST(Calibration, LowersLossOnSharedModel) {
     auto module = load(ctx, path, "sq-fuse-norms,sq-online-hadamard");
     ASSERT_TRUE(module);
     std::string error;
-    // W16A3KV16, full batch (the same 2 windows every step): the loss the
-    // optimizer sees is the loss measured, and the rotation reaches most of
-    // the error. Under the default W16A4KV4 the 20-step change on this model
-    // is at the level of the quantization noise (full batch, sq-opt seeds
-    // 0-5: +0.005 to -0.027 nats; W16A3KV16: -0.010 to -0.12). 40 steps, not
-    // 20: on an AMD EPYC (Zen 5, OpenBLAS's Haswell kernels) 20 steps of this
-    // seed lowered the loss by only 0.0066 (1.5627 -> 1.5560).
-    auto obj = RotationObjective::create(*module, spec("w16a3kv16"), error);
+    // W16A2KV16, full batch (the same 2 windows every step): the loss the
+    // optimizer sees is the loss measured, and 2-bit activations give the
+    // rotations a large error to remove. Under W16A3KV16 the 40-step change
+    // on this model was -0.003 to -0.01 depending on OpenBLAS's kernels
+    // (OPENBLAS_CORETYPE: Cooperlake -0.003, failing a 0.01 bound; the
+    // learned trajectory is chaotic in the rounding); under W16A2KV16 it is
+    // -0.24 to -0.36 with the Haswell, SkylakeX, Zen and Cooperlake kernels.
+    auto obj = RotationObjective::create(*module, spec("w16a2kv16"), error);
     ASSERT_TRUE(obj) << error;
     r = randomRotations(*obj, 0, 1);
     CalibrationOptions options;
-    options.quant = spec("w16a3kv16");
+    options.quant = spec("w16a2kv16");
     options.steps = 40;
     options.seqlen = 128;
     options.samples = 2;
@@ -840,7 +840,7 @@ TEST(Calibration, LowersLossOnSharedModel) {
   Rotations a, b;
   double before, after, before2, after2;
   run(a, before, after);
-  EXPECT_LT(after, before - 0.01) << "loss " << before << " -> " << after;
+  EXPECT_LT(after, before - 0.05) << "loss " << before << " -> " << after;
   std::printf("loss %.4f -> %.4f\n", before, after);
   EXPECT_LE(numerics::orthogonalityError(a.r1, a.hidden), 1e-5);
   for (auto &r2 : a.r2)
@@ -1023,9 +1023,13 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
     for (double v : r)
       EXPECT_NEAR(std::fabs(v), 1.0 / std::sqrt(double(d)), 1e-6);
   }
-  // Cayley steps with r3=search leave R3 where the search put it.
+  // Cayley steps with r3=search leave R3 alone (no candidates: the search
+  // keeps it too). With candidates, the search after the steps sees the
+  // moved R2 and may rightly pick another sign pattern than `found`: how
+  // near the candidates' losses are depends on the machine's rounding.
   options.steps = 2;
-  Rotations trained = init;
+  options.r3Candidates = 0;
+  Rotations trained = found;
   ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, trained)));
   EXPECT_EQ(trained.r3, found.r3);
   // (R2 moves: it reaches the value cache. R1 cancels in K and V, so with
@@ -1037,6 +1041,7 @@ TEST(Calibration, R3SearchLowersTheKeyCacheLoss) {
   // mean paired gain over the windows exceeds r3Sigma standard errors. The
   // gains found above are finite, so a huge r3Sigma keeps every Hadamard.
   options.steps = 0;
+  options.r3Candidates = 12;
   options.r3Sigma = 1e12;
   Rotations strict = init;
   ASSERT_TRUE(mlir::succeeded(calibrateRotations(*module, options, strict)));

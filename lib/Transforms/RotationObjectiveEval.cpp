@@ -370,15 +370,21 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
              q.data(), d, w.data(), d);
       }
     }
-    if (e.rowSite >= 0 || e.colSite >= 0 || (impl.learnScales && e.quantize))
+    bool keepScaled =
+        e.rowSite >= 0 || e.colSite >= 0 || (impl.learnScales && e.quantize);
+    if (keepScaled)
       e.scaled = w;
     if (e.quantize && e.clipOffset >= 0) {
       // Learned clipping (after the scales): round-to-nearest with this
-      // weight's row ratios.
+      // weight's row ratios. Its input is `scaled` when that is kept (the
+      // same matrix: one copy, not two).
       std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
                                r.weightClips.begin() + e.clipOffset + e.rows);
-      e.rotated = w;
-      numerics::fakeQuantRows(e.rotated.data(), e.rows, e.cols,
+      if (keepScaled)
+        std::vector<float>().swap(e.rotated);
+      else
+        e.rotated = w;
+      numerics::fakeQuantRows(e.preClip().data(), e.rows, e.cols,
                               weightGrid(impl.spec), w.data(), clips.data());
     } else if (e.quantize) {
       const std::vector<double> *hessian = nullptr;
@@ -463,7 +469,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
                              r.weightClips.begin() + e.clipOffset + e.rows);
     std::vector<float> dx(dw[i].size());
     numerics::fakeQuantRowsBackward(
-        e.rotated.data(), e.rows, e.cols, weightGrid(impl.spec), clips.data(),
+        e.preClip().data(), e.rows, e.cols, weightGrid(impl.spec), clips.data(),
         dw[i].data(), dx.data(), grad->weightClips.data() + e.clipOffset);
     dw[i].swap(dx);
   }

@@ -69,6 +69,12 @@ struct Entry {
   /// fake quantization (for the clip-aware gradient).
   int64_t clipOffset = -1;
   std::vector<float> rotated;
+  /// The weight before its learned-clip fake quantization: `rotated`, or
+  /// `scaled` where that holds it (learned scales; `rotated` is then
+  /// empty).
+  const std::vector<float> &preClip() const {
+    return rotated.empty() ? scaled : rotated;
+  }
 };
 
 /// An activation or KV-cache quantizer of the training clone whose clip

@@ -18,12 +18,15 @@ config.test_exec_root = os.path.join(config.sq_obj_root, "test")
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-# The kernel choices (SQ_GEMM_PATH=scalar|avx512bf16|amx, SQ_GEMM_F32=blas,
-# OpenBLAS's OPENBLAS_CORETYPE) reach the tools, so that this machine can
-# run the suite as another CPU would (e.g. fp32 calibration where bf16 is
-# preferred, or OpenBLAS's kernels for another core).
-llvm_config.with_system_environment(
-    ["SQ_GEMM_PATH", "SQ_GEMM_F32", "OPENBLAS_CORETYPE"])
+# The kernel choices (SQ_GEMM_PATH=scalar|avx512bf16|amx, SQ_GEMM_F32=blas)
+# reach the tools, so that this machine can run the suite as a CPU without
+# those instructions would (e.g. fp32 calibration where bf16 is preferred).
+# OpenBLAS's own OPENBLAS_CORETYPE does not (lit drops it like any other
+# variable): set in a shell, it would make lit differ from a clean machine;
+# SQ_OPENBLAS_CORETYPE passes one on purpose.
+llvm_config.with_system_environment(["SQ_GEMM_PATH", "SQ_GEMM_F32"])
+if os.environ.get("SQ_OPENBLAS_CORETYPE"):
+    config.environment["OPENBLAS_CORETYPE"] = os.environ["SQ_OPENBLAS_CORETYPE"]
 
 # %sq_python: a python3 that loads a compiled model.so (ctypes). In
 # sanitizer builds the model.so references the ASan/UBSan runtime, which our

@@ -50,6 +50,14 @@ int64_t Executor::checkpointSegments() const {
   return impl->segmentStart.size();
 }
 
+void Executor::setPrefixCache(int64_t maxBytes) {
+  impl->prefixMaxBytes = std::max<int64_t>(maxBytes, 0);
+  if (!impl->prefixMaxBytes)
+    std::vector<Impl::Prefix>().swap(impl->prefixes);
+}
+
+int64_t Executor::segmentsRun() const { return impl->segmentsRun; }
+
 void Executor::reset() {
   impl->caches.clear();
   impl->cached = 0;
@@ -248,6 +256,25 @@ static void findSegments(Executor::Impl &impl) {
       continue;
     impl.segmentStart.push_back(ops[cuts[c]]);
     impl.segmentInput.push_back(cutValue[c]);
+  }
+  // Which segment first reads each weight (the head's: past the last).
+  size_t segment = 0;
+  bool past = false;
+  for (Operation &op : body) {
+    if (&op == end)
+      past = true;
+    if (!past && segment + 1 < impl.segmentStart.size() &&
+        &op == impl.segmentStart[segment + 1])
+      ++segment;
+    if (isa<WeightOp>(op))
+      continue;
+    size_t at = past ? impl.segmentStart.size() : segment;
+    for (Value v : op.getOperands())
+      if (auto w = v.getDefiningOp<WeightOp>()) {
+        auto [it, fresh] = impl.weightSegment.insert({w, at});
+        if (!fresh)
+          it->second = std::min(it->second, at);
+      }
   }
 }
 

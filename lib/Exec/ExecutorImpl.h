@@ -20,6 +20,8 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -70,6 +72,35 @@ struct Executor::Impl {
   SmallVector<Value> segmentInput;
   ExecCheckpoint checkpoint = ExecCheckpoint::Auto;
   bool quantRangeGradient = false;
+  /// The first segment whose ops read each weight (segmentStart.size():
+  /// read only after the last, by the head).
+  llvm::DenseMap<Operation *, size_t> weightSegment;
+  /// Executor::setPrefixCache: the segment inputs of recent loss() batches.
+  struct Prefix {
+    std::vector<int64_t> tokens;
+    int64_t batch = 0, seq = 0;
+    std::vector<exec::Tensor> inputs; ///< per segment (the first: none)
+    /// The first segment whose weights changed since `inputs` were made
+    /// (the inputs of segments up to it are still valid).
+    size_t dirtyFrom = SIZE_MAX;
+    uint64_t used = 0;
+    int64_t bytes = 0;
+  };
+  std::vector<Prefix> prefixes;
+  int64_t prefixMaxBytes = 0;
+  uint64_t prefixClock = 0;
+  int64_t segmentsRun = 0;
+  /// A change of the weights read from `segment` on.
+  void invalidateFrom(size_t segment) {
+    for (Prefix &p : prefixes)
+      p.dirtyFrom = std::min(p.dirtyFrom, segment);
+  }
+  void invalidateWeight(Operation *weight) {
+    if (prefixes.empty())
+      return;
+    auto it = weightSegment.find(weight);
+    invalidateFrom(it == weightSegment.end() ? 0 : it->second);
+  }
 };
 
 namespace detail {

@@ -54,6 +54,8 @@ bool Executor::setFakeQuantClips(ArrayRef<double> clips, std::string &error) {
       error = "clip ratio " + std::to_string(c) + " is not in (0, 1]";
       return false;
     }
+  if (!llvm::equal(clips, impl->clips))
+    impl->invalidateFrom(0); // every fake quantizer may have changed
   impl->clips.assign(clips.begin(), clips.end());
   impl->clipGrads.assign(clips.size(), 0.0);
   return true;
@@ -85,6 +87,13 @@ bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
             " values, not " + std::to_string(values.size());
     return false;
   }
+  // The same fp32 values again (a rotation set at every evaluation): no
+  // change, which keeps the prefix cache's segments valid.
+  if (t.data && !t.half && !t.packed && t.data->size() == values.size() &&
+      std::memcmp(t.data->data(), values.data(),
+                  values.size() * sizeof(float)) == 0)
+    return true;
+  impl->invalidateWeight(it->second);
   // A fresh buffer: tensors handed out earlier keep the old values.
   bool wasHalf = t.half != nullptr;
   t.half = nullptr;
@@ -117,6 +126,15 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
       error = "weight '" + name.str() + "' has no row " + std::to_string(row);
       return false;
     }
+  if (!impl->prefixes.empty()) {
+    bool same = t.data && !t.half && !t.packed;
+    for (size_t i = 0; same && i < rows.size(); ++i)
+      same = std::memcmp(t.data->data() + rows[i] * cols,
+                         values.data() + i * cols, cols * sizeof(float)) == 0;
+    if (same)
+      return true;
+    impl->invalidateWeight(it->second);
+  }
   if (t.half && impl->bf16) // bf16 precision: stored in bf16 from now on
     t.packed = std::make_shared<numerics::PackedMatrix>(
         numerics::PackedMatrix::fromBits(t.half, t.format, t.shape[0], cols));
@@ -248,6 +266,74 @@ static bool forwardForLoss(Executor::Impl &impl, ArrayRef<int64_t> tokens,
   return true;
 }
 
+/// loss()'s forward: through forwardForLoss, or (setPrefixCache) from the
+/// first segment whose weights changed since this batch last ran, its
+/// input from the cache; the cache then holds this run's segment inputs.
+static bool prefixForward(Executor::Impl &impl, ArrayRef<int64_t> tokens,
+                          int64_t batch, int64_t seq,
+                          llvm::DenseMap<Value, exec::Tensor> &values,
+                          std::string &error) {
+  size_t count = impl.segmentStart.size();
+  if (impl.prefixMaxBytes <= 0 || count < 2 || impl.observer) {
+    std::vector<exec::Tensor> saved;
+    impl.segmentsRun += count;
+    return forwardForLoss(impl, tokens, batch, seq, /*segments=*/false, values,
+                          saved, nullptr, error);
+  }
+  using Prefix = Executor::Impl::Prefix;
+  Prefix *entry = nullptr;
+  for (Prefix &p : impl.prefixes)
+    if (p.batch == batch && p.seq == seq && llvm::equal(p.tokens, tokens))
+      entry = &p;
+  size_t from = entry ? std::min(entry->dirtyFrom, count - 1) : 0;
+  Block &body = impl.func.getBody().front();
+  Operation *end = impl.head ? impl.head.getOperation() : body.getTerminator();
+  setInputs(impl, tokens, batch, seq, 0, values);
+  std::vector<exec::Tensor> inputs(count);
+  for (size_t s = 1; s <= from; ++s)
+    inputs[s] = entry->inputs[s];
+  if (from > 0)
+    values[impl.segmentInput[from]] = inputs[from];
+  for (size_t s = from; s < count; ++s) {
+    bool last = s + 1 == count;
+    if (!runOps(impl, s ? impl.segmentStart[s] : &body.front(),
+                last ? end : impl.segmentStart[s + 1], /*training=*/true,
+                values, error))
+      return false;
+    ++impl.segmentsRun;
+    if (!last)
+      inputs[s + 1] = values.lookup(impl.segmentInput[s + 1]);
+  }
+  // Keep this run's inputs; drop the least recently used beyond the budget.
+  int64_t bytes = 0;
+  for (const exec::Tensor &t : inputs)
+    bytes += t.data ? int64_t(t.data->size() * sizeof(float)) : 0;
+  if (!entry) {
+    impl.prefixes.emplace_back();
+    entry = &impl.prefixes.back();
+    entry->tokens.assign(tokens.begin(), tokens.end());
+    entry->batch = batch;
+    entry->seq = seq;
+  }
+  entry->inputs = std::move(inputs);
+  entry->bytes = bytes;
+  entry->dirtyFrom = SIZE_MAX;
+  entry->used = ++impl.prefixClock;
+  for (;;) {
+    int64_t total = 0;
+    auto oldest = impl.prefixes.end();
+    for (auto it = impl.prefixes.begin(); it != impl.prefixes.end(); ++it) {
+      total += it->bytes;
+      if (oldest == impl.prefixes.end() || it->used < oldest->used)
+        oldest = it;
+    }
+    if (total <= impl.prefixMaxBytes || oldest == impl.prefixes.end())
+      break;
+    impl.prefixes.erase(oldest);
+  }
+  return true;
+}
+
 bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
                     double &loss, std::string &error,
                     std::vector<double> *sequenceLosses,
@@ -258,9 +344,7 @@ bool Executor::loss(ArrayRef<int64_t> tokens, int64_t batch, int64_t seq,
       !softRows(impl, soft, batch, seq, rowsOf, error))
     return false;
   llvm::DenseMap<Value, exec::Tensor> values;
-  std::vector<exec::Tensor> saved;
-  if (!forwardForLoss(impl, tokens, batch, seq, /*segments=*/false, values,
-                      saved, nullptr, error))
+  if (!prefixForward(impl, tokens, batch, seq, values, error))
     return false;
   std::vector<int64_t> targets = nextTokenTargets(tokens, batch, seq);
   std::vector<double> rows;

@@ -35,6 +35,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -49,6 +50,10 @@
 #include <cstring>
 #include <random>
 #include <tuple>
+
+#if defined(__unix__)
+#include <unistd.h>
+#endif
 
 using namespace mlir;
 
@@ -167,6 +172,21 @@ static std::pair<double, double> pairedDifference(ArrayRef<double> a,
   return {mean, se};
 }
 
+/// The R3 search keeps no gain below this fraction of the loss (with
+/// r3-sigma > 0).
+static constexpr double kMinR3RelativeGain = 1e-5;
+
+/// The R3 search's prefix cache: a quarter of the physical memory.
+static int64_t prefixCacheBytes() {
+  int64_t bytes = int64_t(1) << 30;
+#if defined(__unix__)
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0)
+    bytes = int64_t(pages) * int64_t(page) / 4;
+#endif
+  return bytes;
+}
+
 /// r3=search (after the Cayley steps): layer by layer, seeded signed
 /// permutations of the Hadamard matrix (x -> x P D H: the same spreading of
 /// the key's channels, other ones mixed) against the current R3, on the
@@ -186,6 +206,13 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
   int64_t d = rotations.headDim, count = options.r3Windows;
   bool terminal = progress && llvm::sys::Process::StandardErrIsDisplayed();
   auto start = std::chrono::steady_clock::now();
+  // A candidate for layer l changes only layer l's R3: each evaluation of
+  // the same windows starts at that layer, from the block inputs the
+  // executor kept (bit-identical losses); a quarter of the memory at most.
+  RotationObjective &objective0 = objective.rotationObjective();
+  objective0.setPrefixCache(prefixCacheBytes());
+  auto dropCache = llvm::make_scope_exit([&] { objective0.setPrefixCache(0); });
+  int64_t segmentsBefore = objective0.segmentsRun(), forwards = 0;
   double first = 0, current = 0, lastLine = 0;
   std::vector<double> currentEach;
   if (!evalLoss(objective, rotations, windows, count, seqlen, current, error,
@@ -215,6 +242,7 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
       if (!evalLoss(objective, rotations, windows, count, seqlen, loss, error,
                     &each))
         return false;
+      ++forwards;
       if (loss < bestLoss) {
         bestLoss = loss;
         best = r;
@@ -223,7 +251,14 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
     }
     auto [gain, se] = best.empty() ? std::pair<double, double>{0.0, 0.0}
                                    : pairedDifference(currentEach, bestEach);
-    bool accept = !best.empty() && gain > options.r3Sigma * se;
+    // Significant, and (with r3-sigma > 0) above the float noise: a gain
+    // under 1e-5 of the loss is what rounding moves (the per-window losses
+    // of one and of several processes, whose R1/R2 differ in their last
+    // bits, differ by ~1e-8), and keeping it would make the decision hang
+    // on those bits.
+    bool accept = !best.empty() && gain > options.r3Sigma * se &&
+                  (options.r3Sigma == 0 ||
+                   gain > kMinR3RelativeGain * std::fabs(layerStart));
     if (accept) {
       ++kept;
       current = bestLoss;
@@ -246,13 +281,23 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
           accept ? "kept" : "not significant");
     }
   }
-  if (progress)
+  if (progress) {
+    // What the candidates' forwards ran, in transformer blocks, against
+    // whole forwards (the cache's saving).
+    int64_t blocks = objective0.segmentsRun() - segmentsBefore;
+    int64_t evaluated = std::min<int64_t>(count, windows.size());
+    auto [firstB, lastB] = distributed::share((evaluated + 7) / 8);
+    int64_t batches = lastB - firstB; // evalLoss's batches of 8
+    double whole = double(forwards + 1) * double(batches) *
+                   double(objective0.executorSegments());
     llvm::errs() << llvm::format(
         "calibrate: R3 search: %lld of %zu layers changed, loss on %lld "
-        "windows %.4f -> %.4f in %.1f s\n",
+        "windows %.4f -> %.4f in %.1f s (%.0f%% of the blocks of whole "
+        "forwards)\n",
         (long long)kept, rotations.r3.size(),
         (long long)std::min<int64_t>(count, windows.size()), first, current,
-        secondsSince(start));
+        secondsSince(start), whole > 0 ? 100.0 * double(blocks) / whole : 0.0);
+  }
   finalEach = std::move(currentEach);
   return true;
 }

@@ -12,9 +12,11 @@ bool evalLoss(WindowLoss &objective, const Rotations &r,
               std::vector<double> *windowLosses) {
   count = std::min<int64_t>(count, windows.size());
   std::vector<double> each(count, 0.0);
-  auto [first, last] = distributed::share(count);
-  for (int64_t i = first; i < last; i += 8) {
-    int64_t b = std::min<int64_t>(8, last - i);
+  // Whole groups of 8 (by window index) per process: a window's loss is
+  // computed in the same batch however many processes share the work.
+  auto [firstGroup, lastGroup] = distributed::share((count + 7) / 8);
+  for (int64_t i = firstGroup * 8; i < std::min(lastGroup * 8, count); i += 8) {
+    int64_t b = std::min<int64_t>(8, count - i);
     std::vector<const std::vector<int64_t> *> batch;
     for (int64_t j = 0; j < b; ++j)
       batch.push_back(&windows[i + j]);

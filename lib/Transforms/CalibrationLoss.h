@@ -44,6 +44,9 @@ public:
       : objective(objective), floatModule(floatModule), options(options),
         seqlen(seqlen) {}
 
+  /// The objective (its executor's prefix cache, for the R3 search).
+  RotationObjective &rotationObjective() { return objective; }
+
   /// Refuses a cache that could outgrow options.klCacheMB for `windows`
   /// windows (all that may be evaluated).
   bool checkBudget(int64_t windows, std::string &error) const {
@@ -184,11 +187,14 @@ private:
 };
 
 /// The loss of each of the first `count` windows (at most windows.size()),
-/// in window order, on every process: each process evaluates its share in
-/// batches of up to 8 windows (the weights are folded once per set of
-/// rotations) and the per-window losses are summed across the processes.
-/// Each window's loss comes from one process (the others add zeros), so
-/// every process gets the same values bit for bit. `loss` is their mean.
+/// in window order, on every process: the windows are evaluated in batches
+/// of up to 8 (windows 0-7, 8-15, ...; the weights are folded once per set
+/// of rotations), each process takes its share of whole batches, and the
+/// per-window losses are summed across the processes. Each window's loss
+/// comes from one process (the others add zeros) and from the same batch
+/// whatever the number of processes, so every process, and a single
+/// process, gets the same values bit for bit (the R3 search's decisions do
+/// not depend on the process count). `loss` is their mean.
 bool evalLoss(WindowLoss &objective, const Rotations &r,
               const std::vector<std::vector<int64_t>> &windows, int64_t count,
               int64_t seqlen, double &loss, std::string &error,

@@ -647,6 +647,18 @@ bool RotationObjective::prepareGPTQ(
   return true;
 }
 
+void RotationObjective::setPrefixCache(int64_t maxBytes) {
+  impl->ex->setPrefixCache(maxBytes);
+}
+
+int64_t RotationObjective::segmentsRun() const {
+  return impl->ex->segmentsRun();
+}
+
+int64_t RotationObjective::executorSegments() const {
+  return impl->ex->checkpointSegments();
+}
+
 bool RotationObjective::smoothScales(
     const std::vector<std::vector<int64_t>> &windows,
     std::vector<std::vector<double>> &logScales, std::string &error) const {

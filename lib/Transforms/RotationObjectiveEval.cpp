@@ -312,7 +312,15 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   bool refold = !(impl.folded && r.r1 == impl.foldedR1 &&
                   r.r2 == impl.foldedR2 && r.weightClips == impl.foldedWClips &&
                   (!impl.learnScales || r.scales == impl.foldedScales));
-  bool newRows = refold || used != impl.foldedRows;
+  // The embedding rows rotated with the current R1 (any batch since the
+  // last fold): only the batch's others are rotated and set.
+  if (refold)
+    impl.rowsRotated.clear();
+  std::vector<int64_t> fresh;
+  for (int64_t id : used)
+    if (!impl.rowsRotated.count(id))
+      fresh.push_back(id);
+  bool newRows = !fresh.empty();
   if (refold)
     impl.folded = false; // until this fold completes
   for (Entry &e : impl.entries) {
@@ -324,10 +332,13 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
         error = "token ids outside the embedding table";
         return false;
       }
-      std::vector<float> rows = gatherRows(e.base, n), w(rows.size());
-      gemm(false, false, used.size(), n, n, rows.data(), n, r1.data(), n,
+      std::vector<float> rows(fresh.size() * n), w(rows.size());
+      for (size_t i = 0; i < fresh.size(); ++i)
+        std::memcpy(rows.data() + i * n, e.base.data() + fresh[i] * n,
+                    n * sizeof(float));
+      gemm(false, false, fresh.size(), n, n, rows.data(), n, r1.data(), n,
            w.data(), n);
-      if (!impl.ex->setWeightRows(e.name, used, w, error))
+      if (!impl.ex->setWeightRows(e.name, fresh, w, error))
         return false;
       continue;
     }
@@ -429,7 +440,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     impl.foldedWClips = r.weightClips;
     impl.foldedScales = r.scales;
   }
-  impl.foldedRows = used;
+  impl.rowsRotated.insert(fresh.begin(), fresh.end());
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
     names.push_back(impl.r3Names[l]);
     std::vector<float> m(r.r3[l].begin(), r.r3[l].end());

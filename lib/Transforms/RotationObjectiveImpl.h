@@ -19,6 +19,7 @@
 #include "mlir/IR/OwningOpRef.h"
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -102,7 +103,8 @@ struct RotationObjective::Impl {
   bool folded = false;
   std::vector<double> foldedR1;
   std::vector<std::vector<double>> foldedR2;
-  std::vector<int64_t> foldedRows;
+  /// The embedding rows the executor holds rotated by foldedR1.
+  std::set<int64_t> rowsRotated;
   int64_t hidden = 0, headDim = 0, layers = 0, vocab = 0, maxPositions = 0;
   /// The activations formulation: the clone's trainable R1 and, per layer,
   /// R2 (empty name: no R2 site in that layer, nothing quantized between

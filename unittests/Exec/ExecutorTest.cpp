@@ -967,3 +967,80 @@ TEST(QuantizeShared, RotationAndGPTQHelp) {
 }
 
 } // namespace
+
+// setPrefixCache: loss() of a batch it ran before starts at the first
+// segment whose weights changed since, from the kept block inputs; the
+// losses are bit for bit those of an executor without it, and it runs
+// fewer segments. Setting the same values changes nothing; a changed
+// embedding, or other clip ratios, run everything again.
+TEST(Executor, PrefixCacheRunsFromTheFirstChangedBlock) {
+  for (ExecPrecision precision : {ExecPrecision::F32, ExecPrecision::BF16}) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(
+        SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", &ctx, err);
+    ASSERT_TRUE(module) << err;
+    std::string late, early;
+    module->walk([&](WeightOp w) {
+      llvm::StringRef name = w.getName();
+      if (name.contains("layers.1.") && name.contains("down_proj"))
+        late = name.str();
+      if (name.contains("embed"))
+        early = name.str();
+    });
+    ASSERT_FALSE(late.empty());
+    ASSERT_FALSE(early.empty());
+    ExecutorOptions options;
+    options.precision = precision;
+    auto cached = Executor::create(*module, err, options);
+    ASSERT_TRUE(cached) << err;
+    auto plain = Executor::create(*module, err, options);
+    ASSERT_TRUE(plain) << err;
+    int64_t segments = cached->checkpointSegments();
+    ASSERT_GT(segments, 3);
+    cached->setPrefixCache(int64_t(1) << 30);
+    int64_t batch = 2, seq = 9, vocab = cached->info().vocabSize;
+    std::vector<int64_t> a, b;
+    for (int64_t i = 0; i < batch * seq; ++i) {
+      a.push_back((i * 7 + 3) % vocab);
+      b.push_back((i * 5 + 1) % vocab);
+    }
+    auto same = [&](const std::vector<int64_t> &tokens, const char *what) {
+      double x = 0, y = 0;
+      std::vector<double> xs, ys;
+      ASSERT_TRUE(cached->loss(tokens, batch, seq, x, err, &xs)) << err;
+      ASSERT_TRUE(plain->loss(tokens, batch, seq, y, err, &ys)) << err;
+      EXPECT_EQ(std::memcmp(&x, &y, sizeof x), 0)
+          << what << ": " << x << " vs " << y;
+      EXPECT_EQ(xs, ys) << what;
+    };
+    auto run = [&](const std::vector<int64_t> &tokens, const char *what) {
+      int64_t before = cached->segmentsRun();
+      same(tokens, what);
+      return cached->segmentsRun() - before;
+    };
+    auto change = [&](const std::string &name, float factor) {
+      std::vector<float> v = cached->weightValues(name);
+      for (float &x : v)
+        x *= factor;
+      ASSERT_TRUE(cached->setWeightValues(name, v, err)) << err;
+      ASSERT_TRUE(plain->setWeightValues(name, v, err)) << err;
+    };
+    EXPECT_EQ(run(a, "first a"), segments);
+    EXPECT_EQ(run(b, "first b"), segments);
+    EXPECT_EQ(run(a, "a again"), 1); // only the last segment
+    change(late, 1.5f);
+    int64_t lateRun = run(a, "a, layer 1 changed");
+    EXPECT_GT(lateRun, 1);
+    EXPECT_LT(lateRun, segments);
+    EXPECT_EQ(run(b, "b, layer 1 changed"), lateRun);
+    std::vector<float> v = cached->weightValues(late);
+    ASSERT_TRUE(cached->setWeightValues(late, v, err)) << err;
+    if (precision == ExecPrecision::F32) // the same fp32 values: no change
+      EXPECT_EQ(run(a, "a, same values"), 1);
+    change(early, 0.5f);
+    EXPECT_EQ(run(a, "a, embedding changed"), segments);
+    cached->setPrefixCache(0);
+    EXPECT_EQ(run(a, "cache off"), segments);
+  }
+}

@@ -196,6 +196,22 @@ public:
   /// only the residual stream is live, and is never checkpointed).
   int64_t checkpointSegments() const;
 
+  /// Forward-prefix reuse for repeated loss() calls on the same windows
+  /// while only later blocks' weights change (the R3 search tries one
+  /// layer's candidates at a time): loss() keeps the input of every
+  /// checkpoint segment (checkpointSegments) of the token batches it ran,
+  /// least recently used dropped beyond `maxBytes` in all, and starts the
+  /// forward of a batch it holds at the first segment whose weights
+  /// changed since (setWeightValues / setWeightRows, changed values;
+  /// setFakeQuantClips with other ratios changes every segment). The same
+  /// arithmetic: losses bit for bit those of a whole forward. 0 (the
+  /// default) turns it off and frees what it holds. Not used while a
+  /// linear observer is set.
+  void setPrefixCache(int64_t maxBytes);
+  /// What loss() ran since the executor was created, in segments: for
+  /// tests and the R3 search's report.
+  int64_t segmentsRun() const;
+
   /// Internal state (opaque).
   struct Impl;
 

@@ -237,6 +237,14 @@ public:
   bool prepareGPTQ(const std::vector<std::vector<int64_t>> &windows,
                    std::string &error);
 
+  /// Executor::setPrefixCache of the training executor: loss-only
+  /// evaluations of the same windows start at the first transformer block
+  /// whose weights changed (the R3 search); 0 turns it off. And the
+  /// segments its losses ran (Executor::segmentsRun).
+  void setPrefixCache(int64_t maxBytes);
+  int64_t segmentsRun() const;
+  int64_t executorSegments() const;
+
   /// scales-init=smooth (learned scales): initial log-scales that balance
   /// the float model's magnitudes on the two sides of each site, as
   /// SmoothQuant with alpha = 0.5: u = (log m- - log m+) / 2, m+ the RMS of

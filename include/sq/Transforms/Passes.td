@@ -300,7 +300,8 @@ def SQSpinQuantRotate : Pass<"sq-spinquant-rotate", "::mlir::ModuleOp"> {
     Option<"r3Sigma", "r3-sigma", "double", /*default=*/"2.0",
            "learned, r3=search: a layer's best candidate is kept only if its "
            "mean loss improvement over those windows exceeds this many "
-           "standard errors (0: whenever it is lower)">,
+           "standard errors and 1e-5 of the loss, below which rounding "
+           "decides (0: whenever it is lower)">,
     Option<"evalWindows", "eval-windows", "int64_t", /*default=*/"8",
            "learned: the summary's before/after loss on the first N "
            "calibration windows (a forward of each, before and after "

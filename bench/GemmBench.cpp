@@ -19,8 +19,9 @@
 //   OPENBLAS_CORETYPE=SkylakeX build/bench/sq-bench-gemm \
 //     --benchmark_filter='Gemm/0/'      # one shape
 //
-// OpenBLAS 0.3.21 does not know this CPU: without OPENBLAS_CORETYPE it runs
-// its older AVX2 kernels (about half the speed). The threads of each side are
+// OpenBLAS picks its kernels when loaded (OPENBLAS_VERBOSE=2 shows them); an
+// OPENBLAS_CORETYPE in the environment wins (Haswell: AVX2, half the
+// AVX-512 rate). The threads of each side are
 // set per run (openblas_set_num_threads, a ThreadPool of that size); a run
 // of SQ's paths starts 0.3 s after the last sgemm, when OpenBLAS' workers
 // have stopped spinning.

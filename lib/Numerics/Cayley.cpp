@@ -34,8 +34,8 @@ void gemm(Op a, Op b, int64_t n, double alpha, const double *A, const double *B,
               b == Op::T ? CblasTrans : CblasNoTrans, n, n, n, alpha, A, n, B,
               n, beta, C, n);
 }
-/// The float products: gemmF32 (AVX-512F where the CPU has it: OpenBLAS
-/// 0.3.21 runs its AVX2 kernels on CPUs it does not know, at half the rate).
+/// The float products: gemmF32 (our AVX-512F kernel where the CPU has it,
+/// thread-count independent; cblas_sgemm elsewhere).
 void gemm(Op a, Op b, int64_t n, float alpha, const float *A, const float *B,
           float beta, float *C) {
   gemmF32(a == Op::T ? Transpose::Yes : Transpose::No,

@@ -2,10 +2,13 @@
 //
 // gemmF32 is cblas_sgemm's row-major product in fp32 for the big square
 // products of the Cayley step (R1: 4096 x 4096 for a 7B model, eight
-// products a step). OpenBLAS 0.3.21 (Debian 12) does not know the newest
-// CPUs (AMD Zen 5 among them) and falls back to its AVX2 kernels there, at
-// half the machine's fp32 rate; this kernel uses AVX-512F wherever the CPU
-// has it, and cblas_sgemm elsewhere.
+// products a step): our AVX-512F kernel wherever the CPU has it, and
+// cblas_sgemm elsewhere. Its results do not depend on the thread count. (It
+// was written against OpenBLAS's AVX2 "Haswell" kernels, at half the fp32
+// rate on an AMD Zen 5; those came from OPENBLAS_CORETYPE=Haswell in that
+// machine's environment. OpenBLAS 0.3.21 left to itself picks its AVX-512
+// "Cooperlake" kernels there, as fast as this one or faster: docs/results.md,
+// "OpenBLAS on the AMD EPYC, corrected".)
 //
 // Blocking (GotoBLAS/BLIS): K in blocks of kKc, each C element summed block
 // by block in order, each block's terms in k order, so that the number of

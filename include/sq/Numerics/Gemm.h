@@ -169,7 +169,7 @@ void gemmBF16(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k,
 /// with AVX-512F our own kernel (GemmF32.cpp) on `pool` (default: the
 /// global pool), whose results do not depend on the number of threads;
 /// elsewhere cblas_sgemm. beta == 0: C is only written. For large products
-/// (the Cayley step's n x n matrices), where OpenBLAS may not know the CPU.
+/// (the Cayley step's n x n matrices).
 void gemmF32(Transpose ta, Transpose tb, int64_t m, int64_t n, int64_t k,
              float alpha, const float *a, int64_t lda, const float *b,
              int64_t ldb, float beta, float *c, int64_t ldc,

@@ -3,6 +3,7 @@
 #include "sq/Transforms/QuantSpec.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -208,6 +209,14 @@ bool parseQuantSpec(const std::string &text, QuantSpec &spec,
   return true;
 }
 
+/// The shortest decimal that parses back to `v` (a stream's default six
+/// digits print aclip=0.99999999 as 1, which re-parses to no clip).
+static std::string exact(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
+}
+
 std::string QuantSpec::str() const {
   std::ostringstream os;
   os << "w" << wBits << "a" << aBits;
@@ -222,20 +231,20 @@ std::string QuantSpec::str() const {
   if (wClip)
     os << ",wclip";
   if (gptq)
-    os << ",gptq,nsamples=" << nsamples << ",damp=" << damp
+    os << ",gptq,nsamples=" << nsamples << ",damp=" << exact(damp)
        << ",block=" << block << (actOrder ? ",actorder" : "");
   if (aSym)
     os << ",sym";
   if (aClip != 1.0)
-    os << ",aclip=" << aClip;
+    os << ",aclip=" << exact(aClip);
   if (kGroup)
     os << ",kgroup=" << kGroup;
   if (vGroup)
     os << ",vgroup=" << vGroup;
   if (kClip != 1.0)
-    os << ",kclip=" << kClip;
+    os << ",kclip=" << exact(kClip);
   if (vClip != 1.0)
-    os << ",vclip=" << vClip;
+    os << ",vclip=" << exact(vClip);
   if (real)
     os << ",mode=real";
   else if (modeGiven)

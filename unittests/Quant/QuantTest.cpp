@@ -393,6 +393,26 @@ TEST(QuantSpec, ParsesTheOfficialForms) {
   EXPECT_EQ(t.str(), s.str());
 }
 
+// Clip ratios and damp are printed with as many digits as they need to
+// parse back (the fuzzer's aclip=.99999999 printed as aclip=1, which is no
+// clip: test/fuzz/regressions/quantspec/aclip-eight-nines).
+TEST(QuantSpec, StrKeepsEveryDigit) {
+  QuantSpec s, t;
+  std::string error;
+  ASSERT_TRUE(parseQuantSpec("w4a4,aclip=.99999999,kclip=0.85,vclip=.95,"
+                             "gptq,damp=0.0123456789",
+                             s, error))
+      << error;
+  EXPECT_EQ(s.str(), "w4a4kv16,gptq,nsamples=128,damp=0.0123456789,"
+                     "block=128,aclip=0.99999999,kclip=0.85,vclip=0.95");
+  ASSERT_TRUE(parseQuantSpec(s.str(), t, error)) << s.str() << ": " << error;
+  EXPECT_EQ(t.aClip, s.aClip);
+  EXPECT_EQ(t.kClip, s.kClip);
+  EXPECT_EQ(t.vClip, s.vClip);
+  EXPECT_EQ(t.damp, s.damp);
+  EXPECT_EQ(t.str(), s.str());
+}
+
 // "none" is the float model; mode= is remembered when written (sq-compile
 // packs weights unless it was); the spec a learned rotation trains under is
 // derived from the deployed one as a struct.

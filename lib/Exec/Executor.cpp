@@ -50,14 +50,6 @@ int64_t Executor::checkpointSegments() const {
   return impl->segmentStart.size();
 }
 
-void Executor::setPrefixCache(int64_t maxBytes) {
-  impl->prefixMaxBytes = std::max<int64_t>(maxBytes, 0);
-  if (!impl->prefixMaxBytes)
-    std::vector<Impl::Prefix>().swap(impl->prefixes);
-}
-
-int64_t Executor::segmentsRun() const { return impl->segmentsRun; }
-
 void Executor::reset() {
   impl->caches.clear();
   impl->cached = 0;

@@ -89,7 +89,7 @@ struct Executor::Impl {
   std::vector<Prefix> prefixes;
   int64_t prefixMaxBytes = 0;
   uint64_t prefixClock = 0;
-  int64_t segmentsRun = 0;
+  Executor::SegmentCounts segmentCounts;
   /// A change of the weights read from `segment` on.
   void invalidateFrom(size_t segment) {
     for (Prefix &p : prefixes)

@@ -172,14 +172,32 @@ bool Executor::setWeightRows(StringRef name, ArrayRef<int64_t> rows,
 /// checkpoint=auto checkpoints when the whole tape of a step would exceed
 /// a quarter of the machine's physical memory (at least 2 GiB): a model
 /// whose activations fit is not made to run every block's forward twice.
-static double autoCheckpointBytes() {
-  double bytes = double(int64_t(2) << 30);
+/// A quarter of the machine's physical memory (0 where it is unknown).
+static double quarterOfMemory() {
 #if defined(__unix__)
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   if (pages > 0 && page > 0)
-    bytes = std::max(bytes, double(pages) * double(page) / 4.0);
+    return double(pages) * double(page) / 4.0;
 #endif
-  return bytes;
+  return 0.0;
+}
+
+static double autoCheckpointBytes() {
+  return std::max(double(int64_t(2) << 30), quarterOfMemory());
+}
+
+void Executor::setPrefixCache(int64_t maxBytes) {
+  if (maxBytes == kPrefixCacheAuto) {
+    double quarter = quarterOfMemory();
+    maxBytes = quarter > 0 ? int64_t(quarter) : int64_t(1) << 30;
+  }
+  impl->prefixMaxBytes = std::max<int64_t>(maxBytes, 0);
+  if (!impl->prefixMaxBytes)
+    std::vector<Impl::Prefix>().swap(impl->prefixes);
+}
+
+Executor::SegmentCounts Executor::segmentCounts() const {
+  return impl->segmentCounts;
 }
 
 static std::vector<int64_t> nextTokenTargets(ArrayRef<int64_t> tokens,
@@ -239,22 +257,29 @@ static bool checkTrainingInput(const Executor::Impl &impl,
 /// The first forward of the loss: @forward from position 0 up to the head
 /// (up to the return without one) into `values`, freeing what `keep` does
 /// not hold. With `segments` (checkpointing), only the last segment keeps
-/// its values; `saved` receives the input of each other segment.
+/// its values; `saved` receives the input of each other segment. With
+/// `from` > 0 (segments only), the forward starts at segment `from` with
+/// the input `saved` already holds for it (the prefix cache); `saved`'s
+/// earlier entries are left as they are.
 static bool forwardForLoss(Executor::Impl &impl, ArrayRef<int64_t> tokens,
                            int64_t batch, int64_t seq, bool segments,
                            llvm::DenseMap<Value, exec::Tensor> &values,
                            std::vector<exec::Tensor> &saved,
                            const llvm::DenseSet<Value> *keep,
-                           std::string &error) {
+                           std::string &error, size_t from = 0) {
   Block &body = impl.func.getBody().front();
   Operation *end = impl.head ? impl.head.getOperation() : body.getTerminator();
+  size_t count = impl.segmentStart.size();
+  impl.segmentCounts.run += count - from;
+  impl.segmentCounts.whole += count;
   setInputs(impl, tokens, batch, seq, 0, values);
   if (!segments)
     return runOps(impl, &body.front(), end, /*training=*/true, values, error,
                   keep);
-  size_t count = impl.segmentStart.size();
-  saved.assign(count, exec::Tensor());
-  for (size_t s = 0; s < count; ++s) {
+  saved.resize(count);
+  if (from > 0)
+    values[impl.segmentInput[from]] = saved[from];
+  for (size_t s = from; s < count; ++s) {
     bool last = s + 1 == count;
     if (!runOps(impl, s ? impl.segmentStart[s] : &body.front(),
                 last ? end : impl.segmentStart[s + 1], /*training=*/true,
@@ -274,36 +299,21 @@ static bool prefixForward(Executor::Impl &impl, ArrayRef<int64_t> tokens,
                           llvm::DenseMap<Value, exec::Tensor> &values,
                           std::string &error) {
   size_t count = impl.segmentStart.size();
-  if (impl.prefixMaxBytes <= 0 || count < 2 || impl.observer) {
-    std::vector<exec::Tensor> saved;
-    impl.segmentsRun += count;
+  std::vector<exec::Tensor> inputs;
+  if (impl.prefixMaxBytes <= 0 || count < 2 || impl.observer)
     return forwardForLoss(impl, tokens, batch, seq, /*segments=*/false, values,
-                          saved, nullptr, error);
-  }
+                          inputs, nullptr, error);
   using Prefix = Executor::Impl::Prefix;
   Prefix *entry = nullptr;
   for (Prefix &p : impl.prefixes)
     if (p.batch == batch && p.seq == seq && llvm::equal(p.tokens, tokens))
       entry = &p;
   size_t from = entry ? std::min(entry->dirtyFrom, count - 1) : 0;
-  Block &body = impl.func.getBody().front();
-  Operation *end = impl.head ? impl.head.getOperation() : body.getTerminator();
-  setInputs(impl, tokens, batch, seq, 0, values);
-  std::vector<exec::Tensor> inputs(count);
-  for (size_t s = 1; s <= from; ++s)
-    inputs[s] = entry->inputs[s];
-  if (from > 0)
-    values[impl.segmentInput[from]] = inputs[from];
-  for (size_t s = from; s < count; ++s) {
-    bool last = s + 1 == count;
-    if (!runOps(impl, s ? impl.segmentStart[s] : &body.front(),
-                last ? end : impl.segmentStart[s + 1], /*training=*/true,
-                values, error))
-      return false;
-    ++impl.segmentsRun;
-    if (!last)
-      inputs[s + 1] = values.lookup(impl.segmentInput[s + 1]);
-  }
+  if (entry) // the inputs of segments up to `from` are still valid
+    inputs.assign(entry->inputs.begin(), entry->inputs.begin() + from + 1);
+  if (!forwardForLoss(impl, tokens, batch, seq, /*segments=*/true, values,
+                      inputs, nullptr, error, from))
+    return false;
   // Keep this run's inputs; drop the least recently used beyond the budget.
   int64_t bytes = 0;
   for (const exec::Tensor &t : inputs)

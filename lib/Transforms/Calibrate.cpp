@@ -51,10 +51,6 @@
 #include <random>
 #include <tuple>
 
-#if defined(__unix__)
-#include <unistd.h>
-#endif
-
 using namespace mlir;
 
 namespace sq {
@@ -176,17 +172,6 @@ static std::pair<double, double> pairedDifference(ArrayRef<double> a,
 /// r3-sigma > 0).
 static constexpr double kMinR3RelativeGain = 1e-5;
 
-/// The R3 search's prefix cache: a quarter of the physical memory.
-static int64_t prefixCacheBytes() {
-  int64_t bytes = int64_t(1) << 30;
-#if defined(__unix__)
-  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && page > 0)
-    bytes = int64_t(pages) * int64_t(page) / 4;
-#endif
-  return bytes;
-}
-
 /// r3=search (after the Cayley steps): layer by layer, seeded signed
 /// permutations of the Hadamard matrix (x -> x P D H: the same spreading of
 /// the key's channels, other ones mixed) against the current R3, on the
@@ -210,9 +195,9 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
   // the same windows starts at that layer, from the block inputs the
   // executor kept (bit-identical losses); a quarter of the memory at most.
   RotationObjective &objective0 = objective.rotationObjective();
-  objective0.setPrefixCache(prefixCacheBytes());
-  auto dropCache = llvm::make_scope_exit([&] { objective0.setPrefixCache(0); });
-  int64_t segmentsBefore = objective0.segmentsRun(), forwards = 0;
+  objective0.setPrefixCache(Executor::kPrefixCacheAuto);
+  llvm::scope_exit dropCache([&] { objective0.setPrefixCache(0); });
+  const Executor::SegmentCounts before = objective0.segmentCounts();
   double first = 0, current = 0, lastLine = 0;
   std::vector<double> currentEach;
   if (!evalLoss(objective, rotations, windows, count, seqlen, current, error,
@@ -242,7 +227,6 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
       if (!evalLoss(objective, rotations, windows, count, seqlen, loss, error,
                     &each))
         return false;
-      ++forwards;
       if (loss < bestLoss) {
         bestLoss = loss;
         best = r;
@@ -282,21 +266,18 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
     }
   }
   if (progress) {
-    // What the candidates' forwards ran, in transformer blocks, against
+    // What the search's forwards ran, in transformer blocks, against
     // whole forwards (the cache's saving).
-    int64_t blocks = objective0.segmentsRun() - segmentsBefore;
-    int64_t evaluated = std::min<int64_t>(count, windows.size());
-    auto [firstB, lastB] = distributed::share((evaluated + 7) / 8);
-    int64_t batches = lastB - firstB; // evalLoss's batches of 8
-    double whole = double(forwards + 1) * double(batches) *
-                   double(objective0.executorSegments());
+    const Executor::SegmentCounts after = objective0.segmentCounts();
+    double blocks = double(after.run - before.run),
+           whole = double(after.whole - before.whole);
     llvm::errs() << llvm::format(
         "calibrate: R3 search: %lld of %zu layers changed, loss on %lld "
         "windows %.4f -> %.4f in %.1f s (%.0f%% of the blocks of whole "
         "forwards)\n",
         (long long)kept, rotations.r3.size(),
         (long long)std::min<int64_t>(count, windows.size()), first, current,
-        secondsSince(start), whole > 0 ? 100.0 * double(blocks) / whole : 0.0);
+        secondsSince(start), whole > 0 ? 100.0 * blocks / whole : 0.0);
   }
   finalEach = std::move(currentEach);
   return true;

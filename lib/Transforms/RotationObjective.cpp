@@ -651,12 +651,8 @@ void RotationObjective::setPrefixCache(int64_t maxBytes) {
   impl->ex->setPrefixCache(maxBytes);
 }
 
-int64_t RotationObjective::segmentsRun() const {
-  return impl->ex->segmentsRun();
-}
-
-int64_t RotationObjective::executorSegments() const {
-  return impl->ex->checkpointSegments();
+Executor::SegmentCounts RotationObjective::segmentCounts() const {
+  return impl->ex->segmentCounts();
 }
 
 bool RotationObjective::smoothScales(

@@ -1015,9 +1015,11 @@ TEST(Executor, PrefixCacheRunsFromTheFirstChangedBlock) {
       EXPECT_EQ(xs, ys) << what;
     };
     auto run = [&](const std::vector<int64_t> &tokens, const char *what) {
-      int64_t before = cached->segmentsRun();
+      Executor::SegmentCounts before = cached->segmentCounts();
       same(tokens, what);
-      return cached->segmentsRun() - before;
+      Executor::SegmentCounts after = cached->segmentCounts();
+      EXPECT_EQ(after.whole - before.whole, segments) << what;
+      return after.run - before.run;
     };
     auto change = [&](const std::string &name, float factor) {
       std::vector<float> v = cached->weightValues(name);

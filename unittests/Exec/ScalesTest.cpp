@@ -103,6 +103,23 @@ Rotations randomPoint(const RotationObjective &obj, uint64_t seed,
   return r;
 }
 
+/// The rotation file's tensors of `r`: R1, each layer's R2, and the scales
+/// s = exp(u) of the sites `names` (RotationObjective::scaleNames order).
+std::vector<std::pair<std::string, RotationMatrix>>
+rotationTensors(const Rotations &r, const std::vector<std::string> &names) {
+  std::vector<std::pair<std::string, RotationMatrix>> tensors;
+  tensors.push_back({"R1", r.r1});
+  for (size_t l = 0; l < r.r2.size(); ++l)
+    tensors.push_back({"layers." + std::to_string(l) + ".R2", r.r2[l]});
+  for (size_t k = 0; k < names.size(); ++k) {
+    RotationMatrix s;
+    for (double u : r.scales[k])
+      s.push_back(std::exp(u));
+    tensors.push_back({names[k], s});
+  }
+  return tensors;
+}
+
 struct Case {
   const char *fixture;
   const char *pipeline;
@@ -251,16 +268,8 @@ TEST_P(ScaleInvariance, Logits) {
     sizes = obj->scaleSizes();
     r = randomPoint(*obj, 5, 0.5);
   }
-  std::vector<std::pair<std::string, RotationMatrix>> tensors;
-  tensors.push_back({"R1", r.r1});
-  for (size_t l = 0; l < r.r2.size(); ++l)
-    tensors.push_back({"layers." + std::to_string(l) + ".R2", r.r2[l]});
-  for (size_t k = 0; k < names.size(); ++k) {
-    RotationMatrix s;
-    for (double u : r.scales[k])
-      s.push_back(std::exp(u));
-    tensors.push_back({names[k], s});
-  }
+  std::vector<std::pair<std::string, RotationMatrix>> tensors =
+      rotationTensors(r, names);
   llvm::SmallString<128> path;
   ASSERT_FALSE(
       llvm::sys::fs::createTemporaryFile("sq-scales", "safetensors", path));
@@ -344,16 +353,8 @@ TEST_P(ScaleTrainingModel, LossMatchesTheFoldedModel) {
     ASSERT_TRUE(obj->evaluate(unscaled, tokens, 2, 9, base, nullptr, error));
     EXPECT_GT(std::fabs(base - trained), 1e-4 * std::fabs(base));
   }
-  std::vector<std::pair<std::string, RotationMatrix>> tensors;
-  tensors.push_back({"R1", r.r1});
-  for (size_t l = 0; l < r.r2.size(); ++l)
-    tensors.push_back({"layers." + std::to_string(l) + ".R2", r.r2[l]});
-  for (size_t k = 0; k < names.size(); ++k) {
-    RotationMatrix s;
-    for (double u : r.scales[k])
-      s.push_back(std::exp(u));
-    tensors.push_back({names[k], s});
-  }
+  std::vector<std::pair<std::string, RotationMatrix>> tensors =
+      rotationTensors(r, names);
   llvm::SmallString<128> path;
   ASSERT_FALSE(
       llvm::sys::fs::createTemporaryFile("sq-scales", "safetensors", path));

@@ -205,12 +205,18 @@ public:
   /// changed since (setWeightValues / setWeightRows, changed values;
   /// setFakeQuantClips with other ratios changes every segment). The same
   /// arithmetic: losses bit for bit those of a whole forward. 0 (the
-  /// default) turns it off and frees what it holds. Not used while a
+  /// default) turns it off and frees what it holds; kPrefixCacheAuto
+  /// allows a quarter of the machine's physical memory. Not used while a
   /// linear observer is set.
+  static constexpr int64_t kPrefixCacheAuto = -1;
   void setPrefixCache(int64_t maxBytes);
-  /// What loss() ran since the executor was created, in segments: for
-  /// tests and the R3 search's report.
-  int64_t segmentsRun() const;
+  /// The segments the forwards of loss() and lossAndGradients() ran since
+  /// the executor was created, and those whole forwards would have run
+  /// (the prefix cache's saving; for tests and the R3 search's report).
+  struct SegmentCounts {
+    int64_t run = 0, whole = 0;
+  };
+  SegmentCounts segmentCounts() const;
 
   /// Internal state (opaque).
   struct Impl;

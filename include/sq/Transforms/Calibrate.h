@@ -20,6 +20,7 @@
 #ifndef SQ_TRANSFORMS_CALIBRATE_H
 #define SQ_TRANSFORMS_CALIBRATE_H
 
+#include "sq/Exec/Executor.h"
 #include "sq/Transforms/PassOptionTypes.h"
 #include "sq/Transforms/QuantSpec.h"
 
@@ -240,10 +241,9 @@ public:
   /// Executor::setPrefixCache of the training executor: loss-only
   /// evaluations of the same windows start at the first transformer block
   /// whose weights changed (the R3 search); 0 turns it off. And the
-  /// segments its losses ran (Executor::segmentsRun).
+  /// segments its forwards ran (Executor::segmentCounts).
   void setPrefixCache(int64_t maxBytes);
-  int64_t segmentsRun() const;
-  int64_t executorSegments() const;
+  Executor::SegmentCounts segmentCounts() const;
 
   /// scales-init=smooth (learned scales): initial log-scales that balance
   /// the float model's magnitudes on the two sides of each site, as

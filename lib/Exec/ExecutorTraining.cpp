@@ -74,6 +74,35 @@ std::vector<float> Executor::weightValues(StringRef name) const {
   return std::vector<float>(values->begin(), values->end());
 }
 
+Executor::WeightSnapshot Executor::weightSnapshot(StringRef name) const {
+  WeightSnapshot snap;
+  auto it = impl->weightByName.find(name);
+  if (it == impl->weightByName.end())
+    return snap;
+  const exec::Tensor &t = impl->weights.find(it->second)->second;
+  if (t.shape.empty() || t.shape.size() > 2 || t.ints)
+    return snap;
+  // A copy of the tensor shares its buffers (setWeightValues and
+  // setWeightRows never write into a buffer shared so); a 16-bit resource
+  // read in place lives as long as the module. A vector (a bias) is read as
+  // one column.
+  auto copy = std::make_shared<exec::Tensor>(t);
+  if (copy->shape.size() == 1)
+    copy->shape.push_back(1);
+  snap.t = std::move(copy);
+  return snap;
+}
+
+int64_t Executor::WeightSnapshot::rows() const { return t ? t->shape[0] : 0; }
+int64_t Executor::WeightSnapshot::cols() const { return t ? t->shape[1] : 0; }
+const float *Executor::WeightSnapshot::f32() const {
+  return t && !t->half && !t->packed && t->data ? t->data->data() : nullptr;
+}
+void Executor::WeightSnapshot::widenRows(int64_t row, int64_t count,
+                                         float *out) const {
+  exec::widenRows(*t, row, count, out);
+}
+
 bool Executor::setWeightValues(StringRef name, ArrayRef<float> values,
                                std::string &error) {
   auto it = impl->weightByName.find(name);
@@ -413,12 +442,29 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
                                 double &loss,
                                 std::vector<std::vector<float>> &grads,
                                 std::string &error, const SoftTargets *soft) {
+  std::vector<std::vector<float>> out(wrt.size());
+  auto collect = [&](size_t k, MutableArrayRef<float> g, std::string &) {
+    out[k].assign(g.begin(), g.end());
+    return true;
+  };
+  if (!lossAndGradients(tokens, batch, seq, wrt, loss, collect, error, soft))
+    return false;
+  grads = std::move(out);
+  return true;
+}
+
+bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
+                                int64_t seq, ArrayRef<std::string> wrt,
+                                double &loss, GradientSink sink,
+                                std::string &error, const SoftTargets *soft) {
   Impl &impl = *this->impl;
   exec::SoftRows rowsOf;
   if (!checkTrainingInput(impl, tokens, batch, seq, error) ||
       !softRows(impl, soft, batch, seq, rowsOf, error))
     return false;
   llvm::DenseSet<Operation *> wanted;
+  // Each wanted weight's indices in `wrt`.
+  llvm::DenseMap<Operation *, SmallVector<size_t, 1>> wrtIndex;
   for (const std::string &name : wrt) {
     auto it = impl.weightByName.find(name);
     if (it == impl.weightByName.end()) {
@@ -426,8 +472,20 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       return false;
     }
     wanted.insert(it->second);
+    wrtIndex[it->second].push_back(&name - wrt.data());
   }
   Block &body = impl.func.getBody().front();
+  // The weights whose gradient is complete once the backward has passed an
+  // op: those it is the first reader of.
+  llvm::DenseMap<Operation *, SmallVector<Operation *, 1>> completes;
+  {
+    llvm::DenseSet<Operation *> seen;
+    for (Operation &op : body)
+      for (Value v : op.getOperands())
+        if (auto w = v.getDefiningOp<WeightOp>())
+          if (wanted.contains(w) && seen.insert(w).second)
+            completes[&op].push_back(w);
+  }
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   auto wantsWeight = [&](Value v) {
     auto w = v.getDefiningOp<WeightOp>();
@@ -493,6 +551,43 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     if (wants(v))
       accumulate(g, v, std::move(t));
   };
+  // Hands a complete weight gradient to the sink and frees it (zeros for a
+  // weight the loss did not reach; a copy for all but the last of repeated
+  // names, and where the buffer is shared, since the sink may overwrite it).
+  std::vector<bool> delivered(wrt.size(), false);
+  auto deliver = [&](Operation *w) -> bool {
+    exec::Tensor t;
+    auto it = g.find(w->getResult(0));
+    if (it != g.end()) {
+      t = std::move(it->second);
+      g.erase(it);
+    }
+    const SmallVector<size_t, 1> &ks = wrtIndex[w];
+    for (size_t i = 0; i < ks.size(); ++i) {
+      std::vector<float> copy;
+      MutableArrayRef<float> view;
+      if (!t.data || i + 1 < ks.size() || t.data.use_count() > 1) {
+        copy.assign(impl.weights[w].numel(), 0.0f);
+        if (t.data)
+          std::copy(t.data->begin(), t.data->end(), copy.begin());
+        view = copy;
+      } else {
+        view = MutableArrayRef<float>(t.data->data(), t.data->size());
+      }
+      delivered[ks[i]] = true;
+      if (!sink(ks[i], view, error))
+        return false;
+    }
+    return true;
+  };
+  auto deliverCompleted = [&](Operation *op) -> bool {
+    auto it = completes.find(op);
+    if (it != completes.end())
+      for (Operation *w : it->second)
+        if (!deliver(w))
+          return false;
+    return true;
+  };
   // The tape's values whose first use `op` is are not read again.
   auto freeFirstUses = [&](Operation *op) {
     auto first = impl.firstUses.find(op);
@@ -521,6 +616,8 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       give(head.getWeight(), std::move(dw));
     if (needB)
       give(head.getBias(), std::move(db));
+    if (!deliverCompleted(head))
+      return false;
   } else {
     Value logits = ret.getOperand(0);
     exec::Tensor dl;
@@ -678,21 +775,14 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     }
     for (Operation *opp = stop->getPrevNode(); opp;
          opp = opp == first ? nullptr : opp->getPrevNode())
-      if (!backwardOp(*opp))
+      if (!backwardOp(*opp) || !deliverCompleted(opp))
         return false;
   }
-
-  grads.clear();
-
-  for (const std::string &name : wrt) {
-    Operation *w = impl.weightByName.find(name)->second;
-    auto it = g.find(w->getResult(0));
-    if (it == g.end()) {
-      grads.emplace_back(impl.weights[w].numel(), 0.0f);
-    } else {
-      grads.emplace_back(it->second.data->begin(), it->second.data->end());
-    }
-  }
+  // Weights no op reads.
+  for (const std::string &name : wrt)
+    if (!delivered[&name - wrt.data()] &&
+        !deliver(impl.weightByName.find(name)->second))
+      return false;
   return true;
 }
 

@@ -324,29 +324,35 @@ static int64_t procKiB(const char *path, const char *key) {
   return value;
 }
 
-/// The memory the weights formulation may plan for, in bytes: the
-/// SQ_MEMORY_BUDGET_MB environment variable, else what this process holds
-/// plus its share of the machine's available memory (processes of one
+/// The memory the weights formulation may add to what this process holds,
+/// in bytes: the SQ_MEMORY_BUDGET_MB environment variable, else this
+/// process's share of the machine's available memory (processes of one
 /// mpirun on this machine split it); -1 when unknown (no check).
 static int64_t memoryBudgetBytes() {
   if (const char *env = std::getenv("SQ_MEMORY_BUDGET_MB"); env && *env)
     return std::strtoll(env, nullptr, 10) << 20;
   int64_t avail = procKiB("/proc/meminfo", "MemAvailable");
-  int64_t rss = procKiB("/proc/self/status", "VmRSS");
-  if (avail < 0 || rss < 0)
+  if (avail < 0)
     return -1;
   int64_t local = 1;
   if (const char *env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
     local = std::max<int64_t>(1, std::strtoll(env, nullptr, 10));
-  return (avail / local + rss) << 10;
+  return (avail / local) << 10;
 }
 
-/// Bytes per rotated weight value that the weights formulation holds at its
-/// peak: the fp32 base copy, the executor's folded fp32 weight, its
-/// gradient and the per-step scratch. Measured: 8.33 GB peak for the
-/// 0.466 B values of the 1-layer LLaMA-2-7B shape (17.9 B each) under
-/// quant=w4a4kv4; 22 leaves a margin for activations and larger vocabularies.
-static constexpr int64_t kWeightsFormulationBytes = 22;
+/// What the weights formulation adds to the loaded model, in bytes: the
+/// executor's folded copy of every rotated weight (`bytesPerValue`: bf16 2,
+/// fp32 4; the frozen originals are read where they are, not copied), one
+/// weight's transients at a time (its fold, its gradient and their scratch:
+/// 10.3 bytes a value of the largest weight measured, 12 planned) and R1's
+/// state (the rotation, its gradient and the Cayley step, about 48 bytes per
+/// entry of hidden^2). Measured on the 1-layer LLaMA-2-7B shape (0.466 B
+/// values, 131 M in the largest): 2.9 GB (bf16) and 3.8 GB (fp32) over the
+/// 1.1 GiB of the loaded module (docs/scale.md).
+static int64_t weightsFormulationBytes(int64_t values, int64_t largest,
+                                       int64_t hidden, int64_t bytesPerValue) {
+  return values * bytesPerValue + largest * 12 + hidden * hidden * 48;
+}
 
 /// scales-init=smooth bounds its log-scales (s within e^-6 .. e^6).
 static constexpr double kMaxInitialLogScale = 6.0;
@@ -575,20 +581,24 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
                numerics::gemmBF16Preferred());
   if (!impl.activations) {
     // Fail before allocating rather than be killed by the kernel's OOM
-    // killer half-way (a 1B model needs ~27 GB this way).
-    int64_t values = 0;
-    for (const Entry &e : impl.entries)
+    // killer half-way (LLaMA-3.2-1B in bf16: ~6.4 GB more; 8B: ~23 GB).
+    int64_t values = 0, largest = 0;
+    for (const Entry &e : impl.entries) {
       values += e.rows * e.cols;
-    int64_t need = values * kWeightsFormulationBytes,
+      largest = std::max(largest, e.rows * e.cols);
+    }
+    int64_t need = weightsFormulationBytes(values, largest, impl.hidden,
+                                           impl.bf16 ? 2 : 4),
             budget = memoryBudgetBytes();
     if (budget >= 0 && need > budget) {
       char buf[640];
       std::snprintf(
           buf, sizeof(buf),
           "quant=%s trains with the weights in the loop (apply=weights), "
-          "which holds fp32 copies and gradients of the %.2f M rotated "
-          "weight values: about %.1f GB, more than the %.1f GB this process "
-          "can use; train with 16-bit weights instead (quant=w16a4kv4: "
+          "which adds a folded copy of the %.2f M rotated weight values "
+          "and one weight's gradient at a time: about %.1f GB, more than the "
+          "%.1f GB this process can add; train with 16-bit weights instead "
+          "(quant=w16a4kv4: "
           "sq-compile --calib-options='quant=w16a4kv4'), or use "
           "--rotate=hadamard, or more memory (SQ_MEMORY_BUDGET_MB overrides "
           "this estimate)",
@@ -609,12 +619,11 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
   if (impl.activations)
     return obj; // the weights are never copied
   for (Entry &e : impl.entries) {
-    std::vector<float> v = impl.ex->weightValues(e.name);
-    if (v.size() != size_t(e.rows * e.cols)) {
+    e.base = impl.ex->weightSnapshot(e.name);
+    if (!e.base || e.base.rows() != e.rows || e.base.cols() != e.cols) {
       error = "weight '" + e.name + "' is not a float weight of the executor";
       return nullptr;
     }
-    e.base = std::move(v);
   }
   return obj;
 }
@@ -710,22 +719,24 @@ bool RotationObjective::smoothScales(
       if (!use.columns) {
         // E[(w_r x)^2] = w_r^T H w_r: the rows of (W H) . W.
         const std::vector<double> &h = acc.at(e.linear).hessian();
-        std::vector<float> hf(h.begin(), h.end()), wh(rows * cols);
+        std::vector<float> hf(h.begin(), h.end()), wh(rows * cols), scratch;
+        const float *base = baseValues(e, scratch);
         numerics::gemmF32(numerics::Transpose::No, numerics::Transpose::No,
-                          rows, cols, cols, 1.0f, e.base.data(), cols,
-                          hf.data(), cols, 0.0f, wh.data(), cols);
+                          rows, cols, cols, 1.0f, base, cols, hf.data(), cols,
+                          0.0f, wh.data(), cols);
         for (int64_t r = 0; r < rows; ++r) {
           double q = 0;
           for (int64_t c = 0; c < cols; ++c)
-            q += double(wh[r * cols + c]) * e.base[r * cols + c];
+            q += double(wh[r * cols + c]) * base[r * cols + c];
           sum[side][use.index[r]] += std::max(q, 0.0);
           ++count[side][use.index[r]];
         }
       } else {
-        const float *w = e.base.data();
         std::vector<float> pre;
+        const float *w = baseValues(e, pre);
         if (use.transformed) { // columns in the basis before R4
-          pre = e.base;
+          if (w != pre.data())
+            pre.assign(w, w + rows * cols);
           transformRows(pre.data(), rows, cols, use.seed, /*transpose=*/true);
           w = pre.data();
         }

@@ -84,7 +84,7 @@ static std::vector<double> rotatedHessian(const std::vector<double> &h,
 /// the basis before T: dW T^T against F T^T, and dL/dW' = ((dW T^T) D) T.
 static void scaleBackward(const Entry &e, const std::vector<float> &f,
                           const std::vector<std::vector<double>> &logScales,
-                          std::vector<float> &dW,
+                          MutableArrayRef<float> dW,
                           std::vector<std::vector<double>> &grads, int sides) {
   int64_t rows = e.rows, cols = e.cols;
   // Both sums read dL/dF before either factor turns it into dL/dW'.
@@ -293,10 +293,10 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   std::vector<int64_t> used(tokens.begin(), tokens.end());
   llvm::sort(used);
   used.erase(std::unique(used.begin(), used.end()), used.end());
-  auto gatherRows = [&](const std::vector<float> &m, int64_t cols) {
+  auto gatherRows = [&](const float *m, int64_t cols) {
     std::vector<float> g(used.size() * cols);
     for (size_t i = 0; i < used.size(); ++i)
-      std::memcpy(g.data() + i * cols, m.data() + used[i] * cols,
+      std::memcpy(g.data() + i * cols, m + used[i] * cols,
                   cols * sizeof(float));
     return g;
   };
@@ -334,8 +334,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       }
       std::vector<float> rows(fresh.size() * n), w(rows.size());
       for (size_t i = 0; i < fresh.size(); ++i)
-        std::memcpy(rows.data() + i * n, e.base.data() + fresh[i] * n,
-                    n * sizeof(float));
+        e.base.widenRows(fresh[i], 1, rows.data() + i * n);
       gemm(false, false, fresh.size(), n, n, rows.data(), n, r1.data(), n,
            w.data(), n);
       if (!impl.ex->setWeightRows(e.name, fresh, w, error))
@@ -344,13 +343,16 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     }
     std::vector<float> w(e.rows * e.cols);
     if (e.role == Role::Output) {
-      w = e.base;
-    } else if (e.role != Role::Writer) { // W R1
-      gemm(false, false, e.rows, n, n, e.base.data(), n, r1.data(), n, w.data(),
-           n);
+      e.base.widenRows(0, e.rows, w.data());
+    } else if (e.role != Role::Writer) { // W R1, a block of rows at a time
+      forBaseRows(e, [&](int64_t r0, int64_t count, const float *rows) {
+        gemm(false, false, count, n, n, rows, n, r1.data(), n,
+             w.data() + r0 * n, n);
+      });
     } else { // R1^T W
-      gemm(true, false, n, e.cols, n, r1.data(), n, e.base.data(), e.cols,
-           w.data(), e.cols);
+      std::vector<float> scratch;
+      gemm(true, false, n, e.cols, n, r1.data(), n, baseValues(e, scratch),
+           e.cols, w.data(), e.cols);
     }
     // The learned scales: orthogonal, then diagonal; but on R2's weights
     // (v_proj, o_proj) in the basis before R2, where the value site's
@@ -463,93 +465,107 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   if (!grad)
     return impl.ex->loss(tokens, batch, seq, loss, error, sequenceLosses, soft);
 
-  // 2. dL/dW' for every rotated weight.
-  std::vector<std::vector<float>> dw;
-  if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, dw, error,
-                                 soft))
-    return false;
-
-  clipGradients(*grad);
-  // Learned weight clipping: dL/dW' through the clip-aware estimator of the
-  // weight's quantizer, and dL/dclip of its rows.
-  for (size_t i = 0; i < impl.entries.size(); ++i) {
-    Entry &e = impl.entries[i];
-    if (e.clipOffset < 0)
-      continue;
-    std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
-                             r.weightClips.begin() + e.clipOffset + e.rows);
-    std::vector<float> dx(dw[i].size());
-    numerics::fakeQuantRowsBackward(
-        e.preClip().data(), e.rows, e.cols, weightGrid(impl.spec), clips.data(),
-        dw[i].data(), dx.data(), grad->weightClips.data() + e.clipOffset);
-    dw[i].swap(dx);
-  }
-
-  // 3. The chain rule back to R1 and R2 (float products, summed in double).
+  // 2. dL/dW' of each rotated weight, and 3. the chain rule back to R1 and
+  // R2 (float products, summed in double), one weight at a time as the
+  // backward completes its gradient (the executor then frees it): the
+  // gradients of all weights never exist at once.
   std::vector<float> g1(n * n, 0.0f);
   std::vector<std::vector<float>> g2(impl.layers,
                                      std::vector<float>(d * d, 0.0f));
   std::vector<std::vector<double>> gs;
   for (const ScaleSite &site : impl.scaleSites)
     gs.emplace_back(site.size, 0.0);
-  for (size_t i = 0; i < impl.entries.size(); ++i) {
+  grad->weightClips.assign(impl.learnWeightClips ? impl.weightClipCount : 0,
+                           0.0);
+  // The gradients of R3 and of the norm sites' weights (small).
+  std::vector<std::vector<float>> rest(names.size() - impl.entries.size());
+  auto entryBackward = [&](size_t i, MutableArrayRef<float> dWref,
+                           std::string &) -> bool {
+    if (i >= impl.entries.size()) {
+      rest[i - impl.entries.size()].assign(dWref.begin(), dWref.end());
+      return true;
+    }
     Entry &e = impl.entries[i];
-    std::vector<float> &dW = dw[i];
+    float *dW = dWref.data();
+    // Learned weight clipping: dL/dW' through the clip-aware estimator of
+    // the weight's quantizer, and dL/dclip of its rows.
+    if (e.clipOffset >= 0) {
+      std::vector<float> clips(r.weightClips.begin() + e.clipOffset,
+                               r.weightClips.begin() + e.clipOffset + e.rows);
+      std::vector<float> dx(dWref.size());
+      numerics::fakeQuantRowsBackward(
+          e.preClip().data(), e.rows, e.cols, weightGrid(impl.spec),
+          clips.data(), dW, dx.data(), grad->weightClips.data() + e.clipOffset);
+      std::copy(dx.begin(), dx.end(), dW);
+    }
     // Learned scales: the weight quantizer's range is differentiated too
     // (as the activations' in the executor), so that a scale that enlarges
     // a group's largest weight pays for the coarser grid.
     // (Learned weight clipping's estimator above already has that part.)
     if (impl.learnScales && e.quantize && e.clipOffset < 0) {
-      std::vector<float> dy = dW;
+      std::vector<float> dy(dWref.begin(), dWref.end());
       const numerics::QuantizedWeight &q = e.quantized;
       numerics::QuantGrid grid = q.grid;
       grid.group = e.cols / q.groups;
       numerics::fakeQuantRangeBackward(
           e.scaled.data(), e.rows, e.cols, grid, q.scales.data(),
-          q.zeros.empty() ? nullptr : q.zeros.data(), dy.data(), dW.data());
+          q.zeros.empty() ? nullptr : q.zeros.data(), dy.data(), dW);
     }
     bool scaled = e.rowSite >= 0 || e.colSite >= 0;
     if (scaled && e.r2Layer < 0)
-      scaleBackward(e, e.scaled, r.scales, dW, gs, impl.scaleSides);
+      scaleBackward(e, e.scaled, r.scales, dWref, gs, impl.scaleSides);
     if (e.r2Layer >= 0) {
       const std::vector<float> &q = r2[e.r2Layer];
       std::vector<float> &g = g2[e.r2Layer];
-      std::vector<float> dA(dW.size());
+      std::vector<float> dA(dWref.size());
       if (e.isValue) {
         // W' = blockdiag(R2^T) A: dR2 += sum_h A_h dW'_h^T, dA_h = R2 dW'_h.
         int64_t c = e.cols;
         for (int64_t r0 = 0; r0 < e.rows; r0 += d) {
-          gemm(false, true, d, d, c, e.partial.data() + r0 * c, c,
-               dW.data() + r0 * c, c, g.data(), d, 1.0f);
-          gemm(false, false, d, c, d, q.data(), d, dW.data() + r0 * c, c,
+          gemm(false, true, d, d, c, e.partial.data() + r0 * c, c, dW + r0 * c,
+               c, g.data(), d, 1.0f);
+          gemm(false, false, d, c, d, q.data(), d, dW + r0 * c, c,
                dA.data() + r0 * c, c);
         }
       } else {
         // W' = A blockdiag(R2): dR2 += sum_h A_h^T dW'_h, dA = dW' R2^T.
         int64_t blocks = e.rows * e.cols / d;
-        gemm(true, false, d, d, blocks, e.partial.data(), d, dW.data(), d,
-             g.data(), d, 1.0f);
-        gemm(false, true, blocks, d, d, dW.data(), d, q.data(), d, dA.data(),
-             d);
+        gemm(true, false, d, d, blocks, e.partial.data(), d, dW, d, g.data(), d,
+             1.0f);
+        gemm(false, true, blocks, d, d, dW, d, q.data(), d, dA.data(), d);
       }
-      dW.swap(dA);
+      std::copy(dA.begin(), dA.end(), dW);
       if (scaled) // before R2 (see the forward)
-        scaleBackward(e, e.partial, r.scales, dW, gs, impl.scaleSides);
+        scaleBackward(e, e.partial, r.scales, dWref, gs, impl.scaleSides);
     }
     if (e.role == Role::Output) // no R1
-      continue;
+      return true;
     if (e.rowsOnly) { // only the rows read contribute
-      std::vector<float> rows = gatherRows(e.base, n),
-                         drows = gatherRows(dW, n);
+      std::vector<float> rows(used.size() * n), drows = gatherRows(dW, n);
+      for (size_t k = 0; k < used.size(); ++k)
+        e.base.widenRows(used[k], 1, rows.data() + k * n);
       gemm(true, false, n, n, used.size(), rows.data(), n, drows.data(), n,
            g1.data(), n, 1.0f);
-    } else if (e.role != Role::Writer) // W' = W R1: dR1 += W^T dW'
-      gemm(true, false, n, n, e.rows, e.base.data(), n, dW.data(), n, g1.data(),
-           n, 1.0f);
-    else // W' = R1^T W: dR1 += W dW'^T
-      gemm(false, true, n, n, e.cols, e.base.data(), e.cols, dW.data(), e.cols,
-           g1.data(), n, 1.0f);
-  }
+    } else if (e.role != Role::Writer) { // W' = W R1: dR1 += W^T dW'
+      forBaseRows(e, [&](int64_t r0, int64_t count, const float *rows) {
+        gemm(true, false, n, n, count, rows, n, dW + r0 * n, n, g1.data(), n,
+             1.0f);
+      });
+    } else { // W' = R1^T W: dR1 += W dW'^T, a block of W's rows at a time
+      int64_t c = e.cols;
+      forBaseRows(e, [&](int64_t r0, int64_t count, const float *rows) {
+        gemm(false, true, count, n, c, rows, c, dW, c, g1.data() + r0 * n, n,
+             1.0f);
+      });
+    }
+    return true;
+  };
+  if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, entryBackward,
+                                 error, soft))
+    return false;
+  grad->actClips.clear();
+  if (impl.learnActClips)
+    grad->actClips = impl.ex->clipGradients();
   grad->hidden = n;
   grad->headDim = d;
   grad->r1.assign(g1.begin(), g1.end());
@@ -558,13 +574,12 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     grad->r2[l].assign(g2[l].begin(), g2[l].end());
   grad->r3.clear();
   for (size_t l = 0; l < impl.r3Names.size(); ++l) {
-    const std::vector<float> &g = dw[impl.entries.size() + l];
+    const std::vector<float> &g = rest[l];
     grad->r3.emplace_back(g.begin(), g.end());
   }
   // A norm site: dL/du_j += s_j dL/ds_j from its RMSNorm weight.
   for (size_t n = 0; n < normSites.size(); ++n) {
-    const std::vector<float> &g =
-        dw[impl.entries.size() + impl.r3Names.size() + n];
+    const std::vector<float> &g = rest[impl.r3Names.size() + n];
     std::vector<double> &out = gs[normSites[n]];
     for (size_t j = 0; j < out.size() && impl.scaleSides != -1; ++j)
       out[j] += std::exp(r.scales[normSites[n]][j]) * double(g[j]);

@@ -18,6 +18,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include <algorithm>
 #include <memory>
 #include <set>
 #include <string>
@@ -51,7 +52,10 @@ struct Entry {
   std::shared_ptr<const std::vector<double>> hessian;
   /// The linear of the float module that reads this weight.
   mlir::Operation *linear = nullptr;
-  std::vector<float> base;
+  /// The frozen weight (the executor's storage at creation, no copy: fp32,
+  /// or 16-bit widened a block at a time), which the rotations are folded
+  /// into at every step.
+  Executor::WeightSnapshot base;
   /// W R1 (v_proj) or R1^T W (o_proj) of the current step, for dL/dR2.
   std::vector<float> partial;
   /// Learned scales (ScaleSites.h) on its rows (a bias's entries) and on
@@ -77,6 +81,34 @@ struct Entry {
     return rotated.empty() ? scaled : rotated;
   }
 };
+
+/// `e.base`'s values as fp32: in place where they are held so, else widened
+/// into `scratch` (a transient of the weight's size).
+inline const float *baseValues(const Entry &e, std::vector<float> &scratch) {
+  if (const float *f = e.base.f32())
+    return f;
+  scratch.resize(e.rows * e.cols);
+  e.base.widenRows(0, e.rows, scratch.data());
+  return scratch.data();
+}
+
+/// Calls fn(row, count, values) over `e.base`'s rows as fp32: all at once
+/// where they are held so, else kBaseRows rows at a time widened into a
+/// scratch buffer (a multiple of gemmF32's K block, so that products summed
+/// over the rows add the same blocks in the same order).
+template <typename Fn> void forBaseRows(const Entry &e, Fn fn) {
+  if (const float *f = e.base.f32()) {
+    fn(int64_t(0), e.rows, f);
+    return;
+  }
+  constexpr int64_t kBaseRows = 2048;
+  std::vector<float> block(std::min(kBaseRows, e.rows) * e.cols);
+  for (int64_t r0 = 0; r0 < e.rows; r0 += kBaseRows) {
+    int64_t count = std::min(kBaseRows, e.rows - r0);
+    e.base.widenRows(r0, count, block.data());
+    fn(r0, count, static_cast<const float *>(block.data()));
+  }
+}
 
 /// An activation or KV-cache quantizer of the training clone whose clip
 /// ratio is learned: its initial ratio and the ops of the source module

@@ -405,6 +405,141 @@ TEST(Executor, ChunkedLossAndCheckpointsMatchTheWholeLogits) {
   }
 }
 
+// The sink overload hands every weight's gradient over exactly once, with
+// the other overload's bits, from the head's weight down to the embedding
+// table's (the backward's order), whatever the sink writes into the buffers
+// it is given; repeated names get the same values; a sink that fails stops
+// the pass with its error.
+TEST(Executor, GradientSinkGetsEachWeightOnceInBackwardOrder) {
+  for (auto [fixture, precision] :
+       {std::pair("gqa-opset17.onnx", ExecPrecision::F32),
+        std::pair("tied-opset17.onnx", ExecPrecision::F32),
+        std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(
+        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
+    ASSERT_TRUE(module) << err;
+    ExecutorOptions options;
+    options.precision = precision;
+    options.checkpoint = ExecCheckpoint::On;
+    auto ex = Executor::create(*module, err, options);
+    ASSERT_TRUE(ex) << err;
+    std::vector<std::string> names;
+    module->walk([&](WeightOp w) {
+      if (!ex->weightValues(w.getName()).empty())
+        names.push_back(w.getName().str());
+    });
+    ASSERT_GT(names.size(), 3u) << fixture;
+    std::string table;
+    module->walk([&](EmbeddingOp e) {
+      table = e.getTable().getDefiningOp<WeightOp>().getName().str();
+    });
+    names.push_back(names[1]); // a name asked twice
+    int64_t batch = 2, seq = 7, vocab = ex->info().vocabSize;
+    std::vector<int64_t> tokens;
+    for (int64_t i = 0; i < batch * seq; ++i)
+      tokens.push_back((i * 5 + 1) % vocab);
+    double expectedLoss, loss;
+    std::vector<std::vector<float>> expected;
+    ASSERT_TRUE(ex->lossAndGradients(tokens, batch, seq, names, expectedLoss,
+                                     expected, err))
+        << err;
+    std::vector<std::vector<float>> got(names.size());
+    std::vector<size_t> order;
+    auto sink = [&](size_t k, llvm::MutableArrayRef<float> g, std::string &) {
+      order.push_back(k);
+      got[k].assign(g.begin(), g.end());
+      std::fill(g.begin(), g.end(), std::nanf("")); // must harm nothing
+      return true;
+    };
+    ASSERT_TRUE(
+        ex->lossAndGradients(tokens, batch, seq, names, loss, sink, err))
+        << err;
+    EXPECT_EQ(loss, expectedLoss) << fixture;
+    std::vector<size_t> sorted = order;
+    llvm::sort(sorted);
+    std::vector<size_t> all(names.size());
+    for (size_t k = 0; k < all.size(); ++k)
+      all[k] = k;
+    EXPECT_EQ(sorted, all) << fixture;
+    for (size_t k = 0; k < names.size(); ++k)
+      EXPECT_EQ(got[k], expected[k]) << fixture << " " << names[k];
+    // The embedding table is read first, so its gradient is complete last.
+    ASSERT_FALSE(order.empty());
+    EXPECT_EQ(names[order.back()], table) << fixture;
+    auto failing = [&](size_t, llvm::MutableArrayRef<float>,
+                       std::string &error) {
+      error = "the sink is full";
+      return false;
+    };
+    err.clear();
+    EXPECT_FALSE(
+        ex->lossAndGradients(tokens, batch, seq, names, loss, failing, err));
+    EXPECT_EQ(err, "the sink is full");
+  }
+}
+
+// A snapshot keeps the values it was taken of, in place (fp32 weights: the
+// executor's own buffer; 16-bit ones: the resource or bf16 copy), while
+// setWeightValues and setWeightRows replace the executor's.
+TEST(Executor, WeightSnapshotKeepsItsValues) {
+  for (auto [fixture, precision] :
+       {std::pair("gqa-opset17.onnx", ExecPrecision::F32),
+        std::pair("bf16-opset17.onnx", ExecPrecision::F32),
+        std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
+    mlir::MLIRContext ctx;
+    std::string err;
+    auto module = importOnnxModel(
+        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
+    ASSERT_TRUE(module) << err;
+    ExecutorOptions options;
+    options.precision = precision;
+    auto ex = Executor::create(*module, err, options);
+    ASSERT_TRUE(ex) << err;
+    std::string table, linear;
+    module->walk([&](EmbeddingOp e) {
+      table = e.getTable().getDefiningOp<WeightOp>().getName().str();
+    });
+    module->walk([&](LinearOp l) {
+      if (linear.empty())
+        linear = l.getWeight().getDefiningOp<WeightOp>().getName().str();
+    });
+    EXPECT_FALSE(ex->weightSnapshot("no such weight"));
+    for (const std::string &name : {table, linear}) {
+      std::vector<float> before = ex->weightValues(name);
+      Executor::WeightSnapshot snap = ex->weightSnapshot(name);
+      ASSERT_TRUE(snap) << fixture << " " << name;
+      ASSERT_EQ(size_t(snap.rows() * snap.cols()), before.size());
+      bool fp32 = std::string(fixture) == "gqa-opset17.onnx";
+      EXPECT_EQ(snap.f32() != nullptr, fp32) << fixture << " " << name;
+      std::vector<float> row(snap.cols(), 0.25f);
+      ASSERT_TRUE(ex->setWeightRows(
+          name, {0, 1},
+          [&] {
+            std::vector<float> two(row);
+            two.insert(two.end(), row.begin(), row.end());
+            return two;
+          }(),
+          err))
+          << err;
+      std::vector<float> now(before.size());
+      snap.widenRows(0, snap.rows(), now.data());
+      EXPECT_EQ(now, before) << fixture << " " << name;
+      ASSERT_TRUE(ex->setWeightValues(
+          name, std::vector<float>(before.size(), -1.0f), err))
+          << err;
+      snap.widenRows(0, snap.rows(), now.data());
+      EXPECT_EQ(now, before) << fixture << " " << name;
+      EXPECT_EQ(ex->weightValues(name)[0], -1.0f);
+      std::vector<float> rows(2 * snap.cols());
+      snap.widenRows(1, 2, rows.data());
+      EXPECT_TRUE(
+          std::equal(rows.begin(), rows.end(), before.begin() + snap.cols()));
+    }
+  }
+}
+
 TEST(Executor, RejectsBadInput) {
   mlir::MLIRContext ctx;
   auto ex = load(SQ_SOURCE_DIR "/test/Import/Inputs/gqa-opset17.onnx", ctx);

@@ -22,6 +22,7 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
@@ -31,6 +32,10 @@
 #include <vector>
 
 namespace sq {
+
+namespace exec {
+struct Tensor;
+} // namespace exec
 
 /// What the executor needs to know about a model (from sq.config when
 /// present, otherwise from the IR).
@@ -137,6 +142,28 @@ public:
   /// The fp32 values the executor runs for the float weight `name`
   /// (row-major, a copy); empty when there is no such weight.
   std::vector<float> weightValues(llvm::StringRef name) const;
+  /// A float weight's values as the executor holds them now, without a
+  /// copy (fp32, a 16-bit resource read in place, or bf16), still valid
+  /// after setWeightValues / setWeightRows replace the executor's own: the
+  /// frozen originals that the calibration folds its rotations into at
+  /// every step. Read as weightValues' fp32 values, a block of rows at a
+  /// time (a 1-D weight as one column). Empty (false) when there is no such
+  /// float weight of rank 1 or 2.
+  class WeightSnapshot {
+  public:
+    explicit operator bool() const { return t != nullptr; }
+    int64_t rows() const;
+    int64_t cols() const;
+    /// The fp32 values (row-major) when they are held as fp32, else null.
+    const float *f32() const;
+    /// Rows [row, row + count) as fp32 into `out` ([count, cols]).
+    void widenRows(int64_t row, int64_t count, float *out) const;
+
+  private:
+    friend class Executor;
+    std::shared_ptr<const exec::Tensor> t;
+  };
+  WeightSnapshot weightSnapshot(llvm::StringRef name) const;
   /// Replaces the fp32 values of weight `name` (same number of elements);
   /// the IR is not touched. Returns false with `error` otherwise.
   bool setWeightValues(llvm::StringRef name, llvm::ArrayRef<float> values,
@@ -165,6 +192,22 @@ public:
                         int64_t seq, llvm::ArrayRef<std::string> wrt,
                         double &loss, std::vector<std::vector<float>> &grads,
                         std::string &error, const SoftTargets *soft = nullptr);
+  /// lossAndGradients, each weight's gradient handed to `sink` as soon as
+  /// it is complete (the backward has passed the first op, in program
+  /// order, that reads the weight) and freed after the call: one weight's
+  /// gradient exists at a time instead of all of them (the weights
+  /// formulation of the calibration: 4 bytes per trained value less).
+  /// `sink(k, grad, error)` gets dL/d(weight wrt[k]) with the weight's
+  /// shape, row-major, to read or overwrite; weights the loss does not
+  /// reach get zeros. Order: the backward's (the last-read weight first).
+  /// A false return stops the pass with `error`. The gradients are the
+  /// other overload's bit for bit.
+  using GradientSink = llvm::function_ref<bool(
+      size_t k, llvm::MutableArrayRef<float> grad, std::string &error)>;
+  bool lossAndGradients(llvm::ArrayRef<int64_t> tokens, int64_t batch,
+                        int64_t seq, llvm::ArrayRef<std::string> wrt,
+                        double &loss, GradientSink sink, std::string &error,
+                        const SoftTargets *soft = nullptr);
   /// The same loss without the backward pass (nothing is kept). With
   /// `sequenceLosses`, also the mean cross-entropy of each of the `batch`
   /// sequences.

@@ -243,6 +243,8 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
     bool accept = !best.empty() && gain > options.r3Sigma * se &&
                   (options.r3Sigma == 0 ||
                    gain > kMinR3RelativeGain * std::fabs(layerStart));
+    // (Before `best` is moved from below.)
+    double shown = best.empty() ? layerStart : layerStart - gain;
     if (accept) {
       ++kept;
       current = bestLoss;
@@ -260,8 +262,7 @@ static bool searchR3(WindowLoss &objective, Rotations &rotations,
           "calibrate: R3 of layer %zu/%zu: loss %.4f, best of %lld candidates "
           "%.4f (gain %.4f +- %.4f): %s\n",
           l + 1, rotations.r3.size(), layerStart,
-          (long long)options.r3Candidates,
-          best.empty() ? layerStart : layerStart - gain, gain, se,
+          (long long)options.r3Candidates, shown, gain, se,
           accept ? "kept" : "not significant");
     }
   }

@@ -3,9 +3,10 @@
 # models/stories260K (TinyStories, 260K parameters):
 #   1. import its ONNX export into the sq dialect and list its weights;
 #   2. generate text from "Once upon a time" with the reference executor;
-#   3. compile it with sq-compile: the default recipe (SpinQuant: learned
-#      rotations R1/R2 by Cayley SGD, R3 by search, online Hadamard R4, W4A4KV4 with
-#      int4 weights, activations and KV cache) into model.so, and the float
+#   3. compile it with sq-compile: the default recipe (SpinQuant's learned
+#      rotations R1/R2 by Cayley SGD with learned equivalence scales and clip
+#      ratios, R3 by search, online Hadamard R4, W4A4KV4 with int4 weights,
+#      activations and KV cache) into model.so, and the float
 #      model and QuaRot-style Hadamard rotations for comparison;
 #   4. perplexity of each model.so on a TinyStories excerpt, and a short
 #      generation from the W4A4KV4 model.so.
@@ -35,7 +36,8 @@ echo "== 2. Generate 40 tokens after \"Once upon a time\" (greedy)"
 
 echo
 echo "== 3. Compile with sq-compile (model.onnx -> model.so + model.so.weights)"
-echo "   default recipe: R1/R2 learned by Cayley SGD (100 steps) and R3 by search on the WikiText-2"
+echo "   default recipe: R1/R2 learned by Cayley SGD (100 steps) with equivalence scales and clip"
+echo "   ratios, R3 by search, on the WikiText-2"
 echo "   excerpt compiled into SQ, read with the model's tokenizer; R4 online Hadamard; W4A4KV4 (RTN)"
 TOK="sp:$MODEL/tok512.model"
 time_it() { local t0=$SECONDS; "$@"; echo "   ($((SECONDS - t0)) s)"; }

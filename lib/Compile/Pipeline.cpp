@@ -94,11 +94,14 @@ bool parseRotateChoice(llvm::StringRef text, RotateChoice &choice,
 /// sets (on top of the pass defaults and the calibration knobs of
 /// RecipeOptions); a new option of SQ's default goes into the sq line.
 static const CalibrationRecipe recipes[] = {
-    {"sq", "r3=search loss=ce",
-     "SQ's default: SpinQuant's Cayley R1/R2 and a searched R3"},
+    {"sq", "r3=search loss=ce scales=learned clip=learned",
+     "SQ's default: SpinQuant's Cayley R1/R2 with learned equivalence "
+     "scales and clipping, a searched R3, trained under round-to-nearest "
+     "weights also before GPTQ",
+     /*rtnWeightsBeforeGPTQ=*/true},
     {"spinquant", "r3=hadamard loss=ce",
      "the paper's recipe exactly: Cayley R1/R2 on cross-entropy, fixed "
-     "Hadamard R3"},
+     "Hadamard R3, 16-bit weights before GPTQ"},
 };
 
 llvm::ArrayRef<CalibrationRecipe> calibrationRecipes() { return recipes; }
@@ -189,9 +192,10 @@ bool addSpinQuantRecipe(OpPassManager &pm, const RecipeOptions &options,
     case RotateChoice::Learned:
       o.mode = RotationMode::Learned;
       // Train under the quantization deployed: RTN weights as they will
-      // be; before GPTQ, float weights (the official recipe).
+      // be; before GPTQ, float weights (the official recipe) or, in SQ's,
+      // RTN weights as GPTQ's proxy.
       if (quantize)
-        o.quant = deployed.trainingSpec();
+        o.quant = deployed.trainingSpec(recipe->rtnWeightsBeforeGPTQ);
       if (!options.calibData.empty())
         o.data = options.calibData;
       if (!options.tokenizer.empty())
@@ -281,8 +285,9 @@ struct SpinQuantPipelineOptions
       llvm::cl::init(QuantSpec::bits(4, 4, 4, 4))};
   Option<RotateChoice> rotate{
       *this, "rotate",
-      llvm::cl::desc("learned (SpinQuant's Cayley calibration of R1/R2 and "
-                     "SQ's search of R3, the default), hadamard, random, "
+      llvm::cl::desc("learned (the calibration of `recipe`: by default "
+                     "Cayley R1/R2 with learned scales and clips and SQ's "
+                     "search of R3), hadamard, random, "
                      "file:PATH (a rotation file) or none"),
       llvm::cl::init(RotateChoice())};
   Option<uint64_t> seed{*this, "seed", llvm::cl::desc("rotation seed"),

@@ -597,11 +597,11 @@ RotationObjective::create(ModuleOp module, const QuantSpec &quant,
           "quant=%s trains with the weights in the loop (apply=weights), "
           "which adds a folded copy of the %.2f M rotated weight values "
           "and one weight's gradient at a time: about %.1f GB, more than the "
-          "%.1f GB this process can add; train with 16-bit weights instead "
-          "(quant=w16a4kv4: "
-          "sq-compile --calib-options='quant=w16a4kv4'), or use "
-          "--rotate=hadamard, or more memory (SQ_MEMORY_BUDGET_MB overrides "
-          "this estimate)",
+          "%.1f GB this process can add; train with 16-bit weights and no "
+          "learned scales instead (sq-compile --recipe=spinquant, or "
+          "quant=w16a4kv4 scales=none: --calib-options='quant=w16a4kv4 "
+          "scales=none'), or use --rotate=hadamard, or more memory "
+          "(SQ_MEMORY_BUDGET_MB overrides this estimate)",
           quant.str().c_str(), double(values) * 1e-6, double(need) * 1e-9,
           double(budget) * 1e-9);
       error = buf;

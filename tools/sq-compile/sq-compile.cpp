@@ -38,8 +38,8 @@ static cl::opt<std::string> quantize(
 static cl::opt<std::string> rotate(
     "rotate",
     cl::desc("Rotations: learned (SpinQuant's Cayley calibration of R1/R2 "
-             "and SQ's search of R3, the default; --recipe=spinquant for "
-             "the paper's recipe), "
+             "with learned scales and clips, and SQ's search of R3: the "
+             "default; --recipe=spinquant for the paper's recipe), "
              "hadamard (QuaRot-style, no training), random, file:PATH (a "
              "rotation file saved by spinquant-rotate), none"),
     cl::init("learned"), cl::cat(category));

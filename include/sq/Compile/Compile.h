@@ -54,6 +54,11 @@ struct CalibrationRecipe {
   const char *name;
   const char *options;
   const char *description;
+  /// Trains under the deployed weights' round-to-nearest also when GPTQ
+  /// quantizes them at the end (the weights in the loop, which learned
+  /// scales and weight clips need); false: 16-bit weights before GPTQ, as
+  /// the paper.
+  bool rtnWeightsBeforeGPTQ = false;
 };
 /// The recipes: sq (SQ's default) first, spinquant (the paper's exactly).
 llvm::ArrayRef<CalibrationRecipe> calibrationRecipes();

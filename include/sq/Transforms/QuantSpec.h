@@ -66,8 +66,10 @@ struct QuantSpec {
   /// deployed: the bit widths (no options); with gptq, float weights (the
   /// official recipe trains before GPTQ). head=8 is not trained under:
   /// lm_head stays in float while the rotations learn.
-  QuantSpec trainingSpec() const {
-    return bits(gptq ? 16 : wBits, aBits, kBits, vBits);
+  /// With `rtnWeights`, the deployed weight bits also under gptq
+  /// (round-to-nearest in the loop as a proxy for GPTQ's weights).
+  QuantSpec trainingSpec(bool rtnWeights = false) const {
+    return bits(gptq && !rtnWeights ? 16 : wBits, aBits, kBits, vBits);
   }
   /// The same spec without its weight quantization: what the activations
   /// and the KV cache of a training model are fake-quantized with.

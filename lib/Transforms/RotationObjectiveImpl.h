@@ -123,6 +123,12 @@ struct ClipSite {
 struct RotationObjective::Impl {
   using Entry = objective::Entry;
   using ClipSite = objective::ClipSite;
+  /// The weights formulation: the rotated values, those a quantizer or a
+  /// scale site reads, and the bytes it was estimated to add (create()).
+  int64_t rotatedValues = 0, preQuantValues = 0, plannedBytes = 0;
+  /// An error (the one-line refusal) unless `need` more bytes fit in what
+  /// this process may add (SQ_MEMORY_BUDGET_MB, else MemAvailable).
+  bool checkMemory(int64_t need, std::string &error) const;
   mlir::ModuleOp source;
   mlir::OwningOpRef<mlir::ModuleOp> clone;
   std::unique_ptr<Executor> ex;

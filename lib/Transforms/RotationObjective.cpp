@@ -704,8 +704,12 @@ bool RotationObjective::smoothScales(
     auto it = byName.find(use.name);
     return it == byName.end() ? nullptr : it->second;
   };
-  // The linears whose outputs' RMS is needed (the rows sides).
+  // The linears whose outputs' RMS is needed (the rows sides); those that
+  // read the same input (q/k/v_proj) share one Hessian: `shares` maps each
+  // to the linear whose Hessian is collected.
   SmallVector<Operation *> ops;
+  llvm::DenseMap<Operation *, Operation *> shares;
+  llvm::DenseMap<Value, Operation *> byInput;
   for (const ScaleSite &site : impl.scaleSites)
     for (const ScaleUse &use : site.uses) {
       const Entry *e = entryOf(use);
@@ -715,7 +719,13 @@ bool RotationObjective::smoothScales(
         error = "smoothScales: no float linear for '" + use.name + "'";
         return false;
       }
-      if (!llvm::is_contained(ops, e->linear))
+      if (shares.count(e->linear))
+        continue;
+      Operation *owner = e->linear;
+      if (auto l = dyn_cast<LinearOp>(e->linear))
+        owner = byInput.try_emplace(l.getInput(), e->linear).first->second;
+      shares[e->linear] = owner;
+      if (owner == e->linear)
         ops.push_back(e->linear);
     }
   std::map<Operation *, HessianAccumulator> acc;
@@ -743,7 +753,7 @@ bool RotationObjective::smoothScales(
       int64_t rows = e.rows, cols = e.cols;
       if (!use.columns) {
         // E[(w_r x)^2] = w_r^T H w_r: the rows of (W H) . W.
-        const std::vector<double> &h = acc.at(e.linear).hessian();
+        const std::vector<double> &h = acc.at(shares.at(e.linear)).hessian();
         std::vector<float> hf(h.begin(), h.end()), wh(rows * cols), scratch;
         const float *base = baseValues(e, scratch);
         numerics::gemmF32(numerics::Transpose::No, numerics::Transpose::No,

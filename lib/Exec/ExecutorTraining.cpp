@@ -462,17 +462,15 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
   if (!checkTrainingInput(impl, tokens, batch, seq, error) ||
       !softRows(impl, soft, batch, seq, rowsOf, error))
     return false;
-  llvm::DenseSet<Operation *> wanted;
-  // Each wanted weight's indices in `wrt`.
-  llvm::DenseMap<Operation *, SmallVector<size_t, 1>> wrtIndex;
+  // The weights asked for, each with its indices in `wrt`.
+  llvm::DenseMap<Operation *, SmallVector<size_t, 1>> wanted;
   for (const std::string &name : wrt) {
     auto it = impl.weightByName.find(name);
     if (it == impl.weightByName.end()) {
       error = "the model has no float weight '" + name + "'";
       return false;
     }
-    wanted.insert(it->second);
-    wrtIndex[it->second].push_back(&name - wrt.data());
+    wanted[it->second].push_back(&name - wrt.data());
   }
   Block &body = impl.func.getBody().front();
   // The weights whose gradient is complete once the backward has passed an
@@ -483,13 +481,13 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     for (Operation &op : body)
       for (Value v : op.getOperands())
         if (auto w = v.getDefiningOp<WeightOp>())
-          if (wanted.contains(w) && seen.insert(w).second)
+          if (wanted.count(w) && seen.insert(w).second)
             completes[&op].push_back(w);
   }
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   auto wantsWeight = [&](Value v) {
     auto w = v.getDefiningOp<WeightOp>();
-    return w && wanted.contains(w);
+    return w && wanted.count(w);
   };
   // The values some backward step below reads.
   llvm::DenseSet<Value> keep;
@@ -543,7 +541,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
     if (isa<BlockArgument>(v))
       return false;
     if (auto w = v.getDefiningOp<WeightOp>())
-      return wanted.contains(w);
+      return wanted.count(w) != 0;
     return true;
   };
   llvm::DenseMap<Value, exec::Tensor> g;
@@ -562,7 +560,7 @@ bool Executor::lossAndGradients(ArrayRef<int64_t> tokens, int64_t batch,
       t = std::move(it->second);
       g.erase(it);
     }
-    const SmallVector<size_t, 1> &ks = wrtIndex[w];
+    const SmallVector<size_t, 1> &ks = wanted[w];
     for (size_t i = 0; i < ks.size(); ++i) {
       std::vector<float> copy;
       MutableArrayRef<float> view;

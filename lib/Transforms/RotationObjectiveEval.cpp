@@ -237,12 +237,14 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
             " weight clip ratios are needed";
     return false;
   }
-  // The clips' gradients of a step (after lossAndGradients).
-  auto clipGradients = [&](Rotations &g) {
+  // The clips' gradients of a step (after lossAndGradients): the
+  // activations' from the executor, the weights' as the step computed them
+  // (learned weight clips train in the weights formulation only).
+  auto clipGradients = [&](Rotations &g, std::vector<double> weightClips) {
     g.actClips.clear();
     if (impl.learnActClips)
       g.actClips = impl.ex->clipGradients();
-    g.weightClips.assign(impl.learnWeightClips ? impl.weightClipCount : 0, 0.0);
+    g.weightClips = std::move(weightClips);
   };
 
   if (impl.activations) {
@@ -285,7 +287,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     grad->r3.clear();
     for (size_t l = 0; l < impl.r3Names.size(); ++l)
       grad->r3.push_back(next(true, d));
-    clipGradients(*grad);
+    clipGradients(*grad, {});
     return true;
   }
 
@@ -332,9 +334,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
         error = "token ids outside the embedding table";
         return false;
       }
-      std::vector<float> rows(fresh.size() * n), w(rows.size());
-      for (size_t i = 0; i < fresh.size(); ++i)
-        e.base.widenRows(fresh[i], 1, rows.data() + i * n);
+      std::vector<float> rows = baseRows(e, fresh), w(rows.size());
       gemm(false, false, fresh.size(), n, n, rows.data(), n, r1.data(), n,
            w.data(), n);
       if (!impl.ex->setWeightRows(e.name, fresh, w, error))
@@ -475,8 +475,8 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   std::vector<std::vector<double>> gs;
   for (const ScaleSite &site : impl.scaleSites)
     gs.emplace_back(site.size, 0.0);
-  grad->weightClips.assign(impl.learnWeightClips ? impl.weightClipCount : 0,
-                           0.0);
+  std::vector<double> weightClipGrads(
+      impl.learnWeightClips ? impl.weightClipCount : 0, 0.0);
   // The gradients of R3 and of the norm sites' weights (small).
   std::vector<std::vector<float>> rest(names.size() - impl.entries.size());
   auto entryBackward = [&](size_t i, MutableArrayRef<float> dWref,
@@ -495,7 +495,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
       std::vector<float> dx(dWref.size());
       numerics::fakeQuantRowsBackward(
           e.preClip().data(), e.rows, e.cols, weightGrid(impl.spec),
-          clips.data(), dW, dx.data(), grad->weightClips.data() + e.clipOffset);
+          clips.data(), dW, dx.data(), weightClipGrads.data() + e.clipOffset);
       std::copy(dx.begin(), dx.end(), dW);
     }
     // Learned scales: the weight quantizer's range is differentiated too
@@ -541,9 +541,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
     if (e.role == Role::Output) // no R1
       return true;
     if (e.rowsOnly) { // only the rows read contribute
-      std::vector<float> rows(used.size() * n), drows = gatherRows(dW, n);
-      for (size_t k = 0; k < used.size(); ++k)
-        e.base.widenRows(used[k], 1, rows.data() + k * n);
+      std::vector<float> rows = baseRows(e, used), drows = gatherRows(dW, n);
       gemm(true, false, n, n, used.size(), rows.data(), n, drows.data(), n,
            g1.data(), n, 1.0f);
     } else if (e.role != Role::Writer) { // W' = W R1: dR1 += W^T dW'
@@ -563,9 +561,7 @@ bool RotationObjective::evaluate(const Rotations &r, ArrayRef<int64_t> tokens,
   if (!impl.ex->lossAndGradients(tokens, batch, seq, names, loss, entryBackward,
                                  error, soft))
     return false;
-  grad->actClips.clear();
-  if (impl.learnActClips)
-    grad->actClips = impl.ex->clipGradients();
+  clipGradients(*grad, std::move(weightClipGrads));
   grad->hidden = n;
   grad->headDim = d;
   grad->r1.assign(g1.begin(), g1.end());

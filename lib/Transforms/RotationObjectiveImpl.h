@@ -92,6 +92,15 @@ inline const float *baseValues(const Entry &e, std::vector<float> &scratch) {
   return scratch.data();
 }
 
+/// Rows `ids` of `e.base` as fp32, one after the other.
+inline std::vector<float> baseRows(const Entry &e,
+                                   const std::vector<int64_t> &ids) {
+  std::vector<float> rows(ids.size() * e.cols);
+  for (size_t i = 0; i < ids.size(); ++i)
+    e.base.widenRows(ids[i], 1, rows.data() + i * e.cols);
+  return rows;
+}
+
 /// Calls fn(row, count, values) over `e.base`'s rows as fp32: all at once
 /// where they are held so, else kBaseRows rows at a time widened into a
 /// scratch buffer (a multiple of gemmF32's K block, so that products summed

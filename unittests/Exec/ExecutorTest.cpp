@@ -117,6 +117,38 @@ std::unique_ptr<Executor> load(const std::string &path,
   return ex;
 }
 
+/// test/Import/Inputs/`fixture` imported into `ctx` (null, reported, when
+/// the import fails).
+mlir::OwningOpRef<mlir::ModuleOp> importFixture(const std::string &fixture,
+                                                mlir::MLIRContext &ctx) {
+  std::string err;
+  auto module = importOnnxModel(SQ_SOURCE_DIR "/test/Import/Inputs/" + fixture,
+                                &ctx, err);
+  EXPECT_TRUE(module) << fixture << ": " << err;
+  return module;
+}
+
+/// The names of every float weight `ex` runs (the head's and the
+/// embedding table's too), in program order.
+std::vector<std::string> floatWeightNames(mlir::ModuleOp module,
+                                          const Executor &ex) {
+  std::vector<std::string> names;
+  module.walk([&](WeightOp w) {
+    if (!ex.weightValues(w.getName()).empty())
+      names.push_back(w.getName().str());
+  });
+  return names;
+}
+
+/// The name of the weight the (last) sq.embedding reads.
+std::string embeddingTableName(mlir::ModuleOp module) {
+  std::string table;
+  module.walk([&](EmbeddingOp e) {
+    table = e.getTable().getDefiningOp<WeightOp>().getName().str();
+  });
+  return table;
+}
+
 /// max|a-b| / max|b|
 double relMaxError(const std::vector<float> &a, const std::vector<double> &b) {
   double diff = 0, scale = 0;
@@ -340,9 +372,8 @@ TEST(Executor, ChunkedLossAndCheckpointsMatchTheWholeLogits) {
         std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
     mlir::MLIRContext ctx;
     std::string err;
-    auto module = importOnnxModel(
-        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
-    ASSERT_TRUE(module) << err;
+    auto module = importFixture(fixture, ctx);
+    ASSERT_TRUE(module);
     ExecutorOptions whole, chunked;
     whole.precision = chunked.precision = precision;
     whole.lossChunkRows = 1000;
@@ -358,12 +389,7 @@ TEST(Executor, ChunkedLossAndCheckpointsMatchTheWholeLogits) {
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < batch * seq; ++i)
       tokens.push_back((i * 7 + 3) % vocab);
-    // Every float weight the model has (the head's and the embedding's too).
-    std::vector<std::string> names;
-    module->walk([&](WeightOp w) {
-      if (!a->weightValues(w.getName()).empty())
-        names.push_back(w.getName().str());
-    });
+    std::vector<std::string> names = floatWeightNames(*module, *a);
     std::vector<float> logits;
     ASSERT_TRUE(a->forward(tokens, batch, seq, logits, err)) << err;
     double expected = 0;
@@ -417,24 +443,16 @@ TEST(Executor, GradientSinkGetsEachWeightOnceInBackwardOrder) {
         std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
     mlir::MLIRContext ctx;
     std::string err;
-    auto module = importOnnxModel(
-        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
-    ASSERT_TRUE(module) << err;
+    auto module = importFixture(fixture, ctx);
+    ASSERT_TRUE(module);
     ExecutorOptions options;
     options.precision = precision;
     options.checkpoint = ExecCheckpoint::On;
     auto ex = Executor::create(*module, err, options);
     ASSERT_TRUE(ex) << err;
-    std::vector<std::string> names;
-    module->walk([&](WeightOp w) {
-      if (!ex->weightValues(w.getName()).empty())
-        names.push_back(w.getName().str());
-    });
+    std::vector<std::string> names = floatWeightNames(*module, *ex);
     ASSERT_GT(names.size(), 3u) << fixture;
-    std::string table;
-    module->walk([&](EmbeddingOp e) {
-      table = e.getTable().getDefiningOp<WeightOp>().getName().str();
-    });
+    std::string table = embeddingTableName(*module);
     names.push_back(names[1]); // a name asked twice
     int64_t batch = 2, seq = 7, vocab = ex->info().vocabSize;
     std::vector<int64_t> tokens;
@@ -490,17 +508,13 @@ TEST(Executor, WeightSnapshotKeepsItsValues) {
         std::pair("bf16-opset17.onnx", ExecPrecision::BF16)}) {
     mlir::MLIRContext ctx;
     std::string err;
-    auto module = importOnnxModel(
-        SQ_SOURCE_DIR "/test/Import/Inputs/" + std::string(fixture), &ctx, err);
-    ASSERT_TRUE(module) << err;
+    auto module = importFixture(fixture, ctx);
+    ASSERT_TRUE(module);
     ExecutorOptions options;
     options.precision = precision;
     auto ex = Executor::create(*module, err, options);
     ASSERT_TRUE(ex) << err;
-    std::string table, linear;
-    module->walk([&](EmbeddingOp e) {
-      table = e.getTable().getDefiningOp<WeightOp>().getName().str();
-    });
+    std::string table = embeddingTableName(*module), linear;
     module->walk([&](LinearOp l) {
       if (linear.empty())
         linear = l.getWeight().getDefiningOp<WeightOp>().getName().str();
